@@ -1,0 +1,21 @@
+"""Converters: export a PyTorch module for a target, verify it, hand back an `Artifact`.
+
+One file per target backend, each registering itself with `@register_target`::
+
+    import converters
+    [t.name for t in converters.targets()]   # ['executorch-xnnpack', 'litert-cpu', 'onnx-cpu']
+
+Imports `runtime` (to verify what it wrote) and nothing else of ours. Heavy exporters
+(torch.onnx, ExecuTorch, litert-torch) are imported only inside the converter that needs them.
+"""
+
+from converters.artifact import Artifact
+from converters.convert import convert, verify
+from converters.programs import PROTOCOL_METHOD, ExportablePrograms
+from converters.registry import Converter, Target, get_converter, register_target, target_names, targets
+
+# Each backend registers itself on import.
+from converters import executorch_xnnpack, litert_cpu, onnx_cpu  # noqa: E402,F401
+
+__all__ = ["Artifact", "convert", "verify", "Converter", "Target", "targets", "target_names",
+           "get_converter", "register_target", "ExportablePrograms", "PROTOCOL_METHOD"]

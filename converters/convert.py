@@ -1,0 +1,210 @@
+"""`convert(model, example_inputs, target) -> Artifact`: export, verify, publish.
+
+Every artifact handed back has been loaded with `runtime` and compared against the
+PyTorch module on the example inputs plus a few random inputs of the same spec.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import runtime
+from converters.artifact import Artifact, new_workdir, publish, write_manifest
+from converters.capture import captured_output
+from converters.programs import Program, collect, flatten_outputs
+from converters.registry import get_converter
+from runtime.errors import ConfigError, ConversionError, SdkError, ToleranceError
+from runtime.manifest import Manifest, ProgramSpec, file_entry
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+VERSION_PACKAGES = ("edge-sdk", "torch", "executorch", "onnx", "onnxscript", "onnxruntime",
+                    "litert-torch", "ai-edge-litert", "numpy")
+
+
+def tool_versions() -> dict:
+    out = {}
+    for pkg in VERSION_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _torch_to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().contiguous().numpy()
+
+
+def compare(ref: list[torch.Tensor], got: list[np.ndarray], names: list[str]) -> list[dict]:
+    """Per-output max/mean absolute error and cosine similarity (float64)."""
+    rows = []
+    for name, r, g in zip(names, ref, got):
+        r = _torch_to_numpy(r)
+        row = {"name": name, "shape_ok": tuple(r.shape) == tuple(g.shape)}
+        if not row["shape_ok"]:
+            row.update(max_abs_err=math.inf, mean_abs_err=math.inf, cosine=0.0,
+                       detail=f"shape {list(g.shape)} vs reference {list(r.shape)}")
+            rows.append(row)
+            continue
+        r64, g64 = r.astype(np.float64).ravel(), g.astype(np.float64).ravel()
+        diff = np.abs(r64 - g64)
+        nr, ng = np.linalg.norm(r64), np.linalg.norm(g64)
+        cos = 1.0 if nr == 0 and ng == 0 else float(r64 @ g64 / (nr * ng)) if nr and ng else 0.0
+        row.update(max_abs_err=float(diff.max()) if diff.size else 0.0,
+                   mean_abs_err=float(diff.mean()) if diff.size else 0.0,
+                   cosine=cos, ref_max_abs=float(np.abs(r64).max()) if r64.size else 0.0,
+                   exact=r.dtype.kind in "iub")
+        rows.append(row)
+    return rows
+
+
+def _within(row: dict, atol: float, rtol: float) -> bool:
+    if not row["shape_ok"]:
+        return False
+    if row["exact"]:
+        return row["max_abs_err"] == 0
+    return row["max_abs_err"] <= atol + rtol * row["ref_max_abs"]
+
+
+def verify(workdir: Path, programs: list[Program], *, atol: float, rtol: float, samples: int,
+           seed: int = 0) -> dict:
+    """Run the artifact through `runtime` and compare with PyTorch; returns the report."""
+    sess = runtime.load(workdir, nan_policy="allow")
+    report = {"atol": atol, "rtol": rtol, "inputs_per_program": 1 + samples, "programs": {}}
+    worst, ok, min_cos = 0.0, True, 1.0
+    for prog in programs:
+        binding = sess.program(prog.name)
+        sets = [(prog.example_inputs, prog.reference)]
+        for i in range(samples):
+            arrays = runtime.example_inputs(list(binding.spec.inputs), seed=seed + 1 + i)
+            tensors = tuple(torch.from_numpy(a.copy()) for a in arrays)
+            with torch.no_grad():
+                ref = flatten_outputs(prog.module(*tensors))
+            if any(t.is_floating_point() and not torch.isfinite(t).all() for t in ref):
+                continue  # random inputs drove the reference to inf/nan: not a fair comparison
+            sets.append((tensors, ref))
+        per_output = {n: None for n in prog.output_names}
+        for tensors, ref in sets:
+            got = binding.run([_torch_to_numpy(t) for t in tensors])
+            for row in compare(ref, got, prog.output_names):
+                prev = per_output[row["name"]]
+                if prev is None or row["max_abs_err"] > prev["max_abs_err"]:
+                    per_output[row["name"]] = {**row, "cosine": min(row["cosine"], prev["cosine"]) if prev else row["cosine"]}
+                elif row["cosine"] < prev["cosine"]:
+                    prev["cosine"] = row["cosine"]
+        rows = list(per_output.values())
+        for r in rows:
+            r["ok"] = _within(r, atol, rtol)
+            ok &= r["ok"]
+            worst = max(worst, r["max_abs_err"])
+            min_cos = min(min_cos, r["cosine"])
+        report["programs"][prog.name] = {"inputs_compared": len(sets), "outputs": rows}
+    report.update(passed=ok, max_abs_err=worst, min_cosine=min_cos)
+    return report
+
+
+def _tolerance_message(target: str, report: dict) -> str:
+    parts = []
+    for pname, p in report["programs"].items():
+        for r in p["outputs"]:
+            if not r["ok"]:
+                parts.append(f"{pname}.{r['name']}: max |diff| {r['max_abs_err']:.3g} "
+                             f"(cosine {r['cosine']:.6f}) {r.get('detail', '')}".rstrip())
+    return (f"{target}: converted outputs differ from PyTorch beyond atol={report['atol']:g}, "
+            f"rtol={report['rtol']:g}: " + "; ".join(parts) +
+            ". Loosen atol/rtol if this precision is acceptable, or pick another target.")
+
+
+def default_name(model: torch.nn.Module, target: str, quantize: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", type(model).__name__.lower()).strip("-") or "model"
+    return f"{base}-{target}" + ("" if quantize == "fp32" else f"-{quantize}")
+
+
+def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: str = "fp32",
+            calibration=None, out_dir="edgesdk-out", name: str | None = None, atol: float = 1e-4,
+            rtol: float = 1e-4, verify_samples: int = 3, progress=None, **options) -> Artifact:
+    """Convert a PyTorch module for a target, verify it against PyTorch, and publish it.
+
+    Example::
+
+        import torch, sdk, runtime
+        model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+        x = torch.randn(1, 16)
+        art = sdk.convert(model, (x,), target="executorch-xnnpack", out_dir="out")
+        print(art.path, art.verification["max_abs_err"])
+        y = runtime.load(art.path).run([x.numpy()])
+
+    ``example_inputs`` is a tuple of tensors (shapes are fixed to theirs), or None when the
+    model implements ``edge_programs()``. The artifact lands at ``out_dir/name`` only after
+    it loaded in `runtime` and matched PyTorch within ``atol + rtol * max|reference|``
+    on the example inputs plus ``verify_samples`` random inputs; otherwise
+    ``ToleranceError`` lists the worst difference per output and nothing is written.
+    """
+    conv = get_converter(target)
+    if quantize not in conv.quantization:
+        raise ConfigError(f"target {target!r} has no quantization scheme {quantize!r}. "
+                          f"Available for {target}: {', '.join(conv.quantization)}")
+    if calibration is not None and quantize == "fp32":
+        raise ConfigError("calibration data is only used by quantized schemes; drop it or pick "
+                          f"one of {', '.join(conv.quantization[1:]) or '(none for this target)'}")
+    if not (isinstance(atol, (int, float)) and atol >= 0 and isinstance(rtol, (int, float)) and rtol >= 0):
+        raise ConfigError(f"atol and rtol must be non-negative numbers, got atol={atol!r}, rtol={rtol!r}")
+    why = conv.convert_unavailable()
+    if why:
+        raise runtime.TargetUnavailableError(f"cannot convert for {target}: {why}")
+    name = name or default_name(model, target, quantize)
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"artifact name {name!r}: use letters, digits, '.', '_' or '-' (max 128)")
+    say = progress or (lambda stage: None)
+    out_dir = Path(out_dir)
+
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    try:
+        programs = collect(model, example_inputs)
+        workdir = new_workdir(out_dir, name)
+        try:
+            say(f"exporting for {target}")
+            with captured_output(options.pop("capture", True)) as log:
+                try:
+                    result = conv.export({p.name: p for p in programs}, workdir, quantize=quantize, options=options)
+                except SdkError:
+                    raise
+                except Exception as e:
+                    raise ConversionError(f"{target}: export failed: {type(e).__name__}: {e}") from e
+            export_s = time.perf_counter() - t0
+            specs = {p.name: ProgramSpec(p.name, result["programs"][p.name][0], result["programs"][p.name][1],
+                                         p.input_specs(), p.output_specs()) for p in programs}
+            manifest = Manifest(
+                name=name, target=target, device=conv.device, format=conv.format, programs=specs,
+                files=[file_entry(workdir, f) for f in result["files"]],
+                quantization={"scheme": quantize}, versions=tool_versions(),
+                created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                extra={**result.get("extra", {}), "conversion_s": round(export_s, 3)},
+            )
+            write_manifest(workdir, manifest)
+            say(f"verifying against PyTorch ({1 + verify_samples} input sets)")
+            report = verify(workdir, programs, atol=atol, rtol=rtol, samples=verify_samples)
+            manifest.verification = report
+            write_manifest(workdir, manifest)
+            if not report["passed"]:
+                raise ToleranceError(_tolerance_message(target, report), report)
+            final = out_dir / name
+            publish(workdir, final)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+    finally:
+        model.train(was_training)
+    say(f"done in {time.perf_counter() - t0:.1f}s")
+    return Artifact(final, manifest, log.text)

@@ -1,0 +1,125 @@
+"""Which programs a model exports, with their example inputs and I/O names.
+
+Most models export one program, ``forward``. Models with several entry points (an
+encoder and a decode step; a prefill and a recurrent step) implement the protocol::
+
+    class MyModel(nn.Module):
+        def edge_programs(self) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]]:
+            return {"encode": (EncodeWrapper(self), (src,)),
+                    "decode_step": (StepWrapper(self), (tok, pos, cache))}
+
+`sdk.convert(model, None, target)` then exports every program into one artifact: one
+`.pte` with a method per program, one `.tflite` with a signature per program, or one
+`.onnx` file per program, all under one manifest.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from runtime.errors import ConfigError, ConversionError
+from runtime.manifest import DTYPES, TensorSpec
+
+PROTOCOL_METHOD = "edge_programs"
+
+
+@runtime_checkable
+class ExportablePrograms(Protocol):
+    def edge_programs(self) -> dict: ...
+
+
+@dataclass
+class Program:
+    name: str
+    module: torch.nn.Module
+    example_inputs: tuple
+    input_names: list[str]
+    output_names: list[str]
+    reference: list[torch.Tensor]  # PyTorch outputs on the example inputs, flattened
+
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        return tuple(_spec(n, t) for n, t in zip(self.input_names, self.example_inputs))
+
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec(n, tuple(t.shape), _dtype_name(t)) for n, t in zip(self.output_names, self.reference))
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    name = str(t.dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise ConfigError(f"tensor dtype {t.dtype} is not supported (supported: {', '.join(DTYPES)})")
+    return name
+
+
+def _spec(name: str, t: torch.Tensor) -> TensorSpec:
+    dtype = _dtype_name(t)
+    vr = None
+    if dtype not in ("float32", "float16", "float64", "bool") and t.numel():
+        vr = (int(t.min()), int(t.max()))
+    return TensorSpec(name, tuple(t.shape), dtype, vr)
+
+
+def flatten_outputs(out) -> list[torch.Tensor]:
+    """Tensors of a (nested) tuple/list/dict output, in the order exporters flatten them."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in flatten_outputs(o)]
+    if isinstance(out, dict):
+        return [t for k in out for t in flatten_outputs(out[k])]
+    raise ConversionError(f"model output of type {type(out).__name__} is not a tensor, tuple, list or dict")
+
+
+def _input_names(module: torch.nn.Module, n: int) -> list[str]:
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(names) >= n and len(set(names[:n])) == n:
+        return names[:n]
+    return [f"input_{i}" for i in range(n)]
+
+
+def _check_inputs(example_inputs, where: str) -> tuple:
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
+        raise ConfigError(f"{where}: example_inputs must be a non-empty tuple of tensors, got "
+                          f"{type(example_inputs).__name__}")
+    for i, t in enumerate(example_inputs):
+        if not isinstance(t, torch.Tensor):
+            raise ConfigError(f"{where}: example input {i} is a {type(t).__name__}, expected a torch.Tensor")
+    return tuple(example_inputs)
+
+
+def collect(model: torch.nn.Module, example_inputs) -> list[Program]:
+    """Resolve the programs to export and compute their PyTorch reference outputs."""
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if example_inputs is None:
+        if not isinstance(model, ExportablePrograms):
+            raise ConfigError("example_inputs is required (a tuple of tensors) unless the model "
+                              f"implements {PROTOCOL_METHOD}()")
+        entries = model.edge_programs()
+        if not isinstance(entries, dict) or not entries:
+            raise ConfigError(f"{type(model).__name__}.{PROTOCOL_METHOD}() must return a non-empty dict")
+    else:
+        entries = {"forward": (model, example_inputs)}
+    programs = []
+    for name, entry in entries.items():
+        if not isinstance(entry, tuple) or len(entry) != 2 or not isinstance(entry[0], torch.nn.Module):
+            raise ConfigError(f"program {name!r}: expected (nn.Module, example_inputs)")
+        module, inputs = entry[0].eval(), _check_inputs(entry[1], f"program {name!r}")
+        try:
+            with torch.no_grad():
+                ref = [t.detach().clone() for t in flatten_outputs(module(*inputs))]
+        except Exception as e:
+            raise ConfigError(f"program {name!r}: the model fails on its example inputs: {e}") from None
+        outs = ["output"] if len(ref) == 1 else [f"output_{i}" for i in range(len(ref))]
+        programs.append(Program(name, module, inputs, _input_names(module, len(inputs)), outs, ref))
+    return programs

@@ -1,0 +1,112 @@
+"""Target registry: one converter class per backend file, registered by decorator.
+
+A target is what a user asks for by name (``onnx-cpu``); the converter behind it knows
+how to export, which quantization schemes it offers and whether it can run here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errors import ConfigError
+
+_REGISTRY: dict[str, type["Converter"]] = {}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A registered target as `sdk.targets()` lists it.
+
+    ``runs`` is ``"yes" | "simulated" | "software GPU" | "convert-only" | "no"``;
+    ``runs_here`` is True when artifacts of this target execute on this machine;
+    ``why_not`` says why not, and how to fix it, otherwise None.
+    """
+
+    name: str
+    device: str
+    format: str
+    quantization: tuple
+    runs_here: bool
+    why_not: str | None
+    runs: str
+    backend: str
+    description: str
+
+
+class Converter:
+    """Base of every target converter. Subclasses set the class attributes and `export`."""
+
+    name: str = ""
+    device: str = "cpu"          # cpu | npu | gpu
+    format: str = ""             # onnx | pte | tflite | mlpackage
+    backend: str = ""            # runtime backend that executes the artifact
+    quantization: tuple = ("fp32",)
+    description: str = ""
+    convert_packages: tuple = ()  # python packages needed to export
+    run_packages: tuple = ()      # python packages needed to execute
+    install_hint: str = ""
+    run_label: str = "yes"        # what "runs here" means for this target when it does
+
+    # -- availability -------------------------------------------------------------------
+    @classmethod
+    def missing(cls, packages) -> list[str]:
+        return [p for p in packages if importlib.util.find_spec(p) is None]
+
+    @classmethod
+    def convert_unavailable(cls) -> str | None:
+        miss = cls.missing(cls.convert_packages)
+        if miss:
+            return f"{', '.join(miss)} not installed; fix: {cls.install_hint}"
+        return None
+
+    @classmethod
+    def run_unavailable(cls) -> str | None:
+        miss = cls.missing(cls.run_packages)
+        if miss:
+            return f"runtime package {', '.join(miss)} not installed; fix: {cls.install_hint}"
+        return None
+
+    @classmethod
+    def describe(cls) -> Target:
+        why = cls.run_unavailable()
+        return Target(cls.name, cls.device, cls.format, tuple(cls.quantization), why is None, why,
+                      cls.run_label if why is None else "no", cls.backend, cls.description)
+
+    # -- work ---------------------------------------------------------------------------
+    def export(self, programs: dict, workdir: Path, *, quantize: str, options: dict) -> dict:
+        """Write the payload into ``workdir``.
+
+        ``programs`` maps a program name to ``(module, example_inputs, input_names, output_names)``.
+        Returns ``{"files": [relative paths], "programs": {name: (file, method)}, "extra": {...},
+        "versions": {...}}``.
+        """
+        raise NotImplementedError
+
+
+def register_target(cls: type[Converter]) -> type[Converter]:
+    """Class decorator: add a converter to the registry; duplicate names are rejected."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no target name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"target {cls.name!r} is already registered by {_REGISTRY[cls.name].__name__}")
+    if not cls.quantization or cls.quantization[0] != "fp32":
+        raise ValueError(f"target {cls.name!r}: quantization schemes must start with 'fp32'")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def target_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_converter(name: str) -> Converter:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ConfigError(f"Unknown target {name!r}. Available: {', '.join(target_names())}")
+    return _REGISTRY[name]()
+
+
+def targets() -> list[Target]:
+    """Every registered target with its availability on this machine."""
+    return [_REGISTRY[n].describe() for n in target_names()]

@@ -1,0 +1,10 @@
+"""Model families and the registry: `models.create(name, **cfg)`, `models.list()`.
+
+Plain PyTorch; imports nothing else of the SDK.
+"""
+
+from models.registry import create, list_models as list, register_model  # noqa: A001
+
+from models import mlp  # noqa: E402,F401  (registers its models)
+
+__all__ = ["create", "list", "register_model"]

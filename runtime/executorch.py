@@ -1,0 +1,155 @@
+"""ExecuTorch backend: `.pte` programs (XNNPACK and portable kernels).
+
+The one honest exception to "the runtime never imports torch": ExecuTorch's Python
+bindings link libtorch, so this module imports torch when (and only when) a `.pte` is
+opened. On a phone the same `.pte` runs in ExecuTorch's C++ runtime with no torch
+(see android_demo/). We bind the C extension directly rather than
+`executorch.runtime`, whose import pulls in the whole exporter (~3 s, torchao).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch  # loads libtorch, which the ExecuTorch extension links against
+
+try:
+    from executorch.extension.pybindings import _C
+except ImportError:  # pragma: no cover - layout of other executorch releases
+    from executorch.extension.pybindings import portable_lib as _C
+
+from runtime.errors import ExecutionError, IntegrityError
+from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
+
+NAME = "executorch"
+
+# c10::ScalarType codes -> numpy dtype names
+_SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16",
+                 6: "float32", 7: "float64", 11: "bool"}
+
+
+def version() -> str:
+    from importlib.metadata import version as v
+    return v("executorch")
+
+
+def set_threads(threads: int) -> None:
+    """XNNPACK's threadpool is process-wide in the pybindings; resize it only when needed."""
+    if _C._threadpool_get_thread_count() != threads:
+        _C._unsafe_reset_threadpool(threads)
+
+
+def _load(path: Path, etdump: bool = False):
+    try:
+        return _C._load_program(str(path), enable_etdump=etdump, debug_buffer_size=0)
+    except Exception as e:
+        raise IntegrityError(f"{path}: ExecuTorch could not load the program: {e}") from None
+
+
+class Program:
+    """One method of a `.pte`. ExecuTorch methods are not re-entrant: the Session locks."""
+
+    thread_safe = False
+
+    def __init__(self, program, method_name: str, spec: ProgramSpec, path: Path):
+        names = {program.get_method_name(i) for i in range(program.num_methods())}
+        if method_name not in names:
+            raise IntegrityError(f"{path}: no method {method_name!r} (has {sorted(names)})")
+        try:
+            self.method = program.load_method(method_name)
+        except Exception as e:
+            raise IntegrityError(f"{path}: cannot load method {method_name!r}: {e}") from None
+        self._program = program  # keep the program alive as long as its method
+        meta = self.method.method_meta()
+        if meta.num_inputs() != len(spec.inputs) or meta.num_outputs() != len(spec.outputs):
+            raise IntegrityError(
+                f"{path}: method {method_name!r} has {meta.num_inputs()} inputs / {meta.num_outputs()} "
+                f"outputs, manifest declares {len(spec.inputs)} / {len(spec.outputs)}")
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            outs = self.method.call([torch.from_numpy(a) for a in arrays])
+        except Exception as e:
+            raise ExecutionError(f"executorch failed to run the method: {e}") from None
+        return [o.numpy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in outs]
+
+    def raw_call(self):
+        """The backend's own call, for overhead benchmarks: f(list of torch tensors) -> outputs."""
+        return self.method.call
+
+
+def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict) -> Program:
+    set_threads(threads)
+    if path not in cache:  # all methods of a .pte share one loaded program
+        cache[path] = _load(path)
+    return Program(cache[path], spec.method, spec, path)
+
+
+def _specs(infos, prefix) -> tuple[TensorSpec, ...]:
+    out = []
+    for i, ti in enumerate(infos):
+        dtype = _SCALAR_TYPES.get(ti.dtype())
+        if dtype is None:
+            raise IntegrityError(f"{prefix}_{i}: unsupported ExecuTorch scalar type {ti.dtype()}")
+        out.append(TensorSpec(f"{prefix}_{i}", tuple(ti.sizes()), dtype))
+    return tuple(out)
+
+
+def manifest_for_file(path: Path) -> Manifest:
+    """Describe a bare `.pte` from its method metadata (inputs are named input_0, input_1...)."""
+    prog = _load(path)
+    programs = {}
+    for i in range(prog.num_methods()):
+        name = prog.get_method_name(i)
+        meta = prog.method_meta(name)
+        programs[name] = ProgramSpec(
+            name, path.name, name,
+            _specs([meta.input_tensor_meta(j) for j in range(meta.num_inputs())], "input"),
+            _specs([meta.output_tensor_meta(j) for j in range(meta.num_outputs())], "output"))
+    files = [FileEntry(path.name, path.stat().st_size, "0" * 64)]
+    return Manifest(name=path.stem, target="executorch-xnnpack", format="pte", programs=programs, files=files)
+
+
+def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int, threads: int):
+    """Run with ETDump enabled and read it with ExecuTorch's Inspector.
+
+    Yields (event name, op type, microseconds, backend). Delegate-internal XNNPACK events
+    carry no timings in the pip build, so a delegated subgraph appears as one
+    `DELEGATE_CALL` row.
+    """
+    set_threads(threads)
+    prog = _load(path, etdump=True)
+    method = prog.load_method(spec.method)
+    tensors = [torch.from_numpy(a) for a in arrays]
+    for _ in range(runs):
+        method.call(tensors)
+    with tempfile.TemporaryDirectory(prefix="edgesdk-etdump-") as tmp:
+        etdump = str(Path(tmp) / "run.etdp")
+        prog.write_etdump_result_to_file(etdump, str(Path(tmp) / "debug.bin"))
+        import logging
+        import warnings
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from executorch.devtools import Inspector  # heavy; imports the exporter
+            inspector = Inspector(etdump_path=etdump)
+    rows, hidden = [], 0
+    for block in inspector.event_blocks:
+        if block.name != "Execute":
+            continue
+        for ev in block.events:
+            if ev.name in ("Method::execute", "OPERATOR_CALL") or not ev.perf_data:
+                continue
+            raw = [x * 1e3 for x in ev.perf_data.raw]  # Inspector reports ms
+            if not any(raw):
+                hidden += 1
+                continue
+            backend = ev.delegate_backend_name or ("XnnpackBackend" if ev.name == "DELEGATE_CALL" else "portable")
+            op = ev.name.removeprefix("native_call_")
+            for us in raw:
+                rows.append((ev.name, op, us, backend))
+    note = (f"{hidden} delegate-internal events carry no timing in this ExecuTorch build; "
+            "delegated work is shown as DELEGATE_CALL") if hidden else ""
+    return rows, note

@@ -1,0 +1,134 @@
+"""LiteRT backend (`ai_edge_litert`, XNNPACK on CPU): `.tflite` artifacts. Torch-free.
+
+LiteRT stores 64-bit integer I/O as 32-bit: token ids arrive as int64 (what PyTorch
+takes) and are narrowed here, refusing values that do not fit; 32-bit outputs are widened
+back to the dtype the manifest promises.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from runtime.errors import ExecutionError, InputError, IntegrityError
+from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
+
+NAME = "litert"
+_I32 = np.iinfo(np.int32)
+
+
+def version() -> str:
+    from importlib.metadata import version as v
+    return v("ai-edge-litert")
+
+
+def _natural(names):
+    """args_10 after args_2: signatures list names as strings."""
+    return sorted(names, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
+
+
+def _interpreter(path: Path, threads: int) -> Interpreter:
+    try:
+        it = Interpreter(model_path=str(path), num_threads=threads)
+        it.allocate_tensors()
+        return it
+    except Exception as e:
+        raise IntegrityError(f"{path}: LiteRT could not load the model: {e}") from None
+
+
+class Program:
+    """One signature of a `.tflite`. The interpreter is not re-entrant: the Session locks."""
+
+    thread_safe = False
+
+    def __init__(self, it: Interpreter, spec: ProgramSpec, signature: str, io_names: dict | None, path: Path):
+        sigs = it.get_signature_list()
+        if signature not in sigs:
+            raise IntegrityError(f"{path}: no signature {signature!r} (has {sorted(sigs)})")
+        in_names = (io_names or {}).get("inputs") or _natural(sigs[signature]["inputs"])
+        out_names = (io_names or {}).get("outputs") or _natural(sigs[signature]["outputs"])
+        if len(in_names) != len(spec.inputs) or len(out_names) != len(spec.outputs):
+            raise IntegrityError(
+                f"{path}: signature {signature!r} has {len(in_names)} inputs / {len(out_names)} outputs, "
+                f"manifest declares {len(spec.inputs)} / {len(spec.outputs)}")
+        runner = it.get_signature_runner(signature)
+        ind, outd = runner.get_input_details(), runner.get_output_details()
+        self.it = it
+        self._in = [(ind[n]["index"], np.dtype(ind[n]["dtype"]), s.name) for n, s in zip(in_names, spec.inputs)]
+        self._out = [(outd[n]["index"], np.dtype(s.dtype)) for n, s in zip(out_names, spec.outputs)]
+        # subgraph 0 can be driven through set_tensor/invoke directly (cheapest path)
+        self._runner = None if len(sigs) == 1 else runner
+        self._runner_names = (in_names, out_names)
+
+    def _narrow(self, a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+        if a.dtype == dtype:
+            return a
+        if a.dtype == np.int64 and dtype == np.int32:
+            if a.size and (a.min() < _I32.min or a.max() > _I32.max):
+                raise InputError(f"input {name!r}: values outside int32, which this LiteRT model stores ids as")
+        return a.astype(dtype)
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        it = self.it
+        try:
+            if self._runner is None:
+                for a, (idx, dtype, name) in zip(arrays, self._in):
+                    it.set_tensor(idx, self._narrow(a, dtype, name))
+                it.invoke()
+                outs = [it.get_tensor(idx) for idx, _ in self._out]
+            else:
+                ins, outn = self._runner_names
+                res = self._runner(**{n: self._narrow(a, d, nm) for n, a, (_, d, nm) in zip(ins, arrays, self._in)})
+                outs = [res[n] for n in outn]
+        except InputError:
+            raise
+        except Exception as e:
+            raise ExecutionError(f"LiteRT failed to run the model: {e}") from None
+        return [o if o.dtype == d else o.astype(d) for o, (_, d) in zip(outs, self._out)]
+
+    def raw_call(self):
+        """The backend's own call, for overhead benchmarks: set_tensor/invoke/get_tensor."""
+        it, ins, outs = self.it, [i for i, _, _ in self._in], [i for i, _ in self._out]
+
+        def call(arrays):
+            for idx, a in zip(ins, arrays):
+                it.set_tensor(idx, a)
+            it.invoke()
+            return [it.get_tensor(i) for i in outs]
+        return call
+
+
+def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict) -> Program:
+    if path not in cache:
+        cache[path] = _interpreter(path, threads)
+    io_names = manifest.extra.get("litert_io", {}).get(spec.name)
+    return Program(cache[path], spec, spec.method, io_names, path)
+
+
+def _dtype(d) -> str:
+    return np.dtype(d).name
+
+
+def manifest_for_file(path: Path) -> Manifest:
+    """Describe a bare `.tflite` from its signatures (dtypes as stored, e.g. int32 ids)."""
+    it = _interpreter(path, 1)
+    programs = {}
+    for sig, io in it.get_signature_list().items():
+        r = it.get_signature_runner(sig)
+        ind, outd = r.get_input_details(), r.get_output_details()
+        programs[sig] = ProgramSpec(
+            sig, path.name, sig,
+            tuple(TensorSpec(n, tuple(int(x) for x in ind[n]["shape"]), _dtype(ind[n]["dtype"]))
+                  for n in _natural(io["inputs"])),
+            tuple(TensorSpec(n, tuple(int(x) for x in outd[n]["shape"]), _dtype(outd[n]["dtype"]))
+                  for n in _natural(io["outputs"])))
+    files = [FileEntry(path.name, path.stat().st_size, "0" * 64)]
+    return Manifest(name=path.stem, target="litert-cpu", format="tflite", programs=programs, files=files)
+
+
+def op_events(path: Path, spec: ProgramSpec, arrays, runs: int, threads: int):
+    """LiteRT's Python API exposes no per-op timings (its C++ benchmark tool does)."""
+    return [], "LiteRT's Python interpreter exposes no per-op timings"

@@ -1,0 +1,113 @@
+"""ONNX Runtime backend (CPU execution provider): `.onnx` artifacts. Torch-free."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.errors import ExecutionError, IntegrityError
+from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
+
+NAME = "onnxruntime"
+PROVIDERS = ["CPUExecutionProvider"]
+
+_ONNX_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+}
+
+
+def version() -> str:
+    return ort.__version__
+
+
+def _options(threads: int, profile_prefix: str | None = None) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return so
+
+
+def _session(path: Path, threads: int, profile_prefix: str | None = None) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), _options(threads, profile_prefix), providers=PROVIDERS)
+    except Exception as e:  # ORT raises its own pybind exception types
+        raise IntegrityError(f"{path}: ONNX Runtime could not load the model: {e}") from None
+
+
+class Program:
+    """One ONNX model file. `InferenceSession.run` is thread-safe, so no lock is needed."""
+
+    thread_safe = True
+
+    def __init__(self, sess: ort.InferenceSession, spec: ProgramSpec):
+        self.sess = sess
+        self._in_names = [i.name for i in sess.get_inputs()]
+        self._out_names = [o.name for o in sess.get_outputs()]
+        if len(self._in_names) != len(spec.inputs) or len(self._out_names) != len(spec.outputs):
+            raise IntegrityError(
+                f"model has {len(self._in_names)} inputs / {len(self._out_names)} outputs, manifest "
+                f"declares {len(spec.inputs)} / {len(spec.outputs)}")
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self.sess.run(self._out_names, dict(zip(self._in_names, arrays)))
+        except Exception as e:
+            raise ExecutionError(f"onnxruntime failed to run the model: {e}") from None
+
+    def raw_call(self):
+        """The backend's own call, for overhead benchmarks: f(feed_dict) -> outputs."""
+        return lambda feed: self.sess.run(None, feed), self._in_names
+
+
+def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict) -> Program:
+    return Program(_session(path, threads), spec)
+
+
+def _spec_from(node) -> TensorSpec:
+    dtype = _ONNX_DTYPES.get(node.type)
+    if dtype is None:
+        raise IntegrityError(f"ONNX tensor {node.name!r} has unsupported type {node.type}")
+    shape = [d if isinstance(d, int) else (d or f"d{i}") for i, d in enumerate(node.shape)]
+    return TensorSpec(node.name, tuple(shape), dtype)
+
+
+def manifest_for_file(path: Path) -> Manifest:
+    """Describe a bare `.onnx` file from the model itself (no hash check possible)."""
+    sess = _session(path, 1)
+    spec = ProgramSpec("forward", path.name, "forward",
+                       tuple(_spec_from(i) for i in sess.get_inputs()),
+                       tuple(_spec_from(o) for o in sess.get_outputs()))
+    files = [FileEntry(path.name, path.stat().st_size, "0" * 64)]
+    return Manifest(name=path.stem, target="onnx-cpu", format="onnx", programs={"forward": spec}, files=files)
+
+
+def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int, threads: int):
+    """Run with ONNX Runtime's session profiler; yield (node name, op type, microseconds) per event."""
+    with tempfile.TemporaryDirectory(prefix="edgesdk-ortprof-") as tmp:
+        sess = _session(path, threads, profile_prefix=os.path.join(tmp, "ort"))
+        feed = dict(zip([i.name for i in sess.get_inputs()], arrays))
+        for _ in range(runs):
+            sess.run(None, feed)
+        trace = sess.end_profiling()
+        with open(trace) as f:
+            events = json.load(f)
+    rows = []
+    for ev in events:
+        if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
+            continue
+        args = ev.get("args", {})
+        rows.append((ev["name"][: -len("_kernel_time")], args.get("op_name", "?"), float(ev.get("dur", 0)),
+                     args.get("provider", "")))
+    return rows, ""

@@ -1,0 +1,285 @@
+"""`runtime.profile(path) -> ProfileReport`: load time, cold start, warm percentiles, memory, per-op.
+
+Raw samples are kept; every statistic is derived from them (see `runtime.stats`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from runtime.errors import ConfigError
+from runtime.manifest import TensorSpec
+from runtime.session import Session, load
+from runtime.stats import summarize
+
+SCHEMA = "edgesdk.profile/1"
+NOISY_CV = 0.10
+
+
+# ---------------------------------------------------------------- memory (Linux /proc, fallback getrusage)
+
+def _status_kb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    kb = _status_kb("VmRSS")
+    return kb / 1024 if kb is not None else math.nan
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark so the peak covers only what follows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    kb = _status_kb("VmHWM")
+    if kb is None:
+        import resource
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------- inputs
+
+def example_inputs(specs: list[TensorSpec], seed: int = 0) -> list[np.ndarray]:
+    """Inputs matching a spec: normal floats, ints inside the recorded value range, True masks."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in specs:
+        shape = tuple(d if isinstance(d, int) else 1 for d in s.shape)
+        dt = s.np_dtype
+        if dt.kind == "f":
+            out.append(rng.standard_normal(shape).astype(dt))
+        elif dt.kind == "b":
+            out.append(np.ones(shape, dtype=dt))
+        else:
+            lo, hi = s.value_range if s.value_range else (0, 0)
+            out.append(rng.integers(int(lo), int(hi) + 1, size=shape).astype(dt))
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+@dataclass
+class ProfileReport:
+    """Latency profile of one artifact on one device. Statistics derive from `samples_ms`."""
+
+    artifact: str
+    target: str
+    backend: str
+    backend_version: str
+    device: str
+    threads: int
+    program: str
+    warmup: int
+    iters: int
+    load_ms: float
+    first_run_ms: float
+    samples_ms: list[float]
+    peak_rss_mb: float
+    baseline_rss_mb: float
+    ops: list[dict] = field(default_factory=list)
+    ops_note: str = ""
+    label: str = ""
+    verified: bool = False
+    created_at: str = ""
+    schema: str = SCHEMA
+
+    @property
+    def stats(self) -> dict:
+        return summarize(self.samples_ms)
+
+    p50_ms = property(lambda self: self.stats["p50"])
+    p90_ms = property(lambda self: self.stats["p90"])
+    p99_ms = property(lambda self: self.stats["p99"])
+    mean_ms = property(lambda self: self.stats["mean"])
+    std_ms = property(lambda self: self.stats["std"])
+    min_ms = property(lambda self: self.stats["min"])
+    max_ms = property(lambda self: self.stats["max"])
+    cv = property(lambda self: self.stats["cv"])
+
+    @property
+    def throughput_per_s(self) -> float:
+        m = self.mean_ms
+        return 1e3 / m if m and not math.isnan(m) else math.nan
+
+    @property
+    def noisy(self) -> bool:
+        """True when the coefficient of variation exceeds 10%: treat the numbers with care."""
+        return bool(self.cv > NOISY_CV)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        st = self.stats
+        d["stats"] = {
+            "count": st["count"], "p50_ms": st["p50"], "p90_ms": st["p90"], "p99_ms": st["p99"],
+            "mean_ms": st["mean"], "std_ms": st["std"], "min_ms": st["min"], "max_ms": st["max"],
+            "cv": st["cv"], "throughput_per_s": self.throughput_per_s, "noisy": self.noisy,
+        }
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(_json_safe(self.to_dict()), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProfileReport":
+        d = json.loads(text)
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise ConfigError(f"not a profile report (schema {d.get('schema') if isinstance(d, dict) else None!r}, "
+                              f"expected {SCHEMA!r})")
+        d.pop("stats", None)
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def table(self, top_ops: int = 10) -> str:
+        """A readable summary (what `edgesdk profile` prints)."""
+        st = self.stats
+        lines = [
+            f"{self.artifact}",
+            f"  target {self.target} · backend {self.backend} {self.backend_version} · {self.threads} threads"
+            + (f" · {self.label}" if self.label else ""),
+            f"  device {self.device}",
+            f"  load {self.load_ms:.2f} ms · first run (cold) {self.first_run_ms:.3f} ms · "
+            f"peak RSS {self.peak_rss_mb:.1f} MB (before load {self.baseline_rss_mb:.1f} MB)",
+            f"  {st['count']} runs after {self.warmup} warm-up: p50 {st['p50']:.4f} · p90 {st['p90']:.4f} · "
+            f"p99 {st['p99']:.4f} · mean {st['mean']:.4f} ± {st['std']:.4f} ms · "
+            f"{self.throughput_per_s:.1f}/s · CV {st['cv'] * 100:.1f}%"
+            + ("  [NOISY: CV > 10%, rerun on a quieter machine]" if self.noisy else ""),
+        ]
+        if self.ops:
+            lines.append(f"  per-op (top {min(top_ops, len(self.ops))} of {len(self.ops)} by total time):")
+            lines.append(f"    {'op':<40} {'type':<22} {'calls':>6} {'mean ms':>9} {'share':>6}")
+            for r in self.ops[:top_ops]:
+                lines.append(f"    {r['name'][:40]:<40} {r['op_type'][:22]:<22} {r['calls']:>6} "
+                             f"{r['mean_ms']:>9.4f} {r['share'] * 100:>5.1f}%")
+        elif self.ops_note:
+            lines.append(f"  per-op: {self.ops_note}")
+        if self.ops and self.ops_note:
+            lines.append(f"  note: {self.ops_note}")
+        return "\n".join(lines)
+
+
+def _json_safe(o):
+    """NaN/Inf become null: JSON has no spelling for them."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    return o
+
+
+def aggregate_ops(events, runs: int) -> list[dict]:
+    """(name, op_type, microseconds, backend) events -> one row per op, sorted by total time."""
+    agg: dict[str, dict] = {}
+    for name, op, us, backend in events:
+        r = agg.setdefault(name, {"name": name, "op_type": op, "backend": backend, "calls": 0, "total_ms": 0.0})
+        r["calls"] += 1
+        r["total_ms"] += us / 1e3
+    total = sum(r["total_ms"] for r in agg.values()) or 1.0
+    rows = sorted(agg.values(), key=lambda r: -r["total_ms"])
+    for r in rows:
+        r["calls"] = r["calls"] // max(runs, 1) or r["calls"]  # calls per run
+        r["mean_ms"] = r["total_ms"] / max(runs, 1) / max(r["calls"], 1)
+        r["share"] = r["total_ms"] / total
+    return rows
+
+
+def _finite(x: float) -> float:
+    return x if isinstance(x, float) and math.isfinite(x) else float("nan")
+
+
+def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: int | None = None,
+            program: str | None = None, per_op: bool = True, op_runs: int = 20, seed: int = 0,
+            progress=None) -> ProfileReport:
+    """Profile an artifact (or bare model file) on this machine.
+
+    Example::
+
+        import runtime
+        rep = runtime.profile("out/mlp-onnx-cpu", warmup=10, iters=200)
+        print(rep.p50_ms, rep.p99_ms, rep.noisy)
+        print(rep.table())
+
+    Measures the load (integrity check included), the first run (cold start), ``warmup``
+    discarded runs, then ``iters`` timed runs of ``Session.run``. ``peak_rss_mb`` is the
+    process high-water mark from just before the load to the end of the timed runs.
+    ``ops`` holds per-op rows from a separate profiled pass where the backend can tell
+    (ONNX Runtime profiler, ExecuTorch ETDump); otherwise it is empty and ``ops_note`` says why.
+    ``progress(done, total)`` is called during the timed loop.
+    """
+    if not isinstance(iters, int) or iters < 1:
+        raise ConfigError(f"iters must be a positive int, got {iters!r}")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"warmup must be a non-negative int, got {warmup!r}")
+    reset_peak_rss()
+    baseline = rss_mb()
+    sess: Session = load(path, threads=threads)
+    binding = sess.program(program) if program else sess._default
+    spec = binding.spec
+    arrays = example_inputs(list(spec.inputs), seed) if inputs is None else binding.validate(inputs)
+
+    t = time.perf_counter_ns()
+    binding.run(arrays)
+    first_ms = (time.perf_counter_ns() - t) / 1e6
+    for _ in range(warmup):
+        binding.run(arrays)
+    samples = []
+    step = max(1, iters // 50)
+    clock = time.perf_counter_ns
+    for i in range(iters):
+        t = clock()
+        binding.run(arrays)
+        samples.append((clock() - t) / 1e6)
+        if progress is not None and (i + 1) % step == 0:
+            progress(i + 1, iters)
+    peak = peak_rss_mb()
+
+    ops, note = [], ""
+    if per_op:
+        events, note = sess.backend.op_events(sess.path if sess.path.is_file() else sess.path / spec.file,
+                                              spec, arrays, op_runs, sess.threads)
+        ops = aggregate_ops(events, op_runs)
+    extra = sess.manifest.extra
+    return ProfileReport(
+        artifact=str(sess.path), target=sess.target, backend=sess.backend_name,
+        backend_version=sess.backend.version(),
+        device=extra.get("device_label") or f"{cpu_name()} ({platform.machine()}, {platform.system()})",
+        threads=sess.threads, program=spec.name, warmup=warmup, iters=iters,
+        load_ms=sess.load_ms, first_run_ms=first_ms, samples_ms=samples,
+        peak_rss_mb=_finite(peak), baseline_rss_mb=_finite(baseline), ops=ops, ops_note=note,
+        label=extra.get("runs_label", ""), verified=sess.verified,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )

@@ -1,0 +1,266 @@
+"""`runtime.load(path) -> Session`: open an artifact, validate inputs, run it.
+
+No torch import here. Backends live one per file (`ort.py`, `executorch.py`, `litert.py`)
+and are imported only when an artifact of their format is opened.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import ConfigError, InputError, IntegrityError, TargetUnavailableError
+from runtime.manifest import (
+    FORMATS, MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, ProgramSpec, TensorSpec,
+    parse_manifest, verify_payload,
+)
+
+# format -> (backend module, python package it needs, how to install it)
+BACKENDS = {
+    "onnx": ("runtime.ort", "onnxruntime", "pip install onnxruntime"),
+    "pte": ("runtime.executorch", "executorch", "pip install executorch==1.5.1"),
+    "tflite": ("runtime.litert", "ai_edge_litert", "pip install ai-edge-litert"),
+}
+NAN_POLICIES = ("reject", "allow")
+
+
+def backend_module(fmt: str):
+    """Import the backend for a format, or raise TargetUnavailableError saying how to get it."""
+    if fmt not in BACKENDS:
+        raise TargetUnavailableError(
+            f"format {fmt!r} has no runtime backend here (runnable formats: {', '.join(BACKENDS)})")
+    mod, pkg, hint = BACKENDS[fmt]
+    if importlib.util.find_spec(pkg) is None:
+        raise TargetUnavailableError(f"cannot run .{fmt} files: {pkg} is not installed; fix: {hint}")
+    return importlib.import_module(mod)
+
+
+def default_threads() -> int:
+    """Intra-op threads used by every backend unless told otherwise: all usable cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Binding:
+    """A program plus its input validation: the hot path of `Session.run`."""
+
+    __slots__ = ("spec", "program", "nan_policy", "_checks", "_names", "_lock")
+
+    def __init__(self, spec: ProgramSpec, program, nan_policy: str):
+        self.spec = spec
+        self.program = program
+        self.nan_policy = nan_policy
+        self._names = [s.name for s in spec.inputs]
+        # (name, dtype, static shape with None for symbolic dims, check finiteness)
+        self._checks = [
+            (s.name, s.np_dtype, tuple(d if isinstance(d, int) else None for d in s.shape),
+             s.np_dtype.kind == "f" and nan_policy == "reject")
+            for s in spec.inputs
+        ]
+        self._lock = None if getattr(program, "thread_safe", False) else threading.Lock()
+
+    def _expected(self) -> str:
+        return ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in self.spec.inputs)
+
+    def validate(self, inputs) -> list:
+        checks = self._checks
+        if isinstance(inputs, dict):
+            unknown = [k for k in inputs if k not in self._names]
+            missing = [n for n in self._names if n not in inputs]
+            if unknown or missing:
+                raise InputError(
+                    f"program {self.spec.name!r}: unknown inputs {unknown}, missing {missing}; "
+                    f"expected {self._expected()}")
+            inputs = [inputs[n] for n in self._names]
+        elif isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        elif not isinstance(inputs, (list, tuple)):
+            raise InputError(
+                f"inputs must be a list of numpy arrays or a dict name -> array, got "
+                f"{type(inputs).__name__}; expected {self._expected()}")
+        if len(inputs) != len(checks):
+            raise InputError(
+                f"program {self.spec.name!r} takes {len(checks)} inputs, got {len(inputs)}; "
+                f"expected {self._expected()}")
+        out = []
+        for a, (name, dtype, shape, finite) in zip(inputs, checks):
+            if type(a) is not np.ndarray:
+                if hasattr(a, "__array__") or isinstance(a, (list, tuple, int, float, bool)):
+                    a = np.asarray(a)
+                else:
+                    raise InputError(f"input {name!r}: expected a numpy array, got {type(a).__name__}")
+            if a.dtype != dtype:
+                if a.dtype.newbyteorder("=") == dtype:  # wrong-endian copy of the right type
+                    a = a.astype(dtype)
+                else:
+                    raise InputError(
+                        f"input {name!r}: dtype {a.dtype}, expected {dtype} "
+                        f"(cast with .astype(np.{dtype.name})); expected {self._expected()}")
+            if a.ndim != len(shape) or any(d is not None and d != n for d, n in zip(shape, a.shape)):
+                raise InputError(
+                    f"input {name!r}: shape {list(a.shape)}, expected "
+                    f"{[d if d is not None else '?' for d in shape]}; expected {self._expected()}")
+            if finite and not np.isfinite(a).all():
+                raise InputError(
+                    f"input {name!r} contains NaN or Inf and nan_policy='reject'; "
+                    f"clean the input or load with nan_policy='allow'")
+            if not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a)
+            out.append(a)
+        return out
+
+    def run(self, inputs) -> list[np.ndarray]:
+        arrays = self.validate(inputs)
+        if self._lock is None:
+            return self.program.run(arrays)
+        with self._lock:
+            return self.program.run(arrays)
+
+
+class Session:
+    """A loaded artifact, ready to run.
+
+    Example::
+
+        import numpy as np, runtime
+        sess = runtime.load("out/mlp-onnx-cpu")
+        print(sess.inputs)                       # [TensorSpec(name='x', shape=(1, 64), ...)]
+        (y,) = sess.run([np.zeros((1, 64), np.float32)])
+
+    ``run`` accepts a list of arrays (positional) or a dict name -> array, validates them
+    against the spec (count, names, shape, dtype, NaN policy) and returns a list of arrays.
+    Sessions are safe to share between threads: backends that are not re-entrant are
+    serialised by a per-program lock.
+    """
+
+    def __init__(self, path: Path, manifest: Manifest, backend, programs: dict[str, _Binding],
+                 verified: bool, threads: int, load_ms: float = 0.0):
+        self.path = path
+        self.manifest = manifest
+        self.backend = backend
+        self._programs = programs
+        self.verified = verified
+        self.threads = threads
+        self.load_ms = load_ms
+        self._default = programs["forward"] if "forward" in programs else next(iter(programs.values()))
+
+    @property
+    def target(self) -> str:
+        return self.manifest.target
+
+    @property
+    def format(self) -> str:
+        return self.manifest.format
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.NAME
+
+    @property
+    def program_names(self) -> list[str]:
+        return list(self._programs)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._default.spec.inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._default.spec.outputs)
+
+    def program(self, name: str) -> _Binding:
+        try:
+            return self._programs[name]
+        except KeyError:
+            raise ConfigError(f"no program {name!r}; this artifact has {', '.join(self._programs)}") from None
+
+    def run(self, inputs, *, program: str | None = None) -> list[np.ndarray]:
+        b = self._default if program is None else self.program(program)
+        return b.run(inputs)
+
+    def __repr__(self) -> str:
+        return (f"Session({str(self.path)!r}, target={self.target!r}, backend={self.backend_name!r}, "
+                f"programs={self.program_names}, verified={self.verified})")
+
+
+def _read_manifest(path: Path) -> Manifest:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise IntegrityError(f"cannot read {path}: {e.strerror}") from None
+    if size > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"{path}: {size} bytes is too large for a manifest")
+    return parse_manifest(path.read_bytes())
+
+
+def resolve(path) -> tuple[Path, Manifest | None, Path | None]:
+    """Return (artifact root, manifest or None, bare model file or None) for what a user passed."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(
+            f"{p}: no such file or directory; pass an artifact directory, its manifest.json "
+            f"or a model file ({', '.join(FORMATS)})")
+    if p.is_dir() and p.suffix != ".mlpackage":
+        m = p / MANIFEST_NAME
+        if not m.is_file():
+            raise ConfigError(f"{p}: directory has no {MANIFEST_NAME}; is it an artifact from `edgesdk convert`?")
+        return p, _read_manifest(m), None
+    if p.name == MANIFEST_NAME or p.suffix == ".json":
+        return p.parent, _read_manifest(p), None
+    if p.suffix in FORMATS:
+        return p.parent, None, p
+    raise ConfigError(
+        f"{p}: unrecognised file type {p.suffix!r}; expected an artifact directory, "
+        f"manifest.json or one of {', '.join(FORMATS)}")
+
+
+def load(path, *, threads: int | None = None, nan_policy: str = "reject",
+         require_verified: bool = False) -> Session:
+    """Open an artifact directory, its ``manifest.json``, or a bare model file.
+
+    Example::
+
+        import runtime
+        sess = runtime.load("out/mlp-executorch-xnnpack")
+        sess.inputs, sess.outputs
+
+    With a manifest, every payload file's size and sha256 are checked before a native
+    library reads it (``IntegrityError`` on mismatch) and ``sess.verified`` is True. Bare
+    files are allowed (specs are read from the model) but ``verified`` is False;
+    ``require_verified=True`` refuses them.
+    """
+    import time
+
+    if nan_policy not in NAN_POLICIES:
+        raise ConfigError(f"nan_policy {nan_policy!r} is not one of {NAN_POLICIES}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive int, got {threads!r}")
+    threads = threads or default_threads()
+    t0 = time.perf_counter()
+    root, manifest, bare = resolve(path)
+    if manifest is not None:
+        backend = backend_module(manifest.format)
+        verify_payload(root, manifest)
+        verified = True
+    else:
+        if require_verified:
+            raise IntegrityError(f"{bare}: a bare model file has no manifest to verify against")
+        fmt = FORMATS[bare.suffix]
+        backend = backend_module(fmt)
+        if bare.stat().st_size == 0:
+            raise IntegrityError(f"{bare}: empty file")
+        manifest = backend.manifest_for_file(bare)
+        verified = False
+    programs, cache = {}, {}
+    for name, spec in manifest.programs.items():
+        prog = backend.open_program(root / spec.file, spec, threads=threads, manifest=manifest, cache=cache)
+        programs[name] = _Binding(spec, prog, nan_policy)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    return Session(root if bare is None else bare, manifest, backend, programs, verified, threads, load_ms)

@@ -1,0 +1,302 @@
+"""`edgesdk`: targets, convert, run, profile, demo.
+
+Exit codes: 0 success, 2 a clear error (one line on stderr), 1 an unexpected failure,
+130 interrupted. `--debug` shows tracebacks; `--json` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from runtime.errors import ConfigError, SdkError
+from sdk.progress import Progress
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _emit_json(obj) -> None:
+    from runtime.profile import _json_safe
+    print(json.dumps(_json_safe(obj), indent=2))
+
+
+def load_model_spec(spec: str):
+    """`file.pt2` (torch.export.save) or `module:function` / `path/file.py:function`.
+
+    The function returns ``(model, example_inputs)``; example_inputs may be None for
+    models implementing ``edge_programs()``.
+    """
+    import importlib
+    import importlib.util
+
+    import torch
+
+    if spec.endswith(".pt2"):
+        p = Path(spec)
+        if not p.is_file():
+            raise ConfigError(f"{spec}: no such file (expected a torch.export.save()d .pt2)")
+        try:
+            ep = torch.export.load(str(p))
+        except Exception as e:
+            raise ConfigError(f"{spec}: not a loadable torch.export program: {e}") from None
+        args = ep.example_inputs[0] if ep.example_inputs else None
+        if not args:
+            raise ConfigError(f"{spec}: the saved program carries no example inputs; re-save it from "
+                              "torch.export.export(model, example_args)")
+        return ep.module(), tuple(args), p.stem
+    if ":" not in spec:
+        raise ConfigError(f"model {spec!r}: expected FILE.pt2 or MODULE:FUNCTION (e.g. mypkg.models:build "
+                          "or ./make_model.py:build) returning (model, example_inputs)")
+    mod_name, fn_name = spec.rsplit(":", 1)
+    try:
+        if mod_name.endswith(".py") or "/" in mod_name:
+            path = Path(mod_name)
+            if not path.is_file():
+                raise ConfigError(f"{mod_name}: no such file")
+            s = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(s)
+            sys.path.insert(0, str(path.parent.resolve()))
+            s.loader.exec_module(module)
+        else:
+            sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ConfigError(f"cannot import {mod_name!r}: {e}") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ConfigError(f"{mod_name} has no callable {fn_name!r}")
+    result = fn()
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
+        raise ConfigError(f"{spec} must return (model, example_inputs), got {type(result).__name__}")
+    model, example = result
+    return model, example, fn_name
+
+
+def _load_inputs(paths: list[str] | None, sess):
+    import numpy as np
+
+    if not paths:
+        return None
+    if len(paths) == 1 and paths[0].endswith(".npz"):
+        with np.load(paths[0], allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+        names = [s.name for s in sess.inputs]
+        if set(d) == set(names):
+            return d
+        if all(k.startswith("arr_") for k in d):  # np.savez(*arrays): positional
+            return [d[f"arr_{i}"] for i in range(len(d))]
+        raise ConfigError(f"{paths[0]}: arrays {sorted(d)} do not match the inputs {names}")
+    arrays = []
+    for p in paths:
+        if not p.endswith(".npy"):
+            raise ConfigError(f"{p}: inputs are .npy files (one per input, in order) or one .npz")
+        arrays.append(np.load(p, allow_pickle=False))
+    return arrays
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_targets(args) -> int:
+    import sdk
+    ts = sdk.targets()
+    if args.json:
+        _emit_json([{"name": t.name, "device": t.device, "format": t.format, "quantization": list(t.quantization),
+                     "runs_here": t.runs_here, "runs": t.runs, "why_not": t.why_not, "backend": t.backend,
+                     "description": t.description} for t in ts])
+        return 0
+    print(f"{'target':<20} {'device':<7} {'format':<10} {'runs here':<13} {'quantization':<24} notes")
+    for t in ts:
+        print(f"{t.name:<20} {t.device:<7} {t.format:<10} {t.runs:<13} {', '.join(t.quantization):<24} "
+              f"{t.why_not or t.description}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    import converters
+    import sdk
+
+    prog = Progress(not args.quiet)
+    prog.stage(f"loading model {args.model}")
+    model, example, stem = load_model_spec(args.model)
+    targets = converters.target_names() if args.target == ["all"] else args.target
+    results = []
+    for t in targets:
+        name = args.name if args.name and len(targets) == 1 else None
+        art = sdk.convert(model, example, t, quantize=args.quantize, out_dir=args.out,
+                          name=name or f"{stem}-{t}" + ("" if args.quantize == "fp32" else f"-{args.quantize}"),
+                          atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
+                          progress=lambda s, t=t: prog.stage(f"{t}: {s}"))
+        v = art.verification
+        results.append({"path": str(art.path), "target": t, "quantize": args.quantize, "size_bytes": art.size_bytes,
+                        "max_abs_err": v["max_abs_err"], "min_cosine": v["min_cosine"],
+                        "conversion_s": art.manifest.extra.get("conversion_s"),
+                        "programs": list(art.manifest.programs)})
+    if args.json:
+        _emit_json(results if len(results) > 1 else results[0])
+    else:
+        for r in results:
+            print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, verified: max |diff| {r['max_abs_err']:.2e}, "
+                  f"cosine {r['min_cosine']:.6f})")
+    return 0
+
+
+def _describe(a) -> dict:
+    import numpy as np
+    d = {"shape": list(a.shape), "dtype": str(a.dtype)}
+    if a.size and a.dtype.kind in "fiub":
+        f = a.astype(np.float64)
+        d.update(min=float(f.min()), max=float(f.max()), mean=float(f.mean()))
+    return d
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    import runtime
+    sess = runtime.load(args.artifact, threads=args.threads, nan_policy=args.nan_policy)
+    b = sess.program(args.program) if args.program else sess._default
+    inputs = _load_inputs(args.inputs, sess)
+    generated = inputs is None
+    if generated:
+        inputs = runtime.example_inputs(list(b.spec.inputs), seed=args.seed)
+    outs = b.run(inputs)
+    names = [s.name for s in b.spec.outputs]
+    if args.out:
+        np.savez(args.out, **dict(zip(names, outs)))
+    if args.json:
+        _emit_json({"artifact": str(sess.path), "verified": sess.verified, "generated_inputs": generated,
+                    "outputs": {n: {**_describe(o), "values": o.ravel()[:16].tolist()} for n, o in zip(names, outs)},
+                    "saved_to": args.out})
+        return 0
+    if generated:
+        print(f"(no --inputs given: ran on generated inputs, seed {args.seed})", file=sys.stderr)
+    for n, o in zip(names, outs):
+        print(f"{n}: {o.dtype}{list(o.shape)}  {np.array2string(o.ravel()[:8], precision=5)}"
+              + (" ..." if o.size > 8 else ""))
+    if args.out:
+        print(f"saved outputs to {args.out}")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    import runtime
+    if args.device != "local":
+        raise ConfigError(f"device {args.device!r}: only 'local' profiling is available in this version")
+    prog = Progress(not args.quiet and not args.json)
+    prog.stage(f"profiling {args.artifact} ({args.warmup} warm-up + {args.iters} runs)")
+    sess_inputs = None
+    if args.inputs:
+        sess_inputs = _load_inputs(args.inputs, runtime.load(args.artifact, threads=args.threads))
+    rep = runtime.profile(args.artifact, warmup=args.warmup, iters=args.iters, inputs=sess_inputs,
+                          threads=args.threads, program=args.program, per_op=not args.no_per_op,
+                          progress=prog.bar("timed runs"))
+    if args.out:
+        Path(args.out).write_text(rep.to_json())
+    if args.json:
+        print(rep.to_json())
+    else:
+        print(rep.table(top_ops=args.top_ops))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from sdk.demo import run_demo
+    rows = run_demo(out_dir=args.out, iters=args.iters, warmup=args.warmup, progress=Progress(not args.json))
+    if args.json:
+        _emit_json(rows)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    common.add_argument("--debug", action="store_true", help="show tracebacks on error")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+
+    p = argparse.ArgumentParser(
+        prog="edgesdk",
+        description="Convert PyTorch models for edge targets, run them and profile their latency.",
+        epilog="Examples:\n  edgesdk targets\n  edgesdk convert make_model.py:build --target onnx-cpu --out out\n"
+               "  edgesdk run out/build-onnx-cpu --inputs x.npy\n  edgesdk profile out/build-onnx-cpu --iters 200",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("targets", parents=[common], help="list targets and whether they run here")
+    s.set_defaults(fn=cmd_targets)
+
+    s = sub.add_parser("convert", parents=[common], help="convert a model for one or more targets (verified)",
+                       description="Convert MODEL (a torch.export .pt2, or MODULE:FUNCTION returning "
+                                   "(model, example_inputs)) and verify it against PyTorch.")
+    s.add_argument("model", help="FILE.pt2 | MODULE:FUNCTION | path/to/file.py:FUNCTION")
+    s.add_argument("--target", "-t", action="append", required=True,
+                   help="target name (repeatable), or 'all'; see `edgesdk targets`")
+    s.add_argument("--out", "-o", default="edgesdk-out", help="output directory (default: edgesdk-out)")
+    s.add_argument("--name", help="artifact name (default: <model>-<target>)")
+    s.add_argument("--quantize", default="fp32", help="quantization scheme (default: fp32)")
+    s.add_argument("--atol", type=float, default=1e-4, help="verification absolute tolerance (default 1e-4)")
+    s.add_argument("--rtol", type=float, default=1e-4, help="verification relative tolerance (default 1e-4)")
+    s.add_argument("--verify-samples", type=int, default=3, help="random input sets checked besides the example")
+    s.set_defaults(fn=cmd_convert)
+
+    s = sub.add_parser("run", parents=[common], help="run an artifact on inputs from .npy/.npz files")
+    s.add_argument("artifact", help="artifact directory, manifest.json, or .onnx/.pte/.tflite file")
+    s.add_argument("--inputs", "-i", nargs="+", help="one .npz (names or arr_N) or one .npy per input, in order; "
+                                                     "omitted: generated inputs")
+    s.add_argument("--out", "-o", help="save outputs to this .npz")
+    s.add_argument("--program", help="program to run (default: forward)")
+    s.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    s.add_argument("--nan-policy", choices=["reject", "allow"], default="reject")
+    s.add_argument("--seed", type=int, default=0, help="seed for generated inputs")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("profile", parents=[common], help="measure load, cold start, warm latency, memory, per-op")
+    s.add_argument("artifact", help="artifact directory, manifest.json, or .onnx/.pte/.tflite file")
+    s.add_argument("--warmup", type=int, default=10)
+    s.add_argument("--iters", type=int, default=100)
+    s.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    s.add_argument("--program", help="program to profile (default: forward)")
+    s.add_argument("--inputs", "-i", nargs="+", help="inputs as for `run` (default: generated)")
+    s.add_argument("--no-per-op", action="store_true", help="skip the per-op pass")
+    s.add_argument("--top-ops", type=int, default=10, help="per-op rows to print")
+    s.add_argument("--out", "-o", help="also write the JSON report to this file")
+    s.add_argument("--device", default="local", help="where to profile (default: local)")
+    s.set_defaults(fn=cmd_profile)
+
+    s = sub.add_parser("demo", parents=[common], help="convert a built-in model to every target here and profile it")
+    s.add_argument("--out", "-o", default="edgesdk-out/demo")
+    s.add_argument("--iters", type=int, default=200)
+    s.add_argument("--warmup", type=int, default=20)
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SdkError as e:
+        if args.debug:
+            raise
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except Exception as e:  # an unexpected failure: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {' '.join(str(e).split())[:500]} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Shared test models (ordinary layers the SDK has never seen) and converted-artifact fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+class ConvNet(nn.Module):
+    """conv / batch-norm / relu / pool / linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, image):  # (B, 3, 32, 32) -> (B, 10)
+        return self.head(torch.flatten(self.features(image), 1))
+
+
+class TransformerBlock(nn.Module):
+    """pre-norm self-attention + MLP, as in every small transformer."""
+
+    def __init__(self, d=64, heads=4):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x):  # (B, T, d) -> (B, T, d)
+        h = self.ln1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln2(x))
+
+
+class TokenClassifier(nn.Module):
+    """int64 token ids + bool mask in, float logits and int64 argmax out."""
+
+    def __init__(self, vocab=50, d=32):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.proj = nn.Linear(d, 5)
+
+    def forward(self, ids, mask):  # (B, T) int64, (B, T) bool
+        h = self.emb(ids) * mask.unsqueeze(-1).to(torch.float32)
+        logits = self.proj(h.mean(dim=1))
+        return logits, logits.argmax(dim=-1)
+
+
+def _seeded(cls, *args):
+    torch.manual_seed(0)
+    return cls(*args).eval()
+
+
+MODELS = {
+    "mlp": lambda: (_seeded(nn.Sequential, nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8)), (torch.randn(2, 32),)),
+    "convnet": lambda: (_seeded(ConvNet), (torch.randn(1, 3, 32, 32),)),
+    "transformer": lambda: (_seeded(TransformerBlock), (torch.randn(1, 16, 64),)),
+}
+
+
+def make_model(kind: str):
+    torch.manual_seed(1)
+    return MODELS[kind]()
+
+
+@pytest.fixture(scope="session")
+def artifact_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("artifacts")
+
+
+_CACHE: dict = {}
+
+
+@pytest.fixture(scope="session")
+def converted(artifact_root):
+    """converted(kind, target) -> (artifact, model, example_inputs), converted once per session."""
+    import sdk
+
+    def get(kind: str, target: str):
+        key = (kind, target)
+        if key not in _CACHE:
+            model, ex = make_model(kind)
+            art = sdk.convert(model, ex, target, out_dir=artifact_root, name=f"{kind}-{target}")
+            _CACHE[key] = (art, model, ex)
+        return _CACHE[key]
+    return get
+
+
+def pytest_configure(config):
+    os.environ.setdefault("PYTHONHASHSEED", "0")
