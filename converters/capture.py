@@ -31,13 +31,16 @@ def captured_output(enabled: bool = True):
     sys.stderr.flush()
     with tempfile.TemporaryFile(mode="w+b") as f:
         saved = [os.dup(1), os.dup(2)]
+        py_saved = (sys.stdout, sys.stderr)
+        text = open(f.fileno(), "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
         try:
             os.dup2(f.fileno(), 1)
             os.dup2(f.fileno(), 2)
+            sys.stdout = sys.stderr = text  # Python-level writers (when sys.stdout is not fd 1)
             yield log
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            text.flush()
+            sys.stdout, sys.stderr = py_saved
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for fd in saved:

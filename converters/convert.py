@@ -20,7 +20,7 @@ import torch
 import runtime
 from converters.artifact import Artifact, new_workdir, publish, write_manifest
 from converters.capture import captured_output
-from converters.programs import Program, collect, flatten_outputs
+from converters.programs import Program, collect, flatten_outputs, set_mode
 from converters.registry import get_converter
 from runtime.errors import ConfigError, ConversionError, SdkError, ToleranceError
 from runtime.manifest import Manifest, ProgramSpec, file_entry
@@ -167,8 +167,8 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     say = progress or (lambda stage: None)
     out_dir = Path(out_dir)
 
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)
+    set_mode(model, False)
     t0 = time.perf_counter()
     try:
         programs = collect(model, example_inputs)
@@ -205,6 +205,6 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
             shutil.rmtree(workdir, ignore_errors=True)
             raise
     finally:
-        model.train(was_training)
+        set_mode(model, was_training)
     say(f"done in {time.perf_counter() - t0:.1f}s")
     return Artifact(final, manifest, log.text)

@@ -19,12 +19,12 @@ def export_tflite(programs, path) -> dict[str, str]:
     items = list(programs.items())
     if len(items) == 1:
         (_, prog), = items
-        model = litert_torch.convert(prog.module.eval(), prog.example_inputs)
+        model = litert_torch.convert(prog.module, prog.example_inputs)
         sigs = {items[0][0]: SINGLE_SIGNATURE}
     else:
         conv = None
         for name, prog in items:
-            conv = (litert_torch if conv is None else conv).signature(name, prog.module.eval(), prog.example_inputs)
+            conv = (litert_torch if conv is None else conv).signature(name, prog.module, prog.example_inputs)
         model = conv.convert()
         sigs = {name: name for name, _ in items}
     model.export(str(path))

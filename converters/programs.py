@@ -63,6 +63,14 @@ def _spec(name: str, t: torch.Tensor) -> TensorSpec:
     return TensorSpec(name, tuple(t.shape), dtype, vr)
 
 
+def set_mode(module: torch.nn.Module, training: bool) -> None:
+    """eval()/train(), tolerating modules from `ExportedProgram.module()` that refuse both."""
+    try:
+        module.train(training)
+    except NotImplementedError:
+        pass
+
+
 def flatten_outputs(out) -> list[torch.Tensor]:
     """Tensors of a (nested) tuple/list/dict output, in the order exporters flatten them."""
     if isinstance(out, torch.Tensor):
@@ -114,7 +122,8 @@ def collect(model: torch.nn.Module, example_inputs) -> list[Program]:
     for name, entry in entries.items():
         if not isinstance(entry, tuple) or len(entry) != 2 or not isinstance(entry[0], torch.nn.Module):
             raise ConfigError(f"program {name!r}: expected (nn.Module, example_inputs)")
-        module, inputs = entry[0].eval(), _check_inputs(entry[1], f"program {name!r}")
+        module, inputs = entry[0], _check_inputs(entry[1], f"program {name!r}")
+        set_mode(module, False)
         try:
             with torch.no_grad():
                 ref = [t.detach().clone() for t in flatten_outputs(module(*inputs))]
