@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 import runtime
+from converters.accuracy import evaluate, layer_sensitivity
 from converters.artifact import Artifact, new_workdir, publish, write_manifest
+from converters.calibration import MIN_CALIBRATION_SAMPLES, SampleSet, digest, load_samples, require, split
 from converters.capture import captured_output
 from converters.programs import Program, collect, flatten_outputs, set_mode
 from converters.registry import get_converter
@@ -129,9 +131,48 @@ def default_name(model: torch.nn.Module, target: str, quantize: str) -> str:
     return f"{base}-{target}" + ("" if quantize == "fp32" else f"-{quantize}")
 
 
+def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize: str, options: dict, log) -> Manifest:
+    """Export into workdir and write its manifest (verification still empty)."""
+    t0 = time.perf_counter()
+    with captured_output(options.get("capture", True)) as captured:
+        try:
+            result = conv.export({p.name: p for p in programs}, workdir, quantize=quantize,
+                                 options={k: v for k, v in options.items() if k != "capture"})
+        except SdkError:
+            raise
+        except Exception as e:
+            raise ConversionError(f"{conv.name}: export failed: {type(e).__name__}: {e}") from e
+    log.append(captured.text)
+    specs = {p.name: ProgramSpec(p.name, result["programs"][p.name][0], result["programs"][p.name][1],
+                                 p.input_specs(), p.output_specs()) for p in programs}
+    extra = dict(result.get("extra", {}))
+    details = extra.pop("quantization_details", None)
+    manifest = Manifest(
+        name=name, target=conv.name, device=conv.device, format=conv.format, programs=specs,
+        files=[file_entry(workdir, f) for f in result["files"]],
+        quantization={"scheme": quantize, **({"details": details} if details else {})},
+        versions=tool_versions(),
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        extra={**extra, "conversion_s": round(time.perf_counter() - t0, 3)},
+    )
+    write_manifest(workdir, manifest)
+    return manifest
+
+
+def _gate_message(target: str, quantize: str, threshold: float, acc: dict, sens: list, kept: list) -> str:
+    top = ", ".join(f"{r['layer']} ({r['rel_error']:.3g})" for r in sens[:3]) or "n/a"
+    tried = f" after keeping {', '.join(kept)} in float" if kept else ""
+    return (f"{target} {quantize}: accuracy drop {acc['drop']:.4f} exceeds max_drop {threshold:g}{tried} "
+            f"({acc['drop_basis']}; min cosine {acc['min_cosine']:.4f} on {acc['samples']} held-out inputs). "
+            f"Most sensitive layers (simulated relative error): {top}. Fix: auto_fallback=True "
+            f"(--auto-fallback), more representative calibration data, or another scheme.")
+
+
 def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: str = "fp32",
-            calibration=None, out_dir="edgesdk-out", name: str | None = None, atol: float = 1e-4,
-            rtol: float = 1e-4, verify_samples: int = 3, progress=None, **options) -> Artifact:
+            calibration=None, eval_data=None, out_dir="edgesdk-out", name: str | None = None,
+            atol: float = 1e-4, rtol: float = 1e-4, verify_samples: int = 3, max_drop: float | None = None,
+            metric=None, auto_fallback: bool = False, max_fallback_layers: int = 4,
+            min_calibration: int = MIN_CALIBRATION_SAMPLES, progress=None, **options) -> Artifact:
     """Convert a PyTorch module for a target, verify it against PyTorch, and publish it.
 
     Example::
@@ -143,11 +184,27 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
         print(art.path, art.verification["max_abs_err"])
         y = runtime.load(art.path).run([x.numpy()])
 
+        calib = [(torch.randn(1, 16),) for _ in range(64)]
+        q = sdk.convert(model, (x,), "onnx-cpu", quantize="int8-static", calibration=calib,
+                        max_drop=0.01, auto_fallback=True, out_dir="out")
+        print(q.manifest.quantization["gate"], q.manifest.quantization["kept_float"])
+
     ``example_inputs`` is a tuple of tensors (shapes are fixed to theirs), or None when the
-    model implements ``edge_programs()``. The artifact lands at ``out_dir/name`` only after
-    it loaded in `runtime` and matched PyTorch within ``atol + rtol * max|reference|``
-    on the example inputs plus ``verify_samples`` random inputs; otherwise
-    ``ToleranceError`` lists the worst difference per output and nothing is written.
+    model implements ``edge_programs()``.
+
+    fp32: the artifact lands at ``out_dir/name`` only after it loaded in `runtime` and matched
+    PyTorch within ``atol + rtol * max|reference|`` on the example inputs plus
+    ``verify_samples`` random inputs; otherwise ``ToleranceError`` lists the worst difference
+    per output and nothing is written.
+
+    Quantized schemes (``sdk.targets()`` lists each target's): ``calibration`` (iterable of
+    input tuples, callable, or ``.npz``; at least ``min_calibration`` samples) is required by
+    static schemes. The accuracy gate runs the artifact against the fp32 module on
+    ``eval_data`` (default: a held-out quarter of the calibration data, else the example input
+    plus random inputs) and records cosine, max/mean error, top-1 agreement and ``drop`` in the
+    manifest. ``max_drop`` makes a larger drop a ``ToleranceError``; ``metric(outputs, inputs)``
+    replaces the default drop with your own score. ``auto_fallback`` keeps the most sensitive
+    layers in float, one at a time (up to ``max_fallback_layers``), until the gate passes.
     """
     conv = get_converter(target)
     if quantize not in conv.quantization:
@@ -158,6 +215,8 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
                           f"one of {', '.join(conv.quantization[1:]) or '(none for this target)'}")
     if not (isinstance(atol, (int, float)) and atol >= 0 and isinstance(rtol, (int, float)) and rtol >= 0):
         raise ConfigError(f"atol and rtol must be non-negative numbers, got atol={atol!r}, rtol={rtol!r}")
+    if max_drop is not None and not (isinstance(max_drop, (int, float)) and max_drop >= 0):
+        raise ConfigError(f"max_drop must be a non-negative number, got {max_drop!r}")
     why = conv.convert_unavailable()
     if why:
         raise runtime.TargetUnavailableError(f"cannot convert for {target}: {why}")
@@ -166,45 +225,112 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
         raise ConfigError(f"artifact name {name!r}: use letters, digits, '.', '_' or '-' (max 128)")
     say = progress or (lambda stage: None)
     out_dir = Path(out_dir)
+    log: list[str] = []
 
     was_training = getattr(model, "training", False)
     set_mode(model, False)
     t0 = time.perf_counter()
     try:
         programs = collect(model, example_inputs)
-        workdir = new_workdir(out_dir, name)
-        try:
-            say(f"exporting for {target}")
-            with captured_output(options.pop("capture", True)) as log:
-                try:
-                    result = conv.export({p.name: p for p in programs}, workdir, quantize=quantize, options=options)
-                except SdkError:
-                    raise
-                except Exception as e:
-                    raise ConversionError(f"{target}: export failed: {type(e).__name__}: {e}") from e
-            export_s = time.perf_counter() - t0
-            specs = {p.name: ProgramSpec(p.name, result["programs"][p.name][0], result["programs"][p.name][1],
-                                         p.input_specs(), p.output_specs()) for p in programs}
-            manifest = Manifest(
-                name=name, target=target, device=conv.device, format=conv.format, programs=specs,
-                files=[file_entry(workdir, f) for f in result["files"]],
-                quantization={"scheme": quantize}, versions=tool_versions(),
-                created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                extra={**result.get("extra", {}), "conversion_s": round(export_s, 3)},
-            )
-            write_manifest(workdir, manifest)
-            say(f"verifying against PyTorch ({1 + verify_samples} input sets)")
-            report = verify(workdir, programs, atol=atol, rtol=rtol, samples=verify_samples)
-            manifest.verification = report
-            write_manifest(workdir, manifest)
-            if not report["passed"]:
-                raise ToleranceError(_tolerance_message(target, report), report)
-            final = out_dir / name
-            publish(workdir, final)
-        except BaseException:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
+        if quantize == "fp32":
+            manifest, final = _convert_fp32(conv, programs, out_dir, name, options, log, say,
+                                            atol=atol, rtol=rtol, verify_samples=verify_samples)
+        else:
+            manifest, final = _convert_quantized(
+                conv, programs, out_dir, name, quantize, options, log, say, calibration=calibration,
+                eval_data=eval_data, max_drop=max_drop, metric=metric, auto_fallback=auto_fallback,
+                max_fallback_layers=max_fallback_layers, min_calibration=min_calibration)
     finally:
         set_mode(model, was_training)
     say(f"done in {time.perf_counter() - t0:.1f}s")
-    return Artifact(final, manifest, log.text)
+    return Artifact(final, manifest, "".join(log))
+
+
+def _convert_fp32(conv, programs, out_dir, name, options, log, say, *, atol, rtol, verify_samples):
+    workdir = new_workdir(out_dir, name)
+    try:
+        say(f"exporting for {conv.name}")
+        manifest = _build(conv, programs, workdir, name=name, quantize="fp32", options=options, log=log)
+        say(f"verifying against PyTorch ({1 + verify_samples} input sets)")
+        report = verify(workdir, programs, atol=atol, rtol=rtol, samples=verify_samples)
+        manifest.verification = report
+        write_manifest(workdir, manifest)
+        if not report["passed"]:
+            raise ToleranceError(_tolerance_message(conv.name, report), report)
+        final = out_dir / name
+        publish(workdir, final)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return manifest, final
+
+
+def _generated_eval(prog: Program, n: int = 15) -> SampleSet:
+    specs = list(prog.input_specs())
+    samples = [prog.example_inputs]
+    for i in range(n):
+        samples.append(tuple(torch.from_numpy(a) for a in runtime.example_inputs(specs, seed=100 + i)))
+    return SampleSet(samples, f"generated: example input + {n} random inputs (no eval_data or calibration given)",
+                     digest(samples))
+
+
+def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, say, *, calibration, eval_data,
+                       max_drop, metric, auto_fallback, max_fallback_layers, min_calibration):
+    if len(programs) != 1:
+        raise ConfigError("quantized conversion of models with several programs is not supported yet; "
+                          "convert each program's module separately")
+    prog = programs[0]
+    cal = load_samples(calibration, prog.input_names, prog.example_inputs) if calibration is not None else None
+    ev = load_samples(eval_data, prog.input_names, prog.example_inputs, "eval") if eval_data is not None else None
+    if quantize in conv.calibrated:
+        if cal is None:
+            raise ConfigError(f"{quantize} needs calibration data: calibration=[(x,), ...], a callable, or a "
+                              f".npz file (CLI: --calib data.npz) with at least {min_calibration} samples")
+        require(cal, min_calibration, quantize)
+    if cal is not None and ev is None:
+        cal, ev = split(cal)
+    if ev is None:
+        ev = _generated_eval(prog)
+    threshold = max_drop if max_drop is not None else (0.01 if auto_fallback else None)
+    say(f"ranking layer sensitivity for {quantize} on {len(cal or ev)} samples")
+    sens = layer_sensitivity(prog.module, (cal or ev).samples, quantize)
+    candidates = [r for r in sens if r["rel_error"] > 0][:max_fallback_layers]
+    kept: list[dict] = []
+    attempts = []
+    while True:
+        workdir = new_workdir(out_dir, name)
+        try:
+            say(f"exporting for {conv.name} ({quantize}" + (f", {len(kept)} layers kept in float)" if kept else ")"))
+            opts = {**options, "calibration": cal.samples if cal else None, "exclude": [k["layer"] for k in kept]}
+            manifest = _build(conv, programs, workdir, name=name, quantize=quantize, options=opts, log=log)
+            say(f"accuracy gate on {len(ev)} held-out inputs")
+            binding = runtime.load(workdir, nan_policy="allow").program(prog.name)
+            acc = evaluate(prog.module, binding, ev.samples, metric)
+            acc["max_abs_err"] = max(r["max_abs_err"] for r in acc["outputs"])
+            passed = threshold is None or acc["drop"] <= threshold
+            attempts.append({"kept_float": [k["layer"] for k in kept], "drop": acc["drop"], "passed": passed})
+            if passed or not auto_fallback or len(kept) >= len(candidates):
+                manifest.quantization.update({
+                    "calibration": cal.describe() if cal else None, "eval": ev.describe(),
+                    "gate": {"max_drop": threshold, "drop": acc["drop"], "drop_basis": acc["drop_basis"],
+                             "passed": passed, "metric": "user" if metric else "default"},
+                    "kept_float": kept, "attempts": attempts,
+                    "sensitivity": [{k: r[k] for k in ("layer", "type", "rel_error")} for r in sens[:10]],
+                })
+                manifest.verification = {"kind": "accuracy gate vs fp32 PyTorch", "passed": passed, **acc}
+                write_manifest(workdir, manifest)
+                if not passed:
+                    raise ToleranceError(_gate_message(conv.name, quantize, threshold, acc, sens,
+                                                       [k["layer"] for k in kept]), acc)
+                final = out_dir / name
+                publish(workdir, final)
+                return manifest, final
+            nxt = candidates[len(kept)]
+            kept.append({"layer": nxt["layer"], "rel_error": nxt["rel_error"],
+                         "reason": f"auto-fallback: drop {acc['drop']:.4f} > {threshold:g}; most sensitive "
+                                   f"remaining layer (simulated relative error {nxt['rel_error']:.3g})"})
+            say(f"gate failed (drop {acc['drop']:.4f}); keeping {nxt['layer']} in float")
+            shutil.rmtree(workdir, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise

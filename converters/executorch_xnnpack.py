@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from converters.registry import Converter, register_target
+from runtime.errors import ConfigError
 
 
 def delegation_report(edge, method: str) -> dict:
@@ -28,6 +29,67 @@ def lower(programs, partitioners) -> tuple[bytes, dict]:
     return edge.to_executorch().buffer, report
 
 
+def pt2e_quantize(program, quantizer, calibration) -> torch.nn.Module:
+    """torch.export -> prepare_pt2e -> calibrate -> convert_pt2e (torchao's PT2E flow)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    gm = torch.export.export(program.module, program.example_inputs).module()
+    prepared = prepare_pt2e(gm, quantizer)
+    with torch.no_grad():
+        for sample in calibration or [program.example_inputs]:
+            prepared(*sample)
+    return convert_pt2e(prepared)
+
+
+def in_modules(node, modules) -> bool:
+    """Whether an exported graph node was traced inside one of the named torch modules."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return any(path == m or path.startswith(m + ".") for path, _ in stack.values() for m in modules)
+
+
+def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
+    """XNNPACKQuantizer (per-channel symmetric int8) that leaves the `exclude` modules in float.
+
+    XNNPACKQuantizer.set_module_name(name, None) is not supported in this release, so nodes of
+    excluded modules are pre-marked as annotated (with no quantization spec) before the
+    quantizer's annotators run; annotators skip nodes that are already annotated.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    class _Quantizer(XNNPACKQuantizer):
+        def annotate(self, model):
+            if exclude:
+                for node in model.graph.nodes:
+                    if node.op == "call_function" and in_modules(node, exclude):
+                        node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            return super().annotate(model)
+
+    q = _Quantizer()
+    q.set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=scheme == "int8-dynamic",
+                                                   is_qat=qat))
+    return q
+
+
+def int4_weight(module: torch.nn.Module, exclude, group: int = 32) -> tuple[torch.nn.Module, list[str]]:
+    """8-bit dynamic activations, 4-bit grouped weights on every eligible Linear (torchao)."""
+    import copy
+
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+    m = copy.deepcopy(module)
+    done = []
+
+    def eligible(mod, fqn):
+        ok = isinstance(mod, torch.nn.Linear) and fqn not in exclude and mod.in_features % group == 0
+        if ok:
+            done.append(fqn)
+        return ok
+    quantize_(m, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group)),
+              filter_fn=eligible)
+    return m, done
+
+
 @register_target
 class ExecuTorchXnnpack(Converter):
     name = "executorch-xnnpack"
@@ -38,10 +100,40 @@ class ExecuTorchXnnpack(Converter):
     convert_packages = ("executorch",)
     run_packages = ("executorch",)
     install_hint = "pip install executorch==1.5.1"
+    quantization = ("fp32", "int8-static", "int8-dynamic", "int4-weight", "int8-qat")
+    calibrated = ("int8-static",)
 
     def export(self, programs, workdir, *, quantize, options):
+        import dataclasses
+
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        details = {}
+        if quantize != "fp32":
+            exclude = options.get("exclude", [])
+            quantized = {}
+            for name, prog in programs.items():
+                if quantize == "int8-qat":
+                    from converters.qat import is_quantized_graph
+                    if not is_quantized_graph(prog.module):
+                        raise ConfigError("int8-qat expects the output of converters.qat.convert_qat(); "
+                                          "this module has no quantize/dequantize ops")
+                    module = prog.module
+                    details[name] = {"tool": "torchao pt2e QAT (XNNPACKQuantizer, is_qat=True)",
+                                     "weights": "int8 per-channel", "activations": "int8 per-tensor (learned)"}
+                elif quantize == "int4-weight":
+                    module, layers = int4_weight(prog.module, exclude)
+                    details[name] = {"tool": "torchao Int8DynamicActivationIntxWeightConfig(int4, PerGroup(32))",
+                                     "layers_quantized": layers}
+                else:
+                    module = pt2e_quantize(prog, xnnpack_quantizer(quantize, exclude), options.get("calibration"))
+                    details[name] = {"tool": "torchao pt2e + XNNPACKQuantizer", "weights": "int8 per-channel",
+                                     "activations": "int8 per-tensor " + ("dynamic" if quantize == "int8-dynamic"
+                                                                          else "static (min-max observers)")}
+                quantized[name] = dataclasses.replace(prog, module=module)
+            programs = quantized
         buffer, report = lower(programs, [XnnpackPartitioner()])
         (workdir / "model.pte").write_bytes(buffer)
-        return {"files": ["model.pte"], "programs": {n: ("model.pte", n) for n in programs},
-                "extra": {"partition": report}}
+        extra = {"partition": report}
+        if details:
+            extra["quantization_details"] = details
+        return {"files": ["model.pte"], "programs": {n: ("model.pte", n) for n in programs}, "extra": extra}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 
 from converters.registry import Converter, register_target
 
@@ -39,6 +41,69 @@ def signature_io(path, sigs: dict[str, str]) -> dict:
             for prog, sig in sigs.items()}
 
 
+def scope_regex(module: str) -> str:
+    """Regex over LiteRT tensor names ('<pkg.Class>_<attr>/...') selecting one torch module's ops."""
+    parts = [re.escape(p) for p in module.split(".")]
+    return r".*?(^|/)[^/;]*_" + r"/[^/;]*_".join(parts) + r"([/;].*)?$"
+
+
+def op_scopes(path, modules) -> list[str]:
+    """Exact ai-edge-quantizer scopes of the ops that touch a torch module's tensors.
+
+    The quantizer matches recipes against an op's output tensor names, but a model's last
+    layer writes to the graph output ('serving_default_output_0_output'), which carries no
+    module name. Its weight tensors do, so we select ops by any input or output name.
+    """
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu
+    pats = [re.compile(scope_regex(m)) for m in modules]
+    model = tfu.read_model(str(path))
+    scopes = []
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            names = [tfu.get_tensor_name(sg.tensors[i]) for i in list(op.inputs) + list(op.outputs) if i != -1]
+            if any(p.search(n) for p in pats for n in names if n):
+                scopes.append(tfu.get_op_scope(op, sg.tensors))
+    return scopes
+
+
+def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibration, exclude) -> dict:
+    """Quantize an fp32 .tflite with ai-edge-quantizer (float I/O kept where the scheme allows)."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+    if scheme == "fp16":
+        qt = quantizer.Quantizer(str(src))
+        qt.update_quantization_recipe(
+            regex=".*", operation_name="*", algorithm_key="float_casting",
+            op_config=qtyping.OpQuantizationConfig(
+                weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+                compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True))
+        desc = {"tool": "ai-edge-quantizer float_casting", "weights": "float16"}
+    elif scheme == "int8-dynamic":
+        qt = quantizer.Quantizer(str(src), recipe.dynamic_wi8_afp32())
+        desc = {"tool": "ai-edge-quantizer dynamic_wi8_afp32", "weights": "int8 per-channel",
+                "activations": "int8 dynamic"}
+    else:
+        qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
+        desc = {"tool": "ai-edge-quantizer static_wi8_ai8", "weights": "int8 per-channel",
+                "activations": "int8 per-tensor static"}
+    for scope in op_scopes(src, exclude) if exclude else []:
+        qt.update_quantization_recipe(regex="^" + re.escape(scope) + "$", operation_name="*",
+                                      algorithm_key="no_quantize")
+    result = None
+    if qt.need_calibration:
+        data = {}
+        for prog, sig in signatures.items():
+            names = io[prog]["inputs"]
+            data[sig] = [{n: _litert_dtype(t) for n, t in zip(names, sample)} for sample in calibration]
+        result = qt.calibrate(data)
+    qt.quantize(result).export_model(str(dst), overwrite=True)
+    return {**desc, "modules_kept_float": list(exclude)}
+
+
+def _litert_dtype(t):
+    a = t.detach().cpu().contiguous().numpy()
+    return a.astype("int32") if a.dtype == "int64" else a
+
+
 @register_target
 class LiteRtCpu(Converter):
     name = "litert-cpu"
@@ -49,9 +114,20 @@ class LiteRtCpu(Converter):
     convert_packages = ("litert_torch",)
     run_packages = ("ai_edge_litert",)
     install_hint = "pip install litert-torch ai-edge-litert"
+    quantization = ("fp32", "int8-dynamic", "int8-static", "fp16")
+    calibrated = ("int8-static",)
 
     def export(self, programs, workdir, *, quantize, options):
         path = workdir / "model.tflite"
-        sigs = export_tflite(programs, path)
+        src = path if quantize == "fp32" else workdir / "fp32.tflite"
+        sigs = export_tflite(programs, src)
+        io = signature_io(src, sigs)
+        extra = {"litert_io": io}
+        if quantize != "fp32":
+            with contextlib.redirect_stdout(sys.stderr):  # the quantizer prints a size summary
+                extra["quantization_details"] = quantize_tflite(
+                    src, path, quantize, signatures=sigs, io=io, calibration=options.get("calibration"),
+                    exclude=options.get("exclude", []))
+            src.unlink()
         return {"files": ["model.tflite"], "programs": {p: ("model.tflite", s) for p, s in sigs.items()},
-                "extra": {"litert_io": signature_io(path, sigs)}}
+                "extra": extra}

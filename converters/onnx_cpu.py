@@ -29,6 +29,77 @@ def export_onnx(program, path: Path) -> list[str]:
     return sorted(p.name for p in set(path.parent.iterdir()) - before)
 
 
+def module_path(node) -> str | None:
+    """Dotted torch module path of an ONNX node, from the exporter's name-scope metadata."""
+    import ast
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError):
+                return None
+            return ".".join(scopes[1:-1])
+    return None
+
+
+def nodes_of_modules(path: Path, modules: list[str]) -> list[str]:
+    """Names of the ONNX nodes that implement the given torch modules (or their children)."""
+    import onnx
+    if not modules:
+        return []
+    m = onnx.load(str(path), load_external_data=False)
+    out = []
+    for n in m.graph.node:
+        mp = module_path(n)
+        if mp is not None and any(mp == mod or mp.startswith(mod + ".") for mod in modules):
+            out.append(n.name)
+    return out
+
+
+class _Reader:
+    """ONNX Runtime calibration reader over validated sample tuples."""
+
+    def __init__(self, names, samples):
+        self._it = iter([{n: t.detach().cpu().contiguous().numpy() for n, t in zip(names, s)} for s in samples])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration, exclude) -> dict:
+    """Quantize an fp32 ONNX file per scheme; returns what was done (for the manifest)."""
+    import onnx
+    blocked = nodes_of_modules(src, exclude)
+    if scheme == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True,
+                                         node_block_list=blocked or None)
+        onnx.save(model, str(dst))
+        return {"tool": "onnxruntime.transformers.float16", "nodes_kept_float": blocked}
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    if scheme == "int8-dynamic":
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=blocked)
+        return {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8 per-channel",
+                "nodes_kept_float": blocked}
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization.calibrate import CalibrationDataReader
+
+    class Reader(_Reader, CalibrationDataReader):
+        pass
+
+    pre = dst.with_name(dst.stem + ".pre.onnx")
+    # shape inference only: graph optimisation would rename the nodes we map to torch modules
+    quant_pre_process(str(src), str(pre), skip_optimization=True)
+    quantize_static(str(pre), str(dst), Reader(input_names, calibration), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked)
+    pre.unlink()
+    return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+            "weights": "int8 per-channel", "activations": "int8 per-tensor (min-max)",
+            "preprocess": "quant_pre_process (shape inference)", "nodes_kept_float": blocked}
+
+
 def onnx_summary(path: Path) -> dict:
     import onnx
     m = onnx.load(str(path), load_external_data=False)
@@ -47,12 +118,25 @@ class OnnxCpu(Converter):
     convert_packages = ("onnx", "onnxscript")
     run_packages = ("onnxruntime",)
     install_hint = "pip install onnx onnxscript onnxruntime"
+    quantization = ("fp32", "int8-dynamic", "int8-static", "fp16")
+    calibrated = ("int8-static",)
 
     def export(self, programs, workdir, *, quantize, options):
-        files, progs, summary = [], {}, {}
+        files, progs, summary, extra = [], {}, {}, {}
         for name, prog in programs.items():
             fname = "model.onnx" if len(programs) == 1 else f"{name}.onnx"
-            files += export_onnx(prog, workdir / fname)
+            if quantize == "fp32":
+                files += export_onnx(prog, workdir / fname)
+            else:
+                fp32 = workdir / f"{name}.fp32.onnx"
+                written = export_onnx(prog, fp32)
+                extra[name] = quantize_onnx(fp32, workdir / fname, quantize, input_names=prog.input_names,
+                                            calibration=options.get("calibration"),
+                                            exclude=options.get("exclude", []))
+                for f in written:
+                    (workdir / f).unlink()
+                files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(fname))
             progs[name] = (fname, name)
             summary[name] = onnx_summary(workdir / fname)
-        return {"files": files, "programs": progs, "extra": {"onnx": summary}}
+        return {"files": files, "programs": progs,
+                "extra": {"onnx": summary, **({"quantization_details": extra} if extra else {})}}

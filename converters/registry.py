@@ -43,6 +43,7 @@ class Converter:
     format: str = ""             # onnx | pte | tflite | mlpackage
     backend: str = ""            # runtime backend that executes the artifact
     quantization: tuple = ("fp32",)
+    calibrated: tuple = ()        # schemes that need calibration data
     description: str = ""
     convert_packages: tuple = ()  # python packages needed to export
     run_packages: tuple = ()      # python packages needed to execute

@@ -59,6 +59,12 @@ class Program:
         self.it = it
         self._in = [(ind[n]["index"], np.dtype(ind[n]["dtype"]), s.name) for n, s in zip(in_names, spec.inputs)]
         self._out = [(outd[n]["index"], np.dtype(s.dtype)) for n, s in zip(out_names, spec.outputs)]
+        # statically quantized models take and give int8/int16 tensors with (scale, zero point):
+        # the runtime keeps the float interface the manifest promises.
+        self._qin = {i: _qparams(ind[n]) for i, (n, s) in enumerate(zip(in_names, spec.inputs))
+                     if np.dtype(s.dtype).kind == "f" and np.dtype(ind[n]["dtype"]).kind in "iu"}
+        self._qout = {i: _qparams(outd[n]) for i, (n, s) in enumerate(zip(out_names, spec.outputs))
+                      if np.dtype(s.dtype).kind == "f" and np.dtype(outd[n]["dtype"]).kind in "iu"}
         # subgraph 0 can be driven through set_tensor/invoke directly (cheapest path)
         self._runner = None if len(sigs) == 1 else runner
         self._runner_names = (in_names, out_names)
@@ -73,6 +79,9 @@ class Program:
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         it = self.it
+        if self._qin:
+            arrays = [_quantize(a, *self._qin[i], self._in[i][1]) if i in self._qin else a
+                      for i, a in enumerate(arrays)]
         try:
             if self._runner is None:
                 for a, (idx, dtype, name) in zip(arrays, self._in):
@@ -87,6 +96,8 @@ class Program:
             raise
         except Exception as e:
             raise ExecutionError(f"LiteRT failed to run the model: {e}") from None
+        if self._qout:
+            outs = [_dequantize(o, *self._qout[i]) if i in self._qout else o for i, o in enumerate(outs)]
         return [o if o.dtype == d else o.astype(d) for o, (_, d) in zip(outs, self._out)]
 
     def raw_call(self):
@@ -99,6 +110,22 @@ class Program:
             it.invoke()
             return [it.get_tensor(i) for i in outs]
         return call
+
+
+def _qparams(detail: dict) -> tuple[float, int]:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if not scale:
+        raise IntegrityError(f"tensor {detail.get('name')!r} is integer but carries no quantization scale")
+    return float(scale), int(zero)
+
+
+def _quantize(a: np.ndarray, scale: float, zero: int, dtype: np.dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(a / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def _dequantize(q: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
 def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict) -> Program:

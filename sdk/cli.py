@@ -127,18 +127,33 @@ def cmd_convert(args) -> int:
         art = sdk.convert(model, example, t, quantize=args.quantize, out_dir=args.out,
                           name=name or f"{stem}-{t}" + ("" if args.quantize == "fp32" else f"-{args.quantize}"),
                           atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
+                          calibration=args.calib, eval_data=args.eval, max_drop=args.max_drop,
+                          auto_fallback=args.auto_fallback, min_calibration=args.min_calibration,
                           progress=lambda s, t=t: prog.stage(f"{t}: {s}"))
-        v = art.verification
-        results.append({"path": str(art.path), "target": t, "quantize": args.quantize, "size_bytes": art.size_bytes,
-                        "max_abs_err": v["max_abs_err"], "min_cosine": v["min_cosine"],
-                        "conversion_s": art.manifest.extra.get("conversion_s"),
-                        "programs": list(art.manifest.programs)})
+        v, q = art.verification, art.manifest.quantization
+        row = {"path": str(art.path), "target": t, "quantize": args.quantize, "size_bytes": art.size_bytes,
+               "max_abs_err": v["max_abs_err"], "min_cosine": v["min_cosine"],
+               "conversion_s": art.manifest.extra.get("conversion_s"), "programs": list(art.manifest.programs)}
+        if "gate" in q:
+            row.update(gate=q["gate"], kept_float=[k["layer"] for k in q["kept_float"]],
+                       outputs=v["outputs"], calibration=q.get("calibration"), eval=q.get("eval"))
+        results.append(row)
     if args.json:
         _emit_json(results if len(results) > 1 else results[0])
     else:
         for r in results:
-            print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, verified: max |diff| {r['max_abs_err']:.2e}, "
-                  f"cosine {r['min_cosine']:.6f})")
+            if "gate" in r:
+                g = r["gate"]
+                top1 = [o["top1_agreement"] for o in r["outputs"] if "top1_agreement" in o]
+                print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, {r['quantize']}: drop {g['drop']:.4f} "
+                      f"[{g['drop_basis']}], min cosine {r['min_cosine']:.4f}"
+                      + (f", top-1 agreement {min(top1) * 100:.1f}%" if top1 else "")
+                      + f", max |diff| {r['max_abs_err']:.3g} on {r['eval']['samples']} held-out inputs; gate "
+                      + ("not set (pass --max-drop)" if g["max_drop"] is None else f"max_drop {g['max_drop']:g} passed")
+                      + (f"; kept in float: {', '.join(r['kept_float'])}" if r["kept_float"] else "") + ")")
+            else:
+                print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, verified: max |diff| {r['max_abs_err']:.2e}, "
+                      f"cosine {r['min_cosine']:.6f})")
     return 0
 
 
@@ -236,7 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target name (repeatable), or 'all'; see `edgesdk targets`")
     s.add_argument("--out", "-o", default="edgesdk-out", help="output directory (default: edgesdk-out)")
     s.add_argument("--name", help="artifact name (default: <model>-<target>)")
-    s.add_argument("--quantize", default="fp32", help="quantization scheme (default: fp32)")
+    s.add_argument("--quantize", default="fp32",
+                   help="quantization scheme (default: fp32); `edgesdk targets` lists each target's")
+    s.add_argument("--calib", help="calibration data: .npz with one array per input (first axis = samples)")
+    s.add_argument("--eval", help="held-out data for the accuracy gate (.npz, same layout; default: a quarter "
+                                  "of --calib, else generated inputs)")
+    s.add_argument("--max-drop", type=float, help="fail if the accuracy drop exceeds this (e.g. 0.01)")
+    s.add_argument("--auto-fallback", action="store_true",
+                   help="keep the most sensitive layers in float until the gate passes")
+    s.add_argument("--min-calibration", type=int, default=8, help="minimum calibration samples (default 8)")
     s.add_argument("--atol", type=float, default=1e-4, help="verification absolute tolerance (default 1e-4)")
     s.add_argument("--rtol", type=float, default=1e-4, help="verification relative tolerance (default 1e-4)")
     s.add_argument("--verify-samples", type=int, default=3, help="random input sets checked besides the example")

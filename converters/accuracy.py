@@ -1,0 +1,178 @@
+"""Accuracy gate and per-layer sensitivity for quantized conversions.
+
+The gate compares the quantized artifact (run through `runtime`) with the fp32 PyTorch
+module on held-out inputs. Per output it records cosine similarity, max/mean absolute error
+and, for classifier-like outputs (float, rank >= 2, last dim >= 2), top-1 agreement.
+
+``drop`` is what ``max_drop=`` bounds:
+- with a user ``metric(outputs, inputs) -> float`` (higher is better; ``outputs`` is a list
+  with one list of numpy arrays per sample): ``metric(fp32) - metric(quantized)``;
+- otherwise the worst output's ``1 - top-1 agreement`` (classifier-like) or ``1 - mean cosine``.
+
+Sensitivity: forward hooks on every Linear/Conv layer of the fp32 module capture its inputs and
+outputs on calibration data; each layer is then re-run alone with the scheme's quantization
+simulated (per-channel symmetric weights, per-tensor activations: calibrated ranges for static
+schemes, per-sample ranges for dynamic ones) and ranked by its relative output error, averaged
+over output channels (a few huge channels cannot hide the small ones that quantization crushes). The same
+ranking drives automatic fallback: the most sensitive layers are kept in float one at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from converters.programs import flatten_outputs
+
+LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def _classifier_like(a: np.ndarray) -> bool:
+    return a.dtype.kind == "f" and a.ndim >= 2 and a.shape[-1] >= 2
+
+
+def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
+    """Run every sample through PyTorch and the artifact; return the gate's numbers."""
+    names = [s.name for s in binding.spec.outputs]
+    ref_all, got_all, inputs_all = [], [], []
+    for sample in samples:
+        with torch.no_grad():
+            ref = [t.detach().cpu().numpy() for t in flatten_outputs(module(*sample))]
+        arrays = [t.detach().cpu().contiguous().numpy() for t in sample]
+        got = binding.run(arrays)
+        ref_all.append(ref)
+        got_all.append(got)
+        inputs_all.append(arrays)
+    outputs = []
+    for i, name in enumerate(names):
+        r = [s[i] for s in ref_all]
+        g = [s[i] for s in got_all]
+        cos, maxe, meane = [], 0.0, []
+        agree = total = 0
+        for a, b in zip(r, g):
+            a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+            na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
+            cos.append(1.0 if na == nb == 0 else float(a64 @ b64 / (na * nb)) if na and nb else 0.0)
+            d = np.abs(a64 - b64)
+            maxe = max(maxe, float(d.max()) if d.size else 0.0)
+            meane.append(float(d.mean()) if d.size else 0.0)
+            if _classifier_like(a):
+                agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+                total += int(np.prod(a.shape[:-1]))
+        row = {"name": name, "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos)),
+               "max_abs_err": maxe, "mean_abs_err": float(np.mean(meane))}
+        if total:
+            row["top1_agreement"] = agree / total
+            row["drop"] = 1.0 - row["top1_agreement"]
+        else:
+            row["drop"] = 1.0 - row["cosine_mean"]
+        outputs.append(row)
+    result = {"samples": len(ref_all), "outputs": outputs}
+    if metric is not None:
+        fp32 = float(metric(ref_all, inputs_all))
+        quant = float(metric(got_all, inputs_all))
+        result.update(metric_fp32=fp32, metric_quantized=quant, drop=fp32 - quant, drop_basis="metric")
+    else:
+        worst = max(outputs, key=lambda r: r["drop"])
+        result.update(drop=worst["drop"], drop_basis=(
+            f"1 - top-1 agreement of {worst['name']!r}" if "top1_agreement" in worst
+            else f"1 - mean cosine of {worst['name']!r}"))
+    result["min_cosine"] = min(r["cosine_min"] for r in outputs)
+    return result
+
+
+# ------------------------------------------------------------------------------ sensitivity
+
+def _fq_tensor(x: torch.Tensor, lo: float, hi: float, bits: int = 8) -> torch.Tensor:
+    """Asymmetric per-tensor fake quantization over [lo, hi] (range always includes 0)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    qmax = 2 ** bits - 1
+    scale = (hi - lo) / qmax if hi > lo else 1.0
+    zero = round(-lo / scale)
+    return (torch.clamp(torch.round(x / scale) + zero, 0, qmax) - zero) * scale
+
+
+def _fq_weight(w: torch.Tensor, bits: int, group: int | None) -> torch.Tensor:
+    """Symmetric per-output-channel (or per-group along the input dim) weight fake quantization."""
+    qmax = 2 ** (bits - 1) - 1
+    if group:
+        flat = w.reshape(w.shape[0], -1)
+        pad = (-flat.shape[1]) % group
+        g = F.pad(flat, (0, pad)).reshape(w.shape[0], -1, group)
+        scale = g.abs().amax(-1, keepdim=True).clamp(min=1e-12) / qmax
+        q = torch.clamp(torch.round(g / scale), -qmax - 1, qmax) * scale
+        return q.reshape(w.shape[0], -1)[:, : flat.shape[1]].reshape(w.shape)
+    dims = tuple(range(1, w.ndim))
+    scale = w.abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / qmax
+    return torch.clamp(torch.round(w / scale), -qmax - 1, qmax) * scale
+
+
+SCHEME_SIM = {
+    # scheme: (weight bits, weight group, activation mode)
+    "int8-static": (8, None, "static"),
+    "int8-dynamic": (8, None, "dynamic"),
+    "int4-weight": (4, 32, "dynamic"),
+    "fp16": (16, None, "fp16"),
+    "uint8-static": (8, None, "static"),
+    "uint16-static": (8, None, "static16"),
+}
+
+
+def _apply(layer: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    if isinstance(layer, nn.Linear):
+        return F.linear(x, w, layer.bias)
+    return layer._conv_forward(x, w, layer.bias)
+
+
+def layer_sensitivity(module: nn.Module, samples, scheme: str, limit: int = 32) -> list[dict]:
+    """Rank Linear/Conv layers by simulated quantization error (descending)."""
+    bits, group, act = SCHEME_SIM.get(scheme, (8, None, "static"))
+    layers = {name: m for name, m in module.named_modules() if isinstance(m, LAYER_TYPES) and name}
+    seen: dict[str, list] = {n: [] for n in layers}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen[n].append((inp[0].detach(), out.detach())))
+             for n, m in layers.items()]
+    try:
+        with torch.no_grad():
+            for sample in list(samples)[:limit]:
+                module(*sample)
+    finally:
+        for h in hooks:
+            h.remove()
+    rows = []
+    with torch.no_grad():
+        for name, layer in layers.items():
+            pairs = seen[name]
+            if not pairs:
+                continue  # layer not called through forward (e.g. MultiheadAttention.out_proj)
+            if act == "fp16":
+                w = layer.weight.half().float()
+            else:
+                w = _fq_weight(layer.weight, bits, group)
+            in_lo = min(float(x.min()) for x, _ in pairs)
+            in_hi = max(float(x.max()) for x, _ in pairs)
+            out_lo = min(float(y.min()) for _, y in pairs)
+            out_hi = max(float(y.max()) for _, y in pairs)
+            ch = 1 if isinstance(layer, (nn.Conv1d, nn.Conv2d)) else -1
+            err = norm = None
+            for x, y in pairs:
+                if act == "fp16":
+                    xq = x.half().float()
+                elif act == "dynamic":
+                    xq = _fq_tensor(x, float(x.min()), float(x.max()))
+                else:
+                    xq = _fq_tensor(x, in_lo, in_hi, 16 if act == "static16" else 8)
+                yq = _apply(layer, xq, w)
+                if act in ("static", "static16"):  # static schemes also quantize the layer's output
+                    yq = _fq_tensor(yq, out_lo, out_hi, 16 if act == "static16" else 8)
+                # per output channel, so that a few huge channels cannot hide crushed small ones
+                dims = [d for d in range(y.ndim) if d != (ch % y.ndim)]
+                e, n = ((yq - y) ** 2).sum(dim=dims), (y ** 2).sum(dim=dims)
+                err, norm = (e, n) if err is None else (err + e, norm + n)
+            live = norm > 0
+            rel = float(torch.sqrt(err[live] / norm[live]).mean()) if bool(live.any()) else 0.0
+            rows.append({"layer": name, "type": type(layer).__name__, "rel_error": rel,
+                         "input_range": [in_lo, in_hi], "output_range": [out_lo, out_hi]})
+    rows.sort(key=lambda r: -r["rel_error"])
+    return rows
