@@ -14,8 +14,12 @@ from converters.convert import convert, verify
 from converters.programs import PROTOCOL_METHOD, ExportablePrograms
 from converters.registry import Converter, Target, get_converter, register_target, target_names, targets
 
-# Each backend registers itself on import.
-from converters import executorch_xnnpack, litert_cpu, onnx_cpu  # noqa: E402,F401
+# Each backend file registers its target on import (one file per target backend).
+import importlib as _importlib  # noqa: E402
+
+BACKEND_MODULES = ("onnx_cpu", "executorch_xnnpack", "litert_cpu")
+for _name in BACKEND_MODULES:
+    _importlib.import_module(f"converters.{_name}")
 
 __all__ = ["Artifact", "convert", "verify", "Converter", "Target", "targets", "target_names",
            "get_converter", "register_target", "ExportablePrograms", "PROTOCOL_METHOD"]

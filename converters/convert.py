@@ -251,8 +251,13 @@ def _convert_fp32(conv, programs, out_dir, name, options, log, say, *, atol, rto
     try:
         say(f"exporting for {conv.name}")
         manifest = _build(conv, programs, workdir, name=name, quantize="fp32", options=options, log=log)
-        say(f"verifying against PyTorch ({1 + verify_samples} input sets)")
-        report = verify(workdir, programs, atol=atol, rtol=rtol, samples=verify_samples)
+        cannot_run = conv.run_unavailable()
+        if cannot_run:
+            say(f"validating structure ({conv.name} cannot run here)")
+            report = _structural(conv, workdir, programs, manifest, cannot_run)
+        else:
+            say(f"verifying against PyTorch ({1 + verify_samples} input sets)")
+            report = verify(workdir, programs, atol=atol, rtol=rtol, samples=verify_samples)
         manifest.verification = report
         write_manifest(workdir, manifest)
         if not report["passed"]:
@@ -263,6 +268,12 @@ def _convert_fp32(conv, programs, out_dir, name, options, log, say, *, atol, rto
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     return manifest, final
+
+
+def _structural(conv, workdir: Path, programs, manifest: Manifest, why: str) -> dict:
+    report = conv.validate(workdir, {p.name: p for p in programs}, manifest)
+    return {"kind": f"structural only: cannot run here ({why})", "passed": True,
+            "max_abs_err": None, "min_cosine": None, **report}
 
 
 def _generated_eval(prog: Program, n: int = 15) -> SampleSet:
@@ -303,6 +314,20 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
             say(f"exporting for {conv.name} ({quantize}" + (f", {len(kept)} layers kept in float)" if kept else ")"))
             opts = {**options, "calibration": cal.samples if cal else None, "exclude": [k["layer"] for k in kept]}
             manifest = _build(conv, programs, workdir, name=name, quantize=quantize, options=opts, log=log)
+            cannot_run = conv.run_unavailable()
+            if cannot_run:  # convert-only target: no numbers can be measured here, say so
+                say(f"validating structure ({conv.name} cannot run here)")
+                manifest.quantization.update({
+                    "calibration": cal.describe() if cal else None, "eval": None,
+                    "gate": {"max_drop": threshold, "drop": None, "passed": None,
+                             "drop_basis": f"not evaluated: cannot run here ({cannot_run})"},
+                    "kept_float": [], "attempts": [],
+                    "sensitivity": [{k: r[k] for k in ("layer", "type", "rel_error")} for r in sens[:10]]})
+                manifest.verification = _structural(conv, workdir, programs, manifest, cannot_run)
+                write_manifest(workdir, manifest)
+                final = out_dir / name
+                publish(workdir, final)
+                return manifest, final
             say(f"accuracy gate on {len(ev)} held-out inputs")
             binding = runtime.load(workdir, nan_policy="allow").program(prog.name)
             acc = evaluate(prog.module, binding, ev.samples, metric)

@@ -48,7 +48,7 @@ class Converter:
     convert_packages: tuple = ()  # python packages needed to export
     run_packages: tuple = ()      # python packages needed to execute
     install_hint: str = ""
-    run_label: str = "yes"        # what "runs here" means for this target when it does
+    run_label: str = "yes"        # "yes" | "simulated" | "software GPU" | "convert-only"
 
     # -- availability -------------------------------------------------------------------
     @classmethod
@@ -72,8 +72,17 @@ class Converter:
     @classmethod
     def describe(cls) -> Target:
         why = cls.run_unavailable()
+        runs = cls.run_label if why is None else ("convert-only" if cls.convert_unavailable() is None else "no")
         return Target(cls.name, cls.device, cls.format, tuple(cls.quantization), why is None, why,
-                      cls.run_label if why is None else "no", cls.backend, cls.description)
+                      runs, cls.backend, cls.description)
+
+    def validate(self, workdir: Path, programs: dict, manifest) -> dict:
+        """Structural check for artifacts that cannot run here (convert-only targets).
+
+        Must raise ConversionError when the artifact is invalid; returns a report for the
+        manifest's ``verification`` (e.g. op coverage, partition report, I/O check).
+        """
+        raise NotImplementedError(f"{self.name} cannot run here and defines no structural validation")
 
     # -- work ---------------------------------------------------------------------------
     def export(self, programs: dict, workdir: Path, *, quantize: str, options: dict) -> dict:

@@ -26,18 +26,35 @@ BACKENDS = {
     "pte": ("runtime.executorch", "executorch", "pip install executorch==1.5.1"),
     "tflite": ("runtime.litert", "ai_edge_litert", "pip install ai-edge-litert"),
 }
+# Targets whose artifacts share a format with a CPU target but need another backend.
+# Each backend module may define `unavailable() -> str | None` (why it cannot run here).
+TARGET_BACKENDS = {
+    "qnn-htp": ("runtime.qnn", "onnxruntime_qnn", "pip install onnxruntime-qnn==2.7.0"),
+    "litert-gpu": ("runtime.litert_gpu", "ai_edge_litert", "pip install ai-edge-litert"),
+    "coreml-ane": ("runtime.coreml", "coremltools", "pip install coremltools==9.0"),
+    "executorch-vulkan": ("runtime.vulkan", "executorch", "pip install executorch==1.5.1"),
+}
 NAN_POLICIES = ("reject", "allow")
 
 
-def backend_module(fmt: str):
-    """Import the backend for a format, or raise TargetUnavailableError saying how to get it."""
-    if fmt not in BACKENDS:
+def backend_module(fmt: str, target: str | None = None):
+    """Import the backend for a target (or a format), or raise TargetUnavailableError saying how."""
+    if target in TARGET_BACKENDS:
+        mod, pkg, hint = TARGET_BACKENDS[target]
+        what = f"{target} artifacts"
+    elif fmt in BACKENDS:
+        mod, pkg, hint = BACKENDS[fmt]
+        what = f".{fmt} files"
+    else:
         raise TargetUnavailableError(
             f"format {fmt!r} has no runtime backend here (runnable formats: {', '.join(BACKENDS)})")
-    mod, pkg, hint = BACKENDS[fmt]
     if importlib.util.find_spec(pkg) is None:
-        raise TargetUnavailableError(f"cannot run .{fmt} files: {pkg} is not installed; fix: {hint}")
-    return importlib.import_module(mod)
+        raise TargetUnavailableError(f"cannot run {what}: {pkg} is not installed; fix: {hint}")
+    module = importlib.import_module(mod)
+    why = module.unavailable() if hasattr(module, "unavailable") else None
+    if why:
+        raise TargetUnavailableError(f"cannot run {what} here: {why}")
+    return module
 
 
 def default_threads() -> int:
@@ -246,8 +263,8 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
     t0 = time.perf_counter()
     root, manifest, bare = resolve(path)
     if manifest is not None:
-        backend = backend_module(manifest.format)
         verify_payload(root, manifest)
+        backend = backend_module(manifest.format, manifest.target)
         verified = True
     else:
         if require_verified:

@@ -133,7 +133,8 @@ def cmd_convert(args) -> int:
         v, q = art.verification, art.manifest.quantization
         row = {"path": str(art.path), "target": t, "quantize": args.quantize, "size_bytes": art.size_bytes,
                "max_abs_err": v["max_abs_err"], "min_cosine": v["min_cosine"],
-               "conversion_s": art.manifest.extra.get("conversion_s"), "programs": list(art.manifest.programs)}
+               "conversion_s": art.manifest.extra.get("conversion_s"), "programs": list(art.manifest.programs),
+               "verification_kind": v.get("kind", "numerical vs PyTorch")}
         if "gate" in q:
             row.update(gate=q["gate"], kept_float=[k["layer"] for k in q["kept_float"]],
                        outputs=v["outputs"], calibration=q.get("calibration"), eval=q.get("eval"))
@@ -142,7 +143,9 @@ def cmd_convert(args) -> int:
         _emit_json(results if len(results) > 1 else results[0])
     else:
         for r in results:
-            if "gate" in r:
+            if r["max_abs_err"] is None:
+                print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, {r['quantize']}; {r['verification_kind']})")
+            elif "gate" in r:
                 g = r["gate"]
                 top1 = [o["top1_agreement"] for o in r["outputs"] if "top1_agreement" in o]
                 print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, {r['quantize']}: drop {g['drop']:.4f} "
@@ -198,7 +201,21 @@ def cmd_run(args) -> int:
 def cmd_profile(args) -> int:
     import runtime
     if args.device != "local":
-        raise ConfigError(f"device {args.device!r}: only 'local' profiling is available in this version")
+        # a phone over adb (runtime.devices): push, run the android_demo app's benchmark, pull its JSON
+        from runtime.devices import parse_device, profile_on_device
+        device = parse_device(args.device)
+        if device != "local":
+            if args.inputs:
+                raise ConfigError(f"--inputs is not supported with --device {args.device}: the app generates "
+                                  "inputs from the manifest's spec; drop --inputs")
+            prog = Progress(not args.quiet and not args.json)
+            prog.stage(f"profiling {args.artifact} on {device.name} ({args.warmup} warm-up + {args.iters} runs)")
+            rep = profile_on_device(args.artifact, device, warmup=args.warmup, iters=args.iters,
+                                    threads=args.threads, program=args.program, log=prog.stage)
+            if args.out:
+                Path(args.out).write_text(rep.to_json())
+            print(rep.to_json() if args.json else rep.table(top_ops=args.top_ops))
+            return 0
     prog = Progress(not args.quiet and not args.json)
     prog.stage(f"profiling {args.artifact} ({args.warmup} warm-up + {args.iters} runs)")
     sess_inputs = None
