@@ -27,6 +27,7 @@ from converters.registry import get_converter
 from runtime.errors import ConfigError, ConversionError, SdkError, ToleranceError
 from runtime.manifest import Manifest, ProgramSpec, file_entry
 
+DEFAULT_ATOL = DEFAULT_RTOL = 1e-4
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 VERSION_PACKAGES = ("edge-sdk", "torch", "executorch", "onnx", "onnxscript", "onnxruntime",
                     "litert-torch", "ai-edge-litert", "numpy")
@@ -170,7 +171,8 @@ def _gate_message(target: str, quantize: str, threshold: float, acc: dict, sens:
 
 def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: str = "fp32",
             calibration=None, eval_data=None, out_dir="edgesdk-out", name: str | None = None,
-            atol: float = 1e-4, rtol: float = 1e-4, verify_samples: int = 3, max_drop: float | None = None,
+            atol: float | None = None, rtol: float | None = None, verify_samples: int = 3,
+            max_drop: float | None = None,
             metric=None, auto_fallback: bool = False, max_fallback_layers: int = 4,
             min_calibration: int = MIN_CALIBRATION_SAMPLES, progress=None, **options) -> Artifact:
     """Convert a PyTorch module for a target, verify it against PyTorch, and publish it.
@@ -193,7 +195,8 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     model implements ``edge_programs()``.
 
     fp32: the artifact lands at ``out_dir/name`` only after it loaded in `runtime` and matched
-    PyTorch within ``atol + rtol * max|reference|`` on the example inputs plus
+    PyTorch within ``atol + rtol * max|reference|`` (default 1e-4 each, or the target's own
+    default where the device computes at lower precision) on the example inputs plus
     ``verify_samples`` random inputs; otherwise ``ToleranceError`` lists the worst difference
     per output and nothing is written.
 
@@ -207,6 +210,9 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     layers in float, one at a time (up to ``max_fallback_layers``), until the gate passes.
     """
     conv = get_converter(target)
+    d_atol, d_rtol = conv.default_tolerance.get(quantize, (DEFAULT_ATOL, DEFAULT_RTOL))
+    atol = d_atol if atol is None else atol
+    rtol = d_rtol if rtol is None else rtol
     if quantize not in conv.quantization:
         raise ConfigError(f"target {target!r} has no quantization scheme {quantize!r}. "
                           f"Available for {target}: {', '.join(conv.quantization)}")

@@ -44,6 +44,7 @@ class Converter:
     backend: str = ""            # runtime backend that executes the artifact
     quantization: tuple = ("fp32",)
     calibrated: tuple = ()        # schemes that need calibration data
+    default_tolerance: dict = {}  # scheme -> (atol, rtol) when the device computes at lower precision
     description: str = ""
     convert_packages: tuple = ()  # python packages needed to export
     run_packages: tuple = ()      # python packages needed to execute

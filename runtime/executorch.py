@@ -112,7 +112,7 @@ def manifest_for_file(path: Path) -> Manifest:
     return Manifest(name=path.stem, target="executorch-xnnpack", format="pte", programs=programs, files=files)
 
 
-def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int, threads: int):
+def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int, threads: int, manifest=None):
     """Run with ETDump enabled and read it with ExecuTorch's Inspector.
 
     Yields (event name, op type, microseconds, backend). Delegate-internal XNNPACK events

@@ -156,6 +156,6 @@ def manifest_for_file(path: Path) -> Manifest:
     return Manifest(name=path.stem, target="litert-cpu", format="tflite", programs=programs, files=files)
 
 
-def op_events(path: Path, spec: ProgramSpec, arrays, runs: int, threads: int):
+def op_events(path: Path, spec: ProgramSpec, arrays, runs: int, threads: int, manifest=None):
     """LiteRT's Python API exposes no per-op timings (its C++ benchmark tool does)."""
     return [], "LiteRT's Python interpreter exposes no per-op timings"

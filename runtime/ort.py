@@ -93,7 +93,7 @@ def manifest_for_file(path: Path) -> Manifest:
     return Manifest(name=path.stem, target="onnx-cpu", format="onnx", programs={"forward": spec}, files=files)
 
 
-def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int, threads: int):
+def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int, threads: int, manifest=None):
     """Run with ONNX Runtime's session profiler; yield (node name, op type, microseconds) per event."""
     with tempfile.TemporaryDirectory(prefix="edgesdk-ortprof-") as tmp:
         sess = _session(path, threads, profile_prefix=os.path.join(tmp, "ort"))

@@ -113,6 +113,7 @@ class ProfileReport:
     ops_note: str = ""
     label: str = ""
     verified: bool = False
+    extra: dict = field(default_factory=dict)  # backend-specific numbers (e.g. QNN accelerator time)
     created_at: str = ""
     schema: str = SCHEMA
 
@@ -267,11 +268,13 @@ def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: i
             progress(i + 1, iters)
     peak = peak_rss_mb()
 
-    ops, note = [], ""
+    ops, note, backend_extra = [], "", {}
     if per_op:
-        events, note = sess.backend.op_events(sess.path if sess.path.is_file() else sess.path / spec.file,
-                                              spec, arrays, op_runs, sess.threads)
-        ops = aggregate_ops(events, op_runs)
+        res = sess.backend.op_events(sess.path if sess.path.is_file() else sess.path / spec.file,
+                                     spec, arrays, op_runs, sess.threads, manifest=sess.manifest)
+        events, note = res[0], res[1]
+        backend_extra = res[2] if len(res) > 2 else {}
+        ops = aggregate_ops(events, backend_extra.pop("profiled_runs", op_runs))
     extra = sess.manifest.extra
     return ProfileReport(
         artifact=str(sess.path), target=sess.target, backend=sess.backend_name,
@@ -280,6 +283,6 @@ def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: i
         threads=sess.threads, program=spec.name, warmup=warmup, iters=iters,
         load_ms=sess.load_ms, first_run_ms=first_ms, samples_ms=samples,
         peak_rss_mb=_finite(peak), baseline_rss_mb=_finite(baseline), ops=ops, ops_note=note,
-        label=extra.get("runs_label", ""), verified=sess.verified,
+        label=extra.get("runs_label", ""), verified=sess.verified, extra=backend_extra,
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )

@@ -277,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--auto-fallback", action="store_true",
                    help="keep the most sensitive layers in float until the gate passes")
     s.add_argument("--min-calibration", type=int, default=8, help="minimum calibration samples (default 8)")
-    s.add_argument("--atol", type=float, default=1e-4, help="verification absolute tolerance (default 1e-4)")
-    s.add_argument("--rtol", type=float, default=1e-4, help="verification relative tolerance (default 1e-4)")
+    s.add_argument("--atol", type=float, help="verification absolute tolerance (default 1e-4, or the target's)")
+    s.add_argument("--rtol", type=float, help="verification relative tolerance (default 1e-4, or the target's)")
     s.add_argument("--verify-samples", type=int, default=3, help="random input sets checked besides the example")
     s.set_defaults(fn=cmd_convert)
 

@@ -11,7 +11,11 @@ import runtime
 import sdk
 from conftest import MODELS, TokenClassifier, make_model
 
-TARGETS = converters.target_names()
+TARGETS = [t.name for t in sdk.targets() if t.runs_here]  # convert-only targets: test_convert_only.py
+
+
+def _tol(target):
+    return converters.get_converter(target).default_tolerance.get("fp32", (1e-4, 1e-4))
 
 
 def test_registry_lists_the_cpu_targets():
@@ -45,8 +49,9 @@ def test_convert_matches_pytorch(converted, kind, target):
         ref = model(*ex)
     ref = ref if isinstance(ref, tuple) else (ref,)
     assert len(y) == len(ref)
+    atol, rtol = _tol(target)
     for a, b in zip(y, ref):
-        np.testing.assert_allclose(a, b.numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(a, b.numpy(), atol=atol + rtol * float(b.abs().max()), rtol=0)
     # the same inputs by name give the same outputs
     by_name = sess.run({s.name: a for s, a in zip(sess.inputs, x)})
     for a, b in zip(by_name, y):
@@ -79,7 +84,8 @@ def test_bare_model_file(converted, target):
     sess = runtime.load(model_file)
     assert not sess.verified
     x = np.random.default_rng(0).standard_normal(tuple(sess.inputs[0].shape)).astype(np.float32)
-    np.testing.assert_allclose(sess.run([x])[0], runtime.load(art.path).run([x])[0], atol=1e-6)
+    # a bare .onnx runs on ONNX Runtime's CPU provider, so qnn-htp's differs by the HTP's precision
+    np.testing.assert_allclose(sess.run([x])[0], runtime.load(art.path).run([x])[0], atol=max(1e-6, _tol(target)[0]))
     with pytest.raises(runtime.IntegrityError):
         runtime.load(model_file, require_verified=True)
     # manifest.json path works the same as the directory
@@ -102,7 +108,7 @@ def test_int64_ids_bool_mask_and_int_outputs(tmp_path, target):
     ref_logits, ref_top = model(ids, mask)
     assert top.dtype == np.int64  # LiteRT stores int32; the runtime widens back to the manifest's dtype
     np.testing.assert_array_equal(top, ref_top.numpy())
-    np.testing.assert_allclose(logits, ref_logits.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(logits, ref_logits.detach().numpy(), atol=max(1e-5, _tol(target)[0]))
     if target == "litert-cpu":
         big = ids.numpy().copy()
         big[0, 0] = 2**40
@@ -152,6 +158,6 @@ def test_several_programs_in_one_artifact(tmp_path, target):
     (mem,) = sess.run([src], program="encode")
     (out,) = sess.run({"memory": mem, "scale": np.full((1, 1), 2.0, np.float32)}, program="step")
     ref = model.dec(torch.tanh(model.enc(torch.from_numpy(src)))) * 2.0
-    np.testing.assert_allclose(out, ref.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(out, ref.detach().numpy(), atol=max(1e-5, _tol(target)[0]))
     with pytest.raises(runtime.ConfigError, match="encode"):
         sess.run([src], program="nope")

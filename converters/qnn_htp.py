@@ -1,0 +1,154 @@
+"""`qnn-htp`: Qualcomm Hexagon NPU via ONNX Runtime's QNN execution provider.
+
+Export ONNX, quantize QDQ with ONNX Runtime's QNN configuration (uint8 or uint16
+activations, uint8 weights), check how much of the graph the HTP takes (placement), and
+compile an EPContext model for a chosen SoC / HTP architecture — the file that ships to a
+phone. Here everything runs on the HTP emulator in the `onnxruntime-qnn` wheel.
+
+Options (``sdk.convert(..., option=value)``):
+- ``min_npu_fraction``: a lower share of compute nodes on the HTP is a ConversionError naming
+  the ops that fell back to CPU.
+- ``soc_model`` / ``htp_arch``: the phone to compile the EPContext model for (default
+  Snapdragon 8 Gen 3: soc_model 57, htp_arch 75).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from converters.onnx_cpu import _Reader, export_onnx, nodes_of_modules, onnx_summary
+from converters.registry import Converter, register_target
+from runtime.errors import ConfigError, ConversionError
+
+DEFAULT_SOC = {"soc_model": "57", "htp_arch": "75"}  # Snapdragon 8 Gen 3 (SM8650), Hexagon v75
+ACTIVATIONS = {"uint8-static": "QUInt8", "uint16-static": "QUInt16"}
+
+
+def quantize_qnn(src: Path, dst: Path, scheme: str, *, input_names, calibration, exclude) -> dict:
+    """QDQ quantization with ONNX Runtime's QNN-specific configuration."""
+    from onnxruntime.quantization import QuantType, quantize
+    from onnxruntime.quantization.calibrate import CalibrationDataReader
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+
+    class Reader(_Reader, CalibrationDataReader):
+        pass
+
+    pre = dst.with_name("model.qnnpre.onnx")
+    model_in = pre if qnn_preprocess_model(str(src), str(pre)) else src
+    blocked = nodes_of_modules(model_in, exclude)
+    act = getattr(QuantType, ACTIVATIONS[scheme])
+    cfg = get_qnn_qdq_config(str(model_in), Reader(input_names, calibration), activation_type=act,
+                             weight_type=QuantType.QUInt8, nodes_to_exclude=blocked or None)
+    quantize(str(model_in), str(dst), cfg)
+    if pre.exists():
+        pre.unlink()
+    return {"tool": "onnxruntime.quantization get_qnn_qdq_config + quantize", "format": "QDQ",
+            "activations": f"{ACTIVATIONS[scheme][1:].lower()} per-tensor (min-max)", "weights": "uint8",
+            "nodes_kept_float": blocked}
+
+
+def compile_epcontext(model: Path, ctx: Path, provider_options: dict) -> None:
+    """Compile the model for the HTP and write an EPContext ONNX with the context binary embedded."""
+    qnn_runtime().session(model, threads=1, provider_options=provider_options,
+                config={"ep.context_enable": "1", "ep.context_file_path": str(ctx), "ep.context_embed_mode": "1"})
+    if not ctx.is_file():
+        raise ConversionError(f"QNN did not write the EPContext model {ctx.name}")
+
+
+@register_target
+class QnnHtp(Converter):
+    name = "qnn-htp"
+    device = "npu"
+    format = "onnx"
+    backend = "onnxruntime-qnn"
+    description = "Qualcomm Hexagon NPU (HTP) via ONNX Runtime QNN; runs here on the HTP emulator"
+    quantization = ("fp32", "uint8-static", "uint16-static")
+    calibrated = ("uint8-static", "uint16-static")
+    convert_packages = ("onnx", "onnxscript", "onnxruntime", "onnxruntime_qnn")
+    run_packages = ("onnxruntime_qnn",)
+    install_hint = "pip install onnxruntime-qnn==2.7.0"
+    run_label = "simulated"
+    # the HTP computes float graphs at fp16 precision
+    default_tolerance = {"fp32": (1e-2, 1e-2)}
+
+    @classmethod
+    def run_unavailable(cls) -> str | None:
+        why = super().run_unavailable()
+        if why:
+            return why
+        return qnn_runtime().unavailable()
+
+    def export(self, programs, workdir, *, quantize, options):
+        unknown = set(options) - {"calibration", "exclude", "min_npu_fraction", "soc_model", "htp_arch"}
+        if unknown:
+            raise ConfigError(f"qnn-htp: unknown options {sorted(unknown)}; valid: min_npu_fraction, soc_model, "
+                              "htp_arch")
+        soc = {k: str(options.get(k, v)) for k, v in DEFAULT_SOC.items()}
+        files, progs, placement, epcontext, summary, details = [], {}, {}, {}, {}, {}
+        for name, prog in programs.items():
+            stem = "model" if len(programs) == 1 else name
+            model = workdir / f"{stem}.onnx"
+            if quantize == "fp32":
+                files += export_onnx(prog, model)
+            else:
+                fp32 = workdir / f"{stem}.fp32.onnx"
+                tmp_files = export_onnx(prog, fp32)
+                details[name] = quantize_qnn(fp32, model, quantize, input_names=prog.input_names,
+                                             calibration=options.get("calibration"),
+                                             exclude=options.get("exclude", []))
+                for f in tmp_files:
+                    (workdir / f).unlink()
+                files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(model.name))
+            arrays = [t.detach().cpu().contiguous().numpy() for t in prog.example_inputs]
+            placement[name] = self._placement(model, arrays, options.get("min_npu_fraction"))
+            epcontext[name] = self._epcontext(model, workdir / f"{stem}_ctx.onnx", arrays, soc)
+            files.append(epcontext[name]["file"])
+            progs[name] = (model.name, name)
+            summary[name] = onnx_summary(model)
+        single = len(programs) == 1
+        extra = {
+            "onnx": summary,
+            "qnn": {"provider_options": {},
+                    "placement": placement[next(iter(programs))] if single else placement,
+                    "epcontext": epcontext[next(iter(programs))] if single else epcontext},
+            "device_label": qnn_runtime().DEVICE_LABEL, "runs_label": qnn_runtime().RUNS_LABEL,
+        }
+        if details:
+            extra["quantization_details"] = details
+        return {"files": files, "programs": progs, "extra": extra}
+
+    @staticmethod
+    def _placement(model: Path, arrays, minimum) -> dict:
+        place = qnn_runtime().placement(model, arrays)
+        if minimum is not None and place["fraction"] < minimum:
+            ops = ", ".join(f"{r['node']} ({r['op_type']})" for r in place["cpu_fallback"])
+            raise ConversionError(
+                f"qnn-htp: only {place['fraction']:.1%} of compute nodes run on the NPU "
+                f"({place['on_npu']}/{place['compute_nodes']}), below min_npu_fraction={minimum:g}; "
+                f"fell back to CPU: {ops}. Replace those ops or lower min_npu_fraction.")
+        return place
+
+    @staticmethod
+    def _epcontext(model: Path, ctx: Path, arrays, soc: dict) -> dict:
+        qnn = qnn_runtime()
+        compile_epcontext(model, ctx, soc)
+        ref = qnn.session(model, threads=1, provider_options=soc).run(None, _feed(model, arrays))
+        got = qnn.session(ctx, threads=1, provider_options=soc).run(None, _feed(ctx, arrays))
+        roundtrip = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+                        for a, b in zip(ref, got))
+        return {"file": ctx.name, "embed_mode": 1, **soc, "roundtrip_max_abs_err": roundtrip,
+                "note": "compiled for the phone named by soc_model/htp_arch; load it with the QNN EP "
+                        "(backend_path libQnnHtp.so) on that device"}
+
+
+def qnn_runtime():
+    from runtime import qnn
+    return qnn
+
+
+def _feed(path: Path, arrays):
+    import onnx
+    names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+    return dict(zip(names, arrays))

@@ -1,0 +1,195 @@
+"""Qualcomm HTP (Hexagon NPU) through ONNX Runtime's QNN execution provider. Torch-free.
+
+On x86_64 the `onnxruntime-qnn` wheel ships `libQnnHtp.so`, an emulator of the HTP: results
+are numerically the NPU's, timings are the simulator's (not a phone's), and every profile
+says so. The provider is an ONNX Runtime plugin: its library is registered once per process
+and added for the QNN device with ``backend_path`` pointing at the HTP library. Nodes the HTP
+cannot run fall back to ONNX Runtime's CPU provider; `placement()` measures how many did.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime import ort as _ort
+from runtime.errors import IntegrityError
+from runtime.manifest import Manifest, ProgramSpec
+
+NAME = "onnxruntime-qnn"
+EP = "QNNExecutionProvider"
+DEVICE_LABEL = f"qnn-htp (simulator on {platform.machine()})"
+RUNS_LABEL = "simulated: QNN HTP emulator, numerics of the NPU, latency not a phone's"
+_lock = threading.Lock()
+_device = None
+
+
+def version() -> str:
+    import onnxruntime_qnn
+    return f"{onnxruntime_qnn.__version__} (onnxruntime {ort.__version__})"
+
+
+def _qnn_device():
+    global _device
+    with _lock:
+        if _device is None:
+            import onnxruntime_qnn
+            if not any(d.ep_name == EP for d in ort.get_ep_devices()):
+                ort.register_execution_provider_library(EP, onnxruntime_qnn.get_library_path())
+            devices = [d for d in ort.get_ep_devices() if d.ep_name == EP]
+            if not devices:
+                raise RuntimeError("the QNN provider registered no device")
+            _device = devices[0]
+    return _device
+
+
+def htp_library() -> str:
+    import onnxruntime_qnn
+    return onnxruntime_qnn.get_qnn_htp_path()
+
+
+def unavailable() -> str | None:
+    try:
+        _qnn_device()
+    except Exception as e:  # missing library, ABI mismatch...
+        return f"the QNN execution provider could not be registered ({e}); fix: pip install onnxruntime-qnn==2.7.0"
+    if not Path(htp_library()).is_file():
+        return f"{htp_library()} is missing; reinstall onnxruntime-qnn==2.7.0"
+    return None
+
+
+def session(path: Path, *, threads: int, provider_options: dict | None = None, config: dict | None = None,
+            profile_prefix: str | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session with the HTP first and the CPU provider as fallback."""
+    so = _ort._options(threads, profile_prefix)
+    for k, v in (config or {}).items():
+        so.add_session_config_entry(k, str(v))
+    opts = {"backend_path": htp_library(), **{k: str(v) for k, v in (provider_options or {}).items()}}
+    so.add_provider_for_devices([_qnn_device()], opts)
+    try:
+        return ort.InferenceSession(str(path), so)
+    except Exception as e:
+        raise IntegrityError(f"{path}: ONNX Runtime (QNN HTP) could not load the model: {e}") from None
+
+
+def _provider_options(manifest: Manifest) -> dict:
+    return dict(manifest.extra.get("qnn", {}).get("provider_options", {}))
+
+
+def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict):
+    return _ort.Program(session(path, threads=threads, provider_options=_provider_options(manifest)), spec)
+
+
+def manifest_for_file(path: Path) -> Manifest:
+    return _ort.manifest_for_file(path)
+
+
+def _is_io_conversion(op: str) -> bool:
+    return op in ("QuantizeLinear", "DequantizeLinear", "Cast")
+
+
+def placement(path: Path, arrays: list[np.ndarray], *, threads: int = 1, provider_options: dict | None = None) -> dict:
+    """Which graph nodes ran on the HTP and which fell back to CPU, from ONNX Runtime's profiler.
+
+    QDQ models quantize their inputs and dequantize their outputs on the CPU by design; those
+    boundary conversions are listed but not counted as fallback. ``fraction`` is the share of
+    the graph's compute nodes (all but Quantize/DequantizeLinear/Cast) that ran on the HTP.
+    """
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    compute = [n for n in model.graph.node if not _is_io_conversion(n.op_type)]
+    with tempfile.TemporaryDirectory(prefix="edgesdk-qnnplace-") as tmp:
+        sess = session(path, threads=threads, provider_options=provider_options,
+                       profile_prefix=os.path.join(tmp, "p"))
+        sess.run(None, dict(zip([i.name for i in sess.get_inputs()], arrays)))
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    on_cpu, seen = [], set()
+    for ev in events:
+        name = ev.get("name", "")
+        if ev.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        args = ev.get("args", {})
+        node = name[: -len("_kernel_time")]
+        if args.get("provider") == "CPUExecutionProvider" and node not in seen:
+            seen.add(node)
+            on_cpu.append({"node": node, "op_type": args.get("op_name", "?")})
+    fallback = [r for r in on_cpu if not _is_io_conversion(r["op_type"])]
+    total = len(compute)
+    return {
+        "compute_nodes": total, "on_npu": total - len(fallback), "on_cpu": len(fallback),
+        "fraction": (total - len(fallback)) / total if total else 1.0,
+        "cpu_fallback": fallback,
+        "io_conversions_on_cpu": [r for r in on_cpu if _is_io_conversion(r["op_type"])],
+    }
+
+
+_NODE = re.compile(r"^(?P<name>.*?)([: ]OpId_\d+)? \(cycles\)$")
+
+
+def parse_profile_csv(path: str) -> tuple[list[dict], list[float]]:
+    """QNN profiling CSV -> per-run node cycles and accelerator execute times (µs)."""
+    runs: list[dict] = []
+    exec_us: list[float] = []
+    current: dict | None = None
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            ident, unit = row.get("Event Identifier", ""), row.get("Unit of Measurement", "")
+            try:
+                value = float(row.get("Time", "0"))
+            except ValueError:
+                continue
+            if ident == "Accelerator (execute) time (cycles)":
+                current = {}
+                runs.append(current)
+            elif row.get("Event Level") == "SUB-EVENT" and unit == "CYCLES" and current is not None:
+                m = _NODE.match(ident)
+                if m:
+                    current[m.group("name")] = current.get(m.group("name"), 0.0) + value
+            elif ident == "Accelerator (execute) time" and unit == "US":
+                exec_us.append(value)
+    return runs, exec_us
+
+
+def op_events(path: Path, spec: ProgramSpec, arrays, runs: int, threads: int, manifest: Manifest | None = None):
+    """QNN's own detailed profiling: accelerator execute time per run, per-op cycles.
+
+    Per-op times are the run's accelerator time apportioned by each op's share of the
+    simulator's cycle count.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgesdk-qnnprof-") as tmp:
+        csv_path = os.path.join(tmp, "qnn.csv")
+        opts = {**(_provider_options(manifest) if manifest else {}), "profiling_level": "detailed",
+                "profiling_file_path": csv_path}
+        sess = session(path, threads=threads, provider_options=opts)
+        feed = dict(zip([i.name for i in sess.get_inputs()], arrays))
+        for _ in range(runs):
+            sess.run(None, feed)
+        del sess  # the CSV is flushed when the session is released
+        if not os.path.exists(csv_path):
+            return [], "QNN wrote no profiling file", {}
+        node_runs, exec_us = parse_profile_csv(csv_path)
+    import onnx
+    op_types = {n.name: n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    # the first profiled execution includes graph preparation; drop it when there are more
+    pairs = list(zip(node_runs, exec_us))[1:] or list(zip(node_runs, exec_us))
+    events = []
+    for nodes, us in pairs:
+        total = sum(nodes.values()) or 1.0
+        for name, cyc in nodes.items():
+            base = re.sub(r"_token_\d+$", "", name)
+            events.append((name, op_types.get(base, "graph I/O" if name.startswith(("Input", "Output")) else "HTP op"),
+                           us * cyc / total, "QNN HTP (simulated)"))
+    extra = {"accelerator_execute_us": exec_us, "profiling_level": "detailed", "profiled_runs": len(pairs),
+             "note": "QNN HTP emulator on x86_64: cycle counts and times are the simulator's"}
+    return events, ("per-op times apportioned from the QNN HTP simulator's cycle counts "
+                    "(not phone timings)"), extra

@@ -1,0 +1,124 @@
+"""qnn-htp on the HTP emulator: numerics, placement (and forced CPU fallback), EPContext, profiling."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import runtime
+import sdk
+from conftest import make_model
+from runtime.qnn import parse_profile_csv
+
+pytestmark = pytest.mark.skipif(
+    not {t.name: t for t in sdk.targets()}["qnn-htp"].runs_here,
+    reason="onnxruntime-qnn HTP emulator unavailable: " + str({t.name: t for t in sdk.targets()}["qnn-htp"].why_not))
+
+
+def _calib(ex, n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [tuple(torch.randn(t.shape, generator=g) for t in ex) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def conv_uint8(tmp_path_factory):
+    model, ex = make_model("convnet")
+    art = sdk.convert(model, ex, "qnn-htp", quantize="uint8-static", calibration=_calib(ex),
+                      min_npu_fraction=0.95, out_dir=tmp_path_factory.mktemp("qnn"))
+    return art, model, ex
+
+
+def test_conv_net_runs_on_the_npu_emulator(conv_uint8):
+    art, model, ex = conv_uint8
+    place = art.manifest.extra["qnn"]["placement"]
+    assert place["fraction"] >= 0.95 and place["cpu_fallback"] == []
+    assert art.verification["min_cosine"] > 0.99
+    sess = runtime.load(art.path)
+    y = sess.run([ex[0].numpy()])[0]
+    ref = model(*ex).detach().numpy()
+    cos = float((y * ref).sum() / np.linalg.norm(y) / np.linalg.norm(ref))
+    assert cos > 0.99
+
+
+def test_epcontext_model_is_shipped_and_round_trips(conv_uint8):
+    art = conv_uint8[0]
+    ctx = art.manifest.extra["qnn"]["epcontext"]
+    assert ctx["soc_model"] == "57" and ctx["htp_arch"] == "75" and ctx["roundtrip_max_abs_err"] <= 1e-6
+    files = {f.path for f in art.manifest.files}
+    assert {"model.onnx", "model_ctx.onnx"} <= files
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(art.path / "model_ctx.onnx")).graph.node}
+    assert "EPContext" in ops
+
+
+@pytest.mark.parametrize("kind", ["convnet", "transformer"])
+def test_uint16_activations_keep_cosine_above_099(tmp_path, kind):
+    model, ex = make_model(kind)
+    art = sdk.convert(model, ex, "qnn-htp", quantize="uint16-static", calibration=_calib(ex), out_dir=tmp_path)
+    out = art.verification["outputs"][0]
+    assert out["cosine_min"] >= 0.99, out
+    assert art.manifest.extra["qnn"]["placement"]["fraction"] >= 0.95
+
+
+def test_float_graph_runs_at_the_targets_precision(tmp_path):
+    model, ex = make_model("convnet")
+    art = sdk.convert(model, ex, "qnn-htp", out_dir=tmp_path)
+    v = art.verification
+    assert v["passed"] and v["atol"] == 1e-2 and v["max_abs_err"] < 1e-2
+
+
+class DetNet(torch.nn.Module):
+    """Linear layers around a determinant: the HTP has no Det, so it falls back to CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h) * torch.linalg.det(h.reshape(4, 4)).reshape(1, 1)
+
+
+def test_forced_fallback_fails_min_npu_fraction_naming_the_op(tmp_path):
+    torch.manual_seed(0)
+    model, x = DetNet().eval(), torch.randn(1, 16)
+    with pytest.raises(sdk.errors.ConversionError, match=r"below min_npu_fraction=0.95; fell back to CPU: .*\(Det\)"):
+        sdk.convert(model, (x,), "qnn-htp", min_npu_fraction=0.95, out_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    art = sdk.convert(model, (x,), "qnn-htp", out_dir=tmp_path)  # without the bound it converts, and says so
+    place = art.manifest.extra["qnn"]["placement"]
+    assert place["on_cpu"] == 1 and place["cpu_fallback"][0]["op_type"] == "Det" and place["fraction"] < 1
+
+
+def test_profile_is_labelled_simulated_with_qnn_per_op_rows(conv_uint8):
+    rep = runtime.profile(conv_uint8[0].path, warmup=2, iters=10, op_runs=5)
+    assert rep.device.startswith("qnn-htp (simulator on ")
+    assert rep.label.startswith("simulated")
+    assert rep.ops and all(r["backend"] == "QNN HTP (simulated)" for r in rep.ops)
+    assert abs(sum(r["share"] for r in rep.ops) - 1) < 1e-6
+    assert len(rep.extra["accelerator_execute_us"]) == 5
+    assert "simulator" in json.loads(rep.to_json())["device"]
+
+
+def test_unknown_option_is_rejected(tmp_path):
+    model, ex = make_model("mlp")
+    with pytest.raises(sdk.errors.ConfigError, match="valid: min_npu_fraction, soc_model, htp_arch"):
+        sdk.convert(model, ex, "qnn-htp", out_dir=tmp_path, min_npu=0.5)
+
+
+def test_parse_recorded_qnn_profile(tmp_path):
+    csv = tmp_path / "q.csv"
+    csv.write_text(
+        "Msg Timestamp,Message,Time,Unit of Measurement,Timing Source,Event Level,Event Identifier\n"
+        "0,FINALIZE,22049,US,BACKEND,ROOT,QNN (finalize) time\n"
+        "0,BACKEND,160902,CYCLES,BACKEND,ROOT,Accelerator (execute) time (cycles)\n"
+        "0,NODE,12870,CYCLES,BACKEND,SUB-EVENT,Input OpId_2 (cycles)\n"
+        "0,NODE,92056,CYCLES,BACKEND,SUB-EVENT,node_linear:OpId_18 (cycles)\n"
+        "0,BACKEND,118842,US,BACKEND,ROOT,Accelerator (execute) time\n"
+        "0,BACKEND,116074,CYCLES,BACKEND,ROOT,Accelerator (execute) time (cycles)\n"
+        "0,NODE,72631,CYCLES,BACKEND,SUB-EVENT,node_linear:OpId_18 (cycles)\n"
+        "0,BACKEND,90000,US,BACKEND,ROOT,Accelerator (execute) time\n")
+    runs, exec_us = parse_profile_csv(str(csv))
+    assert exec_us == [118842.0, 90000.0]
+    assert runs == [{"Input": 12870.0, "node_linear": 92056.0}, {"node_linear": 72631.0}]
