@@ -22,7 +22,6 @@ from converters.onnx_cpu import _Reader, export_onnx, nodes_of_modules, onnx_sum
 from converters.registry import Converter, register_target
 from runtime.errors import ConfigError, ConversionError
 
-DEFAULT_SOC = {"soc_model": "57", "htp_arch": "75"}  # Snapdragon 8 Gen 3 (SM8650), Hexagon v75
 ACTIVATIONS = {"uint8-static": "QUInt8", "uint16-static": "QUInt16"}
 
 
@@ -85,7 +84,7 @@ class QnnHtp(Converter):
         if unknown:
             raise ConfigError(f"qnn-htp: unknown options {sorted(unknown)}; valid: min_npu_fraction, soc_model, "
                               "htp_arch")
-        soc = {k: str(options.get(k, v)) for k, v in DEFAULT_SOC.items()}
+        soc = {k: str(options.get(k, v)) for k, v in qnn_runtime().DEFAULT_SOC.items()}
         files, progs, placement, epcontext, summary, details = [], {}, {}, {}, {}, {}
         for name, prog in programs.items():
             stem = "model" if len(programs) == 1 else name
@@ -102,7 +101,7 @@ class QnnHtp(Converter):
                     (workdir / f).unlink()
                 files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(model.name))
             arrays = [t.detach().cpu().contiguous().numpy() for t in prog.example_inputs]
-            placement[name] = self._placement(model, arrays, options.get("min_npu_fraction"))
+            placement[name] = self._placement(model, arrays, options.get("min_npu_fraction"), soc)
             epcontext[name] = self._epcontext(model, workdir / f"{stem}_ctx.onnx", arrays, soc)
             files.append(epcontext[name]["file"])
             progs[name] = (model.name, name)
@@ -110,7 +109,7 @@ class QnnHtp(Converter):
         single = len(programs) == 1
         extra = {
             "onnx": summary,
-            "qnn": {"provider_options": {},
+            "qnn": {"provider_options": soc,
                     "placement": placement[next(iter(programs))] if single else placement,
                     "epcontext": epcontext[next(iter(programs))] if single else epcontext},
             "device_label": qnn_runtime().DEVICE_LABEL, "runs_label": qnn_runtime().RUNS_LABEL,
@@ -120,8 +119,8 @@ class QnnHtp(Converter):
         return {"files": files, "programs": progs, "extra": extra}
 
     @staticmethod
-    def _placement(model: Path, arrays, minimum) -> dict:
-        place = qnn_runtime().placement(model, arrays)
+    def _placement(model: Path, arrays, minimum, soc: dict) -> dict:
+        place = qnn_runtime().placement(model, arrays, provider_options=soc)
         if minimum is not None and place["fraction"] < minimum:
             ops = ", ".join(f"{r['node']} ({r['op_type']})" for r in place["cpu_fallback"])
             raise ConversionError(

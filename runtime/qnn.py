@@ -22,13 +22,17 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime import ort as _ort
-from runtime.errors import IntegrityError
+from runtime.errors import ConversionError, IntegrityError
 from runtime.manifest import Manifest, ProgramSpec
 
 NAME = "onnxruntime-qnn"
 EP = "QNNExecutionProvider"
 DEVICE_LABEL = f"qnn-htp (simulator on {platform.machine()})"
 RUNS_LABEL = "simulated: QNN HTP emulator, numerics of the NPU, latency not a phone's"
+# The phone the emulator models unless a manifest says otherwise: Snapdragon 8 Gen 3
+# (SM8650, Hexagon v75). Without a SoC the emulator fails to finalize many float graphs
+# (QNN_COMMON_ERROR_MEM_ALLOC), with one it compiles them.
+DEFAULT_SOC = {"soc_model": "57", "htp_arch": "75"}
 _lock = threading.Lock()
 _device = None
 
@@ -73,11 +77,17 @@ def session(path: Path, *, threads: int, provider_options: dict | None = None, c
     so = _ort._options(threads, profile_prefix)
     for k, v in (config or {}).items():
         so.add_session_config_entry(k, str(v))
-    opts = {"backend_path": htp_library(), **{k: str(v) for k, v in (provider_options or {}).items()}}
+    opts = {"backend_path": htp_library(), **DEFAULT_SOC,
+            **{k: str(v) for k, v in (provider_options or {}).items()}}
     so.add_provider_for_devices([_qnn_device()], opts)
     try:
         return ort.InferenceSession(str(path), so)
     except Exception as e:
+        msg = str(e)
+        if "finalize QNN graph" in msg:
+            raise ConversionError(
+                f"{path.name}: the HTP could not compile this graph ({msg.strip()[-120:]}); the HTP runs "
+                "quantized graphs best: try quantize='uint16-static' or 'uint8-static'") from None
         raise IntegrityError(f"{path}: ONNX Runtime (QNN HTP) could not load the model: {e}") from None
 
 
