@@ -27,13 +27,14 @@ from runtime.errors import ConfigError
 
 def prepare_qat(model: torch.nn.Module, example_inputs: tuple) -> torch.nn.Module:
     """Export ``model`` and insert fake-quant modules for int8 XNNPACK (per-channel weights)."""
-    from torchao.quantization.pt2e import move_exported_model_to_train
+    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     if not isinstance(example_inputs, tuple) or not all(isinstance(t, torch.Tensor) for t in example_inputs):
         raise ConfigError("example_inputs must be a tuple of tensors")
     gm = torch.export.export(model, example_inputs).module()
     prepared = prepare_qat_pt2e(gm, xnnpack_quantizer("int8-static", [], qat=True))
     move_exported_model_to_train(prepared)
+    allow_exported_model_train_eval(prepared)  # trainers call .train()/.eval()
     return prepared
 
 

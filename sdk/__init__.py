@@ -16,6 +16,7 @@ from converters import Artifact, Target, convert
 from converters import targets as _targets
 from runtime import load, profile
 from sdk import errors
+from sdk.distill import distill
 
 
 def targets() -> list[Target]:
@@ -23,5 +24,5 @@ def targets() -> list[Target]:
     return _targets()
 
 
-__all__ = ["targets", "convert", "load", "profile", "Artifact", "Target", "errors"]
+__all__ = ["targets", "convert", "distill", "load", "profile", "Artifact", "Target", "errors"]
 __version__ = "0.1.0"

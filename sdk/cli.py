@@ -28,9 +28,6 @@ def load_model_spec(spec: str):
     The function returns ``(model, example_inputs)``; example_inputs may be None for
     models implementing ``edge_programs()``.
     """
-    import importlib
-    import importlib.util
-
     import torch
 
     if spec.endswith(".pt2"):
@@ -49,25 +46,8 @@ def load_model_spec(spec: str):
     if ":" not in spec:
         raise ConfigError(f"model {spec!r}: expected FILE.pt2 or MODULE:FUNCTION (e.g. mypkg.models:build "
                           "or ./make_model.py:build) returning (model, example_inputs)")
-    mod_name, fn_name = spec.rsplit(":", 1)
-    try:
-        if mod_name.endswith(".py") or "/" in mod_name:
-            path = Path(mod_name)
-            if not path.is_file():
-                raise ConfigError(f"{mod_name}: no such file")
-            s = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(s)
-            sys.path.insert(0, str(path.parent.resolve()))
-            s.loader.exec_module(module)
-        else:
-            sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ConfigError(f"cannot import {mod_name!r}: {e}") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise ConfigError(f"{mod_name} has no callable {fn_name!r}")
-    result = fn()
+    fn_name = spec.rsplit(":", 1)[1]
+    result = load_object(spec, "model")
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
         raise ConfigError(f"{spec} must return (model, example_inputs), got {type(result).__name__}")
     model, example = result
@@ -233,6 +213,102 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def load_object(spec: str, what: str):
+    """`module:function` or `path/file.py:function` -> the function's return value."""
+    import importlib
+    import importlib.util
+    if ":" not in spec:
+        raise ConfigError(f"{what} {spec!r}: expected MODULE:FUNCTION or path/file.py:FUNCTION")
+    mod_name, fn_name = spec.rsplit(":", 1)
+    try:
+        if mod_name.endswith(".py") or "/" in mod_name:
+            path = Path(mod_name)
+            if not path.is_file():
+                raise ConfigError(f"{what}: {mod_name}: no such file")
+            s = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(s)
+            sys.path.insert(0, str(path.parent.resolve()))
+            s.loader.exec_module(module)
+        else:
+            sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ConfigError(f"{what}: cannot import {mod_name!r}: {e}") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ConfigError(f"{what}: {mod_name} has no callable {fn_name!r}")
+    return fn()
+
+
+def _read_config(path: str | None) -> dict:
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+        d = yaml.safe_load(text)
+    else:
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of DistillConfig fields")
+    return d
+
+
+def cmd_distill(args) -> int:
+    import os
+    import subprocess
+
+    if args.nproc and args.nproc > 1 and "RANK" not in os.environ:
+        argv = [a for a in sys.argv[1:]]
+        i = argv.index("--nproc")
+        del argv[i:i + 2]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "sdk.cli", *argv]
+        return subprocess.call(cmd)
+    from models.distill.trainer import DistillConfig
+    from sdk.distill import distill, save_student
+
+    cfg = _read_config(args.config)
+    for key in ("steps", "batch_size", "lr", "seed", "checkpoint_dir"):
+        v = getattr(args, key)
+        if v is not None:
+            cfg[key] = v
+    if args.resume:
+        cfg["resume"] = True
+    if cfg.get("resume") and not cfg.get("checkpoint_dir"):
+        cfg["checkpoint_dir"] = str(Path(args.out) / "checkpoints")
+    cfg.setdefault("checkpoint_dir", str(Path(args.out) / "checkpoints"))
+    cfg["progress"] = not (args.quiet or args.json)
+    try:
+        config = DistillConfig.from_dict(cfg)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"invalid distillation config: {e}") from None
+    teacher = load_object(args.teacher, "teacher")
+    student = load_object(args.student, "student")
+    data = load_object(args.data, "data")
+    eval_fn = load_object(args.eval, "eval") if args.eval else None
+    trained = distill(teacher, student, data, config, eval_fn=eval_fn)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    path = save_student(trained, args.out, config)
+    hist = trained.distill_history
+    result = {"student": str(path), "steps": len(hist), "final_loss": hist[-1]["loss"] if hist else None,
+              "metrics": next((h["metrics"] for h in reversed(hist) if h["metrics"]), {}),
+              "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+    if args.json:
+        _emit_json(result)
+    else:
+        print(f"{path}  (final loss {result['final_loss']:.4f} after {result['steps']} steps"
+              + "".join(f", {k} {v:.4g}" for k, v in result["metrics"].items()) + ")")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from sdk.demo import run_demo
     rows = run_demo(out_dir=args.out, iters=args.iters, warmup=args.warmup, progress=Progress(not args.json))
@@ -305,6 +381,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", "-o", help="also write the JSON report to this file")
     s.add_argument("--device", default="local", help="where to profile (default: local)")
     s.set_defaults(fn=cmd_profile)
+
+    s = sub.add_parser("distill", parents=[common], help="distil a teacher into a student (losses, stages, DDP)",
+                       description="Each of --teacher/--student/--data/--eval is MODULE:FUNCTION or "
+                                   "path/file.py:FUNCTION returning the object (data: a TensorData or any object "
+                                   "with sample(step, batch_size, seed) and inputs).")
+    s.add_argument("--teacher", required=True)
+    s.add_argument("--student", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--eval", help="FUNCTION returning eval_fn(student) -> {metric: value}")
+    s.add_argument("--config", help="DistillConfig as JSON or YAML (losses, stages, optimizer, schedule...)")
+    s.add_argument("--out", "-o", default="edgesdk-out/distill", help="where the student and history go")
+    s.add_argument("--steps", type=int)
+    s.add_argument("--batch-size", type=int, dest="batch_size", help="per process")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--checkpoint-dir", dest="checkpoint_dir")
+    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    s.add_argument("--nproc", type=int, help="data-parallel processes on this machine (torch.distributed, gloo)")
+    s.set_defaults(fn=cmd_distill)
 
     s = sub.add_parser("demo", parents=[common], help="convert a built-in model to every target here and profile it")
     s.add_argument("--out", "-o", default="edgesdk-out/demo")
