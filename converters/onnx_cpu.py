@@ -12,6 +12,7 @@ from converters.registry import Converter, register_target
 # Above this many parameter bytes the weights go to an external `.onnx.data` file
 # (protobuf's 2 GiB limit); below it one self-contained file is simpler to ship and hash.
 EXTERNAL_DATA_BYTES = 1 << 30
+DYNAMIC_OPS = ("MatMul", "Gemm")
 
 
 def _param_bytes(module: torch.nn.Module) -> int:
@@ -78,10 +79,12 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
         return {"tool": "onnxruntime.transformers.float16", "nodes_kept_float": blocked}
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     if scheme == "int8-dynamic":
+        # MatMul/Gemm only: ONNX Runtime's dynamic ConvInteger ran ~40x slower than fp32 Conv on
+        # x86 (benchmarks/RESULTS.md); convolutions belong to int8-static
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=blocked)
+                         nodes_to_exclude=blocked, op_types_to_quantize=list(DYNAMIC_OPS))
         return {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8 per-channel",
-                "nodes_kept_float": blocked}
+                "ops": list(DYNAMIC_OPS), "nodes_kept_float": blocked}
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from onnxruntime.quantization.calibrate import CalibrationDataReader
 

@@ -20,7 +20,7 @@ try:
 except ImportError:  # pragma: no cover - layout of other executorch releases
     from executorch.extension.pybindings import portable_lib as _C
 
-from runtime.errors import ExecutionError, IntegrityError
+from runtime.errors import ExecutionError, IntegrityError, TargetUnavailableError
 from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
 
 NAME = "executorch"
@@ -60,6 +60,12 @@ class Program:
         try:
             self.method = program.load_method(method_name)
         except Exception as e:
+            missing = _unregistered_backends(path)
+            if missing:
+                raise TargetUnavailableError(
+                    f"{path}: method {method_name!r} is delegated to {', '.join(missing)}, which this "
+                    f"ExecuTorch runtime does not register (it has {', '.join(sorted(_C._get_registered_backend_names()))}); "
+                    "run it where that backend is built in (e.g. the Android demo)") from None
             raise IntegrityError(f"{path}: cannot load method {method_name!r}: {e}") from None
         self._program = program  # keep the program alive as long as its method
         meta = self.method.method_meta()
@@ -78,6 +84,14 @@ class Program:
     def raw_call(self):
         """The backend's own call, for overhead benchmarks: f(list of torch tensors) -> outputs."""
         return self.method.call
+
+
+def _unregistered_backends(path: Path) -> list[str]:
+    """Delegate ids named in the .pte that this runtime lacks (cheap byte scan of known ids)."""
+    data = path.read_bytes()
+    known = ("VulkanBackend", "XnnpackBackend", "QnnBackend", "CoreMLBackend", "MPSBackend", "OpenvinoBackend")
+    have = set(_C._get_registered_backend_names())
+    return [b for b in known if b.encode() in data and b not in have]
 
 
 def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict) -> Program:

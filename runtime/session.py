@@ -25,6 +25,7 @@ BACKENDS = {
     "onnx": ("runtime.ort", "onnxruntime", "pip install onnxruntime"),
     "pte": ("runtime.executorch", "executorch", "pip install executorch==1.5.1"),
     "tflite": ("runtime.litert", "ai_edge_litert", "pip install ai-edge-litert"),
+    "mlpackage": ("runtime.coreml", "coremltools", "pip install coremltools==9.0"),
 }
 # Targets whose artifacts share a format with a CPU target but need another backend.
 # Each backend module may define `unavailable() -> str | None` (why it cannot run here).
@@ -229,6 +230,8 @@ def resolve(path) -> tuple[Path, Manifest | None, Path | None]:
         if not m.is_file():
             raise ConfigError(f"{p}: directory has no {MANIFEST_NAME}; is it an artifact from `edgesdk convert`?")
         return p, _read_manifest(m), None
+    if p.parent.suffix == ".mlpackage":  # a file inside a Core ML package: open the package
+        return p.parent.parent, None, p.parent
     if p.name == MANIFEST_NAME or p.suffix == ".json":
         return p.parent, _read_manifest(p), None
     if p.suffix in FORMATS:
