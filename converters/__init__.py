@@ -17,7 +17,7 @@ from converters.registry import Converter, Target, get_converter, register_targe
 # Each backend file registers its target on import (one file per target backend).
 import importlib as _importlib  # noqa: E402
 
-BACKEND_MODULES = ("onnx_cpu", "executorch_xnnpack", "litert_cpu", "qnn_htp", "coreml_ane", "executorch_vulkan")
+BACKEND_MODULES = ("onnx_cpu", "executorch_xnnpack", "litert_cpu", "qnn_htp", "coreml_ane", "executorch_vulkan", "litert_gpu")
 for _name in BACKEND_MODULES:
     _importlib.import_module(f"converters.{_name}")
 

@@ -49,7 +49,7 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
     for i, name in enumerate(names):
         r = [s[i] for s in ref_all]
         g = [s[i] for s in got_all]
-        cos, maxe, meane = [], 0.0, []
+        cos, maxe, meane, refm = [], 0.0, [], 0.0
         agree = total = 0
         for a, b in zip(r, g):
             a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
@@ -57,12 +57,13 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
             cos.append(1.0 if na == nb == 0 else float(a64 @ b64 / (na * nb)) if na and nb else 0.0)
             d = np.abs(a64 - b64)
             maxe = max(maxe, float(d.max()) if d.size else 0.0)
+            refm = max(refm, float(np.abs(a64).max()) if a64.size else 0.0)
             meane.append(float(d.mean()) if d.size else 0.0)
             if _classifier_like(a):
                 agree += int((a.argmax(-1) == b.argmax(-1)).sum())
                 total += int(np.prod(a.shape[:-1]))
         row = {"name": name, "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos)),
-               "max_abs_err": maxe, "mean_abs_err": float(np.mean(meane))}
+               "max_abs_err": maxe, "mean_abs_err": float(np.mean(meane)), "ref_max_abs": refm}
         if total:
             row["top1_agreement"] = agree / total
             row["drop"] = 1.0 - row["top1_agreement"]

@@ -245,7 +245,8 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
             manifest, final = _convert_quantized(
                 conv, programs, out_dir, name, quantize, options, log, say, calibration=calibration,
                 eval_data=eval_data, max_drop=max_drop, metric=metric, auto_fallback=auto_fallback,
-                max_fallback_layers=max_fallback_layers, min_calibration=min_calibration)
+                max_fallback_layers=max_fallback_layers, min_calibration=min_calibration,
+                tolerance=(atol, rtol) if quantize in conv.default_tolerance else None)
     finally:
         set_mode(model, was_training)
     say(f"done in {time.perf_counter() - t0:.1f}s")
@@ -292,7 +293,7 @@ def _generated_eval(prog: Program, n: int = 15) -> SampleSet:
 
 
 def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, say, *, calibration, eval_data,
-                       max_drop, metric, auto_fallback, max_fallback_layers, min_calibration):
+                       max_drop, metric, auto_fallback, max_fallback_layers, min_calibration, tolerance=None):
     if len(programs) != 1:
         raise ConfigError("quantized conversion of models with several programs is not supported yet; "
                           "convert each program's module separately")
@@ -338,6 +339,16 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
             binding = runtime.load(workdir, nan_policy="allow").program(prog.name)
             acc = evaluate(prog.module, binding, ev.samples, metric)
             acc["max_abs_err"] = max(r["max_abs_err"] for r in acc["outputs"])
+            if tolerance is not None:  # a precision scheme (e.g. GPU fp16) also has an element-wise bound
+                t_atol, t_rtol = tolerance
+                for r in acc["outputs"]:
+                    r["ok"] = r["max_abs_err"] <= t_atol + t_rtol * r["ref_max_abs"]
+                acc.update(atol=t_atol, rtol=t_rtol, within_tolerance=all(r["ok"] for r in acc["outputs"]))
+                if not acc["within_tolerance"]:
+                    worst = "; ".join(f"{r['name']}: max |diff| {r['max_abs_err']:.3g}" for r in acc["outputs"]
+                                      if not r["ok"])
+                    raise ToleranceError(f"{conv.name} {quantize}: outputs differ from PyTorch beyond atol={t_atol:g}, "
+                                         f"rtol={t_rtol:g}: {worst}", acc)
             passed = threshold is None or acc["drop"] <= threshold
             attempts.append({"kept_float": [k["layer"] for k in kept], "drop": acc["drop"], "passed": passed})
             if passed or not auto_fallback or len(kept) >= len(candidates):

@@ -67,8 +67,8 @@ def test_profile_report(converted, target):
     assert min(rep.samples_ms) <= rep.p50_ms <= rep.p90_ms <= rep.p99_ms <= max(rep.samples_ms)
     assert rep.threads == runtime.default_threads() and rep.target == target
     assert rep.noisy == (rep.cv > 0.10)
-    if target == "litert-cpu":
-        assert rep.ops == [] and "no per-op" in rep.ops_note
+    if not rep.ops:  # LiteRT's Python APIs expose no per-op timing: the report says so
+        assert target.startswith("litert") and rep.ops_note
     else:  # ONNX Runtime profiler / ExecuTorch ETDump give real rows
         assert rep.ops and abs(sum(r["share"] for r in rep.ops) - 1.0) < 1e-6
         assert all(r["total_ms"] >= 0 and r["calls"] >= 1 for r in rep.ops)
