@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgesdk-installed
 
-.PHONY: test test-all demo bench venv clean
+.PHONY: test test-all test-jvm demo bench venv clean fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-test: $(STAMP)
+test: gpu-sim $(STAMP) test-jvm
 	$(PY) -m pytest -q -m "not slow"
 
 test-all: $(STAMP)
@@ -28,5 +28,43 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_overhead.py
 
+# JVM unit tests of the Android app's shared core (android_demo/core, plain Java): javac and
+# JUnit 4 from Debian (installed here when missing), output in build/jvm (ignored). The full APK
+# build needs the Android SDK and Google's Maven: see android_demo/README.md.
+JAVA_CORE := android_demo/core
+JVM_OUT   := build/jvm
+JUNIT_CP  := /usr/share/java/junit4.jar:/usr/share/java/hamcrest-core.jar
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET   := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+test-jvm:
+	@mkdir -p build
+	@command -v javac >/dev/null 2>&1 && test -f /usr/share/java/junit4.jar || { \
+	  echo "installing javac/JUnit 4 from Debian (default-jdk-headless junit4)"; \
+	  ( $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends default-jdk-headless junit4 ) \
+	    >build/apt-jvm.log 2>&1 || { cat build/apt-jvm.log; echo "apt-get install failed (see above)"; exit 1; }; }
+	@rm -rf $(JVM_OUT) && mkdir -p $(JVM_OUT)/main $(JVM_OUT)/test
+	javac -Xlint:all -Werror --release 8 -encoding UTF-8 -d $(JVM_OUT)/main $$(find $(JAVA_CORE)/src/main/java -name '*.java')
+	javac -nowarn --release 8 -encoding UTF-8 -cp $(JVM_OUT)/main:$(JUNIT_CP) -d $(JVM_OUT)/test $$(find $(JAVA_CORE)/src/test/java -name '*.java')
+	java -Dedgesdk.root=$(CURDIR) -cp $(JVM_OUT)/main:$(JVM_OUT)/test:$(JUNIT_CP) org.junit.runner.JUnitCore \
+	  $$(cd $(JAVA_CORE)/src/test/java && find . -name '*Test.java' | sed 's|^\./||; s|\.java$$||; s|/|.|g' | sort)
+
 clean:
 	rm -rf edgesdk-out .pytest_cache
+
+# Software GPU for litert-gpu: Mesa >= 25 lavapipe (Debian bookworm-backports mesa-vulkan-drivers)
+# unpacked into $(GPU_SIM_DIR) by apt with private state (no root, nothing installed system-wide),
+# then checked by running a probe model on LiteRT's GPU accelerator; fails loudly otherwise.
+# A second run is a no-op; `rm -rf $(GPU_SIM_DIR)` to refresh. See scripts/gpu-sim.sh.
+GPU_SIM_DIR ?= .cache/gpu-sim
+.PHONY: gpu-sim
+
+gpu-sim: $(STAMP)
+	bash scripts/gpu-sim.sh $(GPU_SIM_DIR)
+	EDGESDK_GPU_SIM=$(abspath $(GPU_SIM_DIR)) $(PY) -m runtime.gpu_sim
+
+# Longer fuzzing of the manifest parser and input validation (make test runs a bounded, seeded pass).
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	mkdir -p build/fuzz-corpus
+	cd build && ../$(PY) ../tests/fuzz/fuzz_runtime.py -max_total_time=$(FUZZ_SECONDS) fuzz-corpus ../tests/fuzz/regressions

@@ -133,6 +133,7 @@ class Manifest:
     verification: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     schema: str = SCHEMA
+    raw: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def default_program(self) -> ProgramSpec:
@@ -235,13 +236,15 @@ def parse_manifest(text: str | bytes) -> Manifest:
     for key in ("quantization", "versions", "verification"):
         if key in d and not isinstance(d[key], dict):
             raise IntegrityError(f"manifest.{key}: expected an object")
-    return Manifest(
+    m = Manifest(
         name=d["name"], target=d["target"], format=d["format"], programs=programs, files=files,
         device=str(d.get("device", "cpu")), quantization=d.get("quantization", {"scheme": "fp32"}),
         versions=d.get("versions", {}), created_at=str(d.get("created_at", "")),
         verification=d.get("verification", {}),
         extra={k: v for k, v in d.items() if k not in _KNOWN},
     )
+    m.raw = d  # the parsed JSON, for signature checks over exactly what was read
+    return m
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

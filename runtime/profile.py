@@ -224,7 +224,7 @@ def _finite(x: float) -> float:
 
 def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: int | None = None,
             program: str | None = None, per_op: bool = True, op_runs: int = 20, seed: int = 0,
-            progress=None) -> ProfileReport:
+            progress=None, require_signature: bool = False, public_key=None) -> ProfileReport:
     """Profile an artifact (or bare model file) on this machine.
 
     Example::
@@ -247,7 +247,7 @@ def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: i
         raise ConfigError(f"warmup must be a non-negative int, got {warmup!r}")
     reset_peak_rss()
     baseline = rss_mb()
-    sess: Session = load(path, threads=threads)
+    sess: Session = load(path, threads=threads, require_signature=require_signature, public_key=public_key)
     binding = sess.program(program) if program else sess._default
     spec = binding.spec
     arrays = example_inputs(list(spec.inputs), seed) if inputs is None else binding.validate(inputs)

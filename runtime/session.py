@@ -242,7 +242,7 @@ def resolve(path) -> tuple[Path, Manifest | None, Path | None]:
 
 
 def load(path, *, threads: int | None = None, nan_policy: str = "reject",
-         require_verified: bool = False) -> Session:
+         require_verified: bool = False, require_signature: bool = False, public_key=None) -> Session:
     """Open an artifact directory, its ``manifest.json``, or a bare model file.
 
     Example::
@@ -254,7 +254,9 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
     With a manifest, every payload file's size and sha256 are checked before a native
     library reads it (``IntegrityError`` on mismatch) and ``sess.verified`` is True. Bare
     files are allowed (specs are read from the model) but ``verified`` is False;
-    ``require_verified=True`` refuses them.
+    ``require_verified=True`` refuses them. ``require_signature=True`` also demands a valid
+    Ed25519 signature by ``public_key`` (PEM path or bytes; default ``$EDGESDK_PUBLIC_KEY``)
+    over the manifest, checked before anything else is read.
     """
     import time
 
@@ -265,6 +267,11 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
     threads = threads or default_threads()
     t0 = time.perf_counter()
     root, manifest, bare = resolve(path)
+    if require_signature:
+        if manifest is None:
+            raise IntegrityError(f"{bare}: a bare model file cannot carry a signature; load a signed artifact")
+        from runtime.signing import verify_signature
+        verify_signature(manifest.raw or manifest.to_dict(), public_key or os.environ.get("EDGESDK_PUBLIC_KEY"))
     if manifest is not None:
         verify_payload(root, manifest)
         backend = backend_module(manifest.format, manifest.target)

@@ -153,7 +153,8 @@ def cmd_run(args) -> int:
     import numpy as np
 
     import runtime
-    sess = runtime.load(args.artifact, threads=args.threads, nan_policy=args.nan_policy)
+    sess = runtime.load(args.artifact, threads=args.threads, nan_policy=args.nan_policy,
+                        require_signature=bool(args.public_key), public_key=args.public_key)
     b = sess.program(args.program) if args.program else sess._default
     inputs = _load_inputs(args.inputs, sess)
     generated = inputs is None
@@ -203,7 +204,8 @@ def cmd_profile(args) -> int:
         sess_inputs = _load_inputs(args.inputs, runtime.load(args.artifact, threads=args.threads))
     rep = runtime.profile(args.artifact, warmup=args.warmup, iters=args.iters, inputs=sess_inputs,
                           threads=args.threads, program=args.program, per_op=not args.no_per_op,
-                          progress=prog.bar("timed runs"))
+                          progress=prog.bar("timed runs"), require_signature=bool(args.public_key),
+                          public_key=args.public_key)
     if args.out:
         Path(args.out).write_text(rep.to_json())
     if args.json:
@@ -309,6 +311,43 @@ def cmd_distill(args) -> int:
     return 0
 
 
+def cmd_keygen(args) -> int:
+    from runtime.signing import generate_keypair
+    priv, pub = generate_keypair(args.out)
+    if args.json:
+        _emit_json({"private_key": str(priv), "public_key": str(pub)})
+    else:
+        print(f"private key {priv} (keep it secret), public key {pub} (ship it with your app)")
+    return 0
+
+
+def cmd_sign(args) -> int:
+    import runtime
+    from runtime.signing import sign_artifact
+    runtime.load(args.artifact)  # refuse to sign an artifact whose payload does not match its manifest
+    sig = sign_artifact(args.artifact, args.key)
+    if args.json:
+        _emit_json({"artifact": args.artifact, "signature": sig})
+    else:
+        print(f"signed {args.artifact} (ed25519, public key {sig['public_key']})")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    import runtime
+    sess = runtime.load(args.artifact, require_signature=bool(args.public_key), public_key=args.public_key)
+    result = {"artifact": args.artifact, "payload_verified": sess.verified,
+              "signature_verified": bool(args.public_key),
+              "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in sess.manifest.files]}
+    if args.json:
+        _emit_json(result)
+    else:
+        print(f"{args.artifact}: payload matches its manifest ({len(result['files'])} files)"
+              + ("; signature valid for the given public key" if args.public_key else
+                 "; signature not checked (pass --public-key)"))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from sdk.demo import run_demo
     rows = run_demo(out_dir=args.out, iters=args.iters, warmup=args.warmup, progress=Progress(not args.json))
@@ -367,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     s.add_argument("--nan-policy", choices=["reject", "allow"], default="reject")
     s.add_argument("--seed", type=int, default=0, help="seed for generated inputs")
+    s.add_argument("--public-key", help="refuse the artifact unless signed by this trusted PEM public key")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("profile", parents=[common], help="measure load, cold start, warm latency, memory, per-op")
@@ -379,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-per-op", action="store_true", help="skip the per-op pass")
     s.add_argument("--top-ops", type=int, default=10, help="per-op rows to print")
     s.add_argument("--out", "-o", help="also write the JSON report to this file")
-    s.add_argument("--device", default="local", help="where to profile (default: local)")
+    s.add_argument("--device", default="local", help="where to profile: local (default) or adb:SERIAL")
+    s.add_argument("--public-key", help="refuse the artifact unless signed by this trusted PEM public key")
     s.set_defaults(fn=cmd_profile)
 
     s = sub.add_parser("distill", parents=[common], help="distil a teacher into a student (losses, stages, DDP)",
@@ -400,6 +441,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     s.add_argument("--nproc", type=int, help="data-parallel processes on this machine (torch.distributed, gloo)")
     s.set_defaults(fn=cmd_distill)
+
+    s = sub.add_parser("keygen", parents=[common], help="create an Ed25519 key pair for signing artifacts")
+    s.add_argument("--out", "-o", required=True, help="prefix: writes PREFIX.key and PREFIX.pub")
+    s.set_defaults(fn=cmd_keygen)
+
+    s = sub.add_parser("sign", parents=[common], help="sign an artifact's manifest (Ed25519)")
+    s.add_argument("artifact")
+    s.add_argument("--key", required=True, help="PEM private key from `edgesdk keygen`")
+    s.set_defaults(fn=cmd_sign)
+
+    s = sub.add_parser("verify", parents=[common], help="check an artifact's payload hashes and signature")
+    s.add_argument("artifact")
+    s.add_argument("--public-key", help="trusted PEM public key; checks the signature too")
+    s.set_defaults(fn=cmd_verify)
 
     s = sub.add_parser("demo", parents=[common], help="convert a built-in model to every target here and profile it")
     s.add_argument("--out", "-o", default="edgesdk-out/demo")
