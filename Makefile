@@ -22,7 +22,7 @@ test: gpu-sim $(STAMP) test-jvm
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
-demo: $(STAMP)
+demo: $(STAMP) gpu-sim
 	$(VENV)/bin/edgesdk demo
 
 bench: $(STAMP)
