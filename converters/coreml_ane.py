@@ -51,6 +51,18 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 RUN_REASON = "Core ML runs only on macOS/iOS (coremltools' predict needs macOS)"
 
 
+def _fill_pool_strides(ep):
+    """coremltools reads max_pool2d's stride positionally; torch leaves it out when it equals the
+    kernel (e.g. ``torch.max_pool2d(x, 2)``). Spell the default out so such graphs convert."""
+    import torch
+    pool = torch.ops.aten.max_pool2d.default
+    for node in ep.graph_module.graph.nodes:
+        if node.op == "call_function" and node.target is pool and len(node.args) == 2 and "stride" not in node.kwargs:
+            node.args = (*node.args, node.args[1])
+    ep.graph_module.recompile()
+    return ep
+
+
 def package_name(program: str, n_programs: int) -> str:
     if n_programs == 1:
         return "model.mlpackage"
@@ -171,7 +183,7 @@ class CoreMLAne(Converter):
                               "use fp16 or convert without auto_fallback")
         files, entries, coreml, details = [], {}, {}, {}
         for name, prog in programs.items():
-            ep = torch.export.export(prog.module, prog.example_inputs).run_decompositions({})
+            ep = _fill_pool_strides(torch.export.export(prog.module, prog.example_inputs).run_decompositions({}))
             mlmodel = ct.convert(
                 ep, convert_to="mlprogram",
                 inputs=_tensor_types(ct, np, prog.input_specs(), outputs=False),

@@ -228,3 +228,18 @@ def test_coreml_runtime_casts_positionally():
         prog.run([np.array([2**40, 0], np.int64), np.array([True, True])])
     if platform.system() != "Darwin":
         assert coreml.unavailable() == coreml.RUN_REASON
+
+
+def test_coreml_converts_pooling_with_the_default_stride(tmp_path):
+    """torch.max_pool2d(x, 2) leaves the stride implicit; coremltools needs it spelled out."""
+    class Pool(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, image):
+            return torch.max_pool2d(torch.relu(self.conv(image)), 2).flatten(1)
+
+    art = sdk.convert(Pool().eval(), (torch.randn(2, 1, 8, 8),), "coreml-ane", quantize="fp16", out_dir=tmp_path)
+    assert art.verification["kind"].startswith("structural only")
+    assert art.verification["op_histogram"]
