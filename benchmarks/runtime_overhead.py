@@ -204,14 +204,8 @@ def breakdown(sess, raw, x: np.ndarray, iters: int) -> dict:
 # ----------------------------------------------------------------------------- environment
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from runtime.profile import cpu_name
+    return cpu_name()
 
 
 def environment() -> dict:

@@ -83,12 +83,7 @@ def package_files(workdir: Path, package: str) -> list[str]:
     return out
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from converters.artifact import _fsync_path as _fsync  # noqa: E402
 
 
 def array_dtype(feature) -> str:

@@ -30,6 +30,16 @@ def _natural(names):
     return sorted(names, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
 
 
+def narrow(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """int64 ids -> the int32 LiteRT stores, refusing values that do not fit."""
+    if a.dtype == dtype:
+        return a
+    if a.dtype == np.int64 and dtype == np.int32:
+        if a.size and (a.min() < _I32.min or a.max() > _I32.max):
+            raise InputError(f"input {name!r}: values outside int32, which this LiteRT model stores ids as")
+    return a.astype(dtype)
+
+
 def _interpreter(path: Path, threads: int) -> Interpreter:
     try:
         it = Interpreter(model_path=str(path), num_threads=threads)
@@ -69,13 +79,9 @@ class Program:
         self._runner = None if len(sigs) == 1 else runner
         self._runner_names = (in_names, out_names)
 
-    def _narrow(self, a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-        if a.dtype == dtype:
-            return a
-        if a.dtype == np.int64 and dtype == np.int32:
-            if a.size and (a.min() < _I32.min or a.max() > _I32.max):
-                raise InputError(f"input {name!r}: values outside int32, which this LiteRT model stores ids as")
-        return a.astype(dtype)
+    @staticmethod
+    def _narrow(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+        return narrow(a, dtype, name)
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         it = self.it

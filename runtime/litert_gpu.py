@@ -32,7 +32,6 @@ from runtime.manifest import Manifest, ProgramSpec
 NAME = "litert-gpu"
 PRECISIONS = ("fp16", "fp32")
 DEFAULT_PRECISION = "fp16"  # LiteRT's GPU default
-_I32 = np.iinfo(np.int32)
 
 # y = 2x + 1 on a (1, 4) float32 input: litert_torch.convert of a two-op module (1060 bytes).
 _PROBE_MODEL = base64.b64decode(
@@ -200,17 +199,8 @@ def driver_labels(fully_accelerated: bool | None) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- programs
 
-def _natural(names):
-    return sorted(names, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
-
-
-def _narrow(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    if a.dtype == dtype:
-        return a
-    if a.dtype == np.int64 and dtype == np.int32:
-        if a.size and (a.min() < _I32.min or a.max() > _I32.max):
-            raise InputError(f"input {name!r}: values outside int32, which this LiteRT model stores ids as")
-    return a.astype(dtype)
+from runtime.litert import _natural  # noqa: E402  (shared with the CPU twin)
+from runtime.litert import narrow as _narrow  # noqa: E402
 
 
 class _Compiled:
