@@ -6,5 +6,6 @@ Plain PyTorch; imports nothing else of the SDK.
 from models.registry import create, list_models as list, register_model  # noqa: A001
 
 from models import mlp  # noqa: E402,F401  (registers its models)
+from models import teachers  # noqa: E402,F401  (registers "decoder")
 
 __all__ = ["create", "list", "register_model"]

