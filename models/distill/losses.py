@@ -26,6 +26,8 @@ vocabulary) give finite losses and gradients.
 | ``sinkhorn`` | ⟨P, C⟩, P = entropic OT plan between the student and teacher feature batches |
 | ``mse`` | mean (z_s − z_T)² on logits |
 | ``ce`` | cross-entropy against ``batch["labels"]`` (ignore_index −100) |
+| ``group_kl`` | T² · KL(p̄_g ‖ q̄_g) per group g of positions (``batch["groups"]``), p̄_g = mean of its members' p (LightHGNN+ hyperedges) |
+| ``relation_mse`` | mean over pairs i ≠ j of (cos(s_i, s_j) − cos(t_i, t_j))² in the batch (relational KD; widths may differ) |
 
 Losses with parameters (the projectors of ``hidden_*`` and ``sinkhorn``) create them in
 ``__init__``: pass ``loss.parameters()`` to the optimizer together with the student's.
@@ -55,6 +57,7 @@ __all__ = [
     "DistillLoss", "UnknownLossError", "register_loss", "get_loss", "get_loss_class", "list_losses",
     "KLLoss", "ReverseKLLoss", "JSLoss", "SkewKLLoss", "SkewReverseKLLoss", "TAIDLoss", "MiniLMLoss",
     "HiddenMSELoss", "HiddenCosineLoss", "SinkhornLoss", "LogitMSELoss", "CrossEntropyLoss",
+    "GroupKLLoss", "RelationMSELoss",
 ]
 
 # ------------------------------------------------------------------------------------------ registry
@@ -699,3 +702,125 @@ class CrossEntropyLoss(_LogitLoss):
         kwargs, s, t, _ = super().example_inputs(matched=matched, seed=seed)
         labels = torch.tensor([[0, 4, -100], [2, 1, 3]])  # (B, T)
         return kwargs, s, t, {"labels": labels}
+
+
+# ------------------------------------------------------------------------------------------ structure
+
+@register_loss("group_kl")
+class GroupKLLoss(DistillLoss):
+    """Soft-label KD on groups of positions — LightHGNN+'s high-order (hyperedge) term.
+
+    ``batch[groups_key]`` is an (M, K) int64 tensor: row g lists the positions (rows of the
+    flattened logits) of group g, padded with −1. Each group's soft label is the mean of its
+    members' probabilities at temperature T, for the teacher p̄_g and the student q̄_g; the loss is
+    ``T² · mean_g KL(p̄_g ‖ q̄_g)`` over groups with at least one member (0 when there is none).
+
+    This is the textbook KL on log-probabilities (``log q̄_g`` by logsumexp over the members'
+    log-probabilities). The LightHGNN reference passes probabilities to ``F.kl_div`` where it
+    expects log-probabilities and divides probabilities (not logits) by τ; its values differ.
+    Which groups to use each step (LightHGNN+ samples hyperedges by reliability) is the data's
+    job; groups may repeat positions. Masks do not apply (``mask_key`` is None): positions are
+    chosen by the groups.
+
+    >>> kd = GroupKLLoss(temperature=2.0)
+    >>> s = torch.randn(5, 3, requires_grad=True)
+    >>> groups = torch.tensor([[0, 1, 2], [3, 4, -1]])
+    >>> kd({"logits": s}, {"logits": torch.randn(5, 3)}, {"groups": groups}).backward()
+    """
+
+    def __init__(self, key: str = "logits", groups_key: str = "groups", temperature: float = 1.0):
+        super().__init__(mask_key=None)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.key, self.groups_key, self.temperature = key, groups_key, float(temperature)
+
+    def forward(self, student: dict[str, Tensor], teacher: dict[str, Tensor], batch: dict | None = None) -> Tensor:
+        s = _read(student, self.key, "student", self, "key")
+        t = _read(teacher, self.key, "teacher", self, "key").detach()
+        g = _read(batch, self.groups_key, "batch", self, "groups_key")
+        if s.shape != t.shape or s.dim() < 1:
+            raise ValueError(f"GroupKLLoss: student logits {tuple(s.shape)} and teacher logits {tuple(t.shape)} "
+                             "must have the same shape (..., C)")
+        if g.dim() != 2 or g.is_floating_point():
+            raise ValueError(f"GroupKLLoss: batch[{self.groups_key!r}] must be an (M, K) integer tensor of positions "
+                             f"padded with -1, got {tuple(g.shape)} {g.dtype}")
+        s, t = _f32(s.reshape(-1, s.shape[-1])), _f32(t.reshape(-1, t.shape[-1]))  # (N, C)
+        g = g.to(s.device).long()
+        n = s.shape[0]
+        if g.numel() and int(g.max()) >= n:
+            raise ValueError(f"GroupKLLoss: group member {int(g.max())} is out of range for {n} positions")
+        valid = g >= 0                                              # (M, K)
+        count = valid.sum(1)                                        # (M,)
+        keep = count > 0
+        if not bool(keep.any()):
+            return s.sum() * 0.0
+        g, valid, count = g[keep], valid[keep], count[keep]
+        T = self.temperature
+        floor = torch.finfo(s.dtype).min
+
+        def group_log_mean(log_prob: Tensor) -> Tensor:  # (N, C) -> (M, C): log of the members' mean
+            members = log_prob[g.clamp(min=0)]                      # (M, K, C)
+            members = members.masked_fill(~valid[..., None], floor)
+            return torch.logsumexp(members, dim=1) - count.to(s.dtype).log()[:, None]
+
+        log_p = group_log_mean(_log_softmax(t / T))
+        log_q = group_log_mean(_log_softmax(s / T))
+        return _kl(log_p, log_q).mean() * (T * T)
+
+    @classmethod
+    def example_inputs(cls, *, matched: bool = False, seed: int = 0):
+        # reads "node_logits": the registry's per-position mask tests slice every batch tensor by a
+        # position mask, and groups index positions rather than being per-position values
+        g = torch.Generator().manual_seed(seed)
+        s = 2 * torch.randn(6, 4, generator=g)                    # (N, C)
+        t = s.clone() if matched else 2 * torch.randn(6, 4, generator=g)
+        groups = torch.tensor([[0, 1, 2, -1], [2, 3, -1, -1], [4, 5, 0, 1], [-1, -1, -1, -1]])  # (M, K)
+        return {"key": "node_logits", "temperature": 2.0}, {"node_logits": s}, {"node_logits": t}, {"groups": groups}
+
+    def extra_repr(self) -> str:
+        return f"key={self.key!r}, groups_key={self.groups_key!r}, temperature={self.temperature}"
+
+
+@register_loss("relation_mse")
+class RelationMSELoss(DistillLoss):
+    """Relational KD on embeddings: the in-batch cosine-similarity matrices of student and
+    teacher should agree. ``mean_{i≠j} (cos(s_i, s_j) − cos(t_i, t_j))²`` over the N vectors
+    (leading dims flattened, masked positions only). Student and teacher widths may differ (no
+    projector). 0 when fewer than two vectors count.
+
+    >>> rel = RelationMSELoss()
+    >>> s = torch.randn(8, 16, requires_grad=True)
+    >>> rel({"hidden": s}, {"hidden": torch.randn(8, 384)}).backward()
+    """
+
+    def __init__(self, student_key: str = "hidden", teacher_key: str = "hidden", mask_key: str | None = "mask"):
+        super().__init__(mask_key)
+        self.student_key, self.teacher_key = student_key, teacher_key
+
+    def forward(self, student: dict[str, Tensor], teacher: dict[str, Tensor], batch: dict | None = None) -> Tensor:
+        h_s = _read(student, self.student_key, "student", self, "student_key")
+        h_t = _read(teacher, self.teacher_key, "teacher", self, "teacher_key").detach()
+        if h_s.shape[:-1] != h_t.shape[:-1]:
+            raise ValueError(f"RelationMSELoss: student {tuple(h_s.shape)} and teacher {tuple(h_t.shape)} must share "
+                             "every dim but the last")
+        h_s, h_t = self._select(batch, h_s.shape[:-1], h_s, h_t)   # (N, D_s), (N, D_t)
+        h_s, h_t = _f32(h_s), _f32(h_t)
+        n = h_s.shape[0]
+        if n < 2:
+            return h_s.sum() * 0.0
+        sim_s = F.normalize(h_s, dim=-1, eps=1e-8) @ F.normalize(h_s, dim=-1, eps=1e-8).T  # (N, N)
+        sim_t = F.normalize(h_t, dim=-1, eps=1e-8) @ F.normalize(h_t, dim=-1, eps=1e-8).T
+        off = ~torch.eye(n, dtype=torch.bool, device=h_s.device)
+        return (sim_s - sim_t)[off].pow(2).mean()
+
+    @classmethod
+    def example_inputs(cls, *, matched: bool = False, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        h_s = torch.randn(5, 8, generator=g)   # (B, D_s)
+        if matched:
+            return {}, {"hidden": h_s}, {"hidden": h_s.clone()}, None
+        h_t = torch.randn(5, 6, generator=g)   # (B, D_t): widths may differ
+        return {}, {"hidden": h_s}, {"hidden": h_t}, None
+
+    def extra_repr(self) -> str:
+        return f"student_key={self.student_key!r}, teacher_key={self.teacher_key!r}"
