@@ -63,6 +63,7 @@ import runtime  # noqa: E402
 import sdk  # noqa: E402
 from runtime.stats import summarize  # noqa: E402
 from runtime_overhead import bootstrap_median_ci, cpu_model  # noqa: E402
+from runtime_overhead import environment as shared_environment  # noqa: E402
 
 NOISY_CV = 0.10
 SIZE_GOAL = 0.3          # int8 artifact size / fp32
@@ -281,16 +282,7 @@ def latency_analysis(samples: dict, base: str, resamples: int, seed: int) -> dic
 # ----------------------------------------------------------------------------- environment
 
 def environment() -> dict:
-    versions = {}
-    for pkg in VERSION_PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = "not installed"
-    import platform
-    return {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "python": platform.python_version(), "versions": versions, "cpu": cpu_model(),
-            "usable_cores": runtime.default_threads(), "torch_threads": torch.get_num_threads()}
+    return shared_environment(VERSION_PACKAGES)
 
 
 def env_line(env: dict, threads: dict) -> str:

@@ -208,9 +208,10 @@ def cpu_model() -> str:
     return cpu_name()
 
 
-def environment() -> dict:
+def environment(packages=None) -> dict:
+    """Date, versions of ``packages`` (default: this benchmark's), CPU and thread counts."""
     versions = {}
-    for pkg in VERSION_PACKAGES:
+    for pkg in packages or VERSION_PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

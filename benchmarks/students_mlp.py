@@ -81,6 +81,7 @@ from models.distill.recipes import HGNNFullGraph, get_recipe, teacher_pass  # no
 from quantization import interleave  # noqa: E402
 from runtime.stats import summarize  # noqa: E402
 from runtime_overhead import bootstrap_median_ci, cpu_model  # noqa: E402
+from runtime_overhead import environment as shared_environment  # noqa: E402
 
 GAP_GOAL = 0.60
 SPEEDUP_GOAL = 10.0
@@ -349,15 +350,7 @@ def sentence_latency(keep: dict, args, out_dir: str, export_rows: list, rng) -> 
 # ----------------------------------------------------------------------------- report
 
 def environment() -> dict:
-    versions = {}
-    for pkg in VERSION_PACKAGES:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = "not installed"
-    return {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "python": platform.python_version(),
-            "versions": versions, "cpu": cpu_model(), "usable_cores": runtime.default_threads(),
-            "torch_threads": torch.get_num_threads(), "loadavg_start": os.getloadavg()}
+    return {**shared_environment(VERSION_PACKAGES), "loadavg_start": os.getloadavg()}
 
 
 def _pm(v: tuple[float, float], pct: bool = True) -> str:
