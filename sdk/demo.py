@@ -32,7 +32,8 @@ def run_demo(out_dir="edgesdk-out/demo", iters: int = 200, warmup: int = 20, pro
         rep = runtime.profile(art.path, warmup=warmup, iters=iters, progress=progress.bar(f"{t.name} runs"))
         top = rep.ops[0] if rep.ops else None
         rows.append({
-            "target": t.name, "device": t.device, "path": str(art.path), "size_kib": art.size_bytes / 1024,
+            "target": t.name, "device": t.device, "runs": t.runs, "label": rep.label,
+            "path": str(art.path), "size_kib": art.size_bytes / 1024,
             "max_abs_err": art.verification["max_abs_err"], "load_ms": rep.load_ms, "first_run_ms": rep.first_run_ms,
             "p50_ms": rep.p50_ms, "p90_ms": rep.p90_ms, "p99_ms": rep.p99_ms, "cv": rep.cv, "noisy": rep.noisy,
             "threads": rep.threads, "peak_rss_mb": rep.peak_rss_mb,
@@ -46,12 +47,15 @@ def run_demo(out_dir="edgesdk-out/demo", iters: int = 200, warmup: int = 20, pro
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'target':<20} {'size KiB':>9} {'max err':>9} {'load ms':>8} {'cold ms':>8} {'p50 ms':>8} "
+    head = (f"{'target':<20} {'runs':<13} {'size KiB':>9} {'max err':>9} {'load ms':>8} {'cold ms':>8} {'p50 ms':>8} "
             f"{'p90 ms':>8} {'p99 ms':>8} {'CV':>6} {'thr':>4}  top op")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['target']:<20} {r['size_kib']:>9.1f} {r['max_abs_err']:>9.1e} {r['load_ms']:>8.2f} "
+            f"{r['target']:<20} {r['runs']:<13} {r['size_kib']:>9.1f} {r['max_abs_err']:>9.1e} {r['load_ms']:>8.2f} "
             f"{r['first_run_ms']:>8.3f} {r['p50_ms']:>8.4f} {r['p90_ms']:>8.4f} {r['p99_ms']:>8.4f} "
             f"{r['cv'] * 100:>5.1f}% {r['threads']:>4}  {r['top_op']}" + ("  NOISY" if r["noisy"] else ""))
+    labels = sorted({f"{r['target']}: {r['label']}" for r in rows if r.get("label")})
+    if labels:
+        lines.append("labels (these latencies are not a device's): " + "; ".join(labels))
     return "\n".join(lines)

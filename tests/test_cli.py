@@ -137,3 +137,14 @@ def test_console_script_exit_codes_and_help(converted, tmp_path):
     for cmd in ("targets", "convert", "run", "profile", "demo"):
         h = subprocess.run([EDGESDK, cmd, "--help"], capture_output=True, text=True)
         assert h.returncode == 0 and "usage: edgesdk" in h.stdout
+
+
+def test_demo_profiles_every_target_that_runs_here_and_labels_simulators(tmp_path, capsys):
+    import sdk
+    assert main(["demo", "--out", str(tmp_path), "--iters", "5", "--warmup", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["target"] for r in rows} == {t.name for t in sdk.targets() if t.runs_here}
+    for r in rows:
+        assert r["p50_ms"] > 0 and r["max_abs_err"] < 1e-2
+        if r["runs"] in ("simulated", "software GPU"):
+            assert r["label"]  # never presented as device latency
