@@ -38,14 +38,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import sys
 import tempfile
 import time
 import traceback
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +60,7 @@ import converters  # noqa: E402
 import runtime  # noqa: E402
 import sdk  # noqa: E402
 from runtime.stats import summarize  # noqa: E402
-from runtime_overhead import bootstrap_median_ci, cpu_model  # noqa: E402
+from runtime_overhead import bootstrap_median_ci  # noqa: E402
 from runtime_overhead import environment as shared_environment  # noqa: E402
 
 NOISY_CV = 0.10

@@ -54,14 +54,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +77,7 @@ from models.data.hypergraph import digits_hypergraph, synthetic_hypergraph  # no
 from models.distill.recipes import HGNNFullGraph, get_recipe, teacher_pass  # noqa: E402
 from quantization import interleave  # noqa: E402
 from runtime.stats import summarize  # noqa: E402
-from runtime_overhead import bootstrap_median_ci, cpu_model  # noqa: E402
+from runtime_overhead import bootstrap_median_ci  # noqa: E402
 from runtime_overhead import environment as shared_environment  # noqa: E402
 
 GAP_GOAL = 0.60

@@ -118,6 +118,8 @@ SCHEME_SIM = {
     "fp16": (16, None, "fp16"),
     "uint8-static": (8, None, "static"),
     "uint16-static": (8, None, "static16"),
+    "int8-weight": (8, None, "weight-only"),   # Core ML weight compression: activations stay float
+    "palettize4": (4, None, "weight-only"),     # approximated as 4-bit linear weights
 }
 
 
@@ -158,7 +160,9 @@ def layer_sensitivity(module: nn.Module, samples, scheme: str, limit: int = 32) 
             ch = 1 if isinstance(layer, (nn.Conv1d, nn.Conv2d)) else -1
             err = norm = None
             for x, y in pairs:
-                if act == "fp16":
+                if act == "weight-only":
+                    xq = x
+                elif act == "fp16":
                     xq = x.half().float()
                 elif act == "dynamic":
                     xq = _fq_tensor(x, float(x.min()), float(x.max()))

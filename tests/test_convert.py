@@ -9,7 +9,7 @@ import torch
 import converters
 import runtime
 import sdk
-from conftest import MODELS, TokenClassifier, make_model
+from conftest import MODELS, TokenClassifier
 
 TARGETS = [t.name for t in sdk.targets() if t.runs_here]  # convert-only targets: test_convert_only.py
 

@@ -159,7 +159,6 @@ def test_hostile_layer_fails_the_gate_and_auto_fallback_repairs_it(tmp_path, tar
 def test_user_metric_drives_the_gate(digits_models, tmp_path):
     model, ex, cal, ev = digits_models["mlp"]
     x, y = _digits()
-    labels = {id(s[0]): y[1000 + i * 8: 1008 + i * 8].numpy() for i, s in enumerate(ev)}
     ev_labels = [y[1000 + i * 8: 1008 + i * 8].numpy() for i in range(len(ev))]
 
     def accuracy(outputs, inputs):
@@ -169,7 +168,6 @@ def test_user_metric_drives_the_gate(digits_models, tmp_path):
                       max_drop=0.02, out_dir=tmp_path)
     v = art.verification
     assert v["drop_basis"] == "metric" and v["metric_fp32"] > 0.85 and abs(v["drop"]) <= 0.02
-    assert labels  # labels were aligned with the eval samples
 
 
 def test_qat_hook_exports_int8_without_calibration(tmp_path):

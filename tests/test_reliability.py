@@ -2,7 +2,6 @@
 crash-safe conversion, concurrent sessions, and flat memory over a sustained run."""
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -11,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -346,12 +345,14 @@ class StepLog:
 
 
 def _freeze(student: nn.Module, stage: Stage) -> int:
+    def under(name: str, prefixes) -> bool:  # "0" covers "0.weight", not "10.weight"
+        return any(name == f or name.startswith(f + ".") for f in prefixes)
+
     n_trainable = 0
     for name, p in student.named_parameters():
-        frozen = any(name == f or name.startswith(f + ".") or name.startswith(f) for f in stage.freeze)
+        frozen = under(name, stage.freeze)
         if stage.train_only is not None:
-            frozen = frozen or not any(name == t or name.startswith(t + ".") or name.startswith(t)
-                                       for t in stage.train_only)
+            frozen = frozen or not under(name, stage.train_only)
         p.requires_grad_(not frozen)
         n_trainable += p.numel() if not frozen else 0
     return n_trainable
