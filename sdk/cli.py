@@ -273,7 +273,7 @@ def cmd_distill(args) -> int:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
                "-m", "sdk.cli", *argv]
         return subprocess.call(cmd)
-    from models.distill.trainer import DistillConfig
+    from models.distill.trainer import DistillConfig, finish_distributed
     from sdk.distill import distill, save_student
 
     cfg = _read_config(args.config)
@@ -297,8 +297,10 @@ def cmd_distill(args) -> int:
     eval_fn = load_object(args.eval, "eval") if args.eval else None
     trained = distill(teacher, student, data, config, eval_fn=eval_fn)
     if int(os.environ.get("RANK", "0")) != 0:
+        finish_distributed()
         return 0
     path = save_student(trained, args.out, config)
+    finish_distributed()
     hist = trained.distill_history
     result = {"student": str(path), "steps": len(hist), "final_loss": hist[-1]["loss"] if hist else None,
               "metrics": next((h["metrics"] for h in reversed(hist) if h["metrics"]), {}),

@@ -215,6 +215,18 @@ def _maybe_init_distributed():
         dist.init_process_group("gloo")
 
 
+def finish_distributed() -> None:
+    """Wait for every rank, then leave the process group.
+
+    A rank that exits while the group is alive takes gloo's worker threads down with it and
+    aborts ("terminate called without an active exception"), failing the whole torchrun job.
+    """
+    dist, _, _ = _dist()
+    if dist is not None:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 # ------------------------------------------------------------------------------ checkpoints
 
 def _flatten_optimizer(opt) -> tuple[dict[str, torch.Tensor], dict]:
