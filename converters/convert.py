@@ -25,6 +25,7 @@ from converters.capture import captured_output
 from converters.programs import Program, collect, flatten_outputs, set_mode
 from converters.registry import get_converter
 from runtime.errors import ConfigError, ConversionError, SdkError, ToleranceError
+from runtime.generate import KEY as GENERATION_KEY
 from runtime.manifest import Manifest, ProgramSpec, file_entry
 
 DEFAULT_ATOL = DEFAULT_RTOL = 1e-4
@@ -154,7 +155,8 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
         quantization={"scheme": quantize, **({"details": details} if details else {})},
         versions=tool_versions(),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        extra={**extra, "conversion_s": round(time.perf_counter() - t0, 3)},
+        extra={**extra, "conversion_s": round(time.perf_counter() - t0, 3),
+               **({GENERATION_KEY: programs.generation} if getattr(programs, "generation", None) else {})},
     )
     write_manifest(workdir, manifest)
     return manifest

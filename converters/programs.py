@@ -8,6 +8,11 @@ encoder and a decode step; a prefill and a recurrent step) implement the protoco
             return {"encode": (EncodeWrapper(self), (src,)),
                     "decode_step": (StepWrapper(self), (tok, pos, cache))}
 
+A program module may name its outputs with an ``output_names`` attribute (a tuple of strings,
+one per flattened output); otherwise they are ``output`` / ``output_0``, ``output_1``...
+A model that generates text also implements ``edge_generation()``: the manifest entry described
+in :mod:`runtime.generate` that wires its prefill and step programs for ``Session.generate``.
+
 `sdk.convert(model, None, target)` then exports every program into one artifact: one
 `.pte` with a method per program, one `.tflite` with a signature per program, or one
 `.onnx` file per program, all under one manifest.
@@ -21,15 +26,23 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from runtime.errors import ConfigError, ConversionError
-from runtime.manifest import DTYPES, TensorSpec
+from runtime.errors import ConfigError, ConversionError, IntegrityError
+from runtime.generate import parse_spec as parse_generation
+from runtime.manifest import DTYPES, ProgramSpec, TensorSpec
 
 PROTOCOL_METHOD = "edge_programs"
+GENERATION_METHOD = "edge_generation"
 
 
 @runtime_checkable
 class ExportablePrograms(Protocol):
     def edge_programs(self) -> dict: ...
+
+
+class ProgramSet(list):
+    """The programs of one model, plus its generation entry (``edge_generation()``) if any."""
+
+    generation: dict | None = None
 
 
 @dataclass
@@ -93,6 +106,19 @@ def _input_names(module: torch.nn.Module, n: int) -> list[str]:
     return [f"input_{i}" for i in range(n)]
 
 
+def _output_names(module: torch.nn.Module, n: int, program: str) -> list[str]:
+    """``module.output_names`` (one per flattened output) when declared, else output/output_i."""
+    declared = getattr(module, "output_names", None)
+    if declared is None:
+        return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
+    names = list(declared) if isinstance(declared, (tuple, list)) else None
+    if (names is None or len(names) != n or len(set(names)) != n
+            or not all(isinstance(x, str) and x for x in names)):
+        raise ConfigError(f"program {program!r}: output_names must be {n} distinct non-empty strings "
+                          f"(one per output), got {declared!r}")
+    return names
+
+
 def _check_inputs(example_inputs, where: str) -> tuple:
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
@@ -105,7 +131,7 @@ def _check_inputs(example_inputs, where: str) -> tuple:
     return tuple(example_inputs)
 
 
-def collect(model: torch.nn.Module, example_inputs) -> list[Program]:
+def collect(model: torch.nn.Module, example_inputs) -> ProgramSet:
     """Resolve the programs to export and compute their PyTorch reference outputs."""
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -118,7 +144,7 @@ def collect(model: torch.nn.Module, example_inputs) -> list[Program]:
             raise ConfigError(f"{type(model).__name__}.{PROTOCOL_METHOD}() must return a non-empty dict")
     else:
         entries = {"forward": (model, example_inputs)}
-    programs = []
+    programs = ProgramSet()
     for name, entry in entries.items():
         if not isinstance(entry, tuple) or len(entry) != 2 or not isinstance(entry[0], torch.nn.Module):
             raise ConfigError(f"program {name!r}: expected (nn.Module, example_inputs)")
@@ -129,6 +155,19 @@ def collect(model: torch.nn.Module, example_inputs) -> list[Program]:
                 ref = [t.detach().clone() for t in flatten_outputs(module(*inputs))]
         except Exception as e:
             raise ConfigError(f"program {name!r}: the model fails on its example inputs: {e}") from None
-        outs = ["output"] if len(ref) == 1 else [f"output_{i}" for i in range(len(ref))]
+        outs = _output_names(module, len(ref), name)
         programs.append(Program(name, module, inputs, _input_names(module, len(inputs)), outs, ref))
+    if example_inputs is None and hasattr(model, GENERATION_METHOD):
+        programs.generation = _generation(model, programs)
     return programs
+
+
+def _generation(model, programs: list[Program]) -> dict:
+    """``model.edge_generation()``, checked against the programs as the runtime will check it."""
+    try:
+        entry = getattr(model, GENERATION_METHOD)()
+        specs = {p.name: ProgramSpec(p.name, "", None, p.input_specs(), p.output_specs()) for p in programs}
+        return parse_generation(entry, specs).to_dict()
+    except IntegrityError as e:
+        raise ConfigError(f"{type(model).__name__}.{GENERATION_METHOD}(): "
+                          f"{str(e).removeprefix('manifest ')}") from None

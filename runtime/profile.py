@@ -178,6 +178,14 @@ class ProfileReport:
             f"{self.throughput_per_s:.1f}/s · CV {st['cv'] * 100:.1f}%"
             + ("  [NOISY: CV > 10%, rerun on a quieter machine]" if self.noisy else ""),
         ]
+        gen = self.extra.get("generation")
+        if gen:
+            lines[-1] = lines[-1].replace(" runs after", " generations after").replace(": p50", ": TTFT p50")
+            tp = gen.get("tpot_ms")
+            lines.append(f"  prompt {gen['prompt_tokens']} tokens (capacity {gen['capacity']}), "
+                         f"{gen['new_tokens']} new tokens · decoding state {gen['state_bytes'] / 1024:.1f} KiB"
+                         + (f" · per token p50 {tp['p50']:.4f} · p90 {tp['p90']:.4f} ms · "
+                            f"{gen['tokens_per_s']:.1f} tokens/s" if tp else ""))
         if self.ops:
             lines.append(f"  per-op (top {min(top_ops, len(self.ops))} of {len(self.ops)} by total time):")
             lines.append(f"    {'op':<40} {'type':<22} {'calls':>6} {'mean ms':>9} {'share':>6}")
@@ -224,7 +232,8 @@ def _finite(x: float) -> float:
 
 def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: int | None = None,
             program: str | None = None, per_op: bool = True, op_runs: int = 20, seed: int = 0,
-            progress=None, require_signature: bool = False, public_key=None) -> ProfileReport:
+            progress=None, require_signature: bool = False, public_key=None,
+            prompt_tokens: int | None = None, new_tokens: int = 32) -> ProfileReport:
     """Profile an artifact (or bare model file) on this machine.
 
     Example::
@@ -240,6 +249,14 @@ def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: i
     ``ops`` holds per-op rows from a separate profiled pass where the backend can tell
     (ONNX Runtime profiler, ExecuTorch ETDump); otherwise it is empty and ``ops_note`` says why.
     ``progress(done, total)`` is called during the timed loop.
+
+    Generation artifacts (a ``"generation"`` manifest entry: encoder-decoder, decoder with KV
+    cache, recurrent) are profiled as generation unless ``program`` or ``inputs`` is given: each
+    timed iteration is one greedy `Session.generate` of ``new_tokens`` (eos ignored) after a
+    random prompt of ``prompt_tokens`` (default: the exported capacity). ``samples_ms`` then holds
+    the time to first token of every iteration, and ``extra["generation"]`` the time per output
+    token (``tpot_ms``), decode tokens/s and the decoding state's size; per-op rows, where the
+    backend has them, are for the step program (the decode loop).
     """
     if not isinstance(iters, int) or iters < 1:
         raise ConfigError(f"iters must be a positive int, got {iters!r}")
@@ -248,6 +265,9 @@ def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: i
     reset_peak_rss()
     baseline = rss_mb()
     sess: Session = load(path, threads=threads, require_signature=require_signature, public_key=public_key)
+    if sess.generation is not None and program is None and inputs is None:
+        return _profile_generation(sess, warmup, iters, per_op, op_runs, seed, progress, baseline,
+                                   prompt_tokens, new_tokens)
     binding = sess.program(program) if program else sess._default
     spec = binding.spec
     arrays = example_inputs(list(spec.inputs), seed) if inputs is None else binding.validate(inputs)
@@ -268,21 +288,74 @@ def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: i
             progress(i + 1, iters)
     peak = peak_rss_mb()
 
-    ops, note, backend_extra = [], "", {}
-    if per_op:
-        res = sess.backend.op_events(sess.path if sess.path.is_file() else sess.path / spec.file,
-                                     spec, arrays, op_runs, sess.threads, manifest=sess.manifest)
-        events, note = res[0], res[1]
-        backend_extra = res[2] if len(res) > 2 else {}
-        ops = aggregate_ops(events, backend_extra.pop("profiled_runs", op_runs))
+    ops, note, backend_extra = _op_rows(sess, spec, arrays, op_runs) if per_op else ([], "", {})
+    return _report(sess, spec.name, warmup, iters, first_ms, samples, peak, baseline, ops, note, backend_extra)
+
+
+def _op_rows(sess: Session, spec, arrays, op_runs: int) -> tuple[list[dict], str, dict]:
+    res = sess.backend.op_events(sess.path if sess.path.is_file() else sess.path / spec.file,
+                                 spec, arrays, op_runs, sess.threads, manifest=sess.manifest)
+    events, note = res[0], res[1]
+    backend_extra = res[2] if len(res) > 2 else {}
+    return aggregate_ops(events, backend_extra.pop("profiled_runs", op_runs)), note, backend_extra
+
+
+def _report(sess: Session, program: str, warmup, iters, first_ms, samples, peak, baseline, ops, note,
+            backend_extra) -> "ProfileReport":
     extra = sess.manifest.extra
     return ProfileReport(
         artifact=str(sess.path), target=sess.target, backend=sess.backend_name,
         backend_version=sess.backend.version(),
         device=extra.get("device_label") or f"{cpu_name()} ({platform.machine()}, {platform.system()})",
-        threads=sess.threads, program=spec.name, warmup=warmup, iters=iters,
+        threads=sess.threads, program=program, warmup=warmup, iters=iters,
         load_ms=sess.load_ms, first_run_ms=first_ms, samples_ms=samples,
         peak_rss_mb=_finite(peak), baseline_rss_mb=_finite(baseline), ops=ops, ops_note=note,
         label=extra.get("runs_label", ""), verified=sess.verified, extra=backend_extra,
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _profile_generation(sess: Session, warmup, iters, per_op, op_runs, seed, progress, baseline,
+                        prompt_tokens, new_tokens) -> "ProfileReport":
+    spec = sess.generation
+    prefill = sess.program(spec.prefill).spec
+    cap = next(s for s in prefill.inputs if s.name == spec.prompt).shape[1]
+    n = cap if prompt_tokens is None else prompt_tokens
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= cap:
+        raise ConfigError(f"prompt_tokens must be an int in 1..{cap} (the exported capacity), got {prompt_tokens!r}")
+    if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 1:
+        raise ConfigError(f"new_tokens must be a positive int, got {new_tokens!r}")
+    vocab = 256 if spec.tokenizer == "bytes" else None
+    if vocab is None:
+        vr = next(s for s in prefill.inputs if s.name == spec.prompt).value_range
+        vocab = (vr[1] + 1) if vr else 1
+    prompt = np.random.default_rng(seed).integers(0, vocab, size=n)
+
+    def once():
+        return sess.generate(prompt, new_tokens, stop_at_eos=False)
+
+    first = once()
+    for _ in range(warmup):
+        once()
+    ttft, tpot, rates, made = [], [], [], []
+    step = max(1, iters // 50)
+    for i in range(iters):
+        g = once()
+        ttft.append(g.ttft_ms)
+        tpot.extend(g.step_ms)
+        rates.append(g.tokens_per_s)
+        made.append(len(g.tokens))
+        if progress is not None and (i + 1) % step == 0:
+            progress(i + 1, iters)
+    peak = peak_rss_mb()
+    gen = {"prompt_tokens": n, "new_tokens": int(np.median(made)), "capacity": cap,
+           "ttft_ms": summarize(ttft), "tpot_ms": summarize(tpot) if tpot else None,
+           "tokens_per_s": float(np.median(rates)) if tpot else None, "state_bytes": first.state_bytes,
+           "finish_reason": first.finish_reason}
+    ops, note, backend_extra = [], "", {}
+    if per_op:
+        step_spec = sess.program(spec.step).spec
+        ops, note, backend_extra = _op_rows(sess, step_spec, example_inputs(list(step_spec.inputs), seed), op_runs)
+        note = f"per-op rows are for the step program {spec.step!r}" + (f"; {note}" if note else "")
+    return _report(sess, "generate", warmup, iters, first.ttft_ms, ttft, peak, baseline, ops, note,
+                   {**backend_extra, "generation": gen})

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import ConfigError, InputError, IntegrityError, TargetUnavailableError
+from runtime.generate import KEY as GENERATION_KEY, parse_spec as parse_generation
 from runtime.manifest import (
     FORMATS, MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, ProgramSpec, TensorSpec,
     parse_manifest, verify_payload,
@@ -159,8 +160,9 @@ class Session:
     """
 
     def __init__(self, path: Path, manifest: Manifest, backend, programs: dict[str, _Binding],
-                 verified: bool, threads: int, load_ms: float = 0.0):
+                 verified: bool, threads: int, load_ms: float = 0.0, generation=None):
         self.path = path
+        self.generation = generation  # runtime.generate.GenerationSpec for generation artifacts
         self.manifest = manifest
         self.backend = backend
         self._programs = programs
@@ -202,6 +204,19 @@ class Session:
     def run(self, inputs, *, program: str | None = None) -> list[np.ndarray]:
         b = self._default if program is None else self.program(program)
         return b.run(inputs)
+
+    def generate(self, prompt, max_new_tokens: int = 32, *, strategy: str = "greedy", top_k: int = 40,
+                 temperature: float = 1.0, seed: int | None = None, stop_at_eos: bool = True):
+        """Generate tokens with the artifact's prefill and step programs (encoder-decoder,
+        decoder with KV cache, recurrent): see :mod:`runtime.generate`.
+
+        ``prompt`` is a sequence of token ids (or text for byte-tokenizer artifacts); returns a
+        `Generation` with ``tokens``, ``ttft_ms``, ``step_ms``, ``tokens_per_s``, ``state_bytes``.
+        ``strategy`` is ``"greedy"`` or ``"top_k"`` (``top_k``, ``temperature``, ``seed``).
+        """
+        from runtime.generate import generate
+        return generate(self, prompt, max_new_tokens, strategy=strategy, top_k=top_k,
+                        temperature=temperature, seed=seed, stop_at_eos=stop_at_eos)
 
     def __repr__(self) -> str:
         return (f"Session({str(self.path)!r}, target={self.target!r}, backend={self.backend_name!r}, "
@@ -285,9 +300,13 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
             raise IntegrityError(f"{bare}: empty file")
         manifest = backend.manifest_for_file(bare)
         verified = False
+    generation = None
+    if GENERATION_KEY in manifest.extra:  # validated before any native library opens a program
+        generation = parse_generation(manifest.extra[GENERATION_KEY], manifest.programs)
     programs, cache = {}, {}
     for name, spec in manifest.programs.items():
         prog = backend.open_program(root / spec.file, spec, threads=threads, manifest=manifest, cache=cache)
         programs[name] = _Binding(spec, prog, nan_policy)
     load_ms = (time.perf_counter() - t0) * 1e3
-    return Session(root if bare is None else bare, manifest, backend, programs, verified, threads, load_ms)
+    return Session(root if bare is None else bare, manifest, backend, programs, verified, threads, load_ms,
+                   generation)

@@ -62,17 +62,25 @@ class CausalSelfAttention(nn.Module):
         mask = torch.full((cfg.context, cfg.context), float("-inf")).triu(1)  # 0 on/below diagonal
         self.register_buffer("mask", mask, persistent=False)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T, C) -> q, k, v, each (B, H, T, Dh)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)                                # 3 x (B, T, C)
-        q = q.view(B, T, self.n_heads, self.d_head).transpose(1, 2)          # (B, H, T, Dh)
-        k = k.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
-        v = v.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))    # (B, H, T, T)
-        att = torch.softmax(att + self.mask[:T, :T], dim=-1)
-        y = self.drop(att) @ v                                               # (B, H, T, Dh)
-        y = self.proj(y.transpose(1, 2).reshape(B, T, C))                    # (B, T, C)
+        return tuple(t.view(B, T, self.n_heads, self.d_head).transpose(1, 2) for t in (q, k, v))
+
+    def attend(self, q, k, v, mask: torch.Tensor, return_attn: bool = False):
+        """q (B, H, Tq, Dh) over k, v (B, H, Tk, Dh) with an additive mask -> (B, Tq, C)."""
+        B, _, Tq, _ = q.shape
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))    # (B, H, Tq, Tk)
+        att = torch.softmax(att + mask, dim=-1)
+        y = self.drop(att) @ v                                               # (B, H, Tq, Dh)
+        y = self.proj(y.transpose(1, 2).reshape(B, Tq, self.n_heads * self.d_head))
         return (y, att) if return_attn else y
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        T = x.shape[1]
+        q, k, v = self.heads(x)
+        return self.attend(q, k, v, self.mask[:T, :T], return_attn)
 
 
 class Block(nn.Module):
@@ -154,6 +162,47 @@ class Decoder(nn.Module):
     def example_inputs(self, batch: int = 1, seq: int | None = None) -> tuple[torch.Tensor]:
         return (torch.randint(0, 256, (batch, seq or min(64, self.cfg.context))),)
 
+    # ------------------------------------------------------------------ export with a KV cache
+    # Fixed capacity: a prompt of up to `export_prompt_len` tokens and `export_new_tokens` more;
+    # `edge_programs()` / `edge_generation()` (converters/programs.py, runtime/generate.py) read
+    # these, so set them before `sdk.convert(model, None, target)` to export another capacity.
+    export_prompt_len: int = 64
+    export_new_tokens: int = 32
+
+    def edge_programs(self, prompt_len: int | None = None, max_new_tokens: int | None = None) -> dict:
+        """``prefill(tokens (1, P), length (1,)) -> logits (1, V), kv`` and
+        ``step(token (1, 1), pos (1,), kv) -> logits (1, V), new_kv`` with
+        ``kv`` (n_layers, 2, 1, H, P + N, Dh) a fixed-capacity cache."""
+        if prompt_len is not None:
+            self.export_prompt_len = prompt_len
+        if max_new_tokens is not None:
+            self.export_new_tokens = max_new_tokens
+        P, cap = self._capacity()
+        tokens = torch.randint(0, 256, (1, P))
+        length = torch.tensor([max(1, P - 3)])
+        prefill = _Prefill(self, cap)
+        with torch.no_grad():
+            _, kv = prefill(tokens, length)
+        return {"prefill": (prefill, (tokens, length)),
+                "step": (_Step(self), (tokens[:, :1], length.clone(), kv))}
+
+    def edge_generation(self) -> dict:
+        tok = ByteTokenizer()
+        _, cap = self._capacity()
+        return {"prefill": "prefill", "step": "step", "prompt": "tokens", "prompt_length": "length",
+                "token": "token", "position": "pos", "logits": "logits", "prefill_logits": "logits",
+                "state": [{"input": "kv", "init": "kv", "update": "new_kv"}],
+                "eos": tok.eos_id, "pad": tok.pad_id, "max_position": cap, "tokenizer": "bytes"}
+
+    def _capacity(self) -> tuple[int, int]:
+        P, N = self.export_prompt_len, self.export_new_tokens
+        if not (isinstance(P, int) and isinstance(N, int) and P >= 1 and N >= 1):
+            raise ValueError(f"export_prompt_len and export_new_tokens must be positive ints, got {P!r}, {N!r}")
+        if P + N > self.cfg.context:
+            raise ValueError(f"a prompt of {P} plus {N} new tokens exceeds the context of {self.cfg.context} "
+                             f"learned positions: lower them or build the Decoder with context >= {P + N}")
+        return P, P + N
+
     @torch.no_grad()
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -166,6 +215,56 @@ class Decoder(nn.Module):
                 nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)
             tokens = torch.cat([tokens, nxt], dim=1)
         return tokens
+
+
+class _Prefill(nn.Module):
+    """Prompt -> logits after its last real token and the KV cache of every layer."""
+
+    output_names = ("logits", "kv")
+
+    def __init__(self, dec: Decoder, capacity: int):
+        super().__init__()
+        self.dec, self.capacity = dec, capacity
+
+    def forward(self, tokens: torch.Tensor, length: torch.Tensor):
+        dec, (B, P) = self.dec, tokens.shape                                 # tokens (1, P), length (1,)
+        x = dec.embed(tokens)                                                # (1, P, C)
+        pad = torch.zeros(2, B, dec.cfg.n_heads, self.capacity - P, dec.cfg.d_model // dec.cfg.n_heads)
+        kvs = []
+        for blk in dec.blocks:
+            q, k, v = blk.attn.heads(blk.ln1(x))                             # (1, H, P, Dh)
+            x = x + blk.attn.attend(q, k, v, blk.attn.mask[:P, :P])
+            x = x + blk.mlp(blk.ln2(x))
+            kvs.append(torch.cat([torch.stack([k, v]), pad], dim=3))         # (2, 1, H, cap, Dh)
+        last = dec.ln_f(x).index_select(1, length - 1)                       # (1, 1, C)
+        return dec.lm_head(last).reshape(B, -1), torch.stack(kvs)            # (1, V), (L, 2, 1, H, cap, Dh)
+
+
+class _Step(nn.Module):
+    """One token at position ``pos`` against the cache; writes its K/V at ``pos``."""
+
+    output_names = ("logits", "new_kv")
+
+    def __init__(self, dec: Decoder):
+        super().__init__()
+        self.dec = dec
+
+    def forward(self, token: torch.Tensor, pos: torch.Tensor, kv: torch.Tensor):
+        dec = self.dec                                                       # token (1, 1), pos (1,)
+        cap = kv.shape[4]
+        x = dec.wte(token) + dec.wpe(pos).unsqueeze(0)                       # (1, 1, C)
+        slots = torch.arange(cap)
+        write = (slots == pos).to(x.dtype).view(1, 1, cap, 1)                # one-hot over the cache
+        mask = torch.where(slots <= pos, 0.0, float("-inf")).view(1, 1, 1, cap)
+        new = []
+        for i, blk in enumerate(dec.blocks):
+            q, k, v = blk.attn.heads(blk.ln1(x))                             # (1, H, 1, Dh)
+            kc = kv[i, 0] * (1 - write) + k * write                          # (1, H, cap, Dh)
+            vc = kv[i, 1] * (1 - write) + v * write
+            x = x + blk.attn.attend(q, kc, vc, mask)
+            x = x + blk.mlp(blk.ln2(x))
+            new.append(torch.stack([kc, vc]))
+        return dec.lm_head(dec.ln_f(x)).reshape(1, -1), torch.stack(new)     # (1, V), (L, 2, 1, H, cap, Dh)
 
 
 @register_model("decoder")

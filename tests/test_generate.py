@@ -1,0 +1,195 @@
+"""Generation through the runtime: prefill + step programs, KV cache, TTFT, sampling, errors.
+
+The reference model is the shipped byte-level decoder exported with a fixed-capacity KV cache
+(`Decoder.edge_programs`); the encoder-decoder and Mamba families have their own tests.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import runtime
+import sdk
+from conftest import ROOT
+from models.teachers import load_teacher
+from runtime.errors import ConfigError, InputError, IntegrityError
+
+PROMPT = list(b"def add(a, b):\n    return a ")
+CAP, NEW = 40, 12
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    m = load_teacher("decoder")
+    m.export_prompt_len, m.export_new_tokens = CAP, NEW
+    return m
+
+
+@pytest.fixture(scope="module")
+def artifacts(teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen")
+    return {t: sdk.convert(teacher, None, t, out_dir=out) for t in ("onnx-cpu", "executorch-xnnpack")}
+
+
+def _torch_greedy(m, prompt, n):
+    with torch.no_grad():
+        return m.generate(torch.tensor([prompt]), n)[0, len(prompt):].tolist()
+
+
+def test_cached_programs_reproduce_the_full_forward(teacher):
+    progs = teacher.edge_programs()
+    prefill, step = progs["prefill"][0], progs["step"][0]
+    padded = torch.full((1, CAP), 256)
+    padded[0, :len(PROMPT)] = torch.tensor(PROMPT)
+    with torch.no_grad():
+        logits, kv = prefill(padded, torch.tensor([len(PROMPT)]))
+        seq = list(PROMPT)
+        full = teacher(torch.tensor([seq]))[0, -1]
+        assert torch.allclose(logits[0], full, atol=1e-4)
+        for pos in range(len(PROMPT), len(PROMPT) + 5):  # teacher-forced steps == full forward
+            seq.append(int(full.argmax()))
+            logits, kv = step(torch.tensor([[seq[-1]]]), torch.tensor([pos]), kv)
+            full = teacher(torch.tensor([seq]))[0, -1]
+            assert torch.allclose(logits[0], full, atol=1e-4)
+    assert kv.shape == (teacher.cfg.n_layers, 2, 1, teacher.cfg.n_heads, CAP + NEW, 32)
+
+
+@pytest.mark.parametrize("target", ["onnx-cpu", "executorch-xnnpack"])
+def test_runtime_greedy_generation_matches_pytorch(teacher, artifacts, target):
+    art = artifacts[target]
+    assert art.manifest.extra["generation"]["max_position"] == CAP + NEW
+    sess = runtime.load(art.path)
+    g = sess.generate(PROMPT, NEW)
+    assert g.tokens == _torch_greedy(teacher, PROMPT, NEW)
+    assert g.finish_reason == "length" and len(g.step_ms) == NEW - 1 and g.prompt_tokens == len(PROMPT)
+    assert g.ttft_ms > 0 and g.tokens_per_s > 0 and g.state_bytes == 4 * 2 * 4 * (CAP + NEW) * 128
+    assert g.text == bytes(t for t in g.tokens if t < 256).decode("utf-8", "replace")
+    # text prompts work for byte-tokenizer artifacts, and give the same tokens
+    assert sess.generate(bytes(PROMPT).decode(), NEW).tokens == g.tokens
+
+
+def test_generation_stops_at_capacity_and_prompt_limits(artifacts):
+    sess = runtime.load(artifacts["onnx-cpu"].path)
+    long_prompt = [ord("x")] * CAP                     # full prompt: room for NEW more positions
+    g = sess.generate(long_prompt, 100, stop_at_eos=False)
+    assert g.finish_reason == "capacity" and len(g.tokens) == NEW + 1  # last token needs no cache slot
+    with pytest.raises(InputError, match=f"prompt has {CAP + 1} tokens; this artifact takes 1 to {CAP}"):
+        sess.generate([1] * (CAP + 1), 4)
+    with pytest.raises(InputError, match="1-D sequence of integer ids"):
+        sess.generate([[0.5, 1.5]], 4)
+    with pytest.raises(ConfigError, match="strategy 'beam' is not one of greedy, top_k"):
+        sess.generate(PROMPT, 4, strategy="beam")
+    with pytest.raises(ConfigError, match="max_new_tokens must be a positive int"):
+        sess.generate(PROMPT, 0)
+
+
+def test_top_k_sampling_is_seeded_and_stays_in_the_top_k(teacher, artifacts):
+    sess = runtime.load(artifacts["onnx-cpu"].path)
+    a = sess.generate(PROMPT, NEW, strategy="top_k", top_k=3, temperature=0.9, seed=7)
+    b = sess.generate(PROMPT, NEW, strategy="top_k", top_k=3, temperature=0.9, seed=7)
+    assert a.tokens == b.tokens
+    with torch.no_grad():  # every sampled token is among the 3 most likely after its prefix
+        for i, tok in enumerate(a.tokens):
+            logits = teacher(torch.tensor([PROMPT + a.tokens[:i]]))[0, -1]
+            assert tok in logits.topk(3).indices.tolist()
+    draws = {tuple(sess.generate(PROMPT, NEW, strategy="top_k", top_k=5, temperature=2.0, seed=s).tokens)
+             for s in range(6)}
+    assert len(draws) > 1
+
+
+def test_profile_reports_ttft_and_time_per_token(artifacts):
+    rep = runtime.profile(artifacts["onnx-cpu"].path, warmup=1, iters=5, new_tokens=6, prompt_tokens=20)
+    gen = rep.extra["generation"]
+    assert rep.program == "generate" and len(rep.samples_ms) == 5
+    assert gen["prompt_tokens"] == 20 and gen["new_tokens"] == 6 and gen["tpot_ms"]["count"] == 5 * 5
+    assert gen["state_bytes"] > 0 and gen["tokens_per_s"] > 0 and rep.ops
+    assert "TTFT p50" in rep.table() and "tokens/s" in rep.table()
+    assert runtime.ProfileReport.from_json(rep.to_json()).extra["generation"]["capacity"] == CAP
+    # a single program can still be profiled on its own
+    assert runtime.profile(artifacts["onnx-cpu"].path, iters=3, warmup=0, program="step", per_op=False).program == "step"
+    with pytest.raises(ConfigError, match=f"prompt_tokens must be an int in 1..{CAP}"):
+        runtime.profile(artifacts["onnx-cpu"].path, iters=1, prompt_tokens=CAP + 1)
+
+
+def test_a_tampered_generation_entry_is_refused_at_load(artifacts, tmp_path):
+    import shutil
+    art = tmp_path / "art"
+    shutil.copytree(artifacts["onnx-cpu"].path, art)
+    mpath = art / "manifest.json"
+    m = json.loads(mpath.read_text())
+    m["generation"]["state"][0]["update"] = "nope"
+    mpath.write_text(json.dumps(m))
+    with pytest.raises(IntegrityError, match=r"state\[0\]\.update: 'nope' is not an output of 'step'"):
+        runtime.load(art)
+    del m["generation"]["state"]
+    mpath.write_text(json.dumps(m))
+    with pytest.raises(IntegrityError, match=r"missing keys \['state'\]"):
+        runtime.load(art)
+
+
+class _Echo(nn.Module):
+    """The smallest generation model: prefill sums the prompt, the step adds the fed token."""
+
+    class Prefill(nn.Module):
+        output_names = ("total",)
+
+        def forward(self, tokens):
+            return tokens.sum(dim=1).to(torch.float32)
+
+    class Step(nn.Module):
+        output_names = ("logits", "new_total")
+
+        def forward(self, token, total):
+            t = total + token.reshape(1).to(torch.float32)
+            return torch.nn.functional.one_hot(t.to(torch.int64) % 7, 7).to(torch.float32), t
+
+    def __init__(self, entry=None):
+        super().__init__()
+        self.entry = entry
+
+    def edge_programs(self):
+        return {"prefill": (self.Prefill(), (torch.ones(1, 3, dtype=torch.int64),)),
+                "step": (self.Step(), (torch.ones(1, 1, dtype=torch.int64), torch.ones(1)))}
+
+    def edge_generation(self):
+        return self.entry or {"prefill": "prefill", "step": "step", "prompt": "tokens", "token": "token",
+                              "logits": "logits", "start_token": 1, "max_position": 5,
+                              "state": [{"input": "total", "init": "total", "update": "new_total"}]}
+
+
+def test_a_model_of_the_users_declares_generation_and_runs_torch_free(tmp_path):
+    art = sdk.convert(_Echo(), None, "onnx-cpu", out_dir=tmp_path)
+    # start token 1 at position 0, then every token fed back: totals 6+1=7 -> 0, 7+0 -> 0, ...
+    code = (f"import runtime, sys; g = runtime.load({str(art.path)!r}).generate([1, 2, 3], 3); "
+            "print(g.tokens, g.finish_reason, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == "[0, 0, 0] length False"
+    with pytest.raises(InputError, match="this artifact takes exactly 3"):
+        runtime.load(art.path).generate([1, 2], 3)
+    with pytest.raises(InputError, match="declares no tokenizer"):
+        runtime.load(art.path).generate("abc", 3)
+
+
+def test_an_inconsistent_edge_generation_is_a_config_error(tmp_path):
+    bad = {"prefill": "prefill", "step": "step", "prompt": "tokens", "token": "token", "logits": "logits",
+           "max_position": 5, "state": []}
+    with pytest.raises(ConfigError, match=r"_Echo.edge_generation\(\): generation: the step's inputs "
+                                          r"\(token, total\) must each be fed exactly once"):
+        sdk.convert(_Echo({**bad, "start_token": 1}), None, "onnx-cpu", out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="start_token is required when prefill_logits is null"):
+        sdk.convert(_Echo({**bad, "state": [{"input": "total", "init": None, "update": None}]}), None,
+                    "onnx-cpu", out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="not a generation artifact"):
+        x = torch.zeros(1, 4)
+        runtime.load(sdk.convert(nn.Linear(4, 2), (x,), "onnx-cpu", out_dir=tmp_path).path).generate([1], 2)
+
+
+def test_generated_ids_are_plain_ints(artifacts):
+    g = runtime.load(artifacts["onnx-cpu"].path).generate(PROMPT, 3)
+    assert all(type(t) is int for t in g.tokens) and json.dumps(g.to_dict())
+    assert np.isfinite(g.total_ms)
