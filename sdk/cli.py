@@ -179,6 +179,31 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    import runtime
+    sess = runtime.load(args.artifact, threads=args.threads, require_signature=bool(args.public_key),
+                        public_key=args.public_key)
+    if (args.text is None) == (args.tokens is None):
+        raise ConfigError("give the prompt as --text 'def f(x):' or as --tokens 1,2,3 (exactly one of them)")
+    if args.tokens is not None:
+        try:
+            prompt = [int(t) for t in args.tokens.split(",") if t.strip()]
+        except ValueError:
+            raise ConfigError(f"--tokens: expected comma-separated integer ids, got {args.tokens!r}") from None
+    else:
+        prompt = args.text.encode().decode("unicode_escape") if args.escapes else args.text
+    g = sess.generate(prompt, args.max_new_tokens, strategy=args.strategy, top_k=args.top_k,
+                      temperature=args.temperature, seed=args.seed, stop_at_eos=not args.ignore_eos)
+    if args.json:
+        _emit_json({"artifact": str(sess.path), "target": sess.target, **g.to_dict()})
+        return 0
+    print(g.text if g.text is not None else " ".join(map(str, g.tokens)))
+    rate = f" · {g.tokens_per_s:.1f} tokens/s after the first" if g.step_ms else ""
+    print(f"({len(g.tokens)} tokens, stopped by {g.finish_reason} · TTFT {g.ttft_ms:.2f} ms{rate} · "
+          f"decoding state {g.state_bytes / 1024:.1f} KiB)", file=sys.stderr)
+    return 0
+
+
 def cmd_profile(args) -> int:
     import runtime
     if args.device != "local":
@@ -205,7 +230,8 @@ def cmd_profile(args) -> int:
     rep = runtime.profile(args.artifact, warmup=args.warmup, iters=args.iters, inputs=sess_inputs,
                           threads=args.threads, program=args.program, per_op=not args.no_per_op,
                           progress=prog.bar("timed runs"), require_signature=bool(args.public_key),
-                          public_key=args.public_key)
+                          public_key=args.public_key, prompt_tokens=args.prompt_tokens,
+                          new_tokens=args.new_tokens)
     if args.out:
         Path(args.out).write_text(rep.to_json())
     if args.json:
@@ -423,7 +449,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", "-o", help="also write the JSON report to this file")
     s.add_argument("--device", default="local", help="where to profile: local (default) or adb:SERIAL")
     s.add_argument("--public-key", help="refuse the artifact unless signed by this trusted PEM public key")
+    s.add_argument("--prompt-tokens", type=int, help="generation artifacts: prompt length (default: capacity)")
+    s.add_argument("--new-tokens", type=int, default=32, help="generation artifacts: tokens per generation")
     s.set_defaults(fn=cmd_profile)
+
+    s = sub.add_parser("generate", parents=[common], help="generate tokens with an encoder-decoder, KV-cache "
+                       "decoder or recurrent artifact (TTFT, tokens/s)")
+    s.add_argument("artifact", help="generation artifact directory (prefill + step programs)")
+    s.add_argument("--text", help="prompt text (artifacts with a byte tokenizer)")
+    s.add_argument("--escapes", action="store_true", help="interpret backslash escapes in --text (e.g. \\n)")
+    s.add_argument("--tokens", help="prompt as comma-separated token ids")
+    s.add_argument("--max-new-tokens", "-n", type=int, default=32)
+    s.add_argument("--strategy", choices=["greedy", "top_k"], default="greedy")
+    s.add_argument("--top-k", type=int, default=40)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--seed", type=int, help="seed for top_k sampling")
+    s.add_argument("--ignore-eos", action="store_true", help="keep generating past the end-of-sequence token")
+    s.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    s.add_argument("--public-key", help="refuse the artifact unless signed by this trusted PEM public key")
+    s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("distill", parents=[common], help="distil a teacher into a student (losses, stages, DDP)",
                        description="Each of --teacher/--student/--data/--eval is MODULE:FUNCTION or "

@@ -193,3 +193,20 @@ def test_generated_ids_are_plain_ints(artifacts):
     g = runtime.load(artifacts["onnx-cpu"].path).generate(PROMPT, 3)
     assert all(type(t) is int for t in g.tokens) and json.dumps(g.to_dict())
     assert np.isfinite(g.total_ms)
+
+
+def test_cli_generate_and_profile(artifacts):
+    path = str(artifacts["onnx-cpu"].path)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "sdk.cli", *args], cwd=ROOT, capture_output=True, text=True)
+
+    r = cli("generate", path, "--tokens", ",".join(map(str, PROMPT)), "-n", "5", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["tokens"] == runtime.load(path).generate(PROMPT, 5).tokens
+    r = cli("generate", path, "--text", "def f(x):", "-n", "4")
+    assert r.returncode == 0 and "stopped by" in r.stderr
+    r = cli("generate", path, "--tokens", "1,x")
+    assert r.returncode == 2 and r.stderr.strip() == "error: --tokens: expected comma-separated integer ids, got '1,x'"
+    r = cli("profile", path, "--iters", "3", "--warmup", "0", "--new-tokens", "4", "--no-per-op", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["extra"]["generation"]["new_tokens"] == 4
