@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgesdk-installed
 
-.PHONY: test test-all test-jvm demo bench venv clean fuzz
+.PHONY: test test-all test-jvm demo bench venv clean fuzz browser
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-test: gpu-sim $(STAMP) test-jvm
+test: gpu-sim $(STAMP) test-jvm browser
 	$(PY) -m pytest -q -m "not slow"
 
 test-all: $(STAMP)
@@ -48,6 +48,15 @@ test-jvm:
 	javac -nowarn --release 8 -encoding UTF-8 -cp $(JVM_OUT)/main:$(JUNIT_CP) -d $(JVM_OUT)/test $$(find $(JAVA_CORE)/src/test/java -name '*.java')
 	java -Dedgesdk.root=$(CURDIR) -cp $(JVM_OUT)/main:$(JVM_OUT)/test:$(JUNIT_CP) org.junit.runner.JUnitCore \
 	  $$(cd $(JAVA_CORE)/src/test/java && find . -name '*Test.java' | sed 's|^\./||; s|\.java$$||; s|/|.|g' | sort)
+
+# Headless Chromium for the report test (tests/test_report.py loads report.html in it): Debian's
+# `chromium`, installed here when missing (quiet; the log goes to build/apt-browser.log).
+browser:
+	@mkdir -p build
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium from Debian (headless report test)"; \
+	  ( $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends chromium ) \
+	    >build/apt-browser.log 2>&1 || { cat build/apt-browser.log; echo "apt-get install failed (see above)"; exit 1; }; }
 
 clean:
 	rm -rf edgesdk-out .pytest_cache

@@ -17,6 +17,7 @@ from converters import targets as _targets
 from runtime import load, profile
 from sdk import errors
 from sdk.distill import distill
+from sdk.pipeline import pipeline  # noqa: E402  (sdk.pipeline(config) -> PipelineResult)
 
 
 def targets() -> list[Target]:
@@ -24,5 +25,5 @@ def targets() -> list[Target]:
     return _targets()
 
 
-__all__ = ["targets", "convert", "distill", "load", "profile", "Artifact", "Target", "errors"]
+__all__ = ["targets", "convert", "distill", "pipeline", "load", "profile", "Artifact", "Target", "errors"]
 __version__ = "0.1.0"

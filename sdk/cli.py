@@ -1,4 +1,4 @@
-"""`edgesdk`: targets, convert, run, profile, demo.
+"""`edgesdk`: targets, convert, run, profile, distill, demo, deploy, diff.
 
 Exit codes: 0 success, 2 a clear error (one line on stderr), 1 an unexpected failure,
 130 interrupted. `--debug` shows tracebacks; `--json` prints machine-readable output.
@@ -376,12 +376,65 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def _pipeline_json(res) -> dict:
+    return {"report_html": str(res.report_html) if res.report_html else None,
+            "report_md": str(res.report_md) if res.report_md else None, "results": str(res.results_json),
+            "timings": res.timings, "cache": res.cache, "families": res.families,
+            "artifacts": [{k: v for k, v in r.items() if k not in ("samples_ms", "program_profiles")} for r in res.rows]}
+
+
 def cmd_demo(args) -> int:
     from sdk.demo import run_demo
-    rows = run_demo(out_dir=args.out, iters=args.iters, warmup=args.warmup, progress=Progress(not args.json))
+    res = run_demo(out_dir=args.out, iters=args.iters, warmup=args.warmup, quick=args.quick,
+                   progress=Progress(not (args.json or args.quiet)), cache_dir=args.cache,
+                   families=args.family)
     if args.json:
-        _emit_json(rows)
+        _emit_json(_pipeline_json(res))
+    elif args.quiet:
+        print(res.report_html)
     return 0
+
+
+def cmd_deploy(args) -> int:
+    from sdk.demo import format_table
+    from sdk.pipeline import PipelineConfig, pipeline
+    cfg = PipelineConfig.load(args.config)
+    if args.out:
+        cfg.output.dir = args.out
+    if args.cache:
+        cfg.output.cache = args.cache
+    if args.no_cache:
+        cfg.output.use_cache = False
+    if args.target:
+        cfg.targets = args.target
+    prog = Progress(not (args.json or args.quiet))
+    res = pipeline(cfg, progress=prog, quick=True if args.quick else None)
+    if args.json:
+        _emit_json(_pipeline_json(res))
+    elif args.quiet:
+        print(res.report_html or res.results_json)
+    else:
+        print(format_table(res.rows))
+        print((f"\nreport: {res.report_html}" if res.report_html else "") + f"\nlockfile: {res.results_json}")
+    if args.strict and not res.ok:
+        bad = [f"{r['model']}/{r['target']}/{r['scheme']} ({r['status']})" for r in res.rows
+               if r["status"] not in ("ok", "convert-only", "skipped")]
+        raise ConfigError(f"--strict: {len(bad)} artifact(s) not delivered: {', '.join(bad)}; see {res.report_html}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from sdk import lockfile
+    from sdk.diff import diff, format_diff
+    if args.min_effect < 0 or not 0 < args.alpha < 1:
+        raise ConfigError(f"--min-effect must be >= 0 and --alpha in (0, 1), got {args.min_effect}, {args.alpha}")
+    d = diff(lockfile.read(args.a), lockfile.read(args.b), alpha=args.alpha, min_effect=args.min_effect,
+             resamples=args.resamples)
+    if args.json:
+        _emit_json(d)
+    else:
+        print(format_diff(d))
+    return 1 if d["regressions"] else 0
 
 
 # ----------------------------------------------------------------------------- parser
@@ -502,11 +555,54 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--public-key", help="trusted PEM public key; checks the signature too")
     s.set_defaults(fn=cmd_verify)
 
-    s = sub.add_parser("demo", parents=[common], help="convert a built-in model to every target here and profile it")
-    s.add_argument("--out", "-o", default="edgesdk-out/demo")
-    s.add_argument("--iters", type=int, default=200)
-    s.add_argument("--warmup", type=int, default=20)
+    s = sub.add_parser("demo", parents=[common],
+                       help="teacher -> distilled students -> every target, verified, profiled, with a report",
+                       description="Run the demo pipeline (sdk/demo.yaml) on embedded teachers and data (no "
+                                   "downloads): distil each student family (cached), quantize with each target's "
+                                   "recommended scheme, convert to every target, verify, profile what runs here, and "
+                                   "write report.html, report.md and results.json.")
+    s.add_argument("--out", "-o", default=None, help="output directory (default: edgesdk-out/demo)")
+    s.add_argument("--quick", action="store_true",
+                   help="smoke run: short training, targets that run here, recommended scheme only, 30 timed runs")
+    s.add_argument("--iters", type=int, help="timed runs per artifact (default 200)")
+    s.add_argument("--warmup", type=int, help="warm-up runs per artifact (default 20)")
+    s.add_argument("--cache", help="training/conversion cache directory (default .cache/edgesdk)")
+    s.add_argument("--family", action="append", help="only this student family (repeatable)")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("deploy", parents=[common],
+                       help="run a deployment pipeline from a YAML config (your model, distillation, targets...)",
+                       description="Run deploy.yaml: load the model (MODULE:FUNCTION, FILE.pt2 or a local Hugging "
+                                   "Face folder), optionally distil students, quantize with the accuracy gate, "
+                                   "convert to each target, verify, profile, and write report.html, report.md and "
+                                   "results.json. Every key is documented in docs/demo.md.",
+                       epilog="Example deploy.yaml:\n  model: make_model.py:build\n  targets: [onnx-cpu, "
+                              "executorch-xnnpack]\n  quantize: {schemes: recommended, max_drop: 0.02}\n"
+                              "  output: {dir: out/deploy}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("config", help="pipeline config (YAML or JSON)")
+    s.add_argument("--out", "-o", help="override output.dir")
+    s.add_argument("--target", "-t", action="append", help="override targets (repeatable)")
+    s.add_argument("--quick", action="store_true", help="smoke run (see `edgesdk demo --help`)")
+    s.add_argument("--cache", help="override output.cache")
+    s.add_argument("--no-cache", action="store_true", help="train and convert everything again")
+    s.add_argument("--strict", action="store_true",
+                   help="exit non-zero when an artifact was rejected by the gate or failed to convert")
+    s.set_defaults(fn=cmd_deploy)
+
+    s = sub.add_parser("diff", parents=[common],
+                       help="compare two results.json: inputs, versions, metrics, latency regressions",
+                       description="Compare two pipeline runs (their results.json, or the folders holding them). "
+                                   "Latency regressions are decided on the raw samples: a one-sided Mann-Whitney U "
+                                   "test plus a 95%% bootstrap CI of the median ratio that must clear 1 + max("
+                                   "min-effect, the runs' own noise). Exit code 1 when a regression is found.")
+    s.add_argument("a", help="baseline results.json (or its folder)")
+    s.add_argument("b", help="new results.json (or its folder)")
+    s.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    s.add_argument("--min-effect", type=float, default=0.10, dest="min_effect",
+                   help="smallest slowdown worth flagging, as a fraction (default 0.10)")
+    s.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    s.set_defaults(fn=cmd_diff)
     return p
 
 

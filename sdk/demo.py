@@ -1,61 +1,98 @@
-"""`edgesdk demo` / `make demo`: a built-in model converted to every target that runs here,
-verified against PyTorch and profiled, with one summary table.
+"""`edgesdk demo` / `make demo`: the whole product on embedded defaults, with no downloads.
+
+The demo is an ordinary pipeline config shipped with the SDK (``sdk/demo.yaml``): for each
+student family, the embedded default teacher and data -> distilled students (cached) -> each
+target's recommended quantization (with the accuracy gate) -> every registered target ->
+verified -> profiled where it runs here -> ``report.html`` / ``report.md`` / ``results.json``.
+A summary table goes to stdout at the end, with the path of the report.
+
+Example::
+
+    from sdk.demo import run_demo
+    res = run_demo(out_dir="edgesdk-out/demo", quick=True)
+    print(res.report_html)
 """
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
 
-import models
-import runtime
-import sdk
+from sdk.pipeline import PipelineConfig, PipelineResult, pipeline
 from sdk.progress import Progress
 
-DEMO_MODEL = {"in_dim": 256, "hidden": 512, "depth": 3, "out_dim": 10}
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
 
-def run_demo(out_dir="edgesdk-out/demo", iters: int = 200, warmup: int = 20, progress: Progress | None = None) -> list[dict]:
+def demo_config(out_dir=None, iters: int | None = None, warmup: int | None = None,
+                cache_dir=None, families: list[str] | None = None) -> PipelineConfig:
+    """The shipped demo config with command-line overrides applied."""
+    cfg = PipelineConfig.load(DEMO_CONFIG)
+    if out_dir is not None:
+        cfg.output.dir = str(out_dir)
+    if cache_dir is not None:
+        cfg.output.cache = str(cache_dir)
+    if iters is not None:
+        cfg.profile.iters = iters
+    if warmup is not None:
+        cfg.profile.warmup = warmup
+    if families:
+        from runtime.errors import ConfigError
+        have = [d.family for d in cfg.distill]
+        unknown = [f for f in families if f not in have]
+        if unknown:
+            raise ConfigError(f"--family {', '.join(unknown)}: not in the demo; available: {', '.join(have)}")
+        cfg.distill = [d for d in cfg.distill if d.family in families]
+    return cfg
+
+
+def run_demo(out_dir=None, iters: int | None = None, warmup: int | None = None, quick: bool = False,
+             progress: Progress | None = None, cache_dir=None, families: list[str] | None = None) -> PipelineResult:
     progress = progress or Progress()
-    torch.manual_seed(0)
-    model = models.create("mlp", **DEMO_MODEL).eval()
-    x = torch.randn(1, DEMO_MODEL["in_dim"])
-    n_params = sum(p.numel() for p in model.parameters())
-    progress.stage(f"built-in model: mlp {DEMO_MODEL} ({n_params / 1e6:.2f} M parameters), input {list(x.shape)}")
-    rows = []
-    for t in sdk.targets():
-        if not t.runs_here:
-            progress.stage(f"{t.name}: skipped ({t.why_not})")
-            continue
-        art = sdk.convert(model, (x,), t.name, out_dir=out_dir, name=f"mlp-{t.name}",
-                          progress=lambda s, n=t.name: progress.stage(f"{n}: {s}"))
-        progress.stage(f"{t.name}: profiling ({warmup} warm-up + {iters} runs)")
-        rep = runtime.profile(art.path, warmup=warmup, iters=iters, progress=progress.bar(f"{t.name} runs"))
-        top = rep.ops[0] if rep.ops else None
-        rows.append({
-            "target": t.name, "device": t.device, "runs": t.runs, "label": rep.label,
-            "path": str(art.path), "size_kib": art.size_bytes / 1024,
-            "max_abs_err": art.verification["max_abs_err"], "load_ms": rep.load_ms, "first_run_ms": rep.first_run_ms,
-            "p50_ms": rep.p50_ms, "p90_ms": rep.p90_ms, "p99_ms": rep.p99_ms, "cv": rep.cv, "noisy": rep.noisy,
-            "threads": rep.threads, "peak_rss_mb": rep.peak_rss_mb,
-            "top_op": f"{top['op_type']} {top['share'] * 100:.0f}%" if top else "n/a",
-            "profile": rep.to_dict(),
-        })
+    cfg = demo_config(out_dir, iters, warmup, cache_dir, families)
+    progress.stage(f"demo: {', '.join(d.family for d in cfg.distill)} students -> every target "
+                   f"({'quick smoke run' if quick else 'full run'}; config {DEMO_CONFIG})")
+    res = pipeline(cfg, progress=progress, quick=quick)
     if progress.enabled:
-        print(format_table(rows))
-        print(f"\nartifacts in {out_dir}; profile one with: edgesdk profile {rows[0]['path'] if rows else out_dir}")
-    return rows
+        print(format_table(res.rows))
+        print(f"\nreport: {res.report_html}\n        {res.report_md}\nlockfile: {res.results_json} "
+              f"(compare two runs with: edgesdk diff A/results.json B/results.json)")
+        print(f"total {res.timings['total_s']:.0f}s (distill {res.timings['distill_s']:.0f}s, convert "
+              f"{res.timings['convert_s']:.0f}s, profile {res.timings['profile_s']:.0f}s); training cache: "
+              f"{res.cache['hits']} hit(s), {res.cache['misses']} trained in {res.cache['dir']}")
+    return res
+
+
+def _ms(x) -> str:
+    return f"{x:>8.4f}" if isinstance(x, (int, float)) else f"{'–':>8}"
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'target':<20} {'runs':<13} {'size KiB':>9} {'max err':>9} {'load ms':>8} {'cold ms':>8} {'p50 ms':>8} "
-            f"{'p90 ms':>8} {'p99 ms':>8} {'CV':>6} {'thr':>4}  top op")
+    head = (f"{'family':<8} {'model':<12} {'target':<19} {'runs':<13} {'scheme':<13} {'status':<9} {'quality':>8} "
+            f"{'Δ fp32':>7} {'size KiB':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'cold ms':>8} {'peak MB':>7} "
+            f"{'placement':<12}")
     lines = [head, "-" * len(head)]
     for r in rows:
+        q = r.get("quality")
+        d = r.get("quality_drop")
+        p = r.get("placement") or {}
+        place = f"{p['kind']} {p['fraction'] * 100:.0f}%" if p.get("fraction") is not None else (p.get("kind") or "–")
+        size = "–" if r.get("size_bytes") is None else f"{r['size_bytes'] / 1024:.1f}"
+        peak = "–" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}"
+        qs = "–" if q is None else f"{q:.4f}"
+        ds = "–" if d is None else ("±0" if abs(d) < 5e-4 else f"{-d:+.3f}")
         lines.append(
-            f"{r['target']:<20} {r['runs']:<13} {r['size_kib']:>9.1f} {r['max_abs_err']:>9.1e} {r['load_ms']:>8.2f} "
-            f"{r['first_run_ms']:>8.3f} {r['p50_ms']:>8.4f} {r['p90_ms']:>8.4f} {r['p99_ms']:>8.4f} "
-            f"{r['cv'] * 100:>5.1f}% {r['threads']:>4}  {r['top_op']}" + ("  NOISY" if r["noisy"] else ""))
-    labels = sorted({f"{r['target']}: {r['label']}" for r in rows if r.get("label")})
+            f"{r['family'][:8]:<8} {r['model'][:12]:<12} {r['target']:<19} {r['runs']:<13} {r['scheme']:<13} "
+            f"{r['status']:<9} {qs:>8} {ds:>7} {size:>9} {_ms(r.get('p50_ms'))} "
+            f"{_ms(r.get('p90_ms'))} {_ms(r.get('p99_ms'))} {_ms(r.get('first_run_ms'))} "
+            f"{peak:>7} {place:<12}"
+            + ("  NOISY" if r.get("noisy") else ""))
+    labels = sorted({f"{r['target']}: {r['label']}" for r in rows if r.get("label") and r["status"] == "ok"})
     if labels:
         lines.append("labels (these latencies are not a device's): " + "; ".join(labels))
+    co = sorted({r["target"] for r in rows if r["runs"] == "convert-only"})
+    if co:
+        lines.append(f"convert-only (verified artifacts, cannot run here): {', '.join(co)}")
+    bad = [r for r in rows if r["status"] in ("rejected", "failed")]
+    for r in bad:
+        lines.append(f"{r['status']}: {r['model']} {r['target']} {r['scheme']}: {r['message'][:200]}")
     return "\n".join(lines)

@@ -134,17 +134,20 @@ def test_console_script_exit_codes_and_help(converted, tmp_path):
     r = subprocess.run([EDGESDK, "run", str(art.path), "-i", str(tmp_path / "bad.npy"), "--debug"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode != 0 and "Traceback" in r.stderr
-    for cmd in ("targets", "convert", "run", "profile", "demo"):
+    for cmd in ("targets", "convert", "run", "profile", "demo", "deploy", "diff"):
         h = subprocess.run([EDGESDK, cmd, "--help"], capture_output=True, text=True)
         assert h.returncode == 0 and "usage: edgesdk" in h.stdout
 
 
 def test_demo_profiles_every_target_that_runs_here_and_labels_simulators(tmp_path, capsys):
     import sdk
-    assert main(["demo", "--out", str(tmp_path), "--iters", "5", "--warmup", "1", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    assert main(["demo", "--quick", "--family", "mlp", "--out", str(tmp_path / "out"), "--cache",
+                 str(tmp_path / "cache"), "--iters", "5", "--warmup", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = out["artifacts"]
     assert {r["target"] for r in rows} == {t.name for t in sdk.targets() if t.runs_here}
     for r in rows:
-        assert r["p50_ms"] > 0 and r["max_abs_err"] < 1e-2
+        assert r["status"] == "ok" and r["p50_ms"] > 0 and r["quality"] > 0.8
         if r["runs"] in ("simulated", "software GPU"):
             assert r["label"]  # never presented as device latency
+    assert out["report_html"].endswith("report.html")

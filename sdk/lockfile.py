@@ -1,0 +1,139 @@
+"""`results.json`: the deployment lockfile a pipeline run writes.
+
+For every artifact it records what went in (sha256 of the PyTorch weights, of the exported
+graph — the payload files the manifest lists —, of the quantization config and of the
+calibration set), the tool versions (torch, ExecuTorch, ONNX Runtime, LiteRT, QNN,
+coremltools...), the machine (CPU model, cores, OS) and what was measured (quality, size,
+latency percentiles *and the raw samples*, cold start, peak memory, placement). `edgesdk diff`
+compares two of these files.
+
+Schema ``edgesdk.results/1``::
+
+    {"schema": "edgesdk.results/1", "name", "created_at", "config", "machine", "versions",
+     "families": [...], "timings", "cache",
+     "artifacts": [{"key": "family/model/target/scheme", "status", "hashes": {...}, "metrics": {...},
+                    "samples_ms": [...], ...row fields}]}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import uuid
+from importlib import metadata
+from pathlib import Path
+
+SCHEMA = "edgesdk.results/1"
+VERSION_PACKAGES = ("edge-sdk", "torch", "executorch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-qnn",
+                    "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "coremltools", "torchao", "numpy",
+                    "safetensors", "scikit-learn", "matplotlib")
+METRIC_KEYS = ("quality", "fp32_quality", "reference_quality", "quality_drop", "size_bytes", "p50_ms", "p90_ms",
+               "p99_ms", "mean_ms", "cv", "load_ms", "first_run_ms", "peak_rss_mb", "max_abs_err", "min_cosine")
+
+
+def _sha_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def artifact_hashes(manifest, weights_sha256: str | None) -> dict:
+    """The input hashes of one artifact, from its manifest (payload sha256s, quantization,
+    calibration) and the PyTorch weights' content hash."""
+    files = sorted((f.path, f.sha256) for f in manifest.files)
+    q = manifest.quantization or {}
+    quant_cfg = {"scheme": q.get("scheme", "fp32"), "details": q.get("details"),
+                 "kept_float": [k.get("layer") if isinstance(k, dict) else k for k in q.get("kept_float", [])],
+                 "max_drop": (q.get("gate") or {}).get("max_drop"),
+                 "calibration_samples": (q.get("calibration") or {}).get("samples")}
+    cal = q.get("calibration") or {}
+    return {
+        "weights": weights_sha256,
+        "graph": hashlib.sha256("".join(f"{p}:{h}\n" for p, h in files).encode()).hexdigest(),
+        "files": {p: h for p, h in files},
+        "quant_config": _sha_json(quant_cfg),
+        "calibration": cal.get("sha256"),
+    }
+
+
+def tool_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in VERSION_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        from onnxruntime_qnn import build_and_package_info as qi  # the QNN SDK bundled in the wheel
+        out["qnn-sdk"] = getattr(qi, "qnn_version", None)
+    except Exception:
+        out["qnn-sdk"] = None
+    return out
+
+
+def machine() -> dict:
+    from runtime.profile import cpu_name
+    from runtime.session import default_threads
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpu": cpu_name(), "arch": platform.machine(), "cores": os.cpu_count(), "usable_cores": default_threads(),
+            "os": platform.platform(), "system": platform.system(), "memory_gb": mem}
+
+
+def _key(row: dict) -> str:
+    k = f"{row['family']}/{row['model']}/{row['target']}/{row['scheme']}"
+    return k
+
+
+def build(cfg, rows: list[dict], families: list[dict], timings: dict, cache: dict) -> dict:
+    artifacts = []
+    for r in rows:
+        a = {"key": _key(r), **r}
+        a["metrics"] = {k: r.get(k) for k in METRIC_KEYS if r.get(k) is not None}
+        artifacts.append(a)
+    return {
+        "schema": SCHEMA,
+        "name": cfg.name,
+        "run_id": uuid.uuid4().hex[:12],
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.to_dict(),
+        "machine": machine(),
+        "versions": tool_versions(),
+        "families": families,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "cache": cache,
+        "artifacts": artifacts,
+    }
+
+
+def write(results: dict, path: Path) -> Path:
+    """Atomic write (temporary file + rename); NaN/inf become null."""
+    from runtime.profile import _json_safe
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read(path) -> dict:
+    from runtime.errors import ConfigError
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    if not p.is_file():
+        raise ConfigError(f"{path}: no such results file (expected the results.json an `edgesdk deploy`/`demo` run wrote)")
+    try:
+        d = json.loads(p.read_text())
+    except ValueError as e:
+        raise ConfigError(f"{p}: not valid JSON: {e}") from None
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        raise ConfigError(f"{p}: not a pipeline results file (schema {d.get('schema') if isinstance(d, dict) else None!r}, "
+                          f"expected {SCHEMA!r})")
+    return d

@@ -1,0 +1,91 @@
+"""The report of a small real pipeline run (mlp family on its embedded teacher and data, two CPU
+targets, fp32 + int8): self-contained HTML with plots, markdown, lockfile, and the page loaded
+in headless Chromium (Debian `chromium`, installed by `make browser`) with every image decoded
+and no console errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+CHECK = """<script>
+window.__errs = [];
+window.addEventListener('error', e => window.__errs.push(String(e.message || e.type)), true);
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const d = document.createElement('pre'); d.id = 'edgesdk-check';
+  d.textContent = JSON.stringify({images: imgs.length,
+    loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+    widths: imgs.map(i => i.naturalWidth), errors: window.__errs});
+  document.body.appendChild(d);
+});
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from sdk.pipeline import pipeline
+    tmp = tmp_path_factory.mktemp("report")
+    cfg = {"name": "report-test", "distill": {"family": "mlp", "students": {"mlp-small": {"model": "mlp-small"}}},
+           "targets": ["onnx-cpu", "litert-cpu"], "quick": True,
+           "quantize": {"schemes": ["fp32", "int8-static"], "max_drop": 0.2},
+           "profile": {"warmup": 2, "iters": 30},
+           "output": {"dir": str(tmp / "out"), "cache": str(tmp / "cache")}}
+    return pipeline(cfg, progress=False), tmp
+
+
+def chromium(args: list[str], tmp: Path, timeout: int = 90) -> subprocess.CompletedProcess:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed: run `make browser` (apt-get install chromium)")
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'chromium-profile'}", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_report_files(run):
+    res, _ = run
+    assert [r["status"] for r in res.rows] == ["ok"] * 4
+    for r in res.rows:  # quality measured on the artifact itself, against the fp32 student and the teacher
+        assert 0.5 < r["quality"] <= 1 and r["metric"] == "accuracy" and r["reference_quality"] > 0.9
+    html = res.report_html.read_text()
+    assert re.search(r"https?://", html) is None and "<script" not in html  # self-contained, no scripts
+    imgs = re.findall(r'<img src="data:image/png;base64,', html)
+    assert len(imgs) >= 4  # latency, Pareto, size, per-op
+    for ident in ("latency-mlp", "pareto-mlp", "size"):
+        assert f'id="{ident}"' in html and (res.out_dir / "plots" / f"{ident}.png").is_file()
+    assert any(p.name.startswith("ops-") for p in (res.out_dir / "plots").iterdir())
+    md = res.report_md.read_text()
+    assert "| family | model | target |" in md and "![Latency distribution per target" in md
+    results = json.loads(res.results_json.read_text())
+    assert len(results["artifacts"]) == 4 and results["families"][0]["family"] == "mlp"
+
+
+def test_report_in_headless_chromium(run, tmp_path):
+    res, _ = run
+    page = tmp_path / "check.html"
+    page.write_text(res.report_html.read_text().replace("<head>", "<head>" + CHECK, 1))
+    p = chromium(["--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                 tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    m = re.search(r'<pre id="edgesdk-check">([^<]*)</pre>', p.stdout)
+    assert m, "the check script did not run: " + p.stdout[-500:]
+    check = json.loads(m.group(1).replace("&quot;", '"'))
+    assert check["images"] >= 4 and check["loaded"] == check["images"], check
+    assert all(w > 300 for w in check["widths"]), check
+    assert check["errors"] == []
+    console = [ln for ln in p.stderr.splitlines() if ":CONSOLE" in ln]
+    assert console == [], console
+    # the untouched report too: no console messages at all, and a screenshot that is not blank
+    shot = tmp_path / "report.png"
+    p = chromium(["--enable-logging=stderr", "--v=0", "--hide-scrollbars", "--window-size=1280,1600",
+                  f"--screenshot={shot}", res.report_html.as_uri()], tmp_path)
+    assert p.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000, p.stderr[-1000:]
+    assert [ln for ln in p.stderr.splitlines() if ":CONSOLE" in ln] == []
