@@ -285,6 +285,20 @@ def _structural(conv, workdir: Path, programs, manifest: Manifest, why: str) -> 
             "max_abs_err": None, "min_cosine": None, **report}
 
 
+def _evaluate_programs(programs, sess, ev: SampleSet, metric) -> dict:
+    """The gate's numbers: one program on ``ev``; several each on their own generated inputs,
+    the worst program deciding (outputs named ``program.output``)."""
+    if len(programs) == 1:
+        return evaluate(programs[0].module, sess.program(programs[0].name), ev.samples, metric)
+    per = {p.name: evaluate(p.module, sess.program(p.name), _generated_eval(p).samples) for p in programs}
+    worst, res = max(per.items(), key=lambda kv: kv[1]["drop"])
+    return {"samples": sum(r["samples"] for r in per.values()),
+            "outputs": [{**o, "name": f"{n}.{o['name']}"} for n, r in per.items() for o in r["outputs"]],
+            "drop": res["drop"], "drop_basis": f"program {worst!r}: {res['drop_basis']}",
+            "min_cosine": min(r["min_cosine"] for r in per.values()),
+            "programs": {n: {"drop": r["drop"], "min_cosine": r["min_cosine"]} for n, r in per.items()}}
+
+
 def _generated_eval(prog: Program, n: int = 15) -> SampleSet:
     specs = list(prog.input_specs())
     samples = [prog.example_inputs]
@@ -296,9 +310,13 @@ def _generated_eval(prog: Program, n: int = 15) -> SampleSet:
 
 def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, say, *, calibration, eval_data,
                        max_drop, metric, auto_fallback, max_fallback_layers, min_calibration, tolerance=None):
-    if len(programs) != 1:
-        raise ConfigError("quantized conversion of models with several programs is not supported yet; "
-                          "convert each program's module separately")
+    if len(programs) != 1 and (quantize in conv.calibrated or calibration is not None or eval_data is not None
+                               or metric is not None):
+        uncalibrated = [q for q in conv.quantization if q not in conv.calibrated and q not in ("fp32", "int8-qat")]
+        raise ConfigError(f"{conv.name} {quantize}: calibration, eval data and custom metrics are not supported yet "
+                          f"for models with several programs ({', '.join(p.name for p in programs)}); use an "
+                          f"uncalibrated scheme ({', '.join(uncalibrated) or 'none on this target'}), whose gate "
+                          f"checks every program on generated inputs, or convert each program's module separately")
     prog = programs[0]
     cal = load_samples(calibration, prog.input_names, prog.example_inputs) if calibration is not None else None
     ev = load_samples(eval_data, prog.input_names, prog.example_inputs, "eval") if eval_data is not None else None
@@ -312,8 +330,11 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
     if ev is None:
         ev = _generated_eval(prog)
     threshold = max_drop if max_drop is not None else (0.01 if auto_fallback else None)
-    say(f"ranking layer sensitivity for {quantize} on {len(cal or ev)} samples")
-    sens = layer_sensitivity(prog.module, (cal or ev).samples, quantize)
+    if len(programs) == 1:
+        say(f"ranking layer sensitivity for {quantize} on {len(cal or ev)} samples")
+        sens = layer_sensitivity(prog.module, (cal or ev).samples, quantize)
+    else:  # several programs: no per-layer fallback (yet); the gate checks each program
+        sens = []
     candidates = [r for r in sens if r["rel_error"] > 0][:max_fallback_layers]
     kept: list[dict] = []
     attempts = []
@@ -338,8 +359,7 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                 publish(workdir, final)
                 return manifest, final
             say(f"accuracy gate on {len(ev)} held-out inputs")
-            binding = runtime.load(workdir, nan_policy="allow").program(prog.name)
-            acc = evaluate(prog.module, binding, ev.samples, metric)
+            acc = _evaluate_programs(programs, runtime.load(workdir, nan_policy="allow"), ev, metric)
             acc["max_abs_err"] = max(r["max_abs_err"] for r in acc["outputs"])
             if tolerance is not None:  # a precision scheme (e.g. GPU fp16) also has an element-wise bound
                 t_atol, t_rtol = tolerance

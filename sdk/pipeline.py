@@ -56,8 +56,29 @@ RECOMMENDED = {
 }
 
 
-def recommended_scheme(target) -> str | None:
+# Models with several programs (generation: prefill + step) cannot be calibrated per program
+# yet, so their recommended scheme is an uncalibrated one (None: fp32 only).
+RECOMMENDED_MULTI_PROGRAM = {
+    "onnx-cpu": "int8-dynamic",
+    "executorch-xnnpack": "int8-dynamic",
+    "litert-cpu": "fp16",          # int8-dynamic's per-tensor activations drift in long decodes
+    "qnn-htp": None,
+    "litert-gpu": "fp16",
+    "coreml-ane": "fp16",
+    "executorch-vulkan": "fp16",
+}
+
+
+def calibrated_schemes(target) -> tuple[str, ...]:
+    from converters.registry import get_converter
+    return tuple(get_converter(target.name).calibrated)
+
+
+def recommended_scheme(target, multi_program: bool = False) -> str | None:
     """The quantized scheme `schemes: recommended` picks for a target (None: fp32 only)."""
+    if multi_program:
+        rec = RECOMMENDED_MULTI_PROGRAM.get(target.name)
+        return rec if rec in target.quantization else None
     rec = RECOMMENDED.get(target.name)
     if rec in target.quantization:
         return rec
@@ -455,7 +476,7 @@ def _targets(cfg: PipelineConfig):
     return [all_t[n] for n in cfg.targets]
 
 
-def schemes_for(target, schemes, quick: bool = False) -> tuple[list[str], list[str]]:
+def schemes_for(target, schemes, quick: bool = False, multi_program: bool = False) -> tuple[list[str], list[str]]:
     """(schemes to convert, schemes asked for but not offered by this target). ``recommended``
     is fp32 + the target's recommended scheme; in a quick run, the recommended scheme alone."""
     if isinstance(schemes, dict):
@@ -465,7 +486,7 @@ def schemes_for(target, schemes, quick: bool = False) -> tuple[list[str], list[s
     out, missing = [], []
     for s in schemes:
         if s == "recommended":
-            rec = recommended_scheme(target)
+            rec = recommended_scheme(target, multi_program)
             for x in ((rec or "fp32",) if quick else ("fp32", rec)):
                 if x and x not in out:
                     out.append(x)
@@ -605,7 +626,12 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
         warmup, iters = min(warmup, 3), min(iters, 30)
     rows: list[dict] = []
     t_conv = t_prof = 0.0
-    plan = [(e, t, s) for e in entries for t in targets for s in schemes_for(t, cfg.quantize.schemes, quick)[0]]
+    def several_programs(e) -> bool:
+        return e.example_inputs is None and hasattr(e.module, "edge_programs") and len(e.module.edge_programs()) > 1
+
+    multi_of = {id(e): several_programs(e) for e in entries}
+    plan = [(e, t, s) for e in entries for t in targets
+            for s in schemes_for(t, cfg.quantize.schemes, quick, multi_of[id(e)])[0]]
     progress.stage(f"converting {len(entries)} model(s) x {len(targets)} target(s): {len(plan)} artifacts")
     done = 0
     for e in entries:
@@ -614,18 +640,18 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
             fp32_quality = float(e.quality(Runner.pytorch(e.module, e.example_inputs)))
         weights_sha = fingerprint(e.module)
         n_params = sum(p.numel() for p in e.module.parameters())
-        multi = e.example_inputs is None and hasattr(e.module, "edge_programs") and len(e.module.edge_programs()) > 1
+        multi = multi_of[id(e)]
         for t in targets:
-            schemes, missing = schemes_for(t, cfg.quantize.schemes, quick)
+            schemes, missing = schemes_for(t, cfg.quantize.schemes, quick, multi)
             for s in missing:
                 rows.append(_base_row(e, t, s, fp32_quality, weights_sha, n_params) | {
                     "status": "skipped", "message": f"{t.name} has no scheme {s!r} (offers {', '.join(t.quantization)})"})
             for s in schemes:
                 done += 1
                 row = _base_row(e, t, s, fp32_quality, weights_sha, n_params)
-                if multi and s != "fp32":
-                    rows.append(row | {"status": "skipped", "message": f"{s}: quantized conversion of a model with "
-                                       "several programs is not supported by the converters yet; fp32 only"})
+                if multi and s in calibrated_schemes(t):
+                    rows.append(row | {"status": "skipped", "message": f"{s}: calibrated quantization of a model "
+                                       "with several programs is not supported by the converters yet"})
                     continue
                 name = f"{e.family}-{e.name}-{t.name}-{s}" if e.family != "model" else f"{e.name}-{t.name}-{s}"
                 name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)[:128]
