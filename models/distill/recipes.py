@@ -22,7 +22,8 @@ function returning a `RecipeResult` (student, teacher, metrics, timings, the con
   similarity matrices). Evaluated by the Spearman correlation of teacher vs student pairwise
   similarities on held-out sentences and top-10 retrieval overlap (`embedding_agreement`).
 
-#6/#7 add their recipes (``encdec-from-decoder``, ``mohawk``) here with ``@register_recipe``.
+``encdec-from-decoder`` (:mod:`models.distill.recipe_encdec`) and ``mohawk``
+(:mod:`models.distill.recipe_mohawk`) live in their own files and register here on import.
 
 Example::
 
@@ -694,3 +695,8 @@ def tokenbag(texts: list[str], teacher_emb: torch.Tensor, *, val_texts: list[str
         metrics.update(embedding_agreement(student.encode_texts(eval_texts), eval_emb))
     timings["total_s"] = time.perf_counter() - t0
     return RecipeResult(student, None, metrics, cfg, timings, info)
+
+
+# Recipes of the other student families live beside their models' needs; importing them here
+# registers them with this registry (they import `register_recipe` from this module).
+from models.distill import recipe_encdec  # noqa: E402,F401  (registers "encdec-from-decoder")

@@ -34,7 +34,7 @@ from models.teachers.hgnn import HGNN, HGNNConfig, accuracy, hgnn_propagate, pre
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DECODER_CHECKPOINT = CHECKPOINT_DIR / "decoder.safetensors"
 
-NAMED_TEACHERS = ("minilm", "decoder")
+NAMED_TEACHERS = ("minilm", "decoder", "funcname")
 
 
 def load_decoder(path: str | os.PathLike | None = None) -> Decoder:
@@ -71,7 +71,7 @@ def decoder_report(path: str | os.PathLike | None = None) -> dict:
 
 
 def load_teacher(spec: str | os.PathLike | nn.Module, device: str = "cpu") -> nn.Module:
-    """A teacher from a name (``"minilm"``, ``"decoder"``), a local Hugging Face folder, or a
+    """A teacher from a name (``"minilm"``, ``"decoder"``, ``"funcname"``), a local Hugging Face folder, or a
     module (returned unchanged). Named and folder teachers come back in eval mode."""
     if isinstance(spec, nn.Module):
         return spec
@@ -79,6 +79,9 @@ def load_teacher(spec: str | os.PathLike | nn.Module, device: str = "cpu") -> nn
         return minilm_encoder(device=device)
     if isinstance(spec, str) and spec == "decoder":
         return load_decoder().to(device)
+    if isinstance(spec, str) and spec == "funcname":  # the decoder fine-tuned on body -> name (#6)
+        from models.teachers.train_funcname import load_funcname_teacher
+        return load_funcname_teacher().to(device)
     if isinstance(spec, (str, os.PathLike)) and (Path(spec).expanduser().exists() or os.sep in str(spec)):
         return load_hf(check_hf_dir(spec), device=device)
     raise ValueError(f"Unknown teacher {spec!r}. Available: {', '.join(repr(n) for n in NAMED_TEACHERS)}, "
