@@ -24,6 +24,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from runtime.errors import ConfigError, ConversionError, IntegrityError
@@ -171,3 +172,45 @@ def _generation(model, programs: list[Program]) -> dict:
     except IntegrityError as e:
         raise ConfigError(f"{type(model).__name__}.{GENERATION_METHOD}(): "
                           f"{str(e).removeprefix('manifest ')}") from None
+
+
+class _TorchBinding:
+    """One program run in PyTorch behind the runtime's binding interface (``spec``, ``run``)."""
+
+    def __init__(self, prog: Program):
+        self.spec = ProgramSpec(prog.name, "", None, prog.input_specs(), prog.output_specs())
+        self._module, self._names = prog.module, prog.input_names
+
+    def run(self, inputs) -> list:
+        arrays = [inputs[n] for n in self._names] if isinstance(inputs, dict) else list(inputs)
+        with torch.no_grad():
+            out = self._module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+        return [t.detach().cpu().numpy() for t in flatten_outputs(out)]
+
+
+class TorchPrograms:
+    """A model's programs run in PyTorch through the runtime's own generation loop: the
+    reference that `Session.generate` / `Session.score` on an artifact are compared with.
+
+    >>> ref = TorchPrograms(model)            # model implements edge_programs + edge_generation
+    >>> ref.generate([1, 2, 3], 16).tokens    # same loop, same sampling as runtime.load(...).generate
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        programs = collect(model, None)
+        if programs.generation is None:
+            raise ConfigError(f"{type(model).__name__} declares no {GENERATION_METHOD}()")
+        self.path = f"<PyTorch {type(model).__name__}>"
+        self._programs = {p.name: _TorchBinding(p) for p in programs}
+        self.generation = parse_generation(programs.generation, {n: b.spec for n, b in self._programs.items()})
+
+    def program(self, name: str) -> _TorchBinding:
+        return self._programs[name]
+
+    def generate(self, prompt, max_new_tokens: int = 32, **kw):
+        from runtime.generate import generate
+        return generate(self, prompt, max_new_tokens, **kw)
+
+    def score(self, prompt, continuation) -> dict:
+        from runtime.generate import score
+        return score(self, prompt, continuation)

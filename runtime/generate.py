@@ -256,13 +256,77 @@ def _sample(logits: np.ndarray, strategy: str, top_k: int, temperature: float, r
     return int(idx[rng.choice(k, p=p / p.sum())])
 
 
+class _Loop:
+    """Prefill once, then step: the part of generation shared by `generate` and `score`."""
+
+    def __init__(self, session, prompt):
+        spec = session.generation
+        if spec is None:
+            raise ConfigError(f"{session.path}: not a generation artifact (its manifest has no {KEY!r} "
+                              f"entry; models declare one with edge_generation())")
+        self.spec = spec
+        self.ids = ids = encode_prompt(spec, prompt)
+        self.prefill, self.step_prog = session.program(spec.prefill), session.program(spec.step)
+        pin = {s.name: s for s in self.prefill.spec.inputs}
+        self.cap = cap = pin[spec.prompt].shape[1]
+        n = self.n = int(ids.size)
+        if n < 1 or n > cap or (spec.prompt_length is None and n != cap):
+            need = f"exactly {cap}" if spec.prompt_length is None else f"1 to {cap}"
+            raise InputError(f"prompt has {n} tokens; this artifact takes {need} (its prefill was exported "
+                             f"for a capacity of {cap}: export another capacity for longer prompts)")
+        self._pin = pin
+        sin = {s.name: s for s in self.step_prog.spec.inputs}
+        self._sin = sin
+        self._sout = [s.name for s in self.step_prog.spec.outputs]
+        self._tok_dtype = sin[spec.token].np_dtype
+        self._pos_dtype = sin[spec.position].np_dtype if spec.position else None
+        self.carried = [s for s in spec.state if s.update is not None]
+        self.state: dict = {}
+        self.state_bytes = 0
+
+    def first(self) -> tuple[np.ndarray, int]:
+        """Run the prefill (and, without prefill logits, the start step): the logits of the first
+        new token and the position the next fed token takes."""
+        spec, n, cap = self.spec, self.n, self.cap
+        padded = np.full((1, cap), spec.pad, dtype=self._pin[spec.prompt].np_dtype)
+        padded[0, :n] = self.ids
+        length = np.array([n], dtype=np.int64)
+        feed = {spec.prompt: padded}
+        if spec.prompt_length is not None:
+            feed[spec.prompt_length] = length.astype(self._pin[spec.prompt_length].np_dtype)
+        pout = dict(zip((s.name for s in self.prefill.spec.outputs), self.prefill.run(feed)))
+        for s in spec.state:
+            want = self._sin[s.input]
+            if s.init is None:
+                self.state[s.input] = np.zeros(want.shape, dtype=want.np_dtype)
+            elif s.init == PROMPT_LENGTH:
+                self.state[s.input] = length.reshape(want.shape).astype(want.np_dtype)
+            else:
+                self.state[s.input] = pout[s.init]
+        self.state_bytes = sum(int(self.state[s.input].nbytes) for s in self.carried)
+        if spec.prefill_logits is not None:
+            logits = pout[spec.prefill_logits]
+            if logits.ndim == 3 and logits.shape[1] == cap and cap > 1:
+                logits = logits[:, n - 1]
+            return logits, n
+        if spec.max_position < 1:
+            raise InputError("this artifact's step has no room for a token (max_position < 1)")
+        return self.step(spec.start_token, 0), 1
+
+    def step(self, token: int, pos: int) -> np.ndarray:
+        spec = self.spec
+        feed = {spec.token: np.array([[token]], dtype=self._tok_dtype), **self.state}
+        if spec.position:
+            feed[spec.position] = np.array([pos], dtype=self._pos_dtype)
+        out = dict(zip(self._sout, self.step_prog.run(feed)))
+        for s in self.carried:
+            self.state[s.input] = out[s.update]
+        return out[spec.logits]
+
+
 def generate(session, prompt, max_new_tokens: int = 32, *, strategy: str = "greedy", top_k: int = 40,
              temperature: float = 1.0, seed: int | None = None, stop_at_eos: bool = True) -> Generation:
     """Run prefill then step programs of ``session`` (see the module docstring)."""
-    spec = session.generation
-    if spec is None:
-        raise ConfigError(f"{session.path}: not a generation artifact (its manifest has no {KEY!r} "
-                          f"entry; models declare one with edge_generation())")
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -272,64 +336,14 @@ def generate(session, prompt, max_new_tokens: int = 32, *, strategy: str = "gree
             raise ConfigError(f"top_k must be a positive int, got {top_k!r}")
         if not (isinstance(temperature, (int, float)) and temperature > 0 and np.isfinite(temperature)):
             raise ConfigError(f"temperature must be a positive number, got {temperature!r}")
-    ids = encode_prompt(spec, prompt)
-    prefill, step = session.program(spec.prefill), session.program(spec.step)
-    pin = {s.name: s for s in prefill.spec.inputs}
-    cap = pin[spec.prompt].shape[1]
-    n = int(ids.size)
-    if n < 1 or n > cap or (spec.prompt_length is None and n != cap):
-        need = f"exactly {cap}" if spec.prompt_length is None else f"1 to {cap}"
-        raise InputError(f"prompt has {n} tokens; this artifact takes {need} (its prefill was exported "
-                         f"for a capacity of {cap}: export another capacity for longer prompts)")
+    loop = _Loop(session, prompt)
+    spec = loop.spec
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter_ns()
-
-    padded = np.full((1, cap), spec.pad, dtype=pin[spec.prompt].np_dtype)
-    padded[0, :n] = ids
-    length = np.array([n], dtype=np.int64)
-    feed = {spec.prompt: padded}
-    if spec.prompt_length is not None:
-        feed[spec.prompt_length] = length.astype(pin[spec.prompt_length].np_dtype)
-    pout = dict(zip((s.name for s in prefill.spec.outputs), prefill.run(feed)))
-
-    sin = {s.name: s for s in step.spec.inputs}
-    state = {}
-    for s in spec.state:
-        want = sin[s.input]
-        if s.init is None:
-            state[s.input] = np.zeros(want.shape, dtype=want.np_dtype)
-        elif s.init == PROMPT_LENGTH:
-            state[s.input] = length.reshape(want.shape).astype(want.np_dtype)
-        else:
-            state[s.input] = pout[s.init]
-    carried = [s for s in spec.state if s.update is not None]
-    state_bytes = sum(int(state[s.input].nbytes) for s in carried)
-    sout = [s.name for s in step.spec.outputs]
-    tok_dtype = sin[spec.token].np_dtype
-    pos_dtype = sin[spec.position].np_dtype if spec.position else None
-
-    def run_step(token: int, pos: int) -> np.ndarray:
-        feed = {spec.token: np.array([[token]], dtype=tok_dtype), **state}
-        if spec.position:
-            feed[spec.position] = np.array([pos], dtype=pos_dtype)
-        out = dict(zip(sout, step.run(feed)))
-        for s in carried:
-            state[s.input] = out[s.update]
-        return out[spec.logits]
-
-    if spec.prefill_logits is not None:
-        logits = pout[spec.prefill_logits]
-        if logits.ndim == 3 and logits.shape[1] == cap and cap > 1:
-            logits = logits[:, n - 1]
-        pos = n
-    else:
-        if spec.max_position < 1:
-            raise InputError("this artifact's step has no room for a token (max_position < 1)")
-        logits = run_step(spec.start_token, 0)
-        pos = 1
+    logits, pos = loop.first()
     tok = _sample(logits, strategy, top_k, temperature, rng)
     ttft = (time.perf_counter_ns() - t0) / 1e6
-    out = Generation([tok], n, ttft, state_bytes=state_bytes)
+    out = Generation([tok], loop.n, ttft, state_bytes=loop.state_bytes)
     finish = "length"
     while True:
         if stop_at_eos and spec.eos is not None and tok == spec.eos:
@@ -341,7 +355,7 @@ def generate(session, prompt, max_new_tokens: int = 32, *, strategy: str = "gree
             finish = "capacity"
             break
         t = time.perf_counter_ns()
-        tok = _sample(run_step(tok, pos), strategy, top_k, temperature, rng)
+        tok = _sample(loop.step(tok, pos), strategy, top_k, temperature, rng)
         out.step_ms.append((time.perf_counter_ns() - t) / 1e6)
         out.tokens.append(tok)
         pos += 1
@@ -349,3 +363,31 @@ def generate(session, prompt, max_new_tokens: int = 32, *, strategy: str = "gree
     if spec.tokenizer == "bytes":
         out.text = bytes(t for t in out.tokens if t < 256).decode("utf-8", errors="replace")
     return out
+
+
+def score(session, prompt, continuation) -> dict:
+    """Teacher-forced scoring: feed ``continuation`` after ``prompt`` through the step program
+    and return, per continuation token, its log-probability (nats) and whether it was the argmax.
+
+    ``{"logprobs": [...], "correct": [...], "bits_per_token": float, "accuracy": float}`` —
+    the model's quality measured on the artifact itself (e.g. held-out bits per character).
+    """
+    loop = _Loop(session, prompt)
+    cont = encode_prompt(loop.spec, continuation)
+    if cont.size < 1:
+        raise InputError("continuation: give at least one token to score")
+    logits, pos = loop.first()
+    if pos + cont.size - 1 > loop.spec.max_position:
+        raise InputError(f"continuation of {cont.size} tokens does not fit: the step's cache holds positions "
+                         f"below {loop.spec.max_position}, the first fed one is {pos}")
+    logprobs, correct = [], []
+    for i, tok in enumerate(cont.tolist()):
+        z = logits.reshape(-1).astype(np.float64)
+        lse = z.max() + np.log(np.exp(z - z.max()).sum())
+        logprobs.append(float(z[tok] - lse))
+        correct.append(bool(int(np.argmax(z)) == tok))
+        if i + 1 < cont.size:
+            logits = loop.step(tok, pos)
+            pos += 1
+    return {"logprobs": logprobs, "correct": correct,
+            "bits_per_token": float(-np.mean(logprobs) / np.log(2)), "accuracy": float(np.mean(correct))}

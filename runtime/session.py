@@ -218,6 +218,12 @@ class Session:
         return generate(self, prompt, max_new_tokens, strategy=strategy, top_k=top_k,
                         temperature=temperature, seed=seed, stop_at_eos=stop_at_eos)
 
+    def score(self, prompt, continuation) -> dict:
+        """Teacher-forced log-probabilities of ``continuation`` after ``prompt`` (generation
+        artifacts): ``bits_per_token`` and next-token ``accuracy`` measured on the artifact."""
+        from runtime.generate import score
+        return score(self, prompt, continuation)
+
     def __repr__(self) -> str:
         return (f"Session({str(self.path)!r}, target={self.target!r}, backend={self.backend_name!r}, "
                 f"programs={self.program_names}, verified={self.verified})")

@@ -223,3 +223,21 @@ def test_uncalibrated_quantization_of_several_programs_gates_each_program(teache
     with pytest.raises(ConfigError, match=r"not supported yet for models with several programs \(prefill, step\); "
                                           r"use an uncalibrated scheme \(int8-dynamic, fp16\)"):
         sdk.convert(teacher, None, "onnx-cpu", quantize="int8-static", out_dir=tmp_path)
+
+
+def test_scoring_through_the_artifact_matches_pytorch_and_the_full_forward(teacher, artifacts):
+    from converters.programs import TorchPrograms
+    cont = list(b"+ b\n")
+    ref = TorchPrograms(teacher)
+    assert ref.generate(PROMPT, NEW).tokens == _torch_greedy(teacher, PROMPT, NEW)
+    want = ref.score(PROMPT, cont)
+    with torch.no_grad():  # log p(cont[i] | prompt + cont[:i]) from one full forward pass
+        logp = torch.log_softmax(teacher(torch.tensor([PROMPT + cont]))[0], -1)
+    full = [float(logp[len(PROMPT) - 1 + i, t]) for i, t in enumerate(cont)]
+    assert np.allclose(want["logprobs"], full, atol=1e-4)
+    for target, art in artifacts.items():
+        got = runtime.load(art.path).score(PROMPT, cont)
+        assert np.allclose(got["logprobs"], full, atol=1e-3), target
+        assert got["correct"] == want["correct"] and 0 < got["bits_per_token"] < 20
+    with pytest.raises(InputError, match="does not fit"):
+        runtime.load(artifacts["onnx-cpu"].path).score(PROMPT, [65] * (CAP + NEW))
