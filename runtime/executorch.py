@@ -9,7 +9,9 @@ opened. On a phone the same `.pte` runs in ExecuTorch's C++ runtime with no torc
 
 from __future__ import annotations
 
+import gc
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +37,49 @@ def version() -> str:
     return v("executorch")
 
 
-def set_threads(threads: int) -> None:
-    """XNNPACK's threadpool is process-wide in the pybindings; resize it only when needed."""
-    if _C._threadpool_get_thread_count() != threads:
-        _C._unsafe_reset_threadpool(threads)
+# Programs loaded by this process. XNNPACK delegates keep a pointer to the process-wide
+# threadpool: resizing it while one is alive makes that program's next run hang (seen: a
+# session at 2 threads, another opened at 1, then the first one run again).
+_LIVE: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def set_threads(threads: int) -> int:
+    """Resize XNNPACK's process-wide threadpool to ``threads`` when no loaded program uses it;
+    otherwise keep its size. Returns the thread count programs will actually run with."""
+    current = _C._threadpool_get_thread_count()
+    if current != threads:
+        if _LIVE:
+            gc.collect()  # sessions already dropped but still in reference cycles
+        if not _LIVE:
+            _C._unsafe_reset_threadpool(threads)
+            current = threads
+    return current
+
+
+def effective_threads(requested: int) -> int:
+    """What sessions opened now run with (see `set_threads`): recorded in every profile."""
+    return _C._threadpool_get_thread_count()
+
+
+class _Loaded:
+    """A loaded program, tracked in `_LIVE` while any session holds it."""
+
+    __slots__ = ("program", "__weakref__")
+
+    def __init__(self, program):
+        self.program = program
+
+    def __getattr__(self, name):
+        return getattr(self.program, name)
 
 
 def _load(path: Path, etdump: bool = False):
     try:
-        return _C._load_program(str(path), enable_etdump=etdump, debug_buffer_size=0)
+        loaded = _Loaded(_C._load_program(str(path), enable_etdump=etdump, debug_buffer_size=0))
     except Exception as e:
         raise IntegrityError(f"{path}: ExecuTorch could not load the program: {e}") from None
+    _LIVE.add(loaded)
+    return loaded
 
 
 class Program:

@@ -313,6 +313,8 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
     for name, spec in manifest.programs.items():
         prog = backend.open_program(root / spec.file, spec, threads=threads, manifest=manifest, cache=cache)
         programs[name] = _Binding(spec, prog, nan_policy)
+    # a backend whose thread pool is process-wide may keep the size other sessions use
+    threads = getattr(backend, "effective_threads", lambda t: t)(threads)
     load_ms = (time.perf_counter() - t0) * 1e3
     return Session(root if bare is None else bare, manifest, backend, programs, verified, threads, load_ms,
                    generation)

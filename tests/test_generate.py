@@ -241,3 +241,14 @@ def test_scoring_through_the_artifact_matches_pytorch_and_the_full_forward(teach
         assert got["correct"] == want["correct"] and 0 < got["bits_per_token"] < 20
     with pytest.raises(InputError, match="does not fit"):
         runtime.load(artifacts["onnx-cpu"].path).score(PROMPT, [65] * (CAP + NEW))
+
+
+def test_executorch_sessions_with_different_thread_counts_do_not_hang(artifacts):
+    """XNNPACK's threadpool is process-wide: resizing it under a loaded program hung its next run."""
+    p = str(artifacts["executorch-xnnpack"].path)
+    code = (f"import runtime; a = runtime.load({p!r}, threads=2); a.generate([65, 66], 3); "
+            f"b = runtime.load({p!r}, threads=1); b.generate([65, 66], 3); a.generate([65, 66], 3); "
+            "print(a.threads, b.threads)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["2", "2"]  # b runs on the pool a still uses, and says so
