@@ -8,5 +8,6 @@ from models.registry import create, list_models as list, register_model  # noqa:
 from models import mlp  # noqa: E402,F401  (registers its models)
 from models import teachers  # noqa: E402,F401  (registers "decoder")
 from models import encdec  # noqa: E402,F401  (registers "encdec")
+from models import mamba  # noqa: E402,F401  (registers "mamba")
 
 __all__ = ["create", "list", "register_model"]

@@ -700,3 +700,4 @@ def tokenbag(texts: list[str], teacher_emb: torch.Tensor, *, val_texts: list[str
 # Recipes of the other student families live beside their models' needs; importing them here
 # registers them with this registry (they import `register_recipe` from this module).
 from models.distill import recipe_encdec  # noqa: E402,F401  (registers "encdec-from-decoder")
+from models.distill import recipe_mohawk  # noqa: E402,F401  (registers "mohawk" and loss "matrix_frobenius")

@@ -1,0 +1,530 @@
+"""Mamba-2 student: an SSD language model with a chunked prefill and a constant-memory step.
+
+The byte-level student of #7, distilled from the attention teacher (`models.teachers.decoder`)
+by MOHAWK (`models.distill.recipe_mohawk`). Same vocabulary, width, depth and pre-norm block
+shape as the teacher (LayerNorm -> mixer -> residual, LayerNorm -> GELU MLP -> residual), with
+each attention replaced by a Mamba-2 mixer:
+
+    in_proj -> [z | x B C | dt]; causal depthwise conv (d_conv taps) + SiLU on x B C;
+    dt = softplus(dt + dt_bias) per head; A = -exp(A_log) per head;
+    y = SSD(x, dt, A, B, C) + D * x;  y = RMSNorm(y * silu(z)) (per group);  out_proj(y)
+
+SSD for one head: ``h_t = exp(dt_t A) h_{t-1} + B_t (dt_t x_t)ᵀ`` (state (N, P)), ``y_t = C_tᵀ h_t``,
+i.e. ``y = M x`` with the lower-triangular mixing matrix
+``M[t, s] = (C_t · B_s) exp(Σ_{s<r<=t} dt_r A) dt_s``.
+
+Three ways to run it, all agreeing to 1e-4 (tests/test_mamba.py):
+
+- ``forward(tokens)`` / ``prefill(tokens, length)`` — the chunked SSD form written as pairwise
+  matmuls (per chunk ``G = (C Bᵀ) ∘ L`` then ``G X``, chunk states ``(B ∘ decay)ᵀ X``, one small
+  matmul across chunks). Static shapes, no Python time loop, so it exports to ONNX and ExecuTorch.
+- ``step(token, conv_state, ssm_state)`` — one token, explicit state tensors of fixed size
+  (``conv_state`` (n_layers, B, conv_dim, d_conv-1), ``ssm_state`` (n_layers, B, H, N, P)):
+  decoding cost and memory do not grow with the context.
+- ``mixing_matrix`` / ``ssd_naive`` — the materialised matrix and the plain recurrence (tests,
+  MOHAWK stage 1).
+
+Export: ``edge_programs(prompt_len=P)`` gives the ``prefill`` and ``step`` programs and
+``edge_generation()`` the manifest entry that `runtime` generation reads (recurrent shape). Prompts
+shorter than P are right-padded; the ``length`` input zeroes dt (no decay, no input) at the padded
+positions and the conv state is gathered at the true end, so the state is exactly that of the
+unpadded prompt.
+
+Attention-to-Mamba initialisation (MaTVLM): ``Mamba.from_teacher(decoder)`` or
+``models.create("mamba", teacher="decoder")`` copies x <- W_V, B <- W_K, C <- W_Q, out_proj <- W_O
+(per head; needs n_heads = n_groups = teacher heads, head_dim = d_state = teacher head width),
+and the MLPs, LayerNorms, token embedding and head; the conv starts as the identity.
+
+>>> import torch, models
+>>> m = models.create("mamba", d_model=64, n_layers=2, n_heads=2, head_dim=32, d_state=16, n_groups=2)
+>>> tokens = torch.randint(0, 256, (1, 40))
+>>> m(tokens).shape                                          # (B, T, vocab)
+torch.Size([1, 40, 260])
+>>> logits, conv, ssm = m.prefill(tokens)                    # (1, V), states
+>>> logits, conv, ssm = m.step(tokens[:, -1:], conv, ssm)    # one more token, same state size
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.data.tokenizer import ByteTokenizer
+from models.registry import register_model
+
+_TOK = ByteTokenizer()
+
+
+@dataclass
+class MambaConfig:
+    vocab_size: int = _TOK.vocab_size  # 260
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4            # SSD heads H
+    head_dim: int = 32          # P; d_inner = H * P
+    d_state: int = 32           # N
+    n_groups: int = 4           # B/C groups (heads share B/C within a group)
+    d_conv: int = 4             # causal conv taps
+    chunk_size: int = 64        # SSD chunk Q (prefill pads internally to a multiple)
+    mlp_ratio: int = 4
+    bias: bool = True
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    prompt_len: int = 128       # default prefill capacity P of edge_programs()
+
+    def __post_init__(self):
+        for k in ("vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "d_state", "n_groups",
+                  "d_conv", "chunk_size", "mlp_ratio", "prompt_len"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"MambaConfig.{k} must be a positive int, got {v!r}")
+        if self.n_heads % self.n_groups:
+            raise ValueError(f"MambaConfig.n_heads ({self.n_heads}) must be a multiple of n_groups "
+                             f"({self.n_groups}); e.g. n_groups=1 or n_groups={self.n_heads}")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"MambaConfig needs 0 < dt_min <= dt_max, got dt_min={self.dt_min!r}, "
+                             f"dt_max={self.dt_max!r}")
+        if self.d_conv < 2:
+            raise ValueError(f"MambaConfig.d_conv must be >= 2 (the step keeps d_conv - 1 inputs), got {self.d_conv}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        return self.d_inner + 2 * self.n_groups * self.d_state
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------ SSD
+
+def segsum_exp(a: torch.Tensor) -> torch.Tensor:
+    """(..., T) -> (..., T, T): exp(Σ_{j<k<=i} a_k) on and below the diagonal, 0 above."""
+    T = a.shape[-1]
+    cs = torch.cumsum(a, dim=-1)
+    diff = cs[..., :, None] - cs[..., None, :]                                # (..., T, T)
+    idx = torch.arange(T, device=a.device)
+    causal = idx[:, None] >= idx[None, :]
+    return torch.exp(torch.where(causal, diff, torch.full_like(diff, float("-inf"))))
+
+
+def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                chunk: int, init_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunked SSD as pairwise matmuls.
+
+    x (b, l, h, p), dt (b, l, h), A (h,), B/C (b, l, h, n), init_state (b, h, n, p) or None
+    -> y (b, l, h, p) (without the D skip), final state (b, h, n, p). ``l`` is padded to a
+    multiple of ``chunk`` with dt = 0 (no decay, no input), so any length works."""
+    b, l, h, p = x.shape
+    n = B.shape[-1]
+    pad = (-l) % chunk
+    if pad:
+        x, B, C = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
+        dt = F.pad(dt, (0, 0, 0, pad))
+    c = (l + pad) // chunk
+    q = chunk
+    xd = (x * dt[..., None]).reshape(b, c, q, h, p).permute(0, 3, 1, 2, 4)    # (b, h, c, q, p)
+    a = (dt * A).reshape(b, c, q, h).permute(0, 3, 1, 2)                      # (b, h, c, q)
+    Bc = B.reshape(b, c, q, h, n).permute(0, 3, 1, 2, 4)                      # (b, h, c, q, n)
+    Cc = C.reshape(b, c, q, h, n).permute(0, 3, 1, 2, 4)                      # (b, h, c, q, n)
+    a_cs = torch.cumsum(a, dim=-1)                                            # (b, h, c, q)
+    # intra-chunk: G = (C Bᵀ) ∘ L, y = G X
+    G = (Cc @ Bc.transpose(-1, -2)) * segsum_exp(a)                          # (b, h, c, q, q)
+    y_diag = G @ xd                                                           # (b, h, c, q, p)
+    # each chunk's own contribution to the state at its end
+    decay = torch.exp(a_cs[..., -1:] - a_cs)                                  # (b, h, c, q)
+    states = (Bc * decay[..., None]).transpose(-1, -2) @ xd                   # (b, h, c, n, p)
+    init = (torch.zeros(b, h, 1, n, p, dtype=x.dtype, device=x.device) if init_state is None
+            else init_state[:, :, None])
+    states = torch.cat([init, states], dim=2)                                 # (b, h, c+1, n, p)
+    # across chunks: state entering chunk z = Σ_c exp(decay from c to z) · states[c]
+    chunk_decay = segsum_exp(F.pad(a_cs[..., -1], (1, 0)))                    # (b, h, c+1, c+1)
+    states = (chunk_decay @ states.reshape(b, h, c + 1, n * p)).reshape(b, h, c + 1, n, p)
+    final = states[:, :, -1]                                                  # (b, h, n, p)
+    y_off = (Cc @ states[:, :, :-1]) * torch.exp(a_cs)[..., None]             # (b, h, c, q, p)
+    y = (y_diag + y_off).permute(0, 2, 3, 1, 4).reshape(b, c * q, h, p)
+    return y[:, :l], final
+
+
+def ssd_naive(x, dt, A, B, C, init_state=None):
+    """The plain recurrence (reference for tests; a Python loop, not for export). Shapes as
+    `ssd_chunked`."""
+    b, l, h, p = x.shape
+    n = B.shape[-1]
+    s = torch.zeros(b, h, n, p, dtype=x.dtype) if init_state is None else init_state
+    ys = []
+    for t in range(l):
+        dA = torch.exp(dt[:, t] * A)                                          # (b, h)
+        s = s * dA[..., None, None] + B[:, t, :, :, None] * (dt[:, t, :, None, None] * x[:, t, :, None, :])
+        ys.append((C[:, t, :, :, None] * s).sum(-2))                          # (b, h, p)
+    return torch.stack(ys, 1), s
+
+
+def ssd_matrix(dt, A, B, C) -> torch.Tensor:
+    """The materialised mixing matrix M (b, h, l, l): ``y = M x`` per head (D skip excluded)."""
+    a = (dt * A).transpose(1, 2)                                              # (b, h, l)
+    CB = C.transpose(1, 2) @ B.permute(0, 2, 3, 1)                            # (b, h, l, l)
+    return CB * segsum_exp(a) * dt.transpose(1, 2)[:, :, None, :]
+
+
+# ------------------------------------------------------------------------------------------ layers
+
+class GatedRMSNorm(nn.Module):
+    """Mamba-2's ``RMSNorm(y * silu(z))`` normalised per group of channels."""
+
+    def __init__(self, dim: int, groups: int, eps: float = 1e-5):
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:     # (..., D), (..., D)
+        y = y * F.silu(z)
+        shp = y.shape
+        g = y.reshape(*shp[:-1], self.groups, shp[-1] // self.groups)
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        return g.reshape(shp) * self.weight
+
+
+class Mamba2Mixer(nn.Module):
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        self.cfg = cfg
+        H, N, G = cfg.n_heads, cfg.d_state, cfg.n_groups
+        self.in_proj = nn.Linear(cfg.d_model, 2 * cfg.d_inner + 2 * G * N + H, bias=cfg.bias)  # [z, x, B, C, dt]
+        self.conv1d = nn.Conv1d(cfg.conv_dim, cfg.conv_dim, cfg.d_conv, groups=cfg.conv_dim, bias=True)
+        dt = torch.exp(torch.rand(H) * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))        # softplus^-1(dt)
+        self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(1.0, 16.0)))
+        self.D = nn.Parameter(torch.ones(H))
+        self.norm = GatedRMSNorm(cfg.d_inner, G)
+        self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=cfg.bias)
+
+    def _split(self, zxbcdt: torch.Tensor):
+        c = self.cfg
+        return zxbcdt.split([c.d_inner, c.conv_dim, c.n_heads], dim=-1)       # z, xBC, dt
+
+    def _heads(self, xBC: torch.Tensor):
+        """(..., conv_dim) -> x (..., H, P), B (..., H, N), C (..., H, N): groups broadcast to heads."""
+        c = self.cfg
+        x, Bm, Cm = xBC.split([c.d_inner, c.n_groups * c.d_state, c.n_groups * c.d_state], dim=-1)
+        lead = x.shape[:-1]
+        rep = c.n_heads // c.n_groups
+
+        def expand(t):
+            t = t.reshape(*lead, c.n_groups, 1, c.d_state).expand(*lead, c.n_groups, rep, c.d_state)
+            return t.reshape(*lead, c.n_heads, c.d_state)
+        return x.reshape(*lead, c.n_heads, c.head_dim), expand(Bm), expand(Cm)
+
+    def ssd_inputs(self, u: torch.Tensor, valid: torch.Tensor | None = None):
+        """u (B, L, D) -> z (B, L, d_inner), xBC before the conv (B, L, conv_dim),
+        x (B, L, H, P), dt (B, L, H), B/C (B, L, H, N). ``valid`` (B, L) zeroes dt where False."""
+        K = self.cfg.d_conv
+        z, xBC_raw, dt = self._split(self.in_proj(u))
+        xBC = F.silu(self.conv1d(F.pad(xBC_raw.transpose(1, 2), (K - 1, 0))).transpose(1, 2))  # (B, L, conv_dim)
+        x, Bm, Cm = self._heads(xBC)
+        dt = F.softplus(dt + self.dt_bias)                                    # (B, L, H)
+        if valid is not None:
+            dt = dt * valid[..., None].to(dt.dtype)
+        return z, xBC_raw, x, dt, Bm, Cm
+
+    @property
+    def A(self) -> torch.Tensor:
+        return -torch.exp(self.A_log)                                         # (H,)
+
+    def _out(self, y: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        y = y + x * self.D[:, None]                                           # (..., H, P)
+        y = y.reshape(*y.shape[:-2], self.cfg.d_inner)
+        return self.out_proj(self.norm(y, z))
+
+    def forward(self, u: torch.Tensor, valid: torch.Tensor | None = None, length: torch.Tensor | None = None,
+                return_state: bool = False):
+        """u (B, L, D) -> (B, L, D); with ``return_state`` also the conv state (B, conv_dim, d_conv-1)
+        at position ``length`` (default L) and the SSM state (B, H, N, P)."""
+        z, xBC_raw, x, dt, Bm, Cm = self.ssd_inputs(u, valid)
+        y, state = ssd_chunked(x, dt, self.A, Bm, Cm, self.cfg.chunk_size)
+        out = self._out(y, x, z)
+        if not return_state:
+            return out
+        K = self.cfg.d_conv
+        xp = F.pad(xBC_raw.transpose(1, 2), (K - 1, 0))                       # (B, conv_dim, L+K-1)
+        if length is None:
+            conv_state = xp[..., -(K - 1):]
+        else:  # the K-1 inputs before `length`: padded positions length .. length+K-2
+            idx = length.reshape(-1, 1) + torch.arange(K - 1, device=u.device)  # (B, K-1)
+            idx = idx[:, None, :].expand(xp.shape[0], xp.shape[1], K - 1)
+            conv_state = torch.gather(xp, 2, idx)
+        return out, conv_state, state
+
+    def mixing_matrix(self, u: torch.Tensor) -> torch.Tensor:
+        """u (B, L, D) -> M (B, H, L, L) with SSD(x) = M @ x per head (D skip excluded)."""
+        _, _, _, dt, Bm, Cm = self.ssd_inputs(u)
+        return ssd_matrix(dt, self.A, Bm, Cm)
+
+    def step(self, u: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor):
+        """One token: u (B, D), conv_state (B, conv_dim, K-1), ssm_state (B, H, N, P)
+        -> y (B, D), new conv_state, new ssm_state."""
+        z, xBC, dt = self._split(self.in_proj(u))
+        window = torch.cat([conv_state, xBC[..., None]], dim=-1)              # (B, conv_dim, K)
+        xBC = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
+        x, Bm, Cm = self._heads(xBC)                                          # (B, H, P), (B, H, N)
+        dt = F.softplus(dt + self.dt_bias)                                    # (B, H)
+        dA = torch.exp(dt * self.A)
+        ssm_state = ssm_state * dA[..., None, None] + Bm[..., :, None] * (dt[..., None] * x)[..., None, :]
+        y = (Cm[..., None, :] @ ssm_state).squeeze(-2)                        # (B, H, P)
+        return self._out(y, x, z), window[..., 1:], ssm_state
+
+
+class MambaBlock(nn.Module):
+    """Pre-norm: x + mixer(ln1(x)), then x + mlp(ln2(x)) — the teacher's block with attention swapped."""
+
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias), nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.mixer = Mamba2Mixer(cfg)
+        hidden = cfg.mlp_ratio * cfg.d_model
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, hidden, bias=cfg.bias), nn.GELU(),
+                                 nn.Linear(hidden, cfg.d_model, bias=cfg.bias))
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:  # (B, L, D)
+        x = x + self.mixer(self.ln1(x), valid)
+        return x + self.mlp(self.ln2(x))
+
+    def prefill(self, x, valid=None, length=None):
+        y, conv, ssm = self.mixer(self.ln1(x), valid, length, return_state=True)
+        x = x + y
+        return x + self.mlp(self.ln2(x)), conv, ssm
+
+    def step(self, x, conv, ssm):                                             # x (B, D)
+        y, conv, ssm = self.mixer.step(self.ln1(x), conv, ssm)
+        x = x + y
+        return x + self.mlp(self.ln2(x)), conv, ssm
+
+
+# ------------------------------------------------------------------------------------------ model
+
+class Mamba(nn.Module):
+    """Byte-level Mamba-2 LM: ``forward(tokens (B, T) int64) -> logits (B, T, vocab)``."""
+
+    def __init__(self, cfg: MambaConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or MambaConfig()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(MambaBlock(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied, like the teacher
+        for name, p in self.named_parameters():
+            if name.endswith(("in_proj.weight", "out_proj.weight", "mlp.0.weight", "mlp.2.weight")):
+                nn.init.normal_(p, 0.0, 0.02 / (math.sqrt(2 * cfg.n_layers) if "out" in name or "mlp.2" in name else 1))
+            elif name.endswith(("in_proj.bias", "out_proj.bias", "mlp.0.bias", "mlp.2.bias")):
+                nn.init.zeros_(p)
+        nn.init.normal_(self.wte.weight, 0.0, 0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- full sequence (training, prefill) ---------------------------------------------------
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.wte(tokens)                                                  # (B, T, D)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.lm_head(self.ln_f(x))                                     # (B, T, V)
+
+    def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """The residual stream after the embedding and after each block: n_layers + 1 x (B, T, D)."""
+        x = self.wte(tokens)
+        out = [x]
+        for blk in self.blocks:
+            x = blk(x)
+            out.append(x)
+        return out
+
+    def prefill(self, tokens: torch.Tensor, length: torch.Tensor | None = None):
+        """tokens (B, P) (right-padded when ``length`` (B,) int64 < P) -> logits after the last
+        real token (B, V), conv_state (n_layers, B, conv_dim, d_conv-1), ssm_state
+        (n_layers, B, H, N, P)."""
+        B, P = tokens.shape
+        valid = None
+        if length is not None:
+            valid = torch.arange(P, device=tokens.device)[None, :] < length.reshape(-1, 1)  # (B, P)
+        x = self.wte(tokens)
+        convs, ssms = [], []
+        for blk in self.blocks:
+            x, conv, ssm = blk.prefill(x, valid, length)
+            convs.append(conv)
+            ssms.append(ssm)
+        if length is None:
+            last = x[:, -1]                                                   # (B, D)
+        else:
+            idx = (length.reshape(-1, 1, 1) - 1).expand(B, 1, x.shape[-1])
+            last = torch.gather(x, 1, idx)[:, 0]
+        return self.lm_head(self.ln_f(last)), torch.stack(convs), torch.stack(ssms)
+
+    # -- recurrent decoding ------------------------------------------------------------------
+    def init_state(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.cfg
+        return (torch.zeros(c.n_layers, batch, c.conv_dim, c.d_conv - 1),
+                torch.zeros(c.n_layers, batch, c.n_heads, c.d_state, c.head_dim))
+
+    def step(self, token: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor):
+        """token (B, 1) int64, states as from `prefill` -> logits (B, V), new conv_state, new ssm_state."""
+        x = self.wte(token[:, 0])                                             # (B, D)
+        convs, ssms = [], []
+        for i, blk in enumerate(self.blocks):
+            x, conv, ssm = blk.step(x, conv_state[i], ssm_state[i])
+            convs.append(conv)
+            ssms.append(ssm)
+        return self.lm_head(self.ln_f(x)), torch.stack(convs), torch.stack(ssms)
+
+    def state_bytes(self, batch: int = 1) -> int:
+        """Bytes of decoding state per sequence (float32): independent of the context length."""
+        return sum(t.numel() * 4 for t in self.init_state(batch))
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy: prefill on ``tokens`` (B, T), then one step per new token -> (B, T + new)."""
+        logits, conv, ssm = self.prefill(tokens)
+        out = [tokens]
+        for i in range(max_new_tokens):
+            nxt = logits.argmax(-1, keepdim=True)                             # (B, 1)
+            out.append(nxt)
+            if i + 1 < max_new_tokens:
+                logits, conv, ssm = self.step(nxt, conv, ssm)
+        return torch.cat(out, 1)
+
+    # -- export protocol (converters/programs.py, runtime/generate.py) -----------------------
+    def edge_programs(self, prompt_len: int | None = None) -> dict:
+        """``prefill(tokens (1, P), length (1,)) -> logits, conv_state, ssm_state`` and
+        ``step(token (1, 1), conv_state, ssm_state) -> logits, new_conv_state, new_ssm_state``."""
+        P = prompt_len or self.cfg.prompt_len
+        g = torch.Generator().manual_seed(0)
+        tokens = torch.randint(0, 256, (1, P), generator=g)
+        length = torch.tensor([P], dtype=torch.long)
+        conv, ssm = self.init_state(1)
+        conv, ssm = torch.randn(conv.shape, generator=g), 0.1 * torch.randn(ssm.shape, generator=g)
+        return {"prefill": (_Prefill(self), (tokens, length)),
+                "step": (_Step(self), (tokens[:, :1].clone(), conv, ssm))}
+
+    def edge_generation(self) -> dict:
+        """The manifest's ``generation`` entry (recurrent shape; see runtime/generate.py)."""
+        return {"prefill": "prefill", "step": "step", "prompt": "tokens", "prompt_length": "length",
+                "token": "token", "position": None, "logits": "logits", "prefill_logits": "logits",
+                "state": [{"input": "conv_state", "init": "conv_state", "update": "new_conv_state"},
+                          {"input": "ssm_state", "init": "ssm_state", "update": "new_ssm_state"}],
+                "eos": _TOK.eos_id, "pad": _TOK.pad_id, "max_position": 2 ** 31 - 1, "tokenizer": "bytes"}
+
+    # -- attention-to-Mamba initialisation (MaTVLM) ------------------------------------------
+    @classmethod
+    def from_teacher(cls, teacher, **overrides) -> "Mamba":
+        """A student shaped after a `Decoder` teacher, initialised from it (`init_from_attention`)."""
+        tc = teacher.cfg
+        d_head = tc.d_model // tc.n_heads
+        cfg = MambaConfig(**{"vocab_size": tc.vocab_size, "d_model": tc.d_model, "n_layers": tc.n_layers,
+                             "n_heads": tc.n_heads, "head_dim": d_head, "d_state": d_head, "n_groups": tc.n_heads,
+                             "mlp_ratio": tc.mlp_ratio, "bias": tc.bias, **overrides})
+        m = cls(cfg)
+        init_from_attention(m, teacher)
+        return m
+
+
+class _Prefill(nn.Module):
+    output_names = ("logits", "conv_state", "ssm_state")
+
+    def __init__(self, model: Mamba):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, length: torch.Tensor):
+        return self.model.prefill(tokens, length)
+
+
+class _Step(nn.Module):
+    output_names = ("logits", "new_conv_state", "new_ssm_state")
+
+    def __init__(self, model: Mamba):
+        super().__init__()
+        self.model = model
+
+    def forward(self, token: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor):
+        return self.model.step(token, conv_state, ssm_state)
+
+
+# ------------------------------------------------------------------------------------------ MaTVLM init
+
+COPIED = ("wte", "ln_f", "ln1", "ln2", "mlp", "in_proj[x,B,C]", "out_proj")
+
+
+@torch.no_grad()
+def init_from_attention(student: Mamba, teacher) -> dict:
+    """MaTVLM: x <- W_V, B <- W_K, C <- W_Q (weights and biases of the teacher's fused qkv),
+    out_proj <- W_O; MLPs, LayerNorms, token embedding (and the tied head) copied; the conv set
+    to the identity (last tap 1). Other mixer parameters (z, dt, A, D, norm) keep their init.
+    Returns the names of the parameters written."""
+    sc, tc = student.cfg, teacher.cfg
+    d_head = tc.d_model // tc.n_heads
+    need = {"d_model": tc.d_model, "n_layers": tc.n_layers, "n_heads": tc.n_heads, "n_groups": tc.n_heads,
+            "head_dim": d_head, "d_state": d_head, "vocab_size": tc.vocab_size, "mlp_ratio": tc.mlp_ratio}
+    bad = {k: (getattr(sc, k), v) for k, v in need.items() if getattr(sc, k) != v}
+    if bad:
+        raise ValueError("MaTVLM init needs the student shaped like the teacher's attention; mismatched "
+                         + ", ".join(f"{k}={a} (teacher needs {b})" for k, (a, b) in bad.items())
+                         + "; build it with Mamba.from_teacher(teacher)")
+    if sc.bias != tc.bias:
+        raise ValueError(f"MambaConfig.bias={sc.bias} but the teacher has bias={tc.bias}")
+    written = []
+
+    def put(dst: torch.Tensor, src: torch.Tensor, name: str):
+        dst.copy_(src)
+        written.append(name)
+
+    put(student.wte.weight, teacher.wte.weight, "wte.weight")
+    for n in ("weight", "bias"):
+        if getattr(teacher.ln_f, n) is not None:
+            put(getattr(student.ln_f, n), getattr(teacher.ln_f, n), f"ln_f.{n}")
+    D, Di, GN = tc.d_model, sc.d_inner, sc.n_groups * sc.d_state
+    for i, (sb, tb) in enumerate(zip(student.blocks, teacher.blocks)):
+        p = f"blocks.{i}."
+        for ln in ("ln1", "ln2"):
+            for n in ("weight", "bias"):
+                if getattr(getattr(tb, ln), n) is not None:
+                    put(getattr(getattr(sb, ln), n), getattr(getattr(tb, ln), n), f"{p}{ln}.{n}")
+        for j in (0, 2):
+            for n in ("weight", "bias"):
+                if getattr(tb.mlp[j], n) is not None:
+                    put(getattr(sb.mlp[j], n), getattr(tb.mlp[j], n), f"{p}mlp.{j}.{n}")
+        Wq, Wk, Wv = tb.attn.qkv.weight.split(D, 0)                           # 3 x (D, D)
+        # in_proj rows: [z (Di) | x (Di) | B (GN) | C (GN) | dt (H)]
+        sl = {"x": slice(Di, 2 * Di), "B": slice(2 * Di, 2 * Di + GN), "C": slice(2 * Di + GN, 2 * Di + 2 * GN)}
+        for key, W in (("x", Wv), ("B", Wk), ("C", Wq)):
+            put(student.blocks[i].mixer.in_proj.weight[sl[key]], W, f"{p}mixer.in_proj.weight[{key}]")
+        if tb.attn.qkv.bias is not None:
+            bq, bk, bv = tb.attn.qkv.bias.split(D, 0)
+            for key, b in (("x", bv), ("B", bk), ("C", bq)):
+                put(sb.mixer.in_proj.bias[sl[key]], b, f"{p}mixer.in_proj.bias[{key}]")
+        put(sb.mixer.out_proj.weight, tb.attn.proj.weight, f"{p}mixer.out_proj.weight")
+        if tb.attn.proj.bias is not None:
+            put(sb.mixer.out_proj.bias, tb.attn.proj.bias, f"{p}mixer.out_proj.bias")
+        w = torch.zeros_like(sb.mixer.conv1d.weight)
+        w[..., -1] = 1.0
+        put(sb.mixer.conv1d.weight, w, f"{p}mixer.conv1d.weight")
+        put(sb.mixer.conv1d.bias, torch.zeros_like(sb.mixer.conv1d.bias), f"{p}mixer.conv1d.bias")
+    return {"written": written}
+
+
+@register_model("mamba")
+def mamba(teacher=None, **cfg) -> Mamba:
+    """A Mamba-2 student. ``teacher`` (``"decoder"``, a `Decoder` or None): shape it after the
+    teacher and initialise it from the teacher's attention (MaTVLM); None: random init."""
+    if teacher is None:
+        return Mamba(MambaConfig(**cfg))
+    if isinstance(teacher, str):
+        from models.teachers import load_teacher
+        teacher = load_teacher(teacher)
+    return Mamba.from_teacher(teacher, **cfg)
