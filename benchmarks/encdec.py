@@ -60,6 +60,7 @@ import torch  # noqa: E402
 import runtime  # noqa: E402
 import sdk  # noqa: E402
 from benchmarks.runtime_overhead import bootstrap_median_ci, environment  # noqa: E402
+from benchmarks.runtime_overhead import text_table as render  # noqa: E402
 from models.data import funcname as fn  # noqa: E402
 from models.distill.recipe_encdec import (STUDENT_CFG, decoder_student, encdec_from_decoder,  # noqa: E402
                                           equal_param_decoder_config, evaluate_encdec)
@@ -246,15 +247,6 @@ def quality_table(q: dict) -> tuple[list[str], list[list[str]]]:
 
 
 # ----------------------------------------------------------------------------- report
-
-def render(head: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

@@ -72,6 +72,7 @@ from models.teachers import load_teacher  # noqa: E402
 from models.teachers.decoder import Decoder, DecoderConfig  # noqa: E402
 from runtime.stats import summarize  # noqa: E402
 from runtime_overhead import bootstrap_median_ci, environment  # noqa: E402
+from runtime_overhead import text_table as _table  # noqa: E402
 
 NOISY_CV = 0.10
 VARIANTS = (("stage 3 only", "teacher", (3,)), ("stages 1-3", "teacher", (1, 2, 3)),
@@ -215,15 +216,6 @@ def latency(args, student: Mamba, prompt_text: bytes, log) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- report
-
-def _table(headers, rows, markdown):
-    if markdown:
-        out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
-
 
 def verdicts(q: dict | None, lat: list[dict]) -> list[str]:
     out = []

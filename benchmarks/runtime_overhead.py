@@ -256,14 +256,18 @@ def table_rows(results: list[dict]) -> list[list[str]]:
     return rows
 
 
-def render(rows: list[list[str]], markdown: bool) -> str:
+def text_table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
+    """A Markdown table, or aligned plain text: how every benchmark here prints its results."""
     if markdown:
-        out = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---" for _ in HEADERS) + "|"]
-        out += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(out)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(HEADERS)]
+        out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     fmt = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([fmt.format(*HEADERS), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
+    return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
+
+
+def render(rows: list[list[str]], markdown: bool) -> str:
+    return text_table(HEADERS, rows, markdown)
 
 
 # ----------------------------------------------------------------------------- main

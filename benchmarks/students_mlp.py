@@ -79,6 +79,7 @@ from quantization import interleave  # noqa: E402
 from runtime.stats import summarize  # noqa: E402
 from runtime_overhead import bootstrap_median_ci  # noqa: E402
 from runtime_overhead import environment as shared_environment  # noqa: E402
+from runtime_overhead import text_table as _md  # noqa: E402
 
 GAP_GOAL = 0.60
 SPEEDUP_GOAL = 10.0
@@ -353,15 +354,6 @@ def environment() -> dict:
 def _pm(v: tuple[float, float], pct: bool = True) -> str:
     m, s = v
     return f"{m * 100:.1f} ± {s * 100:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
-
-
-def _md(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
 
 
 GRAPH_HEADERS = ["task", "setting", "eval nodes x seeds", "teacher T (HGNN)", "plain S0", "LightHGNN S",

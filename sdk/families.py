@@ -64,8 +64,22 @@ class Runner:
     ``"pytorch"`` or ``"artifact"``.
     """
 
-    def __init__(self, run: Callable, batch: int | None, kind: str):
+    def __init__(self, run: Callable, batch: int | None, kind: str, generator=None):
         self._run, self.batch, self.kind = run, batch, kind
+        self._gen = generator  # a Session, or converters.programs.TorchPrograms, for generation models
+
+    def generate(self, prompt, max_new_tokens: int = 32, **kw):
+        """Greedy (or ``strategy="top_k"``) generation: the same numpy loop (`runtime.generate`)
+        over the artifact's programs or, for the fp32 reference, the PyTorch programs."""
+        if self._gen is None:
+            raise ConfigError("this model is not a generation model (no edge_generation())")
+        return self._gen.generate(prompt, max_new_tokens, **kw)
+
+    def score(self, prompt, continuation) -> dict:
+        """Teacher-forced log-probabilities of ``continuation`` (see `runtime.generate.score`)."""
+        if self._gen is None:
+            raise ConfigError("this model is not a generation model (no edge_generation())")
+        return self._gen.score(prompt, continuation)
 
     @classmethod
     def pytorch(cls, module: nn.Module, example_inputs=None) -> "Runner":
@@ -79,7 +93,11 @@ class Runner:
             return [o.detach().cpu().numpy() for o in outs]
         ex = example_inputs if example_inputs is not None else None
         batch = int(ex[0].shape[0]) if ex and getattr(ex[0], "ndim", 0) else None
-        return cls(run, batch, "pytorch")
+        gen = None
+        if programs is not None and hasattr(module, "edge_generation"):
+            from converters.programs import TorchPrograms
+            gen = TorchPrograms(module)
+        return cls(run, batch, "pytorch", gen)
 
     @classmethod
     def artifact(cls, path, threads: int | None = None) -> "Runner":
@@ -90,7 +108,7 @@ class Runner:
 
         def run(arrays, program=None):
             return sess.run(list(arrays), program=program)
-        r = cls(run, batch, "artifact")
+        r = cls(run, batch, "artifact", sess if sess.generation is not None else None)
         r.session = sess
         return r
 
@@ -300,6 +318,15 @@ def accuracy(logits: np.ndarray, labels) -> float:
     return float((np.asarray(logits).argmax(-1) == y).mean()) if len(y) else float("nan")
 
 
+def family_options(ctx: "FamilyContext", family: str, valid: tuple) -> dict:
+    """``distill.options`` of one family entry, unknown keys rejected with the valid ones listed."""
+    opts = dict(ctx.spec.options or {})
+    unknown = set(opts) - set(valid)
+    if unknown:
+        raise ConfigError(f"family {family}: unknown distill.options {sorted(unknown)}; valid: {', '.join(valid)}")
+    return opts
+
+
 def _threads(n: int):
     class _Ctx:
         def __enter__(self):
@@ -464,3 +491,8 @@ def _mlp_generic(ctx: FamilyContext) -> FamilyResult:
                         metric=metric, reference_quality=ref, reference="your teacher (fp32 PyTorch)",
                         calibration=calib, eval_data=eval_data,
                         info={"train_samples": len(tr), "eval_samples": n_eval, "steps": steps})
+
+
+# The generation families live in their own files and register on import.
+from sdk import family_encdec  # noqa: E402,F401  (registers "encdec")
+from sdk import family_mamba  # noqa: E402,F401  (registers "mamba")

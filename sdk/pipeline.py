@@ -478,7 +478,9 @@ def _targets(cfg: PipelineConfig):
 
 def schemes_for(target, schemes, quick: bool = False, multi_program: bool = False) -> tuple[list[str], list[str]]:
     """(schemes to convert, schemes asked for but not offered by this target). ``recommended``
-    is fp32 + the target's recommended scheme; in a quick run, the recommended scheme alone."""
+    is fp32 + the target's recommended scheme; the recommended scheme alone in a quick run and
+    on convert-only targets (nothing is measured there: the deployable scheme is what counts)."""
+    quick = quick or not target.runs_here
     if isinstance(schemes, dict):
         schemes = schemes.get(target.name, "recommended")
     if isinstance(schemes, str):
@@ -835,6 +837,10 @@ def _fill_artifact(row: dict, art, cfg: PipelineConfig, e: Entry) -> None:
 def _profile_into(row: dict, art, e: Entry, cfg: PipelineConfig, warmup: int, iters: int, progress: Progress,
                   tag: str) -> None:
     import runtime
+    if "generation" in art.manifest.extra:
+        # one timed run is a whole generation (prefill + 32 steps): a fifth of the runs still
+        # gives ~30 per-token samples per run, and keeps generation models within the budget
+        warmup, iters = min(warmup, max(1, warmup // 5)), min(iters, max(5, iters // 5))
     programs = e.profile_programs or [None]
     reps = {}
     for prog in programs:
@@ -850,6 +856,8 @@ def _profile_into(row: dict, art, e: Entry, cfg: PipelineConfig, warmup: int, it
                backend_version=rep.backend_version, device_name=rep.device, label=rep.label or row.get("label", ""),
                program=rep.program, samples_ms=[round(x, 6) for x in rep.samples_ms], ops=_top_ops(rep),
                ops_note=rep.ops_note, warmup=warmup, iters=iters)
+    if rep.extra.get("generation"):  # generation artifacts: samples are times to first token
+        row["generation"] = rep.extra["generation"]
     if len(reps) > 1:
         row["program_profiles"] = {k: {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms,
                                        "samples_ms": [round(x, 6) for x in r.samples_ms], "ops": _top_ops(r)}

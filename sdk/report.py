@@ -307,6 +307,24 @@ def _img(p: dict) -> str:
             f'<figcaption>{_html.escape(p["title"])}</figcaption></figure>')
 
 
+GEN_HEADERS = ["family", "model", "target", "scheme", "prompt", "new tokens", "TTFT p50 ms", "TTFT p90 ms",
+               "per token p50 ms", "tokens/s", "state KiB"]
+
+
+def generation_rows(results: dict) -> list[list[str]]:
+    """Generation artifacts (prefill + step): time to first token, time per token, state size."""
+    out = []
+    for r in ordered(results["artifacts"]):
+        g = r.get("generation")
+        if not g:
+            continue
+        tp = g.get("tpot_ms") or {}
+        out.append([r["family"], r["model"], r["target"], r["scheme"], str(g.get("prompt_tokens")),
+                    str(g.get("new_tokens")), _ms(g["ttft_ms"]["p50"]), _ms(g["ttft_ms"]["p90"]),
+                    _ms(tp.get("p50")), _f(g.get("tokens_per_s"), "{:.0f}"), _f(g.get("state_bytes", 0) / 1024, "{:.1f}")])
+    return out
+
+
 def render_html(results: dict, plots: list[dict]) -> str:
     e = _html.escape
     arts = results["artifacts"]
@@ -350,6 +368,18 @@ def render_html(results: dict, plots: list[dict]) -> str:
                  "load; peak MB = process high-water mark during load + runs; placement = share of compute on "
                  "the NPU (QNN), in the delegate (XNNPACK/Vulkan) or on the GPU.</li>"
                  + "".join(f"<li>{e(LABEL_NOTES[n])}</li>" for n in notes) + "</ul>")
+    gen = generation_rows(results)
+    if gen:
+        parts.append("<h2>Generation: time to first token and per token</h2><p class=\"meta\">For generation "
+                     "artifacts the summary's latency columns are times to first token (prefill, plus the first "
+                     "decode step for encoder-decoders). Per token: every later step. State: the KV caches or "
+                     "recurrent state decoding keeps per sequence.</p><table><tr>"
+                     + "".join(f'<th class="{"l" if i < 4 else ""}">{e(h)}</th>' for i, h in enumerate(GEN_HEADERS))
+                     + "</tr>")
+        for cells in gen:
+            parts.append("<tr>" + "".join(f'<td class="{"l" if i < 4 else ""}">{e(c)}</td>' for i, c in enumerate(cells))
+                         + "</tr>")
+        parts.append("</table>")
     bad = [r for r in arts if r["status"] in ("rejected", "failed", "skipped")]
     if bad:
         parts.append("<h3>Rejected, failed or skipped</h3><ul class=\"notes\">")
@@ -402,6 +432,11 @@ def render_md(results: dict, plots: list[dict], plot_dir: str = "plots") -> str:
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in summary_rows(results)]
     notes = sorted({r["runs"] for r in arts if r["runs"] in LABEL_NOTES})
     lines += [""] + [f"- {LABEL_NOTES[n]}" for n in notes]
+    gen = generation_rows(results)
+    if gen:
+        lines += ["", "## Generation: time to first token and per token", "",
+                  "| " + " | ".join(GEN_HEADERS) + " |", "|" + "|".join("---" for _ in GEN_HEADERS) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in gen]
     bad = [r for r in arts if r["status"] in ("rejected", "failed", "skipped")]
     if bad:
         lines += ["", "## Rejected, failed or skipped", ""]

@@ -14,6 +14,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+class CliResult:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli_in_process(*args) -> CliResult:
+    """`edgesdk ARGS` through the CLI's entry point, in this process (no interpreter start-up)."""
+    import contextlib
+    import io
+    from sdk.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return CliResult(rc, out.getvalue(), err.getvalue())
+
+
 class ConvNet(nn.Module):
     """conv / batch-norm / relu / pool / linear."""
 

@@ -12,6 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import cli_in_process
+
 ROOT = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve()
 
@@ -62,20 +64,8 @@ def runs(tmp_path_factory):
     return a.results_json, b.results_json, c.results_json, tmp
 
 
-class _Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
 def _cli(*args):
-    """`edgesdk diff ...` through the CLI's entry point, in this process (no interpreter start-up)."""
-    import contextlib
-    import io
-    from sdk.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(["diff", *map(str, args)])
-    return _Result(rc, out.getvalue(), err.getvalue())
+    return cli_in_process("diff", *map(str, args))
 
 
 def test_same_config_twice_no_regression(runs):

@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import cli_in_process
+
 ROOT = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve()
 
@@ -59,20 +61,8 @@ def calibration():
     return [(torch.randn(1, 16, generator=g),) for _ in range(32)]
 
 
-class _Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
 def _cli(*args):
-    """`edgesdk ...` through the CLI's entry point, in this process (no interpreter start-up)."""
-    import contextlib
-    import io
-    from sdk.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(args))
-    return _Result(rc, out.getvalue(), err.getvalue())
+    return cli_in_process(*args)
 
 
 def test_deploy_yaml_user_model(tmp_path):

@@ -21,7 +21,6 @@ training for any `Decoder`, e.g. the equal-parameter decoder-only student) and
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -36,9 +35,9 @@ from torch.nn import functional as F
 
 from models.data import funcname as fn
 from models.teachers.decoder import Decoder, DecoderConfig
+from models.teachers.train_decoder import save  # same checkpoint format: safetensors + .json, atomic
 
 CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "funcname.safetensors"
-TIED = ("lm_head.weight",)
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -180,25 +179,6 @@ def train(steps: int = 1200, seed: int = 0, batch_size: int = 16, lr: float = 1.
         "eval_seconds": round(time.time() - t1, 1), "machine": platform.machine(), "cpu_count": os.cpu_count(),
     }
     return model, report
-
-
-def save(model: Decoder, report: dict, out: Path) -> Path:
-    """``out`` (safetensors, tied lm_head left out, one metadata key) and ``out.json``, atomically."""
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in TIED}
-    save_file(tensors, str(tmp), metadata={"config": json.dumps(model.cfg.to_dict(), sort_keys=True)})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
-    report = {**report, "checkpoint_sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
-    meta = out.with_suffix(".json")
-    tmp = meta.with_name(f".{meta.name}.partial")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, meta)
-    return out
 
 
 def load_funcname_teacher(path: str | os.PathLike | None = None) -> Decoder:

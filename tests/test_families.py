@@ -1,0 +1,40 @@
+"""The generation families in the pipeline (what `make demo` runs for #6 and #7), smoke-sized:
+distil a few steps, convert to onnx-cpu (fp32 + the recommended uncalibrated scheme), score the
+artifact through the runtime's generation loop, profile TTFT / per-token, report the numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import sdk
+
+FAMILIES = {
+    "encdec": {"steps": 4, "options": {"eval_pairs": 3, "prompt_len": 64}},
+    "mamba": {"steps": 3, "options": {"windows": 2, "continuation": 8, "prompt_len": 64}},
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_generation_family_through_the_pipeline(family, tmp_path):
+    cfg = {"name": f"smoke-{family}", "distill": [{"family": family, **FAMILIES[family]}],
+           "targets": ["onnx-cpu"], "quantize": {"schemes": "recommended", "max_drop": 0.5},
+           "profile": {"warmup": 1, "iters": 3, "per_op": False, "threads": 1},
+           "output": {"dir": str(tmp_path / "out"), "cache": str(tmp_path / "cache")}}
+    res = sdk.pipeline(cfg, progress=False)
+    rows = {r["scheme"]: r for r in res.rows}
+    assert set(rows) == {"fp32", "int8-dynamic"}, [(r["scheme"], r["status"], r.get("message")) for r in res.rows]
+    for r in rows.values():
+        assert r["status"] == "ok", r.get("message")
+        g = r["generation"]
+        assert g["ttft_ms"]["count"] == 3 and g["tpot_ms"]["p50"] > 0 and g["state_bytes"] > 0
+        assert len(r["samples_ms"]) == 3 and r["quality"] is not None
+    # fp32 through the runtime generates/scores exactly as the PyTorch programs do
+    assert rows["fp32"]["quality"] == pytest.approx(rows["fp32"]["fp32_quality"], abs=1e-9)
+    fam = res.families[0]
+    assert fam["reference_quality"] is not None and 0 <= fam["reference_quality"] <= 1
+    results = json.loads(res.results_json.read_text())
+    assert results["artifacts"][0]["generation"]["prompt_tokens"] == 64
+    html = res.report_html.read_text()
+    assert "Generation: time to first token and per token" in html
