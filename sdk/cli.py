@@ -563,8 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "write report.html, report.md and results.json.")
     s.add_argument("--out", "-o", default=None, help="output directory (default: edgesdk-out/demo)")
     s.add_argument("--quick", action="store_true",
-                   help="smoke run: short training, onnx-cpu and litert-cpu (or the listed targets that run "
-                        "here), recommended scheme only, 30 timed runs")
+                   help="smoke run: short training, targets that run here (generation models: onnx-cpu and "
+                        "litert-cpu), recommended scheme only, 30 timed runs")
     s.add_argument("--iters", type=int, help="timed runs per artifact (default 200)")
     s.add_argument("--warmup", type=int, help="warm-up runs per artifact (default 20)")
     s.add_argument("--cache", help="training/conversion cache directory (default .cache/edgesdk)")

@@ -56,8 +56,9 @@ RECOMMENDED = {
 }
 
 
-# What a quick (smoke) run of `targets: all` converts: the two CPU targets whose exports take
-# seconds (ExecuTorch's lowering of a generation model takes ~30 s, the GPU/NPU paths more).
+# What a quick (smoke) run of `targets: all` converts for generation models (prefill + step):
+# the two CPU targets whose exports take seconds (ExecuTorch's lowering of one takes ~30 s, the
+# GPU/NPU paths more). Single-program models convert to every target that runs here.
 QUICK_TARGETS = ("onnx-cpu", "litert-cpu")
 
 # Models with several programs (generation: prefill + step) cannot be calibrated per program
@@ -591,8 +592,8 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
     t_start = time.perf_counter()
     timings: dict = {}
     targets = _targets(cfg)
-    if quick:  # a smoke run: only what runs here; with "all", the two fastest-exporting CPU targets
-        targets = [t for t in targets if t.runs_here and (cfg.targets != "all" or t.name in QUICK_TARGETS)]
+    if quick:  # a smoke run: only what runs here
+        targets = [t for t in targets if t.runs_here]
 
     entries: list[Entry] = []
     families: list[dict] = []
@@ -636,7 +637,12 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
         return e.example_inputs is None and hasattr(e.module, "edge_programs") and len(e.module.edge_programs()) > 1
 
     multi_of = {id(e): several_programs(e) for e in entries}
-    plan = [(e, t, s) for e in entries for t in targets
+
+    def targets_of(e) -> list:
+        if quick and multi_of[id(e)] and cfg.targets == "all":
+            return [t for t in targets if t.name in QUICK_TARGETS]
+        return targets
+    plan = [(e, t, s) for e in entries for t in targets_of(e)
             for s in schemes_for(t, cfg.quantize.schemes, quick, multi_of[id(e)])[0]]
     progress.stage(f"converting {len(entries)} model(s) x {len(targets)} target(s): {len(plan)} artifacts")
     done = 0
@@ -647,7 +653,7 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
         weights_sha = fingerprint(e.module)
         n_params = sum(p.numel() for p in e.module.parameters())
         multi = multi_of[id(e)]
-        for t in targets:
+        for t in targets_of(e):
             schemes, missing = schemes_for(t, cfg.quantize.schemes, quick, multi)
             for s in missing:
                 rows.append(_base_row(e, t, s, fp32_quality, weights_sha, n_params) | {
