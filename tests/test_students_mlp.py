@@ -91,10 +91,11 @@ def test_tokenbag_forward_is_normalised_and_masked():
 # ---------------------------------------------------------------- recipe registry
 
 def test_recipe_registry():
-    assert {"lighthgnn", "tokenbag"} <= set(list_recipes()) and list_recipes() == sorted(list_recipes())
+    assert {"lighthgnn", "tokenbag", "encdec-from-decoder", "mohawk"} <= set(list_recipes())
+    assert list_recipes() == sorted(list_recipes())
     for exc in (KeyError, ValueError, UnknownRecipeError):
-        with pytest.raises(exc, match="Unknown recipe 'mohawk'. Available: .*lighthgnn.*tokenbag"):
-            get_recipe("mohawk")
+        with pytest.raises(exc, match="Unknown recipe 'mohawk2'. Available: .*lighthgnn.*mohawk.*tokenbag"):
+            get_recipe("mohawk2")
     with pytest.raises(ValueError, match="already registered"):
         register_recipe("lighthgnn")(lambda: None)
     fn = get_recipe("tokenbag")
