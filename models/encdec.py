@@ -10,8 +10,8 @@ throughput. This module is that student:
   embeddings; about 2/3 of the layers in the encoder (``n_enc_layers``);
 - ``forward(src, src_len, tgt) -> logits`` — teacher-forced training (``tgt`` = ``bos name``);
 - two exported programs (:meth:`EncDec.edge_programs`), both with static shapes:
-  ``encode(src (1, P), src_len (1,)) -> cross_kv (L_dec, 2, 1, H_kv, P, D_h)``, run once per
-  prompt, and ``decode_step(token (1, 1), pos (1,), self_kv (L_dec, 2, 1, H_kv, C, D_h),
+  ``encode(src (1, P), src_len (1,)) -> cross_kv (2·L_dec, 1, H_kv, P, D_h)``, run once per
+  prompt, and ``decode_step(token (1, 1), pos (1,), self_kv (2·L_dec, 1, H_kv, C, D_h),
   cross_kv, src_len) -> logits (1, V), new_self_kv``, run once per generated token. The
   self-attention cache has a fixed capacity ``C = max_target``; a step writes its key/value at
   ``pos`` by a one-hot blend (``cache * (1 - w) + new * w``, ``w = arange(C) == pos``) — no
@@ -284,8 +284,9 @@ class EncDec(nn.Module):
         return self.enc_norm(x)
 
     def cross_kv(self, mem: torch.Tensor) -> torch.Tensor:
-        """memory (B, P, D) -> cross K/V of every decoder layer (L_dec, 2, B, Hkv, P, Dh)."""
-        return torch.stack([layer.cross.memory_kv(mem) for layer in self.dec])
+        """memory (B, P, D) -> cross K/V of every decoder layer (2·L_dec, B, Hkv, P, Dh): rows 2i
+        and 2i + 1 are layer i's keys and values (rank 5: Core ML takes no higher rank)."""
+        return torch.cat([layer.cross.memory_kv(mem) for layer in self.dec])
 
     def decode(self, tgt: torch.Tensor, cross_kv: torch.Tensor, src_len: torch.Tensor) -> torch.Tensor:
         """Teacher-forced decoder: tgt (B, T) (``bos ...``) -> logits (B, T, V)."""
@@ -295,7 +296,7 @@ class EncDec(nn.Module):
         src_bias = self.src_bias(src_len, P)
         x = self.wte(tgt)
         for i, layer in enumerate(self.dec):
-            x = layer(x, rot, self_bias, cross_kv[i, 0], cross_kv[i, 1], src_bias)
+            x = layer(x, rot, self_bias, cross_kv[2 * i], cross_kv[2 * i + 1], src_bias)
         return self.lm_head(self.dec_norm(x))
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
@@ -304,9 +305,9 @@ class EncDec(nn.Module):
         return self.decode(tgt, self.cross_kv(self.encode(src, src_len)), src_len)
 
     def empty_cache(self, batch: int = 1) -> torch.Tensor:
-        """Zeros of the self-attention cache: (L_dec, 2, B, Hkv, C, Dh)."""
+        """Zeros of the self-attention cache: (2·L_dec, B, Hkv, C, Dh), laid out as ``cross_kv``."""
         c = self.cfg
-        return torch.zeros(c.n_dec_layers, 2, batch, c.n_kv_heads, c.max_target, c.d_head)
+        return torch.zeros(2 * c.n_dec_layers, batch, c.n_kv_heads, c.max_target, c.d_head)
 
     def step(self, token: torch.Tensor, pos: torch.Tensor, self_kv: torch.Tensor, cross_kv: torch.Tensor,
              src_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -322,11 +323,11 @@ class EncDec(nn.Module):
         x = self.wte(token)                                                       # (B, 1, D)
         new = []
         for i, layer in enumerate(self.dec):
-            x, kc, vc = layer.step(x, rot, w, self_bias, self_kv[i, 0], self_kv[i, 1],
-                                   cross_kv[i, 0], cross_kv[i, 1], src_bias)
-            new.append(torch.stack([kc, vc]))
+            x, kc, vc = layer.step(x, rot, w, self_bias, self_kv[2 * i], self_kv[2 * i + 1],
+                                   cross_kv[2 * i], cross_kv[2 * i + 1], src_bias)
+            new += [kc, vc]
         logits = self.lm_head(self.dec_norm(x))[:, 0]                             # (B, V)
-        return logits, torch.stack(new)
+        return logits, torch.stack(new)                                           # (2·L_dec, B, Hkv, C, Dh)
 
     # ---------------------------------------------------------------- generation (PyTorch reference)
     @torch.no_grad()
@@ -409,7 +410,7 @@ class EncDec(nn.Module):
 
 
 class EncodeProgram(nn.Module):
-    """``encode(src (1, P), src_len (1,)) -> cross_kv (L_dec, 2, 1, Hkv, P, Dh)``."""
+    """``encode(src (1, P), src_len (1,)) -> cross_kv (2·L_dec, 1, Hkv, P, Dh)``."""
 
     output_names = ("cross_kv",)
 

@@ -39,9 +39,9 @@ def test_registry_and_shapes():
     tgt = torch.full((2, 5), c.bos_id)
     assert m(src, n, tgt).shape == (2, 5, c.vocab_size)
     ckv = m.cross_kv(m.encode(src, n))
-    assert ckv.shape == (c.n_dec_layers, 2, 2, c.n_kv_heads, 10, c.d_head)
+    assert ckv.shape == (2 * c.n_dec_layers, 2, c.n_kv_heads, 10, c.d_head)
     logits, cache = m.step(tgt[:, :1], torch.tensor([0, 0]), m.empty_cache(2), ckv, n)
-    assert logits.shape == (2, c.vocab_size) and cache.shape == (c.n_dec_layers, 2, 2, c.n_kv_heads, c.max_target, c.d_head)
+    assert logits.shape == (2, c.vocab_size) and cache.shape == (2 * c.n_dec_layers, 2, c.n_kv_heads, c.max_target, c.d_head)
     assert EncDecConfig(n_layers=6).n_enc_layers == 4 and EncDecConfig(n_layers=3).n_enc_layers == 2
 
 

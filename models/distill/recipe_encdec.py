@@ -62,9 +62,9 @@ class PairedStudent(nn.Module):
 
     def forward(self, src, src_len, tgt):
         k = tgt.shape[0] // src.shape[0]
-        ckv = self.model.cross_kv(self.model.encode(src, src_len))             # (L, 2, B, Hkv, P, Dh)
+        ckv = self.model.cross_kv(self.model.encode(src, src_len))             # (2L, B, Hkv, P, Dh)
         if k > 1:
-            ckv = ckv.repeat(1, 1, k, 1, 1, 1)
+            ckv = ckv.repeat(1, k, 1, 1, 1)
             src_len = src_len.repeat(k)
         return self.model.decode(tgt, ckv, src_len)
 

@@ -172,7 +172,8 @@ class Decoder(nn.Module):
     def edge_programs(self, prompt_len: int | None = None, max_new_tokens: int | None = None) -> dict:
         """``prefill(tokens (1, P), length (1,)) -> logits (1, V), kv`` and
         ``step(token (1, 1), pos (1,), kv) -> logits (1, V), new_kv`` with
-        ``kv`` (n_layers, 2, 1, H, P + N, Dh) a fixed-capacity cache."""
+        ``kv`` (2·n_layers, 1, H, P + N, Dh) a fixed-capacity cache (rows 2i, 2i + 1: layer i's
+        keys and values; rank 5, the most Core ML takes)."""
         if prompt_len is not None:
             self.export_prompt_len = prompt_len
         if max_new_tokens is not None:
@@ -237,7 +238,7 @@ class _Prefill(nn.Module):
             x = x + blk.mlp(blk.ln2(x))
             kvs.append(torch.cat([torch.stack([k, v]), pad], dim=3))         # (2, 1, H, cap, Dh)
         last = dec.ln_f(x).index_select(1, length - 1)                       # (1, 1, C)
-        return dec.lm_head(last).reshape(B, -1), torch.stack(kvs)            # (1, V), (L, 2, 1, H, cap, Dh)
+        return dec.lm_head(last).reshape(B, -1), torch.cat(kvs)              # (1, V), (2L, 1, H, cap, Dh)
 
 
 class _Step(nn.Module):
@@ -251,7 +252,7 @@ class _Step(nn.Module):
 
     def forward(self, token: torch.Tensor, pos: torch.Tensor, kv: torch.Tensor):
         dec = self.dec                                                       # token (1, 1), pos (1,)
-        cap = kv.shape[4]
+        cap = kv.shape[3]
         x = dec.wte(token) + dec.wpe(pos).unsqueeze(0)                       # (1, 1, C)
         slots = torch.arange(cap)
         write = (slots == pos).to(x.dtype).view(1, 1, cap, 1)                # one-hot over the cache
@@ -259,12 +260,12 @@ class _Step(nn.Module):
         new = []
         for i, blk in enumerate(dec.blocks):
             q, k, v = blk.attn.heads(blk.ln1(x))                             # (1, H, 1, Dh)
-            kc = kv[i, 0] * (1 - write) + k * write                          # (1, H, cap, Dh)
-            vc = kv[i, 1] * (1 - write) + v * write
+            kc = kv[2 * i] * (1 - write) + k * write                         # (1, H, cap, Dh)
+            vc = kv[2 * i + 1] * (1 - write) + v * write
             x = x + blk.attn.attend(q, kc, vc, mask)
             x = x + blk.mlp(blk.ln2(x))
-            new.append(torch.stack([kc, vc]))
-        return dec.lm_head(dec.ln_f(x)).reshape(1, -1), torch.stack(new)     # (1, V), (L, 2, 1, H, cap, Dh)
+            new += [kc, vc]
+        return dec.lm_head(dec.ln_f(x)).reshape(1, -1), torch.stack(new)     # (1, V), (2L, 1, H, cap, Dh)
 
 
 @register_model("decoder")
