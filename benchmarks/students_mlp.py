@@ -294,14 +294,21 @@ def graph_latency(keep: dict, args, out_dir: str, export_rows: list, rng) -> lis
             g = time_group(arts, inputs, args.rounds, args.warmup)
             for stu in ("student_full", "student_node"):
                 sp = speedup(g["samples_ns"], "teacher_full", stu, args.resamples, rng)
-                rows.append({"task": f"graph: {name}", "target": target,
-                             "teacher_desc": f"HGNN, full graph ({hg.num_nodes} nodes)",
-                             "student_desc": f"MLP, {'all ' + str(hg.num_nodes) + ' nodes' if stu == 'student_full' else '1 node'}",
-                             "threads": g["threads"]["teacher_full"], "rounds": args.rounds, "goal": SPEEDUP_GOAL,
-                             "cold_ms": {kk: v / 1e6 for kk, v in g["cold_ns"].items()}, **sp,
-                             "samples_ns": {kk: v.tolist() for kk, v in g["samples_ns"].items()}})
+                rows.append(_speedup_row(
+                    f"graph: {name}", target, f"HGNN, full graph ({hg.num_nodes} nodes)",
+                    f"MLP, {'all ' + str(hg.num_nodes) + ' nodes' if stu == 'student_full' else '1 node'}",
+                    g, "teacher_full", args.rounds, SPEEDUP_GOAL, sp))
             log(f"graph {name} {target}: timed {args.rounds} rounds")
     return rows
+
+
+def _speedup_row(task: str, target: str, teacher_desc: str, student_desc: str, g: dict, teacher: str,
+                 rounds: int, goal: float, sp: dict) -> dict:
+    """One latency row: the timed group ``g`` (`time_group`) and its speed-up statistics ``sp``."""
+    return {"task": task, "target": target, "teacher_desc": teacher_desc, "student_desc": student_desc,
+            "threads": g["threads"][teacher], "rounds": rounds, "goal": goal,
+            "cold_ms": {k: v / 1e6 for k, v in g["cold_ns"].items()}, **sp,
+            "samples_ns": {k: v.tolist() for k, v in g["samples_ns"].items()}}
 
 
 class _Art:
@@ -335,12 +342,10 @@ def sentence_latency(keep: dict, args, out_dir: str, export_rows: list, rng) -> 
         inputs = {"teacher": np_inputs(t_example), "student": np_inputs(s_example)}
         g = time_group(arts, inputs, args.rounds, args.warmup)
         sp = speedup(g["samples_ns"], "teacher", "student", args.resamples, rng)
-        rows.append({"task": "sentence: MiniLM -> token bag", "target": target,
-                     "teacher_desc": f"all-MiniLM-L6-v2, batch 1 x {TEACHER_SEQ} tokens",
-                     "student_desc": f"token bag, batch 1 x {student.cfg.max_tokens} token slots",
-                     "threads": g["threads"]["teacher"], "rounds": args.rounds, "goal": SENTENCE_SPEEDUP_GOAL,
-                     "cold_ms": {kk: v / 1e6 for kk, v in g["cold_ns"].items()}, **sp,
-                     "samples_ns": {kk: v.tolist() for kk, v in g["samples_ns"].items()}})
+        rows.append(_speedup_row(
+            "sentence: MiniLM -> token bag", target, f"all-MiniLM-L6-v2, batch 1 x {TEACHER_SEQ} tokens",
+            f"token bag, batch 1 x {student.cfg.max_tokens} token slots", g, "teacher", args.rounds,
+            SENTENCE_SPEEDUP_GOAL, sp))
         log(f"sentence {target}: timed {args.rounds} rounds")
     return rows
 

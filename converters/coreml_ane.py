@@ -157,6 +157,8 @@ class CoreMLAne(Converter):
     run_packages = ("coremltools",)
     install_hint = "pip install coremltools==9.0"
     quantization = ("fp32", "fp16", "int8-weight", "palettize4")
+    recommended = "fp16"
+    recommended_multi_program = "fp16"
     calibrated = ()
     run_label = "yes"
     # Unmeasured guess for macOS: Core ML's fp32 CPU kernels may reorder accumulations.

@@ -122,6 +122,8 @@ class ExecuTorchVulkan(Converter):
     run_packages = ("executorch",)
     install_hint = "pip install executorch==1.5.1"
     quantization = ("fp32", "fp16")
+    recommended = "fp16"
+    recommended_multi_program = "fp16"
     calibrated = ()
 
     @classmethod

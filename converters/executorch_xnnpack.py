@@ -101,6 +101,8 @@ class ExecuTorchXnnpack(Converter):
     run_packages = ("executorch",)
     install_hint = "pip install executorch==1.5.1"
     quantization = ("fp32", "int8-static", "int8-dynamic", "int4-weight", "int8-qat")
+    recommended = "int8-static"
+    recommended_multi_program = "int8-dynamic"
     calibrated = ("int8-static",)
 
     def export(self, programs, workdir, *, quantize, options):

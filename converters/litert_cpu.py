@@ -115,6 +115,8 @@ class LiteRtCpu(Converter):
     run_packages = ("ai_edge_litert",)
     install_hint = "pip install litert-torch ai-edge-litert"
     quantization = ("fp32", "int8-dynamic", "int8-static", "fp16")
+    recommended = "int8-static"
+    recommended_multi_program = "fp16"  # int8-dynamic's per-tensor activations drift in long decodes
     calibrated = ("int8-static",)
 
     def export(self, programs, workdir, *, quantize, options):

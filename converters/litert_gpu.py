@@ -38,6 +38,8 @@ class LiteRtGpu(Converter):
     run_packages = ("ai_edge_litert",)
     install_hint = "pip install litert-torch ai-edge-litert"
     quantization = ("fp32", "fp16")
+    recommended = "fp16"
+    recommended_multi_program = "fp16"
     run_label = "software GPU"
     # Verification tolerance (atol, rtol) where the GPU computes at lower precision: fp16 stores
     # and computes in half precision (unit roundoff 4.9e-4) and errors grow over dot products;

@@ -122,6 +122,8 @@ class OnnxCpu(Converter):
     run_packages = ("onnxruntime",)
     install_hint = "pip install onnx onnxscript onnxruntime"
     quantization = ("fp32", "int8-dynamic", "int8-static", "fp16")
+    recommended = "int8-static"
+    recommended_multi_program = "int8-dynamic"
     calibrated = ("int8-static",)
 
     def export(self, programs, workdir, *, quantize, options):

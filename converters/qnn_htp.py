@@ -64,6 +64,7 @@ class QnnHtp(Converter):
     backend = "onnxruntime-qnn"
     description = "Qualcomm Hexagon NPU (HTP) via ONNX Runtime QNN; runs here on the HTP emulator"
     quantization = ("fp32", "uint8-static", "uint16-static")
+    recommended = "uint8-static"
     calibrated = ("uint8-static", "uint16-static")
     convert_packages = ("onnx", "onnxscript", "onnxruntime", "onnxruntime_qnn")
     run_packages = ("onnxruntime_qnn",)

@@ -44,6 +44,10 @@ class Converter:
     backend: str = ""            # runtime backend that executes the artifact
     quantization: tuple = ("fp32",)
     calibrated: tuple = ()        # schemes that need calibration data
+    recommended: str | None = None  # the quantized scheme to deploy by default (None: the first one)
+    # the same for models with several programs (prefill + step), which cannot be calibrated per
+    # program yet: an uncalibrated scheme, or None for fp32 only
+    recommended_multi_program: str | None = None
     default_tolerance: dict = {}  # scheme -> (atol, rtol) when the device computes at lower precision
     description: str = ""
     convert_packages: tuple = ()  # python packages needed to export

@@ -150,7 +150,9 @@ class MLP(nn.Module):
         return self.down(F.gelu(self.up(x)))
 
 
-class SelfAttention(nn.Module):
+class _Attention(nn.Module):
+    """Query, fused key/value (GQA: ``n_kv_heads``) and output projections, shared by both kinds."""
+
     def __init__(self, cfg: EncDecConfig):
         super().__init__()
         self.h, self.hkv, self.dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
@@ -158,29 +160,24 @@ class SelfAttention(nn.Module):
         self.kv = nn.Linear(cfg.d_model, 2 * self.hkv * self.dh, bias=False)
         self.o = nn.Linear(self.h * self.dh, cfg.d_model, bias=False)
 
+    def out(self, y):  # (B, H, T, Dh) -> (B, T, D)
+        B, H, T, Dh = y.shape
+        return self.o(y.transpose(1, 2).reshape(B, T, H * Dh))
+
+
+class SelfAttention(_Attention):
     def qkv(self, x, rot):  # x (B, T, D) -> q (B, H, T, Dh), k/v (B, Hkv, T, Dh); rot = (cos, sin, swap)
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.h, self.dh).transpose(1, 2)
         k, v = self.kv(x).view(B, T, 2, self.hkv, self.dh).permute(2, 0, 3, 1, 4)
         return rope(q, *rot), rope(k, *rot), v
 
-    def out(self, y):  # (B, H, T, Dh) -> (B, T, D)
-        B, H, T, Dh = y.shape
-        return self.o(y.transpose(1, 2).reshape(B, T, H * Dh))
-
     def forward(self, x, rot, bias):
         q, k, v = self.qkv(x, rot)
         return self.out(attend(q, k, v, bias))
 
 
-class CrossAttention(nn.Module):
-    def __init__(self, cfg: EncDecConfig):
-        super().__init__()
-        self.h, self.hkv, self.dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
-        self.q = nn.Linear(cfg.d_model, self.h * self.dh, bias=False)
-        self.kv = nn.Linear(cfg.d_model, 2 * self.hkv * self.dh, bias=False)
-        self.o = nn.Linear(self.h * self.dh, cfg.d_model, bias=False)
-
+class CrossAttention(_Attention):
     def memory_kv(self, mem: torch.Tensor) -> torch.Tensor:  # (B, P, D) -> (2, B, Hkv, P, Dh)
         B, P, _ = mem.shape
         return self.kv(mem).view(B, P, 2, self.hkv, self.dh).permute(2, 0, 3, 1, 4)
@@ -188,8 +185,7 @@ class CrossAttention(nn.Module):
     def forward(self, x, k, v, bias):  # x (B, T, D); k/v (B, Hkv, P, Dh); bias (B, 1, 1, P)
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.h, self.dh).transpose(1, 2)
-        y = attend(q, k, v, bias)
-        return self.o(y.transpose(1, 2).reshape(B, T, self.h * self.dh))
+        return self.out(attend(q, k, v, bias))
 
 
 class EncoderLayer(nn.Module):

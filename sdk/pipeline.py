@@ -44,34 +44,10 @@ from sdk.families import DEFAULT_CACHE_DIR, FamilyContext, FamilyResult, Runner,
     fingerprint, get_family
 from sdk.progress import Progress
 
-# Each target's recommended quantized scheme (what `schemes: recommended` converts besides fp32).
-RECOMMENDED = {
-    "onnx-cpu": "int8-static",
-    "executorch-xnnpack": "int8-static",
-    "litert-cpu": "int8-static",
-    "qnn-htp": "uint8-static",
-    "litert-gpu": "fp16",
-    "coreml-ane": "fp16",
-    "executorch-vulkan": "fp16",
-}
-
-
 # What a quick (smoke) run of `targets: all` converts for generation models (prefill + step):
 # the two CPU targets whose exports take seconds (ExecuTorch's lowering of one takes ~30 s, the
 # GPU/NPU paths more). Single-program models convert to every target that runs here.
 QUICK_TARGETS = ("onnx-cpu", "litert-cpu")
-
-# Models with several programs (generation: prefill + step) cannot be calibrated per program
-# yet, so their recommended scheme is an uncalibrated one (None: fp32 only).
-RECOMMENDED_MULTI_PROGRAM = {
-    "onnx-cpu": "int8-dynamic",
-    "executorch-xnnpack": "int8-dynamic",
-    "litert-cpu": "fp16",          # int8-dynamic's per-tensor activations drift in long decodes
-    "qnn-htp": None,
-    "litert-gpu": "fp16",
-    "coreml-ane": "fp16",
-    "executorch-vulkan": "fp16",
-}
 
 
 def calibrated_schemes(target) -> tuple[str, ...]:
@@ -80,11 +56,14 @@ def calibrated_schemes(target) -> tuple[str, ...]:
 
 
 def recommended_scheme(target, multi_program: bool = False) -> str | None:
-    """The quantized scheme `schemes: recommended` picks for a target (None: fp32 only)."""
+    """The quantized scheme `schemes: recommended` picks for a target (None: fp32 only): the
+    converter's ``recommended`` (``recommended_multi_program`` for models with several programs)."""
+    from converters.registry import get_converter
+    conv = get_converter(target.name)
     if multi_program:
-        rec = RECOMMENDED_MULTI_PROGRAM.get(target.name)
+        rec = conv.recommended_multi_program
         return rec if rec in target.quantization else None
-    rec = RECOMMENDED.get(target.name)
+    rec = conv.recommended
     if rec in target.quantization:
         return rec
     return target.quantization[1] if len(target.quantization) > 1 else None
@@ -890,5 +869,5 @@ def _profile_into(row: dict, art, e: Entry, cfg: PipelineConfig, warmup: int, it
 
 
 __all__ = ["PipelineConfig", "ModelSpec", "DistillSpec", "QuantizeSpec", "CalibrationSpec", "ProfileSpec",
-           "OutputSpec", "PipelineResult", "pipeline", "load_config", "RECOMMENDED", "recommended_scheme",
+           "OutputSpec", "PipelineResult", "pipeline", "load_config", "recommended_scheme",
            "schemes_for"]
