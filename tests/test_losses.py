@@ -18,11 +18,11 @@ from torch import nn
 
 from models.distill import losses as L
 from models.distill.hooks import AttentionHooks, FeatureHooks, capture_attention, split_heads
-from models.distill.losses import get_loss, get_loss_class, list_losses, register_loss, sinkhorn_plan
+from models.distill.losses import entropic_ot, get_loss, get_loss_class, list_losses, register_loss
 
 ALL = list_losses()
 REQUIRED = ["kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "taid", "minilm", "hidden_mse",
-            "hidden_cosine", "sinkhorn", "mse", "ce"]
+            "hidden_cosine", "sinkhorn_kd", "feature_ot", "mse", "ce"]
 
 
 def example(name: str, matched: bool = False):
@@ -96,7 +96,9 @@ def test_bad_kwarg_lists_accepted():
 
 def test_bad_hyperparameters_rejected():
     for name, kw in [("kl", {"temperature": 0}), ("skew_kl", {"skew": 1.0}), ("taid", {"t_start": 1.0}),
-                     ("sinkhorn", {"cost": "l1"}), ("sinkhorn", {"epsilon": 0.0}),
+                     ("feature_ot", {"cost": "l1"}), ("feature_ot", {"epsilon": 0.0}), ("feature_ot", {"tol": 0}),
+                     ("sinkhorn_kd", {"epsilon": 0.0}), ("sinkhorn_kd", {"n_iter": 0}), ("js", {"lam": 1.0}),
+                     ("minilm", {"reduction": "sum"}), ("kl", {"value": "ce"}),
                      ("hidden_mse", {"student_dim": 4}), ("hidden_mse", {"student_dim": 4, "teacher_dim": 6,
                                                                            "projector": False})]:
         with pytest.raises(ValueError):
@@ -279,35 +281,40 @@ def test_hidden_projector_is_a_parameter_and_needed():
         loss({"hidden": torch.randn(2, 5)}, {"hidden": torch.randn(2, 6)})
 
 
-def test_sinkhorn_value_cosine():
-    # C = [[0, 1], [1, 0]]; 2×2 plan with uniform marginals is [[x, ½−x], [½−x, x]], and the entropic
-    # optimum has x² / (½−x)² = exp(−(C11 + C22 − C12 − C21)/ε) = e^{20}  ->  loss = 1 − 2x = 1/(1 + e^{10})
-    e = torch.eye(2)
-    got = get_loss("sinkhorn")({"hidden": e}, {"hidden": e.clone()}).item()
-    assert got == pytest.approx(1 / (1 + math.exp(10)), rel=1e-4)
+def _entropic_2x2(c11, c12, c21, c22, eps):
+    """Entropic OT of a 2×2 cost with uniform marginals, by hand: the plan is [[x, ½−x], [½−x, x]]
+    with x² / (½−x)² = exp(−(c11 + c22 − c12 − c21)/ε); value ⟨P, C⟩ + ε Σ P log(P / ¼)."""
+    r = math.exp(-(c11 + c22 - c12 - c21) / (2 * eps))   # x / (½ − x)
+    x = r / (2 * (1 + r))
+    plan = [x, 0.5 - x, 0.5 - x, x]
+    cost = [c11, c12, c21, c22]
+    return sum(p * c for p, c in zip(plan, cost)) + eps * sum(p * math.log(4 * p) for p in plan)
 
 
-def test_sinkhorn_value_sqeuclidean():
+def test_feature_ot_value_cosine():
+    e = torch.eye(2, dtype=torch.float64)  # C = [[0, 1], [1, 0]]
+    got = get_loss("feature_ot", tol=1e-12)({"hidden": e}, {"hidden": e.clone()}).item()
+    assert got == pytest.approx(_entropic_2x2(0, 1, 1, 0, 0.1), rel=1e-9)
+
+
+def test_feature_ot_value_sqeuclidean():
     s, t = [0.0, 1.0], [0.5, 2.0]
     C = [[(a - b) ** 2 for b in t] for a in s]  # [[0.25, 4], [0.25, 1]]
-    eps = 1.0
-    r = math.sqrt(math.exp(-(C[0][0] + C[1][1] - C[0][1] - C[1][0]) / eps))
-    x = r / (2 * (1 + r))
-    expected = x * (C[0][0] + C[1][1]) + (0.5 - x) * (C[0][1] + C[1][0])
-    loss = get_loss("sinkhorn", cost="sqeuclidean", epsilon=eps, n_iter=200)
+    loss = get_loss("feature_ot", cost="sqeuclidean", epsilon=1.0, tol=1e-12)
     got = loss({"hidden": torch.tensor(s, dtype=torch.float64)[:, None]},
                {"hidden": torch.tensor(t, dtype=torch.float64)[:, None]}).item()
-    assert got == pytest.approx(expected, rel=1e-6)
+    assert got == pytest.approx(_entropic_2x2(C[0][0], C[0][1], C[1][0], C[1][1], 1.0), rel=1e-9)
 
 
-def test_sinkhorn_plan_marginals_and_stability():
+def test_entropic_ot_converges_and_stays_stable():
     g = torch.Generator().manual_seed(0)
     c = torch.rand(5, 7, generator=g, dtype=torch.float64)
-    plan = sinkhorn_plan(c, epsilon=0.1, n_iter=200)
-    assert torch.allclose(plan.sum(0), torch.full((7,), 1 / 7, dtype=torch.float64), atol=1e-9)
-    assert torch.allclose(plan.sum(1), torch.full((5,), 1 / 5, dtype=torch.float64), atol=1e-6)
+    plan, kl, iters, err = entropic_ot(c, epsilon=0.1, tol=1e-9)
+    assert err <= 1e-9 and 1 < iters < 2000 and kl.item() >= 0
+    assert torch.allclose(plan.sum(0), torch.full((7,), 1 / 7, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(plan.sum(1), torch.full((5,), 1 / 5, dtype=torch.float64), atol=1e-9)
     # C/ε up to 5000: exp(-C/ε) underflows in the plain domain; the log domain stays finite
-    hard = sinkhorn_plan(c.float() * 50, epsilon=0.01, n_iter=50)
+    hard, _, _, _ = entropic_ot(c.float() * 50, epsilon=0.01, tol=1e-4, max_iter=50)
     assert torch.isfinite(hard).all() and hard.sum().item() == pytest.approx(1.0, rel=1e-4)
 
 
@@ -373,10 +380,10 @@ def test_mask_float_01_and_custom_key():
     assert a == pytest.approx(b)
 
 
-def test_hidden_and_sinkhorn_masks():
+def test_hidden_and_feature_ot_masks():
     h_s, h_t = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
     mask = torch.tensor([[True, True, False], [False, True, True]])
-    for name in ("hidden_mse", "hidden_cosine", "sinkhorn"):
+    for name in ("hidden_mse", "hidden_cosine", "feature_ot"):
         loss = get_loss(name)
         got = loss({"hidden": h_s}, {"hidden": h_t}, {"mask": mask}).item()
         want = loss({"hidden": h_s[mask]}, {"hidden": h_t[mask]}).item()

@@ -194,7 +194,8 @@ def encdec_from_decoder(*, teacher: Decoder | None = None, student: EncDec | str
                         warmup_steps: int = 20, ce_warmup_steps: int | None = None, gold_kl: bool = False,
                         train_pairs: Sequence[fn.Pair] | None = None,
                         eval_pairs: Sequence[fn.Pair] | None = None, init_embeddings: bool = True,
-                        seed: int = 0, threads: int | None = None, progress: bool = False) -> RecipeResult:
+                        seed: int = 0, threads: int | None = None, progress: bool = False,
+                        extra_losses: Sequence[LossSpec] = ()) -> RecipeResult:
     """Distil a decoder-only teacher (default: the shipped function-name teacher,
     `load_funcname_teacher`) into an encoder-decoder student on body -> name.
 
@@ -206,6 +207,8 @@ def encdec_from_decoder(*, teacher: Decoder | None = None, student: EncDec | str
     and seed). ``eval_pairs``
     (default: none) are scored with greedy names for the student and the teacher.
     ``init_embeddings`` starts the student's (tied) byte embeddings from the teacher's.
+    ``extra_losses`` join the KD stage's terms (batch keys: ``kl_mask`` marks the KD positions,
+    ``labels`` the gold ones), e.g. ``recipe_sinkd.sinkd_term(mask_key="kl_mask")``.
     """
     import models
     from models.teachers.train_funcname import evaluate as evaluate_decoder, load_funcname_teacher
@@ -235,6 +238,7 @@ def encdec_from_decoder(*, teacher: Decoder | None = None, student: EncDec | str
             losses = [LossSpec("kl", kl_weight, {"mask_key": "kl_mask", "temperature": temperature})]
             if ce_weight:
                 losses.append(LossSpec("ce", ce_weight, {"mask_key": None}))
+            losses += list(extra_losses)
         else:
             data = OnPolicyNames(pairs, None)
             t_wrap = _NoTeacher()

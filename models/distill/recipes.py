@@ -22,8 +22,11 @@ function returning a `RecipeResult` (student, teacher, metrics, timings, the con
   similarity matrices). Evaluated by the Spearman correlation of teacher vs student pairwise
   similarities on held-out sentences and top-10 retrieval overlap (`embedding_agreement`).
 
-``encdec-from-decoder`` (:mod:`models.distill.recipe_encdec`) and ``mohawk``
-(:mod:`models.distill.recipe_mohawk`) live in their own files and register here on import.
+``encdec-from-decoder`` (:mod:`models.distill.recipe_encdec`), ``mohawk``
+(:mod:`models.distill.recipe_mohawk`) and ``sinkd`` (:mod:`models.distill.recipe_sinkd`, SinKD's
+CE/KL/Sinkhorn weighting for any teacher and student) live in their own files and register here
+on import. ``lighthgnn``, ``tokenbag`` and ``encdec-from-decoder`` take ``extra_losses``: more
+`LossSpec` terms added to their distillation losses (e.g. ``recipe_sinkd.sinkd_term()``).
 
 Example::
 
@@ -43,7 +46,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -323,7 +326,8 @@ def lighthgnn(hg, *, setting: str = "transductive", teacher: nn.Module | None = 
               temperature: float = 1.0, ce_weight: float = 1.0, kl_weight: float = 1.0, topo_weight: float = 1.0,
               noise: float = 1.0, draws: int = 5, steps: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
               teacher_epochs: int = 200, label_split: str | None = "train", seed: int = 0,
-              threads: int | None = None, progress: bool = False) -> RecipeResult:
+              threads: int | None = None, progress: bool = False,
+              extra_losses: Sequence[LossSpec] = ()) -> RecipeResult:
     """Distil an HGNN into a graph-free MLP on the hypergraph ``hg``
     (`models.data.hypergraph.Hypergraph` with train/val/test/test_inductive splits).
 
@@ -342,6 +346,7 @@ def lighthgnn(hg, *, setting: str = "transductive", teacher: nn.Module | None = 
     schedule, as the reference), keeping the weights with the best ``val`` accuracy. The
     teacher (``train_hgnn``, ``teacher_epochs``) is trained here unless given; pass the same
     one to compare S₀ and S. ``threads`` sets torch's intra-op threads while training.
+    ``extra_losses`` are added to the KD terms (the batch is every node: ``x``, ``labels``).
     """
     from models.teachers.hgnn import train_hgnn
 
@@ -371,6 +376,7 @@ def lighthgnn(hg, *, setting: str = "transductive", teacher: nn.Module | None = 
             losses.append(LossSpec("kl", kl_weight, {"temperature": temperature}))
             if topology:
                 losses.append(LossSpec("group_kl", topo_weight, {"temperature": temperature}))
+            losses += list(extra_losses)
         if not losses:
             raise ValueError("no loss: kd=False needs ce_weight > 0")
         cfg = DistillConfig(losses=losses, steps=steps, batch_size=1, optimizer="adam", lr=lr,
@@ -637,7 +643,7 @@ def tokenbag(texts: list[str], teacher_emb: torch.Tensor, *, val_texts: list[str
              steps: int = 400, batch_size: int = 128, lr: float = 3e-3,
              weight_decay: float = 0.0, token_dropout: float = 0.0, cosine_weight: float = 1.0,
              relation_weight: float = 1.0, eval_every: int = 50, seed: int = 0, threads: int | None = None,
-             progress: bool = False) -> RecipeResult:
+             progress: bool = False, extra_losses: Sequence[LossSpec] = ()) -> RecipeResult:
     """Distil sentence embeddings ``teacher_emb`` (N, D) of ``texts`` into a token-bag encoder.
 
     Initialisation: ``word_vectors`` (the teacher's contextual word vectors of ``texts`` from
@@ -649,6 +655,7 @@ def tokenbag(texts: list[str], teacher_emb: torch.Tensor, *, val_texts: list[str
     schedule, optional ``token_dropout`` (see `SentencePairs`). With ``val_texts``/``val_emb``
     the weights with the best validation Spearman (checked every ``eval_every`` steps) are
     kept. Scores (`embedding_agreement`) on ``eval_texts``/``eval_emb`` when given.
+    ``extra_losses`` are added to those two terms (student and teacher embeddings are ``logits``).
     """
     t0 = time.perf_counter()
     timings, info = {}, {}
@@ -671,6 +678,7 @@ def tokenbag(texts: list[str], teacher_emb: torch.Tensor, *, val_texts: list[str
         if relation_weight:
             losses.append(LossSpec("relation_mse", relation_weight, {"student_key": "logits", "teacher_key": "logits",
                                                                    "mask_key": None}))
+        losses += list(extra_losses)
         cfg = DistillConfig(losses=losses or [LossSpec("hidden_cosine")], steps=steps, batch_size=batch_size,
                             optimizer="adamw", lr=lr, weight_decay=weight_decay, schedule="cosine",
                             warmup_steps=min(50, steps // 10), grad_clip=1.0, eval_every=max(1, eval_every),
@@ -701,3 +709,4 @@ def tokenbag(texts: list[str], teacher_emb: torch.Tensor, *, val_texts: list[str
 # registers them with this registry (they import `register_recipe` from this module).
 from models.distill import recipe_encdec  # noqa: E402,F401  (registers "encdec-from-decoder")
 from models.distill import recipe_mohawk  # noqa: E402,F401  (registers "mohawk" and loss "matrix_frobenius")
+from models.distill import recipe_sinkd  # noqa: E402,F401  (registers "sinkd")
