@@ -742,3 +742,56 @@ def test_sinkhorn_is_a_deprecated_alias_of_feature_ot():
     with pytest.warns(FutureWarning):
         assert L.get_loss_class("sinkhorn") is L.FeatureOTLoss
     assert "sinkhorn" not in list_losses()
+
+
+# ---------------------------------------------------------------- SinKD's weighting, as a recipe
+
+def test_sinkd_losses_sum_to_the_reference_objective():
+    # 2018cx/SinKD glue_train.py distill_train: loss = α·DistillKL(T) + (1 − α)·CE + β·Sinkhorn, where
+    # Sinkhorn.forward = 0.001 · sinkhorn_loss at T = 2 (loss.py). Transcribed on the real rows.
+    from models.distill.recipe_sinkd import sinkd_losses
+    alpha, beta, T = 0.9, 0.8, 3.5
+    g = _g(21)
+    z_s = 2 * torch.randn(3, 4, 5, generator=g, dtype=DT)
+    z_t = 2 * torch.randn(3, 4, 5, generator=g, dtype=DT)
+    labels = torch.randint(0, 5, (3, 4), generator=g)
+    mask = padded_mask()
+    batch = {"labels": labels, "mask": mask}
+    terms = sinkd_losses(alpha, beta, kd_temperature=T)
+    s1 = z_s.clone().requires_grad_(True)
+    ours = sum(t.weight * get_loss(t.name, **t.kwargs).to(DT)({"logits": s1}, {"logits": z_t}, batch) for t in terms)
+    ours.backward()
+    s2 = z_s.clone().requires_grad_(True)
+    rs, rt, ry = s2[mask], z_t[mask], labels[mask]
+    ce = -torch.log_softmax(rs, -1).gather(1, ry[:, None]).mean()
+    ref = alpha * sinkd_distill_kl(rs, rt, T) + (1 - alpha) * ce + beta * 0.001 * sinkd_sinkhorn(rs, rt)
+    ref.backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_sinkd_recipe_trains_and_other_recipes_take_the_term():
+    from models.data.hypergraph import synthetic_hypergraph
+    from models.distill import TensorData
+    from models.distill.recipe_sinkd import sinkd_term
+    from models.distill.recipes import HypergraphNodes, get_recipe
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    teacher, student = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+    res = get_recipe("sinkd")(teacher, student, TensorData({"x": x, "labels": y}), steps=4, batch_size=16)
+    assert [(t.name, round(t.weight, 6)) for t in res.config.losses] == [("kl", 0.225), ("ce", 0.1),
+                                                                          ("sinkhorn_kd", 0.0008)]
+    hist = res.info["history"]
+    assert len(hist) == 4 and all(math.isfinite(h["terms"]["sinkhorn_kd"]) for h in hist)
+    # a full-batch recipe gives batch-wise losses a per-step node sample
+    fr = {"train": 0.3, "val": 0.2, "test": 0.3, "test_inductive": 0.2}
+    hg = synthetic_hypergraph(n_nodes=60, n_classes=3, n_features=8, seed=0, fractions=fr)
+    data = HypergraphNodes(hg, "train", None, subsample=16)
+    m0, m1 = data.sample(0, 1, 0)["subsample"], data.sample(1, 1, 0)["subsample"]
+    assert int(m0.sum()) == 16 and not torch.equal(m0, m1) and torch.equal(m0, data.sample(0, 1, 0)["subsample"])
+    with pytest.raises(ValueError, match="subsample must be an int"):
+        HypergraphNodes(hg, "train", None, subsample=0)
+    r = get_recipe("lighthgnn")(hg, steps=3, teacher_epochs=3, subsample=16,
+                                extra_losses=[sinkd_term(mask_key="subsample")])
+    assert [t.name for t in r.config.losses][-1] == "sinkhorn_kd"
+    assert all(math.isfinite(h["terms"]["sinkhorn_kd"]) for h in r.info["history"])

@@ -113,7 +113,8 @@ def list_losses() -> list[str]:
 
 
 def _current_name(name: str) -> str:
-    """``name``, or the current name of a deprecated one (with a FutureWarning that says why)."""
+    """``name``, or the current name of a deprecated one (with a FutureWarning, pointed at the
+    caller of ``get_loss`` / ``get_loss_class``, that says why)."""
     if name in _DEPRECATED and name not in _LOSSES:
         new, _, why = _DEPRECATED[name]
         warnings.warn(f"loss {name!r} is deprecated: use {new!r} ({why})", FutureWarning, stacklevel=3)
@@ -139,6 +140,7 @@ def get_loss(name: str, **kwargs) -> nn.Module:
     if name in _DEPRECATED and name not in _LOSSES:
         renamed = _DEPRECATED[name][1]
         kwargs = {renamed.get(k, k): v for k, v in kwargs.items()}
+        name = _current_name(name)
     cls = get_loss_class(name)
     sig = inspect.signature(cls.__init__)
     try:

@@ -290,13 +290,17 @@ class HypergraphNodes:
     ``sample()`` -> ``{"x": (N, F), "labels": (N,) (−100 outside the labelled split)}`` plus,
     when ``reliability`` is given, ``"groups"``: the hyperedges kept this step, each one
     independently with probability ρ_e (Bernoulli, seeded by (seed, step)), as an (M, K)
-    member matrix padded with −1 — what ``group_kl`` reads. ``batch_size`` is ignored (full
-    batch). Single process: the trainer's data-parallel slicing would split nodes, not edges.
+    member matrix padded with −1 — what ``group_kl`` reads. With ``subsample`` = k, also
+    ``"subsample"``: a bool (N,) mask of k nodes drawn each step (seeded by (seed, step)), for
+    batch-wise losses such as ``sinkhorn_kd`` or ``feature_ot`` that their papers apply to
+    mini-batches (``mask_key="subsample"``). ``batch_size`` is ignored (full batch). Single
+    process: the trainer's data-parallel slicing would split nodes, not edges.
     """
 
     inputs = ("x",)
 
-    def __init__(self, hg, label_split: str | None = "train", reliability: torch.Tensor | None = None):
+    def __init__(self, hg, label_split: str | None = "train", reliability: torch.Tensor | None = None,
+                 subsample: int | None = None):
         self.x = hg.x
         self.labels = torch.full((hg.num_nodes,), -100, dtype=torch.long)
         idx = hg.splits[label_split] if label_split is not None else torch.arange(hg.num_nodes)
@@ -305,6 +309,9 @@ class HypergraphNodes:
         if reliability is not None and reliability.shape != (hg.num_edges,):
             raise ValueError(f"reliability must be ({hg.num_edges},), one per hyperedge, got {tuple(reliability.shape)}")
         self.reliability = None if reliability is None else reliability.float().clamp(0, 1)
+        if subsample is not None and not (isinstance(subsample, int) and 1 <= subsample <= hg.num_nodes):
+            raise ValueError(f"subsample must be an int in [1, {hg.num_nodes}] (nodes per step), got {subsample!r}")
+        self.subsample = subsample
 
     def sample(self, step: int, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
         out = {"x": self.x, "labels": self.labels}
@@ -312,6 +319,11 @@ class HypergraphNodes:
             g = torch.Generator().manual_seed(hash_int(seed, step, "hyperedges"))
             keep = torch.bernoulli(self.reliability, generator=g).bool()
             out["groups"] = self.members[keep]
+        if self.subsample is not None:
+            g = torch.Generator().manual_seed(hash_int(seed, step, "subsample"))
+            mask = torch.zeros(len(self.x), dtype=torch.bool)
+            mask[torch.randperm(len(self.x), generator=g)[:self.subsample]] = True
+            out["subsample"] = mask
         return out
 
 
@@ -327,7 +339,7 @@ def lighthgnn(hg, *, setting: str = "transductive", teacher: nn.Module | None = 
               noise: float = 1.0, draws: int = 5, steps: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
               teacher_epochs: int = 200, label_split: str | None = "train", seed: int = 0,
               threads: int | None = None, progress: bool = False,
-              extra_losses: Sequence[LossSpec] = ()) -> RecipeResult:
+              extra_losses: Sequence[LossSpec] = (), subsample: int | None = None) -> RecipeResult:
     """Distil an HGNN into a graph-free MLP on the hypergraph ``hg``
     (`models.data.hypergraph.Hypergraph` with train/val/test/test_inductive splits).
 
@@ -346,7 +358,8 @@ def lighthgnn(hg, *, setting: str = "transductive", teacher: nn.Module | None = 
     schedule, as the reference), keeping the weights with the best ``val`` accuracy. The
     teacher (``train_hgnn``, ``teacher_epochs``) is trained here unless given; pass the same
     one to compare S₀ and S. ``threads`` sets torch's intra-op threads while training.
-    ``extra_losses`` are added to the KD terms (the batch is every node: ``x``, ``labels``).
+    ``extra_losses`` are added to the KD terms (the batch is every node: ``x``, ``labels``; with
+    ``subsample`` = k also ``subsample``, k random nodes per step, see `HypergraphNodes`).
     """
     from models.teachers.hgnn import train_hgnn
 
@@ -366,7 +379,7 @@ def lighthgnn(hg, *, setting: str = "transductive", teacher: nn.Module | None = 
         rel = hyperedge_reliability(bound, g.x, g.hyperedges, noise=noise, draws=draws, seed=seed) \
             if kd and topology else None
         timings["reliability_s"] = time.perf_counter() - t1
-        data = HypergraphNodes(g, label_split, rel)
+        data = HypergraphNodes(g, label_split, rel, subsample)
 
         if isinstance(student, str):
             student = models.create(student, **{"in_dim": hg.num_features, "out_dim": hg.num_classes,
