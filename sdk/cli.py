@@ -1,4 +1,4 @@
-"""`edgesdk`: targets, convert, run, profile, distill, demo, deploy, diff.
+"""`edgesdk`: targets, convert, run, profile, distill, demo, deploy, diff, worker.
 
 Exit codes: 0 success, 2 a clear error (one line on stderr), 1 an unexpected failure,
 130 interrupted. `--debug` shows tracebacks; `--json` prints machine-readable output.
@@ -329,7 +329,7 @@ def cmd_demo(args) -> int:
     from sdk.demo import run_demo
     res = run_demo(out_dir=args.out, iters=args.iters, warmup=args.warmup, quick=args.quick,
                    progress=Progress(not (args.json or args.quiet)), cache_dir=args.cache,
-                   families=args.family)
+                   families=args.family, executor=args.executor)
     if args.json:
         _emit_json(_pipeline_json(res))
     elif args.quiet:
@@ -350,7 +350,7 @@ def cmd_deploy(args) -> int:
     if args.target:
         cfg.targets = args.target
     prog = Progress(not (args.json or args.quiet))
-    res = pipeline(cfg, progress=prog, quick=True if args.quick else None)
+    res = pipeline(cfg, progress=prog, quick=True if args.quick else None, executor=args.executor)
     if args.json:
         _emit_json(_pipeline_json(res))
     elif args.quiet:
@@ -363,6 +363,25 @@ def cmd_deploy(args) -> int:
                if r["status"] not in ("ok", "convert-only", "skipped")]
         raise ConfigError(f"--strict: {len(bad)} artifact(s) not delivered: {', '.join(bad)}; see {res.report_html}")
     return 0
+
+
+def cmd_worker(args) -> int:
+    import os
+
+    from sdk.pipeline.raynode import parse_resources, worker_command
+    argv, resources = worker_command(args.ray, num_cpus=args.num_cpus, extra=parse_resources(args.resource),
+                                     detect=not args.no_detect)
+    if args.json or args.dry_run:
+        if args.json:
+            _emit_json({"address": args.ray, "resources": resources, "command": argv})
+        else:
+            print(" ".join(argv))
+        if args.dry_run:
+            return 0
+    else:
+        print(f"joining the Ray cluster at {args.ray} with {json.dumps(resources)} (Ctrl-C leaves)", file=sys.stderr)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # ray start --block: this process becomes the worker node
 
 
 def cmd_diff(args) -> int:
@@ -380,6 +399,13 @@ def cmd_diff(args) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+
+def _executor_arg(s) -> None:
+    s.add_argument("--executor", default="local", metavar="local|serial|ray|ray://HOST:PORT",
+                   help="where the jobs run: local (default: conversions in a process pool sized to the usable "
+                        "cores, then profiles one at a time), serial (one process), ray (the cluster in RAY_ADDRESS, "
+                        "else a local one) or ray://HOST:PORT (a cluster's Ray client address)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -511,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, help="warm-up runs per artifact (default 20)")
     s.add_argument("--cache", help="training/conversion cache directory (default .cache/edgesdk)")
     s.add_argument("--family", action="append", help="only this student family (repeatable)")
+    _executor_arg(s)
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("deploy", parents=[common],
@@ -531,7 +558,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cache", action="store_true", help="train and convert everything again")
     s.add_argument("--strict", action="store_true",
                    help="exit non-zero when an artifact was rejected by the gate or failed to convert")
+    _executor_arg(s)
     s.set_defaults(fn=cmd_deploy)
+
+    s = sub.add_parser("worker", parents=[common],
+                       help="join a Ray cluster as a worker that advertises this machine's devices",
+                       description="Start a Ray worker node (ray start --block) joined to the cluster at --ray, "
+                                   "advertising what this machine can profile: its CPU (edgesdk-profiler), qnn-htp "
+                                   "when the QNN libraries load, vulkan-gpu with a Vulkan driver, and device:adb:SERIAL "
+                                   "for every phone `adb devices` lists. Deploy onto the cluster with "
+                                   "`RAY_ADDRESS=HEAD:PORT edgesdk deploy deploy.yaml --executor ray`.")
+    s.add_argument("--ray", required=True, metavar="HEAD:PORT", help="the head node's address (ray start --head)")
+    s.add_argument("--num-cpus", type=int, dest="num_cpus", help="CPUs for conversions (default: all; 0: profile only)")
+    s.add_argument("--resource", action="append", metavar="NAME=N", help="advertise a resource too (repeatable)")
+    s.add_argument("--no-detect", action="store_true", help="advertise only the --resource ones")
+    s.add_argument("--dry-run", action="store_true", help="print the ray start command and exit")
+    s.set_defaults(fn=cmd_worker)
 
     s = sub.add_parser("diff", parents=[common],
                        help="compare two results.json: inputs, versions, metrics, latency regressions",

@@ -28,7 +28,7 @@ from sdk.pipeline.row import Row
 from sdk.progress import Progress
 
 EXECUTORS = ("local", "serial", "ray", "ray://HOST:PORT")
-DEFAULT = "serial"
+DEFAULT = "local"
 
 
 @dataclass
