@@ -11,10 +11,17 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 from runtime.errors import ConfigError
+
+# Files loaded by path (``file.py:fn``), as module name -> absolute path: worker processes
+# import the same files under the same names (`import_user_modules`), so the user's classes
+# travel by reference and export exactly as they do here (their source file and lines go into
+# ONNX stack-trace metadata).
+USER_MODULES: dict[str, str] = {}
 
 
 def load_model_spec(spec: str):
@@ -61,10 +68,7 @@ def load_object(spec: str, what: str):
             path = Path(mod_name)
             if not path.is_file():
                 raise ConfigError(f"{what}: {mod_name}: no such file")
-            s = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(s)
-            sys.path.insert(0, str(path.parent.resolve()))
-            s.loader.exec_module(module)
+            module = _import_file(path)
         else:
             sys.path.insert(0, str(Path.cwd()))
             module = importlib.import_module(mod_name)
@@ -74,3 +78,64 @@ def load_object(spec: str, what: str):
     if not callable(fn):
         raise ConfigError(f"{what}: {mod_name} has no callable {fn_name!r}")
     return fn()
+
+
+def _import_file(path: Path):
+    """Import ``path`` as module ``path.stem`` and register it (its folder joins ``sys.path``);
+    reuse it when that name already holds the same, unchanged file. A name taken by another
+    module: loaded unregistered (its classes then travel by value)."""
+    name, real = path.stem, str(path.resolve())
+    mtime = path.stat().st_mtime
+    have = sys.modules.get(name)
+    same = have is not None and getattr(have, "__file__", None) and str(Path(have.__file__).resolve()) == real
+    if same and getattr(have, "__edgesdk_mtime__", mtime) == mtime:
+        USER_MODULES[name] = real
+        return have
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    if str(path.parent.resolve()) not in sys.path:
+        sys.path.insert(0, str(path.parent.resolve()))
+    register = have is None or same
+    if register:
+        module.__edgesdk_mtime__ = mtime
+        sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        if register:
+            sys.modules.pop(name, None)
+        raise
+    if register:
+        USER_MODULES[name] = real
+    return module
+
+
+def user_module_sources() -> dict[str, tuple[str, bytes]]:
+    """The registered user files, name -> (path, content): what a worker elsewhere needs."""
+    return {name: (path, Path(path).read_bytes()) for name, path in USER_MODULES.items() if Path(path).is_file()}
+
+
+def import_user_modules(mods: dict[str, tuple[str, bytes]], spill_dir: str | None = None) -> None:
+    """In a worker: import each user file under its name, from its path when this machine has
+    the same file, else from a copy written under ``spill_dir`` (another host)."""
+    import hashlib
+    import tempfile
+    for name, (path, content) in mods.items():
+        have = sys.modules.get(name)
+        if have is not None and getattr(have, "__file__", None) and Path(have.__file__).is_file() \
+                and Path(have.__file__).read_bytes() == content:
+            continue
+        p = Path(path)
+        if not (p.is_file() and p.read_bytes() == content):
+            d = Path(spill_dir or tempfile.gettempdir()) / "edgesdk-user-modules" / hashlib.sha256(content).hexdigest()[:16]
+            d.mkdir(parents=True, exist_ok=True)
+            p = d / f"{name}.py"
+            if not p.is_file():
+                p.write_bytes(content)
+        spec = importlib.util.spec_from_file_location(name, p)
+        module = importlib.util.module_from_spec(spec)
+        if str(p.parent) not in sys.path:
+            sys.path.insert(0, str(p.parent))
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+

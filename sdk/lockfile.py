@@ -113,6 +113,34 @@ def build(cfg, rows: list, families: list[dict], timings: dict, cache: dict, exe
     return out
 
 
+# What varies from run to run of the same config on the same inputs: clocks, memory, where it
+# ran and where it was written. `comparable` drops them; everything else must match.
+RUN_KEYS = ("run_id", "created_at", "timings", "machine", "executor", "cache")
+MEASURED = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "noisy", "load_ms", "first_run_ms", "peak_rss_mb",
+            "samples_ms", "ops", "program_profiles", "conversion_s", "profiled_on", "attempts", "path",
+            "conversion_cached")
+_GENERATION_MEASURED = ("ttft_ms", "tpot_ms", "tokens_per_s")
+
+
+def comparable(results: dict) -> dict:
+    """``results`` without what differs between two runs of the same config (timings, memory,
+    hosts, executor, output paths, cache hits): two executors' runs must give equal values."""
+    out = {k: v for k, v in results.items() if k not in RUN_KEYS}
+    out["config"] = {**results.get("config", {}), "output": {k: v for k, v in results.get("config", {})
+                                                              .get("output", {}).items() if k not in ("dir", "cache")}}
+    out["families"] = [{k: v for k, v in f.items() if k not in ("seconds", "cache_dir", "cache_hits", "cache_misses")}
+                       for f in results.get("families", [])]
+    arts = []
+    for a in results.get("artifacts", []):
+        a = {k: v for k, v in a.items() if k not in MEASURED}
+        a["metrics"] = {k: v for k, v in a.get("metrics", {}).items() if k not in MEASURED}
+        if isinstance(a.get("generation"), dict):
+            a["generation"] = {k: v for k, v in a["generation"].items() if k not in _GENERATION_MEASURED}
+        arts.append(a)
+    out["artifacts"] = arts
+    return out
+
+
 def rows(results: dict) -> list:
     """The typed rows (`sdk.pipeline.Row`) of a results file read with `read`."""
     from sdk.pipeline.row import Row

@@ -78,11 +78,26 @@ def _local_cache(cfg):
     return root if cfg.output.use_cache and root.is_dir() and os.access(root, os.W_OK) else None
 
 
-def _convert_task(entry, job: Job, cfg, key):
+_ENTRIES: dict = {}   # in a Ray worker process: entries already unpacked, by content hash
+
+
+def _entry(blob: bytes):
+    import hashlib
+
+    from sdk.pipeline.worker import load_entry
+    key = hashlib.sha256(blob).hexdigest()
+    if key not in _ENTRIES:
+        _ENTRIES.clear()
+        _ENTRIES[key] = load_entry(blob)
+    return _ENTRIES[key]
+
+
+def _convert_task(blob: bytes, job: Job, cfg, key):
     """Ray task: convert one job on this worker -> ({row, node, host}, {relpath: bytes} or None)."""
     import dataclasses
 
     import ray
+    entry = _entry(blob)
     scratch = Path(tempfile.mkdtemp(prefix="edgesdk-convert-"))
     try:
         if _local_cache(cfg) is None:  # no shared cache here: convert without one
@@ -94,9 +109,10 @@ def _convert_task(entry, job: Job, cfg, key):
     return {"row": row, "node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}, files
 
 
-def _profile_task(entry, job: Job, cfg, row: Row, key, files_box: list, warmup: int, iters: int) -> Row:
+def _profile_task(blob: bytes, job: Job, cfg, row: Row, key, files_box: list, warmup: int, iters: int) -> Row:
     """Ray task: profile (and score) one artifact on the device this worker has."""
     import ray
+    entry = _entry(blob)
 
     from converters import Artifact
     from sdk.cache import ArtifactCache
@@ -155,7 +171,8 @@ class RayExecutor(Executor):
     def submit(self, entry, jobs: list[Job]) -> None:
         super().submit(entry, jobs)
         ctx = self.ctx
-        self.entry_refs[len(self.entries) - 1] = self.ray.put(entry)
+        from sdk.pipeline.worker import dump_entry
+        self.entry_refs[len(self.entries) - 1] = self.ray.put(dump_entry(entry))
         for job in jobs:
             if not job.offered or job.skip:
                 self.done[job.index] = (execute.skipped_row(entry, job), None, None, None)

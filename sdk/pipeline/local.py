@@ -102,8 +102,8 @@ class LocalExecutor(Executor):
         if entry_index not in self.blobs:
             import dataclasses
 
-            import cloudpickle
-            self.blobs[entry_index] = cloudpickle.dumps(dataclasses.replace(self.entries[entry_index], quality=None))
+            from sdk.pipeline.worker import dump_entry
+            self.blobs[entry_index] = dump_entry(dataclasses.replace(self.entries[entry_index], quality=None))
         return self.blobs[entry_index]
 
     def _dispatch(self) -> None:

@@ -4,7 +4,7 @@ It reads requests from the pipe ``IN`` and answers on ``OUT`` (`multiprocessing.
 framing; both ends are this machine's own processes). Entries arrive once each (cloudpickle,
 so a model class defined in the user's script travels by value) and jobs name them; a job runs
 `sdk.pipeline.execute.convert` exactly as the serial executor does and answers with its row.
-Requests: ``("init", sys_path)``, ``("entry", id, blob)``, ``("job", id, entry_id, blob)``,
+Requests: ``("init", sys_path)``, ``("entry", id, blob)`` (`dump_entry`), ``("job", id, entry_id, blob)``,
 ``("forget",)``, ``("exit",)``. Answers: ``("ready", pid)``, ``("say", job_id, text)``,
 ``("done", job_id, blob)``, ``("error", job_id, blob)``.
 
@@ -36,6 +36,27 @@ PRELOAD = ("torch.export", "torch.onnx", "onnxscript", "onnxruntime", "onnxrunti
            "litert_torch")
 
 
+def dump_entry(entry) -> bytes:
+    """An entry for another process: the user's files it needs (imported there under the same
+    names, so its classes travel by reference) and the entry itself (cloudpickle)."""
+    import cloudpickle
+
+    from sdk.loaders import user_module_sources
+    return cloudpickle.dumps((list(sys.path), user_module_sources(), cloudpickle.dumps(entry)))
+
+
+def load_entry(blob: bytes):
+    import cloudpickle
+
+    from sdk.loaders import import_user_modules
+    path, mods, entry = cloudpickle.loads(blob)
+    for p in reversed(path):
+        if p not in sys.path and os.path.isdir(p):
+            sys.path.insert(0, p)
+    import_user_modules(mods)
+    return cloudpickle.loads(entry)
+
+
 def serve(inp: Connection, out: Connection) -> None:
     import importlib
 
@@ -60,7 +81,7 @@ def serve(inp: Connection, out: Connection) -> None:
                 if p not in sys.path:
                     sys.path.insert(0, p)
         elif kind == "entry":
-            entries[msg[1]] = cloudpickle.loads(msg[2])
+            entries[msg[1]] = load_entry(msg[2])
         elif kind == "forget":
             entries.clear()
         elif kind == "exit":
