@@ -370,7 +370,7 @@ def cmd_worker(args) -> int:
 
     from sdk.pipeline.raynode import parse_resources, worker_command
     argv, resources = worker_command(args.ray, num_cpus=args.num_cpus, extra=parse_resources(args.resource),
-                                     detect=not args.no_detect)
+                                     detect=not args.no_detect, node_ip=args.node_ip)
     if args.json or args.dry_run:
         if args.json:
             _emit_json({"address": args.ray, "resources": resources, "command": argv})
@@ -572,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-cpus", type=int, dest="num_cpus", help="CPUs for conversions (default: all; 0: profile only)")
     s.add_argument("--resource", action="append", metavar="NAME=N", help="advertise a resource too (repeatable)")
     s.add_argument("--no-detect", action="store_true", help="advertise only the --resource ones")
+    s.add_argument("--node-ip", dest="node_ip", help="this node's address as the cluster sees it (default: Ray's guess)")
     s.add_argument("--dry-run", action="store_true", help="print the ray start command and exit")
     s.set_defaults(fn=cmd_worker)
 

@@ -35,7 +35,7 @@ def parse_resources(items: list[str] | None) -> dict[str, float]:
 
 
 def worker_command(address: str, *, num_cpus: int | None = None, extra: dict | None = None, detect: bool = True,
-                   block: bool = True) -> tuple[list[str], dict]:
+                   block: bool = True, node_ip: str | None = None) -> tuple[list[str], dict]:
     """(the ``ray start`` command line, the resources it advertises)."""
     from sdk.pipeline.devices import detect_resources
     if not address or address.startswith("ray://"):
@@ -53,6 +53,8 @@ def worker_command(address: str, *, num_cpus: int | None = None, extra: dict | N
     argv += ["start", f"--address={address}", f"--resources={json.dumps(resources)}", "--disable-usage-stats"]
     if num_cpus is not None:
         argv.append(f"--num-cpus={num_cpus}")
+    if node_ip:
+        argv.append(f"--node-ip-address={node_ip}")
     if block:
         argv.append("--block")
     return argv, resources
