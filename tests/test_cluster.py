@@ -8,7 +8,6 @@ object store (no shared cache). Slow: ~3 min."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

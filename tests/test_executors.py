@@ -18,19 +18,10 @@ import torch
 from torch import nn
 
 from conftest import ROOT, cli_in_process
+from test_pipeline import UserNet
 
 THIS = Path(__file__).resolve()
 TRIGGER = "EDGESDK_TEST_TRIGGER"
-
-
-class UserNet(nn.Module):
-    def __init__(self, d_in=16, d=32, d_out=6):
-        super().__init__()
-        self.a, self.b = nn.Linear(d_in, d), nn.Linear(d_in, d)
-        self.head = nn.Linear(d, d_out)
-
-    def forward(self, x):  # (B, d_in) -> (B, d_out)
-        return self.head(torch.tanh(self.a(x)) * torch.sigmoid(self.b(x)))
 
 
 class Fault(UserNet):
@@ -131,6 +122,29 @@ def test_worker_killed_mid_conversion_is_retried(tmp_path, monkeypatch):
     assert len(row.attempts) == 1 and "killed by SIGKILL" in row.attempts[0]["error"]
     results = json.loads(res.results_json.read_text())
     assert results["artifacts"][0]["attempts"] == row.attempts and results["executor"]["retried_jobs"] == 1
+
+
+def test_phone_that_is_not_there_fails_only_its_own_jobs(tmp_path, monkeypatch):
+    """profile.devices sends onnx-cpu's profile to a phone on adb; without adb (or the phone)
+    that row fails with the reason and the fix, converted and verified all the same, and the
+    other target's row is measured here as usual."""
+    monkeypatch.setenv("ADB", str(tmp_path / "no-adb"))
+    from sdk.pipeline import pipeline
+    cfg = _config(tmp_path, "phone", schemes=("fp32",))
+    cfg.pop("distill")
+    cfg["targets"] = ["onnx-cpu", "litert-cpu"]
+    cfg["profile"]["devices"] = {"onnx-cpu": "adb:NOPHONE1"}
+    res = pipeline(cfg, progress=False, executor="serial")
+    rows = {r.target: r for r in res.rows}
+    phone = rows["onnx-cpu"]
+    assert phone.status == "failed" and phone.message.startswith("profiling: TargetUnavailableError")
+    assert "platform-tools" in phone.message and phone.profiled_on["device"] == "adb:NOPHONE1"
+    assert phone.max_abs_err < 1e-4 and Path(phone.path).is_dir()
+    assert rows["litert-cpu"].status == "ok" and rows["litert-cpu"].profiled_on["device"] == "cpu"
+    from runtime.errors import ConfigError
+    from sdk.pipeline import PipelineConfig
+    with pytest.raises(ConfigError, match="profile.devices maps a target to local or adb:SERIAL"):
+        PipelineConfig.from_dict({"model": "x:y", "profile": {"devices": {"onnx-cpu": "phone"}}})
 
 
 def test_unknown_executor():

@@ -278,10 +278,14 @@ class RayExecutor(Executor):
                 except ray.exceptions.RayTaskError as err:  # the job itself raised: as the serial executor would
                     raise err.as_instanceof_cause() from None
                 if kind == "convert":
-                    row, art = self._deliver(job, key, value, extra)
+                    try:
+                        row, art = self._deliver(job, key, value, extra)
+                    except self._system_errors() as err:  # the files were on a node that is gone
+                        self._lost(kind, job, key, err)
+                        continue
                     if job.index in self.attempts:
                         row.attempts = self.attempts[job.index]
-                    self.done[job.index] = (row, art, extra, key)
+                    self.done[job.index] = (row, art, None, key)  # the files ref is no longer needed
                     self.t_last = time.perf_counter()
                     self.ctx.progress.stage(f"[{len(self.done)}/{len(self.jobs)}] {job.name}: converted on "
                                             f"{value['host']} ({row.status or 'ok'})")
@@ -341,11 +345,11 @@ class RayExecutor(Executor):
         tp = time.perf_counter()
         self.profiled: dict[int, Row] = {}
         for job in self.jobs:
-            row, art, files, key = self.done[job.index]
+            row, art, _, key = self.done[job.index]
             if art is None:
                 continue
-            if job.profile:
-                self._profile(job, row, key, files)
+            if job.profile:  # the delivered copy, owned by this driver: it outlives any worker
+                self._profile(job, row, key, self.ray.put(_read_files(art.path)))
             else:
                 execute.finish(row, job)
         self._drain(("profile",))

@@ -144,11 +144,16 @@ class CalibrationSpec(_Section):
 
 @dataclass
 class ProfileSpec(_Section):
+    """``devices``: target -> where its latency is measured: ``local`` (default: this machine,
+    or the executor's node with the target's device) or ``adb:SERIAL`` (a phone on adb,
+    through the android_demo app; the ``ray`` executor runs it on the worker that has it)."""
+
     enabled: bool = True
     warmup: int = 10
     iters: int = 100
     threads: int | None = None
     per_op: bool = True
+    devices: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _opt_int(self.warmup, "profile.warmup", 0)
@@ -156,6 +161,11 @@ class ProfileSpec(_Section):
         _opt_int(self.threads, "profile.threads", 1)
         _check(isinstance(self.enabled, bool) and isinstance(self.per_op, bool),
                "profile.enabled and profile.per_op must be true or false")
+        _check(isinstance(self.devices, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and (v == "local" or (v.startswith("adb:") and len(v) > 4))
+            for k, v in self.devices.items()),
+            f"profile.devices maps a target to local or adb:SERIAL (a serial from `adb devices`), "
+            f"e.g. {{executorch-xnnpack: adb:R58M12ABC}}; got {self.devices!r}")
 
 
 @dataclass

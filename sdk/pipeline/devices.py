@@ -31,9 +31,12 @@ PROFILER = "edgesdk-profiler"
 _ACCELERATOR = {"npu": None, "gpu": "vulkan-gpu"}
 
 
-def profile_device(target) -> str:
-    """The device a target's profiles run on: ``cpu``; the NPU target's own name (``qnn-htp``);
-    ``vulkan-gpu`` for GPU targets."""
+def profile_device(target, overrides: dict | None = None) -> str:
+    """The device a target's profiles run on: ``profile.devices`` (``adb:SERIAL``) when it names
+    one; else ``cpu``, the NPU target's own name (``qnn-htp``), ``vulkan-gpu`` for GPU targets."""
+    chosen = (overrides or {}).get(target.name, "local")
+    if chosen != "local":
+        return chosen
     if target.device == "npu":
         return target.name
     return _ACCELERATOR.get(target.device) or "cpu"

@@ -193,7 +193,7 @@ def measure(row: Row, art, e, job: Job, cfg: PipelineConfig, warmup: int, iters:
     """Profile the artifact on the job's device and score its quality; a profiling failure is
     recorded in the row (``quantize.on_fail: error`` raises it)."""
     try:
-        _profile_into(row, art, e, cfg, warmup, iters, say, bar)
+        _profile_into(row, art, e, cfg, warmup, iters, say, bar, job.device)
     except SdkError as err:
         if cfg.quantize.on_fail == "error":
             raise
@@ -208,7 +208,7 @@ def _top_ops(rep, n: int = 10) -> list[dict]:
              "calls": r["calls"]} for r in rep.ops[:n]]
 
 
-def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar) -> None:
+def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str) -> None:
     import runtime
     if "generation" in art.manifest.extra:
         # one timed run is a whole generation (prefill + 32 steps): a fifth of the runs still
@@ -217,7 +217,13 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
     programs = e.profile_programs or [None]
     reps = {}
     for prog in programs:
-        say(f"profiling{' ' + prog if prog else ''} ({warmup} warm-up + {iters} runs)")
+        say(f"profiling{' ' + prog if prog else ''} ({warmup} warm-up + {iters} runs)"
+            + (f" on {device}" if device.startswith("adb:") else ""))
+        if device.startswith("adb:"):  # a phone: the android_demo app measures, the report comes back
+            from runtime.devices import parse_device, profile_on_device
+            reps[prog or "default"] = profile_on_device(art.path, parse_device(device), warmup=warmup, iters=iters,
+                                                        threads=cfg.profile.threads, program=prog, log=say)
+            continue
         reps[prog or "default"] = runtime.profile(art.path, warmup=warmup, iters=iters, threads=cfg.profile.threads,
                                                   program=prog, per_op=cfg.profile.per_op, progress=bar)
     rep = next(iter(reps.values()))

@@ -132,7 +132,8 @@ def jobs_for(entry, entry_index: int, targets: list, cfg: PipelineConfig, quick:
                 skip = (f"{s}: calibrated quantization of a model with several programs is not supported by the "
                         "converters yet")
             jobs.append(Job(start + len(jobs), entry_index, t, s, artifact_name(entry, t, s), skip=skip,
-                            profile=bool(t.runs_here and cfg.profile.enabled), device=profile_device(t)))
+                            profile=bool(t.runs_here and cfg.profile.enabled),
+                            device=profile_device(t, cfg.profile.devices)))
     return jobs
 
 
