@@ -117,7 +117,7 @@ def build(cfg, rows: list, families: list[dict], timings: dict, cache: dict, exe
 # ran and where it was written. `comparable` drops them; everything else must match.
 RUN_KEYS = ("run_id", "created_at", "timings", "machine", "executor", "cache")
 MEASURED = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "noisy", "load_ms", "first_run_ms", "peak_rss_mb",
-            "samples_ms", "ops", "program_profiles", "conversion_s", "profiled_on", "attempts", "path",
+            "samples_ms", "ops", "ops_note", "program_profiles", "conversion_s", "profiled_on", "attempts", "path",
             "conversion_cached")
 _GENERATION_MEASURED = ("ttft_ms", "tpot_ms", "tokens_per_s")
 

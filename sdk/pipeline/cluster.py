@@ -84,7 +84,14 @@ _ENTRIES: dict = {}   # in a Ray worker process: entries already unpacked, by co
 def _entry(blob: bytes):
     import hashlib
 
+    import torch
+
+    from runtime.session import default_threads
     from sdk.pipeline.worker import load_entry
+    # Ray sets OMP_NUM_THREADS=1 for a one-CPU task; the serial and local executors convert with
+    # torch's default (all usable cores), and the PyTorch reference outputs of the verification
+    # differ in the last bits with the thread count: use the same, so the rows agree
+    torch.set_num_threads(default_threads())
     key = hashlib.sha256(blob).hexdigest()
     if key not in _ENTRIES:
         _ENTRIES.clear()

@@ -8,7 +8,8 @@ Requests: ``("init", sys_path)``, ``("entry", id, blob)`` (`dump_entry`), ``("jo
 ``("forget",)``, ``("exit",)``. Answers: ``("ready", pid)``, ``("say", job_id, text)``,
 ``("done", job_id, blob)``, ``("error", job_id, blob)``.
 
-The worker ignores SIGINT (the parent cancels it) and exits when its parent closes the pipe.
+The worker runs at a lower priority than its parent (which trains the next family meanwhile),
+ignores SIGINT (the parent cancels it) and exits when its parent closes the pipe.
 """
 
 from __future__ import annotations
@@ -99,8 +100,17 @@ def serve(inp: Connection, out: Connection) -> None:
                 out.send(("error", job_id, dumps_error(err)))
 
 
+# Conversions fill the cores the parent's training leaves: the training of the next family is
+# the run's critical path, its students' conversions cannot start before it ends.
+NICE = 5
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.nice(NICE)
+    except OSError:
+        pass
     serve(Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False))
     return 0
 
