@@ -109,7 +109,7 @@ def test_local_executor_matches_serial(tmp_path):
 
 
 def test_worker_killed_mid_conversion_is_retried(tmp_path, monkeypatch):
-    trigger = tmp_path / "die"
+    trigger = tmp_path / "trigger-die"
     trigger.write_text("")
     monkeypatch.setenv(TRIGGER, str(trigger))
     from sdk.pipeline import pipeline
@@ -189,7 +189,7 @@ def test_worker_command_advertises_devices():
 def test_ctrl_c_cancels_and_keeps_delivered_artifacts(tmp_path):
     """SIGINT while one worker hangs in a conversion: exit 130, workers gone, no scratch
     folder, the artifact that was delivered stays whole."""
-    trigger = tmp_path / "hang"
+    trigger = tmp_path / "trigger-hang"
     trigger.write_text("")
     cfg = _config(tmp_path, "cancel", "build_hang_once")
     cfg.pop("distill")
