@@ -82,6 +82,17 @@ def _converter_nondeterminism(path: str, base: dict, diffs: list[str]) -> bool:
     return path in files or path.endswith(("/hashes/graph", "/size_bytes"))
 
 
+def _by_key(results: dict) -> dict:
+    """Artifacts and families in a fixed order (by key / name): runs whose configs list the
+    families in another order still compare row by row."""
+    out = dict(results)
+    out["artifacts"] = sorted(results["artifacts"], key=lambda a: a["key"])
+    out["families"] = sorted(results["families"], key=lambda f: f["family"])
+    out["config"] = {**results["config"], "distill": sorted(results["config"].get("distill", []),
+                                                            key=lambda d: d["family"])}
+    return out
+
+
 def _report_rows(md: Path) -> list[list[str]]:
     """report.md's summary rows without the latency and memory columns (p50, p90, p99, cold, peak)."""
     rows = []
@@ -106,6 +117,8 @@ def table(root: Path) -> None:
     base = res["serial"]["results"]
     print(f"machine: {base['machine']['cpu']}, {base['machine']['usable_cores']} usable cores; "
           f"torch {base['versions']['torch']}")
+    for ex, r in res.items():
+        print(f"  {ex}: families trained in the order {', '.join(d['family'] for d in r['results']['config']['distill'])}")
     print(f"{'executor':<8} {'date':<21} {'wall':>9} {'vs serial':>9} {'distill s':>9} {'convert s':>9} "
           f"{'profile s':>9}  artifacts by status")
     for ex, r in res.items():
@@ -117,7 +130,7 @@ def table(root: Path) -> None:
     for ex, r in res.items():
         if ex == "serial":
             continue
-        diffs = _differences(lockfile.comparable(base), lockfile.comparable(r["results"]))
+        diffs = _differences(_by_key(lockfile.comparable(base)), _by_key(lockfile.comparable(r["results"])))
         known = [d for d in diffs if _converter_nondeterminism(d, base, diffs)]
         other = [d for d in diffs if d not in known]
         same_report = _report_rows(root / "serial" / "out" / "report.md") == _report_rows(root / ex / "out" / "report.md")
@@ -127,9 +140,9 @@ def table(root: Path) -> None:
         for d in other:
             print(f"    {d}")
         keys = sorted({d.split("]")[0] + "]" for d in known}, key=lambda k: int(k[len("/artifacts["):-1]))
+        arts = _by_key(base)["artifacts"]
         if keys:
-            print("    differing every run: " + ", ".join(base["artifacts"][int(k[len("/artifacts["):-1])]["key"]
-                                                    for k in keys))
+            print("    differing every run: " + ", ".join(arts[int(k[len("/artifacts["):-1])]["key"] for k in keys))
 
 
 def main(argv=None) -> int:

@@ -179,7 +179,13 @@ class RayExecutor(Executor):
         super().submit(entry, jobs)
         ctx = self.ctx
         from sdk.pipeline.worker import dump_entry
-        self.entry_refs[len(self.entries) - 1] = self.ray.put(dump_entry(entry))
+        try:
+            blob = dump_entry(entry)
+        except Exception as err:  # e.g. the module of a torch.export .pt2 program
+            raise ConfigError(f"model {entry.name!r} cannot be sent to Ray workers ({type(err).__name__}: "
+                              f"{' '.join(str(err).split())[:160]}); give it as MODULE:FUNCTION returning "
+                              "(model, example_inputs), or use --executor local") from None
+        self.entry_refs[len(self.entries) - 1] = self.ray.put(blob)
         for job in jobs:
             if not job.offered or job.skip:
                 self.done[job.index] = (execute.skipped_row(entry, job), None, None, None)

@@ -52,6 +52,7 @@ class LocalExecutor(Executor):
         self.attempts: dict[int, list] = {}
         self.error: BaseException | None = None
         self.blobs: dict[int, bytes] = {}     # entry index -> cloudpickled entry
+        self.inline_entries: set[int] = set() # entries that cannot be pickled: converted in this process
         self.lock = threading.Condition()
         self.pool = None
         self.thread: threading.Thread | None = None
@@ -73,7 +74,10 @@ class LocalExecutor(Executor):
                     ctx.tag(entry, job)
                 continue
             key = execute.artifact_key(entry, job, ctx.cfg) if ctx.cfg.output.use_cache else None
-            if key is not None and self._cached(job, key):  # a copy and a hash check: no worker needed
+            inline = key is not None and self._cached(job, key)  # a copy and a hash check: no worker needed
+            if not inline and not self._shippable(job.entry):  # e.g. a torch.export .pt2 program's module
+                inline = True
+            if inline:
                 tag = ctx.tag(entry, job)
                 t0 = time.perf_counter()
                 self.results_by_job[job.index] = execute.convert(
@@ -84,6 +88,19 @@ class LocalExecutor(Executor):
                 self.queue.append((job, key))
                 self.lock.notify_all()
         self._start()
+
+    def _shippable(self, entry_index: int) -> bool:
+        """Whether the entry can travel to a worker process; if not, its jobs convert here."""
+        if entry_index in self.inline_entries:
+            return False
+        try:
+            self._blob(entry_index)
+            return True
+        except Exception as err:  # an object cloudpickle cannot serialize
+            self.inline_entries.add(entry_index)
+            self.ctx.progress.stage(f"{self.entries[entry_index].name}: cannot be sent to a worker process "
+                                    f"({type(err).__name__}: {' '.join(str(err).split())[:120]}); converting it here")
+            return False
 
     def _cached(self, job: Job, key: str) -> bool:
         from sdk.cache import ArtifactCache
