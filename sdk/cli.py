@@ -1,4 +1,4 @@
-"""`edgesdk`: targets, convert, run, profile, distill, demo, deploy, diff.
+"""`edgesdk`: targets, convert, run, profile, distill, demo, deploy, diff, worker.
 
 Exit codes: 0 success, 2 a clear error (one line on stderr), 1 an unexpected failure,
 130 interrupted. `--debug` shows tracebacks; `--json` prints machine-readable output.
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from runtime.errors import ConfigError, SdkError
+from sdk.loaders import load_model_spec, load_object  # noqa: F401  (the CLI's MODEL / MODULE:FUNCTION arguments)
 from sdk.progress import Progress
 
 
@@ -20,38 +21,6 @@ from sdk.progress import Progress
 def _emit_json(obj) -> None:
     from runtime.profile import _json_safe
     print(json.dumps(_json_safe(obj), indent=2))
-
-
-def load_model_spec(spec: str):
-    """`file.pt2` (torch.export.save) or `module:function` / `path/file.py:function`.
-
-    The function returns ``(model, example_inputs)``; example_inputs may be None for
-    models implementing ``edge_programs()``.
-    """
-    import torch
-
-    if spec.endswith(".pt2"):
-        p = Path(spec)
-        if not p.is_file():
-            raise ConfigError(f"{spec}: no such file (expected a torch.export.save()d .pt2)")
-        try:
-            ep = torch.export.load(str(p))
-        except Exception as e:
-            raise ConfigError(f"{spec}: not a loadable torch.export program: {e}") from None
-        args = ep.example_inputs[0] if ep.example_inputs else None
-        if not args:
-            raise ConfigError(f"{spec}: the saved program carries no example inputs; re-save it from "
-                              "torch.export.export(model, example_args)")
-        return ep.module(), tuple(args), p.stem
-    if ":" not in spec:
-        raise ConfigError(f"model {spec!r}: expected FILE.pt2 or MODULE:FUNCTION (e.g. mypkg.models:build "
-                          "or ./make_model.py:build) returning (model, example_inputs)")
-    fn_name = spec.rsplit(":", 1)[1]
-    result = load_object(spec, "model")
-    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
-        raise ConfigError(f"{spec} must return (model, example_inputs), got {type(result).__name__}")
-    model, example = result
-    return model, example, fn_name
 
 
 def _load_inputs(paths: list[str] | None, sess):
@@ -241,33 +210,6 @@ def cmd_profile(args) -> int:
     return 0
 
 
-def load_object(spec: str, what: str):
-    """`module:function` or `path/file.py:function` -> the function's return value."""
-    import importlib
-    import importlib.util
-    if ":" not in spec:
-        raise ConfigError(f"{what} {spec!r}: expected MODULE:FUNCTION or path/file.py:FUNCTION")
-    mod_name, fn_name = spec.rsplit(":", 1)
-    try:
-        if mod_name.endswith(".py") or "/" in mod_name:
-            path = Path(mod_name)
-            if not path.is_file():
-                raise ConfigError(f"{what}: {mod_name}: no such file")
-            s = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(s)
-            sys.path.insert(0, str(path.parent.resolve()))
-            s.loader.exec_module(module)
-        else:
-            sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ConfigError(f"{what}: cannot import {mod_name!r}: {e}") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise ConfigError(f"{what}: {mod_name} has no callable {fn_name!r}")
-    return fn()
-
-
 def _read_config(path: str | None) -> dict:
     if not path:
         return {}
@@ -387,7 +329,7 @@ def cmd_demo(args) -> int:
     from sdk.demo import run_demo
     res = run_demo(out_dir=args.out, iters=args.iters, warmup=args.warmup, quick=args.quick,
                    progress=Progress(not (args.json or args.quiet)), cache_dir=args.cache,
-                   families=args.family)
+                   families=args.family, executor=args.executor)
     if args.json:
         _emit_json(_pipeline_json(res))
     elif args.quiet:
@@ -408,7 +350,7 @@ def cmd_deploy(args) -> int:
     if args.target:
         cfg.targets = args.target
     prog = Progress(not (args.json or args.quiet))
-    res = pipeline(cfg, progress=prog, quick=True if args.quick else None)
+    res = pipeline(cfg, progress=prog, quick=True if args.quick else None, executor=args.executor)
     if args.json:
         _emit_json(_pipeline_json(res))
     elif args.quiet:
@@ -421,6 +363,25 @@ def cmd_deploy(args) -> int:
                if r["status"] not in ("ok", "convert-only", "skipped")]
         raise ConfigError(f"--strict: {len(bad)} artifact(s) not delivered: {', '.join(bad)}; see {res.report_html}")
     return 0
+
+
+def cmd_worker(args) -> int:
+    import os
+
+    from sdk.pipeline.raynode import parse_resources, worker_command
+    argv, resources = worker_command(args.ray, num_cpus=args.num_cpus, extra=parse_resources(args.resource),
+                                     detect=not args.no_detect, node_ip=args.node_ip)
+    if args.json or args.dry_run:
+        if args.json:
+            _emit_json({"address": args.ray, "resources": resources, "command": argv})
+        else:
+            print(" ".join(argv))
+        if args.dry_run:
+            return 0
+    else:
+        print(f"joining the Ray cluster at {args.ray} with {json.dumps(resources)} (Ctrl-C leaves)", file=sys.stderr)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # ray start --block: this process becomes the worker node
 
 
 def cmd_diff(args) -> int:
@@ -438,6 +399,13 @@ def cmd_diff(args) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+
+def _executor_arg(s) -> None:
+    s.add_argument("--executor", default="local", metavar="local|serial|ray|ray://HOST:PORT",
+                   help="where the jobs run: local (default: conversions in a process pool sized to the usable "
+                        "cores, then profiles one at a time), serial (one process), ray (the cluster in RAY_ADDRESS, "
+                        "else a local one) or ray://HOST:PORT (a cluster's Ray client address)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -569,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, help="warm-up runs per artifact (default 20)")
     s.add_argument("--cache", help="training/conversion cache directory (default .cache/edgesdk)")
     s.add_argument("--family", action="append", help="only this student family (repeatable)")
+    _executor_arg(s)
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("deploy", parents=[common],
@@ -589,7 +558,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cache", action="store_true", help="train and convert everything again")
     s.add_argument("--strict", action="store_true",
                    help="exit non-zero when an artifact was rejected by the gate or failed to convert")
+    _executor_arg(s)
     s.set_defaults(fn=cmd_deploy)
+
+    s = sub.add_parser("worker", parents=[common],
+                       help="join a Ray cluster as a worker that advertises this machine's devices",
+                       description="Start a Ray worker node (ray start --block) joined to the cluster at --ray, "
+                                   "advertising what this machine can profile: its CPU (edgesdk-profiler), qnn-htp "
+                                   "when the QNN libraries load, vulkan-gpu with a Vulkan driver, and device:adb:SERIAL "
+                                   "for every phone `adb devices` lists. Deploy onto the cluster with "
+                                   "`RAY_ADDRESS=HEAD:PORT edgesdk deploy deploy.yaml --executor ray`.")
+    s.add_argument("--ray", required=True, metavar="HEAD:PORT", help="the head node's address (ray start --head)")
+    s.add_argument("--num-cpus", type=int, dest="num_cpus", help="CPUs for conversions (default: all; 0: profile only)")
+    s.add_argument("--resource", action="append", metavar="NAME=N", help="advertise a resource too (repeatable)")
+    s.add_argument("--no-detect", action="store_true", help="advertise only the --resource ones")
+    s.add_argument("--node-ip", dest="node_ip", help="this node's address as the cluster sees it (default: Ray's guess)")
+    s.add_argument("--dry-run", action="store_true", help="print the ray start command and exit")
+    s.set_defaults(fn=cmd_worker)
 
     s = sub.add_parser("diff", parents=[common],
                        help="compare two results.json: inputs, versions, metrics, latency regressions",
