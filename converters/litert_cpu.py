@@ -21,16 +21,22 @@ def export_tflite(programs, path) -> dict[str, str]:
     items = list(programs.items())
     if len(items) == 1:
         (_, prog), = items
-        model = litert_torch.convert(prog.module, prog.example_inputs)
+        model = litert_torch.convert(prog.module, prog.example_inputs, dynamic_shapes=_shapes(prog))
         sigs = {items[0][0]: SINGLE_SIGNATURE}
     else:
         conv = None
         for name, prog in items:
-            conv = (litert_torch if conv is None else conv).signature(name, prog.module, prog.example_inputs)
+            conv = (litert_torch if conv is None else conv).signature(name, prog.module, prog.example_inputs,
+                                                                      dynamic_shapes=_shapes(prog))
         model = conv.convert()
         sigs = {name: name for name, _ in items}
     model.export(str(path))
     return sigs
+
+
+def _shapes(prog):
+    """torch.export ``dynamic_shapes`` (litert-torch exports through torch.export): resizable inputs."""
+    return prog.dynamic.torch_shapes(prog.input_names) if prog.dynamic else None
 
 
 def signature_io(path, sigs: dict[str, str]) -> dict:
@@ -118,6 +124,7 @@ class LiteRtCpu(Converter):
     recommended = "int8-static"
     recommended_multi_program = "fp16"  # int8-dynamic's per-tensor activations drift in long decodes
     calibrated = ("int8-static",)
+    dynamic_shapes = True
 
     def export(self, programs, workdir, *, quantize, options):
         path = workdir / "model.tflite"

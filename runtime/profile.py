@@ -72,12 +72,17 @@ def cpu_name() -> str:
 
 # ---------------------------------------------------------------- inputs
 
-def example_inputs(specs: list[TensorSpec], seed: int = 0) -> list[np.ndarray]:
-    """Inputs matching a spec: normal floats, ints inside the recorded value range, True masks."""
+def example_inputs(specs: list[TensorSpec], seed: int = 0, dims: dict | None = None) -> list[np.ndarray]:
+    """Inputs matching a spec: normal floats, ints inside the recorded value range, True masks.
+
+    Symbolic (dynamic) dims take their size from ``dims`` (symbol -> size; e.g. a program's
+    ``spec.example_dims()``), else 1.
+    """
     rng = np.random.default_rng(seed)
+    dims = dims or {}
     out = []
     for s in specs:
-        shape = tuple(d if isinstance(d, int) else 1 for d in s.shape)
+        shape = tuple(d if isinstance(d, int) else int(dims.get(d, 1)) for d in s.shape)
         dt = s.np_dtype
         if dt.kind == "f":
             out.append(rng.standard_normal(shape).astype(dt))
