@@ -98,9 +98,15 @@ def _tv(name: str, **kw):
     return lambda: (_seeded(lambda: getattr(torchvision.models, name)(weights=None, **kw)).eval(), _image(), {})
 
 
+# ViT-style timm models at 4 blocks: the architecture (and its export path) is the published one,
+# the depth is cut so that the zoo's ~200 conversions fit a CI-sized machine
+_TIMM_DEPTH = {"deit_tiny_patch16_224": {"depth": 4}}
+
+
 def _timm(name: str, **kw):
     enable_zoo_packages()
     import timm
+    kw = {**_TIMM_DEPTH.get(name, {}), **kw}
     return lambda: (_seeded(lambda: timm.create_model(name, pretrained=False, **kw)).eval(), _image(), {})
 
 
@@ -116,7 +122,8 @@ for _n, _fam in (("convnext_atto", "vision-cnn"), ("ghostnet_100", "vision-cnn")
                  ("repvit_m0_9", "vision-cnn"), ("edgenext_xx_small", "vision-cnn"), ("fastvit_t8", "vision-vit"),
                  ("levit_128s", "vision-vit"), ("mobilevit_xxs", "vision-vit"), ("efficientformerv2_s0", "vision-vit"),
                  ("deit_tiny_patch16_224", "vision-vit")):
-    _register(_n, _fam, "timm", f"timm {_n}")(lambda _n=_n: _timm(_n)())
+    _register(_n, _fam, "timm", f"timm {_n}" + (" (4 blocks)" if _n in _TIMM_DEPTH else ""))(
+        lambda _n=_n: _timm(_n)())
 
 
 # ----------------------------------------------------------------------------------- text
@@ -148,19 +155,19 @@ _register("bert-tiny", "text-encoder", "transformers", "google/bert_uncased_L-2_
           {"input_ids": {1: (8, 128)}, "attention_mask": {1: (8, 128)}})(
     _hf_encoder("BertModel", "BertConfig", hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                 intermediate_size=512))
-# distilbert-base-uncased with the BERT-mini sizes (4 layers, 256 wide)
-_register("distilbert-mini", "text-encoder", "transformers", "distilbert-base-uncased (4 layers, dim 256)")(
-    _hf_encoder("DistilBertModel", "DistilBertConfig", dim=256, n_layers=4, n_heads=4, hidden_dim=1024))
+# distilbert-base-uncased at 2 layers, 256 wide
+_register("distilbert-mini", "text-encoder", "transformers", "distilbert-base-uncased (2 layers, dim 256)")(
+    _hf_encoder("DistilBertModel", "DistilBertConfig", dim=256, n_layers=2, n_heads=4, hidden_dim=1024))
 _register("roberta-tiny", "text-encoder", "transformers", "roberta-base layout at BERT-tiny sizes")(
     _hf_encoder("RobertaModel", "RobertaConfig", hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                 intermediate_size=512))
 # google/electra-small-discriminator
-_register("electra-small", "text-encoder", "transformers", "google/electra-small-discriminator")(
-    _hf_encoder("ElectraModel", "ElectraConfig", embedding_size=128, hidden_size=256, num_hidden_layers=12,
+_register("electra-small", "text-encoder", "transformers", "google/electra-small-discriminator (4 of 12 layers)")(
+    _hf_encoder("ElectraModel", "ElectraConfig", embedding_size=128, hidden_size=256, num_hidden_layers=4,
                 num_attention_heads=4, intermediate_size=1024))
 # albert-base-v2 sizes with fewer layers (weights are shared across layers anyway)
-_register("albert-base", "text-encoder", "transformers", "albert/albert-base-v2 (4 layers)")(
-    _hf_encoder("AlbertModel", "AlbertConfig", embedding_size=128, hidden_size=768, num_hidden_layers=4,
+_register("albert-base", "text-encoder", "transformers", "albert/albert-base-v2 (2 layers)")(
+    _hf_encoder("AlbertModel", "AlbertConfig", embedding_size=128, hidden_size=768, num_hidden_layers=2,
                 num_attention_heads=12, intermediate_size=3072))
 
 
@@ -193,20 +200,20 @@ def _hf_decoder(model_cls: str, cfg_cls: str, **cfg):
     return make
 
 
-_SMALL_LM = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+_SMALL_LM = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=512)
-# sizes of the tiny test configurations published for these architectures (4 layers, width 256)
-_register("gpt2-tiny", "decoder-lm", "transformers", "gpt2 layout, 4 layers x 256 (tiny config)")(
-    _hf_decoder("GPT2LMHeadModel", "GPT2Config", vocab_size=4096, n_embd=256, n_layer=4, n_head=4, n_positions=512))
-_register("llama-tiny", "decoder-lm", "transformers", "Llama layout, 4 layers x 256, GQA 4/2 (tiny config)")(
+# tiny configurations of these architectures (2 layers, width 256, vocabulary 4096)
+_register("gpt2-tiny", "decoder-lm", "transformers", "gpt2 layout, 2 layers x 256 (tiny config)")(
+    _hf_decoder("GPT2LMHeadModel", "GPT2Config", vocab_size=4096, n_embd=256, n_layer=2, n_head=4, n_positions=512))
+_register("llama-tiny", "decoder-lm", "transformers", "Llama layout, 2 layers x 256, GQA 4/2 (tiny config)")(
     _hf_decoder("LlamaForCausalLM", "LlamaConfig", **_SMALL_LM))
-_register("qwen2-tiny", "decoder-lm", "transformers", "Qwen2 layout, 4 layers x 256, GQA 4/2 (tiny config)")(
+_register("qwen2-tiny", "decoder-lm", "transformers", "Qwen2 layout, 2 layers x 256, GQA 4/2 (tiny config)")(
     _hf_decoder("Qwen2ForCausalLM", "Qwen2Config", **_SMALL_LM))
-_register("phi-tiny", "decoder-lm", "transformers", "Phi-2 layout, 4 layers x 256 (tiny config)")(
+_register("phi-tiny", "decoder-lm", "transformers", "Phi-2 layout, 2 layers x 256 (tiny config)")(
     _hf_decoder("PhiForCausalLM", "PhiConfig", vocab_size=4096, hidden_size=256, intermediate_size=1024,
-                num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=512))
-_register("opt-tiny", "decoder-lm", "transformers", "OPT layout, 4 layers x 256 (tiny config)")(
-    _hf_decoder("OPTForCausalLM", "OPTConfig", vocab_size=4096, hidden_size=256, ffn_dim=1024, num_hidden_layers=4,
+                num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=512))
+_register("opt-tiny", "decoder-lm", "transformers", "OPT layout, 2 layers x 256 (tiny config)")(
+    _hf_decoder("OPTForCausalLM", "OPTConfig", vocab_size=4096, hidden_size=256, ffn_dim=1024, num_hidden_layers=2,
                 num_attention_heads=4, max_position_embeddings=512, word_embed_proj_dim=256))
 
 
@@ -231,10 +238,10 @@ def _seq2seq(model_cls: str, cfg_cls: str, **cfg):
     return make
 
 
-# google/t5-efficient-tiny sizes (d_model 256, 4+4 layers, 4 heads)
-_register("t5-tiny", "encoder-decoder", "transformers", "google/t5-efficient-tiny")(
+# google/t5-efficient-tiny sizes (d_model 256, 4 heads), 2+2 of its 4+4 layers
+_register("t5-tiny", "encoder-decoder", "transformers", "google/t5-efficient-tiny (2+2 of 4+4 layers)")(
     _seq2seq("T5ForConditionalGeneration", "T5Config", vocab_size=4096, d_model=256, d_kv=32, d_ff=1024,
-             num_layers=4, num_decoder_layers=4, num_heads=4))
+             num_layers=2, num_decoder_layers=2, num_heads=4))
 _register("bart-tiny", "encoder-decoder", "transformers", "BART layout, 2+2 layers x 256 (tiny config)")(
     _seq2seq("BartForConditionalGeneration", "BartConfig", vocab_size=4096, d_model=256, encoder_layers=2,
              decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=1024,
@@ -243,10 +250,11 @@ _register("bart-tiny", "encoder-decoder", "transformers", "BART layout, 2+2 laye
 
 # ----------------------------------------------------------------------------------- speech
 
-@_register("whisper-tiny-encoder", "speech", "transformers", "openai/whisper-tiny (encoder, 30 s of 80 mel bins)")
+@_register("whisper-tiny-encoder", "speech", "transformers",
+           "openai/whisper-tiny (encoder, 2 of 4 layers, 30 s of 80 mel bins)")
 def _whisper():
     tf = _hf()
-    config = tf.WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6, decoder_layers=4,
+    config = tf.WhisperConfig(d_model=384, encoder_layers=2, encoder_attention_heads=6, decoder_layers=2,
                               decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536,
                               num_mel_bins=80, max_source_positions=1500)
     enc = _seeded(lambda: tf.WhisperModel(config)).get_encoder().eval()
@@ -266,10 +274,10 @@ def _wav2vec2():
 
 # ----------------------------------------------------------------------------------- SSM
 
-@_register("mamba-tiny", "ssm", "transformers", "state-spaces/mamba-130m layout, 4 layers x 256")
+@_register("mamba-tiny", "ssm", "transformers", "state-spaces/mamba-130m layout, 2 layers x 256")
 def _mamba():
     tf = _hf()
-    config = tf.MambaConfig(vocab_size=4096, hidden_size=256, state_size=16, num_hidden_layers=4, expand=2,
+    config = tf.MambaConfig(vocab_size=4096, hidden_size=256, state_size=16, num_hidden_layers=2, expand=2,
                             conv_kernel=4)
     m = _seeded(lambda: tf.MambaForCausalLM(config)).eval()
 

@@ -2,7 +2,8 @@
 
 The gate compares the quantized artifact (run through `runtime`) with the fp32 PyTorch
 module on held-out inputs. Per output it records cosine similarity, max/mean absolute error
-and, for classifier-like outputs (float, rank >= 2, last dim >= 2), top-1 agreement.
+and, for classifier-like outputs (float, rank >= 2, last dim >= 2, not named as features such as
+``last_hidden_state`` or ``pooler_output``), top-1 agreement.
 
 Default gate (``max_drop="default"``): every scorable output must keep top-1 agreement >= 99%
 (classifier-like outputs) or a min cosine >= 0.99 (anything else). An output whose fp32 values are
@@ -24,6 +25,8 @@ ranking drives automatic fallback: the most sensitive layers are kept in float o
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,8 +42,14 @@ DEFAULT_METRIC_DROP = 0.01  # default gate with a user metric: metric(fp32) - me
 GATE_MODES = ("default", "max_drop", "off")
 
 
-def _classifier_like(a: np.ndarray) -> bool:
-    return a.dtype.kind == "f" and a.ndim >= 2 and a.shape[-1] >= 2
+# outputs named like these are features, not class scores: their argmax means nothing
+_NOT_SCORES = re.compile(r"hidden|pooler|embed|feature|attention|state|past|cache|key|value", re.I)
+
+
+def _classifier_like(a: np.ndarray, name: str = "") -> bool:
+    """Class scores: float, last dim >= 2, and not named as features (``last_hidden_state``,
+    ``pooler_output``, ``*_embeds``...), so top-1 agreement is what matters for it."""
+    return a.dtype.kind == "f" and a.ndim >= 2 and a.shape[-1] >= 2 and not _NOT_SCORES.search(name)
 
 
 def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
@@ -69,7 +78,7 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
             maxe = max(maxe, float(d.max()) if d.size else 0.0)
             refm = max(refm, float(np.abs(a64).max()) if a64.size else 0.0)
             meane.append(float(d.mean()) if d.size else 0.0)
-            if _classifier_like(a):
+            if _classifier_like(a, name):
                 agree += int((a.argmax(-1) == b.argmax(-1)).sum())
                 total += int(np.prod(a.shape[:-1]))
         row = {"name": name, "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos)),

@@ -315,8 +315,11 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
                 tolerance=(atol, rtol) if quantize in conv.default_tolerance else None)
     finally:
         set_mode(model, was_training)
+    art = Artifact(final, manifest, "".join(log))
+    for line in art.summary():
+        say(f"note: {line}")
     say(f"done in {time.perf_counter() - t0:.1f}s")
-    return Artifact(final, manifest, "".join(log))
+    return art
 
 
 def _check_options(conv, options: dict) -> None:

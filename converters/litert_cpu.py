@@ -21,22 +21,46 @@ def export_tflite(programs, path) -> dict[str, str]:
     items = list(programs.items())
     if len(items) == 1:
         (_, prog), = items
-        model = litert_torch.convert(prog.module, prog.example_inputs, dynamic_shapes=_shapes(prog))
+        model = litert_torch.convert(_resizable(prog) if prog.dynamic else prog.module, prog.example_inputs)
         sigs = {items[0][0]: SINGLE_SIGNATURE}
     else:
         conv = None
         for name, prog in items:
-            conv = (litert_torch if conv is None else conv).signature(name, prog.module, prog.example_inputs,
-                                                                      dynamic_shapes=_shapes(prog))
+            conv = (litert_torch if conv is None else conv).signature(
+                name, _resizable(prog) if prog.dynamic else prog.module, prog.example_inputs)
         model = conv.convert()
         sigs = {name: name for name, _ in items}
     model.export(str(path))
     return sigs
 
 
-def _shapes(prog):
-    """torch.export ``dynamic_shapes`` (litert-torch exports through torch.export): resizable inputs."""
-    return prog.dynamic.torch_shapes(prog.input_names) if prog.dynamic else None
+def _resizable(prog):
+    """A module LiteRT can resize along the program's dynamic dims.
+
+    litert-torch 0.10 lowers most ops through a JAX bridge that needs concrete sizes, so a
+    symbolic export fails even on ``flatten`` ("Shapes must be 1D sequences of concrete values").
+    Instead: torch.export with the dynamic dims, decompose, and write every view/reshape whose
+    target size has one symbolic entry with -1 there; re-exported at the example size, the
+    `.tflite` then takes other sizes through `resize_tensor_input`. Ops that bake a size in
+    (positions sliced to the example length, for one) do not follow: the verification at the
+    range's ends catches that, and the conversion fails with a pointer to shape classes.
+    """
+    import torch
+    ep = torch.export.export(prog.module, prog.example_inputs,
+                             dynamic_shapes=prog.dynamic.torch_shapes(prog.input_names)).run_decompositions()
+    gm = ep.module()
+    reshapes = (torch.ops.aten.view.default, torch.ops.aten.reshape.default, torch.ops.aten._unsafe_view.default,
+                torch.ops.aten.view_copy.default)
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target in reshapes:
+            size = list(n.args[1])
+            sym = [i for i, d in enumerate(size) if not isinstance(d, int)]
+            if len(sym) == 1:
+                size[sym[0]] = -1
+                n.args = (n.args[0], size, *n.args[2:])
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
 
 
 def signature_io(path, sigs: dict[str, str]) -> dict:

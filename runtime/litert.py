@@ -86,7 +86,7 @@ class Program:
         if shapes == self._shapes:
             return
         for (idx, _, _), shape in zip(self._in, shapes):
-            self.it.resize_tensor_input(idx, list(shape), strict=True)
+            self.it.resize_tensor_input(idx, list(shape), strict=False)
         self.it.allocate_tensors()
         self._shapes = shapes
 
