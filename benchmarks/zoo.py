@@ -93,11 +93,15 @@ def convert_row(name: str, target: str, scheme: str, out: Path) -> dict:
     ex = programs[0].example_inputs
     row = {"model": name, "family": ZOO[name].family, "source": ZOO[name].source, "target": target,
            "scheme": scheme, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+    real = kw.pop("samples", None)  # a model with real data (MiniLM) is calibrated and gated on it
     opts = dict(kw, verify_samples=1)  # the example + 1 random input set (the zoo runs ~200 conversions)
     if scheme != "fp32":
-        # calibration/eval in the model's own input order, whatever way it takes them
         # in the artifact's input order (keyword inputs after the positional ones)
-        opts.update(calibration=samples_like(ex, CALIBRATION, 10), eval_data=samples_like(ex, EVAL, 20))
+        if real:
+            opts.update(calibration=real[:16], eval_data=real[16:])
+            row["data"] = f"real text: {len(real[:16])} calibration, {len(real[16:])} held-out sentences"
+        else:
+            opts.update(calibration=samples_like(ex, CALIBRATION, 10), eval_data=samples_like(ex, EVAL, 20))
     t0 = time.perf_counter()
     import warnings
     with warnings.catch_warnings(record=True) as caught:
@@ -274,31 +278,42 @@ def run_convert(args) -> int:
 
 
 def _convert_model(name: str, pairs: list[str], out: Path, args) -> None:
+    """One child process per model; each row is saved as soon as the child reports it."""
     t0 = time.perf_counter()
     cmd = [sys.executable, __file__, "_child", "--model", name, "--pairs", ",".join(pairs), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout * len(pairs), env=env)
-        rows = [json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("ZOOROW ")]
-        why = (f"exit {proc.returncode}", proc.stderr[-600:])
-    except subprocess.TimeoutExpired as e:
-        text = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        rows = [json.loads(ln[7:]) for ln in text.splitlines() if ln.startswith("ZOOROW ")]
-        why = ("Timeout", f"no result within {args.timeout} s per row")
-    got = {(r["target"], r["scheme"]) for r in rows}
-    for p in pairs:  # rows the child never reported: it crashed or hung there
+    got = set()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        import threading
+        err: list[str] = []
+        threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()  # keep the pipe drained
+        timer = threading.Timer(args.timeout * len(pairs), proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                if line.startswith("ZOOROW "):
+                    r = json.loads(line[7:])
+                    got.add((r["target"], r["scheme"]))
+                    _save_row(out, r)
+        finally:
+            timer.cancel()
+        proc.wait()
+    for p in pairs:  # the first row the child never reported: it crashed or hung there
         t, s = p.split(":")
         if (t, s) not in got:
-            rows.append({"model": name, "target": t, "scheme": s, "status": "failed", "error_class": why[0],
-                         "error": why[1]})
+            why = "Timeout" if proc.returncode == -9 else f"exit {proc.returncode}"
+            _save_row(out, {"model": name, "target": t, "scheme": s, "status": "failed", "error_class": why,
+                            "error": "".join(err)[-600:]})
             break  # later pairs were not reached; they are retried on the next run
-    res = load_results(out)  # another phase may have written meanwhile
-    for r in rows:
-        res["rows"][row_key(r["model"], r["target"], r["scheme"])] = r
-        print(f"{r['model']:24s} {r['target']:20s} {r['scheme']:12s} {r['status']:13s} "
-              f"{r.get('error_class', '')}", flush=True)
     print(f"  {name}: {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def _save_row(out: Path, r: dict) -> None:
+    res = load_results(out)  # other workers share the file
+    res["rows"][row_key(r["model"], r["target"], r["scheme"])] = r
     save_results(out, res)
+    print(f"{r['model']:24s} {r['target']:20s} {r['scheme']:12s} {r['status']:13s} {r.get('error_class', '')}",
+          flush=True)
 
 
 DYNAMIC_MODELS = ("resnet18", "bert-tiny")

