@@ -358,8 +358,36 @@ def dynamic_child(args) -> int:
                    verification_dims=art.verification["programs"]["forward"].get("dims_checked"))
     except Exception as e:
         row.update(status="failed", error_class=type(e).__name__, error=_short(e))
+    if row["status"] != "ok":
+        row.update(_raw_dynamic(model, example, kw, dyn, target))
     print("ZOOROW " + json.dumps(row, default=str), flush=True)
     return 0
+
+
+def _raw_dynamic(model, example, kw, dyn, target) -> dict:
+    """The backend's own exporter with the same symbolic dims (torch.export.Dim), no SDK."""
+    import torch
+    from converters import shapes
+    from converters.programs import collect
+    prog = collect(model, example or None, kw.get("example_kwargs"))[0]
+    ds = shapes.parse(dyn, prog.input_names, prog.example_inputs)
+    args = shapes.traceable(ds, prog.input_names, prog.example_inputs)
+    spec = ds.torch_shapes(prog.input_names)
+    try:
+        if target == "litert-cpu":
+            import litert_torch
+            litert_torch.convert(prog.module, args, dynamic_shapes=spec)
+            return {"raw_ok": True, "raw_path": "litert_torch.convert(dynamic_shapes=...)"}
+        if target == "executorch-xnnpack":
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
+            ep = torch.export.export(prog.module, args, dynamic_shapes=spec)
+            to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+            return {"raw_ok": True, "raw_path": "torch.export(dynamic_shapes) + XNNPACK lowering"}
+        torch.onnx.export(prog.module, args, "/tmp/raw-dynamic.onnx", dynamo=True, dynamic_shapes=spec)
+        return {"raw_ok": True, "raw_path": "torch.onnx.export(dynamo=True, dynamic_shapes=...)"}
+    except Exception as e:
+        return {"raw_ok": False, "raw_error": _short(e)}
 
 
 def run_dynamic(args) -> int:

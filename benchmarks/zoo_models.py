@@ -196,22 +196,23 @@ def _minilm():
     return enc.eval(), real[0], {"samples": real}
 
 
+class PromptLM(nn.Module):
+    """input_ids -> logits (no cache): a causal LM's prompt pass."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.model = m
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids, use_cache=False).logits
+
+
 def _hf_decoder(model_cls: str, cfg_cls: str, **cfg):
-    class LM(nn.Module):
-        """input_ids -> logits (no cache): the decoder's prompt pass."""
-
-        def __init__(self, m):
-            super().__init__()
-            self.model = m
-
-        def forward(self, input_ids):
-            return self.model(input_ids=input_ids, use_cache=False).logits
-
     def make():
         tf = _hf()
         config = getattr(tf, cfg_cls)(**cfg)
         model = _seeded(lambda: getattr(tf, model_cls)(config)).eval()
-        return LM(model).eval(), (_tokens(config.vocab_size),), {}
+        return PromptLM(model).eval(), (_tokens(config.vocab_size),), {}
     return make
 
 
@@ -295,16 +296,7 @@ def _mamba():
     config = tf.MambaConfig(vocab_size=4096, hidden_size=256, state_size=16, num_hidden_layers=2, expand=2,
                             conv_kernel=4)
     m = _seeded(lambda: tf.MambaForCausalLM(config)).eval()
-
-    class LM(nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.model = m
-
-        def forward(self, input_ids):
-            return self.model(input_ids=input_ids, use_cache=False).logits
-
-    return LM(m).eval(), (_tokens(4096),), {}
+    return PromptLM(m).eval(), (_tokens(4096),), {}
 
 
 def build(name: str) -> tuple[nn.Module, tuple, dict]:

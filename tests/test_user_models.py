@@ -63,8 +63,11 @@ def test_cli_option_typo_reaches_the_converter(tmp_path):
 
 # ----------------------------------------------------------------------------- the default gate
 
+RES = 112  # MobileNetV3 pools globally: a smaller image keeps the test fast
+
+
 def _mobilenet_v3(calibrated_bn: bool):
-    model, (x,), _ = _zoo("mobilenet_v3_small")
+    model, _, _ = _zoo("mobilenet_v3_small")
     if calibrated_bn:  # BatchNorm statistics from data, as a trained model has: logits of order 1
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -74,11 +77,11 @@ def _mobilenet_v3(calibrated_bn: bool):
         g = torch.Generator().manual_seed(5)
         with torch.no_grad():
             for _ in range(4):
-                model(torch.randn(8, 3, 224, 224, generator=g))
+                model(torch.randn(8, 3, RES, RES, generator=g))
         model.eval()
     g = torch.Generator().manual_seed(6)
-    calib = [(torch.randn(1, 3, 224, 224, generator=g),) for _ in range(16)]
-    return model, x, calib
+    calib = [(torch.randn(1, 3, RES, RES, generator=g),) for _ in range(16)]
+    return model, calib[0][0], calib
 
 
 def test_mobilenet_v3_int8_raises_by_default(tmp_path):
