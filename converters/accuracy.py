@@ -8,7 +8,8 @@ and, for classifier-like outputs (float, rank >= 2, last dim >= 2, not named as 
 Default gate (``max_drop="default"``): every scorable output must keep top-1 agreement >= 99%
 (classifier-like outputs) or a min cosine >= 0.99 (anything else). An output whose fp32 values are
 all below ``NOT_SCORABLE_BELOW`` in magnitude (as with random-init BatchNorm stacks, whose logits
-are ~1e-9) cannot be compared meaningfully: it is reported as not scorable instead of scored.
+are ~1e-9) cannot be compared meaningfully: it is reported as not scorable instead of scored, unless
+the quantized output collapsed to a constant (all zeros, say) where fp32 varies, which fails the gate.
 
 ``drop`` is what a numeric ``max_drop=`` bounds:
 - with a user ``metric(outputs, inputs) -> float`` (higher is better; ``outputs`` is a list
@@ -68,7 +69,7 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
     for i, name in enumerate(names):
         r = [s[i] for s in ref_all]
         g = [s[i] for s in got_all]
-        cos, maxe, meane, refm = [], 0.0, [], 0.0
+        cos, maxe, meane, refm, gotm = [], 0.0, [], 0.0, 0.0
         agree = total = 0
         for a, b in zip(r, g):
             a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
@@ -77,12 +78,13 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
             d = np.abs(a64 - b64)
             maxe = max(maxe, float(d.max()) if d.size else 0.0)
             refm = max(refm, float(np.abs(a64).max()) if a64.size else 0.0)
+            gotm = max(gotm, float(np.abs(b64).max()) if b64.size else 0.0)
             meane.append(float(d.mean()) if d.size else 0.0)
             if _classifier_like(a, name):
                 agree += int((a.argmax(-1) == b.argmax(-1)).sum())
                 total += int(np.prod(a.shape[:-1]))
         row = {"name": name, "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos)),
-               "max_abs_err": maxe, "mean_abs_err": float(np.mean(meane)), "ref_max_abs": refm}
+               "max_abs_err": maxe, "mean_abs_err": float(np.mean(meane)), "ref_max_abs": refm, "got_max_abs": gotm}
         if total:
             row["top1_agreement"] = agree / total
             row["drop"] = 1.0 - row["top1_agreement"]
@@ -92,6 +94,9 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
         if not row["scorable"]:
             row["not_scorable"] = (f"fp32 |values| <= {refm:.2g} everywhere (< {NOT_SCORABLE_BELOW:g}): too small "
                                    "to compare, as with random weights; judge it on trained weights or real inputs")
+        # a quantized output that is constant (e.g. all zeros) where fp32 varies has lost the
+        # output whatever its scale: the gate fails it even when it cannot score it finely
+        row["collapsed"] = bool(all(np.ptp(b) == 0 for b in g if b.size) and any(np.ptp(a) > 0 for a in r if a.size))
         outputs.append(row)
     result = {"samples": len(ref_all), "outputs": outputs}
     if metric is not None:
@@ -122,12 +127,17 @@ def judge(acc: dict, max_drop, metric: bool) -> dict:
     """
     outs = acc["outputs"]
     skipped = [{"output": r["name"], "why": r["not_scorable"]} for r in outs if not r.get("scorable", True)]
+    collapsed = [f"{r['name']}: the quantized output is constant (max |value| {r.get('got_max_abs', 0):.2g}) where "
+                 "fp32 varies: the artifact lost this output" for r in outs if r.get("collapsed")]
     scorable = metric or len(skipped) < len(outs)
     gate = {"mode": "off" if max_drop is None else "default" if max_drop == "default" else "max_drop",
             "max_drop": None if max_drop in (None, "default") else max_drop, "drop": acc["drop"],
             "drop_basis": acc["drop_basis"], "metric": "user" if metric else "default", "not_scorable": skipped}
     if max_drop is None:
         gate["passed"] = None
+        return gate
+    if collapsed and not metric:
+        gate.update(passed=False, failing=collapsed)
         return gate
     if not scorable:
         gate["passed"] = None

@@ -187,8 +187,8 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
 
 
 def _gate_reason(gate: dict) -> str:
-    if gate["mode"] == "default" and gate.get("failing"):
-        return "; ".join(gate["failing"]) + " (default gate)"
+    if gate.get("failing"):
+        return "; ".join(gate["failing"]) + (" (default gate)" if gate["mode"] == "default" else "")
     return f"accuracy drop {gate['drop']:.4f} exceeds max_drop {gate['max_drop']:g}"
 
 
