@@ -58,7 +58,7 @@ class Artifact:
         lines = []
         for prog, rows in self.outside_delegate.items():
             part = self.manifest.extra["partition"][prog]
-            ops = ", ".join(f"{r['op'].removeprefix('aten.').removesuffix('.default')} x{r['count']} "
+            ops = ", ".join(f"{_op(r['op'])} x{r['count']} "
                             f"({r['share'] * 100:.0f}%)" for r in rows[:6])
             lines.append(f"{prog}: {len(rows)} op type(s) outside the delegate ({(1 - part['delegated_fraction']) * 100:.0f}% "
                          f"of nodes, portable kernels): {ops}" + (" ..." if len(rows) > 6 else "")
@@ -72,6 +72,15 @@ class Artifact:
     def open(cls, path) -> "Artifact":
         p = Path(path)
         return cls(p, parse_manifest((p / MANIFEST_NAME).read_bytes()))
+
+
+def _op(name: str) -> str:
+    """'aten_cumsum_default' -> 'cumsum'."""
+    for pre in ("aten_", "aten."):
+        name = name.removeprefix(pre)
+    for suf in ("_default", ".default"):
+        name = name.removesuffix(suf)
+    return name
 
 
 def _fsync_path(p: Path) -> None:

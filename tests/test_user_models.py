@@ -63,16 +63,17 @@ def test_cli_option_typo_reaches_the_converter(tmp_path):
 
 # ----------------------------------------------------------------------------- the default gate
 
-RES = 112  # MobileNetV3 pools globally: a smaller image keeps the test fast
+RES = 64  # MobileNetV3 pools globally: a small image keeps the test fast
 
 
 def _mobilenet_v3():
     model, _, _ = _zoo("mobilenet_v3_small")  # random init: logits ~1e-9
     g = torch.Generator().manual_seed(6)
-    calib = [(torch.randn(1, 3, RES, RES, generator=g),) for _ in range(12)]
+    calib = [(torch.randn(1, 3, RES, RES, generator=g),) for _ in range(10)]
     return model, calib[0][0], calib
 
 
+@pytest.mark.slow  # ~1 min on a quiet 2-core machine (LiteRT int8 of a real CNN)
 def test_mobilenet_v3_int8_raises_by_default(tmp_path):
     """The reported case: LiteRT int8-static turns MobileNetV3's logits into zeros (top-1
     agreement 0%); that artifact must not come back, gate or no max_drop."""
@@ -237,7 +238,7 @@ def test_ops_outside_the_delegate_are_listed(tmp_path):
     art = sdk.convert(CumsumNet().eval(), (torch.randn(2, 16),), "executorch-xnnpack", out_dir=tmp_path,
                       verify_samples=1)
     rows = art.outside_delegate["forward"]
-    assert rows[0]["op"].endswith("cumsum.default") and rows[0]["count"] == 1 and 0 < rows[0]["share"] < 1
+    assert "cumsum" in rows[0]["op"] and rows[0]["count"] == 1 and 0 < rows[0]["share"] < 1
     assert art.manifest.extra["partition"]["forward"]["outside_delegate"] == rows
     assert any("outside the delegate" in line and "cumsum" in line for line in art.summary())
     rep = runtime.profile(art.path, warmup=1, iters=3, op_runs=3)
