@@ -372,7 +372,7 @@ def _raw_dynamic(model, example, kw, dyn, target) -> dict:
     prog = collect(model, example or None, kw.get("example_kwargs"))[0]
     ds = shapes.parse(dyn, prog.input_names, prog.example_inputs)
     args = shapes.traceable(ds, prog.input_names, prog.example_inputs)
-    spec = ds.torch_shapes(prog.input_names)
+    spec = ds.torch_shapes(prog.input_names, prog.module)
     try:
         if target == "litert-cpu":
             import litert_torch

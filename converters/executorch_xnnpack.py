@@ -45,7 +45,7 @@ def lower(programs, partitioners) -> tuple[bytes, dict]:
 
 def export_shapes(program):
     """torch.export's ``dynamic_shapes`` for a program (None: static)."""
-    return program.dynamic.torch_shapes(program.input_names) if program.dynamic else None
+    return program.dynamic.torch_shapes(program.input_names, program.module) if program.dynamic else None
 
 
 def pt2e_quantize(program, quantizer, calibration) -> torch.nn.Module:

@@ -47,7 +47,8 @@ def _resizable(prog):
     """
     import torch
     ep = torch.export.export(prog.module, prog.example_inputs,
-                             dynamic_shapes=prog.dynamic.torch_shapes(prog.input_names)).run_decompositions()
+                             dynamic_shapes=prog.dynamic.torch_shapes(prog.input_names, prog.module)
+                             ).run_decompositions()
     gm = ep.module()
     reshapes = (torch.ops.aten.view.default, torch.ops.aten.reshape.default, torch.ops.aten._unsafe_view.default,
                 torch.ops.aten.view_copy.default)
@@ -55,7 +56,7 @@ def _resizable(prog):
         if n.op == "call_function" and n.target in reshapes:
             size = list(n.args[1])
             sym = [i for i, d in enumerate(size) if not isinstance(d, int)]
-            if len(sym) == 1:
+            if len(sym) == 1 and -1 not in size:
                 size[sym[0]] = -1
                 n.args = (n.args[0], size, *n.args[2:])
     gm.graph.eliminate_dead_code()

@@ -55,11 +55,18 @@ class DynamicShapes:
         return {s: {"min": lo, "max": hi, "example": self.example[s]} for s, (lo, hi) in self.ranges.items()}
 
     # ---- export
-    def torch_shapes(self, input_names: list[str]) -> tuple:
-        """``dynamic_shapes`` for ``torch.export.export`` (one entry per positional input)."""
+    def torch_shapes(self, input_names: list[str], module=None) -> tuple:
+        """``dynamic_shapes`` for ``torch.export.export`` (one entry per positional input; nested
+        once more for a ``forward(*args)`` module, which torch.export sees as one argument)."""
         dims = {s: torch.export.Dim(s, min=lo, max=hi) for s, (lo, hi) in self.ranges.items()}
-        return tuple({d: dims[sym] for d, sym in self.inputs[n].items()} if n in self.inputs else None
-                     for n in input_names)
+        specs = tuple({d: dims[sym] for d, sym in self.inputs[n].items()} if n in self.inputs else None
+                      for n in input_names)
+        if module is not None:
+            import inspect
+            params = list(inspect.signature(module.forward).parameters.values())
+            if params and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+                return (specs,)
+        return specs
 
     # ---- verification points
     def points(self) -> list[dict[str, int]]:
