@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -184,8 +185,8 @@ def raw_toolchain(name: str, target: str, scheme: str, work: Path) -> dict:
                         tried.append("onnxruntime.quantization.quantize_static")
                         path = q
                     s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                    s.run(None, {i.name: t.numpy() for i, t in zip(s.get_inputs(), args)})
-                    return {"raw_ok": True, "raw_path": " + ".join(tried)}
+                    got = s.run(None, {i.name: t.numpy() for i, t in zip(s.get_inputs(), args)})
+                    return _raw_result(prog, got, scheme, tried)
                 except Exception as e:
                     errs.append(_short(e))
             return {"raw_ok": False, "raw_error": " | ".join(errs)}
@@ -207,9 +208,9 @@ def raw_toolchain(name: str, target: str, scheme: str, work: Path) -> dict:
             pte = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
             from executorch.runtime import Runtime
             method = Runtime.get().load_program(pte.buffer).load_method("forward")
-            method.execute(list(args))
+            got = [o.numpy() for o in method.execute(list(args))]
             tried.append("torch.export + to_edge_transform_and_lower(XnnpackPartitioner)")
-            return {"raw_ok": True, "raw_path": " + ".join(tried)}
+            return _raw_result(prog, got, scheme, tried)
         if target == "litert-cpu":
             import litert_torch
             from ai_edge_litert.interpreter import Interpreter
@@ -228,12 +229,31 @@ def raw_toolchain(name: str, target: str, scheme: str, work: Path) -> dict:
                 tried.append("ai-edge-quantizer static_wi8_ai8")
                 path = qpath
             it = Interpreter(model_path=str(path))
-            it.allocate_tensors()
-            it.invoke()
-            return {"raw_ok": True, "raw_path": " + ".join(tried)}
+            runner = it.get_signature_runner("serving_default")
+            io = it.get_signature_list()["serving_default"]
+            names = sorted(io["inputs"], key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+            res = runner(**{n: (t.numpy().astype("int32") if t.dtype == torch.int64 else t.numpy())
+                            for n, t in zip(names, args)})
+            outs = sorted(io["outputs"], key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+            return _raw_result(prog, [res[n] for n in outs], scheme, tried)
     except Exception as e:
         return {"raw_ok": False, "raw_error": _short(e), "raw_path": " + ".join(tried)}
     return {"raw_ok": None}
+
+
+def _raw_result(prog, got, scheme: str, tried: list) -> dict:
+    """The raw toolchain ran: for fp32 also whether its outputs match PyTorch (same tolerance as
+    the SDK's verification), so a ToleranceError is attributed too."""
+    import numpy as np
+    out = {"raw_ok": True, "raw_path": " + ".join(tried)}
+    if scheme == "fp32":
+        errs = [float(np.abs(np.asarray(g, np.float64) - r.numpy()).max()) - 1e-4 * float(r.abs().max())
+                for g, r in zip(got, prog.reference) if r.is_floating_point()]
+        worst = max(errs, default=0.0)
+        out.update(raw_ok=worst <= 1e-4, raw_excess_err=worst)
+        if worst > 1e-4:
+            out["raw_error"] = f"the backend's own conversion differs from PyTorch too (excess error {worst:.3g})"
+    return out
 
 
 def child(args) -> int:
