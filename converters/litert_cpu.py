@@ -64,12 +64,21 @@ def _resizable(prog):
     return gm
 
 
-def signature_io(path, sigs: dict[str, str]) -> dict:
-    """The tflite tensor names of each signature in PyTorch argument order."""
+def signature_io(path, sigs: dict[str, str], programs: dict | None = None) -> dict:
+    """The tflite tensor names of each signature in PyTorch argument order.
+
+    Outputs named after the model's own output names (dict / ModelOutput keys) follow the
+    program's order; generic ones (output_0, output_1...) are in natural order.
+    """
     from ai_edge_litert.interpreter import Interpreter
     listed = Interpreter(model_path=str(path)).get_signature_list()
-    return {prog: {"inputs": _natural(listed[sig]["inputs"]), "outputs": _natural(listed[sig]["outputs"])}
-            for prog, sig in sigs.items()}
+    out = {}
+    for prog, sig in sigs.items():
+        names = list(listed[sig]["outputs"])
+        own = list(programs[prog].output_names) if programs and prog in programs else []
+        outs = own if own and sorted(own) == sorted(names) else _natural(names)
+        out[prog] = {"inputs": _natural(listed[sig]["inputs"]), "outputs": outs}
+    return out
 
 
 def scope_regex(module: str) -> str:
@@ -155,7 +164,7 @@ class LiteRtCpu(Converter):
         path = workdir / "model.tflite"
         src = path if quantize == "fp32" else workdir / "fp32.tflite"
         sigs = export_tflite(programs, src)
-        io = signature_io(src, sigs)
+        io = signature_io(src, sigs, programs)
         extra = {"litert_io": io}
         if quantize != "fp32":
             with contextlib.redirect_stdout(sys.stderr):  # the quantizer prints a size summary
