@@ -260,3 +260,22 @@ def test_profile_table_flags_a_low_delegate_share():
     assert "SLOW PATH: only 25% of the time ran in the delegate" in rep.table()
     rep.ops[0]["total_ms"] = 30.0
     assert "SLOW PATH" not in rep.table()
+
+
+class DictOut(nn.Module):
+    """Outputs whose names do not sort in the order the model returns them."""
+
+    def __init__(self):
+        super().__init__()
+        self.z, self.a = nn.Linear(8, 4), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return {"zeta": self.z(x), "alpha": self.a(x)}
+
+
+def test_litert_keeps_the_models_output_order(tmp_path):
+    x = torch.randn(2, 8)
+    art = sdk.convert(DictOut().eval(), (x,), "litert-cpu", out_dir=tmp_path, verify_samples=1)
+    assert [s.name for s in art.manifest.default_program.outputs] == ["zeta", "alpha"]
+    out = runtime.load(art.path).run([x.numpy()], structured=True)
+    assert out["zeta"].shape == (2, 4) and out["alpha"].shape == (2, 3)
