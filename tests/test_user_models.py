@@ -73,7 +73,6 @@ def _mobilenet_v3():
     return model, calib[0][0], calib
 
 
-@pytest.mark.slow  # ~1 min on a quiet 2-core machine (LiteRT int8 of a real CNN)
 def test_mobilenet_v3_int8_raises_by_default(tmp_path):
     """The reported case: LiteRT int8-static turns MobileNetV3's logits into zeros (top-1
     agreement 0%); that artifact must not come back, gate or no max_drop."""
