@@ -69,6 +69,14 @@ def cmd_convert(args) -> int:
     prog = Progress(not args.quiet)
     prog.stage(f"loading model {args.model}")
     model, example, stem = load_model_spec(args.model)
+    kwargs = {}
+    if isinstance(example, dict):  # the function returned (model, {name: tensor}): keyword inputs
+        example, kwargs = None, {"example_kwargs": example}
+    elif isinstance(example, tuple) and len(example) == 2 and isinstance(example[1], dict):
+        example, kwargs = example[0], {"example_kwargs": example[1]}  # (args, kwargs)
+    if args.dynamic:
+        kwargs["dynamic_shapes"] = parse_dynamic(args.dynamic)
+    options = parse_options(args.option or [])
     targets = converters.target_names() if args.target == ["all"] else args.target
     results = []
     for t in targets:
@@ -78,12 +86,14 @@ def cmd_convert(args) -> int:
                           atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
                           calibration=args.calib, eval_data=args.eval, max_drop=args.max_drop,
                           auto_fallback=args.auto_fallback, min_calibration=args.min_calibration,
-                          progress=lambda s, t=t: prog.stage(f"{t}: {s}"))
+                          progress=lambda s, t=t: prog.stage(f"{t}: {s}"), **kwargs, **options)
         v, q = art.verification, art.manifest.quantization
         row = {"path": str(art.path), "target": t, "quantize": args.quantize, "size_bytes": art.size_bytes,
                "max_abs_err": v["max_abs_err"], "min_cosine": v["min_cosine"],
                "conversion_s": art.manifest.extra.get("conversion_s"), "programs": list(art.manifest.programs),
-               "verification_kind": v.get("kind", "numerical vs PyTorch")}
+               "verification_kind": v.get("kind", "numerical vs PyTorch"), "notes": art.summary(),
+               "outside_delegate": art.outside_delegate,
+               "dims": {p: s.dims for p, s in art.manifest.programs.items() if s.dims}}
         if "gate" in q:
             row.update(gate=q["gate"], kept_float=[k["layer"] for k in q["kept_float"]],
                        outputs=v["outputs"], calibration=q.get("calibration"), eval=q.get("eval"))
@@ -97,16 +107,72 @@ def cmd_convert(args) -> int:
             elif "gate" in r:
                 g = r["gate"]
                 top1 = [o["top1_agreement"] for o in r["outputs"] if "top1_agreement" in o]
+                verdict = ("OFF (--max-drop none)" if g.get("mode") == "off" else
+                           "NOT SCORED: " + "; ".join(f"{n['output']}: {n['why']}" for n in g["not_scorable"])
+                           if g.get("passed") is None else
+                           "default thresholds passed" if g.get("mode") == "default" else
+                           f"max_drop {g['max_drop']:g} passed")
                 print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, {r['quantize']}: drop {g['drop']:.4f} "
                       f"[{g['drop_basis']}], min cosine {r['min_cosine']:.4f}"
                       + (f", top-1 agreement {min(top1) * 100:.1f}%" if top1 else "")
                       + f", max |diff| {r['max_abs_err']:.3g} on {r['eval']['samples']} held-out inputs; gate "
-                      + ("not set (pass --max-drop)" if g["max_drop"] is None else f"max_drop {g['max_drop']:g} passed")
-                      + (f"; kept in float: {', '.join(r['kept_float'])}" if r["kept_float"] else "") + ")")
+                      + verdict + (f"; kept in float: {', '.join(r['kept_float'])}" if r["kept_float"] else "") + ")")
             else:
                 print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, verified: max |diff| {r['max_abs_err']:.2e}, "
                       f"cosine {r['min_cosine']:.6f})")
+            for note in r["notes"]:
+                print(f"  note: {note}")
     return 0
+
+
+def parse_dynamic(specs: list[str]) -> dict:
+    """``INPUT:DIM=MIN..MAX`` or ``INPUT:DIM=NAME:MIN..MAX`` (repeatable) -> sdk.convert's dynamic_shapes."""
+    import re
+    out: dict = {}
+    for spec in specs:
+        m = re.fullmatch(r"([^:=]+):(-?\d+)=(?:([A-Za-z_]\w*):)?(\d+)\.\.(\d+)", spec.strip())
+        if not m:
+            raise ConfigError(f"--dynamic {spec!r}: expected INPUT:DIM=MIN..MAX (e.g. x:0=1..32) or "
+                              "INPUT:DIM=NAME:MIN..MAX (e.g. ids:1=seq:8..512; a shared NAME ties dims together)")
+        inp, dim, sym, lo, hi = m.groups()
+        out.setdefault(inp, {})[int(dim)] = (sym, int(lo), int(hi)) if sym else (int(lo), int(hi))
+    return out
+
+
+def parse_options(items: list[str]) -> dict:
+    """``KEY=VALUE`` target options (values read as JSON when they parse, else as strings)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE (e.g. --option soc_model=57)")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except ValueError:
+            out[k.strip()] = v
+    return out
+
+
+def parse_max_drop(v: str):
+    """--max-drop: a number, 'default' (thresholds per kind of output) or 'none' (gate off)."""
+    if v.lower() in ("none", "off"):
+        return None
+    if v.lower() == "default":
+        return "default"
+    try:
+        return float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'default' or 'none', got {v!r}") from None
+
+
+def parse_dims(items: list[str]) -> dict | None:
+    out = {}
+    for item in items or []:
+        k, _, v = item.partition("=")
+        if not v.isdigit():
+            raise ConfigError(f"--dim {item!r}: expected NAME=SIZE (e.g. --dim batch=8)")
+        out[k] = int(v)
+    return out or None
 
 
 def _describe(a) -> dict:
@@ -128,7 +194,7 @@ def cmd_run(args) -> int:
     inputs = _load_inputs(args.inputs, sess)
     generated = inputs is None
     if generated:
-        inputs = runtime.example_inputs(list(b.spec.inputs), seed=args.seed)
+        inputs = runtime.example_inputs(list(b.spec.inputs), seed=args.seed, dims=b.spec.example_dims())
     outs = b.run(inputs)
     names = [s.name for s in b.spec.outputs]
     if args.out:
@@ -200,7 +266,7 @@ def cmd_profile(args) -> int:
                           threads=args.threads, program=args.program, per_op=not args.no_per_op,
                           progress=prog.bar("timed runs"), require_signature=bool(args.public_key),
                           public_key=args.public_key, prompt_tokens=args.prompt_tokens,
-                          new_tokens=args.new_tokens)
+                          new_tokens=args.new_tokens, dims=parse_dims(args.dim))
     if args.out:
         Path(args.out).write_text(rep.to_json())
     if args.json:
@@ -437,7 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calib", help="calibration data: .npz with one array per input (first axis = samples)")
     s.add_argument("--eval", help="held-out data for the accuracy gate (.npz, same layout; default: a quarter "
                                   "of --calib, else generated inputs)")
-    s.add_argument("--max-drop", type=float, help="fail if the accuracy drop exceeds this (e.g. 0.01)")
+    s.add_argument("--max-drop", type=parse_max_drop, default="default",
+                   help="accuracy gate for quantized schemes: 'default' (top-1 agreement >= 99%% for classifier "
+                        "outputs, min cosine >= 0.99 otherwise), a number (fail if the drop exceeds it, e.g. 0.01) "
+                        "or 'none' (off, with a warning)")
+    s.add_argument("--dynamic", action="append", metavar="INPUT:DIM=MIN..MAX",
+                   help="make a dimension dynamic (repeatable), e.g. x:0=1..32 or ids:1=seq:8..512")
+    s.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="target-specific option (repeatable), e.g. --option soc_model=57 for qnn-htp")
     s.add_argument("--auto-fallback", action="store_true",
                    help="keep the most sensitive layers in float until the gate passes")
     s.add_argument("--min-calibration", type=int, default=8, help="minimum calibration samples (default 8)")
@@ -472,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--public-key", help="refuse the artifact unless signed by this trusted PEM public key")
     s.add_argument("--prompt-tokens", type=int, help="generation artifacts: prompt length (default: capacity)")
     s.add_argument("--new-tokens", type=int, default=32, help="generation artifacts: tokens per generation")
+    s.add_argument("--dim", action="append", metavar="NAME=SIZE",
+                   help="dynamic-shape artifacts: size to time a dimension at (default: the example's), e.g. batch=8")
     s.set_defaults(fn=cmd_profile)
 
     s = sub.add_parser("generate", parents=[common], help="generate tokens with an encoder-decoder, KV-cache "

@@ -107,7 +107,8 @@ class DistillSpec(_Section):
 class QuantizeSpec(_Section):
     """``schemes``: ``recommended`` (fp32 + each target's recommended scheme), ``fp32``, a list
     (``[fp32, int8-static]``, schemes a target lacks are skipped and listed) or a mapping target
-    -> list. ``max_drop``: the accuracy gate (None: measured, not enforced). ``on_fail``:
+    -> list. ``max_drop``: the accuracy gate (a number, ``default`` for the SDK's thresholds per
+    kind of output, or None: measured, not enforced, with a warning). ``on_fail``:
     ``report`` (record the rejected artifact and go on) or ``error`` (stop)."""
 
     schemes: Any = "recommended"
@@ -120,9 +121,10 @@ class QuantizeSpec(_Section):
         ok = isinstance(s, str) or (isinstance(s, list) and all(isinstance(x, str) for x in s)) or (
             isinstance(s, dict) and all(isinstance(v, (str, list)) for v in s.values()))
         _check(ok, f"quantize.schemes: 'recommended', 'fp32', a list of schemes or a mapping target -> list, got {s!r}")
-        _check(self.max_drop is None or (isinstance(self.max_drop, (int, float)) and not isinstance(self.max_drop, bool)
-                                         and self.max_drop >= 0),
-               f"quantize.max_drop must be a number >= 0 (e.g. 0.02) or null, got {self.max_drop!r}")
+        _check(self.max_drop is None or self.max_drop == "default" or (
+            isinstance(self.max_drop, (int, float)) and not isinstance(self.max_drop, bool) and self.max_drop >= 0),
+               f"quantize.max_drop must be a number >= 0 (e.g. 0.02), 'default' (top-1 >= 99% for classifiers, "
+               f"min cosine >= 0.99 otherwise) or null (gate off), got {self.max_drop!r}")
         _check(isinstance(self.auto_fallback, bool), f"quantize.auto_fallback must be true or false, got {self.auto_fallback!r}")
         _check(self.on_fail in ("report", "error"), f"quantize.on_fail must be 'report' or 'error', got {self.on_fail!r}")
 
