@@ -103,14 +103,22 @@ class LegacySinkhornLoss(L.FeatureOTLoss):
 L.register_loss("sinkhorn_legacy")(LegacySinkhornLoss)
 
 
-def ot_variants(keys: dict, feature_weight: float, sinkd: bool, feature_ot: bool = True) -> dict[str, list[LossSpec]]:
-    """Variant label -> extra loss terms; ``keys`` are the feature/logit keys and mask of the recipe."""
+VARIANTS = ("before", "feature_ot", "sinkd", "ablation")
+
+
+def ot_variants(keys: dict, feature_weight: float, sinkd: bool, feature_ot: bool = True,
+                only: tuple[str, ...] = VARIANTS) -> dict[str, list[LossSpec]]:
+    """Variant label -> extra loss terms; ``keys`` are the feature/logit keys and mask of the recipe;
+    ``only`` picks among `VARIANTS` (the recipe alone always runs: it is the paired baseline)."""
     feat = {"student_key": keys["key"], "teacher_key": keys["key"], "mask_key": keys["mask_key"]}
-    out = {"recipe": [], "+ sinkhorn (before)": [LossSpec("sinkhorn_legacy", feature_weight, feat)]}
-    if feature_ot:
+    out = {"recipe": []}
+    if "before" in only:
+        out["+ sinkhorn (before)"] = [LossSpec("sinkhorn_legacy", feature_weight, feat)]
+    if feature_ot and "feature_ot" in only:
         out["+ feature_ot (after)"] = [LossSpec("feature_ot", feature_weight, feat)]
-    if sinkd:
+    if sinkd and "sinkd" in only:
         out["+ sinkhorn_kd, paper weight 0.8·0.001 (after)"] = [sinkd_term(key=keys["key"], mask_key=keys["mask_key"])]
+    if sinkd and "ablation" in only:
         out["+ sinkhorn_kd, weight 0.8 (ablation)"] = [sinkd_term(key=keys["key"], mask_key=keys["mask_key"],
                                                                  scale=1.0)]
     return out
@@ -122,7 +130,7 @@ def run_graph(args) -> list[dict]:
     from models.teachers.hgnn import train_hgnn
     from students_mlp import graphs
     recipe = get_recipe("lighthgnn")
-    variants = ot_variants({"key": "logits", "mask_key": "subsample"}, 0.8, sinkd=True)
+    variants = ot_variants({"key": "logits", "mask_key": "subsample"}, 0.8, sinkd=True, only=args.variants)
     rows = []
     for seed in range(args.seeds):
         for name, hg in graphs(seed).items():
@@ -162,7 +170,7 @@ def run_sentence(args) -> list[dict]:
     split = {k: [i for i, w in enumerate(which) if w == k] for k in ("train", "val", "test")}
     tr, va, te = split["train"], split["val"][:300], split["test"]
     recipe = get_recipe("tokenbag")
-    variants = ot_variants({"key": "logits", "mask_key": None}, 1.0, sinkd=False)
+    variants = ot_variants({"key": "logits", "mask_key": None}, 1.0, sinkd=False, only=args.variants)
     rows = []
     for seed in range(args.seeds_other):
         for label, extra in variants.items():
@@ -188,7 +196,8 @@ def run_encdec(args) -> list[dict]:
     teacher = load_funcname_teacher()
     test = fn.funcname_pairs("test")[:args.n_eval]
     # feature_ot left out here: the graph and sentence parts measure what its convergence changes
-    variants = ot_variants({"key": "logits", "mask_key": "kl_mask"}, 0.8, sinkd=True, feature_ot=False)
+    variants = ot_variants({"key": "logits", "mask_key": "kl_mask"}, 0.8, sinkd=True, feature_ot=False,
+                           only=args.variants)
     rows = []
     for seed in range(args.seeds_other):
         for label, extra in variants.items():
@@ -267,6 +276,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", choices=("graph", "sentence", "encdec"), default=["graph", "sentence", "encdec"])
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                    help="extra terms to compare with the recipe alone (default all)")
     ap.add_argument("--quick", action="store_true", help="tiny budgets (smoke run, not for publishing)")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
     ap.add_argument("--json", metavar="PATH", help="also write every run here")
@@ -305,7 +316,8 @@ def main(argv=None) -> int:
                        f"on {args.subsample} nodes/step)",
               "sentence": f"sentence {args.seeds_other} seeds x {args.tokenbag_steps} steps on {args.sentences} texts",
               "encdec": f"encdec {args.seeds_other} seeds x {args.encdec_steps} steps, {args.n_eval} test pairs"}
-    print("Budget: " + "; ".join(b for k, b in budget.items() if k in args.parts))
+    print("Budget: " + "; ".join(b for k, b in budget.items() if k in args.parts)
+          + "; variants: " + ", ".join(args.variants))
     print()
     print(table(summary, args.markdown))
     if args.json:
