@@ -36,6 +36,11 @@ Usage::
 
     python benchmarks/losses_faithful.py --markdown --json /tmp/losses_faithful.json
     python benchmarks/losses_faithful.py --parts graph --seeds 2 --quick    # smoke run
+    # the recorded runs (RESULTS.md): ~5 min each on one core
+    python benchmarks/losses_faithful.py --parts graph sentence --seeds 3 --seeds-other 2 --sentences 1500 \
+        --tokenbag-steps 250 --markdown
+    python benchmarks/losses_faithful.py --parts encdec --seeds-other 2 --variants sinkd --encdec-steps 100 \
+        --n-eval 100 --markdown
 """
 
 from __future__ import annotations
