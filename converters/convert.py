@@ -176,7 +176,8 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
             atol: float | None = None, rtol: float | None = None, verify_samples: int = 3,
             max_drop: float | None = None,
             metric=None, auto_fallback: bool = False, max_fallback_layers: int = 4,
-            min_calibration: int = MIN_CALIBRATION_SAMPLES, progress=None, **options) -> Artifact:
+            min_calibration: int = MIN_CALIBRATION_SAMPLES, progress=None, prompt_lengths=None,
+            **options) -> Artifact:
     """Convert a PyTorch module for a target, verify it against PyTorch, and publish it.
 
     Example::
@@ -194,7 +195,9 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
         print(q.manifest.quantization["gate"], q.manifest.quantization["kept_float"])
 
     ``example_inputs`` is a tuple of tensors (shapes are fixed to theirs), or None when the
-    model implements ``edge_programs()``.
+    model implements ``edge_programs()``. ``prompt_lengths`` (generation models, e.g.
+    ``[64, 256, 1024, 2048]``): one prefill program per prompt capacity in the one artifact; the
+    runtime runs the smallest that holds the prompt (default: the model config's).
 
     fp32: the artifact lands at ``out_dir/name`` only after it loaded in `runtime` and matched
     PyTorch within ``atol + rtol * max|reference|`` (default 1e-4 each, or the target's own
@@ -239,7 +242,7 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     set_mode(model, False)
     t0 = time.perf_counter()
     try:
-        programs = collect(model, example_inputs)
+        programs = collect(model, example_inputs, prompt_lengths)
         if quantize == "fp32":
             manifest, final = _convert_fp32(conv, programs, out_dir, name, options, log, say,
                                             atol=atol, rtol=rtol, verify_samples=verify_samples)

@@ -115,10 +115,15 @@ class ModelSpec(_Section):
     quality: str | None = None
     seq_len: int = 32
     text: str = "Edge devices run compact models."
+    prompt_lengths: Any = None  # generation models: prompt length classes, e.g. [64, 256, 1024]
 
     def __post_init__(self):
         _check(isinstance(self.source, str) and self.source, "model.source: give MODULE:FUNCTION, FILE.pt2 or a "
                "local Hugging Face folder, e.g. model: make_model.py:build")
+        pl = self.prompt_lengths
+        _check(pl is None or (isinstance(pl, list) and pl and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                  and x > 0 for x in pl)),
+               f"model.prompt_lengths must be a list of positive ints (e.g. [64, 256, 1024]), got {pl!r}")
         _check(self.name is None or isinstance(self.name, str), f"model.name must be a string, got {self.name!r}")
         _opt_int(self.seq_len, "model.seq_len", 1)
 
@@ -423,6 +428,7 @@ class Entry:
     eval_data: Any = None
     profile_programs: list | None = None
     info: dict = field(default_factory=dict)
+    prompt_lengths: list | None = None  # generation models: sdk.convert(..., prompt_lengths=)
 
 
 @dataclass
@@ -587,7 +593,8 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
             if not callable(q):
                 raise ConfigError(f"model.quality {cfg.model.quality}: must return a function quality(run) -> float")
         entries.append(Entry(family="model", name=cfg.model.name or stem, module=user_model, example_inputs=example,
-                             quality=q, metric="quality" if q else None, reference="your model (fp32 PyTorch)"))
+                             quality=q, metric="quality" if q else None, reference="your model (fp32 PyTorch)",
+                             prompt_lengths=cfg.model.prompt_lengths))
     t0 = time.perf_counter()
     entries += _distill_entries(cfg, base, user_model, progress, quick, families)
     timings["distill_s"] = time.perf_counter() - t0
@@ -739,7 +746,8 @@ def _artifact_key(e: Entry, t, scheme: str, cfg: PipelineConfig, name: str, weig
     parts = {"name": name, "weights": weights_sha, "class": type(e.module).__qualname__,
              "example": fingerprint(e.example_inputs) if e.example_inputs is not None else
              fingerprint([ex for _, ex in e.module.edge_programs().values()]),
-             "target": t.name, "scheme": scheme, "code": _convert_code_version(), "versions": tool_versions()}
+             "target": t.name, "scheme": scheme, "code": _convert_code_version(), "versions": tool_versions(),
+             "prompt_lengths": e.prompt_lengths}
     if scheme != "fp32":
         cal = e.calibration
         parts.update(calibration=fingerprint(cal) if not isinstance(cal, str) else fingerprint(Path(cal).read_bytes()),
@@ -799,6 +807,8 @@ def _convert(e: Entry, t, scheme: str, cfg: PipelineConfig, art_dir: Path, name:
             conv_kw["calibration"] = e.calibration
         if e.eval_data is not None:
             conv_kw["eval_data"] = e.eval_data
+    if e.prompt_lengths is not None:
+        conv_kw["prompt_lengths"] = e.prompt_lengths
     return sdk.convert(e.module, e.example_inputs, t.name, quantize=scheme, out_dir=art_dir, name=name,
                        progress=say, **conv_kw)
 

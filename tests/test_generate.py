@@ -26,7 +26,7 @@ CAP, NEW = 40, 12
 @pytest.fixture(scope="module")
 def teacher():
     m = load_teacher("decoder")
-    m.export_prompt_len, m.export_new_tokens = CAP, NEW
+    m.cfg.prompt_lengths, m.cfg.max_new_tokens = (CAP,), NEW
     return m
 
 
@@ -42,21 +42,30 @@ def _torch_greedy(m, prompt, n):
 
 
 def test_cached_programs_reproduce_the_full_forward(teacher):
+    """Prefill + steps whose new K/V are written in place (what the runtime does) == full forward."""
+    from models.generation import write_slot
     progs = teacher.edge_programs()
     prefill, step = progs["prefill"][0], progs["step"][0]
     padded = torch.full((1, CAP), 256)
     padded[0, :len(PROMPT)] = torch.tensor(PROMPT)
+    L, H = teacher.cfg.n_layers, teacher.cfg.n_heads
+    caches = [torch.zeros(1, H, CAP + NEW, 32) for _ in range(2 * L)]   # (1, H, C, Dh) per layer, rank 4
     with torch.no_grad():
-        logits, kv = prefill(padded, torch.tensor([len(PROMPT)]))
+        logits, *kv = prefill(padded, torch.tensor([len(PROMPT)]))
+        for c, x in zip(caches, kv):
+            write_slot(c, x, 0)
         seq = list(PROMPT)
         full = teacher(torch.tensor([seq]))[0, -1]
         assert torch.allclose(logits[0], full, atol=1e-4)
         for pos in range(len(PROMPT), len(PROMPT) + 5):  # teacher-forced steps == full forward
             seq.append(int(full.argmax()))
-            logits, kv = step(torch.tensor([[seq[-1]]]), torch.tensor([pos]), kv)
+            logits, *new = step(torch.tensor([[seq[-1]]]), torch.tensor([pos]), *caches)
+            assert all(t.shape == (1, H, 1, 32) for t in new)                   # only the new slot leaves
+            for c, x in zip(caches, new):
+                write_slot(c, x, pos)
             full = teacher(torch.tensor([seq]))[0, -1]
             assert torch.allclose(logits[0], full, atol=1e-4)
-    assert kv.shape == (2 * teacher.cfg.n_layers, 1, teacher.cfg.n_heads, CAP + NEW, 32)  # rank 5 (Core ML)
+    assert len(kv) == 2 * L and kv[0].shape == (1, H, CAP, 32)
 
 
 @pytest.mark.parametrize("target", ["onnx-cpu", "executorch-xnnpack"])
