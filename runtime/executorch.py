@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -107,6 +108,8 @@ class Program:
         # inputs left out of memory planning are read where the caller keeps them: `run` then
         # passes copies with slack after them (XNNPACK reads up to 16 bytes past an input)
         self._scratch = [state.alloc_spec(t) for t in spec.inputs] if caller_owned else None
+        self._owner = None  # the Bound whose tensors are the method's inputs now (bind)
+        self._generation = threading.Lock()  # one generation at a time owns the bound method
         meta = self.method.method_meta()
         if meta.num_inputs() != len(spec.inputs) or meta.num_outputs() != len(spec.outputs):
             raise IntegrityError(
@@ -118,6 +121,7 @@ class Program:
             for dst, a in zip(self._scratch, arrays):
                 np.copyto(dst, a)
             arrays = self._scratch
+        self._owner = None  # call() sets the method's inputs to these arrays
         try:
             outs = self.method.call([torch.from_numpy(a) for a in arrays])
         except Exception as e:
@@ -134,33 +138,50 @@ class Program:
 
 
 class Bound:
-    """A method called on torch tensors that view numpy buffers (`torch.from_numpy` shares the
-    memory): with caller-owned inputs the delegate reads the buffers in place, otherwise ExecuTorch
-    copies them into its planned memory."""
+    """A method bound once to tensors that view numpy buffers (`torch.from_numpy` shares the
+    memory), run with ``execute`` and read through views of its own output memory
+    (``get_outputs(clone_outputs=False)``). With caller-owned inputs the delegate reads the
+    buffers in place and ``set_inputs`` runs only when another caller set the method's inputs
+    meanwhile; otherwise ExecuTorch copies them into its planned memory at every call. One
+    generation at a time owns a method's binding (`acquire`/`release`): the outputs live in the
+    method's memory."""
 
     reusable = True
+    fixed_outputs = True
 
     def __init__(self, prog: Program, alloc, lock):
         self.inputs = [alloc(s) for s in prog.spec.inputs]
         self.extent: list = []
+        self.outputs = None
+        self._prog, self._lock = prog, lock
         tensors = [torch.from_numpy(a) for a in self.inputs]
-        call = prog.method.call
-        self.raw = lambda: call(tensors)
-        self._lock = lock
+        method, owned = prog.method, prog._scratch is not None
+
+        def raw():
+            if prog._owner is not self or not owned:
+                method.set_inputs(tensors)
+                prog._owner = self
+            method.execute()
+        self.raw = raw
+
+    def acquire(self) -> None:
+        self._prog._generation.acquire()
 
     def __call__(self) -> list[np.ndarray]:
         try:
             if self._lock is None:
-                outs = self.raw()
+                self.raw()
             else:
                 with self._lock:
-                    outs = self.raw()
+                    self.raw()
+            if self.outputs is None:
+                self.outputs = [o.numpy() for o in self._prog.method.get_outputs(clone_outputs=False)]
         except Exception as e:
             raise ExecutionError(f"executorch failed to run the method: {e}") from None
-        return [o.numpy() for o in outs]
+        return self.outputs
 
     def release(self) -> None:
-        pass
+        self._prog._generation.release()
 
 
 def _unregistered_backends(path: Path) -> list[str]:

@@ -404,6 +404,7 @@ class _Loop:
                              if s.update is not None and s.axis is not None]
         self.whole_updates = [(a, sout.index(s.update)) for s, a in self.states
                               if s.update is not None and s.axis is None]
+        self._writes = None  # (destination, source) pairs, planned at the first step
         self.state_bytes = sum(int(a.nbytes) for _, a in self.states)
         if len(b.extent) != len(self.states):  # slots written so far per cache (cleared before reuse)
             b.extent[:] = [0] * len(self.states)
@@ -462,11 +463,23 @@ class _Loop:
             self.pos_buf.fill(pos)
         self.last_pos = pos
         out = self.bound()
-        for buf, axis, k in self.slot_updates:
-            _state.write_slot(buf, out[k], pos, axis)
-        for buf, k in self.whole_updates:
-            np.copyto(buf, out[k], casting="same_kind")
+        slots, whole = self._writes or self._plan(out)
+        for dst, src, n in slots:        # dst: the cache with its slot axis first
+            dst[pos:pos + n] = src
+        for dst, src in whole:
+            np.copyto(dst, src, casting="same_kind")
         return out[self.logits_at]
+
+    def _plan(self, out) -> tuple[list, list]:
+        """Views for the step's writes: caches with the slot axis moved first (one numpy
+        assignment per cache and step), kept when the backend returns its outputs in the same
+        arrays at every call."""
+        slots = [(np.moveaxis(buf, axis, 0), np.moveaxis(out[k], axis, 0), out[k].shape[axis])
+                 for buf, axis, k in self.slot_updates]
+        whole = [(buf, out[k]) for buf, k in self.whole_updates]
+        if getattr(self.bound, "fixed_outputs", False):
+            self._writes = (slots, whole)
+        return slots, whole
 
 
 def generate(session, prompt, max_new_tokens: int = 32, *, strategy: str = "greedy", top_k: int = 40,

@@ -79,8 +79,9 @@ class Program:
         # subgraph 0 can be driven through set_tensor/invoke directly (cheapest path)
         self._runner = None if len(sigs) == 1 else runner
         self._runner_names = (in_names, out_names)
-        self._wrapper = it._interpreter
-        self._subgraph = self._wrapper.GetSubgraphIndexFromSignature(signature)
+        # (no reference to the interpreter's wrapper kept: the Interpreter refuses to invoke
+        # while anything but itself holds one, see Interpreter._safe_to_run)
+        self._subgraph = it._interpreter.GetSubgraphIndexFromSignature(signature)
         self._views = threading.Lock()  # held while a generation owns the input tensors (bind)
         self.extent: list = []  # slots of each cache written by the last generation (runtime.generate)
 
@@ -139,12 +140,13 @@ class Bound:
     same input tensors."""
 
     reusable = False
+    fixed_outputs = True
 
     def __init__(self, prog: Program, lock):
         prog._views.acquire()
         self._prog = prog
         self.extent = prog.extent  # the state lives in the interpreter: so does its bookkeeping
-        w, sg = prog._wrapper, prog._subgraph
+        w, sg = prog.it._interpreter, prog._subgraph
         try:
             w.AllocateTensors(sg)  # a no-op once allocated; views stay valid until a resize
             self.inputs = [w.tensor(w, idx, sg) for idx, _, _ in prog._in]
@@ -172,7 +174,9 @@ class Bound:
 
     def release(self) -> None:
         if self._prog is not None:
-            self.inputs = self.outputs = None  # the interpreter refuses to resize while views exist
+            # drop the views and the wrapper: the interpreter refuses to resize or invoke through
+            # its Python API while they exist
+            self.inputs = self.outputs = self.raw = None
             self._prog._views.release()
             self._prog = None
 

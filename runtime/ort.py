@@ -82,6 +82,7 @@ class Bound:
     and no name lookup per call. Outputs land in ``outputs``, overwritten by the next call."""
 
     reusable = True
+    fixed_outputs = True
 
     def __init__(self, prog: Program, alloc):
         self.inputs = [alloc(s) for s in prog.spec.inputs]

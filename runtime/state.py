@@ -9,7 +9,10 @@ one buffer for the whole generation and feeds the step program those buffers dir
   spec order, written in place between calls; ``bound()`` runs the program on their current
   contents and returns its outputs (valid until the next call); ``bound.raw`` is the backend's own
   call on those inputs (what the runtime's per-token overhead is measured against);
-  ``bound.release()`` hands it back. Backends bind without copying where they can (their
+  ``bound.release()`` hands it back (``bound.acquire()``, where a backend has it, makes the
+  binding exclusive until then); ``bound.fixed_outputs`` says the outputs land in the same arrays
+  at every call; ``bound.extent`` is the generation loop's note of the cache slots it wrote.
+  Backends bind without copying where they can (their
   ``Program.bind``: ONNX Runtime IOBinding over OrtValues that share the numpy memory,
   ExecuTorch tensors viewing it, LiteRT's own input tensors as numpy views); :class:`CopyBound`
   is the fallback that passes the arrays to ``Program.run`` at every call.
@@ -60,6 +63,8 @@ class CopyBound:
 
     reusable = True
 
+    fixed_outputs = False  # every call returns new arrays
+
     def __init__(self, binding):
         self.inputs = [alloc_spec(s) for s in binding.spec.inputs]
         self.extent: list = []  # per state: slots written by the last generation (runtime.generate)
@@ -86,17 +91,19 @@ def bind(binding):
     """A bound program for ``binding`` (a session's `_Binding` or a PyTorch reference binding):
     the backend's zero-copy ``bind`` where it has one, else `CopyBound`. Bindings reused from the
     binding's pool keep their buffers (no page faults, no allocation on the next generation)."""
-    pool = getattr(binding, "pool", None)
+    pool, bound = getattr(binding, "pool", None), None
     if pool:
         try:
-            return pool.pop()
+            bound = pool.pop()
         except IndexError:
             pass
     prog = getattr(binding, "program", None)
-    bound = None
-    if prog is not None and hasattr(prog, "bind"):
+    if bound is None and prog is not None and hasattr(prog, "bind"):
         bound = prog.bind(alloc_spec, getattr(binding, "_lock", None))
-    return bound if bound is not None else CopyBound(binding)
+    bound = bound if bound is not None else CopyBound(binding)
+    if hasattr(bound, "acquire"):
+        bound.acquire()
+    return bound
 
 
 def release(binding, bound) -> None:
