@@ -80,7 +80,7 @@ BOUND_GOAL, TTFT_GOAL, EAGER_GOAL = 2.0, 1.2, 2.0
 VERSION_PACKAGES = ("torch", "executorch", "onnxruntime", "ai-edge-litert", "numpy")
 SOURCES = ("models/teachers/decoder.py", "models/encdec.py", "models/mamba.py", "models/generation.py",
            "converters/programs.py", "converters/onnx_cpu.py", "converters/executorch_xnnpack.py",
-           "converters/litert_cpu.py", "runtime/generate.py")
+           "converters/litert_cpu.py")
 
 
 # ----------------------------------------------------------------------------- models and artifacts

@@ -404,6 +404,12 @@ class _Loop:
                              if s.update is not None and s.axis is not None]
         self.whole_updates = [(a, sout.index(s.update)) for s, a in self.states
                               if s.update is not None and s.axis is None]
+        # whole-state updates the backend feeds back itself (ping-pong buffers), without copies
+        self._state_at = [sin.index(s.input) for s in spec.state]
+        pairs = [(sin.index(s.input), sout.index(s.update)) for s in spec.state
+                 if s.update is not None and s.axis is None]
+        if pairs and hasattr(b, "alias") and b.alias(pairs):
+            self.whole_updates = []
         self._writes = None  # (destination, source) pairs, planned at the first step
         self.state_bytes = sum(int(a.nbytes) for _, a in self.states)
         if len(b.extent) != len(self.states):  # slots written so far per cache (cleared before reuse)
@@ -430,8 +436,9 @@ class _Loop:
         if spec.prompt_length is not None:
             feed[spec.prompt_length] = np.array([n], dtype=self._pin[spec.prompt_length].np_dtype)
         pout = dict(zip(self._pout, self.prefill.run(feed)))
-        extent = self.bound.extent
-        for i, (s, buf) in enumerate(self.states):
+        extent, inputs = self.bound.extent, self.bound.inputs
+        for i, s in enumerate(spec.state):
+            buf = inputs[self._state_at[i]]  # the current buffer (ping-pong states alternate)
             if s.init == PROMPT_LENGTH:
                 buf[...] = n
                 continue

@@ -234,3 +234,29 @@ def test_shipped_teacher_loads_and_beats_trivial_baseline():
     assert got["name_nll"] < 0.8 * name_nll(load_decoder(), pairs)    # vs the byte LM it was fine-tuned from
     assert report["test"]["char_f1"] > report["baseline_majority"]["char_f1"]
     json.dumps(report)
+
+
+def test_gqa_decoder_baseline_same_blocks_and_cache_mechanics():
+    """The fair decoder-only baseline: the student's blocks, GQA and in-place cache; its cached
+    programs (through the runtime's own loop, in PyTorch) reproduce its full forward."""
+    from converters.programs import TorchPrograms
+    from models.distill.recipe_encdec import STUDENT_CFG
+    from models.gqa_decoder import GQADecoder, GQADecoderConfig
+    e = EncDec(EncDecConfig(**STUDENT_CFG)).num_params()
+    d = GQADecoder(GQADecoderConfig(n_layers=7, n_heads=STUDENT_CFG["n_heads"], n_kv_heads=STUDENT_CFG["n_kv_heads"]))
+    assert abs(d.num_params() - e) / e < 0.07 and d.cfg.n_kv_heads == 2
+    torch.manual_seed(0)
+    m = GQADecoder(GQADecoderConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq=40,
+                                    prompt_lengths=(8, 16), max_new_tokens=6)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    for n in (5, 12):                                            # both prompt length classes
+        prompt = torch.randint(0, 256, (n,)).tolist()
+        seq = list(prompt)
+        with torch.no_grad():
+            for _ in range(6):
+                seq.append(int(m(torch.tensor([seq]))[0, -1].argmax()))
+        g = TorchPrograms(m).generate(prompt, 6, stop_at_eos=False)
+        assert g.tokens == seq[n:], n

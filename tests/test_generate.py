@@ -333,8 +333,8 @@ def test_a_state_shape_that_does_not_fit_is_refused_at_load(artifacts, tmp_path)
     m = json.loads(mpath.read_text())
     m["generation"]["state"][0]["write"]["axis"] = 3          # Dh: the update is 32 wide there, not 1
     mpath.write_text(json.dumps(m))
-    with pytest.raises(IntegrityError, match=r"state\[0\]: update 'new_k_0' of shape \[1, 4, 1, 32\] does not fit "
-                                             r"'k_0' of shape \[1, 4, 52, 32\]"):
+    with pytest.raises(IntegrityError, match=r"state\[0\]: init \(output of 'prefill_16'\) 'k_0' of shape "
+                                             r"\[1, 4, 16, 32\] does not fit 'k_0' of shape \[1, 4, 52, 32\]"):
         runtime.load(art)
     m["generation"]["state"][0]["write"] = {"index": "token", "axis": 2}
     mpath.write_text(json.dumps(m))
@@ -355,3 +355,18 @@ def test_prompt_lengths_need_a_model_that_takes_them(tmp_path):
     with pytest.raises(ConfigError, match=r"prompt_lengths=\[64, 300\]: a prompt of 300 plus 32 new tokens exceeds "
                                           r"the context of 256"):
         sdk.convert(load_teacher("decoder"), None, "onnx-cpu", out_dir=tmp_path, prompt_lengths=[64, 300])
+
+
+@pytest.mark.slow
+def test_slot_writes_run_on_the_qnn_htp_emulator(teacher, tmp_path):
+    """The decoder's in-place cache on the HTP emulator: every node on the NPU, same greedy
+    tokens as PyTorch (the HTP computes float graphs in fp16)."""
+    from converters.programs import TorchPrograms
+    t = {x.name: x for x in sdk.targets()}["qnn-htp"]
+    if not t.runs_here:
+        pytest.skip(t.why_not)
+    art = sdk.convert(teacher, None, "qnn-htp", out_dir=tmp_path)
+    assert all(p["fraction"] == 1.0 for p in art.manifest.extra["qnn"]["placement"].values())
+    assert art.manifest.extra["generation"]["state"][0]["write"] == {"index": "pos", "axis": 2}
+    g = runtime.load(art.path).generate(PROMPT, NEW, stop_at_eos=False)
+    assert g.tokens == TorchPrograms(teacher).generate(PROMPT, NEW, stop_at_eos=False).tokens
