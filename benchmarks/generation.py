@@ -17,11 +17,11 @@ One run, every family x target x prompt length, side by side:
   interleaved in one loop, ``--reps`` rounds after a warm-up. Reported: TTFT, time per output
   token (TPOT, median of a generation's step times), tokens/s, bytes of every carried state, and
   the artifact's decode speed-up over eager (median of per-round TPOT ratios, bootstrap 95% CI).
-- **runtime per-token overhead**: after each generation, the step program's own call on the same
-  bound buffers (`runtime.state`: ONNX Runtime ``run_with_iobinding``, ExecuTorch
-  ``method.call``, LiteRT ``Invoke``) is timed N - 1 times; overhead = median step time inside
-  `generate` (sampling, slot writes, feeding token/position included) - median raw call, per
-  round; the median over rounds with a bootstrap CI.
+- **runtime per-token overhead**: inside every generation the step program's own backend call
+  (`runtime.state`: ONNX Runtime ``run_with_iobinding``, ExecuTorch ``execute``, LiteRT
+  ``Invoke``, on the bound buffers) is timed; per token, overhead = that token's step time in
+  `generate` (feeding token and position, the call, the slot writes, sampling) - its call;
+  the median per generation, then the median over rounds with a bootstrap CI.
 - **memory-traffic bound** of the decoder-only step: bytes read per token = every weight the step
   touches (all layers, norms, the tied output embedding; one row of each embedding table) + the
   whole KV cache (static shapes: all C slots are read) ; bandwidth = `np.copyto` of a buffer of the
@@ -66,7 +66,6 @@ import torch  # noqa: E402
 import runtime  # noqa: E402
 import sdk  # noqa: E402
 from converters.programs import TorchPrograms  # noqa: E402
-from runtime import state as rt_state  # noqa: E402
 from runtime.stats import summarize  # noqa: E402
 from runtime_overhead import bootstrap_median_ci, environment  # noqa: E402
 from runtime_overhead import text_table as table  # noqa: E402
@@ -129,20 +128,31 @@ def artifact(model, family: str, target: str, classes: tuple, out: Path, log) ->
 
 # ----------------------------------------------------------------------------- measurements
 
-def raw_call_ms(sess, n: int) -> float:
-    """Median of ``n`` calls of the step program's own backend call, on the bound state buffers
-    the last generation left (a pooled binding, or LiteRT's input tensors)."""
-    binding = sess.program(sess.generation.step)
-    bound = rt_state.bind(binding)
-    try:
-        raw, clock, ts = bound.raw, time.perf_counter_ns, []
-        for _ in range(n):
-            t = clock()
-            raw()
-            ts.append(clock() - t)
-    finally:
-        rt_state.release(binding, bound)
-    return float(np.median(ts)) / 1e6
+class RawTimer:
+    """Times the step program's own backend call inside `generate`: wraps ``raw`` of every binding
+    the step program makes from now on (`runtime.state`: ONNX Runtime ``run_with_iobinding``,
+    ExecuTorch ``execute``, LiteRT ``Invoke``). Per token, overhead = step time in `generate` -
+    that call, paired on the same token and inputs."""
+
+    def __init__(self, sess):
+        self.ms: list[float] = []
+        binding = sess.program(sess.generation.step)
+        prog, clock = binding.program, time.perf_counter_ns
+        orig = prog.bind
+
+        def bind(alloc, lock=None):
+            b = orig(alloc, lock)
+            if b is not None:
+                raw = b.raw
+
+                def timed():
+                    t = clock()
+                    raw()
+                    self.ms.append((clock() - t) / 1e6)
+                b.raw = timed
+            return b
+        prog.bind = bind
+        binding.pool.clear()
 
 
 def memcpy_gbps(nbytes: int, reps: int = 20) -> float:
@@ -168,28 +178,32 @@ def decoder_step_bytes(model, capacity: int) -> dict:
     return {"weights": weights, "cache": cache, "total": weights + cache}
 
 
-def measure_prompt(family, P, sessions, eager, prompt, args, log) -> list[dict]:
+def measure_prompt(family, P, sessions, timers, eager, prompt, args, log) -> list[dict]:
     """One prompt length: every target's artifact and PyTorch eager, interleaved per round."""
     N = args.new_tokens
     names = list(sessions) + ["pytorch-eager"]
     runners = {**sessions, "pytorch-eager": eager}
     for r in runners.values():  # warm-up
         r.generate(prompt, N, stop_at_eos=False)
-    rec = {k: {"ttft": [], "tpot": [], "tps": [], "raw": [], "state_bytes": None} for k in names}
+    rec = {k: {"ttft": [], "tpot": [], "tps": [], "raw": [], "overhead": [], "state_bytes": None} for k in names}
     gc.collect()
     gc.disable()
     try:
         for rep in range(args.reps):
             order = names if rep % 2 == 0 else names[::-1]
             for k in order:
+                if k in timers:
+                    timers[k].ms.clear()
                 g = runners[k].generate(prompt, N, stop_at_eos=False)
                 r = rec[k]
                 r["ttft"].append(g.ttft_ms)
                 r["tpot"].append(float(np.median(g.step_ms)))
                 r["tps"].append(g.tokens_per_s)
                 r["state_bytes"] = g.state_bytes
-                if k in sessions:
-                    r["raw"].append(raw_call_ms(sessions[k], N - 1))
+                if k in timers:  # the calls of the timed steps are the last len(step_ms) ones
+                    raw = np.array(timers[k].ms[-len(g.step_ms):])
+                    r["raw"].append(float(np.median(raw)))
+                    r["overhead"].append(float(np.median(np.array(g.step_ms) - raw)) * 1e3)
     finally:
         gc.enable()
     rng = np.random.default_rng(args.seed)
@@ -200,9 +214,9 @@ def measure_prompt(family, P, sessions, eager, prompt, args, log) -> list[dict]:
         tpot = np.array(r["tpot"])
         row = {"family": family, "P": P, "target": k, "reps": args.reps, "new_tokens": N,
                "ttft": summarize(r["ttft"]), "tpot": summarize(r["tpot"]), "tokens_per_s": float(np.median(r["tps"])),
-               "state_bytes": r["state_bytes"], "raw": {k2: r[k2] for k2 in ("ttft", "tpot", "raw")}}
+               "state_bytes": r["state_bytes"], "raw": {k2: r[k2] for k2 in ("ttft", "tpot", "raw", "overhead")}}
         if k in sessions:
-            diff_us = (tpot - np.array(r["raw"])) * 1e3
+            diff_us = np.array(r["overhead"])
             row["raw_step"] = summarize(r["raw"])
             row["overhead_us"] = float(np.median(diff_us))
             row["overhead_ci95"] = bootstrap_median_ci(diff_us, args.resamples, rng)
@@ -215,15 +229,16 @@ def measure_prompt(family, P, sessions, eager, prompt, args, log) -> list[dict]:
     return rows
 
 
-def measure_bound(model, sessions, prompt, capacity, args) -> list[dict]:
+def measure_bound(model, sessions, timers, prompt, capacity, args) -> list[dict]:
     """Decoder step at the longest prompt vs bytes-read / memcpy bandwidth, interleaved."""
     need = decoder_step_bytes(model, capacity)
     rec = {k: {"raw": [], "tpot": [], "gbps": []} for k in sessions}
     for rep in range(args.reps):
         for k, s in sessions.items():
+            timers[k].ms.clear()
             g = s.generate(prompt, args.new_tokens, stop_at_eos=False)
             rec[k]["tpot"].append(float(np.median(g.step_ms)))
-            rec[k]["raw"].append(raw_call_ms(s, args.new_tokens - 1))
+            rec[k]["raw"].append(float(np.median(timers[k].ms[-len(g.step_ms):])))
             rec[k]["gbps"].append(memcpy_gbps(need["total"]))
     rows = []
     for k, r in rec.items():
@@ -377,17 +392,18 @@ def main(argv=None) -> int:
     for fam in args.families:
         m = models[fam]
         sess = {t: runtime.load(arts[fam, t, classes].path, threads=args.threads) for t in args.targets}
+        timers = {t: RawTimer(s) for t, s in sess.items()}
         eager = TorchPrograms(m, prompt_lengths=list(classes))
         for P in args.prompts:
             prompt = rng.integers(0, 256, size=P).tolist()
-            res["latency"] += measure_prompt(fam, P, sess, eager, prompt, args, log)
+            res["latency"] += measure_prompt(fam, P, sess, timers, eager, prompt, args, log)
             if P in (min(args.prompts), max(args.prompts)):
                 want = eager.generate(prompt, args.new_tokens, stop_at_eos=False).tokens
                 for t, s in sess.items():
                     got = s.generate(prompt, args.new_tokens, stop_at_eos=False).tokens
                     res["greedy"].append({"family": fam, "target": t, "P": P, "n": len(got), "same": got == want})
             if fam == "decoder" and P == max(args.prompts):
-                res["bound"] = measure_bound(m, sess, prompt, classes[-1] + args.new_tokens, args)
+                res["bound"] = measure_bound(m, sess, timers, prompt, classes[-1] + args.new_tokens, args)
                 log("bound: " + ", ".join(f"{b['target']} {b['tpot_ratio']:.2f}x" for b in res["bound"]))
         prompt = rng.integers(0, 256, size=small[0]).tolist()
         for t in args.targets:

@@ -10,11 +10,11 @@ throughput. This module is that student:
   embeddings; about 2/3 of the layers in the encoder (``n_enc_layers``);
 - ``forward(src, src_len, tgt) -> logits`` — teacher-forced training (``tgt`` = ``bos name``);
 - exported programs (:meth:`EncDec.edge_programs`), all with static shapes: one
-  ``encode(src (1, P), src_len (1,)) -> cross_k_i, cross_v_i (1, H_kv, P, D_h)`` per prompt
-  length class P (``cfg.prompt_lengths``), run once per prompt, and one
-  ``decode_step(token (1, 1), pos (1,), self_k_i, self_v_i (1, H_kv, C, D_h), cross_k_i,
-  cross_v_i (1, H_kv, P_max, D_h), src_len) -> logits (1, V), new_self_k_i, new_self_v_i
-  (1, H_kv, 1, D_h)``, run once per generated token (i over the decoder layers). The
+  ``encode(src (1, P), src_len (1,)) -> cross_k_i, cross_v_i`` per prompt length class P
+  (``cfg.prompt_lengths``), run once per prompt, and one ``decode_step(token (1, 1), pos (1,),
+  self_k_i, self_v_i, cross_k_i, cross_v_i, src_len) -> logits (1, V), new_self_k_i,
+  new_self_v_i``, run once per generated token (i over the decoder layers; keys are stored
+  transposed, (H_kv, D_h, slots), values as (H_kv, slots, D_h): `models.generation`). The
   self-attention cache has a fixed capacity ``C = max_target``; the step attends to the
   positions before ``pos`` plus the fed token's own key/value and returns only those, which the
   runtime writes in place at slot ``pos`` (`models.generation`). The cross K/V of a shorter
@@ -44,7 +44,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.data.tokenizer import ByteTokenizer
-from models.generation import cached_attention, length_classes, write_slot
+from models.generation import (K_AXIS, V_AXIS, attention_kt, cache_layout, cached_attention, from_cache_layout,
+                               length_classes, write_slot)
 from models.registry import register_model
 
 _TOK = ByteTokenizer()
@@ -195,6 +196,11 @@ class CrossAttention(_Attention):
         q = self.q(x).view(B, T, self.h, self.dh).transpose(1, 2)
         return self.out(attend(q, k, v, bias))
 
+    def step(self, x, kt, v, bias):  # one token over K/V in the cached layout, kt (B·Hkv, Dh, P)
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.h, self.dh).transpose(1, 2)
+        return self.out(attention_kt(q, kt, v, bias))
+
 
 class EncoderLayer(nn.Module):
     def __init__(self, cfg: EncDecConfig):
@@ -218,13 +224,15 @@ class DecoderLayer(nn.Module):
         x = x + self.cross(self.n2(x), ck, cv, src_bias)
         return x + self.mlp(self.n3(x))
 
-    def step(self, x, rot, self_bias, kc, vc, ck, cv, src_bias):
-        """One token: x (B, 1, D); kc/vc (B, Hkv, C, Dh) the cache (positions before the
-        token's, by ``self_bias``) -> x, and the token's own k/v (B, Hkv, 1, Dh) to write."""
+    def step(self, x, rot, self_bias, kt, vc, ckt, cv, src_bias):
+        """One token: x (B, 1, D); the self cache in its layout (`models.generation`: keys kt
+        (B·Hkv, Dh, C), values vc (B·Hkv, C, Dh)) holding the positions before the token's (by
+        ``self_bias``); the cross K/V likewise (ckt (B·Hkv, Dh, P), cv) -> x, and the token's own
+        key (B·Hkv, Dh, 1) and value (B·Hkv, 1, Dh) to write."""
         q, k, v = self.attn.qkv(self.n1(x), rot)                  # k/v (B, Hkv, 1, Dh)
-        x = x + self.attn.out(cached_attention(q, kc, vc, k, v, self_bias))
-        x = x + self.cross(self.n2(x), ck, cv, src_bias)
-        return x + self.mlp(self.n3(x)), k, v
+        x = x + self.attn.out(cached_attention(q, kt, vc, k, v, self_bias))
+        x = x + self.cross.step(self.n2(x), ckt, cv, src_bias)
+        return (x + self.mlp(self.n3(x)), *cache_layout(k, v))
 
 
 # ------------------------------------------------------------------------------------ model
@@ -317,15 +325,18 @@ class EncDec(nn.Module):
         """One decoder token: token (B, 1), pos (B,) int64, the self cache (2·L_dec, B, Hkv, C, Dh)
         holding the positions before ``pos`` -> logits (B, V) and the token's keys/values
         (2·L_dec, B, Hkv, 1, Dh), to be written at slot ``pos`` (`models.generation.write_slot`)."""
-        L = self.cfg.n_dec_layers
-        logits, *new = self.step_layers(token, pos, [self_kv[i] for i in range(2 * L)],
-                                        [cross_kv[i] for i in range(2 * L)], src_len)
-        return logits, torch.stack(new)
+        L, B = self.cfg.n_dec_layers, token.shape[0]
+
+        def layout(kv):  # the exported cache layout (keys transposed)
+            return [t for i in range(L) for t in cache_layout(kv[2 * i], kv[2 * i + 1])]
+        logits, *new = self.step_layers(token, pos, layout(self_kv), layout(cross_kv), src_len)
+        return logits, torch.stack([t for i in range(L) for t in from_cache_layout(new[2 * i], new[2 * i + 1], B)])
 
     def step_layers(self, token, pos, self_kv: list, cross_kv: list, src_len) -> tuple:
         """`step` over per-layer tensors (what ``decode_step`` exports): self_kv and cross_kv are
-        lists [k_0, v_0, k_1, ...] -> (logits (B, V), new_k_0, new_v_0, ...)."""
-        B, C, P = token.shape[0], self_kv[0].shape[-2], cross_kv[0].shape[-2]
+        lists [k_0, v_0, k_1, ...] in the cache layout (keys (B·Hkv, Dh, S), values (B·Hkv, S, Dh))
+        -> (logits (B, V), new_k_0 (B·Hkv, Dh, 1), new_v_0 (B·Hkv, 1, Dh), ...)."""
+        B, C, P = token.shape[0], self_kv[0].shape[-1], cross_kv[0].shape[-1]
         rot = (self.cos.index_select(0, pos).view(B, 1, 1, -1),                   # (B, 1, 1, Dh)
                self.sin.index_select(0, pos).view(B, 1, 1, -1), self.swap)
         seen = self.tgt_pos[:C][None, :] < pos[:, None]                           # (B, C): written slots
@@ -396,8 +407,10 @@ class EncDec(nn.Module):
                 _, new = self.step(torch.tensor([[t]]), torch.tensor([p]), cache, ckv, n)
                 write_slot(cache, new, p)
         L2 = 2 * c.n_dec_layers
-        step_inputs = ((torch.tensor([[66]]), torch.tensor([2])) + tuple(cache[i].clone() for i in range(L2))
-                       + tuple(ckv[i].clone() for i in range(L2)) + (n.clone(),))
+
+        def layout(kv):  # the cache layout (keys transposed)
+            return tuple(t.contiguous().clone() for i in range(0, L2, 2) for t in cache_layout(kv[i], kv[i + 1]))
+        step_inputs = (torch.tensor([[66]]), torch.tensor([2])) + layout(cache) + layout(ckv) + (n.clone(),)
         programs["decode_step"] = (DecodeStepProgram(self), step_inputs)
         return programs
 
@@ -407,10 +420,12 @@ class EncDec(nn.Module):
         c = self.cfg
         Ps = self._classes(prompt_lengths)
         names = [f"{kv}_{i}" for i in range(c.n_dec_layers) for kv in ("k", "v")]
-        state = ([{"input": f"self_{n}", "init": None, "update": f"new_self_{n}", "write": {"index": "pos", "axis": 2}}
-                  for n in names]
-                 + [{"input": f"cross_{n}", "init": f"cross_{n}", "update": None, "write": {"index": None, "axis": 2}}
-                    for n in names]
+        def axis(n):  # the cache layout: keys (Hkv, Dh, slots), values (Hkv, slots, Dh)
+            return K_AXIS if n.startswith("k") else V_AXIS
+        state = ([{"input": f"self_{n}", "init": None, "update": f"new_self_{n}",
+                   "write": {"index": "pos", "axis": axis(n)}} for n in names]
+                 + [{"input": f"cross_{n}", "init": f"cross_{n}", "update": None,
+                     "write": {"index": None, "axis": axis(n)}} for n in names]
                  + [{"input": "src_len", "init": "@prompt_length", "update": None}])
         return {
             "prefill": ["encode"] if len(Ps) == 1 else [f"encode_{P}" for P in Ps], "step": "decode_step",
@@ -429,7 +444,8 @@ class EncDec(nn.Module):
 
 
 class EncodeProgram(nn.Module):
-    """``encode(src (1, P), src_len (1,)) -> cross_k_i, cross_v_i (1, Hkv, P, Dh)`` per decoder layer."""
+    """``encode(src (1, P), src_len (1,)) -> cross_k_i (Hkv, Dh, P), cross_v_i (Hkv, P, Dh)`` per
+    decoder layer (the cache layout, keys transposed: `models.generation`)."""
 
     def __init__(self, model: EncDec):
         super().__init__()
@@ -438,7 +454,10 @@ class EncodeProgram(nn.Module):
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor) -> tuple:
         mem = self.model.encode(src, src_len)
-        return tuple(t for layer in self.model.dec for t in layer.cross.memory_kv(mem))
+        out = []
+        for layer in self.model.dec:
+            out += cache_layout(*layer.cross.memory_kv(mem))
+        return tuple(out)
 
 
 class DecodeStepProgram(nn.Module):

@@ -9,7 +9,8 @@ fixed-capacity KV cache per layer that the step reads and the runtime writes in 
 self-attention layer, and the prompt and the generated tokens share one cache.
 
 Exports like the decoder teacher: one ``prefill(tokens (1, P), length (1,)) -> logits, k_i, v_i``
-per prompt length class and one ``step(token, pos, k_0, v_0, ...) -> logits, new_k_i, new_v_i``.
+per prompt length class and one ``step(token, pos, k_0, v_0, ...) -> logits, new_k_i, new_v_i``
+(keys stored transposed, see `models.generation`).
 
 >>> import torch
 >>> from models.gqa_decoder import GQADecoder, GQADecoderConfig
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from models.encdec import NEG, EncDecConfig, EncoderLayer, attend, norm
-from models.generation import cached_attention, length_classes
+from models.generation import K_AXIS, V_AXIS, cache_layout, cached_attention, length_classes
 from models.registry import register_model
 
 _BYTE_VOCAB = EncDecConfig().vocab_size
@@ -113,15 +114,17 @@ class GQADecoder(nn.Module):
             programs["prefill" if len(Ps) == 1 else f"prefill_{P}"] = (
                 _Prefill(self), (torch.randint(0, 256, (1, P), generator=g), torch.tensor([max(1, P - 3)])))
         bc = self.cfg.block
-        caches = tuple(0.5 * torch.randn(1, bc.n_kv_heads, cap, bc.d_head, generator=g)
-                       for _ in range(2 * self.cfg.n_layers))
+        hkv, dh = bc.n_kv_heads, bc.d_head
+        caches = tuple(0.5 * torch.randn(*((hkv, dh, cap) if i % 2 == 0 else (hkv, cap, dh)), generator=g)
+                       for i in range(2 * self.cfg.n_layers))                # keys transposed, values
         programs["step"] = (_Step(self, cap), (torch.tensor([[65]]), torch.tensor([max(1, Ps[-1] - 3)])) + caches)
         return programs
 
     def edge_generation(self, prompt_lengths=None, max_new_tokens=None) -> dict:
         Ps, cap = self._capacity(prompt_lengths, max_new_tokens)
         state = [{"input": f"{kv}_{i}", "init": f"{kv}_{i}", "update": f"new_{kv}_{i}",
-                  "write": {"index": "pos", "axis": 2}} for i in range(self.cfg.n_layers) for kv in ("k", "v")]
+                  "write": {"index": "pos", "axis": K_AXIS if kv == "k" else V_AXIS}}
+                 for i in range(self.cfg.n_layers) for kv in ("k", "v")]
         return {"prefill": ["prefill"] if len(Ps) == 1 else [f"prefill_{P}" for P in Ps], "step": "step",
                 "prompt": "tokens", "prompt_length": "length", "token": "token", "position": "pos",
                 "logits": "logits", "prefill_logits": "logits", "state": state, "eos": None, "pad": 256,
@@ -149,7 +152,7 @@ class _Prefill(nn.Module):
             q, k, v = layer.attn.qkv(layer.n1(x), rot)                        # k/v (1, Hkv, P, Dh)
             x = x + layer.attn.out(attend(q, k, v, bias))
             x = x + layer.mlp(layer.n2(x))
-            kvs += [k, v]
+            kvs += cache_layout(k, v)                                         # (Hkv, Dh, P), (Hkv, P, Dh)
         last = m.norm(x).index_select(1, length - 1)                          # (1, 1, D)
         return (m.lm_head(last)[:, 0], *kvs)
 
@@ -171,7 +174,7 @@ class _Step(nn.Module):
             q, k, v = layer.attn.qkv(layer.n1(x), rot)                        # (1, Hkv, 1, Dh)
             x = x + layer.attn.out(cached_attention(q, kv[2 * i], kv[2 * i + 1], k, v, bias))
             x = x + layer.mlp(layer.n2(x))
-            new += [k, v]
+            new += cache_layout(k, v)
         return (m.lm_head(m.norm(x))[:, 0], *new)
 
 

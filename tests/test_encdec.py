@@ -81,7 +81,7 @@ def test_padding_is_masked():
 def test_cached_step_reproduces_teacher_forced_logits():
     """The encode and decode_step programs, run token by token in PyTorch with the new K/V written
     in place at each position (the runtime's job), give the forward's logits."""
-    from models.generation import write_slot
+    from models.generation import K_AXIS, V_AXIS, cache_layout, write_slot
     m = tiny_model()
     progs = m.edge_programs(prompt_lengths=12)
     enc, prog = progs["encode"][0], progs["decode_step"][0]
@@ -91,13 +91,18 @@ def test_cached_step_reproduces_teacher_forced_logits():
     L2 = 2 * m.cfg.n_dec_layers
     with torch.no_grad():
         full = m(src, n, tgt)
-        cross = list(enc(src, n))                                # per layer (2, Hkv, 12, Dh)
-        cache, steps = list(m.empty_cache(2)), []
+        Hkv, Dh = m.cfg.n_kv_heads, m.cfg.d_head
+        cross = list(enc(src, n))                                # per layer: keys (B·Hkv, Dh, 12), values
+        assert cross[0].shape == (2 * Hkv, Dh, 12) and cross[1].shape == (2 * Hkv, 12, Dh)
+        e = m.empty_cache(2)
+        cache = [t.contiguous() for i in range(0, L2, 2) for t in cache_layout(e[i], e[i + 1])]
+        axes = [K_AXIS if i % 2 == 0 else V_AXIS for i in range(L2)]   # keys stored transposed
+        steps = []
         for p in range(tgt.shape[1]):
             logits, *new = prog(tgt[:, p:p + 1], torch.tensor([p, p]), *cache, *cross, n)
-            assert len(new) == L2 and new[0].shape == (2, m.cfg.n_kv_heads, 1, m.cfg.d_head)
-            for c, x in zip(cache, new):
-                write_slot(c, x, p)
+            assert len(new) == L2 and new[0].shape == (2 * Hkv, Dh, 1) and new[1].shape == (2 * Hkv, 1, Dh)
+            for c, x, a in zip(cache, new, axes):
+                write_slot(c, x, p, a)
             steps.append(logits)
     assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
     assert full.std() > 0.1                                      # not a degenerate comparison

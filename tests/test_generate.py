@@ -47,29 +47,31 @@ def _torch_greedy(m, prompt, n):
 
 def test_cached_programs_reproduce_the_full_forward(teacher):
     """Prefill + steps whose new K/V are written in place (what the runtime does) == full forward."""
-    from models.generation import write_slot
+    from models.generation import K_AXIS, V_AXIS, write_slot
     progs = teacher.edge_programs()
     prefill, step = progs["prefill"][0], progs["step"][0]
     padded = torch.full((1, CAP), 256)
     padded[0, :len(PROMPT)] = torch.tensor(PROMPT)
     L, H = teacher.cfg.n_layers, teacher.cfg.n_heads
-    caches = [torch.zeros(1, H, CAP + NEW, 32) for _ in range(2 * L)]   # (1, H, C, Dh) per layer, rank 4
+    # per layer: keys transposed (H, Dh, C), values (H, C, Dh)
+    caches = [torch.zeros((H, 32, CAP + NEW) if i % 2 == 0 else (H, CAP + NEW, 32)) for i in range(2 * L)]
+    axes = [K_AXIS if i % 2 == 0 else V_AXIS for i in range(2 * L)]
     with torch.no_grad():
         logits, *kv = prefill(padded, torch.tensor([len(PROMPT)]))
-        for c, x in zip(caches, kv):
-            write_slot(c, x, 0)
+        for c, x, a in zip(caches, kv, axes):
+            write_slot(c, x, 0, a)
         seq = list(PROMPT)
         full = teacher(torch.tensor([seq]))[0, -1]
         assert torch.allclose(logits[0], full, atol=1e-4)
         for pos in range(len(PROMPT), len(PROMPT) + 5):  # teacher-forced steps == full forward
             seq.append(int(full.argmax()))
             logits, *new = step(torch.tensor([[seq[-1]]]), torch.tensor([pos]), *caches)
-            assert all(t.shape == (1, H, 1, 32) for t in new)                   # only the new slot leaves
-            for c, x in zip(caches, new):
-                write_slot(c, x, pos)
+            assert [t.shape for t in new[:2]] == [(H, 32, 1), (H, 1, 32)]  # only the new slot leaves
+            for c, x, a in zip(caches, new, axes):
+                write_slot(c, x, pos, a)
             full = teacher(torch.tensor([seq]))[0, -1]
             assert torch.allclose(logits[0], full, atol=1e-4)
-    assert len(kv) == 2 * L and kv[0].shape == (1, H, CAP, 32)
+    assert len(kv) == 2 * L and kv[0].shape == (H, 32, CAP) and kv[1].shape == (H, CAP, 32)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -281,12 +283,14 @@ def test_the_step_returns_only_the_new_slot_and_the_manifest_says_where_it_goes(
         step = art.manifest.programs["step"]
         outs = {o.name: tuple(o.shape) for o in step.outputs}
         ins = {i.name: tuple(i.shape) for i in step.inputs}
-        assert outs["new_k_0"] == (1, H, 1, 32) and ins["k_0"] == (1, H, CAP + NEW, 32), target
+        assert outs["new_k_0"] == (H, 32, 1) and ins["k_0"] == (H, 32, CAP + NEW), target  # keys transposed
+        assert outs["new_v_0"] == (H, 1, 32) and ins["v_0"] == (H, CAP + NEW, 32), target
         state = art.manifest.extra["generation"]["state"]
-        assert len(state) == 2 * L and state[0] == {"input": "k_0", "init": "k_0", "update": "new_k_0",
-                                                    "write": {"index": "pos", "axis": 2}}
+        assert len(state) == 2 * L and state[:2] == [
+            {"input": "k_0", "init": "k_0", "update": "new_k_0", "write": {"index": "pos", "axis": 2}},
+            {"input": "v_0", "init": "v_0", "update": "new_v_0", "write": {"index": "pos", "axis": 1}}]
         prefill = {o.name: tuple(o.shape) for o in art.manifest.programs[f"prefill_{SMALL}"].outputs}
-        assert prefill["k_0"] == (1, H, SMALL, 32)        # a class's cache fills the first slots only
+        assert prefill["v_0"] == (H, SMALL, 32)           # a class's cache fills the first slots only
     assert artifacts["executorch-xnnpack"].manifest.extra["executorch_inputs"] == "caller-owned"
 
 
@@ -331,10 +335,10 @@ def test_a_state_shape_that_does_not_fit_is_refused_at_load(artifacts, tmp_path)
     shutil.copytree(artifacts["onnx-cpu"].path, art)
     mpath = art / "manifest.json"
     m = json.loads(mpath.read_text())
-    m["generation"]["state"][0]["write"]["axis"] = 3          # Dh: the update is 32 wide there, not 1
+    m["generation"]["state"][0]["write"]["axis"] = 1          # Dh for the transposed keys: not the slot axis
     mpath.write_text(json.dumps(m))
     with pytest.raises(IntegrityError, match=r"state\[0\]: init \(output of 'prefill_16'\) 'k_0' of shape "
-                                             r"\[1, 4, 16, 32\] does not fit 'k_0' of shape \[1, 4, 52, 32\]"):
+                                             r"\[4, 32, 16\] does not fit 'k_0' of shape \[4, 32, 52\]"):
         runtime.load(art)
     m["generation"]["state"][0]["write"] = {"index": "token", "axis": 2}
     mpath.write_text(json.dumps(m))

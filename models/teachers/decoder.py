@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from models.data.tokenizer import ByteTokenizer
-from models.generation import cached_attention, length_classes, write_slot
+from models.generation import K_AXIS, V_AXIS, cache_layout, cached_attention, length_classes, write_slot
 from models.registry import register_model
 
 
@@ -178,13 +178,13 @@ class Decoder(nn.Module):
         """One ``prefill`` per prompt length class P (named ``prefill`` for one class, else
         ``prefill_<P>``) and one ``step``, for `sdk.convert(model, None, target)`:
 
-        - ``prefill(tokens (1, P), length (1,)) -> logits (1, V), k_i, v_i`` (1, H, P, Dh) for
-          every layer i: the prompt's keys and values, which the runtime copies into slots 0..P-1
-          of its cache;
+        - ``prefill(tokens (1, P), length (1,)) -> logits (1, V), k_i (H, Dh, P), v_i (H, P, Dh)``
+          for every layer i: the prompt's keys (stored transposed, see `models.generation`) and
+          values, which the runtime copies into slots 0..P-1 of its cache;
         - ``step(token (1, 1), pos (1,), k_0, v_0, ..., k_{L-1}, v_{L-1}) -> logits (1, V),
-          new_k_i, new_v_i`` (1, H, 1, Dh): each layer's cache (1, H, C, Dh),
-          C = max(P) + max_new_tokens, holds the positions before ``pos``; the step returns only
-          the fed token's key and value, and the runtime writes them at slot ``pos``.
+          new_k_i (H, Dh, 1), new_v_i (H, 1, Dh)``: each layer's cache (keys (H, Dh, C), values
+          (H, C, Dh), C = max(P) + max_new_tokens) holds the positions before ``pos``; the step
+          returns only the fed token's key and value, and the runtime writes them at slot ``pos``.
 
         Defaults: the config's ``prompt_lengths`` and ``max_new_tokens``."""
         Ps, cap = self._capacity(prompt_lengths, max_new_tokens)
@@ -196,7 +196,8 @@ class Decoder(nn.Module):
                 _Prefill(self, P), (tokens, torch.tensor([max(1, P - 3)])))
         L, H, Dh = self.cfg.n_layers, self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
         pos = max(1, Ps[-1] - 3)
-        caches = tuple(0.5 * torch.randn(1, H, cap, Dh, generator=g) for _ in range(2 * L))
+        caches = tuple(0.5 * torch.randn(*((H, Dh, cap) if i % 2 == 0 else (H, cap, Dh)), generator=g)
+                       for i in range(2 * L))                                  # keys transposed, values
         programs["step"] = (_Step(self, cap), (torch.tensor([[65]]), torch.tensor([pos])) + caches)
         return programs
 
@@ -205,7 +206,7 @@ class Decoder(nn.Module):
         tok = ByteTokenizer()
         Ps, cap = self._capacity(prompt_lengths, max_new_tokens)
         state = [{"input": f"{kv}_{i}", "init": f"{kv}_{i}", "update": f"new_{kv}_{i}",
-                  "write": {"index": "pos", "axis": 2}}
+                  "write": {"index": "pos", "axis": K_AXIS if kv == "k" else V_AXIS}}  # keys transposed
                  for i in range(self.cfg.n_layers) for kv in ("k", "v")]
         return {"prefill": ["prefill"] if len(Ps) == 1 else [f"prefill_{P}" for P in Ps], "step": "step",
                 "prompt": "tokens", "prompt_length": "length", "token": "token", "position": "pos",
@@ -230,17 +231,19 @@ class Decoder(nn.Module):
         cap = T + max_new_tokens
         self._capacity((T,), max_new_tokens)
         logits, *kv = _Prefill(self, T)(tokens, torch.tensor([T]))
-        caches = [torch.zeros(1, self.cfg.n_heads, cap, self.cfg.d_model // self.cfg.n_heads) for _ in kv]
-        for c, x in zip(caches, kv):
-            write_slot(c, x, 0)
+        H, Dh = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
+        caches = [torch.zeros((H, Dh, cap) if i % 2 == 0 else (H, cap, Dh)) for i in range(len(kv))]
+        axes = [K_AXIS if i % 2 == 0 else V_AXIS for i in range(len(kv))]
+        for c, x, a in zip(caches, kv, axes):
+            write_slot(c, x, 0, a)
         step, out = _Step(self, cap), [tokens]
         for i in range(max_new_tokens):
             nxt = logits.argmax(-1, keepdim=True)                            # (1, 1)
             out.append(nxt)
             if i + 1 < max_new_tokens:
                 logits, *new = step(nxt, torch.tensor([T + i]), *caches)
-                for c, x in zip(caches, new):
-                    write_slot(c, x, T + i)
+                for c, x, a in zip(caches, new, axes):
+                    write_slot(c, x, T + i, a)
         return torch.cat(out, 1)
 
     @torch.no_grad()
@@ -273,14 +276,15 @@ class _Prefill(nn.Module):
             q, k, v = blk.attn.heads(blk.ln1(x))                             # (1, H, P, Dh)
             x = x + blk.attn.attend(q, k, v, blk.attn.mask[:P, :P])
             x = x + blk.mlp(blk.ln2(x))
-            kvs += [k, v]
+            kvs += cache_layout(k, v)                                         # (H, Dh, P), (H, P, Dh)
         last = dec.ln_f(x).index_select(1, length - 1)                       # (1, 1, C)
-        return (dec.lm_head(last).reshape(B, -1), *kvs)                      # (1, V), 2L x (1, H, P, Dh)
+        return (dec.lm_head(last).reshape(B, -1), *kvs)                      # (1, V), keys/values per layer
 
 
 class _Step(nn.Module):
     """One token at position ``pos`` against caches of ``capacity`` slots (positions < ``pos``
-    written): logits and the token's own key/value per layer, (1, H, 1, Dh)."""
+    written; keys (H, Dh, C), values (H, C, Dh)): logits and the token's own key and value per
+    layer, in the same layouts."""
 
     def __init__(self, dec: Decoder, capacity: int):
         super().__init__()
@@ -300,8 +304,8 @@ class _Step(nn.Module):
             y = cached_attention(q, kv[2 * i], kv[2 * i + 1], k, v, bias)    # (1, H, 1, Dh)
             x = x + a.proj(y.transpose(1, 2).reshape(1, 1, a.n_heads * a.d_head))
             x = x + blk.mlp(blk.ln2(x))
-            new += [k, v]
-        return (dec.lm_head(dec.ln_f(x)).reshape(1, -1), *new)              # (1, V), 2L x (1, H, 1, Dh)
+            new += cache_layout(k, v)                                         # (H, Dh, 1), (H, 1, Dh)
+        return (dec.lm_head(dec.ln_f(x)).reshape(1, -1), *new)
 
 
 @register_model("decoder")
