@@ -21,6 +21,7 @@ from runtime.stats import summarize
 
 SCHEMA = "edgesdk.profile/1"
 NOISY_CV = 0.10
+DELEGATE_SHARE_WARN = 0.80  # below this share of time inside the delegate, a profile says so
 
 
 # ---------------------------------------------------------------- memory (Linux /proc, fallback getrusage)
@@ -72,12 +73,17 @@ def cpu_name() -> str:
 
 # ---------------------------------------------------------------- inputs
 
-def example_inputs(specs: list[TensorSpec], seed: int = 0) -> list[np.ndarray]:
-    """Inputs matching a spec: normal floats, ints inside the recorded value range, True masks."""
+def example_inputs(specs: list[TensorSpec], seed: int = 0, dims: dict | None = None) -> list[np.ndarray]:
+    """Inputs matching a spec: normal floats, ints inside the recorded value range, True masks.
+
+    Symbolic (dynamic) dims take their size from ``dims`` (symbol -> size; e.g. a program's
+    ``spec.example_dims()``), else 1.
+    """
     rng = np.random.default_rng(seed)
+    dims = dims or {}
     out = []
     for s in specs:
-        shape = tuple(d if isinstance(d, int) else 1 for d in s.shape)
+        shape = tuple(d if isinstance(d, int) else int(dims.get(d, 1)) for d in s.shape)
         dt = s.np_dtype
         if dt.kind == "f":
             out.append(rng.standard_normal(shape).astype(dt))
@@ -140,6 +146,27 @@ class ProfileReport:
         """True when the coefficient of variation exceeds 10%: treat the numbers with care."""
         return bool(self.cv > NOISY_CV)
 
+    @property
+    def delegate_share(self) -> float | None:
+        """Share of the per-op time spent inside an accelerator delegate (ExecuTorch ETDump rows),
+        or None when the backend reports no delegate split."""
+        if not self.ops or not any(r.get("backend") == "portable" for r in self.ops) and \
+                not any(r.get("op_type") == "DELEGATE_CALL" for r in self.ops):
+            return None
+        total = sum(r["total_ms"] for r in self.ops) or 1.0
+        return sum(r["total_ms"] for r in self.ops if r.get("backend") not in ("portable", "", None)) / total
+
+    def delegate_note(self) -> str:
+        """A warning line when less than ``DELEGATE_SHARE_WARN`` of the time ran in the delegate,
+        naming the ops outside it by time: the usual reason a delegated artifact is slow."""
+        share = self.delegate_share
+        if share is None or share >= DELEGATE_SHARE_WARN:
+            return ""
+        outside = [r for r in self.ops if r.get("backend") == "portable"]
+        names = ", ".join(f"{r['op_type']} {r['mean_ms'] * r['calls']:.3f} ms" for r in outside[:5])
+        return (f"SLOW PATH: only {share * 100:.0f}% of the time ran in the delegate (threshold "
+                f"{DELEGATE_SHARE_WARN * 100:.0f}%); outside it, per run: {names}")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         st = self.stats
@@ -186,6 +213,9 @@ class ProfileReport:
                          f"{gen['new_tokens']} new tokens · decoding state {gen['state_bytes'] / 1024:.1f} KiB"
                          + (f" · per token p50 {tp['p50']:.4f} · p90 {tp['p90']:.4f} ms · "
                             f"{gen['tokens_per_s']:.1f} tokens/s" if tp else ""))
+        slow = self.delegate_note()
+        if slow:
+            lines.append(f"  {slow}")
         if self.ops:
             lines.append(f"  per-op (top {min(top_ops, len(self.ops))} of {len(self.ops)} by total time):")
             lines.append(f"    {'op':<40} {'type':<22} {'calls':>6} {'mean ms':>9} {'share':>6}")
@@ -233,7 +263,7 @@ def _finite(x: float) -> float:
 def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: int | None = None,
             program: str | None = None, per_op: bool = True, op_runs: int = 20, seed: int = 0,
             progress=None, require_signature: bool = False, public_key=None,
-            prompt_tokens: int | None = None, new_tokens: int = 32) -> ProfileReport:
+            prompt_tokens: int | None = None, new_tokens: int = 32, dims: dict | None = None) -> ProfileReport:
     """Profile an artifact (or bare model file) on this machine.
 
     Example::
@@ -257,6 +287,10 @@ def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: i
     the time to first token of every iteration, and ``extra["generation"]`` the time per output
     token (``tpot_ms``), decode tokens/s and the decoding state's size; per-op rows, where the
     backend has them, are for the step program (the decode loop).
+
+    Artifacts with dynamic shapes are timed at the example inputs' sizes unless ``dims`` names
+    others (``{"batch": 8}``; `Session.inputs` shows the symbols, the manifest their ranges);
+    the report's ``extra["dims"]`` records the sizes timed.
     """
     if not isinstance(iters, int) or iters < 1:
         raise ConfigError(f"iters must be a positive int, got {iters!r}")
@@ -270,7 +304,10 @@ def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: i
                                    prompt_tokens, new_tokens)
     binding = sess.program(program) if program else sess._default
     spec = binding.spec
-    arrays = example_inputs(list(spec.inputs), seed) if inputs is None else binding.validate(inputs)
+    timed = _timed_dims(spec, dims)
+    arrays = example_inputs(list(spec.inputs), seed, dims=timed) if inputs is None else binding.validate(inputs)
+    if inputs is None and timed:
+        arrays = binding.validate(arrays)  # sizes outside the exported range fail here, with the range
 
     t = time.perf_counter_ns()
     binding.run(arrays)
@@ -289,7 +326,26 @@ def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: i
     peak = peak_rss_mb()
 
     ops, note, backend_extra = _op_rows(sess, spec, arrays, op_runs) if per_op else ([], "", {})
+    if spec.dims:
+        backend_extra["dims"] = {s.name: list(a.shape) for s, a in zip(spec.inputs, arrays)}
     return _report(sess, spec.name, warmup, iters, first_ms, samples, peak, baseline, ops, note, backend_extra)
+
+
+def _timed_dims(spec, dims: dict | None) -> dict:
+    """Sizes of the dynamic dims to time at: the example's, overridden by ``dims``."""
+    if dims is None:
+        return spec.example_dims()
+    if not isinstance(dims, dict):
+        raise ConfigError(f"dims must map a dynamic dimension to a size, e.g. {{'batch': 8}}, got {dims!r}")
+    known = spec.dims or {}
+    unknown = [k for k in dims if k not in known]
+    if unknown:
+        have = ", ".join(f"{k} ({r['min']}..{r['max']})" for k, r in known.items()) or "none (static shapes)"
+        raise ConfigError(f"dims names {unknown}, but this program's dynamic dimensions are {have}")
+    bad = [k for k, v in dims.items() if isinstance(v, bool) or not isinstance(v, int)]
+    if bad:
+        raise ConfigError(f"dims sizes must be ints, got {dims!r}")
+    return {**spec.example_dims(), **dims}
 
 
 def _op_rows(sess: Session, spec, arrays, op_runs: int) -> tuple[list[dict], str, dict]:
