@@ -325,7 +325,7 @@ class TorchPrograms:
     """
 
     def __init__(self, model: torch.nn.Module, prompt_lengths=None):
-        programs = collect(model, None, prompt_lengths)
+        programs = collect(model, None, prompt_lengths=prompt_lengths)
         if programs.generation is None:
             raise ConfigError(f"{type(model).__name__} declares no {GENERATION_METHOD}()")
         self.path = f"<PyTorch {type(model).__name__}>"
