@@ -17,6 +17,10 @@ One run, every family x target x prompt length, side by side:
   interleaved in one loop, ``--reps`` rounds after a warm-up. Reported: TTFT, time per output
   token (TPOT, median of a generation's step times), tokens/s, bytes of every carried state, and
   the artifact's decode speed-up over eager (median of per-round TPOT ratios, bootstrap 95% CI).
+- **students vs the decoder-only teacher**: per target and P, the teacher's TPOT and TTFT over each
+  student's, ratios of the medians above (same run, families timed one after the other; the
+  teacher's step reads its whole 2048 + N-slot cache at every P, so below P = 2048 the ratio
+  favours the students: `benchmarks/mamba.py` sizes the teacher's cache to each P).
 - **runtime per-token overhead**: inside every generation the step program's own backend call
   (`runtime.state`: ONNX Runtime ``run_with_iobinding``, ExecuTorch ``execute``, LiteRT
   ``Invoke``, on the bound buffers) is timed; per token, overhead = that token's step time in
@@ -294,6 +298,16 @@ def render(res: dict, markdown: bool) -> str:
                      (f"<= {goal:g}: {'PASS' if ok else 'MISS'}") if art else "-",
                      f"{r['vs_eager']:.2f}x {_ci(r['vs_eager_ci95'])}" if art else "(eager)"])
     parts.append(table(head, rows, markdown))
+    fams = {r["family"] for r in res["latency"]}
+    if "decoder" in fams and len(fams) > 1:
+        # per token, the decoder-only teacher (in-place cache) against each student, same run
+        by = {(r["family"], r["P"], r["target"]): r for r in res["latency"]}
+        head = ["family", "P", "target", "decoder TPOT p50 us", "family TPOT p50 us", "decoder / family TPOT",
+                "decoder / family TTFT"]
+        rows = [[f, str(P), t, f"{d['tpot']['p50'] * 1e3:.0f}", f"{r['tpot']['p50'] * 1e3:.0f}",
+                 f"{d['tpot']['p50'] / r['tpot']['p50']:.2f}x", f"{d['ttft']['p50'] / r['ttft']['p50']:.2f}x"]
+                for (f, P, t), r in by.items() if f != "decoder" and (d := by.get(("decoder", P, t)))]
+        parts.append(table(head, rows, markdown))
     if res.get("bound"):
         head = ["target", "P", "cache slots", "weights MB", "cache MB", "memcpy GB/s (same size)", "bound ms",
                 "raw step ms", "raw / bound", "TPOT ms", "TPOT / bound", "goal <= 2x (any target)"]

@@ -251,6 +251,10 @@ def test_scoring_through_the_artifact_matches_pytorch_and_the_full_forward(teach
     cont = list(b"+ b\n")
     ref = TorchPrograms(teacher)
     assert ref.generate(PROMPT, NEW).tokens == _torch_greedy(teacher, PROMPT, NEW)
+    short = PROMPT[:SMALL - 2]  # the artifacts' small class, through the same classes in PyTorch
+    classes = TorchPrograms(teacher, prompt_lengths=[SMALL, CAP])
+    assert (classes.generate(short, NEW).tokens == _torch_greedy(teacher, short, NEW)
+            == runtime.load(artifacts["onnx-cpu"].path).generate(short, NEW).tokens)
     want = ref.score(PROMPT, cont)
     with torch.no_grad():  # log p(cont[i] | prompt + cont[:i]) from one full forward pass
         logp = torch.log_softmax(teacher(torch.tensor([PROMPT + cont]))[0], -1)
