@@ -378,3 +378,11 @@ def test_slot_writes_run_on_the_qnn_htp_emulator(teacher, tmp_path):
     assert art.manifest.extra["generation"]["state"][0]["write"] == {"index": "pos", "axis": 2}
     g = runtime.load(art.path).generate(PROMPT, NEW, stop_at_eos=False)
     assert g.tokens == TorchPrograms(teacher).generate(PROMPT, NEW, stop_at_eos=False).tokens
+
+
+def test_deploy_config_takes_prompt_lengths():
+    from sdk.pipeline.config import ModelSpec
+    assert ModelSpec(source="m.py:build", prompt_lengths=[64, 256]).prompt_lengths == [64, 256]
+    for bad in ([0], [], "64", [True]):
+        with pytest.raises(ConfigError, match=r"model.prompt_lengths must be a list of positive ints"):
+            ModelSpec(source="m.py:build", prompt_lengths=bad)
