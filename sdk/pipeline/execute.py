@@ -59,7 +59,9 @@ def artifact_key(e, job: Job, cfg: PipelineConfig) -> str:
              "example": fingerprint(e.example_inputs) if e.example_inputs is not None else
              fingerprint([ex for _, ex in e.module.edge_programs().values()]),
              "target": job.target.name, "scheme": job.scheme, "code": _convert_code_version(),
-             "versions": tool_versions(), "prompt_lengths": e.prompt_lengths}
+             "versions": tool_versions()}
+    if e.prompt_lengths is not None:  # generation models' prompt length classes (other keys unchanged)
+        parts["prompt_lengths"] = e.prompt_lengths
     if job.scheme != "fp32":
         cal = e.calibration
         parts.update(calibration=fingerprint(cal) if not isinstance(cal, str) else fingerprint(Path(cal).read_bytes()),
