@@ -1,4 +1,4 @@
-"""Encoder-decoder vs decoder-only at equal parameters (issue #6, "Return of the Encoder").
+"""Encoder-decoder vs decoder-only at equal parameters ("Return of the Encoder").
 
 Two parts, one run:
 
@@ -8,9 +8,12 @@ Two parts, one run:
 
      A  the encoder-decoder (`models.encdec.EncDec`, the function-name student's config:
         d=128, 4 encoder + 2 decoder layers, GQA 4/2 heads): ``encode`` + ``decode_step``;
-     B  the decoder-only model with the closest parameter count (`equal_param_decoder_config`:
-        same width, 6 layers, learned positions with context P + N): ``prefill`` + ``step``
-        with a KV cache of P + N;
+     B  the decoder-only model with the closest parameter count built from the same blocks
+        (`models.gqa_decoder.GQADecoder`: same width, pre-norm, RoPE, the same GQA 4/2 heads,
+        7 layers): ``prefill`` + ``step`` with a KV cache of P + N;
+
+   both with the same cache mechanics: one fixed-capacity cache per layer that the step reads
+   and the runtime writes in place (the step returns only the new slot);
 
    both with random weights, and call ``Session.generate(prompt, N, greedy, stop_at_eos=False)``
    on the same random P-byte prompt, interleaved A B / B A, ``--pairs`` pairs after warm-up.
@@ -62,10 +65,9 @@ import sdk  # noqa: E402
 from benchmarks.runtime_overhead import bootstrap_median_ci, environment  # noqa: E402
 from benchmarks.runtime_overhead import text_table as render  # noqa: E402
 from models.data import funcname as fn  # noqa: E402
-from models.distill.recipe_encdec import (STUDENT_CFG, decoder_student, encdec_from_decoder,  # noqa: E402
-                                          equal_param_decoder_config, evaluate_encdec)
+from models.distill.recipe_encdec import STUDENT_CFG, decoder_student, encdec_from_decoder  # noqa: E402
 from models.encdec import EncDec, EncDecConfig  # noqa: E402
-from models.teachers.decoder import Decoder  # noqa: E402
+from models.gqa_decoder import GQADecoder, GQADecoderConfig  # noqa: E402
 from runtime.stats import summarize  # noqa: E402
 
 NOISY_CV = 0.10
@@ -77,12 +79,25 @@ VERSION_PACKAGES = ("torch", "executorch", "onnxruntime", "numpy")
 
 # ----------------------------------------------------------------------------- latency
 
-def latency_models(P: int, N: int, max_target: int, seed: int = 0) -> tuple[EncDec, Decoder]:
+def equal_param_layers(enc: EncDec) -> int:
+    """Layers of the GQA decoder-only model whose parameter count is closest to ``enc``'s."""
+    c = enc.cfg
+
+    def params(n):
+        return GQADecoder(GQADecoderConfig(d_model=c.d_model, n_layers=n, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
+                                           mlp_ratio=c.mlp_ratio, max_seq=8, prompt_lengths=(4,),
+                                           max_new_tokens=4)).num_params()
+    return min(range(1, 4 * c.n_layers), key=lambda n: abs(params(n) - enc.num_params()))
+
+
+def latency_models(P: int, N: int, max_target: int, seed: int = 0) -> tuple[EncDec, GQADecoder]:
     torch.manual_seed(seed)
     enc = EncDec(EncDecConfig(**{**STUDENT_CFG, "max_source": max(P, STUDENT_CFG["max_source"]),
-                                 "max_target": max_target})).eval().with_prompt_len(P)
-    dec = Decoder(equal_param_decoder_config(STUDENT_CFG, context=P + N)).eval()
-    dec.export_prompt_len, dec.export_new_tokens = P, N
+                                 "max_target": max_target, "prompt_lengths": (P,)})).eval()
+    c = enc.cfg
+    dec = GQADecoder(GQADecoderConfig(d_model=c.d_model, n_layers=equal_param_layers(enc), n_heads=c.n_heads,
+                                      n_kv_heads=c.n_kv_heads, mlp_ratio=c.mlp_ratio, max_seq=P + N,
+                                      prompt_lengths=(P,), max_new_tokens=N)).eval()
     return enc, dec
 
 
@@ -139,13 +154,14 @@ def run_latency(args, tmp: str, log) -> tuple[list[dict], dict]:
             same = sa.generate(prompt[0].tolist(), args.new_tokens, stop_at_eos=False).tokens == ref
             samples = interleave_generate(sa, sb, prompt[0].tolist(), args.new_tokens, args.pairs, args.warmup)
             an = analyse_latency(samples, args.resamples, args.seed)
+            ga = sa.generate(prompt[0].tolist(), args.new_tokens, stop_at_eos=False)
+            gb = sb.generate(prompt[0].tolist(), args.new_tokens, stop_at_eos=False)
             rows.append({"target": target, "P": P, "N": args.new_tokens, "threads": sa.threads,
-                         "params": {"encdec": enc.num_params(), "decoder": dec.num_params(),
-                                    "decoder_without_positions": dec.num_params() - dec.cfg.context * dec.cfg.d_model},
+                         "params": {"encdec": enc.num_params(), "decoder": dec.num_params()},
                          "layers": {"encdec": f"{enc.cfg.n_enc_layers}+{enc.cfg.n_dec_layers}",
                                     "decoder": dec.cfg.n_layers},
-                         "state_bytes": {"encdec": int(enc.empty_cache(1).numel() * 4),
-                                         "decoder": int(2 * dec.cfg.n_layers * (P + args.new_tokens) * dec.cfg.d_model * 4)},
+                         "kv_heads": {"encdec": enc.cfg.n_kv_heads, "decoder": dec.cfg.n_kv_heads},
+                         "state_bytes": {"encdec": ga.state_bytes, "decoder": gb.state_bytes},
                          "verify_max_abs_err": {"encdec": a.verification["max_abs_err"],
                                                 "decoder": b.verification["max_abs_err"]},
                          "runtime_greedy_equals_pytorch": same, "convert_s": conv_s,
@@ -158,7 +174,8 @@ def run_latency(args, tmp: str, log) -> tuple[list[dict], dict]:
 
 def latency_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     head = ["target", "P", "N", "TTFT p50 enc-dec / dec-only (ms)", "TTFT ratio [95% CI]",
-            "decode tok/s p50 enc-dec / dec-only", "tok/s ratio [95% CI]", "greedy = PyTorch", "goal @512", "result"]
+            "decode tok/s p50 enc-dec / dec-only", "tok/s ratio [95% CI]", "state bytes enc-dec / dec-only",
+            "greedy = PyTorch", "goal @512", "result"]
     out = []
     for r in rows:
         a = r["analysis"]
@@ -176,6 +193,7 @@ def latency_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                     f"{a['ttft_ratio']:.3f} [{lo:.3f}, {hi:.3f}]",
                     f"{a['tps']['A']['p50']:.0f} / {a['tps']['B']['p50']:.0f}",
                     f"{a['tps_ratio']:.2f}x [{plo:.2f}, {phi:.2f}]",
+                    f"{r['state_bytes']['encdec']:,} / {r['state_bytes']['decoder']:,}",
                     "yes" if r["runtime_greedy_equals_pytorch"] else "NO", goal, res])
     return head, out
 
@@ -212,7 +230,8 @@ def run_quality(args, tmp: str, log) -> dict:
     out["decoder_ce"] = {**dec_m["student"], "params": dec_m["params"], "train_s": dec_m["train_s"]}
     log(f"decoder-only student trained ({time.perf_counter() - t0:.0f}s)")
     # the distilled student through the runtime: same greedy names as PyTorch?
-    student = kd.student.with_prompt_len(fn.MAX_SRC)
+    student = kd.student
+    student.cfg.prompt_lengths = (fn.MAX_SRC,)
     art = sdk.convert(student, None, "onnx-cpu", out_dir=tmp, name="encdec-kd-onnx", verify_samples=1)
     sess = runtime.load(art.path, threads=args.threads)
     k = min(args.n_runtime, len(test))
@@ -301,9 +320,10 @@ def main(argv=None) -> int:
     if "latency" in result:
         r0 = result["latency"][0]
         print(f"\nLatency (Session.generate, greedy, N={args.new_tokens} tokens, {args.pairs} interleaved pairs, "
-              f"random weights): enc-dec {r0['params']['encdec'] / 1e6:.2f} M params ({r0['layers']['encdec']} layers) "
-              f"vs decoder-only {r0['params']['decoder_without_positions'] / 1e6:.2f} M + positions "
-              f"({r0['layers']['decoder']} layers); ratios are enc-dec / decoder-only, medians of per-pair ratios")
+              f"random weights): enc-dec {r0['params']['encdec'] / 1e6:.3f} M params ({r0['layers']['encdec']} layers, "
+              f"{r0['kv_heads']['encdec']} KV heads) vs GQA decoder-only {r0['params']['decoder'] / 1e6:.3f} M "
+              f"({r0['layers']['decoder']} layers, {r0['kv_heads']['decoder']} KV heads), both with KV caches written in "
+              f"place; ratios are enc-dec / decoder-only, medians of per-pair ratios")
         print(render(*latency_table(result["latency"]), args.markdown))
         for r in result["latency"]:
             if r["P"] == 512:

@@ -17,11 +17,12 @@ MQAR for the same `--mqar-steps` (cross-entropy on the recalled values, 4–16 p
 evaluated on held-out samples with 4, 8, 16 and 24 pairs (chance 0.10).
 
 Latency (the runtime, torch-free path for ONNX): at prompt lengths 128, 512 and 2048, the teacher
-with a KV cache (`Decoder.edge_programs(prompt_len=P, max_new_tokens=N)`; random weights with the
-teacher's dims and ``context = 2048 + N``; one artifact per prompt length, the cache holds P + N) and
-the stages 1-3 student (``prefill`` + ``step``; ONE artifact per target with prompt capacity 2048:
-shorter prompts are right-padded and its ``length`` input keeps the state exact, so its TTFT is
-always a 2048-position prefill), converted to `onnx-cpu` and `executorch-xnnpack` (artifacts
+with a KV cache written in place (`sdk.convert(teacher, None, target, prompt_lengths=[P])` with
+``max_new_tokens = N``; random weights with the teacher's dims and ``context = 2048 + N``; one
+artifact per prompt length, the cache holds P + N; the step reads the cache and returns only the
+new slot, which the runtime writes in place) and the stages 1-3 student (ONE artifact per target
+with a prefill per prompt length class 128/512/2048 and one ``step``: the runtime runs the class
+that holds the prompt), converted to `onnx-cpu` and `executorch-xnnpack` (artifacts
 verified by `sdk.convert`), loaded with
 the same intra-op thread count (`--rt-threads`, default 1), and run through `Session.generate`
 (greedy, same prompt, `--new` tokens, no early stop), teacher and student interleaved with
@@ -42,7 +43,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import json
 import sys
@@ -139,15 +139,9 @@ def quality(args, log) -> dict:
 
 # ----------------------------------------------------------------------------- latency
 
-def _with_programs(model, **kw):
-    """``model`` whose ``edge_programs()`` (as `sdk.convert` calls it) uses ``kw``."""
-    model.edge_programs = functools.partial(type(model).edge_programs, model, **kw)
-    return model
-
-
-def convert(model, target: str, out: Path, **kw):
+def convert(model, target: str, out: Path, prompt_lengths):
     t0 = time.perf_counter()
-    art = sdk.convert(_with_programs(model, **kw), None, target, out_dir=out)
+    art = sdk.convert(model, None, target, out_dir=out, prompt_lengths=list(prompt_lengths))
     return art, time.perf_counter() - t0
 
 
@@ -155,7 +149,8 @@ def latency(args, student: Mamba, prompt_text: bytes, log) -> list[dict]:
     N = args.new
     tc = load_teacher("decoder").cfg
     torch.manual_seed(args.seed)
-    teacher_lat = Decoder(DecoderConfig(**{**tc.to_dict(), "context": max(args.contexts) + N})).eval()
+    teacher_lat = Decoder(DecoderConfig(**{**tc.to_dict(), "context": max(args.contexts) + N},
+                                        max_new_tokens=N)).eval()
     rows = []
     cap = max(args.contexts)
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,14 +159,14 @@ def latency(args, student: Mamba, prompt_text: bytes, log) -> list[dict]:
             # `sdk.convert`'s verification resizes it; resizing it while another .pte session is alive
             # deadlocked here (pthreadpool mutex, see RESULTS.md). Loading all sessions with the same
             # thread count afterwards resizes it at most once, before any program runs.
-            # One student artifact per target: prompt capacity = the longest context; shorter prompts
-            # are right-padded and its `length` input keeps the state exact.
-            s_art, s_s = convert(student, target, Path(tmp) / f"s-{target}", prompt_len=cap)
+            # One student artifact per target with a prefill per context (prompt length classes):
+            # the runtime runs the class that holds the prompt. The teacher gets one artifact per
+            # context, so its KV cache holds exactly P + N slots.
+            s_art, s_s = convert(student, target, Path(tmp) / f"s-{target}", args.contexts)
             log(f"{target}: student converted in {s_s:.0f}s")
             t_arts = {}
             for ctx in args.contexts:
-                t_arts[ctx] = convert(teacher_lat, target, Path(tmp) / f"t-{target}-{ctx}", prompt_len=ctx,
-                                      max_new_tokens=N)
+                t_arts[ctx] = convert(teacher_lat, target, Path(tmp) / f"t-{target}-{ctx}", [ctx])
                 log(f"{target}: teacher (KV cache, P={ctx}) converted in {t_arts[ctx][1]:.0f}s")
             s_sess = runtime.load(s_art.path, threads=args.rt_threads)
             t_sess = {ctx: runtime.load(a.path, threads=args.rt_threads) for ctx, (a, _) in t_arts.items()}
@@ -263,7 +258,7 @@ def render(q: dict | None, lat: list[dict], markdown: bool) -> str:
         parts.append(_table(headers, rows, markdown))
     if lat:
         headers = ["target", "context", "teacher ms/token p50", "student ms/token p50",
-                   "teacher/student [95% CI]", f"TTFT ms teacher / student (P={lat[0]['student_capacity']})", "CV teacher / student",
+                   "teacher/student [95% CI]", "TTFT ms teacher / student", "CV teacher / student",
                    "state bytes teacher / student"]
         rows = []
         for r in lat:

@@ -222,7 +222,7 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
             max_drop: float | str | None = DEFAULT_GATE,
             metric=None, auto_fallback: bool = False, max_fallback_layers: int = 4,
             min_calibration: int = MIN_CALIBRATION_SAMPLES, progress=None, example_kwargs: dict | None = None,
-            dynamic_shapes: dict | None = None, **options) -> Artifact:
+            dynamic_shapes: dict | None = None, prompt_lengths=None, **options) -> Artifact:
     """Convert a PyTorch module for a target, verify it against PyTorch, and publish it.
 
     Example::
@@ -250,6 +250,10 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     (see `converters.shapes`; onnx-cpu, executorch-xnnpack and litert-cpu). The artifact is
     then verified at each range's ends and a middle point too, and the runtime checks sizes
     against the ranges the manifest records.
+
+    ``prompt_lengths`` (generation models, e.g. ``[64, 256, 1024, 2048]``): one prefill program
+    per prompt capacity in the one artifact; the runtime runs the smallest that holds the prompt
+    (default: the model config's).
 
     fp32: the artifact lands at ``out_dir/name`` only after it loaded in `runtime` and matched
     PyTorch within ``atol + rtol * max|reference|`` (default 1e-4 each, or the target's own
@@ -307,7 +311,7 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     set_mode(model, False)
     t0 = time.perf_counter()
     try:
-        programs = collect(model, example_inputs, example_kwargs, dynamic_shapes)
+        programs = collect(model, example_inputs, example_kwargs, dynamic_shapes, prompt_lengths)
         if quantize == "fp32":
             manifest, final = _convert_fp32(conv, programs, out_dir, name, options, log, say,
                                             atol=atol, rtol=rtol, verify_samples=verify_samples)

@@ -33,14 +33,20 @@ def outside_delegate(not_delegated: dict, total: int) -> list[dict]:
     return sorted(rows, key=lambda r: -r["count"])
 
 
-def lower(programs, partitioners) -> tuple[bytes, dict]:
-    """torch.export every program, lower with the given partitioners, return (pte bytes, report)."""
-    from executorch.exir import to_edge_transform_and_lower
+def lower(programs, partitioners, caller_owned_inputs: bool = False) -> tuple[bytes, dict]:
+    """torch.export every program, lower with the given partitioners, return (pte bytes, report).
+
+    ``caller_owned_inputs``: leave graph inputs out of memory planning, so the program reads its
+    inputs where the caller keeps them instead of copying them in at every call (what a
+    generation step's multi-MB caches need; `runtime.executorch` then feeds it padded buffers)."""
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
     eps = {name: torch.export.export(p.module, p.example_inputs, dynamic_shapes=export_shapes(p))
            for name, p in programs.items()}
     edge = to_edge_transform_and_lower(eps, partitioner=partitioners)
     report = {name: delegation_report(edge, name) for name in eps}
-    return edge.to_executorch().buffer, report
+    config = ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=not caller_owned_inputs))
+    return edge.to_executorch(config).buffer, report
 
 
 def export_shapes(program):
@@ -153,9 +159,13 @@ class ExecuTorchXnnpack(Converter):
                                                                           else "static (min-max observers)")}
                 quantized[name] = dataclasses.replace(prog, module=module)
             programs = quantized
-        buffer, report = lower(programs, [XnnpackPartitioner()])
+        # several programs (prefill + step): the step's caches stay where the runtime keeps them
+        shared = len(programs) > 1
+        buffer, report = lower(programs, [XnnpackPartitioner()], caller_owned_inputs=shared)
         (workdir / "model.pte").write_bytes(buffer)
         extra = {"partition": report}
+        if shared:
+            extra["executorch_inputs"] = "caller-owned"
         if details:
             extra["quantization_details"] = details
         return {"files": ["model.pte"], "programs": {n: ("model.pte", n) for n in programs}, "extra": extra}

@@ -19,7 +19,9 @@ in :mod:`runtime.generate` that wires its prefill and step programs for ``Sessio
 
 `sdk.convert(model, None, target)` then exports every program into one artifact: one
 `.pte` with a method per program, one `.tflite` with a signature per program, or one
-`.onnx` file per program, all under one manifest.
+`.onnx` file per program, all under one manifest. A generation model whose ``edge_programs``
+and ``edge_generation`` take ``prompt_lengths`` exports one prefill program per prompt length
+class (`sdk.convert(model, None, target, prompt_lengths=[64, 256, 1024])`).
 """
 
 from __future__ import annotations
@@ -130,6 +132,9 @@ def structure_of(out, names: list[str]):
 
 
 def _input_names(module: torch.nn.Module, n: int) -> list[str]:
+    declared = getattr(module, "input_names", None)  # a forward(*args) names its inputs this way
+    if isinstance(declared, (tuple, list)) and len(declared) == n and len(set(declared)) == n:
+        return list(declared)
     try:
         params = list(inspect.signature(module.forward).parameters.values())
     except (TypeError, ValueError):
@@ -198,15 +203,40 @@ def _check_inputs(example_inputs, where: str) -> tuple:
     return tuple(example_inputs)
 
 
-def collect(model: torch.nn.Module, example_inputs, example_kwargs=None, dynamic_shapes=None) -> ProgramSet:
+def _call_with_lengths(model, method: str, prompt_lengths):
+    """``model.<method>()``, or ``model.<method>(prompt_lengths=...)`` when classes are asked for."""
+    fn = getattr(model, method)
+    if prompt_lengths is None:
+        return fn()
+    try:
+        takes = "prompt_lengths" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if not takes:
+        raise ConfigError(f"prompt_lengths={prompt_lengths!r}: {type(model).__name__}.{method}() takes no "
+                          f"prompt_lengths argument; give it one (and return one prefill program per class) "
+                          f"or drop prompt_lengths")
+    try:
+        return fn(prompt_lengths=prompt_lengths)
+    except ValueError as e:
+        raise ConfigError(f"prompt_lengths={prompt_lengths!r}: {e}") from None
+
+
+def collect(model: torch.nn.Module, example_inputs, example_kwargs=None, dynamic_shapes=None,
+            prompt_lengths=None) -> ProgramSet:
     """Resolve the programs to export and compute their PyTorch reference outputs.
 
     ``example_kwargs`` (keyword inputs) become inputs after the positional ones;
-    ``dynamic_shapes`` (see `converters.shapes`) applies to a single-program model.
+    ``dynamic_shapes`` (see `converters.shapes`) applies to a single-program model;
+    ``prompt_lengths``: the prompt length classes of a generation model (passed to its
+    ``edge_programs`` and ``edge_generation``); None uses the model's own default.
     """
     from converters import shapes
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if prompt_lengths is not None and example_inputs is not None:
+        raise ConfigError("prompt_lengths applies to models that declare their programs (edge_programs()); "
+                          "pass example_inputs=None, or drop prompt_lengths")
     names = None
     if example_kwargs:
         model, example_inputs, names = with_keywords(model, example_inputs, example_kwargs)
@@ -214,7 +244,7 @@ def collect(model: torch.nn.Module, example_inputs, example_kwargs=None, dynamic
         if not isinstance(model, ExportablePrograms):
             raise ConfigError("example_inputs is required (a tuple of tensors) unless the model "
                               f"implements {PROTOCOL_METHOD}()")
-        entries = model.edge_programs()
+        entries = _call_with_lengths(model, PROTOCOL_METHOD, prompt_lengths)
         if not isinstance(entries, dict) or not entries:
             raise ConfigError(f"{type(model).__name__}.{PROTOCOL_METHOD}() must return a non-empty dict")
     else:
@@ -246,7 +276,10 @@ def collect(model: torch.nn.Module, example_inputs, example_kwargs=None, dynamic
             dyn.probe_outputs(module, prog.input_specs(), outs, _generated)
         programs.append(prog)
     if example_inputs is None and hasattr(model, GENERATION_METHOD):
-        programs.generation = _generation(model, programs)
+        programs.generation = _generation(model, programs, prompt_lengths)
+    elif prompt_lengths is not None:
+        raise ConfigError(f"prompt_lengths: {type(model).__name__} declares no {GENERATION_METHOD}(), so it has "
+                          f"no prompt to classify; drop prompt_lengths")
     return programs
 
 
@@ -256,10 +289,10 @@ def _generated(specs, seed: int = 7) -> tuple:
     return tuple(torch.from_numpy(a) for a in _gen(list(specs), seed=seed))
 
 
-def _generation(model, programs: list[Program]) -> dict:
+def _generation(model, programs: list[Program], prompt_lengths=None) -> dict:
     """``model.edge_generation()``, checked against the programs as the runtime will check it."""
     try:
-        entry = getattr(model, GENERATION_METHOD)()
+        entry = _call_with_lengths(model, GENERATION_METHOD, prompt_lengths)
         specs = {p.name: ProgramSpec(p.name, "", None, p.input_specs(), p.output_specs()) for p in programs}
         return parse_generation(entry, specs).to_dict()
     except IntegrityError as e:
@@ -273,6 +306,7 @@ class _TorchBinding:
     def __init__(self, prog: Program):
         self.spec = ProgramSpec(prog.name, "", None, prog.input_specs(), prog.output_specs())
         self._module, self._names = prog.module, prog.input_names
+        self.pool: list = []  # bound copies with their state buffers (runtime.state)
 
     def run(self, inputs) -> list:
         arrays = [inputs[n] for n in self._names] if isinstance(inputs, dict) else list(inputs)
@@ -286,11 +320,12 @@ class TorchPrograms:
     reference that `Session.generate` / `Session.score` on an artifact are compared with.
 
     >>> ref = TorchPrograms(model)            # model implements edge_programs + edge_generation
+    >>> ref = TorchPrograms(model, prompt_lengths=[16, 64])   # the classes an artifact was exported with
     >>> ref.generate([1, 2, 3], 16).tokens    # same loop, same sampling as runtime.load(...).generate
     """
 
-    def __init__(self, model: torch.nn.Module):
-        programs = collect(model, None)
+    def __init__(self, model: torch.nn.Module, prompt_lengths=None):
+        programs = collect(model, None, prompt_lengths=prompt_lengths)
         if programs.generation is None:
             raise ConfigError(f"{type(model).__name__} declares no {GENERATION_METHOD}()")
         self.path = f"<PyTorch {type(model).__name__}>"

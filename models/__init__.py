@@ -9,5 +9,6 @@ from models import mlp  # noqa: E402,F401  (registers its models)
 from models import teachers  # noqa: E402,F401  (registers "decoder")
 from models import encdec  # noqa: E402,F401  (registers "encdec")
 from models import mamba  # noqa: E402,F401  (registers "mamba")
+from models import gqa_decoder  # noqa: E402,F401  (registers "gqa-decoder", the encdec baseline)
 
 __all__ = ["create", "list", "register_model"]

@@ -9,13 +9,16 @@ throughput. This module is that student:
   grouped-query attention (``n_kv_heads`` < ``n_heads``), GELU MLPs, tied input/output
   embeddings; about 2/3 of the layers in the encoder (``n_enc_layers``);
 - ``forward(src, src_len, tgt) -> logits`` — teacher-forced training (``tgt`` = ``bos name``);
-- two exported programs (:meth:`EncDec.edge_programs`), both with static shapes:
-  ``encode(src (1, P), src_len (1,)) -> cross_kv (2·L_dec, 1, H_kv, P, D_h)``, run once per
-  prompt, and ``decode_step(token (1, 1), pos (1,), self_kv (2·L_dec, 1, H_kv, C, D_h),
-  cross_kv, src_len) -> logits (1, V), new_self_kv``, run once per generated token. The
-  self-attention cache has a fixed capacity ``C = max_target``; a step writes its key/value at
-  ``pos`` by a one-hot blend (``cache * (1 - w) + new * w``, ``w = arange(C) == pos``) — no
-  scatter, no data-dependent control flow — and attends to positions ``<= pos``.
+- exported programs (:meth:`EncDec.edge_programs`), all with static shapes: one
+  ``encode(src (1, P), src_len (1,)) -> cross_k_i, cross_v_i`` per prompt length class P
+  (``cfg.prompt_lengths``), run once per prompt, and one ``decode_step(token (1, 1), pos (1,),
+  self_k_i, self_v_i, cross_k_i, cross_v_i, src_len) -> logits (1, V), new_self_k_i,
+  new_self_v_i``, run once per generated token (i over the decoder layers; keys are stored
+  transposed, (H_kv, D_h, slots), values as (H_kv, slots, D_h): `models.generation`). The
+  self-attention cache has a fixed capacity ``C = max_target``; the step attends to the
+  positions before ``pos`` plus the fed token's own key/value and returns only those, which the
+  runtime writes in place at slot ``pos`` (`models.generation`). The cross K/V of a shorter
+  class fill the first P slots of the step's cross inputs; ``src_len`` masks the rest.
 - :meth:`EncDec.edge_generation` is the ``"generation"`` manifest entry `runtime.generate`
   follows (see its docstring): ``bos`` at position 0, then each generated token at the next.
 
@@ -28,7 +31,7 @@ throughput. This module is that student:
 torch.Size([2, 5, 260])
 >>> m.generate(src[:1], src_len[:1], max_new_tokens=4).shape[0]
 1
->>> # import sdk; sdk.convert(m, None, "onnx-cpu")      # encode + decode_step in one artifact
+>>> # import sdk; sdk.convert(m, None, "onnx-cpu", prompt_lengths=[64, 256])  # 2 encodes + decode_step
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.data.tokenizer import ByteTokenizer
+from models.generation import (K_AXIS, V_AXIS, attention_kt, cache_layout, cached_attention, from_cache_layout,
+                               length_classes, write_slot)
 from models.registry import register_model
 
 _TOK = ByteTokenizer()
@@ -63,8 +68,10 @@ class EncDecConfig:
     bos_id: int = _TOK.bos_id
     eos_id: int = _TOK.eos_id
     pad_id: int = _TOK.pad_id
+    prompt_lengths: tuple[int, ...] = (128,)  # export: one encode program per prompt capacity (<= max_source)
 
     def __post_init__(self):
+        self.prompt_lengths = length_classes(self.prompt_lengths, "EncDecConfig.prompt_lengths")
         for k in ("vocab_size", "d_model", "n_layers", "n_heads", "mlp_ratio", "max_source", "max_target"):
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -104,7 +111,9 @@ class EncDecConfig:
         return self.d_model // self.n_heads
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["prompt_lengths"] = list(self.prompt_lengths)
+        return d
 
 
 # ------------------------------------------------------------------------------------ layers
@@ -187,6 +196,11 @@ class CrossAttention(_Attention):
         q = self.q(x).view(B, T, self.h, self.dh).transpose(1, 2)
         return self.out(attend(q, k, v, bias))
 
+    def step(self, x, kt, v, bias):  # one token over K/V in the cached layout, kt (B·Hkv, Dh, P)
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.h, self.dh).transpose(1, 2)
+        return self.out(attention_kt(q, kt, v, bias))
+
 
 class EncoderLayer(nn.Module):
     def __init__(self, cfg: EncDecConfig):
@@ -210,14 +224,15 @@ class DecoderLayer(nn.Module):
         x = x + self.cross(self.n2(x), ck, cv, src_bias)
         return x + self.mlp(self.n3(x))
 
-    def step(self, x, rot, w, self_bias, kc, vc, ck, cv, src_bias):
-        """One token: x (B, 1, D); kc/vc (B, Hkv, C, Dh) the cache; w (B, 1, C, 1) one-hot of pos."""
+    def step(self, x, rot, self_bias, kt, vc, ckt, cv, src_bias):
+        """One token: x (B, 1, D); the self cache in its layout (`models.generation`: keys kt
+        (B·Hkv, Dh, C), values vc (B·Hkv, C, Dh)) holding the positions before the token's (by
+        ``self_bias``); the cross K/V likewise (ckt (B·Hkv, Dh, P), cv) -> x, and the token's own
+        key (B·Hkv, Dh, 1) and value (B·Hkv, 1, Dh) to write."""
         q, k, v = self.attn.qkv(self.n1(x), rot)                  # k/v (B, Hkv, 1, Dh)
-        kc = kc * (1.0 - w) + k * w                                    # write at pos (no scatter)
-        vc = vc * (1.0 - w) + v * w
-        x = x + self.attn.out(attend(q, kc, vc, self_bias))
-        x = x + self.cross(self.n2(x), ck, cv, src_bias)
-        return x + self.mlp(self.n3(x)), kc, vc
+        x = x + self.attn.out(cached_attention(q, kt, vc, k, v, self_bias))
+        x = x + self.cross.step(self.n2(x), ckt, cv, src_bias)
+        return (x + self.mlp(self.n3(x)), *cache_layout(k, v))
 
 
 # ------------------------------------------------------------------------------------ model
@@ -307,23 +322,33 @@ class EncDec(nn.Module):
 
     def step(self, token: torch.Tensor, pos: torch.Tensor, self_kv: torch.Tensor, cross_kv: torch.Tensor,
              src_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One decoder token: token (B, 1), pos (B,) int64 -> logits (B, V), new self_kv."""
-        B, C, P = token.shape[0], self_kv.shape[-2], cross_kv.shape[-2]
+        """One decoder token: token (B, 1), pos (B,) int64, the self cache (2·L_dec, B, Hkv, C, Dh)
+        holding the positions before ``pos`` -> logits (B, V) and the token's keys/values
+        (2·L_dec, B, Hkv, 1, Dh), to be written at slot ``pos`` (`models.generation.write_slot`)."""
+        L, B = self.cfg.n_dec_layers, token.shape[0]
+
+        def layout(kv):  # the exported cache layout (keys transposed)
+            return [t for i in range(L) for t in cache_layout(kv[2 * i], kv[2 * i + 1])]
+        logits, *new = self.step_layers(token, pos, layout(self_kv), layout(cross_kv), src_len)
+        return logits, torch.stack([t for i in range(L) for t in from_cache_layout(new[2 * i], new[2 * i + 1], B)])
+
+    def step_layers(self, token, pos, self_kv: list, cross_kv: list, src_len) -> tuple:
+        """`step` over per-layer tensors (what ``decode_step`` exports): self_kv and cross_kv are
+        lists [k_0, v_0, k_1, ...] in the cache layout (keys (B·Hkv, Dh, S), values (B·Hkv, S, Dh))
+        -> (logits (B, V), new_k_0 (B·Hkv, Dh, 1), new_v_0 (B·Hkv, 1, Dh), ...)."""
+        B, C, P = token.shape[0], self_kv[0].shape[-1], cross_kv[0].shape[-1]
         rot = (self.cos.index_select(0, pos).view(B, 1, 1, -1),                   # (B, 1, 1, Dh)
                self.sin.index_select(0, pos).view(B, 1, 1, -1), self.swap)
-        at = self.tgt_pos[:C][None, :] == pos[:, None]                            # (B, C) one-hot
-        w = at.to(self_kv.dtype).view(B, 1, C, 1)
-        seen = self.tgt_pos[:C][None, :] <= pos[:, None]                          # (B, C)
+        seen = self.tgt_pos[:C][None, :] < pos[:, None]                           # (B, C): written slots
         self_bias = torch.where(seen, 0.0, NEG).view(B, 1, 1, C)
         src_bias = self.src_bias(src_len, P)
         x = self.wte(token)                                                       # (B, 1, D)
         new = []
         for i, layer in enumerate(self.dec):
-            x, kc, vc = layer.step(x, rot, w, self_bias, self_kv[2 * i], self_kv[2 * i + 1],
-                                   cross_kv[2 * i], cross_kv[2 * i + 1], src_bias)
-            new += [kc, vc]
-        logits = self.lm_head(self.dec_norm(x))[:, 0]                             # (B, V)
-        return logits, torch.stack(new)                                           # (2·L_dec, B, Hkv, C, Dh)
+            x, k, v = layer.step(x, rot, self_bias, self_kv[2 * i], self_kv[2 * i + 1],
+                                 cross_kv[2 * i], cross_kv[2 * i + 1], src_bias)
+            new += [k, v]
+        return (self.lm_head(self.dec_norm(x))[:, 0], *new)                       # (B, V), 2L x (B, Hkv, 1, Dh)
 
     # ---------------------------------------------------------------- generation (PyTorch reference)
     @torch.no_grad()
@@ -342,7 +367,8 @@ class EncDec(nn.Module):
         out = []
         for p in range(min(max_new_tokens, self.cfg.max_target)):
             pos = torch.full((B,), p, dtype=torch.long, device=src.device)
-            logits, cache = self.step(tok, pos, cache, ckv, src_len)
+            logits, new = self.step(tok, pos, cache, ckv, src_len)
+            write_slot(cache, new, p)                                             # in place, at slot p
             if temperature <= 0:
                 nxt = logits.argmax(-1)
             else:
@@ -360,76 +386,96 @@ class EncDec(nn.Module):
         return torch.stack(out, 1) if out else torch.zeros(B, 0, dtype=torch.long)
 
     # ---------------------------------------------------------------- export protocol
-    export_prompt_len: int = 128  # P used by edge_programs() when none is passed (sdk.convert passes none)
-
-    def with_prompt_len(self, prompt_len: int) -> "EncDec":
-        """Set the prompt capacity P of the exported programs; returns self (``sdk.convert(
-        m.with_prompt_len(512), None, "onnx-cpu")``). One artifact serves one P."""
-        if not isinstance(prompt_len, int) or not 1 <= prompt_len <= self.cfg.max_source:
-            raise ValueError(f"prompt_len must be an int in [1, max_source={self.cfg.max_source}], got {prompt_len!r}")
-        self.export_prompt_len = prompt_len
-        return self
-
-    def edge_programs(self, prompt_len: int | None = None) -> dict:
-        """``{"encode": ..., "decode_step": ...}`` for one prompt capacity ``prompt_len`` (P,
-        default ``export_prompt_len``): prompts are right-padded to P and masked by ``src_len``."""
+    def edge_programs(self, prompt_lengths: list[int] | None = None) -> dict:
+        """One ``encode`` per prompt length class P (``encode`` for one class, else
+        ``encode_<P>``; default ``cfg.prompt_lengths``) and one ``decode_step`` whose cross inputs
+        hold the longest class: prompts are right-padded to their class and masked by ``src_len``."""
         c = self.cfg
-        prompt_len = self.export_prompt_len if prompt_len is None else prompt_len
-        if not isinstance(prompt_len, int) or not 1 <= prompt_len <= c.max_source:
-            raise ValueError(f"prompt_len must be an int in [1, max_source={c.max_source}], got {prompt_len!r}")
-        P = prompt_len
+        Ps = self._classes(prompt_lengths)
         g = torch.Generator().manual_seed(0)
-        src = torch.randint(0, 256, (1, P), generator=g)
+        programs = {}
+        for P in Ps:
+            src = torch.randint(0, 256, (1, P), generator=g)
+            programs["encode" if len(Ps) == 1 else f"encode_{P}"] = (
+                EncodeProgram(self), (src, torch.tensor([max(1, (3 * P) // 4)])))
+        P = Ps[-1]
         n = torch.tensor([max(1, (3 * P) // 4)])
         with torch.no_grad():
-            ckv = self.cross_kv(self.encode(src, n))
+            ckv = self.cross_kv(self.encode(torch.randint(0, 256, (1, P), generator=g), n))
             cache = self.empty_cache(1)
-            _, cache = self.step(torch.tensor([[c.bos_id]]), torch.tensor([0]), cache, ckv, n)
-            _, cache = self.step(torch.tensor([[65]]), torch.tensor([1]), cache, ckv, n)
-        step_inputs = (torch.tensor([[66]]), torch.tensor([2]), cache.clone(), ckv.clone(), n.clone())
-        return {"encode": (EncodeProgram(self), (src, n)),
-                "decode_step": (DecodeStepProgram(self), step_inputs)}
+            for p, t in enumerate((c.bos_id, 65)):                             # two tokens already cached
+                _, new = self.step(torch.tensor([[t]]), torch.tensor([p]), cache, ckv, n)
+                write_slot(cache, new, p)
+        L2 = 2 * c.n_dec_layers
 
-    def edge_generation(self) -> dict:
-        """The ``"generation"`` manifest entry (see `runtime.generate`)."""
+        def layout(kv):  # the cache layout (keys transposed)
+            return tuple(t.contiguous().clone() for i in range(0, L2, 2) for t in cache_layout(kv[i], kv[i + 1]))
+        step_inputs = (torch.tensor([[66]]), torch.tensor([2])) + layout(cache) + layout(ckv) + (n.clone(),)
+        programs["decode_step"] = (DecodeStepProgram(self), step_inputs)
+        return programs
+
+    def edge_generation(self, prompt_lengths: list[int] | None = None) -> dict:
+        """The ``"generation"`` manifest entry (see `runtime.generate`): the self cache is written
+        in place at slot ``pos``; each class's cross K/V fill the first P slots of the step's."""
         c = self.cfg
+        Ps = self._classes(prompt_lengths)
+        names = [f"{kv}_{i}" for i in range(c.n_dec_layers) for kv in ("k", "v")]
+        def axis(n):  # the cache layout: keys (Hkv, Dh, slots), values (Hkv, slots, Dh)
+            return K_AXIS if n.startswith("k") else V_AXIS
+        state = ([{"input": f"self_{n}", "init": None, "update": f"new_self_{n}",
+                   "write": {"index": "pos", "axis": axis(n)}} for n in names]
+                 + [{"input": f"cross_{n}", "init": f"cross_{n}", "update": None,
+                     "write": {"index": None, "axis": axis(n)}} for n in names]
+                 + [{"input": "src_len", "init": "@prompt_length", "update": None}])
         return {
-            "prefill": "encode", "step": "decode_step",
+            "prefill": ["encode"] if len(Ps) == 1 else [f"encode_{P}" for P in Ps], "step": "decode_step",
             "prompt": "src", "prompt_length": "src_len",
             "token": "token", "position": "pos", "logits": "logits",
-            "prefill_logits": None, "start_token": c.bos_id,
-            "state": [{"input": "self_kv", "init": None, "update": "new_self_kv"},
-                      {"input": "cross_kv", "init": "cross_kv", "update": None},
-                      {"input": "src_len", "init": "@prompt_length", "update": None}],
+            "prefill_logits": None, "start_token": c.bos_id, "state": state,
             "eos": c.eos_id, "pad": c.pad_id, "max_position": c.max_target, "tokenizer": "bytes",
         }
 
+    def _classes(self, prompt_lengths) -> tuple[int, ...]:
+        Ps = length_classes(self.cfg.prompt_lengths if prompt_lengths is None else prompt_lengths)
+        if Ps[-1] > self.cfg.max_source:
+            raise ValueError(f"prompt_lengths {list(Ps)}: a prompt capacity exceeds max_source={self.cfg.max_source} "
+                             f"(the RoPE table); lower it or build the model with max_source >= {Ps[-1]}")
+        return Ps
+
 
 class EncodeProgram(nn.Module):
-    """``encode(src (1, P), src_len (1,)) -> cross_kv (2·L_dec, 1, Hkv, P, Dh)``."""
-
-    output_names = ("cross_kv",)
+    """``encode(src (1, P), src_len (1,)) -> cross_k_i (Hkv, Dh, P), cross_v_i (Hkv, P, Dh)`` per
+    decoder layer (the cache layout, keys transposed: `models.generation`)."""
 
     def __init__(self, model: EncDec):
         super().__init__()
         self.model = model
+        self.output_names = tuple(f"cross_{kv}_{i}" for i in range(model.cfg.n_dec_layers) for kv in ("k", "v"))
 
-    def forward(self, src: torch.Tensor, src_len: torch.Tensor) -> torch.Tensor:
-        return self.model.cross_kv(self.model.encode(src, src_len))
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor) -> tuple:
+        mem = self.model.encode(src, src_len)
+        out = []
+        for layer in self.model.dec:
+            out += cache_layout(*layer.cross.memory_kv(mem))
+        return tuple(out)
 
 
 class DecodeStepProgram(nn.Module):
-    """``decode_step(token (1, 1), pos (1,), self_kv, cross_kv, src_len) -> logits (1, V), new_self_kv``."""
-
-    output_names = ("logits", "new_self_kv")
+    """``decode_step(token (1, 1), pos (1,), self_k_i, self_v_i..., cross_k_i, cross_v_i..., src_len)
+    -> logits (1, V), new_self_k_i, new_self_v_i...`` (see `EncDec.step_layers`)."""
 
     def __init__(self, model: EncDec):
         super().__init__()
         self.model = model
+        names = tuple(f"{kv}_{i}" for i in range(model.cfg.n_dec_layers) for kv in ("k", "v"))
+        self.input_names = (("token", "pos") + tuple(f"self_{n}" for n in names) + tuple(f"cross_{n}" for n in names)
+                            + ("src_len",))
+        self.output_names = ("logits",) + tuple(f"new_self_{n}" for n in names)
 
-    def forward(self, token: torch.Tensor, pos: torch.Tensor, self_kv: torch.Tensor, cross_kv: torch.Tensor,
-                src_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.step(token, pos, self_kv, cross_kv, src_len)
+    def forward(self, token: torch.Tensor, pos: torch.Tensor, *caches_and_len: torch.Tensor) -> tuple:
+        L2 = 2 * self.model.cfg.n_dec_layers
+        return self.model.step_layers(token, pos, list(caches_and_len[:L2]), list(caches_and_len[L2:2 * L2]),
+                                      caches_and_len[2 * L2])
 
 
 @register_model("encdec")

@@ -24,11 +24,12 @@ Three ways to run it, all agreeing to 1e-4 (tests/test_mamba.py):
 - ``mixing_matrix`` / ``ssd_naive`` — the materialised matrix and the plain recurrence (tests,
   MOHAWK stage 1).
 
-Export: ``edge_programs(prompt_len=P)`` gives the ``prefill`` and ``step`` programs and
-``edge_generation()`` the manifest entry that `runtime` generation reads (recurrent shape). Prompts
-shorter than P are right-padded; the ``length`` input zeroes dt (no decay, no input) at the padded
-positions and the conv state is gathered at the true end, so the state is exactly that of the
-unpadded prompt.
+Export: ``edge_programs(prompt_lengths=[P, ...])`` gives one ``prefill`` per prompt length class
+(``prefill_<P>`` when there are several; default ``cfg.prompt_lengths``) and the ``step`` program,
+and ``edge_generation()`` the manifest entry that `runtime` generation reads (recurrent shape: the
+step returns whole new states). Prompts shorter than their class are right-padded; the ``length``
+input zeroes dt (no decay, no input) at the padded positions and the conv state is gathered at the
+true end, so the state is exactly that of the unpadded prompt.
 
 Attention-to-Mamba initialisation (MaTVLM): ``Mamba.from_teacher(decoder)`` or
 ``models.create("mamba", teacher="decoder")`` copies x <- W_V, B <- W_K, C <- W_Q, out_proj <- W_O
@@ -54,6 +55,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.data.tokenizer import ByteTokenizer
+from models.generation import length_classes
 from models.registry import register_model
 
 _TOK = ByteTokenizer()
@@ -74,11 +76,12 @@ class MambaConfig:
     bias: bool = True
     dt_min: float = 1e-3
     dt_max: float = 1e-1
-    prompt_len: int = 128       # default prefill capacity P of edge_programs()
+    prompt_lengths: tuple[int, ...] = (128,)  # export: one prefill program per prompt capacity P
 
     def __post_init__(self):
+        self.prompt_lengths = length_classes(self.prompt_lengths, "MambaConfig.prompt_lengths")
         for k in ("vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "d_state", "n_groups",
-                  "d_conv", "chunk_size", "mlp_ratio", "prompt_len"):
+                  "d_conv", "chunk_size", "mlp_ratio"):
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"MambaConfig.{k} must be a positive int, got {v!r}")
@@ -400,21 +403,27 @@ class Mamba(nn.Module):
         return torch.cat(out, 1)
 
     # -- export protocol (converters/programs.py, runtime/generate.py) -----------------------
-    def edge_programs(self, prompt_len: int | None = None) -> dict:
-        """``prefill(tokens (1, P), length (1,)) -> logits, conv_state, ssm_state`` and
-        ``step(token (1, 1), conv_state, ssm_state) -> logits, new_conv_state, new_ssm_state``."""
-        P = prompt_len or self.cfg.prompt_len
+    def edge_programs(self, prompt_lengths: list[int] | None = None) -> dict:
+        """``prefill(tokens (1, P), length (1,)) -> logits, conv_state, ssm_state`` per prompt
+        length class P and ``step(token (1, 1), conv_state, ssm_state) -> logits, new_conv_state,
+        new_ssm_state``."""
+        Ps = length_classes(self.cfg.prompt_lengths if prompt_lengths is None else prompt_lengths)
         g = torch.Generator().manual_seed(0)
-        tokens = torch.randint(0, 256, (1, P), generator=g)
-        length = torch.tensor([P], dtype=torch.long)
+        programs = {}
+        for P in Ps:
+            tokens = torch.randint(0, 256, (1, P), generator=g)
+            programs["prefill" if len(Ps) == 1 else f"prefill_{P}"] = (
+                _Prefill(self), (tokens, torch.tensor([P], dtype=torch.long)))
         conv, ssm = self.init_state(1)
         conv, ssm = torch.randn(conv.shape, generator=g), 0.1 * torch.randn(ssm.shape, generator=g)
-        return {"prefill": (_Prefill(self), (tokens, length)),
-                "step": (_Step(self), (tokens[:, :1].clone(), conv, ssm))}
+        programs["step"] = (_Step(self), (torch.randint(0, 256, (1, 1), generator=g), conv, ssm))
+        return programs
 
-    def edge_generation(self) -> dict:
+    def edge_generation(self, prompt_lengths: list[int] | None = None) -> dict:
         """The manifest's ``generation`` entry (recurrent shape; see runtime/generate.py)."""
-        return {"prefill": "prefill", "step": "step", "prompt": "tokens", "prompt_length": "length",
+        Ps = length_classes(self.cfg.prompt_lengths if prompt_lengths is None else prompt_lengths)
+        return {"prefill": ["prefill"] if len(Ps) == 1 else [f"prefill_{P}" for P in Ps], "step": "step",
+                "prompt": "tokens", "prompt_length": "length",
                 "token": "token", "position": None, "logits": "logits", "prefill_logits": "logits",
                 "state": [{"input": "conv_state", "init": "conv_state", "update": "new_conv_state"},
                           {"input": "ssm_state", "init": "ssm_state", "update": "new_ssm_state"}],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -22,6 +23,7 @@ try:
 except ImportError:  # pragma: no cover - layout of other executorch releases
     from executorch.extension.pybindings import portable_lib as _C
 
+from runtime import state
 from runtime.errors import ExecutionError, IntegrityError, TargetUnavailableError
 from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
 
@@ -87,7 +89,7 @@ class Program:
 
     thread_safe = False
 
-    def __init__(self, program, method_name: str, spec: ProgramSpec, path: Path):
+    def __init__(self, program, method_name: str, spec: ProgramSpec, path: Path, caller_owned: bool = False):
         names = {program.get_method_name(i) for i in range(program.num_methods())}
         if method_name not in names:
             raise IntegrityError(f"{path}: no method {method_name!r} (has {sorted(names)})")
@@ -102,6 +104,12 @@ class Program:
                     "run it where that backend is built in (e.g. the Android demo)") from None
             raise IntegrityError(f"{path}: cannot load method {method_name!r}: {e}") from None
         self._program = program  # keep the program alive as long as its method
+        self.spec = spec
+        # inputs left out of memory planning are read where the caller keeps them: `run` then
+        # passes copies with slack after them (XNNPACK reads up to 16 bytes past an input)
+        self._scratch = [state.alloc_spec(t) for t in spec.inputs] if caller_owned else None
+        self._owner = None  # the Bound whose tensors are the method's inputs now (bind)
+        self._generation = threading.Lock()  # one generation at a time owns the bound method
         meta = self.method.method_meta()
         if meta.num_inputs() != len(spec.inputs) or meta.num_outputs() != len(spec.outputs):
             raise IntegrityError(
@@ -109,6 +117,11 @@ class Program:
                 f"outputs, manifest declares {len(spec.inputs)} / {len(spec.outputs)}")
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if self._scratch is not None:
+            for dst, a in zip(self._scratch, arrays):
+                np.copyto(dst, a)
+            arrays = self._scratch
+        self._owner = None  # call() sets the method's inputs to these arrays
         try:
             outs = self.method.call([torch.from_numpy(a) for a in arrays])
         except Exception as e:
@@ -118,6 +131,57 @@ class Program:
     def raw_call(self):
         """The backend's own call, for overhead benchmarks: f(list of torch tensors) -> outputs."""
         return self.method.call
+
+    def bind(self, alloc, lock=None) -> "Bound":
+        """Tensors viewing the runtime's buffers, made once (see `runtime.state`)."""
+        return Bound(self, alloc, lock)
+
+
+class Bound:
+    """A method bound once to tensors that view numpy buffers (`torch.from_numpy` shares the
+    memory), run with ``execute`` and read through views of its own output memory
+    (``get_outputs(clone_outputs=False)``). With caller-owned inputs the delegate reads the
+    buffers in place and ``set_inputs`` runs only when another caller set the method's inputs
+    meanwhile; otherwise ExecuTorch copies them into its planned memory at every call. One
+    generation at a time owns a method's binding (`acquire`/`release`): the outputs live in the
+    method's memory."""
+
+    reusable = True
+    fixed_outputs = True
+
+    def __init__(self, prog: Program, alloc, lock):
+        self.inputs = [alloc(s) for s in prog.spec.inputs]
+        self.extent: list = []
+        self.outputs = None
+        self._prog, self._lock = prog, lock
+        tensors = [torch.from_numpy(a) for a in self.inputs]
+        method, owned = prog.method, prog._scratch is not None
+
+        def raw():
+            if prog._owner is not self or not owned:
+                method.set_inputs(tensors)
+                prog._owner = self
+            method.execute()
+        self.raw = raw
+
+    def acquire(self) -> None:
+        self._prog._generation.acquire()
+
+    def __call__(self) -> list[np.ndarray]:
+        try:
+            if self._lock is None:
+                self.raw()
+            else:
+                with self._lock:
+                    self.raw()
+            if self.outputs is None:
+                self.outputs = [o.numpy() for o in self._prog.method.get_outputs(clone_outputs=False)]
+        except Exception as e:
+            raise ExecutionError(f"executorch failed to run the method: {e}") from None
+        return self.outputs
+
+    def release(self) -> None:
+        self._prog._generation.release()
 
 
 def _unregistered_backends(path: Path) -> list[str]:
@@ -132,7 +196,8 @@ def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manif
     set_threads(threads)
     if path not in cache:  # all methods of a .pte share one loaded program
         cache[path] = _load(path)
-    return Program(cache[path], spec.method, spec, path)
+    caller_owned = manifest.extra.get("executorch_inputs") == "caller-owned"
+    return Program(cache[path], spec.method, spec, path, caller_owned)
 
 
 def _specs(infos, prefix) -> tuple[TensorSpec, ...]:

@@ -8,6 +8,7 @@ back to the dtype the manifest promises.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,11 @@ class Program:
         # subgraph 0 can be driven through set_tensor/invoke directly (cheapest path)
         self._runner = None if len(sigs) == 1 else runner
         self._runner_names = (in_names, out_names)
+        # (no reference to the interpreter's wrapper kept: the Interpreter refuses to invoke
+        # while anything but itself holds one, see Interpreter._safe_to_run)
+        self._subgraph = it._interpreter.GetSubgraphIndexFromSignature(signature)
+        self._views = threading.Lock()  # held while a generation owns the input tensors (bind)
+        self.extent: list = []  # slots of each cache written by the last generation (runtime.generate)
         # dynamic shapes: the interpreter's current input shapes; a new shape resizes and re-plans
         self._shapes = [tuple(ind[n]["shape"]) for n in in_names]
 
@@ -128,6 +134,63 @@ class Program:
             it.invoke()
             return [it.get_tensor(i) for i in outs]
         return call
+
+
+    def bind(self, alloc, lock=None) -> "Bound | None":
+        """The interpreter's own input tensors as numpy views, written in place (see
+        `runtime.state`); None (the copying fallback) for models with quantized float I/O."""
+        if self._qin or self._qout:
+            return None
+        return Bound(self, lock)
+
+
+class Bound:
+    """A signature whose input and output tensors are numpy views of the interpreter's memory:
+    the state lives in the input tensors themselves and ``Invoke`` reads it there (no
+    ``set_tensor`` copies). One generation at a time owns a program's views: a second waits for
+    `release`. Do not run the same step program through `Session.run` meanwhile: it writes the
+    same input tensors."""
+
+    reusable = False
+    fixed_outputs = True
+
+    def __init__(self, prog: Program, lock):
+        prog._views.acquire()
+        self._prog = prog
+        self.extent = prog.extent  # the state lives in the interpreter: so does its bookkeeping
+        w, sg = prog.it._interpreter, prog._subgraph
+        try:
+            w.AllocateTensors(sg)  # a no-op once allocated; views stay valid until a resize
+            self.inputs = [w.tensor(w, idx, sg) for idx, _, _ in prog._in]
+            self.outputs = [w.tensor(w, idx, sg) for idx, _ in prog._out]
+            if not prog.extent:  # first use: the arena holds garbage (NaN bit patterns included)
+                for a in self.inputs:
+                    a.fill(0)
+        except Exception:
+            prog._views.release()
+            raise
+        invoke = w.Invoke
+        self.raw = lambda: invoke(sg)
+        self._lock = lock
+
+    def __call__(self) -> list[np.ndarray]:
+        try:
+            if self._lock is None:
+                self.raw()
+            else:
+                with self._lock:
+                    self.raw()
+        except Exception as e:
+            raise ExecutionError(f"LiteRT failed to run the model: {e}") from None
+        return self.outputs
+
+    def release(self) -> None:
+        if self._prog is not None:
+            # drop the views and the wrapper: the interpreter refuses to resize or invoke through
+            # its Python API while they exist
+            self.inputs = self.outputs = self.raw = None
+            self._prog._views.release()
+            self._prog = None
 
 
 def _qparams(detail: dict) -> tuple[float, int]:

@@ -374,11 +374,13 @@ def _report(sess: Session, program: str, warmup, iters, first_ms, samples, peak,
 def _profile_generation(sess: Session, warmup, iters, per_op, op_runs, seed, progress, baseline,
                         prompt_tokens, new_tokens) -> "ProfileReport":
     spec = sess.generation
-    prefill = sess.program(spec.prefill).spec
-    cap = next(s for s in prefill.inputs if s.name == spec.prompt).shape[1]
+    classes = [(next(s for s in sess.program(p).spec.inputs if s.name == spec.prompt).shape[1], sess.program(p).spec)
+               for p in spec.prefill]                                  # prompt length classes, smallest first
+    cap = classes[-1][0]
     n = cap if prompt_tokens is None else prompt_tokens
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= cap:
         raise ConfigError(f"prompt_tokens must be an int in 1..{cap} (the exported capacity), got {prompt_tokens!r}")
+    used, prefill = next((c, p) for c, p in classes if c >= n)         # what generate runs for n tokens
     if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 1:
         raise ConfigError(f"new_tokens must be a positive int, got {new_tokens!r}")
     vocab = 256 if spec.tokenizer == "bytes" else None
@@ -404,7 +406,8 @@ def _profile_generation(sess: Session, warmup, iters, per_op, op_runs, seed, pro
         if progress is not None and (i + 1) % step == 0:
             progress(i + 1, iters)
     peak = peak_rss_mb()
-    gen = {"prompt_tokens": n, "new_tokens": int(np.median(made)), "capacity": cap,
+    gen = {"prompt_tokens": n, "new_tokens": int(np.median(made)), "capacity": used,
+           "capacities": [c for c, _ in classes],
            "ttft_ms": summarize(ttft), "tpot_ms": summarize(tpot) if tpot else None,
            "tokens_per_s": float(np.median(rates)) if tpot else None, "state_bytes": first.state_bytes,
            "finish_reason": first.finish_reason}

@@ -70,7 +70,7 @@ def default_threads() -> int:
 class _Binding:
     """A program plus its input validation: the hot path of `Session.run`."""
 
-    __slots__ = ("spec", "program", "nan_policy", "_checks", "_names", "_lock", "_symbols")
+    __slots__ = ("spec", "program", "nan_policy", "_checks", "_names", "_lock", "_symbols", "pool")
 
     def __init__(self, spec: ProgramSpec, program, nan_policy: str):
         self.spec = spec
@@ -84,6 +84,7 @@ class _Binding:
             for s in spec.inputs
         ]
         self._lock = None if getattr(program, "thread_safe", False) else threading.Lock()
+        self.pool: list = []  # bound copies of this program with their state buffers (runtime.state)
         # dynamic shapes: (input index, dim, symbol) of every symbolic dim that has a declared range
         ranges = spec.dims or {}
         self._symbols = [(i, d, sym) for i, s in enumerate(spec.inputs) for d, sym in enumerate(s.shape)

@@ -86,6 +86,7 @@ def cmd_convert(args) -> int:
                           atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
                           calibration=args.calib, eval_data=args.eval, max_drop=args.max_drop,
                           auto_fallback=args.auto_fallback, min_calibration=args.min_calibration,
+                          prompt_lengths=args.prompt_lengths,
                           progress=lambda s, t=t: prog.stage(f"{t}: {s}"), **kwargs, **options)
         v, q = art.verification, art.manifest.quantization
         row = {"path": str(art.path), "target": t, "quantize": args.quantize, "size_bytes": art.size_bytes,
@@ -517,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--atol", type=float, help="verification absolute tolerance (default 1e-4, or the target's)")
     s.add_argument("--rtol", type=float, help="verification relative tolerance (default 1e-4, or the target's)")
     s.add_argument("--verify-samples", type=int, default=3, help="random input sets checked besides the example")
+    s.add_argument("--prompt-lengths", type=int, nargs="+", metavar="P",
+                   help="generation models: one prefill program per prompt length class, e.g. 64 256 1024")
     s.set_defaults(fn=cmd_convert)
 
     s = sub.add_parser("run", parents=[common], help="run an artifact on inputs from .npy/.npz files")

@@ -3,7 +3,8 @@ function-name teacher (#6), scored by generating names through each artifact.
 
 Default (embedded, nothing downloaded): teacher ``load_teacher("funcname")`` (the shipped byte LM
 fine-tuned on stdlib body -> name), student ``EncDec`` (4 encoder + 2 decoder layers) distilled
-with the ``encdec-from-decoder`` recipe, prompt capacity 200 bytes. Quality: character F1 of the
+with the ``encdec-from-decoder`` recipe, prompt capacity 200 bytes (option ``prompt_lengths``: one
+encode program per prompt length class, e.g. ``[64, 200]``). Quality: character F1 of the
 greedy names for held-out function bodies, generated with the same numpy loop (`runtime.generate`)
 over the PyTorch programs and over every artifact that runs here.
 """
@@ -18,7 +19,7 @@ from sdk.families import FamilyContext, FamilyResult, Runner, _threads, family_o
 SOURCES = ("models/encdec.py", "models/distill/recipe_encdec.py", "models/data/funcname.py",
            "models/teachers/train_funcname.py", "models/teachers/decoder.py", "models/distill/trainer.py",
            "models/distill/losses.py", "sdk/family_encdec.py")
-OPTIONS = ("eval_pairs", "prompt_len", "kd")
+OPTIONS = ("eval_pairs", "prompt_lengths", "kd")
 
 
 @register_family("encdec", sources=SOURCES,
@@ -27,6 +28,7 @@ OPTIONS = ("eval_pairs", "prompt_len", "kd")
 def encdec_family(ctx: FamilyContext) -> FamilyResult:
     """Encoder-decoder students from the shipped decoder-only function-name teacher."""
     import models
+    from models.generation import length_classes
     from models.data import funcname as fn
     from models.distill.recipe_encdec import STUDENT_CFG, encdec_from_decoder
     from models.teachers.train_funcname import greedy_names, load_funcname_teacher
@@ -36,7 +38,11 @@ def encdec_family(ctx: FamilyContext) -> FamilyResult:
                           "embedded function-name teacher on standard-library function bodies (omit both)")
     opts = family_options(ctx, "encdec", OPTIONS)
     n_eval = int(opts.get("eval_pairs", 12 if ctx.quick else 40))
-    prompt_len = int(opts.get("prompt_len", fn.MAX_SRC))
+    try:
+        classes = length_classes(opts.get("prompt_lengths", fn.MAX_SRC), "options.prompt_lengths")
+    except ValueError as e:
+        raise ConfigError(f"family {ctx.spec.family}: {e}") from None
+    prompt_len = classes[-1]
     steps = ctx.spec.steps or (40 if ctx.quick else 200)
     teacher = load_funcname_teacher()
     with _threads(ctx.threads):
@@ -44,7 +50,7 @@ def encdec_family(ctx: FamilyContext) -> FamilyResult:
             "student-encdec", build=lambda: models.create("encdec", **STUDENT_CFG),
             train=lambda: encdec_from_decoder(teacher=teacher, steps=steps, seed=ctx.spec.seed, kd=opts.get("kd", True),
                                               threads=ctx.threads).student)
-    student.with_prompt_len(prompt_len)
+    student.cfg.prompt_lengths = classes
     pairs = fn.funcname_pairs("test")[:n_eval]
     srcs = [list(s)[:prompt_len] for s, _ in pairs]
     refs = [bytes(n).decode("utf-8") for _, n in pairs]
@@ -60,5 +66,6 @@ def encdec_family(ctx: FamilyContext) -> FamilyResult:
         metric="char F1 of generated names", reference_quality=teacher_f1,
         reference="decoder-only function-name teacher (fp32 PyTorch, greedy)",
         info={"task": "stdlib function body -> name", "eval_pairs": len(pairs), "prompt_capacity": prompt_len,
+              "prompt_lengths": list(classes),
               "student_steps": steps, "student_params": sum(p.numel() for p in student.parameters()),
               "input": f"body bytes (<= {prompt_len}); generation: encode once, then decode_step per token"})

@@ -3,7 +3,8 @@ MOHAWK (#7), scored by teacher-forced next-byte prediction through each artifact
 
 Default (embedded, nothing downloaded): teacher ``load_teacher("decoder")`` (the shipped 4-layer
 byte LM), student ``Mamba.from_teacher`` (MaTVLM copy) trained through the three MOHAWK stages on
-the standard-library corpus, prompt capacity 128 bytes. Quality: next-byte accuracy on held-out
+the standard-library corpus, prompt capacity 128 bytes (option ``prompt_lengths``: one prefill
+program per prompt length class). Quality: next-byte accuracy on held-out
 stdlib text, fed token by token through the step program (`Session.score`): the recurrent
 decode path that ships, measured on the artifact itself.
 """
@@ -17,7 +18,7 @@ from sdk.families import FamilyContext, FamilyResult, Runner, _threads, family_o
 
 SOURCES = ("models/mamba.py", "models/distill/recipe_mohawk.py", "models/teachers/decoder.py",
            "models/distill/trainer.py", "models/distill/losses.py", "models/data/stdlib.py", "sdk/family_mamba.py")
-OPTIONS = ("prompt_len", "windows", "continuation", "stages")
+OPTIONS = ("prompt_lengths", "windows", "continuation", "stages")
 
 
 @register_family("mamba", sources=SOURCES,
@@ -26,6 +27,7 @@ OPTIONS = ("prompt_len", "windows", "continuation", "stages")
 def mamba_family(ctx: FamilyContext) -> FamilyResult:
     """Mamba-2 students from the shipped byte-level decoder teacher."""
     from models.distill.recipe_mohawk import corpus, mohawk
+    from models.generation import length_classes
     from models.mamba import Mamba
     from models.teachers import load_teacher
 
@@ -33,7 +35,11 @@ def mamba_family(ctx: FamilyContext) -> FamilyResult:
         raise ConfigError("family mamba: distill.teacher / distill.data are not supported yet; it distils the "
                           "embedded byte-level decoder on the standard-library corpus (omit both)")
     opts = family_options(ctx, "mamba", OPTIONS)
-    prompt_len = int(opts.get("prompt_len", 128))
+    try:
+        classes = length_classes(opts.get("prompt_lengths", 128), "options.prompt_lengths")
+    except ValueError as e:
+        raise ConfigError(f"family {ctx.spec.family}: {e}") from None
+    prompt_len = classes[-1]                        # quality: prompts of the longest class
     n_windows = int(opts.get("windows", 4 if ctx.quick else 12))
     n_cont = int(opts.get("continuation", 32))
     stages = tuple(opts.get("stages", (1, 2, 3)))
@@ -44,7 +50,7 @@ def mamba_family(ctx: FamilyContext) -> FamilyResult:
             "student-mamba", build=lambda: Mamba.from_teacher(teacher),
             train=lambda: mohawk(teacher, steps=steps, stages=stages, seed=ctx.spec.seed, threads=ctx.threads,
                                  evaluate=False).student)
-    student.cfg.prompt_len = prompt_len
+    student.cfg.prompt_lengths = classes
     val = corpus("val")
     span = prompt_len + n_cont
     stride = max(1, (len(val) - span) // n_windows)
@@ -63,6 +69,7 @@ def mamba_family(ctx: FamilyContext) -> FamilyResult:
         metric="next-byte accuracy (held-out stdlib)", reference_quality=teacher_acc,
         reference="attention decoder teacher (fp32 PyTorch, full forward)",
         info={"task": "byte LM on stdlib source", "windows": n_windows, "prompt_capacity": prompt_len,
+              "prompt_lengths": list(classes),
               "scored_bytes": n_windows * n_cont, "stages": list(stages), "student_steps": steps,
               "state_bytes": "constant in context (recurrent conv + SSM state)",
               "input": f"prefill {prompt_len} bytes once, then one step per byte"})

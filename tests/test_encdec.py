@@ -40,8 +40,8 @@ def test_registry_and_shapes():
     assert m(src, n, tgt).shape == (2, 5, c.vocab_size)
     ckv = m.cross_kv(m.encode(src, n))
     assert ckv.shape == (2 * c.n_dec_layers, 2, c.n_kv_heads, 10, c.d_head)
-    logits, cache = m.step(tgt[:, :1], torch.tensor([0, 0]), m.empty_cache(2), ckv, n)
-    assert logits.shape == (2, c.vocab_size) and cache.shape == (2 * c.n_dec_layers, 2, c.n_kv_heads, c.max_target, c.d_head)
+    logits, new = m.step(tgt[:, :1], torch.tensor([0, 0]), m.empty_cache(2), ckv, n)
+    assert logits.shape == (2, c.vocab_size) and new.shape == (2 * c.n_dec_layers, 2, c.n_kv_heads, 1, c.d_head)
     assert EncDecConfig(n_layers=6).n_enc_layers == 4 and EncDecConfig(n_layers=3).n_enc_layers == 2
 
 
@@ -63,8 +63,10 @@ def test_forward_rejects_too_long_target_and_prompt_capacity():
     m = tiny_model()
     with pytest.raises(ValueError, match="max_target"):
         m(torch.zeros(1, 4, dtype=torch.long), torch.tensor([4]), torch.zeros(1, 9, dtype=torch.long))
-    with pytest.raises(ValueError, match="prompt_len"):
-        m.with_prompt_len(65)
+    with pytest.raises(ValueError, match="exceeds max_source=64"):
+        m.edge_programs(prompt_lengths=[16, 65])
+    with pytest.raises(ValueError, match="prompt_lengths must be a positive int or a non-empty list"):
+        EncDecConfig(**TINY, prompt_lengths=[])
 
 
 def test_padding_is_masked():
@@ -77,18 +79,30 @@ def test_padding_is_masked():
 
 
 def test_cached_step_reproduces_teacher_forced_logits():
-    """The decode_step program, run token by token in PyTorch, gives the forward's logits."""
+    """The encode and decode_step programs, run token by token in PyTorch with the new K/V written
+    in place at each position (the runtime's job), give the forward's logits."""
+    from models.generation import K_AXIS, V_AXIS, cache_layout, write_slot
     m = tiny_model()
-    prog = m.edge_programs(prompt_len=12)["decode_step"][0]
+    progs = m.edge_programs(prompt_lengths=12)
+    enc, prog = progs["encode"][0], progs["decode_step"][0]
     src, n = torch.randint(0, 256, (2, 12)), torch.tensor([12, 5])
     tgt = torch.randint(0, 256, (2, m.cfg.max_target))
     tgt[:, 0] = m.cfg.bos_id
+    L2 = 2 * m.cfg.n_dec_layers
     with torch.no_grad():
         full = m(src, n, tgt)
-        ckv = m.cross_kv(m.encode(src, n))
-        cache, steps = m.empty_cache(2), []
+        Hkv, Dh = m.cfg.n_kv_heads, m.cfg.d_head
+        cross = list(enc(src, n))                                # per layer: keys (B·Hkv, Dh, 12), values
+        assert cross[0].shape == (2 * Hkv, Dh, 12) and cross[1].shape == (2 * Hkv, 12, Dh)
+        e = m.empty_cache(2)
+        cache = [t.contiguous() for i in range(0, L2, 2) for t in cache_layout(e[i], e[i + 1])]
+        axes = [K_AXIS if i % 2 == 0 else V_AXIS for i in range(L2)]   # keys stored transposed
+        steps = []
         for p in range(tgt.shape[1]):
-            logits, cache = prog(tgt[:, p:p + 1], torch.tensor([p, p]), cache, ckv, n)
+            logits, *new = prog(tgt[:, p:p + 1], torch.tensor([p, p]), *cache, *cross, n)
+            assert len(new) == L2 and new[0].shape == (2 * Hkv, Dh, 1) and new[1].shape == (2 * Hkv, 1, Dh)
+            for c, x, a in zip(cache, new, axes):
+                write_slot(c, x, p, a)
             steps.append(logits)
     assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
     assert full.std() > 0.1                                      # not a degenerate comparison
@@ -100,7 +114,7 @@ def test_cached_step_reproduces_teacher_forced_logits():
 def exported(tmp_path_factory):
     """Converts lazily, once per target: ``exported(target) -> (model, artifact)``."""
     import sdk
-    m = tiny_model(seed=1).with_prompt_len(16)
+    m = tiny_model(seed=1, prompt_lengths=(8, 16))              # two prompt length classes
     out, arts = tmp_path_factory.mktemp("encdec"), {}
 
     def get(target):
@@ -117,13 +131,14 @@ def test_export_verified_and_runtime_greedy_matches_pytorch(exported, target):
     m, art = exported(target)
     assert art.verification["passed"] and art.verification["max_abs_err"] < 1e-4
     sess = runtime.load(art.path)
-    assert set(sess.program_names) == {"encode", "decode_step"}
-    assert sess.generation is not None
-    names = {s.name for s in sess.program("decode_step").spec.outputs}
-    assert names == {"logits", "new_self_kv"}
+    assert set(sess.program_names) == {"encode_8", "encode_16", "decode_step"}
+    assert sess.generation.prefill == ("encode_8", "encode_16")
+    names = [s.name for s in sess.program("decode_step").spec.outputs]
+    assert names == ["logits", "new_self_k_0", "new_self_v_0"]      # only the new cache slot leaves the step
+    c = m.cfg
     g = torch.Generator().manual_seed(3)
     seen = set()
-    for length in (16, 9, 1):                                    # full, padded and minimal prompts
+    for length in (16, 9, 8, 3, 1):                              # both classes: full, padded and minimal prompts
         src = torch.randint(0, 256, (1, length), generator=g)
         ref = m.generate(src, torch.tensor([length]), max_new_tokens=20)[0].tolist()
         got = sess.generate(src[0].tolist(), max_new_tokens=20)
@@ -131,6 +146,8 @@ def test_export_verified_and_runtime_greedy_matches_pytorch(exported, target):
             ref = ref[:ref.index(m.cfg.eos_id) + 1]
         assert got.tokens == ref, (length, got.tokens, ref)
         assert len(got.tokens) == min(20, m.cfg.max_target) or got.finish_reason == "eos"
+        # every carried state counts: self cache (C slots) + cross K/V (16 slots) + src_len
+        assert got.state_bytes == 4 * 2 * c.n_dec_layers * c.n_kv_heads * c.d_head * (c.max_target + 16) + 8
         seen.update(ref)
     assert len(seen) > 3                                          # the model does not emit one token forever
 
@@ -222,3 +239,29 @@ def test_shipped_teacher_loads_and_beats_trivial_baseline():
     assert got["name_nll"] < 0.8 * name_nll(load_decoder(), pairs)    # vs the byte LM it was fine-tuned from
     assert report["test"]["char_f1"] > report["baseline_majority"]["char_f1"]
     json.dumps(report)
+
+
+def test_gqa_decoder_baseline_same_blocks_and_cache_mechanics():
+    """The fair decoder-only baseline: the student's blocks, GQA and in-place cache; its cached
+    programs (through the runtime's own loop, in PyTorch) reproduce its full forward."""
+    from converters.programs import TorchPrograms
+    from models.distill.recipe_encdec import STUDENT_CFG
+    from models.gqa_decoder import GQADecoder, GQADecoderConfig
+    e = EncDec(EncDecConfig(**STUDENT_CFG)).num_params()
+    d = GQADecoder(GQADecoderConfig(n_layers=7, n_heads=STUDENT_CFG["n_heads"], n_kv_heads=STUDENT_CFG["n_kv_heads"]))
+    assert abs(d.num_params() - e) / e < 0.07 and d.cfg.n_kv_heads == 2
+    torch.manual_seed(0)
+    m = GQADecoder(GQADecoderConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq=40,
+                                    prompt_lengths=(8, 16), max_new_tokens=6)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    for n in (5, 12):                                            # both prompt length classes
+        prompt = torch.randint(0, 256, (n,)).tolist()
+        seq = list(prompt)
+        with torch.no_grad():
+            for _ in range(6):
+                seq.append(int(m(torch.tensor([seq]))[0, -1].argmax()))
+        g = TorchPrograms(m).generate(prompt, 6, stop_at_eos=False)
+        assert g.tokens == seq[n:], n

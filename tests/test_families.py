@@ -11,8 +11,8 @@ import pytest
 import sdk
 
 FAMILIES = {
-    "encdec": {"steps": 4, "options": {"eval_pairs": 3, "prompt_len": 64}},
-    "mamba": {"steps": 3, "options": {"windows": 2, "continuation": 8, "prompt_len": 64}},
+    "encdec": {"steps": 4, "options": {"eval_pairs": 3, "prompt_lengths": [32, 64]}},
+    "mamba": {"steps": 3, "options": {"windows": 2, "continuation": 8, "prompt_lengths": [32, 64]}},
 }
 
 

@@ -26,14 +26,18 @@ CAP, NEW = 40, 12
 @pytest.fixture(scope="module")
 def teacher():
     m = load_teacher("decoder")
-    m.export_prompt_len, m.export_new_tokens = CAP, NEW
+    m.cfg.prompt_lengths, m.cfg.max_new_tokens = (CAP,), NEW
     return m
+
+
+TARGETS = ("onnx-cpu", "executorch-xnnpack", "litert-cpu")
+SMALL = 16  # a second, smaller prompt length class
 
 
 @pytest.fixture(scope="module")
 def artifacts(teacher, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen")
-    return {t: sdk.convert(teacher, None, t, out_dir=out) for t in ("onnx-cpu", "executorch-xnnpack")}
+    return {t: sdk.convert(teacher, None, t, out_dir=out, prompt_lengths=[SMALL, CAP]) for t in TARGETS}
 
 
 def _torch_greedy(m, prompt, n):
@@ -42,30 +46,44 @@ def _torch_greedy(m, prompt, n):
 
 
 def test_cached_programs_reproduce_the_full_forward(teacher):
+    """Prefill + steps whose new K/V are written in place (what the runtime does) == full forward."""
+    from models.generation import K_AXIS, V_AXIS, write_slot
     progs = teacher.edge_programs()
     prefill, step = progs["prefill"][0], progs["step"][0]
     padded = torch.full((1, CAP), 256)
     padded[0, :len(PROMPT)] = torch.tensor(PROMPT)
+    L, H = teacher.cfg.n_layers, teacher.cfg.n_heads
+    # per layer: keys transposed (H, Dh, C), values (H, C, Dh)
+    caches = [torch.zeros((H, 32, CAP + NEW) if i % 2 == 0 else (H, CAP + NEW, 32)) for i in range(2 * L)]
+    axes = [K_AXIS if i % 2 == 0 else V_AXIS for i in range(2 * L)]
     with torch.no_grad():
-        logits, kv = prefill(padded, torch.tensor([len(PROMPT)]))
+        logits, *kv = prefill(padded, torch.tensor([len(PROMPT)]))
+        for c, x, a in zip(caches, kv, axes):
+            write_slot(c, x, 0, a)
         seq = list(PROMPT)
         full = teacher(torch.tensor([seq]))[0, -1]
         assert torch.allclose(logits[0], full, atol=1e-4)
         for pos in range(len(PROMPT), len(PROMPT) + 5):  # teacher-forced steps == full forward
             seq.append(int(full.argmax()))
-            logits, kv = step(torch.tensor([[seq[-1]]]), torch.tensor([pos]), kv)
+            logits, *new = step(torch.tensor([[seq[-1]]]), torch.tensor([pos]), *caches)
+            assert [t.shape for t in new[:2]] == [(H, 32, 1), (H, 1, 32)]  # only the new slot leaves
+            for c, x, a in zip(caches, new, axes):
+                write_slot(c, x, pos, a)
             full = teacher(torch.tensor([seq]))[0, -1]
             assert torch.allclose(logits[0], full, atol=1e-4)
-    assert kv.shape == (2 * teacher.cfg.n_layers, 1, teacher.cfg.n_heads, CAP + NEW, 32)  # rank 5 (Core ML)
+    assert len(kv) == 2 * L and kv[0].shape == (H, 32, CAP) and kv[1].shape == (H, CAP, 32)
 
 
-@pytest.mark.parametrize("target", ["onnx-cpu", "executorch-xnnpack"])
+@pytest.mark.parametrize("target", TARGETS)
 def test_runtime_greedy_generation_matches_pytorch(teacher, artifacts, target):
     art = artifacts[target]
     assert art.manifest.extra["generation"]["max_position"] == CAP + NEW
+    assert art.manifest.extra["generation"]["prefill"] == [f"prefill_{SMALL}", f"prefill_{CAP}"]
     sess = runtime.load(art.path)
     g = sess.generate(PROMPT, NEW)
     assert g.tokens == _torch_greedy(teacher, PROMPT, NEW)
+    short = PROMPT[:SMALL - 2]                         # runs the small class
+    assert sess.generate(short, NEW).tokens == _torch_greedy(teacher, short, NEW)
     assert g.finish_reason == "length" and len(g.step_ms) == NEW - 1 and g.prompt_tokens == len(PROMPT)
     assert g.ttft_ms > 0 and g.tokens_per_s > 0 and g.state_bytes == 4 * 2 * 4 * (CAP + NEW) * 128
     assert g.text == bytes(t for t in g.tokens if t < 256).decode("utf-8", "replace")
@@ -78,7 +96,8 @@ def test_generation_stops_at_capacity_and_prompt_limits(artifacts):
     long_prompt = [ord("x")] * CAP                     # full prompt: room for NEW more positions
     g = sess.generate(long_prompt, 100, stop_at_eos=False)
     assert g.finish_reason == "capacity" and len(g.tokens) == NEW + 1  # last token needs no cache slot
-    with pytest.raises(InputError, match=f"prompt has {CAP + 1} tokens; this artifact takes 1 to {CAP}"):
+    with pytest.raises(InputError, match=f"prompt has {CAP + 1} tokens; this artifact takes 1 to {CAP} .*capacities "
+                                         f"of {SMALL}, {CAP}.*prompt_lengths=\\[..., {CAP + 1}\\]"):
         sess.generate([1] * (CAP + 1), 4)
     with pytest.raises(InputError, match="1-D sequence of integer ids"):
         sess.generate([[0.5, 1.5]], 4)
@@ -110,6 +129,7 @@ def test_profile_reports_ttft_and_time_per_token(artifacts):
     assert gen["state_bytes"] > 0 and gen["tokens_per_s"] > 0 and rep.ops
     assert "TTFT p50" in rep.table() and "tokens/s" in rep.table()
     assert runtime.ProfileReport.from_json(rep.to_json()).extra["generation"]["capacity"] == CAP
+    assert gen["capacities"] == [SMALL, CAP]
     # a single program can still be profiled on its own
     assert runtime.profile(artifacts["onnx-cpu"].path, iters=3, warmup=0, program="step", per_op=False).program == "step"
     with pytest.raises(ConfigError, match=f"prompt_tokens must be an int in 1..{CAP}"):
@@ -231,6 +251,10 @@ def test_scoring_through_the_artifact_matches_pytorch_and_the_full_forward(teach
     cont = list(b"+ b\n")
     ref = TorchPrograms(teacher)
     assert ref.generate(PROMPT, NEW).tokens == _torch_greedy(teacher, PROMPT, NEW)
+    short = PROMPT[:SMALL - 2]  # the artifacts' small class, through the same classes in PyTorch
+    classes = TorchPrograms(teacher, prompt_lengths=[SMALL, CAP])
+    assert (classes.generate(short, NEW).tokens == _torch_greedy(teacher, short, NEW)
+            == runtime.load(artifacts["onnx-cpu"].path).generate(short, NEW).tokens)
     want = ref.score(PROMPT, cont)
     with torch.no_grad():  # log p(cont[i] | prompt + cont[:i]) from one full forward pass
         logp = torch.log_softmax(teacher(torch.tensor([PROMPT + cont]))[0], -1)
@@ -253,3 +277,112 @@ def test_executorch_sessions_with_different_thread_counts_do_not_hang(artifacts)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["2", "2"]  # b runs on the pool a still uses, and says so
+
+
+# ------------------------------------------------------------------------------ state written in place
+
+def test_the_step_returns_only_the_new_slot_and_the_manifest_says_where_it_goes(teacher, artifacts):
+    L, H = teacher.cfg.n_layers, teacher.cfg.n_heads
+    for target, art in artifacts.items():
+        step = art.manifest.programs["step"]
+        outs = {o.name: tuple(o.shape) for o in step.outputs}
+        ins = {i.name: tuple(i.shape) for i in step.inputs}
+        assert outs["new_k_0"] == (H, 32, 1) and ins["k_0"] == (H, 32, CAP + NEW), target  # keys transposed
+        assert outs["new_v_0"] == (H, 1, 32) and ins["v_0"] == (H, CAP + NEW, 32), target
+        state = art.manifest.extra["generation"]["state"]
+        assert len(state) == 2 * L and state[:2] == [
+            {"input": "k_0", "init": "k_0", "update": "new_k_0", "write": {"index": "pos", "axis": 2}},
+            {"input": "v_0", "init": "v_0", "update": "new_v_0", "write": {"index": "pos", "axis": 1}}]
+        prefill = {o.name: tuple(o.shape) for o in art.manifest.programs[f"prefill_{SMALL}"].outputs}
+        assert prefill["v_0"] == (H, SMALL, 32)           # a class's cache fills the first slots only
+    assert artifacts["executorch-xnnpack"].manifest.extra["executorch_inputs"] == "caller-owned"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_state_is_bound_without_copies_and_never_revalidated(artifacts, target, monkeypatch):
+    from runtime import state as rt_state
+    from runtime.session import _Binding
+    sess = runtime.load(artifacts[target].path)
+    bound = rt_state.bind(sess.program("step"))
+    try:
+        assert not isinstance(bound, rt_state.CopyBound), target      # the backend's zero-copy binding
+        if target == "onnx-cpu":  # the bound OrtValues share the numpy buffers
+            assert [v.data_ptr() for v in bound._values[:len(bound.inputs)]] == [a.ctypes.data for a in bound.inputs]
+        if target == "litert-cpu":  # the buffers are the interpreter's own input tensors
+            assert all(not a.flags.owndata for a in bound.inputs)
+    finally:
+        rt_state.release(sess.program("step"), bound)
+    checked = []
+    real = _Binding.validate
+    monkeypatch.setattr(_Binding, "validate", lambda self, inputs: checked.append(self.spec.name) or real(self, inputs))
+    g = sess.generate(PROMPT, NEW)
+    assert len(g.step_ms) == NEW - 1 and checked == [f"prefill_{CAP}"]    # the prompt only; no state re-checked
+
+
+def test_concurrent_generations_on_one_session_agree(artifacts):
+    import threading
+    for target in ("onnx-cpu", "litert-cpu"):   # a pool of bindings / the interpreter's tensors, one owner at a time
+        sess = runtime.load(artifacts[target].path)
+        want = sess.generate(PROMPT, NEW).tokens
+        got = []
+        threads = [threading.Thread(target=lambda: got.append(sess.generate(PROMPT, NEW).tokens)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got == [want] * 4, target
+
+
+def test_a_state_shape_that_does_not_fit_is_refused_at_load(artifacts, tmp_path):
+    import shutil
+    art = tmp_path / "art"
+    shutil.copytree(artifacts["onnx-cpu"].path, art)
+    mpath = art / "manifest.json"
+    m = json.loads(mpath.read_text())
+    m["generation"]["state"][0]["write"]["axis"] = 1          # Dh for the transposed keys: not the slot axis
+    mpath.write_text(json.dumps(m))
+    with pytest.raises(IntegrityError, match=r"state\[0\]: init \(output of 'prefill_16'\) 'k_0' of shape "
+                                             r"\[4, 32, 16\] does not fit 'k_0' of shape \[4, 32, 52\]"):
+        runtime.load(art)
+    m["generation"]["state"][0]["write"] = {"index": "token", "axis": 2}
+    mpath.write_text(json.dumps(m))
+    with pytest.raises(IntegrityError, match=r"write.index: 'token' must be the step's position input \('pos'\)"):
+        runtime.load(art)
+    m["generation"]["max_position"] = 99
+    m["generation"]["state"][0]["write"] = {"index": "pos", "axis": 2}
+    mpath.write_text(json.dumps(m))
+    with pytest.raises(IntegrityError, match=r"max_position: 99 exceeds the 52 slots of 'k_0'"):
+        runtime.load(art)
+
+
+def test_prompt_lengths_need_a_model_that_takes_them(tmp_path):
+    with pytest.raises(ConfigError, match=r"_Echo.edge_programs\(\) takes no prompt_lengths argument"):
+        sdk.convert(_Echo(), None, "onnx-cpu", out_dir=tmp_path, prompt_lengths=[8])
+    with pytest.raises(ConfigError, match="prompt_lengths applies to models that declare their programs"):
+        sdk.convert(nn.Linear(4, 2), (torch.zeros(1, 4),), "onnx-cpu", out_dir=tmp_path, prompt_lengths=[8])
+    with pytest.raises(ConfigError, match=r"prompt_lengths=\[64, 300\]: a prompt of 300 plus 32 new tokens exceeds "
+                                          r"the context of 256"):
+        sdk.convert(load_teacher("decoder"), None, "onnx-cpu", out_dir=tmp_path, prompt_lengths=[64, 300])
+
+
+@pytest.mark.slow
+def test_slot_writes_run_on_the_qnn_htp_emulator(teacher, tmp_path):
+    """The decoder's in-place cache on the HTP emulator: every node on the NPU, same greedy
+    tokens as PyTorch (the HTP computes float graphs in fp16)."""
+    from converters.programs import TorchPrograms
+    t = {x.name: x for x in sdk.targets()}["qnn-htp"]
+    if not t.runs_here:
+        pytest.skip(t.why_not)
+    art = sdk.convert(teacher, None, "qnn-htp", out_dir=tmp_path)
+    assert all(p["fraction"] == 1.0 for p in art.manifest.extra["qnn"]["placement"].values())
+    assert art.manifest.extra["generation"]["state"][0]["write"] == {"index": "pos", "axis": 2}
+    g = runtime.load(art.path).generate(PROMPT, NEW, stop_at_eos=False)
+    assert g.tokens == TorchPrograms(teacher).generate(PROMPT, NEW, stop_at_eos=False).tokens
+
+
+def test_deploy_config_takes_prompt_lengths():
+    from sdk.pipeline.config import ModelSpec
+    assert ModelSpec(source="m.py:build", prompt_lengths=[64, 256]).prompt_lengths == [64, 256]
+    for bad in ([0], [], "64", [True]):
+        with pytest.raises(ConfigError, match=r"model.prompt_lengths must be a list of positive ints"):
+            ModelSpec(source="m.py:build", prompt_lengths=bad)

@@ -169,7 +169,7 @@ def test_matvlm_rejects_mismatched_student():
 def _generation_roundtrip(target, out_dir, P=16):
     import runtime
     import sdk
-    m = small_model(prompt_len=P)
+    m = small_model(prompt_lengths=P)
     art = sdk.convert(m, None, target, out_dir=out_dir)
     s = runtime.load(art.path, threads=1)
     assert set(s.program_names) == {"prefill", "step"}
@@ -205,7 +205,7 @@ def test_state_bytes_independent_of_prompt_capacity(onnx_roundtrip, tmp_path):
     import runtime
     import sdk
     _, small = onnx_roundtrip                        # prompt capacity 16
-    m = small_model(prompt_len=48)
+    m = small_model(prompt_lengths=48)
     s = runtime.load(sdk.convert(m, None, "onnx-cpu", out_dir=tmp_path).path, threads=1)
     g = s.generate(list(range(65, 65 + 48)), 3, stop_at_eos=False)
     assert s.program("prefill").spec.inputs[0].shape == (1, 48)

@@ -344,6 +344,8 @@ def load_student(path: str | os.PathLike = DEFAULT_OUT) -> nn.Module:
     from models.mamba import Mamba, MambaConfig
     with safe_open(str(path), framework="pt") as f:
         cfg = json.loads((f.metadata() or {})["config"])
+    if "prompt_len" in cfg:  # saved before prompt length classes: one class
+        cfg["prompt_lengths"] = [cfg.pop("prompt_len")]
     m = Mamba(MambaConfig(**cfg))
     missing, unexpected = m.load_state_dict(load_file(str(path)), strict=False)
     if unexpected or set(missing) != {"lm_head.weight"}:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from models.data.tokenizer import ByteTokenizer
+from models.generation import K_AXIS, V_AXIS, cache_layout, cached_attention, length_classes, write_slot
 from models.registry import register_model
 
 
@@ -36,12 +37,18 @@ class DecoderConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     bias: bool = True
+    # Export capacities (`Decoder.edge_programs`): one prefill program per prompt length class
+    # and a step whose KV cache holds max(prompt_lengths) + max_new_tokens positions. They do
+    # not change the weights, so `to_dict()` (what checkpoints record) leaves them out.
+    prompt_lengths: tuple[int, ...] = (64,)
+    max_new_tokens: int = 32
 
     def __post_init__(self):
-        for k in ("vocab_size", "context", "d_model", "n_layers", "n_heads", "mlp_ratio"):
+        for k in ("vocab_size", "context", "d_model", "n_layers", "n_heads", "mlp_ratio", "max_new_tokens"):
             v = getattr(self, k)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"DecoderConfig.{k} must be a positive int, got {v!r}")
+        self.prompt_lengths = length_classes(self.prompt_lengths, "DecoderConfig.prompt_lengths")
         if self.d_model % self.n_heads:
             raise ValueError(f"DecoderConfig.d_model ({self.d_model}) must be divisible by n_heads "
                              f"({self.n_heads}); e.g. d_model={self.n_heads * (self.d_model // self.n_heads + 1)}")
@@ -49,7 +56,11 @@ class DecoderConfig:
             raise ValueError(f"DecoderConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The architecture (what a checkpoint records): the export capacities are left out."""
+        return {k: v for k, v in asdict(self).items() if k not in EXPORT_FIELDS}
+
+
+EXPORT_FIELDS = ("prompt_lengths", "max_new_tokens")
 
 
 class CausalSelfAttention(nn.Module):
@@ -163,46 +174,77 @@ class Decoder(nn.Module):
         return (torch.randint(0, 256, (batch, seq or min(64, self.cfg.context))),)
 
     # ------------------------------------------------------------------ export with a KV cache
-    # Fixed capacity: a prompt of up to `export_prompt_len` tokens and `export_new_tokens` more;
-    # `edge_programs()` / `edge_generation()` (converters/programs.py, runtime/generate.py) read
-    # these, so set them before `sdk.convert(model, None, target)` to export another capacity.
-    export_prompt_len: int = 64
-    export_new_tokens: int = 32
+    def edge_programs(self, prompt_lengths: list[int] | None = None, max_new_tokens: int | None = None) -> dict:
+        """One ``prefill`` per prompt length class P (named ``prefill`` for one class, else
+        ``prefill_<P>``) and one ``step``, for `sdk.convert(model, None, target)`:
 
-    def edge_programs(self, prompt_len: int | None = None, max_new_tokens: int | None = None) -> dict:
-        """``prefill(tokens (1, P), length (1,)) -> logits (1, V), kv`` and
-        ``step(token (1, 1), pos (1,), kv) -> logits (1, V), new_kv`` with
-        ``kv`` (2·n_layers, 1, H, P + N, Dh) a fixed-capacity cache (rows 2i, 2i + 1: layer i's
-        keys and values; rank 5, the most Core ML takes)."""
-        if prompt_len is not None:
-            self.export_prompt_len = prompt_len
-        if max_new_tokens is not None:
-            self.export_new_tokens = max_new_tokens
-        P, cap = self._capacity()
-        tokens = torch.randint(0, 256, (1, P))
-        length = torch.tensor([max(1, P - 3)])
-        prefill = _Prefill(self, cap)
-        with torch.no_grad():
-            _, kv = prefill(tokens, length)
-        return {"prefill": (prefill, (tokens, length)),
-                "step": (_Step(self), (tokens[:, :1], length.clone(), kv))}
+        - ``prefill(tokens (1, P), length (1,)) -> logits (1, V), k_i (H, Dh, P), v_i (H, P, Dh)``
+          for every layer i: the prompt's keys (stored transposed, see `models.generation`) and
+          values, which the runtime copies into slots 0..P-1 of its cache;
+        - ``step(token (1, 1), pos (1,), k_0, v_0, ..., k_{L-1}, v_{L-1}) -> logits (1, V),
+          new_k_i (H, Dh, 1), new_v_i (H, 1, Dh)``: each layer's cache (keys (H, Dh, C), values
+          (H, C, Dh), C = max(P) + max_new_tokens) holds the positions before ``pos``; the step
+          returns only the fed token's key and value, and the runtime writes them at slot ``pos``.
 
-    def edge_generation(self) -> dict:
+        Defaults: the config's ``prompt_lengths`` and ``max_new_tokens``."""
+        Ps, cap = self._capacity(prompt_lengths, max_new_tokens)
+        g = torch.Generator().manual_seed(0)
+        programs = {}
+        for P in Ps:
+            tokens = torch.randint(0, 256, (1, P), generator=g)
+            programs["prefill" if len(Ps) == 1 else f"prefill_{P}"] = (
+                _Prefill(self, P), (tokens, torch.tensor([max(1, P - 3)])))
+        L, H, Dh = self.cfg.n_layers, self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
+        pos = max(1, Ps[-1] - 3)
+        caches = tuple(0.5 * torch.randn(*((H, Dh, cap) if i % 2 == 0 else (H, cap, Dh)), generator=g)
+                       for i in range(2 * L))                                  # keys transposed, values
+        programs["step"] = (_Step(self, cap), (torch.tensor([[65]]), torch.tensor([pos])) + caches)
+        return programs
+
+    def edge_generation(self, prompt_lengths: list[int] | None = None, max_new_tokens: int | None = None) -> dict:
+        """The manifest's ``generation`` entry: the caches are written in place (slot ``pos``)."""
         tok = ByteTokenizer()
-        _, cap = self._capacity()
-        return {"prefill": "prefill", "step": "step", "prompt": "tokens", "prompt_length": "length",
-                "token": "token", "position": "pos", "logits": "logits", "prefill_logits": "logits",
-                "state": [{"input": "kv", "init": "kv", "update": "new_kv"}],
+        Ps, cap = self._capacity(prompt_lengths, max_new_tokens)
+        state = [{"input": f"{kv}_{i}", "init": f"{kv}_{i}", "update": f"new_{kv}_{i}",
+                  "write": {"index": "pos", "axis": K_AXIS if kv == "k" else V_AXIS}}  # keys transposed
+                 for i in range(self.cfg.n_layers) for kv in ("k", "v")]
+        return {"prefill": ["prefill"] if len(Ps) == 1 else [f"prefill_{P}" for P in Ps], "step": "step",
+                "prompt": "tokens", "prompt_length": "length", "token": "token", "position": "pos",
+                "logits": "logits", "prefill_logits": "logits", "state": state,
                 "eos": tok.eos_id, "pad": tok.pad_id, "max_position": cap, "tokenizer": "bytes"}
 
-    def _capacity(self) -> tuple[int, int]:
-        P, N = self.export_prompt_len, self.export_new_tokens
-        if not (isinstance(P, int) and isinstance(N, int) and P >= 1 and N >= 1):
-            raise ValueError(f"export_prompt_len and export_new_tokens must be positive ints, got {P!r}, {N!r}")
-        if P + N > self.cfg.context:
-            raise ValueError(f"a prompt of {P} plus {N} new tokens exceeds the context of {self.cfg.context} "
-                             f"learned positions: lower them or build the Decoder with context >= {P + N}")
-        return P, P + N
+    def _capacity(self, Ps, N) -> tuple[tuple[int, ...], int]:
+        Ps = length_classes(self.cfg.prompt_lengths if Ps is None else Ps, "prompt_lengths")
+        N = self.cfg.max_new_tokens if N is None else N
+        if isinstance(N, bool) or not isinstance(N, int) or N < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {N!r}")
+        if Ps[-1] + N > self.cfg.context:
+            raise ValueError(f"a prompt of {Ps[-1]} plus {N} new tokens exceeds the context of {self.cfg.context} "
+                             f"learned positions: lower them or build the Decoder with context >= {Ps[-1] + N}")
+        return Ps, Ps[-1] + N
+
+    @torch.no_grad()
+    def generate_cached(self, tokens: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy through the exported programs' computation in PyTorch eager, with a static
+        cache written in place (what a user would otherwise run): tokens (1, T) -> (1, T + new)."""
+        T = tokens.shape[1]
+        cap = T + max_new_tokens
+        self._capacity((T,), max_new_tokens)
+        logits, *kv = _Prefill(self, T)(tokens, torch.tensor([T]))
+        H, Dh = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
+        caches = [torch.zeros((H, Dh, cap) if i % 2 == 0 else (H, cap, Dh)) for i in range(len(kv))]
+        axes = [K_AXIS if i % 2 == 0 else V_AXIS for i in range(len(kv))]
+        for c, x, a in zip(caches, kv, axes):
+            write_slot(c, x, 0, a)
+        step, out = _Step(self, cap), [tokens]
+        for i in range(max_new_tokens):
+            nxt = logits.argmax(-1, keepdim=True)                            # (1, 1)
+            out.append(nxt)
+            if i + 1 < max_new_tokens:
+                logits, *new = step(nxt, torch.tensor([T + i]), *caches)
+                for c, x, a in zip(caches, new, axes):
+                    write_slot(c, x, T + i, a)
+        return torch.cat(out, 1)
 
     @torch.no_grad()
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
@@ -219,53 +261,51 @@ class Decoder(nn.Module):
 
 
 class _Prefill(nn.Module):
-    """Prompt -> logits after its last real token and the KV cache of every layer."""
+    """Prompt (1, P) -> logits after its last real token and every layer's keys and values."""
 
-    output_names = ("logits", "kv")
-
-    def __init__(self, dec: Decoder, capacity: int):
+    def __init__(self, dec: Decoder, P: int):
         super().__init__()
-        self.dec, self.capacity = dec, capacity
+        self.dec = dec
+        self.output_names = ("logits",) + tuple(f"{kv}_{i}" for i in range(dec.cfg.n_layers) for kv in ("k", "v"))
 
     def forward(self, tokens: torch.Tensor, length: torch.Tensor):
         dec, (B, P) = self.dec, tokens.shape                                 # tokens (1, P), length (1,)
         x = dec.embed(tokens)                                                # (1, P, C)
-        pad = torch.zeros(2, B, dec.cfg.n_heads, self.capacity - P, dec.cfg.d_model // dec.cfg.n_heads)
         kvs = []
         for blk in dec.blocks:
             q, k, v = blk.attn.heads(blk.ln1(x))                             # (1, H, P, Dh)
             x = x + blk.attn.attend(q, k, v, blk.attn.mask[:P, :P])
             x = x + blk.mlp(blk.ln2(x))
-            kvs.append(torch.cat([torch.stack([k, v]), pad], dim=3))         # (2, 1, H, cap, Dh)
+            kvs += cache_layout(k, v)                                         # (H, Dh, P), (H, P, Dh)
         last = dec.ln_f(x).index_select(1, length - 1)                       # (1, 1, C)
-        return dec.lm_head(last).reshape(B, -1), torch.cat(kvs)              # (1, V), (2L, 1, H, cap, Dh)
+        return (dec.lm_head(last).reshape(B, -1), *kvs)                      # (1, V), keys/values per layer
 
 
 class _Step(nn.Module):
-    """One token at position ``pos`` against the cache; writes its K/V at ``pos``."""
+    """One token at position ``pos`` against caches of ``capacity`` slots (positions < ``pos``
+    written; keys (H, Dh, C), values (H, C, Dh)): logits and the token's own key and value per
+    layer, in the same layouts."""
 
-    output_names = ("logits", "new_kv")
-
-    def __init__(self, dec: Decoder):
+    def __init__(self, dec: Decoder, capacity: int):
         super().__init__()
-        self.dec = dec
+        self.dec, self.capacity = dec, capacity
+        L = dec.cfg.n_layers
+        self.input_names = ("token", "pos") + tuple(f"{kv}_{i}" for i in range(L) for kv in ("k", "v"))
+        self.output_names = ("logits",) + tuple(f"new_{kv}_{i}" for i in range(L) for kv in ("k", "v"))
 
-    def forward(self, token: torch.Tensor, pos: torch.Tensor, kv: torch.Tensor):
-        dec = self.dec                                                       # token (1, 1), pos (1,)
-        cap = kv.shape[3]
+    def forward(self, token: torch.Tensor, pos: torch.Tensor, *kv: torch.Tensor):
+        dec, cap = self.dec, self.capacity                                   # token (1, 1), pos (1,)
         x = dec.wte(token) + dec.wpe(pos).unsqueeze(0)                       # (1, 1, C)
-        slots = torch.arange(cap)
-        write = (slots == pos).to(x.dtype).view(1, 1, cap, 1)                # one-hot over the cache
-        mask = torch.where(slots <= pos, 0.0, float("-inf")).view(1, 1, 1, cap)
+        bias = torch.where(torch.arange(cap) < pos, 0.0, float("-inf")).view(1, 1, 1, cap)
         new = []
         for i, blk in enumerate(dec.blocks):
-            q, k, v = blk.attn.heads(blk.ln1(x))                             # (1, H, 1, Dh)
-            kc = kv[2 * i] * (1 - write) + k * write                         # (1, H, cap, Dh)
-            vc = kv[2 * i + 1] * (1 - write) + v * write
-            x = x + blk.attn.attend(q, kc, vc, mask)
+            a = blk.attn
+            q, k, v = a.heads(blk.ln1(x))                                    # (1, H, 1, Dh)
+            y = cached_attention(q, kv[2 * i], kv[2 * i + 1], k, v, bias)    # (1, H, 1, Dh)
+            x = x + a.proj(y.transpose(1, 2).reshape(1, 1, a.n_heads * a.d_head))
             x = x + blk.mlp(blk.ln2(x))
-            new += [kc, vc]
-        return dec.lm_head(dec.ln_f(x)).reshape(1, -1), torch.stack(new)     # (1, V), (2L, 1, H, cap, Dh)
+            new += cache_layout(k, v)                                         # (H, Dh, 1), (H, 1, Dh)
+        return (dec.lm_head(dec.ln_f(x)).reshape(1, -1), *new)
 
 
 @register_model("decoder")

@@ -67,10 +67,15 @@ class ModelSpec(_Section):
     quality: str | None = None
     seq_len: int = 32
     text: str = "Edge devices run compact models."
+    prompt_lengths: Any = None  # generation models: prompt length classes, e.g. [64, 256, 1024]
 
     def __post_init__(self):
         _check(isinstance(self.source, str) and self.source, "model.source: give MODULE:FUNCTION, FILE.pt2 or a "
                "local Hugging Face folder, e.g. model: make_model.py:build")
+        pl = self.prompt_lengths
+        _check(pl is None or (isinstance(pl, list) and pl and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                  and x > 0 for x in pl)),
+               f"model.prompt_lengths must be a list of positive ints (e.g. [64, 256, 1024]), got {pl!r}")
         _check(self.name is None or isinstance(self.name, str), f"model.name must be a string, got {self.name!r}")
         _opt_int(self.seq_len, "model.seq_len", 1)
 

@@ -42,6 +42,7 @@ class Entry:
     eval_data: Any = None
     profile_programs: list | None = None
     info: dict = field(default_factory=dict)
+    prompt_lengths: list | None = None    # generation models: sdk.convert(..., prompt_lengths=)
     multi: bool = False                   # several programs (edge_programs) rather than one forward
     fp32_quality: float | None = None     # the quality function on the fp32 PyTorch module
     weights_sha256: str | None = None
@@ -220,7 +221,8 @@ def _user_entry(cfg: PipelineConfig, base: Path, progress: Progress) -> Entry:
         if not callable(q):
             raise ConfigError(f"model.quality {cfg.model.quality}: must return a function quality(run) -> float")
     return Entry(family="model", name=cfg.model.name or stem, module=user_model, example_inputs=example,
-                 quality=q, metric="quality" if q else None, reference="your model (fp32 PyTorch)")
+                 quality=q, metric="quality" if q else None, reference="your model (fp32 PyTorch)",
+                 prompt_lengths=cfg.model.prompt_lengths)
 
 
 def entries(cfg: PipelineConfig, progress: Progress, quick: bool, families_out: list,

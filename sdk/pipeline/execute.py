@@ -60,6 +60,8 @@ def artifact_key(e, job: Job, cfg: PipelineConfig) -> str:
              fingerprint([ex for _, ex in e.module.edge_programs().values()]),
              "target": job.target.name, "scheme": job.scheme, "code": _convert_code_version(),
              "versions": tool_versions()}
+    if e.prompt_lengths is not None:  # generation models' prompt length classes (other keys unchanged)
+        parts["prompt_lengths"] = e.prompt_lengths
     if job.scheme != "fp32":
         cal = e.calibration
         parts.update(calibration=fingerprint(cal) if not isinstance(cal, str) else fingerprint(Path(cal).read_bytes()),
@@ -99,6 +101,8 @@ def _convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say):
             conv_kw["calibration"] = e.calibration
         if e.eval_data is not None:
             conv_kw["eval_data"] = e.eval_data
+    if e.prompt_lengths is not None:
+        conv_kw["prompt_lengths"] = e.prompt_lengths
     return sdk.convert(e.module, e.example_inputs, job.target.name, quantize=job.scheme, out_dir=art_dir,
                        name=job.name, progress=say, **conv_kw)
 
