@@ -192,18 +192,26 @@ class CalibrationSpec(_Section):
 
 @dataclass
 class ProfileSpec(_Section):
+    """``warmup``: runs, or ``auto`` (until the median of the last window stops moving);
+    ``threads``: a count, null (all usable cores) or ``auto`` (time 1..usable cores, use the
+    fastest); ``isolate``: profile in a child process holding only the runtime and the backend,
+    so memory is the artifact's own."""
+
     enabled: bool = True
-    warmup: int = 10
+    warmup: Any = "auto"
     iters: int = 100
-    threads: int | None = None
+    threads: Any = None
     per_op: bool = True
+    isolate: bool = True
 
     def __post_init__(self):
-        _opt_int(self.warmup, "profile.warmup", 0)
+        if self.warmup != "auto":
+            _opt_int(self.warmup, "profile.warmup (or auto)", 0)
         _opt_int(self.iters, "profile.iters", 1)
-        _opt_int(self.threads, "profile.threads", 1)
-        _check(isinstance(self.enabled, bool) and isinstance(self.per_op, bool),
-               "profile.enabled and profile.per_op must be true or false")
+        if self.threads != "auto":
+            _opt_int(self.threads, "profile.threads (or auto, or null for all cores)", 1)
+        _check(isinstance(self.enabled, bool) and isinstance(self.per_op, bool) and isinstance(self.isolate, bool),
+               "profile.enabled, profile.per_op and profile.isolate must be true or false")
 
 
 @dataclass
@@ -609,7 +617,7 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
 
     warmup, iters = cfg.profile.warmup, cfg.profile.iters
     if quick:
-        warmup, iters = min(warmup, 3), min(iters, 30)
+        warmup, iters = (warmup if warmup == "auto" else min(warmup, 3)), min(iters, 30)
     rows: list[dict] = []
     t_conv = t_prof = 0.0
     def several_programs(e) -> bool:
@@ -698,7 +706,10 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
     timings["total_s"] = time.perf_counter() - t_start
     cache_info = {"hits": sum(len(f["cache_hits"]) for f in families),
                   "misses": sum(len(f["cache_misses"]) for f in families), "dir": cfg.output.cache}
+    from sdk.auto import recommend
+    recommendations = recommend(rows)  # marks rows `recommended` / `target_pick` (sdk.auto's rule)
     results = lockfile.build(cfg, rows, families, timings, cache_info)
+    results["recommendations"] = recommendations
     results_path = lockfile.write(results, out / "results.json")
     html = md = None
     if cfg.output.report:
@@ -829,13 +840,14 @@ def _profile_into(row: dict, art, e: Entry, cfg: PipelineConfig, warmup: int, it
     if "generation" in art.manifest.extra:
         # one timed run is a whole generation (prefill + 32 steps): a fifth of the runs still
         # gives ~30 per-token samples per run, and keeps generation models within the budget
-        warmup, iters = min(warmup, max(1, warmup // 5)), min(iters, max(5, iters // 5))
+        warmup = warmup if warmup == "auto" else min(warmup, max(1, warmup // 5))
+        iters = min(iters, max(5, iters // 5))
     programs = e.profile_programs or [None]
     reps = {}
     for prog in programs:
         progress.stage(f"{tag}: profiling{' ' + prog if prog else ''} ({warmup} warm-up + {iters} runs)")
         reps[prog or "default"] = runtime.profile(art.path, warmup=warmup, iters=iters, threads=cfg.profile.threads,
-                                                  program=prog, per_op=cfg.profile.per_op,
+                                                  program=prog, per_op=cfg.profile.per_op, isolate=cfg.profile.isolate,
                                                   progress=progress.bar(f"{e.name} {row['target']} {row['scheme']}"))
     rep = next(iter(reps.values()))
     st = rep.stats
@@ -844,7 +856,9 @@ def _profile_into(row: dict, art, e: Entry, cfg: PipelineConfig, warmup: int, it
                peak_rss_mb=rep.peak_rss_mb, threads=rep.threads, backend=rep.backend,
                backend_version=rep.backend_version, device_name=rep.device, label=rep.label or row.get("label", ""),
                program=rep.program, samples_ms=[round(x, 6) for x in rep.samples_ms], ops=_top_ops(rep),
-               ops_note=rep.ops_note, warmup=warmup, iters=iters)
+               ops_note=rep.ops_note, warmup=rep.warmup, iters=iters)
+    from sdk.lockfile import profile_fields
+    row.update(profile_fields(rep))
     if rep.extra.get("generation"):  # generation artifacts: samples are times to first token
         row["generation"] = rep.extra["generation"]
     if len(reps) > 1:
@@ -853,7 +867,7 @@ def _profile_into(row: dict, art, e: Entry, cfg: PipelineConfig, warmup: int, it
                                    for k, r in reps.items()}
     if e.quality is not None:
         try:
-            row["quality"] = float(e.quality(Runner.artifact(art.path, threads=cfg.profile.threads)))
+            row["quality"] = float(e.quality(Runner.artifact(art.path, threads=rep.threads)))
         except Exception as err:  # a quality function that cannot run on this artifact: say so, keep going
             row["quality_error"] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
     elif "gate" in row and row["gate"].get("drop") is not None:
