@@ -148,15 +148,14 @@ def cmd_convert(args) -> int:
 
 
 def _convert_auto(args, model, example, stem: str, prog) -> int:
-    import sdk
+    from sdk.auto import convert_auto
     target = args.target[0]
     kw = dict(calibration=args.calib, eval_data=args.eval, auto_fallback=args.auto_fallback,
               min_calibration=args.min_calibration, atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples)
     if args.max_drop is not None:
         kw["max_drop"] = args.max_drop
-    art = sdk.convert(model, example, target, quantize=None if args.quantize in (None, "auto") else args.quantize,
-                      device=args.device, out_dir=args.out, name=args.name or f"{stem}-{target}", iters=args.iters,
-                      progress=prog.stage, **kw)
+    art = convert_auto(model, example, target, quantize=args.quantize, device=args.device, out_dir=args.out,
+                       name=args.name or f"{stem}-{target}", iters=args.iters, progress=prog.stage, **kw)
     sel = art.selection
     if args.json:
         _emit_json({"path": str(art.path), "target": art.target, "quantize": art.manifest.quantization.get("scheme"),
