@@ -6,8 +6,9 @@ artifact's backend and nothing else (no torch for ONNX Runtime, LiteRT and QNN a
 ExecuTorch `.pte` loads torch because ExecuTorch's Python bindings link libtorch). The child
 measures RSS before load, the init delta, the peak during the timed runs and the timings, and
 hands back the `ProfileReport` as JSON; ``extra["isolation"]`` records its pid and whether torch
-was loaded. With ``threads="auto"`` a first child sweeps the thread counts and a second one
-profiles at the best count, so the sweep's sessions do not count against the artifact's memory.
+was loaded. The thread sweep (``threads="auto"``) runs before it and the per-op pass after it,
+in the calling process: neither weighs memory, and the sweep's sessions must not count against
+the artifact's.
 
 Example::
 
@@ -102,23 +103,45 @@ def _run_child(request: dict, progress, timeout: float | None) -> dict:
                              f"{last or '(none)'}. Profile in-process (isolate=False / --in-process) to debug")
 
 
-def profile_isolated(path, *, threads=None, progress=None, timeout: float | None = None, **kw):
-    """`runtime.profile` in a child process (see the module docstring); same arguments."""
-    from runtime.profile import ProfileReport
-    req = {"path": str(Path(path).resolve()), **kw, "progress": progress is not None}
+def profile_isolated(path, *, threads=None, progress=None, timeout: float | None = None, per_op: bool = True,
+                     **kw):
+    """`runtime.profile` in a child process (see the module docstring); same arguments.
+
+    The child measures memory and timings. The thread sweep (``threads="auto"``) and the per-op
+    pass run in this process: they time, they do not weigh, and this process usually has the
+    backend's heavier tooling loaded already (ExecuTorch's ETDump Inspector imports the exporter)."""
+    from runtime.profile import ProfileReport, op_pass, sweep_threads
+    from runtime.session import load
+    common = {k: kw.get(k) for k in ("inputs", "program", "require_signature", "public_key", "prompt_tokens")}
+    sweep = None
+    if threads == "auto":
+        sweep = sweep_threads(path, seed=kw.get("seed", 0), new_tokens=kw.get("new_tokens", 32), **common)
+        threads = sweep["chosen"]
+    req = {"path": str(Path(path).resolve()), **kw, "per_op": False, "progress": progress is not None}
     key = req.get("public_key")
     if isinstance(key, (bytes, bytearray)):
         req["public_key"], req["public_key_pem"] = None, bytes(key).decode("ascii")
     elif key is not None:
         req["public_key"] = os.fspath(key)
-    sweep = None
-    if threads == "auto":
-        sweep = _run_child({**req, "op": "sweep", "threads": None}, None, timeout)["sweep"]
-        threads = sweep["chosen"]
     out = _run_child({**req, "op": "profile", "threads": threads}, progress, timeout)
     rep = ProfileReport.from_dict(out["report"])
     if sweep:
-        rep.extra["threads_sweep"] = {**sweep, "isolated": True}
+        rep.extra["threads_sweep"] = sweep
+    if per_op:
+        sess = load(path, threads=threads, require_signature=bool(common["require_signature"]),
+                    public_key=common["public_key"])
+        generation = sess.generation is not None and common["program"] is None and common["inputs"] is None
+        if generation:
+            spec, arrays = None, None
+        else:
+            from runtime.profile import example_inputs
+            b = sess.program(common["program"]) if common["program"] else sess._default
+            spec = b.spec
+            arrays = example_inputs(list(spec.inputs), kw.get("seed", 0)) if common["inputs"] is None else \
+                b.validate(common["inputs"])
+        rep.ops, rep.ops_note, backend_extra = op_pass(sess, spec, arrays, kw.get("seed", 0), kw.get("op_runs", 20))
+        rep.extra.update(backend_extra)
+        rep.extra["isolation"]["per_op_pass"] = "in the calling process (a separate pass: timings, not memory)"
     return rep
 
 
@@ -140,7 +163,7 @@ def _child(req: dict) -> None:
 
 def _child_work(req: dict) -> dict:
     from runtime.manifest import FORMATS
-    from runtime.profile import measure, sweep_threads
+    from runtime.profile import measure
     from runtime.session import backend_module, resolve
 
     path = req["path"]
@@ -154,9 +177,6 @@ def _child_work(req: dict) -> dict:
                   require_signature=req.get("require_signature", False),
                   public_key=req["public_key_pem"].encode("ascii") if req.get("public_key_pem") else req.get("public_key"),
                   prompt_tokens=req.get("prompt_tokens"), new_tokens=req.get("new_tokens", 32))
-    if req["op"] == "sweep":
-        return {"sweep": sweep_threads(path, **common)}
-
     def progress(done, total):
         print(f"{PROGRESS}{done} {total}", flush=True)
 

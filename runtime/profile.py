@@ -586,12 +586,7 @@ def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, s
         extra["generation"] = _generation_summary(gens, first, n_prompt, cap)
     ops, note = [], ""
     if per_op:
-        if generation:
-            step_spec = sess.program(sess.generation.step).spec
-            ops, note, backend_extra = _op_rows(sess, step_spec, example_inputs(list(step_spec.inputs), seed), op_runs)
-            note = f"per-op rows are for the step program {sess.generation.step!r}" + (f"; {note}" if note else "")
-        else:
-            ops, note, backend_extra = _op_rows(sess, spec, arrays, op_runs)
+        ops, note, backend_extra = op_pass(sess, spec, arrays, seed, op_runs)
         extra.update(backend_extra)
     extra["memory"] = memory
     extra["steady_state"] = steady_state(samples, warm, host_reading)
@@ -645,6 +640,16 @@ def _compute(sess: Session, program: str, samples: list[float], gen: dict | None
     elif "peak_note" not in out:
         out["peak_note"] = "no GEMM microbenchmark here (onnxruntime is not installed)"
     return out
+
+
+def op_pass(sess: Session, spec, arrays, seed: int, op_runs: int) -> tuple[list[dict], str, dict]:
+    """Per-op rows from a separate profiled pass (``spec`` None: a generation artifact, whose
+    rows are for its step program)."""
+    if spec is None:
+        step_spec = sess.program(sess.generation.step).spec
+        ops, note, extra = _op_rows(sess, step_spec, example_inputs(list(step_spec.inputs), seed), op_runs)
+        return ops, f"per-op rows are for the step program {sess.generation.step!r}" + (f"; {note}" if note else ""), extra
+    return _op_rows(sess, spec, arrays, op_runs)
 
 
 def _op_rows(sess: Session, spec, arrays, op_runs: int) -> tuple[list[dict], str, dict]:

@@ -1,8 +1,9 @@
 """`target="auto"` and `quantize="auto"`: the fastest artifact that keeps the model's quality.
 
 `sdk.convert(model, x, target="auto")` converts the model to every target that runs on this
-machine (or to the targets of one ``device`` class: ``"cpu"``, ``"npu"``, ``"gpu"``), with each
-target's schemes; every candidate goes through the usual verification (fp32) or accuracy gate
+machine's own hardware (or to the targets of one ``device`` class: ``"cpu"``, ``"npu"``,
+``"gpu"``, which also ranks simulated NPUs and software GPUs among themselves, labelled so), with
+each target's schemes; every candidate goes through the usual verification (fp32) or accuracy gate
 (quantized), is profiled in an isolated child process at its best thread count, and the
 fastest one that passed is published at ``out_dir/name``. ``quantize="auto"`` does the same
 within one target. The rules, applied by `choose` (the pipeline's recommendation uses them too):
@@ -152,6 +153,11 @@ def _plan(target: str, quantize, device, calibration, multi_program: bool, model
         if not t.runs_here:
             skipped.append(_row(t, "-", "skipped", f"cannot run here, so nothing can be measured: {t.why_not}"))
             continue
+        if t.runs != "yes" and device is None and target == "auto":
+            skipped.append(_row(t, "-", "skipped", f"runs here only as {t.runs}: its latency is not a device's, so it "
+                                                   f"does not compete with real hardware (device={t.device!r} ranks "
+                                                   f"{t.device} targets among themselves)"))
+            continue
         schemes = list(t.quantization) if quantize in (None, "auto") else [quantize]
         conv = get_converter(t.name)
         for s in schemes:
@@ -187,14 +193,36 @@ def convert_auto(model, example_inputs, target: str = "auto", *, quantize=None, 
     """Convert to every candidate target x scheme, gate, profile, publish the fastest that
     passed (see the module docstring). ``sdk.convert(..., target="auto")`` and
     ``sdk.convert(..., quantize="auto")`` call this."""
-    import runtime
     say = progress or (lambda msg: None)
-    multi = example_inputs is None and hasattr(model, "edge_programs") and len(model.edge_programs()) > 1
-    todo, skipped = _plan(target, quantize, device, calibration, multi, model)
     name = name or default_name(model, "auto" if target == "auto" else target, "fp32")
     out_dir = Path(out_dir)
     cand_dir = out_dir / f"{name}.candidates"
-    cands = todo + skipped
+    cands = convert_candidates(model, example_inputs, target, quantize=quantize, device=device, cand_dir=cand_dir,
+                               calibration=calibration, max_drop=max_drop, progress=say, **options)
+    pick = measure_and_choose(cands, iters=iters, threads=threads, isolate=isolate, progress=say)
+    if pick is None:
+        _write_table(cand_dir, name, cands, None)
+        raise TargetUnavailableError(
+            "target='auto': no candidate passed its gate and profiled here: "
+            + "; ".join(f"{c['target']} {c['scheme']}: {c['why']}" for c in cands) + f". Table: {cand_dir}")
+    selection = _write_table(cand_dir, name, cands, pick)
+    final = _publish(Path(pick["path"]), out_dir, name, selection)
+    if not keep_candidates:
+        shutil.rmtree(cand_dir, ignore_errors=True)
+        selection["table"] = None
+    say(f"picked {pick['target']} {pick['scheme']}: {pick['why']}")
+    opened = Artifact.open(final)
+    return AutoArtifact(opened.path, opened.manifest, "", selection)
+
+
+def convert_candidates(model, example_inputs, target: str = "auto", *, quantize=None, device: str | None = None,
+                       cand_dir, calibration=None, max_drop=_UNSET, progress=None, **options) -> list[dict]:
+    """Convert every candidate into ``cand_dir/<target>-<scheme>`` through `converters.convert`
+    (verification and accuracy gate included). Candidates that passed have status
+    ``"converted"``; the others ``"rejected"``, ``"failed"`` or ``"skipped"`` with ``why``."""
+    say = progress or (lambda msg: None)
+    multi = example_inputs is None and hasattr(model, "edge_programs") and len(model.edge_programs()) > 1
+    todo, skipped = _plan(target, quantize, device, calibration, multi, model)
     for i, c in enumerate(todo, 1):
         tag = f"[{i}/{len(todo)}] {c['target']} {c['scheme']}"
         kw = dict(options)
@@ -205,7 +233,7 @@ def convert_auto(model, example_inputs, target: str = "auto", *, quantize=None, 
                 kw["calibration"] = calibration
         try:
             say(f"{tag}: converting")
-            art = _convert(model, example_inputs, c["target"], quantize=c["scheme"], out_dir=cand_dir,
+            art = _convert(model, example_inputs, c["target"], quantize=c["scheme"], out_dir=Path(cand_dir),
                            name=f"{c['target']}-{c['scheme']}", progress=lambda m, tag=tag: say(f"{tag}: {m}"), **kw)
         except ToleranceError as e:
             rep = getattr(e, "report", None) or {}
@@ -222,10 +250,22 @@ def convert_auto(model, example_inputs, target: str = "auto", *, quantize=None, 
         c.update(path=str(art.path), size_bytes=art.size_bytes, quality=quality)
         if not passed:
             c.update(status="rejected", why=("failed the accuracy gate: " if passed is False else "") + quality)
-            continue
+        else:
+            c["status"] = "converted"
+    return todo + skipped
+
+
+def measure_and_choose(cands: list[dict], *, iters: int = 100, threads="auto", isolate: bool = True,
+                       progress=None) -> dict | None:
+    """Profile every converted candidate (isolated, ``threads``: ``"auto"`` sweeps the counts) and
+    `choose`; candidates that competed and did not win get status ``"lost"``."""
+    import runtime
+    say = progress or (lambda msg: None)
+    todo = [c for c in cands if c["status"] == "converted"]
+    for i, c in enumerate(todo, 1):
         try:
-            say(f"{tag}: profiling (isolated, threads {threads})")
-            rep = runtime.profile(art.path, iters=iters, threads=threads, isolate=isolate, per_op=False)
+            say(f"[{i}/{len(todo)}] {c['target']} {c['scheme']}: profiling (isolated={isolate}, threads {threads})")
+            rep = runtime.profile(c["path"], iters=iters, threads=threads, isolate=isolate, per_op=False)
         except SdkError as e:
             c.update(status="failed", why=f"profiling: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
             continue
@@ -235,21 +275,9 @@ def convert_auto(model, example_inputs, target: str = "auto", *, quantize=None, 
                  gflops_per_s=rep.gflops_per_s)
     pick = choose(cands)
     for c in cands:
-        if c["status"] == "measured" and not c["picked"]:
+        if c["status"] == "measured" and not c.get("picked"):
             c["status"] = "lost"
-    if pick is None:
-        _write_table(cand_dir, name, cands, None)
-        raise TargetUnavailableError(
-            "target='auto': no candidate passed its gate and profiled here: "
-            + "; ".join(f"{c['target']} {c['scheme']}: {c['why']}" for c in cands) + f". Table: {cand_dir}")
-    selection = _write_table(cand_dir, name, cands, pick)
-    final = _publish(Path(pick["path"]), out_dir, name, selection)
-    if not keep_candidates:
-        shutil.rmtree(cand_dir, ignore_errors=True)
-        selection["table"] = None
-    say(f"picked {pick['target']} {pick['scheme']}: {pick['why']}")
-    opened = Artifact.open(final)
-    return AutoArtifact(opened.path, opened.manifest, "", selection)
+    return pick
 
 
 def _summary(c: dict) -> dict:
@@ -265,7 +293,8 @@ def table_md(cands: list[dict]) -> str:
     for c in rows:
         lat = c.get("latency_ms")
         lines.append("| " + " | ".join([
-            "★" if c.get("picked") else "", c["target"], c["scheme"],
+            "★" if c.get("picked") else "",
+            c["target"] + (f" ({c['runs']})" if c.get("runs") not in (None, "yes", "convert-only") else ""), c["scheme"],
             "–" if c.get("size_bytes") is None else f"{c['size_bytes'] / 1024:.1f}",
             "–" if lat is None else f"{lat:.4g}", str(c.get("threads") or "–"),
             (c.get("quality") or "–").replace("|", "/"), (c.get("why") or c["status"]).replace("|", "/")]) + " |")

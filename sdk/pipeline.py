@@ -153,7 +153,8 @@ class DistillSpec(_Section):
 
 @dataclass
 class QuantizeSpec(_Section):
-    """``schemes``: ``recommended`` (fp32 + each target's recommended scheme), ``fp32``, a list
+    """``schemes``: ``recommended`` (fp32 + each target's recommended scheme), ``auto`` (every scheme
+    each target offers; the report's recommendation picks the fastest that passed), ``fp32``, a list
     (``[fp32, int8-static]``, schemes a target lacks are skipped and listed) or a mapping target
     -> list. ``max_drop``: the accuracy gate (None: measured, not enforced). ``on_fail``:
     ``report`` (record the rejected artifact and go on) or ``error`` (stop)."""
@@ -167,7 +168,8 @@ class QuantizeSpec(_Section):
         s = self.schemes
         ok = isinstance(s, str) or (isinstance(s, list) and all(isinstance(x, str) for x in s)) or (
             isinstance(s, dict) and all(isinstance(v, (str, list)) for v in s.values()))
-        _check(ok, f"quantize.schemes: 'recommended', 'fp32', a list of schemes or a mapping target -> list, got {s!r}")
+        _check(ok, f"quantize.schemes: 'recommended', 'auto', 'fp32', a list of schemes or a mapping target -> list, "
+                   f"got {s!r}")
         _check(self.max_drop is None or (isinstance(self.max_drop, (int, float)) and not isinstance(self.max_drop, bool)
                                          and self.max_drop >= 0),
                f"quantize.max_drop must be a number >= 0 (e.g. 0.02) or null, got {self.max_drop!r}")
@@ -479,7 +481,11 @@ def schemes_for(target, schemes, quick: bool = False, multi_program: bool = Fals
         schemes = [schemes]
     out, missing = [], []
     for s in schemes:
-        if s == "recommended":
+        if s == "auto":  # every scheme the target offers (QAT needs a QAT-trained model): the recommendation picks
+            for x in target.quantization:
+                if x != "int8-qat" and x not in out:
+                    out.append(x)
+        elif s == "recommended":
             rec = recommended_scheme(target, multi_program)
             for x in ((rec or "fp32",) if quick else ("fp32", rec)):
                 if x and x not in out:

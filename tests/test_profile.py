@@ -74,7 +74,7 @@ def test_threads_auto_sweeps_every_count_and_records_it(converted):
                           per_op=False)
     sw = rep.extra["threads_sweep"]
     cores = machine.usable_cores()
-    assert [r["threads"] for r in sw["rows"]] == list(range(1, cores + 1)) and sw["isolated"]
+    assert [r["threads"] for r in sw["rows"]] == list(range(1, cores + 1))
     assert all(r["runs"] >= 5 * (2 if cores > 1 else 1) and r["p50_ms"] > 0 for r in sw["rows"])
     best = min(r["p50_ms"] for r in sw["rows"])
     chosen = next(r for r in sw["rows"] if r["threads"] == sw["chosen"])
