@@ -128,3 +128,11 @@ def test_target_auto_over_every_cpu_target(mlp, tmp_path):
     fp32 = {c["target"]: c["latency_ms"] for c in sel["candidates"] if c["scheme"] == "fp32"}
     assert sel["pick"]["latency_ms"] <= fp32[sel["pick"]["target"]]
     assert runtime.load(art.path).verified
+
+
+def test_pipeline_schemes_auto_converts_every_scheme_but_qat():
+    from sdk.pipeline import QuantizeSpec, schemes_for
+    QuantizeSpec(schemes="auto")  # accepted by the config
+    for t in sdk.targets():
+        got, missing = schemes_for(t, "auto")
+        assert got == [s for s in t.quantization if s != "int8-qat"] and missing == []
