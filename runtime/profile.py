@@ -531,6 +531,10 @@ def profile(path, *, warmup=WARMUP_AUTO, iters: int = 100, inputs=None, threads=
 def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, seed, progress, require_signature,
             public_key, prompt_tokens, new_tokens, max_warmup_s, mode: str) -> ProfileReport:
     """One profile in this process (``mode`` labels the memory figures: in-process or isolated)."""
+    # the profiler's own one-time costs land before the baseline: numpy.random (~7 MB resident
+    # on first import) makes the inputs, and they are the harness's, not the artifact's
+    np.random.default_rng(seed).standard_normal(1)
+    HostSampler().start().stop(min_wall_s=0)
     hwm_ok = reset_hwm()
     before = rss_mb()
     sess: Session = load(path, threads=threads, require_signature=require_signature, public_key=public_key)
