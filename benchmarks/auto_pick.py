@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -91,38 +89,11 @@ def convert_vision(out: Path, names, resolution: int) -> dict:
 
 # ----------------------------------------------------------------------------- stage 2: measure
 
-def _runner(sess, seed: int = 0):
-    """One timed unit: a run on generated inputs, or a whole 32-token greedy generation."""
-    import runtime
-    if sess.generation is not None:
-        spec = sess.program(sess.generation.prefill).spec
-        cap = next(s for s in spec.inputs if s.name == sess.generation.prompt).shape[1]
-        prompt = np.random.default_rng(seed).integers(0, 256, size=cap)
-        return lambda: sess.generate(prompt, 32, stop_at_eos=False).total_ms
-    arrays = runtime.example_inputs(list(sess.inputs), seed)
-    b = sess._default
-
-    def run():
-        t = time.perf_counter_ns()
-        b.run(arrays)
-        return (time.perf_counter_ns() - t) / 1e6
-    return run
-
-
-def side_by_side(cands: list[dict], rounds: int, block_s: float = 0.15) -> dict:
-    """Every candidate in short blocks per round, alternating the order; per-round block medians."""
-    import runtime
-    per = {id(c): [] for c in cands}
-    for r in range(rounds):
-        for c in (cands if r % 2 == 0 else cands[::-1]):
-            sess = runtime.load(c["path"], threads=c["threads"])
-            once = _runner(sess)
-            est = [once() for _ in range(3)]
-            k = int(min(200, max(5, math.ceil(block_s / max(np.median(est) / 1e3, 1e-7)))))
-            per[id(c)].append(float(np.median([once() for _ in range(k)])))
-            del sess, once
-            gc.collect()  # ExecuTorch resizes its thread pool only when no program is alive
-    return per
+def side_by_side(cands: list[dict], rounds: int) -> dict:
+    """Every candidate in short blocks per round (`runtime.profile.interleaved`): block medians."""
+    from runtime.profile import interleaved
+    blocks = interleaved([(c["path"], c["threads"]) for c in cands], rounds=rounds)
+    return {id(c): b for c, b in zip(cands, blocks)}
 
 
 def measure(out: Path, iters: int, rounds: int) -> list[dict]:

@@ -440,6 +440,41 @@ def sweep_threads(path, *, counts=None, inputs=None, program=None, seed: int = 0
             "unit": "generation" if rows and program is None and inputs is None and _is_generation(path) else "run"}
 
 
+def interleaved(artifacts: list[tuple], *, rounds: int = 4, block_s: float = 0.15, seed: int = 0,
+                new_tokens: int = 32) -> list[list[float]]:
+    """Time several artifacts side by side in this process: ``rounds`` passes, each giving every
+    artifact one short block of runs (after 3 unrecorded ones), order reversed every other pass,
+    each artifact loaded at its own thread count and released after its block (ExecuTorch resizes
+    its process-wide pool only then). ``artifacts``: (path, threads) pairs. Returns, per artifact,
+    the median of each of its blocks (ms per run; per whole generation for generation artifacts).
+
+    Example::
+
+        from runtime.profile import interleaved
+        a, b = interleaved([("out/m-onnx-cpu", 1), ("out/m-litert-cpu", 2)], rounds=6)
+        ratio = median(a) / median(b)
+    """
+    per: list[list[float]] = [[] for _ in artifacts]
+    clock = time.perf_counter_ns
+    order = list(range(len(artifacts)))
+    for r in range(rounds):
+        for i in (order if r % 2 == 0 else order[::-1]):
+            path, threads = artifacts[i]
+            sess = load(path, threads=threads)
+            once, _, _ = _runner(sess, None, None, seed, None, new_tokens)
+
+            def timed():
+                t = clock()
+                out = once()
+                return out.total_ms if sess.generation is not None else (clock() - t) / 1e6
+            est = [timed() for _ in range(3)]
+            k = int(min(200, max(5, math.ceil(block_s / max(median(est) / 1e3, 1e-7)))))
+            per[i].append(median([timed() for _ in range(k)]))
+            del sess, once
+            gc.collect()
+    return per
+
+
 def _is_generation(path) -> bool:
     from runtime.generate import KEY
     from runtime.session import resolve

@@ -193,3 +193,11 @@ def test_gemm_peak_is_measured_once_per_machine_and_thread_count(tmp_path, monke
         assert again["cached"] and again["gflops"] == first["gflops"]
     cached = json.loads((tmp_path / "gemm_peak.json").read_text())
     assert len(cached) == 1 and next(iter(cached)).endswith("| 1 threads") and math.isfinite(first["gflops"])
+
+
+def test_interleaved_times_artifacts_side_by_side(converted):
+    from runtime.profile import interleaved
+    a = converted("mlp", "onnx-cpu")[0].path
+    b = converted("mlp", "litert-cpu")[0].path
+    blocks = interleaved([(a, 1), (b, 1)], rounds=3, block_s=0.02)
+    assert [len(x) for x in blocks] == [3, 3] and all(v > 0 for x in blocks for v in x)
