@@ -79,8 +79,8 @@ def test_quantize_auto_picks_within_one_target(mlp, tmp_path):
                                             and not (c["scheme"] != "fp32" and c["latency_ms"] > cands["fp32"]["latency_ms"]))
     for c in cands.values():
         assert c["why"], c  # every candidate says why it won or lost
-    close = [c for c in measured if c is not pick and c.get("profile_latency_ms", c["latency_ms"])
-             <= 1.15 * pick.get("profile_latency_ms", pick["latency_ms"])]
+    close = [c for c in measured if c is not pick and (c.get("profile_latency_ms") or c["latency_ms"])
+             <= 1.15 * (pick.get("profile_latency_ms") or pick["latency_ms"])]
     assert pick.get("confirmed") or not close  # close contenders are re-timed side by side
     table = (tmp_path / "mlp.candidates" / "candidates.md").read_text()
     assert "| ★ | onnx-cpu |" in table and all(s in table for s in cands)
