@@ -266,7 +266,7 @@ def plot_throughput(rows: list[dict]) -> bytes | None:
         ax.text(vals[i], i, f" {vals[i]:.3g}" + ("" if pct is None else f" ({pct:.1f}% of peak)"), va="center",
                 fontsize=6)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([_label(r) for r in rows], fontsize=7)
+    ax.set_yticklabels([_label(r) + (" (prefill)" if r.get("generation") else "") for r in rows], fontsize=7)
     wide = max(vals) / max(min(vals), 1e-12) > 30
     if wide:
         ax.set_xscale("log")
@@ -481,7 +481,8 @@ def render_html(results: dict, plots: list[dict]) -> str:
                  "first run after load; memory = the artifact's own, measured in a child process that holds only "
                  "the runtime and the backend: resident high-water mark after load and during the timed runs, "
                  "minus RSS before load; GFLOP/s = FLOPs per run (matmul/conv/attention counted from the exported "
-                 "graph) at the p50, and its share of this machine's fp32 GEMM peak at the same thread count; "
+                 "graph) at the p50 (for generation artifacts: the prefill, at the time to first token), and its "
+                 "share of this machine's fp32 GEMM peak at the same thread count; "
                  "placement = share of compute on the NPU (QNN), in the delegate (XNNPACK/Vulkan) or on the "
                  "GPU.</li>"
                  + "".join(f"<li>{e(LABEL_NOTES[n])}</li>" for n in notes) + "</ul>")
