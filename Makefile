@@ -5,21 +5,21 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgesdk-installed
 
-.PHONY: test test-all test-jvm demo bench venv clean fuzz browser
+.PHONY: test test-all test-jvm demo bench venv clean fuzz browser zoo-deps zoo
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,cluster]'
 	$(PY) -m pip check
 	@touch $@
 
 venv: $(STAMP)
 
-test: gpu-sim $(STAMP) test-jvm browser
+test: gpu-sim $(STAMP) test-jvm browser zoo-deps
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP) zoo-deps
 	$(PY) -m pytest -q
 
 demo: $(STAMP) gpu-sim
@@ -77,3 +77,20 @@ FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)
 	mkdir -p build/fuzz-corpus
 	cd build && ../$(PY) ../tests/fuzz/fuzz_runtime.py -max_total_time=$(FUZZ_SECONDS) fuzz-corpus ../tests/fuzz/regressions
+
+# Public architectures for benchmarks/zoo.py and a few tests: torchvision and timm go into a private
+# folder, not the venv. The registry's torchvision wheel is a CUDA build whose ops library does not
+# load beside the CPU torch, and once torchvision is importable transformers imports it and fails;
+# benchmarks/zoo_models.py declares torchvision's two ops and puts the folder on sys.path itself.
+ZOO_SITE ?= .cache/zoo-site
+ZOO_PKGS := torchvision==0.28.0 timm==1.0.31
+zoo-deps: $(STAMP)
+	@test -d $(ZOO_SITE)/torchvision -a -d $(ZOO_SITE)/timm || \
+	  $(PY) -m pip install --quiet --no-deps --target $(ZOO_SITE) -c constraints.txt $(ZOO_PKGS)
+
+# The zoo benchmark, resumable (results in edgesdk-out/zoo/zoo.json): conversions, then latency.
+zoo: zoo-deps
+	$(PY) benchmarks/zoo.py convert
+	$(PY) benchmarks/zoo.py dynamic
+	$(PY) benchmarks/zoo.py profile
+	$(PY) benchmarks/zoo.py report

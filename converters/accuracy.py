@@ -2,9 +2,16 @@
 
 The gate compares the quantized artifact (run through `runtime`) with the fp32 PyTorch
 module on held-out inputs. Per output it records cosine similarity, max/mean absolute error
-and, for classifier-like outputs (float, rank >= 2, last dim >= 2), top-1 agreement.
+and, for classifier-like outputs (float, rank >= 2, last dim >= 2, not named as features such as
+``last_hidden_state`` or ``pooler_output``), top-1 agreement.
 
-``drop`` is what ``max_drop=`` bounds:
+Default gate (``max_drop="default"``): every scorable output must keep top-1 agreement >= 99%
+(classifier-like outputs) or a min cosine >= 0.99 (anything else). An output whose fp32 values are
+all below ``NOT_SCORABLE_BELOW`` in magnitude (as with random-init BatchNorm stacks, whose logits
+are ~1e-9) cannot be compared meaningfully: it is reported as not scorable instead of scored, unless
+the quantized output collapsed to a constant (all zeros, say) where fp32 varies, which fails the gate.
+
+``drop`` is what a numeric ``max_drop=`` bounds:
 - with a user ``metric(outputs, inputs) -> float`` (higher is better; ``outputs`` is a list
   with one list of numpy arrays per sample): ``metric(fp32) - metric(quantized)``;
 - otherwise the worst output's ``1 - top-1 agreement`` (classifier-like) or ``1 - mean cosine``.
@@ -19,6 +26,8 @@ ranking drives automatic fallback: the most sensitive layers are kept in float o
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,10 +36,21 @@ from torch import nn
 from converters.programs import flatten_outputs
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+NOT_SCORABLE_BELOW = 1e-6   # fp32 |output| below this everywhere: too small to compare (random weights)
+DEFAULT_MIN_TOP1 = 0.99     # default gate, classifier-like outputs
+DEFAULT_MIN_COSINE = 0.99   # default gate, other float outputs
+DEFAULT_METRIC_DROP = 0.01  # default gate with a user metric: metric(fp32) - metric(quantized)
+GATE_MODES = ("default", "max_drop", "off")
 
 
-def _classifier_like(a: np.ndarray) -> bool:
-    return a.dtype.kind == "f" and a.ndim >= 2 and a.shape[-1] >= 2
+# outputs named like these are features, not class scores: their argmax means nothing
+_NOT_SCORES = re.compile(r"hidden|pooler|embed|feature|attention|state|past|cache|key|value", re.I)
+
+
+def _classifier_like(a: np.ndarray, name: str = "") -> bool:
+    """Class scores: float, last dim >= 2, and not named as features (``last_hidden_state``,
+    ``pooler_output``, ``*_embeds``...), so top-1 agreement is what matters for it."""
+    return a.dtype.kind == "f" and a.ndim >= 2 and a.shape[-1] >= 2 and not _NOT_SCORES.search(name)
 
 
 def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
@@ -49,7 +69,7 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
     for i, name in enumerate(names):
         r = [s[i] for s in ref_all]
         g = [s[i] for s in got_all]
-        cos, maxe, meane, refm = [], 0.0, [], 0.0
+        cos, maxe, meane, refm, gotm = [], 0.0, [], 0.0, 0.0
         agree = total = 0
         for a, b in zip(r, g):
             a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
@@ -58,17 +78,25 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
             d = np.abs(a64 - b64)
             maxe = max(maxe, float(d.max()) if d.size else 0.0)
             refm = max(refm, float(np.abs(a64).max()) if a64.size else 0.0)
+            gotm = max(gotm, float(np.abs(b64).max()) if b64.size else 0.0)
             meane.append(float(d.mean()) if d.size else 0.0)
-            if _classifier_like(a):
+            if _classifier_like(a, name):
                 agree += int((a.argmax(-1) == b.argmax(-1)).sum())
                 total += int(np.prod(a.shape[:-1]))
         row = {"name": name, "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos)),
-               "max_abs_err": maxe, "mean_abs_err": float(np.mean(meane)), "ref_max_abs": refm}
+               "max_abs_err": maxe, "mean_abs_err": float(np.mean(meane)), "ref_max_abs": refm, "got_max_abs": gotm}
         if total:
             row["top1_agreement"] = agree / total
             row["drop"] = 1.0 - row["top1_agreement"]
         else:
             row["drop"] = 1.0 - row["cosine_mean"]
+        row["scorable"] = not (r and r[0].dtype.kind == "f" and refm < NOT_SCORABLE_BELOW)
+        if not row["scorable"]:
+            row["not_scorable"] = (f"fp32 |values| <= {refm:.2g} everywhere (< {NOT_SCORABLE_BELOW:g}): too small "
+                                   "to compare, as with random weights; judge it on trained weights or real inputs")
+        # a quantized output that is constant (e.g. all zeros) where fp32 varies has lost the
+        # output whatever its scale: the gate fails it even when it cannot score it finely
+        row["collapsed"] = bool(all(np.ptp(b) == 0 for b in g if b.size) and any(np.ptp(a) > 0 for a in r if a.size))
         outputs.append(row)
     result = {"samples": len(ref_all), "outputs": outputs}
     if metric is not None:
@@ -76,12 +104,63 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
         quant = float(metric(got_all, inputs_all))
         result.update(metric_fp32=fp32, metric_quantized=quant, drop=fp32 - quant, drop_basis="metric")
     else:
-        worst = max(outputs, key=lambda r: r["drop"])
-        result.update(drop=worst["drop"], drop_basis=(
-            f"1 - top-1 agreement of {worst['name']!r}" if "top1_agreement" in worst
-            else f"1 - mean cosine of {worst['name']!r}"))
+        result.update(worst_drop(outputs))
     result["min_cosine"] = min(r["cosine_min"] for r in outputs)
     return result
+
+
+def worst_drop(outputs: list[dict]) -> dict:
+    """``drop`` and its basis: the worst scorable output (all outputs when none is scorable)."""
+    pool = [r for r in outputs if r.get("scorable", True)] or outputs
+    worst = max(pool, key=lambda r: r["drop"])
+    return {"drop": worst["drop"], "drop_basis": (f"1 - top-1 agreement of {worst['name']!r}"
+                                                  if "top1_agreement" in worst else
+                                                  f"1 - mean cosine of {worst['name']!r}")}
+
+
+def judge(acc: dict, max_drop, metric: bool) -> dict:
+    """The gate's verdict on `evaluate`'s numbers.
+
+    ``max_drop``: ``"default"`` (per-output-kind thresholds, see the module doc), a number
+    (``drop <= max_drop``) or None (off). ``passed`` is True/False, or None when the gate is off
+    or no output is scorable (``not_scorable`` lists them with why).
+    """
+    outs = acc["outputs"]
+    skipped = [{"output": r["name"], "why": r["not_scorable"]} for r in outs if not r.get("scorable", True)]
+    collapsed = [f"{r['name']}: the quantized output is constant (max |value| {r.get('got_max_abs', 0):.2g}) where "
+                 "fp32 varies: the artifact lost this output" for r in outs if r.get("collapsed")]
+    scorable = metric or len(skipped) < len(outs)
+    gate = {"mode": "off" if max_drop is None else "default" if max_drop == "default" else "max_drop",
+            "max_drop": None if max_drop in (None, "default") else max_drop, "drop": acc["drop"],
+            "drop_basis": acc["drop_basis"], "metric": "user" if metric else "default", "not_scorable": skipped}
+    if max_drop is None:
+        gate["passed"] = None
+        return gate
+    if collapsed and not metric:
+        gate.update(passed=False, failing=collapsed)
+        return gate
+    if not scorable:
+        gate["passed"] = None
+        return gate
+    if max_drop == "default" and not metric:
+        failing = []
+        for r in outs:
+            if not r.get("scorable", True):
+                continue
+            if "top1_agreement" in r:
+                ok = r["top1_agreement"] >= DEFAULT_MIN_TOP1
+                need = f"top-1 agreement {r['top1_agreement'] * 100:.1f}% < {DEFAULT_MIN_TOP1 * 100:g}%"
+            else:
+                ok = r["cosine_min"] >= DEFAULT_MIN_COSINE
+                need = f"min cosine {r['cosine_min']:.4f} < {DEFAULT_MIN_COSINE:g}"
+            if not ok:
+                failing.append(f"{r['name']}: {need}")
+        gate.update(thresholds={"min_top1_agreement": DEFAULT_MIN_TOP1, "min_cosine": DEFAULT_MIN_COSINE},
+                    passed=not failing, failing=failing)
+        return gate
+    bound = DEFAULT_METRIC_DROP if max_drop == "default" else max_drop
+    gate.update(max_drop=bound, passed=acc["drop"] <= bound)
+    return gate
 
 
 # ------------------------------------------------------------------------------ sensitivity

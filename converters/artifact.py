@@ -45,10 +45,42 @@ class Artifact:
     def verification(self) -> dict:
         return self.manifest.verification
 
+    @property
+    def outside_delegate(self) -> dict[str, list[dict]]:
+        """Per program, the compute ops a delegated backend left on its reference kernels
+        ([{op, count, share of nodes}], from the partition report): why a delegated artifact is slow."""
+        part = self.manifest.extra.get("partition") or {}
+        return {p: r.get("outside_delegate", []) for p, r in part.items()
+                if isinstance(r, dict) and r.get("outside_delegate")}
+
+    def summary(self) -> list[str]:
+        """Notes a user should see after converting: ops outside the delegate, exporter fallbacks."""
+        lines = []
+        for prog, rows in self.outside_delegate.items():
+            part = self.manifest.extra["partition"][prog]
+            ops = ", ".join(f"{_op(r['op'])} x{r['count']} "
+                            f"({r['share'] * 100:.0f}%)" for r in rows[:6])
+            lines.append(f"{prog}: {len(rows)} op type(s) outside the delegate ({(1 - part['delegated_fraction']) * 100:.0f}% "
+                         f"of nodes, portable kernels): {ops}" + (" ..." if len(rows) > 6 else "")
+                         + "; `edgesdk profile` times them")
+        for f in self.manifest.extra.get("exporter_fallback", []):
+            lines.append(f"exporter {f['exporter']!r} did not work ({f['error'][:160]}); the artifact comes from "
+                         "the next exporter")
+        return lines
+
     @classmethod
     def open(cls, path) -> "Artifact":
         p = Path(path)
         return cls(p, parse_manifest((p / MANIFEST_NAME).read_bytes()))
+
+
+def _op(name: str) -> str:
+    """'aten_cumsum_default' -> 'cumsum'."""
+    for pre in ("aten_", "aten."):
+        name = name.removeprefix(pre)
+    for suf in ("_default", ".default"):
+        name = name.removesuffix(suf)
+    return name
 
 
 def _fsync_path(p: Path) -> None:

@@ -50,7 +50,7 @@ def digest(samples) -> str:
     return h.hexdigest()
 
 
-def _to_tensor(v, ref: torch.Tensor, where: str) -> torch.Tensor:
+def _to_tensor(v, ref: torch.Tensor, where: str, free: dict | None = None) -> torch.Tensor:
     if isinstance(v, np.ndarray):
         v = torch.from_numpy(np.ascontiguousarray(v))
     if not isinstance(v, torch.Tensor):
@@ -58,8 +58,11 @@ def _to_tensor(v, ref: torch.Tensor, where: str) -> torch.Tensor:
     if v.dtype != ref.dtype:
         raise ConfigError(f"{where}: dtype {str(v.dtype).removeprefix('torch.')}, expected "
                           f"{str(ref.dtype).removeprefix('torch.')}")
-    if tuple(v.shape) != tuple(ref.shape):
-        raise ConfigError(f"{where}: shape {list(v.shape)}, expected {list(ref.shape)} (the example input's)")
+    free = free or {}  # dynamic dims: dim -> (min, max)
+    if v.ndim != ref.ndim or any(a != b and (d not in free or not free[d][0] <= a <= free[d][1])
+                                 for d, (a, b) in enumerate(zip(v.shape, ref.shape))):
+        expected = [f"{free[d][0]}..{free[d][1]}" if d in free else n for d, n in enumerate(ref.shape)]
+        raise ConfigError(f"{where}: shape {list(v.shape)}, expected {expected} (the example input's)")
     return v
 
 
@@ -94,8 +97,11 @@ def _from_npz(path: Path, names: list[str], example: tuple) -> list[tuple]:
     return [tuple(p[i] for p in per_sample) for i in range(counts.pop())]
 
 
-def load_samples(data, names: list[str], example: tuple, what: str = "calibration") -> SampleSet:
-    """Normalise any accepted form of sample data into validated tensor tuples."""
+def load_samples(data, names: list[str], example: tuple, what: str = "calibration", dynamic=None) -> SampleSet:
+    """Normalise any accepted form of sample data into validated tensor tuples (sizes may vary
+    along the dims ``dynamic``, a `converters.shapes.DynamicShapes`, declares)."""
+    free = {n: {d: dynamic.ranges[sym] for d, sym in marks.items()} for n, marks in dynamic.inputs.items()} \
+        if dynamic else {}
     if isinstance(data, (str, Path)):
         source = str(data)
         raw = _from_npz(Path(data), names, example)
@@ -114,7 +120,7 @@ def load_samples(data, names: list[str], example: tuple, what: str = "calibratio
             s = (s,)
         if not isinstance(s, (tuple, list)) or len(s) != len(example):
             raise ConfigError(f"{what} sample {i}: expected a tuple of {len(example)} inputs ({', '.join(names)})")
-        samples.append(tuple(_to_tensor(v, ref, f"{what} sample {i}, input {n!r}")
+        samples.append(tuple(_to_tensor(v, ref, f"{what} sample {i}, input {n!r}", free.get(n))
                              for v, ref, n in zip(s, example, names)))
     return SampleSet(samples, source, digest(samples))
 

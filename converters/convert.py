@@ -7,10 +7,13 @@ PyTorch module on the example inputs plus a few random inputs of the same spec.
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
+import inspect
 import math
 import re
 import shutil
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -18,7 +21,8 @@ import numpy as np
 import torch
 
 import runtime
-from converters.accuracy import evaluate, layer_sensitivity
+from converters import shapes
+from converters.accuracy import evaluate, judge, layer_sensitivity
 from converters.artifact import Artifact, new_workdir, publish, write_manifest
 from converters.calibration import MIN_CALIBRATION_SAMPLES, SampleSet, digest, load_samples, require, split
 from converters.capture import captured_output
@@ -30,6 +34,18 @@ from runtime.generate import KEY as GENERATION_KEY
 from runtime.manifest import Manifest, ProgramSpec, file_entry
 
 DEFAULT_ATOL = DEFAULT_RTOL = 1e-4
+DEFAULT_GATE = "default"  # max_drop's default: thresholds per kind of output (converters.accuracy)
+# keyword options every target accepts besides convert()'s own parameters
+COMMON_OPTIONS = {"capture": "capture the exporters' stdout/stderr into Artifact.log (default True)"}
+
+
+
+
+class GateWarning(UserWarning):
+    """A quantized artifact was handed back without a passed accuracy gate (gate off, or outputs
+    too small to score)."""
+
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 VERSION_PACKAGES = ("edge-sdk", "torch", "executorch", "onnx", "onnxscript", "onnxruntime",
                     "litert-torch", "ai-edge-litert", "numpy")
@@ -89,14 +105,20 @@ def verify(workdir: Path, programs: list[Program], *, atol: float, rtol: float, 
     for prog in programs:
         binding = sess.program(prog.name)
         sets = [(prog.example_inputs, prog.reference)]
-        for i in range(samples):
-            arrays = runtime.example_inputs(list(binding.spec.inputs), seed=seed + 1 + i)
+        specs = list(binding.spec.inputs)
+        # dynamic shapes: the example size, then each range's ends and a middle point
+        sizes = [binding.spec.example_dims()] * samples + (prog.dynamic.points() if prog.dynamic else [])
+        checked = []
+        for i, dims in enumerate(sizes):
+            arrays = runtime.example_inputs(specs, seed=seed + 1 + i, dims=dims)
             tensors = tuple(torch.from_numpy(a.copy()) for a in arrays)
             with torch.no_grad():
                 ref = flatten_outputs(prog.module(*tensors))
             if any(t.is_floating_point() and not torch.isfinite(t).all() for t in ref):
                 continue  # random inputs drove the reference to inf/nan: not a fair comparison
             sets.append((tensors, ref))
+            if dims and dims not in checked:
+                checked.append(dims)
         per_output = {n: None for n in prog.output_names}
         for tensors, ref in sets:
             got = binding.run([_torch_to_numpy(t) for t in tensors])
@@ -112,7 +134,8 @@ def verify(workdir: Path, programs: list[Program], *, atol: float, rtol: float, 
             ok &= r["ok"]
             worst = max(worst, r["max_abs_err"])
             min_cos = min(min_cos, r["cosine"])
-        report["programs"][prog.name] = {"inputs_compared": len(sets), "outputs": rows}
+        report["programs"][prog.name] = {"inputs_compared": len(sets), "outputs": rows,
+                                         **({"dims_checked": checked} if prog.dynamic else {})}
     report.update(passed=ok, max_abs_err=worst, min_cosine=min_cos)
     return report
 
@@ -147,7 +170,8 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
             raise ConversionError(f"{conv.name}: export failed: {type(e).__name__}: {e}") from e
     log.append(captured.text)
     specs = {p.name: ProgramSpec(p.name, result["programs"][p.name][0], result["programs"][p.name][1],
-                                 p.input_specs(), p.output_specs()) for p in programs}
+                                 p.input_specs(), p.output_specs(),
+                                 p.dynamic.manifest_dims() if p.dynamic else None, p.structure) for p in programs}
     extra = dict(result.get("extra", {}))
     details = extra.pop("quantization_details", None)
     manifest = Manifest(
@@ -163,21 +187,43 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
     return manifest
 
 
-def _gate_message(target: str, quantize: str, threshold: float, acc: dict, sens: list, kept: list) -> str:
+def _gate_reason(gate: dict) -> str:
+    if gate.get("failing"):
+        return "; ".join(gate["failing"]) + (" (default gate)" if gate["mode"] == "default" else "")
+    return f"accuracy drop {gate['drop']:.4f} exceeds max_drop {gate['max_drop']:g}"
+
+
+def _gate_message(target: str, quantize: str, gate: dict, acc: dict, sens: list, kept: list) -> str:
     top = ", ".join(f"{r['layer']} ({r['rel_error']:.3g})" for r in sens[:3]) or "n/a"
     tried = f" after keeping {', '.join(kept)} in float" if kept else ""
-    return (f"{target} {quantize}: accuracy drop {acc['drop']:.4f} exceeds max_drop {threshold:g}{tried} "
-            f"({acc['drop_basis']}; min cosine {acc['min_cosine']:.4f} on {acc['samples']} held-out inputs). "
-            f"Most sensitive layers (simulated relative error): {top}. Fix: auto_fallback=True "
-            f"(--auto-fallback), more representative calibration data, or another scheme.")
+    return (f"{target} {quantize}: {_gate_reason(gate)}{tried} "
+            f"({acc['drop_basis']} = {acc['drop']:.4f}; min cosine {acc['min_cosine']:.4f} on {acc['samples']} "
+            f"held-out inputs). Most sensitive layers (simulated relative error): {top}. Fix: auto_fallback=True "
+            f"(--auto-fallback), more representative calibration data, another scheme, or max_drop=<number> "
+            f"to accept a larger drop (None turns the gate off).")
+
+
+def _warn(say, message: str) -> None:
+    """A gate warning: where the user looks (progress line) and as a Python warning."""
+    say(f"warning: {message}")
+    warnings.warn(message, GateWarning, stacklevel=4)
+
+
+def _with_points(ev: SampleSet, prog: Program) -> SampleSet:
+    specs = list(prog.input_specs())
+    extra = [tuple(torch.from_numpy(a) for a in runtime.example_inputs(specs, seed=200 + i, dims=p))
+             for i, p in enumerate(prog.dynamic.points())]
+    return SampleSet(list(ev.samples) + extra, f"{ev.source}; plus one input at each dynamic-shape point "
+                     f"{prog.dynamic.points()}", digest(list(ev.samples) + extra))
 
 
 def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: str = "fp32",
             calibration=None, eval_data=None, out_dir="edgesdk-out", name: str | None = None,
             atol: float | None = None, rtol: float | None = None, verify_samples: int = 3,
-            max_drop: float | None = None,
+            max_drop: float | str | None = DEFAULT_GATE,
             metric=None, auto_fallback: bool = False, max_fallback_layers: int = 4,
-            min_calibration: int = MIN_CALIBRATION_SAMPLES, progress=None, **options) -> Artifact:
+            min_calibration: int = MIN_CALIBRATION_SAMPLES, progress=None, example_kwargs: dict | None = None,
+            dynamic_shapes: dict | None = None, **options) -> Artifact:
     """Convert a PyTorch module for a target, verify it against PyTorch, and publish it.
 
     Example::
@@ -194,8 +240,17 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
                         max_drop=0.01, auto_fallback=True, out_dir="out")
         print(q.manifest.quantization["gate"], q.manifest.quantization["kept_float"])
 
-    ``example_inputs`` is a tuple of tensors (shapes are fixed to theirs), or None when the
-    model implements ``edge_programs()``.
+    ``example_inputs`` is a tuple of tensors, or None when the model implements
+    ``edge_programs()``; ``example_kwargs`` adds keyword inputs (``{"attention_mask": mask}``),
+    which become named inputs of the artifact after the positional ones. Output names follow
+    what the model returns (dict / ``ModelOutput`` keys, ``output_0``... for tuples), and
+    ``runtime.load(path).run(x, structured=True)`` gives back the same structure.
+
+    Shapes are fixed to the example inputs unless ``dynamic_shapes`` says otherwise, e.g.
+    ``{"x": {0: (1, 32)}}`` or ``{"ids": {1: ("seq", 8, 512)}, "mask": {1: ("seq", 8, 512)}}``
+    (see `converters.shapes`; onnx-cpu, executorch-xnnpack and litert-cpu). The artifact is
+    then verified at each range's ends and a middle point too, and the runtime checks sizes
+    against the ranges the manifest records.
 
     fp32: the artifact lands at ``out_dir/name`` only after it loaded in `runtime` and matched
     PyTorch within ``atol + rtol * max|reference|`` (default 1e-4 each, or the target's own
@@ -211,6 +266,14 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     manifest. ``max_drop`` makes a larger drop a ``ToleranceError``; ``metric(outputs, inputs)``
     replaces the default drop with your own score. ``auto_fallback`` keeps the most sensitive
     layers in float, one at a time (up to ``max_fallback_layers``), until the gate passes.
+
+    The gate is on by default (``max_drop="default"``): every output must keep top-1 agreement
+    >= 99% (classifier-like) or min cosine >= 0.99 (otherwise), else ``ToleranceError`` names
+    the most sensitive layers. ``max_drop=None`` turns it off (with a `GateWarning`); outputs too
+    small to compare (random weights) are reported as not scorable, also with a warning.
+
+    Other keyword options are target-specific (e.g. ``soc_model=`` for qnn-htp); an unknown one
+    is a ``ConfigError`` listing the valid ones.
     """
     conv = get_converter(target)
     d_atol, d_rtol = conv.default_tolerance.get(quantize, (DEFAULT_ATOL, DEFAULT_RTOL))
@@ -224,8 +287,13 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
                           f"one of {', '.join(conv.quantization[1:]) or '(none for this target)'}")
     if not (isinstance(atol, (int, float)) and atol >= 0 and isinstance(rtol, (int, float)) and rtol >= 0):
         raise ConfigError(f"atol and rtol must be non-negative numbers, got atol={atol!r}, rtol={rtol!r}")
-    if max_drop is not None and not (isinstance(max_drop, (int, float)) and max_drop >= 0):
-        raise ConfigError(f"max_drop must be a non-negative number, got {max_drop!r}")
+    _check_options(conv, options)
+    if max_drop is not None and max_drop != DEFAULT_GATE and not (
+            isinstance(max_drop, (int, float)) and not isinstance(max_drop, bool) and max_drop >= 0):
+        raise ConfigError(f"max_drop must be a non-negative number, {DEFAULT_GATE!r} (thresholds per kind of "
+                          f"output) or None (gate off), got {max_drop!r}")
+    if dynamic_shapes and not conv.dynamic_shapes:
+        raise shapes.unsupported(target, conv.device)
     why = conv.convert_unavailable()
     if why:
         raise runtime.TargetUnavailableError(f"cannot convert for {target}: {why}")
@@ -240,7 +308,7 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     set_mode(model, False)
     t0 = time.perf_counter()
     try:
-        programs = collect(model, example_inputs)
+        programs = collect(model, example_inputs, example_kwargs, dynamic_shapes)
         if quantize == "fp32":
             manifest, final = _convert_fp32(conv, programs, out_dir, name, options, log, say,
                                             atol=atol, rtol=rtol, verify_samples=verify_samples)
@@ -252,32 +320,70 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
                 tolerance=(atol, rtol) if quantize in conv.default_tolerance else None)
     finally:
         set_mode(model, was_training)
+    art = Artifact(final, manifest, "".join(log))
+    for line in art.summary():
+        say(f"note: {line}")
     say(f"done in {time.perf_counter() - t0:.1f}s")
-    return Artifact(final, manifest, "".join(log))
+    return art
+
+
+def _check_options(conv, options: dict) -> None:
+    """Unknown keyword options are typos until proven otherwise (``max_dorp=0.01`` must not
+    silently turn the gate off): refuse them, listing what this target accepts."""
+    valid = {**COMMON_OPTIONS, **conv.options}
+    unknown = [k for k in options if k not in valid]
+    if not unknown:
+        return
+    own = [p for p in inspect.signature(convert).parameters if p not in ("model", "example_inputs", "target",
+                                                                          "options")]
+    hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, own + list(valid), 1))
+             else repr(k) for k in unknown]
+    raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(hints)} for {conv.name}; "
+                      f"valid options: {', '.join(own)}"
+                      + (f"; {conv.name} also takes {', '.join(sorted(valid))}" if valid else ""))
 
 
 def _convert_fp32(conv, programs, out_dir, name, options, log, say, *, atol, rtol, verify_samples):
-    workdir = new_workdir(out_dir, name)
-    try:
-        say(f"exporting for {conv.name}")
-        manifest = _build(conv, programs, workdir, name=name, quantize="fp32", options=options, log=log)
-        cannot_run = conv.run_unavailable()
-        if cannot_run:
-            say(f"validating structure ({conv.name} cannot run here)")
-            report = _structural(conv, workdir, programs, manifest, cannot_run)
-        else:
-            say(f"verifying against PyTorch ({1 + verify_samples} input sets)")
-            report = verify(workdir, programs, atol=atol, rtol=rtol, samples=verify_samples)
-        manifest.verification = report
-        write_manifest(workdir, manifest)
-        if not report["passed"]:
-            raise ToleranceError(_tolerance_message(conv.name, report), report)
-        final = out_dir / name
-        publish(workdir, final)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    return manifest, final
+    """Export and verify; a target with several export paths tries the next one when an export
+    fails or does not verify (the manifest records which one made the artifact)."""
+    paths = list(conv.exporters) or [None]
+    failures = []
+    for i, exporter in enumerate(paths):
+        opts = options if exporter is None else {**options, "exporter": exporter}
+        workdir = new_workdir(out_dir, name)
+        try:
+            say(f"exporting for {conv.name}" + (f" ({exporter} exporter)" if exporter and i else ""))
+            manifest = _build(conv, programs, workdir, name=name, quantize="fp32", options=opts, log=log)
+            cannot_run = conv.run_unavailable()
+            if cannot_run:
+                say(f"validating structure ({conv.name} cannot run here)")
+                report = _structural(conv, workdir, programs, manifest, cannot_run)
+            else:
+                say(f"verifying against PyTorch ({_input_sets(programs, verify_samples)} input sets)")
+                report = verify(workdir, programs, atol=atol, rtol=rtol, samples=verify_samples)
+            manifest.verification = report
+            if failures:
+                manifest.extra["exporter_fallback"] = failures
+            write_manifest(workdir, manifest)
+            if not report["passed"]:
+                raise ToleranceError(_tolerance_message(conv.name, report), report)
+            final = out_dir / name
+            publish(workdir, final)
+            return manifest, final
+        except (ConversionError, ToleranceError) as e:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if i == len(paths) - 1:
+                raise
+            failures.append({"exporter": exporter, "error": f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"})
+            say(f"{exporter} export did not work ({type(e).__name__}); trying {paths[i + 1]}")
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _input_sets(programs, verify_samples: int) -> int:
+    return 1 + verify_samples + max((len(p.dynamic.points()) for p in programs if p.dynamic), default=0)
 
 
 def _structural(conv, workdir: Path, programs, manifest: Manifest, why: str) -> dict:
@@ -304,7 +410,8 @@ def _generated_eval(prog: Program, n: int = 15) -> SampleSet:
     specs = list(prog.input_specs())
     samples = [prog.example_inputs]
     for i in range(n):
-        samples.append(tuple(torch.from_numpy(a) for a in runtime.example_inputs(specs, seed=100 + i)))
+        samples.append(tuple(torch.from_numpy(a) for a in runtime.example_inputs(
+            specs, seed=100 + i, dims=prog.dynamic.example if prog.dynamic else None)))
     return SampleSet(samples, f"generated: example input + {n} random inputs (no eval_data or calibration given)",
                      digest(samples))
 
@@ -319,8 +426,10 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                           f"uncalibrated scheme ({', '.join(uncalibrated) or 'none on this target'}), whose gate "
                           f"checks every program on generated inputs, or convert each program's module separately")
     prog = programs[0]
-    cal = load_samples(calibration, prog.input_names, prog.example_inputs) if calibration is not None else None
-    ev = load_samples(eval_data, prog.input_names, prog.example_inputs, "eval") if eval_data is not None else None
+    cal = load_samples(calibration, prog.input_names, prog.example_inputs, dynamic=prog.dynamic) \
+        if calibration is not None else None
+    ev = load_samples(eval_data, prog.input_names, prog.example_inputs, "eval", prog.dynamic) \
+        if eval_data is not None else None
     if quantize in conv.calibrated:
         if cal is None:
             raise ConfigError(f"{quantize} needs calibration data: calibration=[(x,), ...], a callable, or a "
@@ -330,7 +439,12 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
         cal, ev = split(cal)
     if ev is None:
         ev = _generated_eval(prog)
-    threshold = max_drop if max_drop is not None else (0.01 if auto_fallback else None)
+    if prog.dynamic:  # the gate also sees each range's ends and a middle point
+        ev = _with_points(ev, prog)
+    threshold = max_drop
+    if max_drop is None:
+        _warn(say, f"{conv.name} {quantize}: accuracy gate off (max_drop=None): the artifact is handed back "
+                   "whatever its accuracy; the figures are still recorded in the manifest")
     if len(programs) == 1:
         say(f"ranking layer sensitivity for {quantize} on {len(cal or ev)} samples")
         sens = layer_sensitivity(prog.module, (cal or ev).samples, quantize)
@@ -350,7 +464,7 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                 say(f"validating structure ({conv.name} cannot run here)")
                 manifest.quantization.update({
                     "calibration": cal.describe() if cal else None, "eval": None,
-                    "gate": {"max_drop": threshold, "drop": None, "passed": None,
+                    "gate": {"mode": "not run", "max_drop": threshold, "drop": None, "passed": None,
                              "drop_basis": f"not evaluated: cannot run here ({cannot_run})"},
                     "kept_float": [], "attempts": [],
                     "sensitivity": [{k: r[k] for k in ("layer", "type", "rel_error")} for r in sens[:10]]})
@@ -372,27 +486,31 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                                       if not r["ok"])
                     raise ToleranceError(f"{conv.name} {quantize}: outputs differ from PyTorch beyond atol={t_atol:g}, "
                                          f"rtol={t_rtol:g}: {worst}", acc)
-            passed = threshold is None or acc["drop"] <= threshold
-            attempts.append({"kept_float": [k["layer"] for k in kept], "drop": acc["drop"], "passed": passed})
+            gate = judge(acc, threshold, metric is not None)
+            passed = gate["passed"] is not False
+            attempts.append({"kept_float": [k["layer"] for k in kept], "drop": acc["drop"], "passed": gate["passed"]})
             if passed or not auto_fallback or len(kept) >= len(candidates):
                 manifest.quantization.update({
-                    "calibration": cal.describe() if cal else None, "eval": ev.describe(),
-                    "gate": {"max_drop": threshold, "drop": acc["drop"], "drop_basis": acc["drop_basis"],
-                             "passed": passed, "metric": "user" if metric else "default"},
+                    "calibration": cal.describe() if cal else None, "eval": ev.describe(), "gate": gate,
                     "kept_float": kept, "attempts": attempts,
                     "sensitivity": [{k: r[k] for k in ("layer", "type", "rel_error")} for r in sens[:10]],
                 })
-                manifest.verification = {"kind": "accuracy gate vs fp32 PyTorch", "passed": passed, **acc}
+                manifest.verification = {"kind": "accuracy gate vs fp32 PyTorch", "passed": gate["passed"], **acc}
                 write_manifest(workdir, manifest)
                 if not passed:
-                    raise ToleranceError(_gate_message(conv.name, quantize, threshold, acc, sens,
+                    raise ToleranceError(_gate_message(conv.name, quantize, gate, acc, sens,
                                                        [k["layer"] for k in kept]), acc)
+                if gate["not_scorable"] and threshold is not None:
+                    _warn(say, f"{conv.name} {quantize}: output(s) {', '.join(n['output'] for n in gate['not_scorable'])}"
+                               f" not scored: {gate['not_scorable'][0]['why']}"
+                               + ("" if gate["passed"] else "; no output could be scored, so the gate did not pass "
+                                  "or fail (manifest: quantization.gate.passed = null)"))
                 final = out_dir / name
                 publish(workdir, final)
                 return manifest, final
             nxt = candidates[len(kept)]
             kept.append({"layer": nxt["layer"], "rel_error": nxt["rel_error"],
-                         "reason": f"auto-fallback: drop {acc['drop']:.4f} > {threshold:g}; most sensitive "
+                         "reason": f"auto-fallback: {_gate_reason(gate)}; most sensitive "
                                    f"remaining layer (simulated relative error {nxt['rel_error']:.3g})"})
             say(f"gate failed (drop {acc['drop']:.4f}); keeping {nxt['layer']} in float")
             shutil.rmtree(workdir, ignore_errors=True)

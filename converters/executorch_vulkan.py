@@ -113,6 +113,7 @@ def attach_reasons(report: dict, skips) -> None:
 
 @register_target
 class ExecuTorchVulkan(Converter):
+    options = {"vulkan_options": "extra VulkanPartitioner compile options (a dict)"}
     name = "executorch-vulkan"
     device = "gpu"
     format = "pte"

@@ -17,22 +17,41 @@ def delegation_report(edge, method: str) -> dict:
     return {"delegated_subgraphs": info.num_delegated_subgraphs, "delegated_nodes": info.num_delegated_nodes,
             "non_delegated_nodes": info.num_non_delegated_nodes,
             "delegated_fraction": info.num_delegated_nodes / total if total else 0.0,
-            "not_delegated_ops": not_delegated}
+            "not_delegated_ops": not_delegated,
+            # what runs on ExecuTorch's portable (reference) kernels: the usual cause of a slow .pte
+            "outside_delegate": outside_delegate(not_delegated, total)}
+
+
+# bookkeeping nodes that cost nothing at run time: not worth listing as "outside the delegate"
+FREE_OPS = ("getitem", "executorch_call_delegate", "alloc", "view_copy", "sym_size", "_assert")
+
+
+def outside_delegate(not_delegated: dict, total: int) -> list[dict]:
+    """Compute ops left outside a delegate: [{op, count, share of nodes}] by count."""
+    rows = [{"op": op, "count": n, "share": n / total if total else 0.0}
+            for op, n in not_delegated.items() if not any(f in op for f in FREE_OPS)]
+    return sorted(rows, key=lambda r: -r["count"])
 
 
 def lower(programs, partitioners) -> tuple[bytes, dict]:
     """torch.export every program, lower with the given partitioners, return (pte bytes, report)."""
     from executorch.exir import to_edge_transform_and_lower
-    eps = {name: torch.export.export(p.module, p.example_inputs) for name, p in programs.items()}
+    eps = {name: torch.export.export(p.module, p.example_inputs, dynamic_shapes=export_shapes(p))
+           for name, p in programs.items()}
     edge = to_edge_transform_and_lower(eps, partitioner=partitioners)
     report = {name: delegation_report(edge, name) for name in eps}
     return edge.to_executorch().buffer, report
 
 
+def export_shapes(program):
+    """torch.export's ``dynamic_shapes`` for a program (None: static)."""
+    return program.dynamic.torch_shapes(program.input_names, program.module) if program.dynamic else None
+
+
 def pt2e_quantize(program, quantizer, calibration) -> torch.nn.Module:
     """torch.export -> prepare_pt2e -> calibrate -> convert_pt2e (torchao's PT2E flow)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    gm = torch.export.export(program.module, program.example_inputs).module()
+    gm = torch.export.export(program.module, program.example_inputs, dynamic_shapes=export_shapes(program)).module()
     prepared = prepare_pt2e(gm, quantizer)
     with torch.no_grad():
         for sample in calibration or [program.example_inputs]:
@@ -104,6 +123,7 @@ class ExecuTorchXnnpack(Converter):
     recommended = "int8-static"
     recommended_multi_program = "int8-dynamic"
     calibrated = ("int8-static",)
+    dynamic_shapes = True
 
     def export(self, programs, workdir, *, quantize, options):
         import dataclasses

@@ -21,24 +21,64 @@ def export_tflite(programs, path) -> dict[str, str]:
     items = list(programs.items())
     if len(items) == 1:
         (_, prog), = items
-        model = litert_torch.convert(prog.module, prog.example_inputs)
+        model = litert_torch.convert(_resizable(prog) if prog.dynamic else prog.module, prog.example_inputs)
         sigs = {items[0][0]: SINGLE_SIGNATURE}
     else:
         conv = None
         for name, prog in items:
-            conv = (litert_torch if conv is None else conv).signature(name, prog.module, prog.example_inputs)
+            conv = (litert_torch if conv is None else conv).signature(
+                name, _resizable(prog) if prog.dynamic else prog.module, prog.example_inputs)
         model = conv.convert()
         sigs = {name: name for name, _ in items}
     model.export(str(path))
     return sigs
 
 
-def signature_io(path, sigs: dict[str, str]) -> dict:
-    """The tflite tensor names of each signature in PyTorch argument order."""
+def _resizable(prog):
+    """A module LiteRT can resize along the program's dynamic dims.
+
+    litert-torch 0.10 lowers most ops through a JAX bridge that needs concrete sizes, so a
+    symbolic export fails even on ``flatten`` ("Shapes must be 1D sequences of concrete values").
+    Instead: torch.export with the dynamic dims, decompose, and write every view/reshape whose
+    target size has one symbolic entry with -1 there; re-exported at the example size, the
+    `.tflite` then takes other sizes through `resize_tensor_input`. Ops that bake a size in
+    (positions sliced to the example length, for one) do not follow: the verification at the
+    range's ends catches that, and the conversion fails with a pointer to shape classes.
+    """
+    import torch
+    ep = torch.export.export(prog.module, prog.example_inputs,
+                             dynamic_shapes=prog.dynamic.torch_shapes(prog.input_names, prog.module)
+                             ).run_decompositions()
+    gm = ep.module()
+    reshapes = (torch.ops.aten.view.default, torch.ops.aten.reshape.default, torch.ops.aten._unsafe_view.default,
+                torch.ops.aten.view_copy.default)
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target in reshapes:
+            size = list(n.args[1])
+            sym = [i for i, d in enumerate(size) if not isinstance(d, int)]
+            if len(sym) == 1 and -1 not in size:
+                size[sym[0]] = -1
+                n.args = (n.args[0], size, *n.args[2:])
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+def signature_io(path, sigs: dict[str, str], programs: dict | None = None) -> dict:
+    """The tflite tensor names of each signature in PyTorch argument order.
+
+    Outputs named after the model's own output names (dict / ModelOutput keys) follow the
+    program's order; generic ones (output_0, output_1...) are in natural order.
+    """
     from ai_edge_litert.interpreter import Interpreter
     listed = Interpreter(model_path=str(path)).get_signature_list()
-    return {prog: {"inputs": _natural(listed[sig]["inputs"]), "outputs": _natural(listed[sig]["outputs"])}
-            for prog, sig in sigs.items()}
+    out = {}
+    for prog, sig in sigs.items():
+        names = list(listed[sig]["outputs"])
+        own = list(programs[prog].output_names) if programs and prog in programs else []
+        outs = own if own and sorted(own) == sorted(names) else _natural(names)
+        out[prog] = {"inputs": _natural(listed[sig]["inputs"]), "outputs": outs}
+    return out
 
 
 def scope_regex(module: str) -> str:
@@ -118,12 +158,13 @@ class LiteRtCpu(Converter):
     recommended = "int8-static"
     recommended_multi_program = "fp16"  # int8-dynamic's per-tensor activations drift in long decodes
     calibrated = ("int8-static",)
+    dynamic_shapes = True
 
     def export(self, programs, workdir, *, quantize, options):
         path = workdir / "model.tflite"
         src = path if quantize == "fp32" else workdir / "fp32.tflite"
         sigs = export_tflite(programs, src)
-        io = signature_io(src, sigs)
+        io = signature_io(src, sigs, programs)
         extra = {"litert_io": io}
         if quantize != "fp32":
             with contextlib.redirect_stdout(sys.stderr):  # the quantizer prints a size summary

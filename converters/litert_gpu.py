@@ -74,7 +74,7 @@ class LiteRtGpu(Converter):
                 "(enforce_f32) instead of auto_fallback")
         path = workdir / "model.tflite"
         sigs = export_tflite(programs, path)
-        io = signature_io(path, sigs)
+        io = signature_io(path, sigs, programs)
         extra = {"litert_io": io, "gpu_precision": quantize, "gpu": self._gpu_facts(path, quantize)}
         for key in ("device_label", "runs_label"):
             if key in extra["gpu"]:

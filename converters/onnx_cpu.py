@@ -1,4 +1,9 @@
-"""`onnx-cpu`: ONNX via `torch.onnx.export(dynamo=True)`, run by ONNX Runtime's CPU EP."""
+"""`onnx-cpu`: ONNX via `torch.onnx.export(dynamo=True)`, run by ONNX Runtime's CPU EP.
+
+When the dynamo exporter fails (e.g. "Failed to decompose the FX graph for ONNX compatibility"
+on T5) or its model does not verify, the TorchScript exporter (`dynamo=False`) is tried next;
+the manifest's ``onnx_exporter`` says which one made each file and why the first was not used.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 import torch
 
 from converters.registry import Converter, register_target
+from runtime.errors import ConversionError
 
 # Above this many parameter bytes the weights go to an external `.onnx.data` file
 # (protobuf's 2 GiB limit); below it one self-contained file is simpler to ship and hash.
@@ -19,15 +25,48 @@ def _param_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
 
 
-def export_onnx(program, path: Path) -> list[str]:
-    """Export one program to `path`; returns the files written (model plus any external data)."""
-    before = set(path.parent.iterdir())
-    torch.onnx.export(
-        program.module, program.example_inputs, str(path), dynamo=True,
-        input_names=program.input_names, output_names=program.output_names,
-        external_data=_param_bytes(program.module) > EXTERNAL_DATA_BYTES, verbose=False,
-    )
-    return sorted(p.name for p in set(path.parent.iterdir()) - before)
+EXPORTERS = ("dynamo", "torchscript")
+
+
+def _export_with(exporter: str, program, path: Path) -> None:
+    dyn = program.dynamic
+    if exporter == "dynamo":
+        torch.onnx.export(
+            program.module, program.example_inputs, str(path), dynamo=True,
+            input_names=program.input_names, output_names=program.output_names,
+            dynamic_shapes=dyn.torch_shapes(program.input_names) if dyn else None,
+            external_data=_param_bytes(program.module) > EXTERNAL_DATA_BYTES, verbose=False,
+        )
+    else:  # TorchScript exporter: traces instead of torch.export, so graphs dynamo cannot decompose pass
+        axes = {**dyn.inputs, **dyn.outputs} if dyn else None
+        torch.onnx.export(
+            program.module, program.example_inputs, str(path), dynamo=False,
+            input_names=program.input_names, output_names=program.output_names, dynamic_axes=axes,
+            opset_version=18, verbose=False,
+        )
+
+
+def export_onnx(program, path: Path, exporter: str | None = None) -> tuple[list[str], dict]:
+    """Export one program to `path` with ``exporter`` (default: dynamo, falling back to TorchScript
+    when dynamo fails); returns the files written (model plus external data) and what was used."""
+    order = EXPORTERS if exporter is None else (exporter,)
+    errors = []
+    for name in order:
+        before = set(path.parent.iterdir())
+        try:
+            _export_with(name, program, path)
+        except Exception as e:  # the exporter's own failure: try the next one
+            for p in set(path.parent.iterdir()) - before:
+                p.unlink()
+            errors.append(f"{name}: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
+            if name == order[-1]:
+                raise ConversionError("onnx-cpu: every ONNX exporter failed: " + " | ".join(errors)) from e
+            continue
+        info = {"exporter": f"torch.onnx.export(dynamo={name == 'dynamo'})"}
+        if errors:
+            info["fallback_from"] = errors
+        return sorted(p.name for p in set(path.parent.iterdir()) - before), info
+    raise AssertionError("unreachable")
 
 
 def module_path(node) -> str | None:
@@ -125,16 +164,19 @@ class OnnxCpu(Converter):
     recommended = "int8-static"
     recommended_multi_program = "int8-dynamic"
     calibrated = ("int8-static",)
+    dynamic_shapes = True
+    exporters = EXPORTERS
 
     def export(self, programs, workdir, *, quantize, options):
-        files, progs, summary, extra = [], {}, {}, {}
+        files, progs, summary, extra, used = [], {}, {}, {}, {}
         for name, prog in programs.items():
             fname = "model.onnx" if len(programs) == 1 else f"{name}.onnx"
             if quantize == "fp32":
-                files += export_onnx(prog, workdir / fname)
+                written, used[name] = export_onnx(prog, workdir / fname, options.get("exporter"))
+                files += written
             else:
                 fp32 = workdir / f"{name}.fp32.onnx"
-                written = export_onnx(prog, fp32)
+                written, used[name] = export_onnx(prog, fp32, options.get("exporter"))
                 extra[name] = quantize_onnx(fp32, workdir / fname, quantize, input_names=prog.input_names,
                                             calibration=options.get("calibration"),
                                             exclude=options.get("exclude", []))
@@ -144,4 +186,5 @@ class OnnxCpu(Converter):
             progs[name] = (fname, name)
             summary[name] = onnx_summary(workdir / fname)
         return {"files": files, "programs": progs,
-                "extra": {"onnx": summary, **({"quantization_details": extra} if extra else {})}}
+                "extra": {"onnx": summary, "onnx_exporter": used,
+                          **({"quantization_details": extra} if extra else {})}}

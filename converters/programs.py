@@ -8,8 +8,12 @@ encoder and a decode step; a prefill and a recurrent step) implement the protoco
             return {"encode": (EncodeWrapper(self), (src,)),
                     "decode_step": (StepWrapper(self), (tok, pos, cache))}
 
-A program module may name its outputs with an ``output_names`` attribute (a tuple of strings,
-one per flattened output); otherwise they are ``output`` / ``output_0``, ``output_1``...
+Output names follow the structure the module returns: dict / ``ModelOutput`` keys
+(``last_hidden_state``, ``pooler_output``), ``output_0``, ``output_1``... for a tuple, a dotted path
+for nested containers (``output_1.0``, ``past.0.key``), ``output`` for a single tensor. A program
+module may instead name its flattened outputs with an ``output_names`` attribute (a tuple of
+strings). The structure itself goes into the manifest, so ``Session.run(..., structured=True)``
+returns the same dict / nested tuples.
 A model that generates text also implements ``edge_generation()``: the manifest entry described
 in :mod:`runtime.generate` that wires its prefill and step programs for ``Session.generate``.
 
@@ -27,7 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from runtime.errors import ConfigError, ConversionError, IntegrityError
+from runtime.errors import ConfigError, ConversionError, IntegrityError, SdkError
 from runtime.generate import parse_spec as parse_generation
 from runtime.manifest import DTYPES, ProgramSpec, TensorSpec
 
@@ -54,12 +58,16 @@ class Program:
     input_names: list[str]
     output_names: list[str]
     reference: list[torch.Tensor]  # PyTorch outputs on the example inputs, flattened
+    structure: object = None       # output skeleton: names in nested lists / dicts (see `structure_of`)
+    dynamic: object = None         # converters.shapes.DynamicShapes, or None for static shapes
 
     def input_specs(self) -> tuple[TensorSpec, ...]:
-        return tuple(_spec(n, t) for n, t in zip(self.input_names, self.example_inputs))
+        specs = tuple(_spec(n, t) for n, t in zip(self.input_names, self.example_inputs))
+        return self.dynamic.symbolic_inputs(specs) if self.dynamic else specs
 
     def output_specs(self) -> tuple[TensorSpec, ...]:
-        return tuple(TensorSpec(n, tuple(t.shape), _dtype_name(t)) for n, t in zip(self.output_names, self.reference))
+        specs = tuple(TensorSpec(n, tuple(t.shape), _dtype_name(t)) for n, t in zip(self.output_names, self.reference))
+        return self.dynamic.symbolic_outputs(specs) if self.dynamic else specs
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -87,13 +95,38 @@ def set_mode(module: torch.nn.Module, training: bool) -> None:
 
 def flatten_outputs(out) -> list[torch.Tensor]:
     """Tensors of a (nested) tuple/list/dict output, in the order exporters flatten them."""
+    return [t for _, t in named_outputs(out)]
+
+
+def named_outputs(out, path: str = "") -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every tensor in a (nested) output, in the order exporters flatten them.
+
+    dict / ``ModelOutput`` keys name their values; tuple and list items are numbered
+    (``output_i`` at the top, ``.i`` below it); a lone tensor is ``output``.
+    """
     if isinstance(out, torch.Tensor):
-        return [out]
+        return [(path or "output", out)]
     if isinstance(out, (tuple, list)):
-        return [t for o in out for t in flatten_outputs(o)]
-    if isinstance(out, dict):
-        return [t for k in out for t in flatten_outputs(out[k])]
-    raise ConversionError(f"model output of type {type(out).__name__} is not a tensor, tuple, list or dict")
+        return [item for i, o in enumerate(out)
+                for item in named_outputs(o, f"{path}.{i}" if path else f"output_{i}")]
+    if isinstance(out, dict):  # ModelOutput is an OrderedDict that leaves out None fields
+        return [item for k in out for item in named_outputs(out[k], f"{path}.{k}" if path else str(k))]
+    raise ConversionError(f"model output {path or ''} of type {type(out).__name__} is not a tensor, tuple, "
+                          "list or dict".replace("  ", " "))
+
+
+def structure_of(out, names: list[str]):
+    """The output's skeleton with each tensor replaced by its output name: a string, a list
+    (tuple/list) or a dict (dict / ModelOutput), as `Session.run(..., structured=True)` rebuilds it."""
+    it = iter(names)
+
+    def walk(o):
+        if isinstance(o, torch.Tensor):
+            return next(it)
+        if isinstance(o, (tuple, list)):
+            return [walk(x) for x in o]
+        return {str(k): walk(o[k]) for k in o}
+    return walk(out)
 
 
 def _input_names(module: torch.nn.Module, n: int) -> list[str]:
@@ -107,17 +140,50 @@ def _input_names(module: torch.nn.Module, n: int) -> list[str]:
     return [f"input_{i}" for i in range(n)]
 
 
-def _output_names(module: torch.nn.Module, n: int, program: str) -> list[str]:
-    """``module.output_names`` (one per flattened output) when declared, else output/output_i."""
+def _output_names(module: torch.nn.Module, out, program: str) -> list[str]:
+    """``module.output_names`` (one per flattened output) when declared, else the names the
+    output's structure gives (`named_outputs`)."""
     declared = getattr(module, "output_names", None)
+    named = named_outputs(out)
+    n = len(named)
     if declared is None:
-        return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
+        names = [nm for nm, _ in named]
+        if n == 1 and not isinstance(out, dict):
+            return ["output"]  # a lone tensor, also inside a 1-tuple
+        return names if len(set(names)) == n else [f"output_{i}" for i in range(n)]
     names = list(declared) if isinstance(declared, (tuple, list)) else None
     if (names is None or len(names) != n or len(set(names)) != n
             or not all(isinstance(x, str) and x for x in names)):
         raise ConfigError(f"program {program!r}: output_names must be {n} distinct non-empty strings "
                           f"(one per output), got {declared!r}")
     return names
+
+
+class KeywordInputs(torch.nn.Module):
+    """Presents a module that takes keyword inputs (``model(input_ids=..., attention_mask=...)``)
+    as one taking them positionally, which is what exporters and runtimes need."""
+
+    def __init__(self, module: torch.nn.Module, positional: int, keywords: list[str]):
+        super().__init__()
+        self.module, self.positional, self.keywords = module, positional, list(keywords)
+
+    def forward(self, *args):
+        return self.module(*args[:self.positional], **dict(zip(self.keywords, args[self.positional:])))
+
+
+def with_keywords(model: torch.nn.Module, example_inputs, example_kwargs) -> tuple:
+    """(module, inputs, input names) for a model called with ``example_kwargs`` too."""
+    if not isinstance(example_kwargs, dict) or not all(isinstance(k, str) for k in example_kwargs):
+        raise ConfigError(f"example_kwargs must map keyword names to tensors, e.g. "
+                          f"{{'attention_mask': mask}}, got {type(example_kwargs).__name__}")
+    args = () if example_inputs is None else example_inputs
+    args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+    names = _input_names(model, len(args)) + list(example_kwargs)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"example_kwargs repeat a positional input: inputs would be named {names}")
+    wrapper = KeywordInputs(model, len(args), list(example_kwargs))
+    wrapper.train(getattr(model, "training", False))
+    return wrapper, args + tuple(example_kwargs.values()), names
 
 
 def _check_inputs(example_inputs, where: str) -> tuple:
@@ -132,10 +198,18 @@ def _check_inputs(example_inputs, where: str) -> tuple:
     return tuple(example_inputs)
 
 
-def collect(model: torch.nn.Module, example_inputs) -> ProgramSet:
-    """Resolve the programs to export and compute their PyTorch reference outputs."""
+def collect(model: torch.nn.Module, example_inputs, example_kwargs=None, dynamic_shapes=None) -> ProgramSet:
+    """Resolve the programs to export and compute their PyTorch reference outputs.
+
+    ``example_kwargs`` (keyword inputs) become inputs after the positional ones;
+    ``dynamic_shapes`` (see `converters.shapes`) applies to a single-program model.
+    """
+    from converters import shapes
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    names = None
+    if example_kwargs:
+        model, example_inputs, names = with_keywords(model, example_inputs, example_kwargs)
     if example_inputs is None:
         if not isinstance(model, ExportablePrograms):
             raise ConfigError("example_inputs is required (a tuple of tensors) unless the model "
@@ -151,16 +225,35 @@ def collect(model: torch.nn.Module, example_inputs) -> ProgramSet:
             raise ConfigError(f"program {name!r}: expected (nn.Module, example_inputs)")
         module, inputs = entry[0], _check_inputs(entry[1], f"program {name!r}")
         set_mode(module, False)
+        in_names = names or _input_names(module, len(inputs))
+        dyn = shapes.parse(dynamic_shapes, in_names, inputs) if dynamic_shapes and name == "forward" else None
+        if dynamic_shapes and example_inputs is None:
+            raise ConfigError(f"dynamic_shapes apply to single-program models; {type(model).__name__} exports "
+                              f"{', '.join(entries)} with {PROTOCOL_METHOD}(): {shapes.SHAPE_CLASSES_HINT}")
+        if dyn is not None:
+            inputs = shapes.traceable(dyn, in_names, inputs)
         try:
             with torch.no_grad():
-                ref = [t.detach().clone() for t in flatten_outputs(module(*inputs))]
+                out = module(*inputs)
+            ref = [t.detach().clone() for t in flatten_outputs(out)]
+        except SdkError:
+            raise
         except Exception as e:
             raise ConfigError(f"program {name!r}: the model fails on its example inputs: {e}") from None
-        outs = _output_names(module, len(ref), name)
-        programs.append(Program(name, module, inputs, _input_names(module, len(inputs)), outs, ref))
+        outs = _output_names(module, out, name)
+        prog = Program(name, module, inputs, in_names, outs, ref, structure_of(out, outs), dyn)
+        if dyn is not None:
+            dyn.probe_outputs(module, prog.input_specs(), outs, _generated)
+        programs.append(prog)
     if example_inputs is None and hasattr(model, GENERATION_METHOD):
         programs.generation = _generation(model, programs)
     return programs
+
+
+def _generated(specs, seed: int = 7) -> tuple:
+    """Random tensors for concrete specs (ints inside the example's value range)."""
+    from runtime.profile import example_inputs as _gen
+    return tuple(torch.from_numpy(a) for a in _gen(list(specs), seed=seed))
 
 
 def _generation(model, programs: list[Program]) -> dict:

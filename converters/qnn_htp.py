@@ -58,6 +58,9 @@ def compile_epcontext(model: Path, ctx: Path, provider_options: dict) -> None:
 
 @register_target
 class QnnHtp(Converter):
+    options = {"soc_model": "QNN SoC model id to compile for (default 57, Snapdragon 8 Gen 3)",
+               "htp_arch": "HTP architecture version (default 75)",
+               "min_npu_fraction": "fail when a smaller share of compute nodes runs on the HTP"}
     name = "qnn-htp"
     device = "npu"
     format = "onnx"
@@ -91,10 +94,10 @@ class QnnHtp(Converter):
             stem = "model" if len(programs) == 1 else name
             model = workdir / f"{stem}.onnx"
             if quantize == "fp32":
-                files += export_onnx(prog, model)
+                files += export_onnx(prog, model)[0]
             else:
                 fp32 = workdir / f"{stem}.fp32.onnx"
-                tmp_files = export_onnx(prog, fp32)
+                tmp_files = export_onnx(prog, fp32)[0]
                 details[name] = quantize_qnn(fp32, model, quantize, input_names=prog.input_names,
                                              calibration=options.get("calibration"),
                                              exclude=options.get("exclude", []))

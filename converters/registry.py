@@ -54,6 +54,10 @@ class Converter:
     run_packages: tuple = ()      # python packages needed to execute
     install_hint: str = ""
     run_label: str = "yes"        # "yes" | "simulated" | "software GPU" | "convert-only"
+    options: dict = {}            # target-specific keyword options of sdk.convert: name -> what it does
+    dynamic_shapes: bool = False  # accepts sdk.convert(..., dynamic_shapes=...)
+    # export paths tried in order; an artifact is handed back from the first that exports and verifies
+    exporters: tuple = ()
 
     # -- availability -------------------------------------------------------------------
     @classmethod

@@ -112,7 +112,7 @@ def profile_isolated(path, *, threads=None, progress=None, timeout: float | None
     backend's heavier tooling loaded already (ExecuTorch's ETDump Inspector imports the exporter)."""
     from runtime.profile import ProfileReport, op_pass, sweep_threads
     from runtime.session import load
-    common = {k: kw.get(k) for k in ("inputs", "program", "require_signature", "public_key", "prompt_tokens")}
+    common = {k: kw.get(k) for k in ("inputs", "program", "require_signature", "public_key", "prompt_tokens", "dims")}
     sweep = None
     if threads == "auto":
         sweep = sweep_threads(path, seed=kw.get("seed", 0), new_tokens=kw.get("new_tokens", 32), **common)
@@ -134,11 +134,9 @@ def profile_isolated(path, *, threads=None, progress=None, timeout: float | None
         if generation:
             spec, arrays = None, None
         else:
-            from runtime.profile import example_inputs
-            b = sess.program(common["program"]) if common["program"] else sess._default
-            spec = b.spec
-            arrays = example_inputs(list(spec.inputs), kw.get("seed", 0)) if common["inputs"] is None else \
-                b.validate(common["inputs"])
+            from runtime.profile import _runner
+            _, arrays, spec = _runner(sess, common["program"], common["inputs"], kw.get("seed", 0),
+                                      common["prompt_tokens"], kw.get("new_tokens", 32), common["dims"])
         rep.ops, rep.ops_note, backend_extra = op_pass(sess, spec, arrays, kw.get("seed", 0), kw.get("op_runs", 20))
         rep.extra.update(backend_extra)
         rep.extra["isolation"]["per_op_pass"] = "in the calling process (a separate pass: timings, not memory)"
@@ -176,7 +174,7 @@ def _child_work(req: dict) -> dict:
     common = dict(inputs=inputs, program=req.get("program"), seed=req.get("seed", 0),
                   require_signature=req.get("require_signature", False),
                   public_key=req["public_key_pem"].encode("ascii") if req.get("public_key_pem") else req.get("public_key"),
-                  prompt_tokens=req.get("prompt_tokens"), new_tokens=req.get("new_tokens", 32))
+                  prompt_tokens=req.get("prompt_tokens"), new_tokens=req.get("new_tokens", 32), dims=req.get("dims"))
     def progress(done, total):
         print(f"{PROGRESS}{done} {total}", flush=True)
 

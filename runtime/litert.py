@@ -78,6 +78,17 @@ class Program:
         # subgraph 0 can be driven through set_tensor/invoke directly (cheapest path)
         self._runner = None if len(sigs) == 1 else runner
         self._runner_names = (in_names, out_names)
+        # dynamic shapes: the interpreter's current input shapes; a new shape resizes and re-plans
+        self._shapes = [tuple(ind[n]["shape"]) for n in in_names]
+
+    def _resize(self, arrays) -> None:
+        shapes = [a.shape for a in arrays]
+        if shapes == self._shapes:
+            return
+        for (idx, _, _), shape in zip(self._in, shapes):
+            self.it.resize_tensor_input(idx, list(shape), strict=False)
+        self.it.allocate_tensors()
+        self._shapes = shapes
 
     @staticmethod
     def _narrow(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
@@ -90,6 +101,7 @@ class Program:
                       for i, a in enumerate(arrays)]
         try:
             if self._runner is None:
+                self._resize(arrays)
                 for a, (idx, dtype, name) in zip(arrays, self._in):
                     it.set_tensor(idx, self._narrow(a, dtype, name))
                 it.invoke()

@@ -95,21 +95,89 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class ProgramSpec:
-    """One entry point of an artifact (``forward``, or ``encode``/``decode_step``...)."""
+    """One entry point of an artifact (``forward``, or ``encode``/``decode_step``...).
+
+    ``dims`` (dynamic shapes) maps each symbol used in the input shapes to its range,
+    ``{"batch": {"min": 1, "max": 32, "example": 2}}``; ``structure`` is the model's output
+    skeleton (output names inside nested lists / dicts) that `Session.run(structured=True)` rebuilds.
+    """
 
     name: str
     file: str
     method: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    dims: dict | None = None
+    structure: object = None
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "file": self.file,
             "method": self.method,
             "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs],
         }
+        if self.dims:
+            d["dims"] = self.dims
+        if self.structure is not None:
+            d["structure"] = self.structure
+        return d
+
+    def example_dims(self) -> dict[str, int]:
+        """Each symbol's size in the example inputs (what profiling and generated inputs use)."""
+        return {s: r["example"] for s, r in (self.dims or {}).items()}
+
+
+MAX_STRUCTURE_NODES = 4096
+
+
+def _parse_dims(d, inputs, where: str) -> dict | None:
+    """Ranges of the symbolic dims; every symbol in the input shapes needs one (when any is given)."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or len(d) > 64:
+        raise IntegrityError(f"{where}: expected an object of at most 64 symbols")
+    out = {}
+    for sym, r in d.items():
+        vals = [r.get(k) for k in ("min", "max", "example")] if isinstance(r, dict) else None
+        if (not vals or not all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
+                or not 0 <= vals[0] <= vals[2] <= vals[1] or vals[1] > (1 << 31)):
+            raise IntegrityError(f"{where}[{sym!r}]: expected {{min, max, example}} ints with "
+                                 f"0 <= min <= example <= max, got {r!r}")
+        out[sym] = {"min": vals[0], "max": vals[1], "example": vals[2]}
+    used = {dim for s in inputs for dim in s.shape if isinstance(dim, str)}
+    if used - set(out):
+        raise IntegrityError(f"{where}: no range for the input dims {sorted(used - set(out))}")
+    return out
+
+
+def _parse_structure(st, outputs, where: str):
+    """Output skeleton: strings (output names, each once) inside lists and objects."""
+    names = {s.name for s in outputs}
+    seen: list[str] = []
+    count = 0
+
+    def walk(o, depth):
+        nonlocal count
+        count += 1
+        if depth > 32 or count > MAX_STRUCTURE_NODES:
+            raise IntegrityError(f"{where}: too deep or too large")
+        if isinstance(o, str):
+            if o not in names:
+                raise IntegrityError(f"{where}: {o!r} is not an output of this program")
+            seen.append(o)
+        elif isinstance(o, list):
+            for x in o:
+                walk(x, depth + 1)
+        elif isinstance(o, dict):
+            for x in o.values():
+                walk(x, depth + 1)
+        else:
+            raise IntegrityError(f"{where}: unexpected {type(o).__name__} in the output structure")
+    walk(st, 0)
+    if sorted(seen) != sorted(names):
+        raise IntegrityError(f"{where}: must name every output exactly once")
+    return st
 
 
 @dataclass(frozen=True)
@@ -232,7 +300,11 @@ def parse_manifest(text: str | bytes) -> Manifest:
         names = [s.name for s in specs[0]]
         if len(set(names)) != len(names):
             raise IntegrityError(f"{where}.inputs: duplicate input names {names}")
-        programs[pname] = ProgramSpec(pname, file, method, specs[0], specs[1])
+        dims = _parse_dims(p.get("dims"), specs[0], where + ".dims")
+        structure = p.get("structure")
+        if structure is not None:
+            structure = _parse_structure(structure, specs[1], where + ".structure")
+        programs[pname] = ProgramSpec(pname, file, method, specs[0], specs[1], dims, structure)
     for key in ("quantization", "versions", "verification"):
         if key in d and not isinstance(d[key], dict):
             raise IntegrityError(f"manifest.{key}: expected an object")

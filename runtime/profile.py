@@ -23,6 +23,7 @@ from runtime.stats import bimodality, drift, median, settled, summarize, window_
 
 SCHEMA = "edgesdk.profile/1"
 NOISY_CV = 0.10
+DELEGATE_SHARE_WARN = 0.80  # below this share of time inside the delegate, a profile says so
 
 # Steady state. Adaptive warm-up runs windows of runs until a window's median is within
 # SETTLE_TOL of the previous one, bounded by MAX_WARMUP_S (after at least two windows) and
@@ -53,12 +54,17 @@ def peak_rss_mb() -> float:
 
 # ---------------------------------------------------------------- inputs
 
-def example_inputs(specs: list[TensorSpec], seed: int = 0) -> list[np.ndarray]:
-    """Inputs matching a spec: normal floats, ints inside the recorded value range, True masks."""
+def example_inputs(specs: list[TensorSpec], seed: int = 0, dims: dict | None = None) -> list[np.ndarray]:
+    """Inputs matching a spec: normal floats, ints inside the recorded value range, True masks.
+
+    Symbolic (dynamic) dims take their size from ``dims`` (symbol -> size; e.g. a program's
+    ``spec.example_dims()``), else 1.
+    """
     rng = np.random.default_rng(seed)
+    dims = dims or {}
     out = []
     for s in specs:
-        shape = tuple(d if isinstance(d, int) else 1 for d in s.shape)
+        shape = tuple(d if isinstance(d, int) else int(dims.get(d, 1)) for d in s.shape)
         dt = s.np_dtype
         if dt.kind == "f":
             out.append(rng.standard_normal(shape).astype(dt))
@@ -152,6 +158,27 @@ class ProfileReport:
         """False when the timings never settled (see ``steady_state["flags"]`` and ``["causes"]``)."""
         return self.steady_state.get("settled")
 
+    @property
+    def delegate_share(self) -> float | None:
+        """Share of the per-op time spent inside an accelerator delegate (ExecuTorch ETDump rows),
+        or None when the backend reports no delegate split."""
+        if not self.ops or not any(r.get("backend") == "portable" for r in self.ops) and \
+                not any(r.get("op_type") == "DELEGATE_CALL" for r in self.ops):
+            return None
+        total = sum(r["total_ms"] for r in self.ops) or 1.0
+        return sum(r["total_ms"] for r in self.ops if r.get("backend") not in ("portable", "", None)) / total
+
+    def delegate_note(self) -> str:
+        """A warning line when less than ``DELEGATE_SHARE_WARN`` of the time ran in the delegate,
+        naming the ops outside it by time: the usual reason a delegated artifact is slow."""
+        share = self.delegate_share
+        if share is None or share >= DELEGATE_SHARE_WARN:
+            return ""
+        outside = [r for r in self.ops if r.get("backend") == "portable"]
+        names = ", ".join(f"{r['op_type']} {r['mean_ms'] * r['calls']:.3f} ms" for r in outside[:5])
+        return (f"SLOW PATH: only {share * 100:.0f}% of the time ran in the delegate (threshold "
+                f"{DELEGATE_SHARE_WARN * 100:.0f}%); outside it, per run: {names}")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         st = self.stats
@@ -210,6 +237,9 @@ class ProfileReport:
             lines.append("  threads auto: " + " · ".join(
                 f"{r['threads']}: p50 {r['p50_ms']:.4f} ms" for r in sweep["rows"]) + f" → {sweep['chosen']} "
                 f"({sweep['rule']})")
+        slow = self.delegate_note()
+        if slow:
+            lines.append(f"  {slow}")
         if self.ops:
             lines.append(f"  per-op (top {min(top_ops, len(self.ops))} of {len(self.ops)} by total time):")
             lines.append(f"    {'op':<40} {'type':<22} {'calls':>6} {'mean ms':>9} {'share':>6}")
@@ -391,18 +421,23 @@ def steady_state(samples: list[float], warm: dict, host: dict | None) -> dict:
 
 # ---------------------------------------------------------------- threads
 
-def _runner(sess: Session, program, inputs, seed, prompt_tokens, new_tokens):
-    """(callable running one timed unit, arrays, spec) for a session: one run, or one generation."""
+def _runner(sess: Session, program, inputs, seed, prompt_tokens, new_tokens, dims=None):
+    """(callable running one timed unit, arrays, spec) for a session: one run, or one generation;
+    dynamic dims at the example's sizes unless ``dims`` names others."""
     if sess.generation is not None and program is None and inputs is None:
         prompt, _, _ = _gen_prompt(sess, seed, prompt_tokens, new_tokens)
         return (lambda: sess.generate(prompt, new_tokens, stop_at_eos=False)), None, None
     binding = sess.program(program) if program else sess._default
-    arrays = example_inputs(list(binding.spec.inputs), seed) if inputs is None else binding.validate(inputs)
+    timed = _timed_dims(binding.spec, dims)
+    arrays = example_inputs(list(binding.spec.inputs), seed, dims=timed) if inputs is None else binding.validate(inputs)
+    if inputs is None and timed:
+        arrays = binding.validate(arrays)  # sizes outside the exported range fail here, with the range
     return (lambda: binding.run(arrays)), arrays, binding.spec
 
 
 def sweep_threads(path, *, counts=None, inputs=None, program=None, seed: int = 0, rounds: int = 2,
-                  require_signature: bool = False, public_key=None, prompt_tokens=None, new_tokens: int = 32) -> dict:
+                  require_signature: bool = False, public_key=None, prompt_tokens=None, new_tokens: int = 32,
+                  dims: dict | None = None) -> dict:
     """Time the artifact at each thread count from 1 to the usable cores (``counts`` to choose),
     in ``rounds`` passes of short blocks (order reversed every other pass, so a slow spell of
     the machine does not fall on one count), and pick the count with the lowest p50; a count
@@ -415,7 +450,7 @@ def sweep_threads(path, *, counts=None, inputs=None, program=None, seed: int = 0
         for n in (counts if r % 2 == 0 else counts[::-1]):
             sess = load(path, threads=n, require_signature=require_signature, public_key=public_key)
             effective[n] = sess.threads
-            once, _, _ = _runner(sess, program, inputs, seed, prompt_tokens, new_tokens)
+            once, _, _ = _runner(sess, program, inputs, seed, prompt_tokens, new_tokens, dims)
             est = []
             for _ in range(3):
                 t = clock()
@@ -499,7 +534,7 @@ def profile(path, *, warmup=WARMUP_AUTO, iters: int = 100, inputs=None, threads=
             program: str | None = None, per_op: bool = True, op_runs: int = 20, seed: int = 0,
             progress=None, require_signature: bool = False, public_key=None,
             prompt_tokens: int | None = None, new_tokens: int = 32, isolate: bool = False,
-            max_warmup_s: float = MAX_WARMUP_S) -> ProfileReport:
+            max_warmup_s: float = MAX_WARMUP_S, dims: dict | None = None) -> ProfileReport:
     """Profile an artifact (or bare model file) on this machine.
 
     Example::
@@ -544,18 +579,22 @@ def profile(path, *, warmup=WARMUP_AUTO, iters: int = 100, inputs=None, threads=
     the time to first token of every iteration, and ``extra["generation"]`` the time per output
     token (``tpot_ms``), decode tokens/s and the decoding state's size; per-op rows, where the
     backend has them, are for the step program (the decode loop).
+
+    Artifacts with dynamic shapes are timed at the example inputs' sizes unless ``dims`` names
+    others (``{"batch": 8}``; `Session.inputs` shows the symbols, the manifest their ranges);
+    the report's ``extra["dims"]`` records the sizes timed.
     """
     _check_args(warmup, iters, threads)
     kw = dict(warmup=warmup, iters=iters, inputs=inputs, program=program, per_op=per_op, op_runs=op_runs,
               seed=seed, progress=progress, require_signature=require_signature, public_key=public_key,
-              prompt_tokens=prompt_tokens, new_tokens=new_tokens, max_warmup_s=max_warmup_s)
+              prompt_tokens=prompt_tokens, new_tokens=new_tokens, max_warmup_s=max_warmup_s, dims=dims)
     if isolate:
         from runtime.isolate import profile_isolated
         return profile_isolated(path, threads=threads, **kw)
     sweep = None
     if threads == "auto":
         sweep = sweep_threads(path, inputs=inputs, program=program, seed=seed, require_signature=require_signature,
-                              public_key=public_key, prompt_tokens=prompt_tokens, new_tokens=new_tokens)
+                              public_key=public_key, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dims=dims)
         threads = sweep["chosen"]
     rep = measure(path, threads=threads, mode="in-process", **kw)
     if sweep:
@@ -564,7 +603,7 @@ def profile(path, *, warmup=WARMUP_AUTO, iters: int = 100, inputs=None, threads=
 
 
 def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, seed, progress, require_signature,
-            public_key, prompt_tokens, new_tokens, max_warmup_s, mode: str) -> ProfileReport:
+            public_key, prompt_tokens, new_tokens, max_warmup_s, mode: str, dims=None) -> ProfileReport:
     """One profile in this process (``mode`` labels the memory figures: in-process or isolated)."""
     # the profiler's own one-time costs land before the baseline: numpy.random (~7 MB resident
     # on first import) makes the inputs, and they are the harness's, not the artifact's
@@ -582,8 +621,7 @@ def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, s
             return sess.generate(prompt, new_tokens, stop_at_eos=False)
         spec, arrays = None, None
     else:
-        once, arrays, spec = _runner(sess, program, inputs, seed, prompt_tokens, new_tokens)
-
+        once, arrays, spec = _runner(sess, program, inputs, seed, prompt_tokens, new_tokens, dims)
     t = time.perf_counter_ns()
     first = once()
     first_ms = first.ttft_ms if generation else (time.perf_counter_ns() - t) / 1e6
@@ -627,6 +665,8 @@ def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, s
     if per_op:
         ops, note, backend_extra = op_pass(sess, spec, arrays, seed, op_runs)
         extra.update(backend_extra)
+    if spec is not None and spec.dims:
+        extra["dims"] = {s.name: list(a.shape) for s, a in zip(spec.inputs, arrays)}
     extra["memory"] = memory
     extra["steady_state"] = steady_state(samples, warm, host_reading)
     extra["host"] = host_reading
@@ -689,6 +729,23 @@ def op_pass(sess: Session, spec, arrays, seed: int, op_runs: int) -> tuple[list[
         ops, note, extra = _op_rows(sess, step_spec, example_inputs(list(step_spec.inputs), seed), op_runs)
         return ops, f"per-op rows are for the step program {sess.generation.step!r}" + (f"; {note}" if note else ""), extra
     return _op_rows(sess, spec, arrays, op_runs)
+
+
+def _timed_dims(spec, dims: dict | None) -> dict:
+    """Sizes of the dynamic dims to time at: the example's, overridden by ``dims``."""
+    if dims is None:
+        return spec.example_dims()
+    if not isinstance(dims, dict):
+        raise ConfigError(f"dims must map a dynamic dimension to a size, e.g. {{'batch': 8}}, got {dims!r}")
+    known = spec.dims or {}
+    unknown = [k for k in dims if k not in known]
+    if unknown:
+        have = ", ".join(f"{k} ({r['min']}..{r['max']})" for k, r in known.items()) or "none (static shapes)"
+        raise ConfigError(f"dims names {unknown}, but this program's dynamic dimensions are {have}")
+    bad = [k for k, v in dims.items() if isinstance(v, bool) or not isinstance(v, int)]
+    if bad:
+        raise ConfigError(f"dims sizes must be ints, got {dims!r}")
+    return {**spec.example_dims(), **dims}
 
 
 def _op_rows(sess: Session, spec, arrays, op_runs: int) -> tuple[list[dict], str, dict]:

@@ -70,7 +70,7 @@ def default_threads() -> int:
 class _Binding:
     """A program plus its input validation: the hot path of `Session.run`."""
 
-    __slots__ = ("spec", "program", "nan_policy", "_checks", "_names", "_lock")
+    __slots__ = ("spec", "program", "nan_policy", "_checks", "_names", "_lock", "_symbols")
 
     def __init__(self, spec: ProgramSpec, program, nan_policy: str):
         self.spec = spec
@@ -84,9 +84,15 @@ class _Binding:
             for s in spec.inputs
         ]
         self._lock = None if getattr(program, "thread_safe", False) else threading.Lock()
+        # dynamic shapes: (input index, dim, symbol) of every symbolic dim that has a declared range
+        ranges = spec.dims or {}
+        self._symbols = [(i, d, sym) for i, s in enumerate(spec.inputs) for d, sym in enumerate(s.shape)
+                         if isinstance(sym, str) and sym in ranges]
 
     def _expected(self) -> str:
-        return ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in self.spec.inputs)
+        dims = self.spec.dims or {}
+        ranges = "".join(f"; {sym} in {r['min']}..{r['max']}" for sym, r in dims.items())
+        return ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in self.spec.inputs) + ranges
 
     def validate(self, inputs) -> list:
         checks = self._checks
@@ -133,7 +139,23 @@ class _Binding:
             if not a.flags.c_contiguous:
                 a = np.ascontiguousarray(a)
             out.append(a)
+        if self._symbols:
+            self._check_dims(out)
         return out
+
+    def _check_dims(self, arrays) -> None:
+        """Dynamic dims: inside the exported range, and one size per symbol across inputs."""
+        sizes: dict[str, tuple[int, str]] = {}
+        for i, d, sym in self._symbols:
+            n, name = arrays[i].shape[d], self._names[i]
+            r = self.spec.dims[sym]
+            if not r["min"] <= n <= r["max"]:
+                raise InputError(f"input {name!r}: dim {d} ({sym}) is {n}, outside the exported range "
+                                 f"{r['min']}..{r['max']}; expected {self._expected()}")
+            if sym in sizes and sizes[sym][0] != n:
+                raise InputError(f"inputs {sizes[sym][1]!r} and {name!r} must agree on {sym}: "
+                                 f"{sizes[sym][0]} vs {n}; expected {self._expected()}")
+            sizes[sym] = (n, name)
 
     def run(self, inputs) -> list[np.ndarray]:
         arrays = self.validate(inputs)
@@ -141,6 +163,22 @@ class _Binding:
             return self.program.run(arrays)
         with self._lock:
             return self.program.run(arrays)
+
+
+def restructure(spec: ProgramSpec, outs: list):
+    """Put a program's flat outputs back into the model's structure (a dict of names when the
+    manifest records none)."""
+    by_name = dict(zip([s.name for s in spec.outputs], outs))
+    if spec.structure is None:
+        return by_name
+
+    def build(node):
+        if isinstance(node, str):
+            return by_name[node]
+        if isinstance(node, list):
+            return [build(x) for x in node]
+        return {k: build(v) for k, v in node.items()}
+    return build(spec.structure)
 
 
 class Session:
@@ -201,9 +239,12 @@ class Session:
         except KeyError:
             raise ConfigError(f"no program {name!r}; this artifact has {', '.join(self._programs)}") from None
 
-    def run(self, inputs, *, program: str | None = None) -> list[np.ndarray]:
+    def run(self, inputs, *, program: str | None = None, structured: bool = False):
+        """Outputs as a list of arrays; with ``structured=True`` in the structure the PyTorch
+        model returned (its dict / ``ModelOutput`` keys, nested tuples as lists)."""
         b = self._default if program is None else self.program(program)
-        return b.run(inputs)
+        outs = b.run(inputs)
+        return restructure(b.spec, outs) if structured else outs
 
     def generate(self, prompt, max_new_tokens: int = 32, *, strategy: str = "greedy", top_k: int = 40,
                  temperature: float = 1.0, seed: int | None = None, stop_at_eos: bool = True):

@@ -115,22 +115,35 @@ def _kib(b) -> str:
 
 
 def gate_verdict(manifest, max_drop=None) -> tuple[bool | None, str]:
-    """(passed, quality text) of a converted artifact. fp32 artifacts passed verification; a
-    quantized one passed its accuracy gate; one whose converter recorded no threshold is held
-    to ``max_drop`` (default AUTO_MAX_DROP) here."""
+    """(passed, quality text) of a converted artifact, from the gate the conversion ran: fp32
+    artifacts passed verification; a quantized one passed its accuracy gate (the default
+    thresholds per kind of output, or a numeric ``max_drop``). Only an artifact converted with
+    the gate off (``max_drop=None``, or by a converter that records no threshold) is held here
+    to AUTO_MAX_DROP: auto never picks an artifact whose quality nobody checked."""
     q = manifest.quantization or {}
     v = manifest.verification or {}
     g = q.get("gate")
     if g is None:
         err = v.get("max_abs_err")
         return bool(v.get("passed", True)), ("verified vs PyTorch" + (f" (max abs diff {err:.2g})" if err is not None else ""))
-    if g.get("passed") is None or g.get("drop") is None:
-        return None, f"not scored: {g.get('drop_basis') or 'the gate could not score its outputs'}"
     basis = f" ({g['drop_basis']})" if g.get("drop_basis") else ""
-    if g.get("max_drop") is None:
-        thr = AUTO_MAX_DROP if max_drop is None else max_drop
-        return g["drop"] <= thr, f"drop {g['drop']:.4f} vs max_drop {thr:g} (applied by auto){basis}"
-    return bool(g["passed"]), f"drop {g['drop']:.4f} vs max_drop {g['max_drop']:g}{basis}"
+    drop = "" if g.get("drop") is None else f"drop {g['drop']:.4f}"
+    if g.get("mode") == "off" or (g.get("mode") is None and g.get("max_drop") is None):
+        if g.get("drop") is None:
+            return None, f"not scored: {g.get('drop_basis') or 'the gate could not score its outputs'}"
+        thr = AUTO_MAX_DROP if max_drop in (None, "default") else max_drop
+        return g["drop"] <= thr, f"{drop} vs max_drop {thr:g} (gate off at conversion; applied by auto){basis}"
+    if g.get("passed") is None:
+        why = "; ".join(f"{n['output']}: {n['why']}" for n in g.get("not_scorable") or []) or g.get("drop_basis")
+        return None, f"not scored: {why or 'the gate could not score its outputs'}"
+    if g.get("mode") == "default":
+        th = g.get("thresholds") or {}
+        rule = (f"default gate (top-1 >= {th.get('min_top1_agreement', 0.99):.0%}, min cosine >= "
+                f"{th.get('min_cosine', 0.99):g})")
+        if g.get("failing"):
+            return False, f"{rule} failed: {'; '.join(g['failing'])}"
+        return bool(g["passed"]), f"{drop}{basis}, {rule} passed" if drop else f"{rule} passed"
+    return bool(g["passed"]), f"{drop} vs max_drop {g['max_drop']:g}{basis}"
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -242,8 +255,11 @@ def convert_candidates(model, example_inputs, target: str = "auto", *, quantize=
         except ToleranceError as e:
             rep = getattr(e, "report", None) or {}
             if "drop" in rep:
-                c.update(status="rejected", why=f"failed the accuracy gate: drop {rep['drop']:.4f} "
-                                                f"({rep.get('drop_basis', '')}; min cosine {rep.get('min_cosine', 0):.4f})")
+                # the gate's reason, as converters.convert words it ("<target> <scheme>: <reason> (...")
+                reason = str(e).split(": ", 1)[-1].split(f" ({rep.get('drop_basis')}", 1)[0]
+                c.update(status="rejected", why=f"failed the accuracy gate: {' '.join(reason.split())[:200]}; drop "
+                                                f"{rep['drop']:.4f} ({rep.get('drop_basis', '')}; min cosine "
+                                                f"{rep.get('min_cosine', 0):.4f})")
             else:
                 c.update(status="rejected", why="failed verification: " + " ".join(str(e).split())[:240])
             continue
@@ -394,12 +410,12 @@ def recommend(rows: list[dict]) -> list[dict]:
             cs = cands_of([r for r in mine if r["target"] == t])
             p = choose(cs)
             if p:
-                p["row"]["target_pick"] = True
+                p["row"].update(target_pick=True)  # a Row or a results.json dict
                 per_target[t] = p["scheme"]
         cs = cands_of(mine)
         pick = choose(cs)
         if pick:
-            pick["row"]["recommended"] = True
+            pick["row"].update(recommended=True)
         for c in cs:
             c.pop("row")
         out.append({"family": fam, "model": model, "pick": None if pick is None else

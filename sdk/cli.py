@@ -1,4 +1,4 @@
-"""`edgesdk`: targets, convert, run, profile, distill, demo, deploy, diff.
+"""`edgesdk`: targets, convert, run, profile, distill, demo, deploy, diff, worker.
 
 Exit codes: 0 success, 2 a clear error (one line on stderr), 1 an unexpected failure,
 130 interrupted. `--debug` shows tracebacks; `--json` prints machine-readable output.
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from runtime.errors import ConfigError, SdkError
+from sdk.loaders import load_model_spec, load_object  # noqa: F401  (the CLI's MODEL / MODULE:FUNCTION arguments)
 from sdk.progress import Progress
 
 
@@ -20,38 +21,6 @@ from sdk.progress import Progress
 def _emit_json(obj) -> None:
     from runtime.profile import _json_safe
     print(json.dumps(_json_safe(obj), indent=2))
-
-
-def load_model_spec(spec: str):
-    """`file.pt2` (torch.export.save) or `module:function` / `path/file.py:function`.
-
-    The function returns ``(model, example_inputs)``; example_inputs may be None for
-    models implementing ``edge_programs()``.
-    """
-    import torch
-
-    if spec.endswith(".pt2"):
-        p = Path(spec)
-        if not p.is_file():
-            raise ConfigError(f"{spec}: no such file (expected a torch.export.save()d .pt2)")
-        try:
-            ep = torch.export.load(str(p))
-        except Exception as e:
-            raise ConfigError(f"{spec}: not a loadable torch.export program: {e}") from None
-        args = ep.example_inputs[0] if ep.example_inputs else None
-        if not args:
-            raise ConfigError(f"{spec}: the saved program carries no example inputs; re-save it from "
-                              "torch.export.export(model, example_args)")
-        return ep.module(), tuple(args), p.stem
-    if ":" not in spec:
-        raise ConfigError(f"model {spec!r}: expected FILE.pt2 or MODULE:FUNCTION (e.g. mypkg.models:build "
-                          "or ./make_model.py:build) returning (model, example_inputs)")
-    fn_name = spec.rsplit(":", 1)[1]
-    result = load_object(spec, "model")
-    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
-        raise ConfigError(f"{spec} must return (model, example_inputs), got {type(result).__name__}")
-    model, example = result
-    return model, example, fn_name
 
 
 def _load_inputs(paths: list[str] | None, sess):
@@ -104,8 +73,16 @@ def cmd_convert(args) -> int:
         raise ConfigError("--device selects the candidate targets of --target auto; drop it or use --target auto")
     prog.stage(f"loading model {args.model}")
     model, example, stem = load_model_spec(args.model)
+    kwargs = {}
+    if isinstance(example, dict):  # the function returned (model, {name: tensor}): keyword inputs
+        example, kwargs = None, {"example_kwargs": example}
+    elif isinstance(example, tuple) and len(example) == 2 and isinstance(example[1], dict):
+        example, kwargs = example[0], {"example_kwargs": example[1]}  # (args, kwargs)
+    if args.dynamic:
+        kwargs["dynamic_shapes"] = parse_dynamic(args.dynamic)
+    options = parse_options(args.option or [])
     if args.target == ["auto"] or args.quantize == "auto":
-        return _convert_auto(args, model, example, stem, prog)
+        return _convert_auto(args, model, example, stem, prog, {**kwargs, **options})
     args.quantize = args.quantize or "fp32"
     targets = converters.target_names() if args.target == ["all"] else args.target
     results = []
@@ -116,12 +93,14 @@ def cmd_convert(args) -> int:
                           atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
                           calibration=args.calib, eval_data=args.eval, max_drop=args.max_drop,
                           auto_fallback=args.auto_fallback, min_calibration=args.min_calibration,
-                          progress=lambda s, t=t: prog.stage(f"{t}: {s}"))
+                          progress=lambda s, t=t: prog.stage(f"{t}: {s}"), **kwargs, **options)
         v, q = art.verification, art.manifest.quantization
         row = {"path": str(art.path), "target": t, "quantize": args.quantize, "size_bytes": art.size_bytes,
                "max_abs_err": v["max_abs_err"], "min_cosine": v["min_cosine"],
                "conversion_s": art.manifest.extra.get("conversion_s"), "programs": list(art.manifest.programs),
-               "verification_kind": v.get("kind", "numerical vs PyTorch")}
+               "verification_kind": v.get("kind", "numerical vs PyTorch"), "notes": art.summary(),
+               "outside_delegate": art.outside_delegate,
+               "dims": {p: s.dims for p, s in art.manifest.programs.items() if s.dims}}
         if "gate" in q:
             row.update(gate=q["gate"], kept_float=[k["layer"] for k in q["kept_float"]],
                        outputs=v["outputs"], calibration=q.get("calibration"), eval=q.get("eval"))
@@ -135,25 +114,30 @@ def cmd_convert(args) -> int:
             elif "gate" in r:
                 g = r["gate"]
                 top1 = [o["top1_agreement"] for o in r["outputs"] if "top1_agreement" in o]
+                verdict = ("OFF (--max-drop none)" if g.get("mode") == "off" else
+                           "NOT SCORED: " + "; ".join(f"{n['output']}: {n['why']}" for n in g["not_scorable"])
+                           if g.get("passed") is None else
+                           "default thresholds passed" if g.get("mode") == "default" else
+                           f"max_drop {g['max_drop']:g} passed")
                 print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, {r['quantize']}: drop {g['drop']:.4f} "
                       f"[{g['drop_basis']}], min cosine {r['min_cosine']:.4f}"
                       + (f", top-1 agreement {min(top1) * 100:.1f}%" if top1 else "")
                       + f", max |diff| {r['max_abs_err']:.3g} on {r['eval']['samples']} held-out inputs; gate "
-                      + ("not set (pass --max-drop)" if g["max_drop"] is None else f"max_drop {g['max_drop']:g} passed")
-                      + (f"; kept in float: {', '.join(r['kept_float'])}" if r["kept_float"] else "") + ")")
+                      + verdict + (f"; kept in float: {', '.join(r['kept_float'])}" if r["kept_float"] else "") + ")")
             else:
                 print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, verified: max |diff| {r['max_abs_err']:.2e}, "
                       f"cosine {r['min_cosine']:.6f})")
+            for note in r["notes"]:
+                print(f"  note: {note}")
     return 0
 
 
-def _convert_auto(args, model, example, stem: str, prog) -> int:
+def _convert_auto(args, model, example, stem: str, prog, extra: dict) -> int:
     from sdk.auto import convert_auto
     target = args.target[0]
     kw = dict(calibration=args.calib, eval_data=args.eval, auto_fallback=args.auto_fallback,
-              min_calibration=args.min_calibration, atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples)
-    if args.max_drop is not None:
-        kw["max_drop"] = args.max_drop
+              min_calibration=args.min_calibration, atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
+              max_drop=args.max_drop, **extra)
     art = convert_auto(model, example, target, quantize=args.quantize, device=args.device, out_dir=args.out,
                        name=args.name or f"{stem}-{target}", iters=args.iters, progress=prog.stage, **kw)
     sel = art.selection
@@ -166,6 +150,56 @@ def _convert_auto(args, model, example, stem: str, prog) -> int:
     print(f"{art.path}  ({art.size_bytes / 1024:.1f} KiB; picked {p['target']} {p['scheme']} at {p['threads']} "
           f"thread(s), {p['latency_ms']:.4g} ms: {p['why']})" + (f"\ncandidates: {sel['table']}" if sel.get("table") else ""))
     return 0
+
+
+def parse_dynamic(specs: list[str]) -> dict:
+    """``INPUT:DIM=MIN..MAX`` or ``INPUT:DIM=NAME:MIN..MAX`` (repeatable) -> sdk.convert's dynamic_shapes."""
+    import re
+    out: dict = {}
+    for spec in specs:
+        m = re.fullmatch(r"([^:=]+):(-?\d+)=(?:([A-Za-z_]\w*):)?(\d+)\.\.(\d+)", spec.strip())
+        if not m:
+            raise ConfigError(f"--dynamic {spec!r}: expected INPUT:DIM=MIN..MAX (e.g. x:0=1..32) or "
+                              "INPUT:DIM=NAME:MIN..MAX (e.g. ids:1=seq:8..512; a shared NAME ties dims together)")
+        inp, dim, sym, lo, hi = m.groups()
+        out.setdefault(inp, {})[int(dim)] = (sym, int(lo), int(hi)) if sym else (int(lo), int(hi))
+    return out
+
+
+def parse_options(items: list[str]) -> dict:
+    """``KEY=VALUE`` target options (values read as JSON when they parse, else as strings)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE (e.g. --option soc_model=57)")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except ValueError:
+            out[k.strip()] = v
+    return out
+
+
+def parse_max_drop(v: str):
+    """--max-drop: a number, 'default' (thresholds per kind of output) or 'none' (gate off)."""
+    if v.lower() in ("none", "off"):
+        return None
+    if v.lower() == "default":
+        return "default"
+    try:
+        return float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'default' or 'none', got {v!r}") from None
+
+
+def parse_dims(items: list[str]) -> dict | None:
+    out = {}
+    for item in items or []:
+        k, _, v = item.partition("=")
+        if not v.isdigit():
+            raise ConfigError(f"--dim {item!r}: expected NAME=SIZE (e.g. --dim batch=8)")
+        out[k] = int(v)
+    return out or None
 
 
 def _describe(a) -> dict:
@@ -187,7 +221,7 @@ def cmd_run(args) -> int:
     inputs = _load_inputs(args.inputs, sess)
     generated = inputs is None
     if generated:
-        inputs = runtime.example_inputs(list(b.spec.inputs), seed=args.seed)
+        inputs = runtime.example_inputs(list(b.spec.inputs), seed=args.seed, dims=b.spec.example_dims())
     outs = b.run(inputs)
     names = [s.name for s in b.spec.outputs]
     if args.out:
@@ -265,7 +299,8 @@ def cmd_profile(args) -> int:
                           threads=args.threads, program=args.program, per_op=not args.no_per_op,
                           progress=prog.bar("timed runs"), require_signature=bool(args.public_key),
                           public_key=args.public_key, prompt_tokens=args.prompt_tokens,
-                          new_tokens=args.new_tokens, isolate=args.isolate, max_warmup_s=args.max_warmup_s)
+                          new_tokens=args.new_tokens, isolate=args.isolate, max_warmup_s=args.max_warmup_s,
+                          dims=parse_dims(args.dim))
     if args.out:
         Path(args.out).write_text(rep.to_json())
     if args.json:
@@ -273,33 +308,6 @@ def cmd_profile(args) -> int:
     else:
         print(rep.table(top_ops=args.top_ops))
     return 0
-
-
-def load_object(spec: str, what: str):
-    """`module:function` or `path/file.py:function` -> the function's return value."""
-    import importlib
-    import importlib.util
-    if ":" not in spec:
-        raise ConfigError(f"{what} {spec!r}: expected MODULE:FUNCTION or path/file.py:FUNCTION")
-    mod_name, fn_name = spec.rsplit(":", 1)
-    try:
-        if mod_name.endswith(".py") or "/" in mod_name:
-            path = Path(mod_name)
-            if not path.is_file():
-                raise ConfigError(f"{what}: {mod_name}: no such file")
-            s = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(s)
-            sys.path.insert(0, str(path.parent.resolve()))
-            s.loader.exec_module(module)
-        else:
-            sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ConfigError(f"{what}: cannot import {mod_name!r}: {e}") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise ConfigError(f"{what}: {mod_name} has no callable {fn_name!r}")
-    return fn()
 
 
 def _read_config(path: str | None) -> dict:
@@ -421,7 +429,7 @@ def cmd_demo(args) -> int:
     from sdk.demo import run_demo
     res = run_demo(out_dir=args.out, iters=args.iters, warmup=args.warmup, quick=args.quick,
                    progress=Progress(not (args.json or args.quiet)), cache_dir=args.cache,
-                   families=args.family)
+                   families=args.family, executor=args.executor)
     if args.json:
         _emit_json(_pipeline_json(res))
     elif args.quiet:
@@ -442,7 +450,7 @@ def cmd_deploy(args) -> int:
     if args.target:
         cfg.targets = args.target
     prog = Progress(not (args.json or args.quiet))
-    res = pipeline(cfg, progress=prog, quick=True if args.quick else None)
+    res = pipeline(cfg, progress=prog, quick=True if args.quick else None, executor=args.executor)
     if args.json:
         _emit_json(_pipeline_json(res))
     elif args.quiet:
@@ -455,6 +463,25 @@ def cmd_deploy(args) -> int:
                if r["status"] not in ("ok", "convert-only", "skipped")]
         raise ConfigError(f"--strict: {len(bad)} artifact(s) not delivered: {', '.join(bad)}; see {res.report_html}")
     return 0
+
+
+def cmd_worker(args) -> int:
+    import os
+
+    from sdk.pipeline.raynode import parse_resources, worker_command
+    argv, resources = worker_command(args.ray, num_cpus=args.num_cpus, extra=parse_resources(args.resource),
+                                     detect=not args.no_detect, node_ip=args.node_ip)
+    if args.json or args.dry_run:
+        if args.json:
+            _emit_json({"address": args.ray, "resources": resources, "command": argv})
+        else:
+            print(" ".join(argv))
+        if args.dry_run:
+            return 0
+    else:
+        print(f"joining the Ray cluster at {args.ray} with {json.dumps(resources)} (Ctrl-C leaves)", file=sys.stderr)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # ray start --block: this process becomes the worker node
 
 
 def cmd_diff(args) -> int:
@@ -480,6 +507,13 @@ def _int_or_auto(v: str):
         return int(v)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {v!r}") from None
+
+
+def _executor_arg(s) -> None:
+    s.add_argument("--executor", default="local", metavar="local|serial|ray|ray://HOST:PORT",
+                   help="where the jobs run: local (default: conversions in a process pool sized to the usable "
+                        "cores, then profiles one at a time), serial (one process), ray (the cluster in RAY_ADDRESS, "
+                        "else a local one) or ray://HOST:PORT (a cluster's Ray client address)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -517,7 +551,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calib", help="calibration data: .npz with one array per input (first axis = samples)")
     s.add_argument("--eval", help="held-out data for the accuracy gate (.npz, same layout; default: a quarter "
                                   "of --calib, else generated inputs)")
-    s.add_argument("--max-drop", type=float, help="fail if the accuracy drop exceeds this (e.g. 0.01)")
+    s.add_argument("--max-drop", type=parse_max_drop, default="default",
+                   help="accuracy gate for quantized schemes: 'default' (top-1 agreement >= 99%% for classifier "
+                        "outputs, min cosine >= 0.99 otherwise), a number (fail if the drop exceeds it, e.g. 0.01) "
+                        "or 'none' (off, with a warning)")
+    s.add_argument("--dynamic", action="append", metavar="INPUT:DIM=MIN..MAX",
+                   help="make a dimension dynamic (repeatable), e.g. x:0=1..32 or ids:1=seq:8..512")
+    s.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="target-specific option (repeatable), e.g. --option soc_model=57 for qnn-htp")
     s.add_argument("--auto-fallback", action="store_true",
                    help="keep the most sensitive layers in float until the gate passes")
     s.add_argument("--min-calibration", type=int, default=8, help="minimum calibration samples (default 8)")
@@ -565,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--public-key", help="refuse the artifact unless signed by this trusted PEM public key")
     s.add_argument("--prompt-tokens", type=int, help="generation artifacts: prompt length (default: capacity)")
     s.add_argument("--new-tokens", type=int, default=32, help="generation artifacts: tokens per generation")
+    s.add_argument("--dim", action="append", metavar="NAME=SIZE",
+                   help="dynamic-shape artifacts: size to time a dimension at (default: the example's), e.g. batch=8")
     s.set_defaults(fn=cmd_profile)
 
     s = sub.add_parser("generate", parents=[common], help="generate tokens with an encoder-decoder, KV-cache "
@@ -630,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, help="warm-up runs per artifact (default 20)")
     s.add_argument("--cache", help="training/conversion cache directory (default .cache/edgesdk)")
     s.add_argument("--family", action="append", help="only this student family (repeatable)")
+    _executor_arg(s)
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("deploy", parents=[common],
@@ -650,7 +694,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cache", action="store_true", help="train and convert everything again")
     s.add_argument("--strict", action="store_true",
                    help="exit non-zero when an artifact was rejected by the gate or failed to convert")
+    _executor_arg(s)
     s.set_defaults(fn=cmd_deploy)
+
+    s = sub.add_parser("worker", parents=[common],
+                       help="join a Ray cluster as a worker that advertises this machine's devices",
+                       description="Start a Ray worker node (ray start --block) joined to the cluster at --ray, "
+                                   "advertising what this machine can profile: its CPU (edgesdk-profiler), qnn-htp "
+                                   "when the QNN libraries load, vulkan-gpu with a Vulkan driver, and device:adb:SERIAL "
+                                   "for every phone `adb devices` lists. Deploy onto the cluster with "
+                                   "`RAY_ADDRESS=HEAD:PORT edgesdk deploy deploy.yaml --executor ray`.")
+    s.add_argument("--ray", required=True, metavar="HEAD:PORT", help="the head node's address (ray start --head)")
+    s.add_argument("--num-cpus", type=int, dest="num_cpus", help="CPUs for conversions (default: all; 0: profile only)")
+    s.add_argument("--resource", action="append", metavar="NAME=N", help="advertise a resource too (repeatable)")
+    s.add_argument("--no-detect", action="store_true", help="advertise only the --resource ones")
+    s.add_argument("--node-ip", dest="node_ip", help="this node's address as the cluster sees it (default: Ray's guess)")
+    s.add_argument("--dry-run", action="store_true", help="print the ray start command and exit")
+    s.set_defaults(fn=cmd_worker)
 
     s = sub.add_parser("diff", parents=[common],
                        help="compare two results.json: inputs, versions, metrics, latency regressions",

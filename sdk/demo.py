@@ -46,12 +46,13 @@ def demo_config(out_dir=None, iters: int | None = None, warmup: int | None = Non
 
 
 def run_demo(out_dir=None, iters: int | None = None, warmup: int | None = None, quick: bool = False,
-             progress: Progress | None = None, cache_dir=None, families: list[str] | None = None) -> PipelineResult:
+             progress: Progress | None = None, cache_dir=None, families: list[str] | None = None,
+             executor: str | None = None) -> PipelineResult:
     progress = progress or Progress()
     cfg = demo_config(out_dir, iters, warmup, cache_dir, families)
     progress.stage(f"demo: {', '.join(d.family for d in cfg.distill)} students -> every target "
                    f"({'quick smoke run' if quick else 'full run'}; config {DEMO_CONFIG})")
-    res = pipeline(cfg, progress=progress, quick=quick)
+    res = pipeline(cfg, progress=progress, quick=quick, executor=executor)
     if progress.enabled:
         print(format_table(res.rows))
         print(f"\nreport: {res.report_html}\n        {res.report_md}\nlockfile: {res.results_json} "

@@ -155,33 +155,33 @@ def _changes(a: dict, b: dict, prefix: str = "") -> list[dict]:
 def diff(a: dict, b: dict, *, alpha: float = ALPHA, min_effect: float = MIN_EFFECT, resamples: int = RESAMPLES,
          seed: int = 0) -> dict:
     """Compare two results.json documents (see the module docstring)."""
-    arts_a = {x["key"]: x for x in a.get("artifacts", [])}
-    arts_b = {x["key"]: x for x in b.get("artifacts", [])}
+    from sdk.lockfile import rows
+    arts_a = {r.key: r for r in rows(a)}   # typed rows (sdk.pipeline.Row), matched by family/model/target/scheme
+    arts_b = {r.key: r for r in rows(b)}
     common = [k for k in arts_a if k in arts_b]
     inputs, metrics, latency = [], [], []
     for k in common:
         xa, xb = arts_a[k], arts_b[k]
-        ha, hb = xa.get("hashes") or {}, xb.get("hashes") or {}
+        ha, hb = xa.hashes or {}, xb.hashes or {}
         for h in HASH_KEYS:
             if ha.get(h) != hb.get(h):
                 inputs.append({"artifact": k, "input": h, "a": ha.get(h), "b": hb.get(h)})
-        if xa.get("status") != xb.get("status"):
-            metrics.append({"artifact": k, "metric": "status", "a": xa.get("status"), "b": xb.get("status")})
+        if xa.status != xb.status:
+            metrics.append({"artifact": k, "metric": "status", "a": xa.status, "b": xb.status})
         for m in VALUE_METRICS:
             va, vb = xa.get(m), xb.get(m)
             if va != vb and not (isinstance(va, float) and isinstance(vb, float) and math.isclose(va, vb, rel_tol=1e-9)):
                 metrics.append({"artifact": k, "metric": m, "a": va, "b": vb})
-    timed = [k for k in common if len(arts_a[k].get("samples_ms") or []) >= 5
-             and len(arts_b[k].get("samples_ms") or []) >= 5]
-    between = between_run_noise([math.log(np.median(arts_b[k]["samples_ms"]) / np.median(arts_a[k]["samples_ms"]))
-                                 for k in timed if np.median(arts_a[k]["samples_ms"]) > 0
-                                 and np.median(arts_b[k]["samples_ms"]) > 0])
+    timed = [k for k in common if len(arts_a[k].samples_ms or []) >= 5 and len(arts_b[k].samples_ms or []) >= 5]
+    between = between_run_noise([math.log(np.median(arts_b[k].samples_ms) / np.median(arts_a[k].samples_ms))
+                                 for k in timed if np.median(arts_a[k].samples_ms) > 0
+                                 and np.median(arts_b[k].samples_ms) > 0])
     for k in timed:
         xa, xb = arts_a[k], arts_b[k]
-        t = latency_test(xa["samples_ms"], xb["samples_ms"], alpha=alpha, min_effect=min_effect,
+        t = latency_test(xa.samples_ms, xb.samples_ms, alpha=alpha, min_effect=min_effect,
                          resamples=resamples, seed=seed, between=between)
         t["artifact"] = k
-        t["label"] = xb.get("label") or ""
+        t["label"] = xb.label or ""
         t["percentiles"] = {m: [xa.get(m), xb.get(m)] for m in LATENCY_METRICS}
         latency.append(t)
     regressions = [t["artifact"] for t in latency if t["verdict"] == "regression"]

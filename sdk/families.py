@@ -1,5 +1,5 @@
 """Student families for `sdk.pipeline`: how each family distils its students, and how their
-quality is measured, behind one small interface; plus the content-addressed training cache.
+quality is measured, behind one small interface (trained modules are cached by `sdk.cache`).
 
 A family is a function registered by name that takes a `FamilyContext` and returns a
 `FamilyResult`::
@@ -33,14 +33,7 @@ A family is a function registered by name that takes a `FamilyContext` and retur
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -48,9 +41,7 @@ import torch
 from torch import nn
 
 from runtime.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CACHE_DIR = ".cache/edgesdk"
+from sdk.cache import DEFAULT_CACHE_DIR, ROOT, TrainingCache, code_version, fingerprint  # noqa: F401  (re-exported)
 
 
 # ----------------------------------------------------------------------------- runner
@@ -128,122 +119,6 @@ class Runner:
             outs = self.run(part, program)
             chunks.append([o[:b - short] for o in outs])
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
-
-
-# ----------------------------------------------------------------------------- cache
-
-def fingerprint(obj) -> str:
-    """A content hash of a module (its state dict), tensor, array, mapping/sequence, or repr."""
-    h = hashlib.sha256()
-
-    def feed(o):
-        if isinstance(o, nn.Module):
-            h.update(type(o).__qualname__.encode())
-            for k, v in sorted(o.state_dict().items()):
-                h.update(k.encode())
-                feed(v)
-        elif isinstance(o, torch.Tensor):
-            a = o.detach().cpu().contiguous()
-            h.update(f"{a.dtype}{tuple(a.shape)}".encode())
-            h.update(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"")
-        elif isinstance(o, np.ndarray):
-            h.update(f"{o.dtype.str}{o.shape}".encode())
-            h.update(np.ascontiguousarray(o).tobytes())
-        elif isinstance(o, dict):
-            for k in sorted(o, key=str):
-                h.update(str(k).encode())
-                feed(o[k])
-        elif isinstance(o, (list, tuple)):
-            for v in o:
-                feed(v)
-        elif hasattr(o, "tensors") and isinstance(o.tensors, dict):  # TensorData-like
-            feed(o.tensors)
-        else:
-            h.update(repr(o).encode())
-    feed(obj)
-    return h.hexdigest()
-
-
-def code_version(sources) -> str:
-    """sha256 over the given source files (paths relative to the repository root)."""
-    h = hashlib.sha256()
-    for rel in sorted(sources):
-        p = ROOT / rel
-        h.update(rel.encode())
-        h.update(p.read_bytes() if p.is_file() else b"<missing>")
-    return h.hexdigest()
-
-
-class TrainingCache:
-    """Content-addressed store of trained modules: ``<root>/<family>/<entry>-<key>/``
-    holding ``weights.safetensors`` and ``meta.json`` (written last: its presence marks a
-    complete entry). Writes go to a hidden temporary folder renamed into place; only
-    safetensors (never pickle) is read back. ``enabled=False`` trains every time."""
-
-    def __init__(self, root, family: str, key_parts: dict, enabled: bool = True, log=None):
-        self.root = Path(root) / family
-        self.family, self.key_parts, self.enabled = family, key_parts, enabled
-        self.hits: list[str] = []
-        self.misses: list[str] = []
-        self._log = log or (lambda s: None)
-
-    def key(self, name: str) -> str:
-        blob = json.dumps({"entry": name, **self.key_parts}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def path(self, name: str) -> Path:
-        return self.root / f"{name}-{self.key(name)[:20]}"
-
-    def module(self, name: str, build: Callable[[], nn.Module], train: Callable[[], nn.Module]) -> nn.Module:
-        from safetensors.torch import load_model, save_model
-        d = self.path(name)
-        if self.enabled and (d / "meta.json").is_file():
-            try:
-                meta = json.loads((d / "meta.json").read_text())
-                m = build()
-                load_model(m, str(d / "weights.safetensors"), strict=True)
-                for k, v in meta.get("attrs", {}).items():
-                    setattr(m, k, v)
-                m.eval()
-                self.hits.append(name)
-                self._log(f"{self.family}/{name}: cached ({d})")
-                return m
-            except Exception as e:  # a corrupt or stale entry: retrain and replace it
-                self._log(f"{self.family}/{name}: cache entry unusable ({type(e).__name__}: {e}); retraining")
-        t0 = time.perf_counter()
-        m = train()
-        m.eval()
-        seconds = time.perf_counter() - t0
-        self.misses.append(name)
-        if self.enabled:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / f".{d.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-            tmp.mkdir()
-            try:
-                save_model(m, str(tmp / "weights.safetensors"))
-                attrs = {k: v for k, v in (("log", getattr(m, "log", None)),) if _jsonable(v)}
-                (tmp / "meta.json").write_text(json.dumps(
-                    {"family": self.family, "entry": name, "key": self.key(name), "train_s": round(seconds, 3),
-                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "key_parts": self.key_parts, "attrs": attrs}, indent=2, default=str))
-                if d.exists():
-                    shutil.rmtree(d, ignore_errors=True)
-                os.rename(tmp, d)
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if not (d / "meta.json").is_file():
-                    raise
-        return m
-
-
-def _jsonable(v) -> bool:
-    if v is None:
-        return False
-    try:
-        json.dumps(v)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 # ----------------------------------------------------------------------------- registry

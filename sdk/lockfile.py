@@ -11,9 +11,11 @@ two of these files.
 Schema ``edgesdk.results/1``::
 
     {"schema": "edgesdk.results/1", "name", "created_at", "config", "machine", "versions",
-     "families": [...], "timings", "cache", "recommendations": [...],
+     "families": [...], "timings", "cache", "executor": {"name", ...}, "recommendations": [...],
      "artifacts": [{"key": "family/model/target/scheme", "status", "hashes": {...}, "metrics": {...},
-                    "samples_ms": [...], ...row fields}]}
+                    "samples_ms": [...], "profiled_on": {"host", "device"}, ...row fields}]}
+
+An artifact entry is a `sdk.pipeline.Row` (``Row.to_dict``; `rows` reads them back).
 """
 
 from __future__ import annotations
@@ -106,18 +108,15 @@ def profile_fields(rep) -> dict:
     return out
 
 
-def _key(row: dict) -> str:
-    k = f"{row['family']}/{row['model']}/{row['target']}/{row['scheme']}"
-    return k
-
-
-def build(cfg, rows: list[dict], families: list[dict], timings: dict, cache: dict) -> dict:
+def build(cfg, rows: list, families: list[dict], timings: dict, cache: dict, executor: dict | None = None) -> dict:
+    """The lockfile of one run from its `Row`s (``executor``: which executor ran it, where)."""
     artifacts = []
     for r in rows:
-        a = {"key": _key(r), **r}
-        a["metrics"] = {k: r.get(k) for k in METRIC_KEYS if r.get(k) is not None}
+        d = r.to_dict()
+        a = {"key": r.key, **d}
+        a["metrics"] = {k: d.get(k) for k in METRIC_KEYS if d.get(k) is not None}
         artifacts.append(a)
-    return {
+    out = {
         "schema": SCHEMA,
         "name": cfg.name,
         "run_id": uuid.uuid4().hex[:12],
@@ -130,6 +129,43 @@ def build(cfg, rows: list[dict], families: list[dict], timings: dict, cache: dic
         "cache": cache,
         "artifacts": artifacts,
     }
+    if executor is not None:
+        out["executor"] = executor
+    return out
+
+
+# What varies from run to run of the same config on the same inputs: clocks, memory, where it
+# ran and where it was written. `comparable` drops them; everything else must match.
+RUN_KEYS = ("run_id", "created_at", "timings", "machine", "executor", "cache")
+MEASURED = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "noisy", "load_ms", "first_run_ms", "peak_rss_mb",
+            "samples_ms", "ops", "ops_note", "program_profiles", "conversion_s", "profiled_on", "attempts", "path",
+            "conversion_cached")
+_GENERATION_MEASURED = ("ttft_ms", "tpot_ms", "tokens_per_s")
+
+
+def comparable(results: dict) -> dict:
+    """``results`` without what differs between two runs of the same config (timings, memory,
+    hosts, executor, output paths, cache hits): two executors' runs must give equal values."""
+    out = {k: v for k, v in results.items() if k not in RUN_KEYS}
+    out["config"] = {**results.get("config", {}), "output": {k: v for k, v in results.get("config", {})
+                                                              .get("output", {}).items() if k not in ("dir", "cache")}}
+    out["families"] = [{k: v for k, v in f.items() if k not in ("seconds", "cache_dir", "cache_hits", "cache_misses")}
+                       for f in results.get("families", [])]
+    arts = []
+    for a in results.get("artifacts", []):
+        a = {k: v for k, v in a.items() if k not in MEASURED}
+        a["metrics"] = {k: v for k, v in a.get("metrics", {}).items() if k not in MEASURED}
+        if isinstance(a.get("generation"), dict):
+            a["generation"] = {k: v for k, v in a["generation"].items() if k not in _GENERATION_MEASURED}
+        arts.append(a)
+    out["artifacts"] = arts
+    return out
+
+
+def rows(results: dict) -> list:
+    """The typed rows (`sdk.pipeline.Row`) of a results file read with `read`."""
+    from sdk.pipeline.row import Row
+    return [Row.from_dict(a) for a in results.get("artifacts", [])]
 
 
 def write(results: dict, path: Path) -> Path:

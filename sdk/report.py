@@ -313,7 +313,7 @@ def plot_threads(rows: list[dict]) -> bytes | None:
 
 def _plots(results: dict) -> list[dict]:
     """Every plot as {id, title, png, section}."""
-    rows = [a for a in results["artifacts"]]
+    rows = _rows(results)
     colors = _color_map(r["target"] for r in rows)
     fams = {f["family"]: f for f in results.get("families", [])}
     out = []
@@ -350,7 +350,13 @@ def _plots(results: dict) -> list[dict]:
     return out
 
 
-def ordered(artifacts: list[dict]) -> list[dict]:
+def _rows(results: dict) -> list:
+    """The results' artifacts as typed rows (`sdk.pipeline.Row`)."""
+    from sdk.lockfile import rows
+    return rows(results)
+
+
+def ordered(artifacts: list) -> list:
     """Report order: per family and model, what runs here first, then convert-only targets."""
     return sorted(artifacts, key=lambda r: (r["family"], r["model"], r["runs"] == "convert-only", r["target"],
                                             r["scheme"] != "fp32", r["scheme"]))
@@ -358,7 +364,7 @@ def ordered(artifacts: list[dict]) -> list[dict]:
 
 def summary_rows(results: dict) -> list[list[str]]:
     rows = []
-    for r in ordered(results["artifacts"]):
+    for r in ordered(_rows(results)):
         rows.append([r["family"], r["model"], r["target"], _runs(r), r["scheme"], _status(r), _quality(r),
                      _kib(r.get("size_bytes")), _ms(r.get("p50_ms")) + (" ⚠" if r.get("settled") is False else ""),
                      _ms(r.get("p90_ms")), _ms(r.get("p99_ms")), _ms(r.get("first_run_ms")), _memory(r),
@@ -426,7 +432,7 @@ GEN_HEADERS = ["family", "model", "target", "scheme", "prompt", "new tokens", "T
 def generation_rows(results: dict) -> list[list[str]]:
     """Generation artifacts (prefill + step): time to first token, time per token, state size."""
     out = []
-    for r in ordered(results["artifacts"]):
+    for r in ordered(_rows(results)):
         g = r.get("generation")
         if not g:
             continue
@@ -439,7 +445,7 @@ def generation_rows(results: dict) -> list[list[str]]:
 
 def render_html(results: dict, plots: list[dict]) -> str:
     e = _html.escape
-    arts = results["artifacts"]
+    arts = _rows(results)
     m, v = results.get("machine", {}), results.get("versions", {})
     parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>{e(results['name'])} — edgesdk report</title><style>{_CSS}</style></head><body>",
@@ -550,7 +556,7 @@ def render_html(results: dict, plots: list[dict]) -> str:
 
 
 def render_md(results: dict, plots: list[dict], plot_dir: str = "plots") -> str:
-    arts = results["artifacts"]
+    arts = _rows(results)
     m, v = results.get("machine", {}), results.get("versions", {})
     lines = [f"# {results['name']}: teacher → on-device students", "",
              f"{results['created_at']} · {m.get('cpu')} ({m.get('usable_cores')} usable cores, {m.get('os')}) · "

@@ -103,7 +103,7 @@ def test_profile_is_labelled_simulated_with_qnn_per_op_rows(conv_uint8):
 
 def test_unknown_option_is_rejected(tmp_path):
     model, ex = make_model("mlp")
-    with pytest.raises(sdk.errors.ConfigError, match="valid: min_npu_fraction, soc_model, htp_arch"):
+    with pytest.raises(sdk.errors.ConfigError, match="qnn-htp also takes capture, htp_arch, min_npu_fraction, soc_model"):
         sdk.convert(model, ex, "qnn-htp", out_dir=tmp_path, min_npu=0.5)
 
 

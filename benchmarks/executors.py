@@ -1,0 +1,164 @@
+"""Wall time of a fresh `make demo` (= `edgesdk demo`) per executor: serial, local, ray (a local
+one-machine Ray cluster), each from an empty training/conversion cache, and whether their
+reports agree apart from timings.
+
+Each executor runs as its own process, one after another (never side by side: they would
+compete for the cores). Run each step under `cpu-exclusive` (one step is ~5-10 min), then
+print the table::
+
+    python benchmarks/executors.py run serial --root /tmp/exec-bench
+    python benchmarks/executors.py run local  --root /tmp/exec-bench
+    python benchmarks/executors.py run ray    --root /tmp/exec-bench
+    python benchmarks/executors.py table --root /tmp/exec-bench
+
+`table` prints, per executor: wall clock of the whole `edgesdk demo` process (interpreter start
+to exit), the pipeline's own breakdown (distill / convert / profile), the artifacts by status,
+the ratio to serial (same machine, same config, each from an empty cache), and how its
+`results.json` differs from serial's once timings, memory, hosts and paths are set aside
+(`sdk.lockfile.comparable`), and whether `report.md`'s table rows agree apart from latency and
+memory columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+EXECUTORS = ("serial", "local", "ray")
+
+
+def run(executor: str, root: Path) -> None:
+    out, cache = root / executor / "out", root / executor / "cache"
+    shutil.rmtree(root / executor, ignore_errors=True)
+    out.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "")
+                                                                        .split(os.pathsep) if p])}
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "sdk.cli", "demo", "--out", str(out), "--cache", str(cache),
+                        "--executor", executor], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - t0
+    (root / executor / "log.txt").write_text(p.stdout)
+    (root / executor / "wall.json").write_text(json.dumps({"executor": executor, "wall_s": wall, "rc": p.returncode,
+                                                           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
+    print(f"{executor}: exit {p.returncode}, wall {wall:.1f} s")
+
+
+def _differences(a, b, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += [f"{path}/{k} (only one side)"] if (k in a) != (k in b) else _differences(a[k], b[k], f"{path}/{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path]
+
+
+# Files whose bytes differ between any two processes converting the same model: Core ML
+# packages carry fresh UUIDs (Manifest.json and the model's identifiers), and QNN's EPContext
+# compile (model_ctx.onnx) differs run to run (same model, two processes: two hashes).
+NONDETERMINISTIC = (".mlpackage/", "model_ctx.onnx")
+
+
+def _converter_nondeterminism(path: str, base: dict, diffs: list[str]) -> bool:
+    """A difference that comes from those files: their hash, or the artifact's graph hash / size
+    when every differing file of that artifact is one of them."""
+    if not path.startswith("/artifacts["):
+        return False
+    art = path.split("]")[0] + "]"
+    files = [d for d in diffs if d.startswith(art + "/hashes/files/")]
+    if not files or not all(any(n in f for n in NONDETERMINISTIC) for f in files):
+        return False
+    return path in files or path.endswith(("/hashes/graph", "/size_bytes"))
+
+
+def _by_key(results: dict) -> dict:
+    """Artifacts and families in a fixed order (by key / name): runs whose configs list the
+    families in another order still compare row by row."""
+    out = dict(results)
+    out["artifacts"] = sorted(results["artifacts"], key=lambda a: a["key"])
+    out["families"] = sorted(results["families"], key=lambda f: f["family"])
+    out["config"] = {**results["config"], "distill": sorted(results["config"].get("distill", []),
+                                                            key=lambda d: d["family"])}
+    return out
+
+
+def _report_rows(md: Path) -> list[list[str]]:
+    """report.md's summary rows without the latency and memory columns (p50, p90, p99, cold, peak)."""
+    rows = []
+    for line in md.read_text().splitlines():
+        if line.startswith("| ") and not line.startswith("| family"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) >= 14:
+                rows.append(cells[:8] + cells[13:])
+    return rows
+
+
+def table(root: Path) -> None:
+    from sdk import lockfile
+    res = {}
+    for ex in EXECUTORS:
+        w = root / ex / "wall.json"
+        if w.is_file():
+            res[ex] = json.loads(w.read_text())
+            res[ex]["results"] = lockfile.read(root / ex / "out")
+    if "serial" not in res:
+        raise SystemExit("run the serial step first")
+    base = res["serial"]["results"]
+    print(f"machine: {base['machine']['cpu']}, {base['machine']['usable_cores']} usable cores; "
+          f"torch {base['versions']['torch']}")
+    for ex, r in res.items():
+        print(f"  {ex}: families trained in the order {', '.join(d['family'] for d in r['results']['config']['distill'])}")
+    print(f"{'executor':<8} {'date':<21} {'wall':>9} {'vs serial':>9} {'distill s':>9} {'convert s':>9} "
+          f"{'profile s':>9}  artifacts by status")
+    for ex, r in res.items():
+        t = r["results"]["timings"]
+        status = Counter(a["status"] for a in r["results"]["artifacts"])
+        print(f"{ex:<8} {r['date']:<21} {int(r['wall_s'] // 60):>5d}m{int(r['wall_s'] % 60):02d}s "
+              f"{r['wall_s'] / res['serial']['wall_s']:>9.2f} {t.get('distill_s', 0):>9.0f} {t.get('convert_s', 0):>9.0f} "
+              f"{t.get('profile_s', 0):>9.0f}  " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())))
+    for ex, r in res.items():
+        if ex == "serial":
+            continue
+        diffs = _differences(_by_key(lockfile.comparable(base)), _by_key(lockfile.comparable(r["results"])))
+        known = [d for d in diffs if _converter_nondeterminism(d, base, diffs)]
+        other = [d for d in diffs if d not in known]
+        same_report = _report_rows(root / "serial" / "out" / "report.md") == _report_rows(root / ex / "out" / "report.md")
+        print(f"{ex} vs serial: report.md rows {'identical' if same_report else 'DIFFER'} apart from latency/memory "
+              f"columns; results.json apart from timings/memory/hosts/paths: {len(other)} field(s) differ, plus "
+              f"{len(known)} from files the converters write differently in every process")
+        for d in other:
+            print(f"    {d}")
+        keys = sorted({d.split("]")[0] + "]" for d in known}, key=lambda k: int(k[len("/artifacts["):-1]))
+        arts = _by_key(base)["artifacts"]
+        if keys:
+            print("    differing every run: " + ", ".join(arts[int(k[len("/artifacts["):-1])]["key"] for k in keys))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["run", "table"])
+    ap.add_argument("executor", nargs="?", choices=EXECUTORS)
+    ap.add_argument("--root", default="/tmp/exec-bench", type=Path)
+    args = ap.parse_args(argv)
+    if args.step == "run":
+        if not args.executor:
+            ap.error("run needs an executor: serial, local or ray")
+        run(args.executor, args.root)
+    else:
+        table(args.root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,568 @@
+"""Model zoo: public architectures x CPU targets x {fp32, recommended int8}, through `sdk.convert`.
+
+Phases (each resumable; results accumulate in ``--out/zoo.json``, one row per model x target x scheme):
+
+    python benchmarks/zoo.py convert [--models resnet18,bert-tiny] [--targets onnx-cpu] [--schemes fp32]
+    python benchmarks/zoo.py dynamic            # dynamic batch / sequence at three shapes per target
+    python benchmarks/zoo.py profile --budget-s 780   # p50 of every converted artifact, until the budget
+    python benchmarks/zoo.py report                   # pass-rate table (markdown) and per-row table
+
+``convert`` runs each model in a child process (a crash or a hang costs one model, not the run)
+and skips rows already in the JSON unless ``--redo``. A row records: converts or not and the
+error class, the verification's max error or the accuracy gate's figures, conversion time,
+artifact size (int8 / fp32 ratio), the exporter used, ops left outside the delegate, and for
+failures whether the backend's own toolchain (called directly, without the SDK) fails too, so
+each failure is attributed to the SDK or to the backend. ``profile`` adds p50 (2 threads).
+Models and configurations: `benchmarks/zoo_models.py` (random weights; MiniLM is the real one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGETS = ("onnx-cpu", "executorch-xnnpack", "litert-cpu")
+CALIBRATION, EVAL = 8, 8  # min_calibration is 8; the gate sees 8 held-out inputs
+DEFAULT_OUT = ROOT / "edgesdk-out" / "zoo"
+
+
+# ------------------------------------------------------------------------------------- results file
+
+def load_results(out: Path) -> dict:
+    p = out / "zoo.json"
+    return json.loads(p.read_text()) if p.is_file() else {"rows": {}, "dynamic": {}}
+
+
+def save_results(out: Path, res: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "zoo.json.tmp"
+    tmp.write_text(json.dumps(res, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, out / "zoo.json")
+
+
+def row_key(model: str, target: str, scheme: str) -> str:
+    return f"{model}|{target}|{scheme}"
+
+
+def recommended_int8(target: str) -> str:
+    from converters.registry import get_converter
+    return get_converter(target).recommended
+
+
+# ------------------------------------------------------------------------------------- sample data
+
+def samples_like(example: tuple, n: int, seed: int) -> list[tuple]:
+    """Random inputs shaped like the example: normal floats, ints in the example's range, same masks."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        s = []
+        for t in example:
+            if t.is_floating_point():
+                s.append(torch.randn(t.shape, generator=g, dtype=t.dtype))
+            elif t.dtype == torch.bool or int(t.min()) == int(t.max()):
+                s.append(t.clone())
+            else:
+                s.append(torch.randint(int(t.min()), int(t.max()) + 1, t.shape, generator=g, dtype=t.dtype))
+        out.append(tuple(s))
+    return out
+
+
+# ------------------------------------------------------------------------------------- one model (child)
+
+def _short(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:600]
+
+
+def convert_row(name: str, target: str, scheme: str, out: Path) -> dict:
+    import sdk
+    from benchmarks.zoo_models import ZOO, build
+    from converters.programs import collect
+    model, example, kw = build(name)
+    programs = collect(model, example or None, kw.get("example_kwargs"))
+    ex = programs[0].example_inputs
+    row = {"model": name, "family": ZOO[name].family, "source": ZOO[name].source, "target": target,
+           "scheme": scheme, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+    real = kw.pop("samples", None)  # a model with real data (MiniLM) is calibrated and gated on it
+    opts = dict(kw, verify_samples=1)  # the example + 1 random input set (the zoo runs ~200 conversions)
+    if scheme != "fp32":
+        # in the artifact's input order (keyword inputs after the positional ones)
+        if real:
+            opts.update(calibration=real[:16], eval_data=real[16:])
+            row["data"] = f"real text: {len(real[:16])} calibration, {len(real[16:])} held-out sentences"
+        else:
+            opts.update(calibration=samples_like(ex, CALIBRATION, 10), eval_data=samples_like(ex, EVAL, 20))
+    t0 = time.perf_counter()
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            art = sdk.convert(model, example or None, target, quantize=scheme, out_dir=out / "artifacts",
+                              name=f"{name}-{target}-{scheme}", **opts)
+        except Exception as e:
+            row.update(status="failed", error_class=type(e).__name__, error=_short(e),
+                       wall_s=round(time.perf_counter() - t0, 1))
+            if type(e).__name__ == "ToleranceError" and scheme != "fp32":
+                row["status"] = "gate-failed"
+                row["gate"] = _gate_from_error(e)
+            return row
+    m = art.manifest
+    v = m.verification
+    row.update(status="ok", wall_s=round(time.perf_counter() - t0, 1), conversion_s=m.extra.get("conversion_s"),
+               path=str(art.path), size_bytes=art.size_bytes, outputs=[s.name for s in m.default_program.outputs],
+               exporter=(m.extra.get("onnx_exporter") or {}).get("forward", {}).get("exporter"),
+               exporter_fallback=m.extra.get("exporter_fallback"),
+               warnings=[str(w.message)[:300] for w in caught if "Gate" in type(w.message).__name__])
+    part = (m.extra.get("partition") or {}).get("forward")
+    if part:
+        row.update(delegated_fraction=part["delegated_fraction"], outside_delegate=part["outside_delegate"][:8])
+    if scheme == "fp32":
+        row.update(max_abs_err=v.get("max_abs_err"), min_cosine=v.get("min_cosine"))
+    else:
+        g = m.quantization["gate"]
+        row["gate"] = {k: g.get(k) for k in ("mode", "passed", "drop", "drop_basis", "not_scorable", "failing")}
+        row["gate"]["min_cosine"] = v.get("min_cosine")
+        top1 = [o["top1_agreement"] for o in v.get("outputs", []) if "top1_agreement" in o]
+        row["gate"]["top1_agreement"] = min(top1) if top1 else None
+        row["status"] = "ok" if g.get("passed") else "not-scorable"
+    return row
+
+
+def _gate_from_error(e) -> dict:
+    rep = getattr(e, "report", None) or (e.args[1] if len(e.args) > 1 else None) or {}
+    outs = rep.get("outputs", []) if isinstance(rep, dict) else []
+    top1 = [o["top1_agreement"] for o in outs if "top1_agreement" in o]
+    return {"passed": False, "drop": rep.get("drop") if isinstance(rep, dict) else None,
+            "min_cosine": rep.get("min_cosine") if isinstance(rep, dict) else None,
+            "top1_agreement": min(top1) if top1 else None}
+
+
+# ------------------------------------------------------------------------------------- raw toolchains
+
+def raw_toolchain(name: str, target: str, scheme: str, work: Path) -> dict:
+    """The backend's own export (and quantization) path, without the SDK: does it work?"""
+    import torch
+    from benchmarks.zoo_models import build
+    from converters.programs import collect
+    model, example, kw = build(name)
+    prog = collect(model, example or None, kw.get("example_kwargs"))[0]
+    module, args = prog.module, prog.example_inputs
+    calib = samples_like(args, 8, 10)
+    work.mkdir(parents=True, exist_ok=True)
+    tried = []
+    try:
+        if target == "onnx-cpu":
+            import onnxruntime as ort
+            errs = []
+            for dynamo in (True, False):  # either exporter counts: the backend offers both
+                try:
+                    path = work / f"raw-{dynamo}.onnx"
+                    torch.onnx.export(module, args, str(path), dynamo=dynamo, input_names=prog.input_names)
+                    tried.append(f"torch.onnx.export(dynamo={dynamo})")
+                    if scheme != "fp32":
+                        from onnxruntime.quantization import QuantFormat, quantize_static
+                        from onnxruntime.quantization.calibrate import CalibrationDataReader
+
+                        class R(CalibrationDataReader):
+                            def __init__(self):
+                                self.it = iter([{n: t.numpy() for n, t in zip(prog.input_names, s)} for s in calib])
+
+                            def get_next(self):
+                                return next(self.it, None)
+                        q = work / f"raw-{dynamo}.int8.onnx"
+                        quantize_static(str(path), str(q), R(), quant_format=QuantFormat.QDQ)
+                        tried.append("onnxruntime.quantization.quantize_static")
+                        path = q
+                    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                    got = s.run(None, {i.name: t.numpy() for i, t in zip(s.get_inputs(), args)})
+                    return _raw_result(prog, got, scheme, tried)
+                except Exception as e:
+                    errs.append(_short(e))
+            return {"raw_ok": False, "raw_error": " | ".join(errs)}
+        if target == "executorch-xnnpack":
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
+            ep_module = module
+            if scheme != "fp32":
+                from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+                    XNNPACKQuantizer, get_symmetric_quantization_config)
+                from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+                q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+                prepared = prepare_pt2e(torch.export.export(module, args).module(), q)
+                for s in calib:
+                    prepared(*s)
+                ep_module = convert_pt2e(prepared)
+                tried.append("pt2e XNNPACKQuantizer")
+            ep = torch.export.export(ep_module, args)
+            pte = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+            from executorch.runtime import Runtime
+            method = Runtime.get().load_program(pte.buffer).load_method("forward")
+            got = [o.numpy() for o in method.execute(list(args))]
+            tried.append("torch.export + to_edge_transform_and_lower(XnnpackPartitioner)")
+            return _raw_result(prog, got, scheme, tried)
+        if target == "litert-cpu":
+            import litert_torch
+            from ai_edge_litert.interpreter import Interpreter
+            path = work / "raw.tflite"
+            litert_torch.convert(module, args).export(str(path))
+            tried.append("litert_torch.convert")
+            if scheme != "fp32":
+                from ai_edge_quantizer import quantizer, recipe
+                qt = quantizer.Quantizer(str(path), recipe.static_wi8_ai8())
+                it = Interpreter(model_path=str(path))
+                names = sorted(it.get_signature_list()["serving_default"]["inputs"])
+                data = {"serving_default": [{n: (t.numpy().astype("int32") if t.dtype == torch.int64 else t.numpy())
+                                             for n, t in zip(names, s)} for s in calib]}
+                qpath = work / "raw.int8.tflite"
+                qt.quantize(qt.calibrate(data)).export_model(str(qpath), overwrite=True)
+                tried.append("ai-edge-quantizer static_wi8_ai8")
+                path = qpath
+            it = Interpreter(model_path=str(path))
+            runner = it.get_signature_runner("serving_default")
+            io = it.get_signature_list()["serving_default"]
+            names = sorted(io["inputs"], key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+            res = runner(**{n: (t.numpy().astype("int32") if t.dtype == torch.int64 else t.numpy())
+                            for n, t in zip(names, args)})
+            outs = sorted(io["outputs"], key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+            return _raw_result(prog, [res[n] for n in outs], scheme, tried)
+    except Exception as e:
+        return {"raw_ok": False, "raw_error": _short(e), "raw_path": " + ".join(tried)}
+    return {"raw_ok": None}
+
+
+def _raw_result(prog, got, scheme: str, tried: list) -> dict:
+    """The raw toolchain ran: for fp32 also whether its outputs match PyTorch (same tolerance as
+    the SDK's verification), so a ToleranceError is attributed too."""
+    import numpy as np
+    out = {"raw_ok": True, "raw_path": " + ".join(tried)}
+    if scheme == "fp32":
+        errs = [float(np.abs(np.asarray(g, np.float64) - r.numpy()).max()) - 1e-4 * float(r.abs().max())
+                for g, r in zip(got, prog.reference) if r.is_floating_point()]
+        worst = max(errs, default=0.0)
+        out.update(raw_ok=worst <= 1e-4, raw_excess_err=worst)
+        if worst > 1e-4:
+            out["raw_error"] = f"the backend's own conversion differs from PyTorch too (excess error {worst:.3g})"
+    return out
+
+
+def child(args) -> int:
+    """Convert one model for the requested target:scheme pairs; print one JSON row per line."""
+    from benchmarks.zoo_models import enable_zoo_packages
+    enable_zoo_packages()
+    out = Path(args.out)
+    for pair in args.pairs:
+        target, scheme = pair.split(":")
+        try:
+            row = convert_row(args.model, target, scheme, out)
+        except Exception as e:  # the model itself failed to build: a zoo problem, not a conversion one
+            row = {"model": args.model, "target": target, "scheme": scheme, "status": "failed",
+                   "error_class": type(e).__name__, "error": _short(e), "trace": traceback.format_exc()[-800:]}
+        if row["status"] == "failed":
+            row.update(raw_toolchain(args.model, target, scheme, out / "raw" / f"{args.model}-{target}-{scheme}"))
+        print("ZOOROW " + json.dumps(row, default=str), flush=True)
+    return 0
+
+
+def run_convert(args) -> int:
+    from benchmarks.zoo_models import ZOO
+    out = Path(args.out)
+    (out / "locks").mkdir(parents=True, exist_ok=True)
+    for name in args.models or list(ZOO):
+        res = load_results(out)  # several workers may share the results file
+        pairs = [f"{t}:{recommended_int8(t) if s == 'int8' else s}" for t in args.targets for s in args.schemes]
+        pairs = [p for p in pairs if args.redo or row_key(name, *p.split(":")) not in res["rows"]]
+        if not pairs:
+            continue
+        lock = out / "locks" / name
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # another worker has this model
+        except FileExistsError:
+            continue
+        os.close(fd)
+        try:
+            _convert_model(name, pairs, out, args)
+        finally:
+            lock.unlink(missing_ok=True)
+    return 0
+
+
+def _convert_model(name: str, pairs: list[str], out: Path, args) -> None:
+    """One child process per model; each row is saved as soon as the child reports it."""
+    t0 = time.perf_counter()
+    cmd = [sys.executable, __file__, "_child", "--model", name, "--pairs", ",".join(pairs), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+    got = set()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        import threading
+        err: list[str] = []
+        threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()  # keep the pipe drained
+        timer = threading.Timer(args.timeout * len(pairs), proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                if line.startswith("ZOOROW "):
+                    r = json.loads(line[7:])
+                    got.add((r["target"], r["scheme"]))
+                    _save_row(out, r)
+        finally:
+            timer.cancel()
+        proc.wait()
+    for p in pairs:  # the first row the child never reported: it crashed or hung there
+        t, s = p.split(":")
+        if (t, s) not in got:
+            why = "Timeout" if proc.returncode == -9 else f"exit {proc.returncode}"
+            _save_row(out, {"model": name, "target": t, "scheme": s, "status": "failed", "error_class": why,
+                            "error": "".join(err)[-600:]})
+            break  # later pairs were not reached; they are retried on the next run
+    print(f"  {name}: {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def _save_row(out: Path, r: dict) -> None:
+    res = load_results(out)  # other workers share the file
+    res["rows"][row_key(r["model"], r["target"], r["scheme"])] = r
+    save_results(out, res)
+    print(f"{r['model']:24s} {r['target']:20s} {r['scheme']:12s} {r['status']:13s} {r.get('error_class', '')}",
+          flush=True)
+
+
+DYNAMIC_MODELS = ("resnet18", "bert-tiny")
+
+
+def dynamic_child(args) -> int:
+    """One dynamic-shape model on one target: convert, then run at three shapes vs PyTorch."""
+    import numpy as np
+    import torch
+
+    import runtime
+    import sdk
+    from benchmarks.zoo_models import ZOO, build, enable_zoo_packages
+    enable_zoo_packages()
+    name, target = args.model, args.targets[0]
+    model, example, kw = build(name)
+    dyn = ZOO[name].dynamic
+    row = {"model": name, "target": target, "dynamic_shapes": {k: {str(d): list(r) for d, r in v.items()}
+                                                               for k, v in dyn.items()}}
+    try:
+        art = sdk.convert(model, example or None, target, out_dir=Path(args.out) / "dynamic",
+                          name=f"{name}-{target}-dynamic", dynamic_shapes=dyn, **kw)
+        sess = runtime.load(art.path)
+        spec = sess.manifest.default_program
+        sym = next(iter(spec.dims))
+        lo, hi = spec.dims[sym]["min"], spec.dims[sym]["max"]
+        checks = []
+        for n in (lo, (lo + hi) // 2, hi):
+            arrays = runtime.example_inputs(sess.inputs, seed=n, dims={s: n for s in spec.dims})
+            got = sess.run(arrays)
+            with torch.no_grad():
+                kwargs = kw.get("example_kwargs")
+                ts = [torch.from_numpy(a) for a in arrays]
+                ref = model(**dict(zip(kwargs, ts))) if kwargs else model(*ts)
+            from converters.programs import flatten_outputs
+            ref = [t.numpy() for t in flatten_outputs(ref)]
+            err = max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
+            scale = max(float(np.abs(a).max()) for a in ref)
+            checks.append({"size": n, "shapes": [list(a.shape) for a in arrays][:2], "max_abs_err": err,
+                           "ok": err <= 1e-4 + 1e-4 * scale})
+        row.update(status="ok" if all(c["ok"] for c in checks) else "mismatch", symbol=sym, checks=checks,
+                   verification_dims=art.verification["programs"]["forward"].get("dims_checked"))
+    except Exception as e:
+        row.update(status="failed", error_class=type(e).__name__, error=_short(e))
+    if row["status"] != "ok":
+        row.update(_raw_dynamic(model, example, kw, dyn, target))
+    print("ZOOROW " + json.dumps(row, default=str), flush=True)
+    return 0
+
+
+def _raw_dynamic(model, example, kw, dyn, target) -> dict:
+    """The backend's own exporter with the same symbolic dims (torch.export.Dim), no SDK."""
+    import torch
+    from converters import shapes
+    from converters.programs import collect
+    prog = collect(model, example or None, kw.get("example_kwargs"))[0]
+    ds = shapes.parse(dyn, prog.input_names, prog.example_inputs)
+    args = shapes.traceable(ds, prog.input_names, prog.example_inputs)
+    spec = ds.torch_shapes(prog.input_names, prog.module)
+    try:
+        if target == "litert-cpu":
+            import litert_torch
+            litert_torch.convert(prog.module, args, dynamic_shapes=spec)
+            return {"raw_ok": True, "raw_path": "litert_torch.convert(dynamic_shapes=...)"}
+        if target == "executorch-xnnpack":
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
+            ep = torch.export.export(prog.module, args, dynamic_shapes=spec)
+            to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+            return {"raw_ok": True, "raw_path": "torch.export(dynamic_shapes) + XNNPACK lowering"}
+        torch.onnx.export(prog.module, args, "/tmp/raw-dynamic.onnx", dynamo=True, dynamic_shapes=spec)
+        return {"raw_ok": True, "raw_path": "torch.onnx.export(dynamo=True, dynamic_shapes=...)"}
+    except Exception as e:
+        return {"raw_ok": False, "raw_error": _short(e)}
+
+
+def run_dynamic(args) -> int:
+    out = Path(args.out)
+    for name in args.models or DYNAMIC_MODELS:
+        for target in args.targets:
+            res = load_results(out)
+            key = f"{name}|{target}"
+            if key in res["dynamic"] and not args.redo:
+                continue
+            cmd = [sys.executable, __file__, "_dynamic", "--model", name, "--targets", target, "--out", str(out)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+                                  env={**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"})
+            rows = [json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("ZOOROW ")]
+            row = rows[0] if rows else {"model": name, "target": target, "status": "failed",
+                                        "error_class": f"exit {proc.returncode}", "error": proc.stderr[-600:]}
+            res = load_results(out)
+            res["dynamic"][key] = row
+            save_results(out, res)
+            print(f"{name:12s} {target:20s} {row['status']} "
+                  + " ".join(f"{c['size']}:{c['max_abs_err']:.1e}" for c in row.get("checks", [])), flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------- latency
+
+def run_profile(args) -> int:
+    """p50 of every converted artifact without one, until ``--budget-s`` is spent (resumable)."""
+    import runtime
+    out = Path(args.out)
+    t_end = time.monotonic() + args.budget_s
+    res = load_results(out)
+    todo = [k for k, r in sorted(res["rows"].items())
+            if r.get("path") and (args.redo or "p50_ms" not in r) and Path(r["path"]).is_dir()]
+    done = 0
+    for k in todo:
+        if time.monotonic() > t_end:
+            break
+        r = res["rows"][k]
+        try:
+            rep = runtime.profile(r["path"], warmup=args.warmup, iters=args.iters, threads=args.threads, per_op=False)
+            r.update(p50_ms=rep.p50_ms, cv=rep.cv, profile_threads=rep.threads, profile_iters=args.iters)
+        except Exception as e:
+            r.update(p50_ms=None, profile_error=_short(e))
+        done += 1
+        print(f"{k:60s} p50 {r.get('p50_ms') or float('nan'):9.3f} ms", flush=True)
+        cur = load_results(out)
+        cur["rows"][k] = r
+        save_results(out, cur)
+    print(f"profiled {done} of {len(todo)} pending artifacts", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------- report
+
+def _fmt(v, spec=".3g"):
+    return "" if v is None else format(v, spec)
+
+
+def report(args) -> int:
+    res = load_results(Path(args.out))
+    rows = list(res["rows"].values())
+    models = sorted({r["model"] for r in rows})
+    lines = []
+    lines.append(f"{len(models)} models; rows: {len(rows)}")
+    lines.append("")
+    lines.append("| target | scheme | converts | verified / passes gate | not scorable | gate failed | "
+                 "failed: SDK only | failed: backend too |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for target in TARGETS:
+        for kind in ("fp32", "int8"):
+            rs = [r for r in rows if r["target"] == target and ((r["scheme"] == "fp32") == (kind == "fp32"))]
+            if not rs:
+                continue
+            n = len(rs)
+            conv = [r for r in rs if r["status"] in ("ok", "not-scorable", "gate-failed")]
+            ok = [r for r in rs if r["status"] == "ok"]
+            ns = [r for r in rs if r["status"] == "not-scorable"]
+            gf = [r for r in rs if r["status"] == "gate-failed"]
+            fail = [r for r in rs if r["status"] == "failed"]
+            ours = [r for r in fail if r.get("raw_ok")]
+            theirs = [r for r in fail if r.get("raw_ok") is False]
+            scheme = rs[0]["scheme"] if kind == "int8" else "fp32"
+            lines.append(f"| {target} | {scheme} | {len(conv)}/{n} ({100 * len(conv) / n:.0f}%) | {len(ok)} | "
+                         f"{len(ns)} | {len(gf)} | {len(ours)} | {len(theirs)} |")
+    lines.append("")
+    lines.append("| model | family | target | scheme | status | max err / gate | conv s | size ratio | p50 ms | "
+                 "int8/fp32 p50 | note |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    by = {(r["model"], r["target"], r["scheme"]): r for r in rows}
+    for r in sorted(rows, key=lambda r: (r.get("family", ""), r["model"], TARGETS.index(r["target"])
+                                         if r["target"] in TARGETS else 9, r["scheme"] != "fp32")):
+        fp = by.get((r["model"], r["target"], "fp32"), {})
+        ratio = (r["size_bytes"] / fp["size_bytes"]) if r["scheme"] != "fp32" and r.get("size_bytes") and \
+            fp.get("size_bytes") else None
+        pr = (r["p50_ms"] / fp["p50_ms"]) if r["scheme"] != "fp32" and r.get("p50_ms") and fp.get("p50_ms") else None
+        if r["scheme"] == "fp32":
+            figure = f"max err {_fmt(r.get('max_abs_err'), '.1e')}" if r.get("max_abs_err") is not None else ""
+        else:
+            g = r.get("gate") or {}
+            figure = " ".join(x for x in (
+                f"top-1 {g['top1_agreement'] * 100:.0f}%" if g.get("top1_agreement") is not None else "",
+                f"min cos {g['min_cosine']:.3f}" if g.get("min_cosine") is not None else "") if x)
+        note = ""
+        if r["status"] == "failed":
+            note = f"{r.get('error_class')}: " + ("backend toolchain fails too" if r.get("raw_ok") is False else
+                                                   "backend toolchain works: SDK bug" if r.get("raw_ok") else "")
+        elif r.get("exporter_fallback"):
+            note = "TorchScript exporter (dynamo failed)"
+        elif r.get("delegated_fraction") is not None and r["delegated_fraction"] < 0.9 and r.get("outside_delegate"):
+            note = "outside XNNPACK: " + ", ".join(f"{o['op'].split('.')[-1]}×{o['count']}"
+                                                   for o in r["outside_delegate"][:3])
+        lines.append(f"| {r['model']} | {r.get('family', '')} | {r['target']} | {r['scheme']} | {r['status']} | "
+                     f"{figure} | {_fmt(r.get('conversion_s'), '.1f')} | {_fmt(ratio, '.2f')} | "
+                     f"{_fmt(r.get('p50_ms'), '.2f')} | {_fmt(pr, '.2f')} | {note} |")
+    dyn = res.get("dynamic", {})
+    if dyn:
+        lines.append("")
+        lines.append("| dynamic model | target | status | sizes checked: max abs err vs PyTorch |")
+        lines.append("|---|---|---|---|")
+        for k, r in sorted(dyn.items()):
+            checks = ", ".join(f"{r.get('symbol')}={c['size']}: {c['max_abs_err']:.1e}" for c in r.get("checks", []))
+            lines.append(f"| {r['model']} | {r['target']} | {r['status']} | {checks or r.get('error', '')[:120]} |")
+    fails = [r for r in rows if r["status"] in ("failed", "gate-failed")]
+    if fails:
+        lines.append("")
+        lines.append("Failures:")
+        for r in sorted(fails, key=lambda r: (r["model"], r["target"])):
+            raw = ("" if "raw_ok" not in r else
+                   f" [raw toolchain: {'works' if r['raw_ok'] else 'fails: ' + (r.get('raw_error') or '')[:200]}]")
+            lines.append(f"- {r['model']} / {r['target']} / {r['scheme']}: {(r.get('error') or '')[:300]}{raw}")
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("phase", choices=["convert", "dynamic", "profile", "report", "_child", "_dynamic"])
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--models", type=lambda s: s.split(","), default=None)
+    p.add_argument("--model")
+    p.add_argument("--targets", type=lambda s: s.split(","), default=list(TARGETS))
+    p.add_argument("--schemes", type=lambda s: s.split(","), default=["fp32", "int8"],
+                   help="fp32 and/or int8 (= each target's recommended int8 scheme)")
+    p.add_argument("--redo", action="store_true", help="convert / profile rows already in the results again")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per model and target (child process)")
+    p.add_argument("--budget-s", type=float, default=780, help="profile: stop after this many seconds")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pairs", type=lambda s: s.split(","), default=[], help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    return {"convert": run_convert, "dynamic": run_dynamic, "profile": run_profile, "report": report,
+            "_child": child, "_dynamic": dynamic_child}[a.phase](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Executing one `Job`: convert (reusing the content-addressed cache), verify, then measure
+(profile + quality) -> its typed `Row`. Every executor runs these same functions, in this
+process, in a pool worker, or in a Ray task, so their rows agree.
+
+- `convert` returns the row and the artifact (None when the job was skipped, rejected by the
+  accuracy gate, or failed); a failure is recorded in the row unless ``quantize.on_fail:
+  error``, which raises.
+- `measure` profiles the artifact on its device and scores it with the entry's quality
+  function; `finish` settles a row that is not measured (convert-only, profiling off).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from runtime.errors import SdkError, ToleranceError
+from sdk.cache import ArtifactCache, code_version, fingerprint, key_of
+from sdk.families import Runner
+from sdk.pipeline.config import PipelineConfig
+from sdk.pipeline.plan import Job, runs_label
+from sdk.pipeline.row import Row
+
+
+def base_row(e, job: Job) -> Row:
+    t = job.target
+    return Row(family=e.family, model=e.name, target=t.name, device=t.device, format=t.format, scheme=job.scheme,
+               runs=runs_label(t), params=e.n_params, metric=e.metric, reference=e.reference,
+               reference_quality=e.reference_quality, fp32_quality=e.fp32_quality, weights_sha256=e.weights_sha256)
+
+
+def skipped_row(e, job: Job) -> Row:
+    return base_row(e, job).update(status="skipped", message=job.skip)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+# ----------------------------------------------------------------------------- conversion
+
+_CONVERT_SOURCES = None
+
+
+def _convert_code_version() -> str:
+    global _CONVERT_SOURCES
+    if _CONVERT_SOURCES is None:
+        from sdk.cache import ROOT
+        files = sorted(str(p.relative_to(ROOT)) for d in ("converters", "runtime") for p in (ROOT / d).glob("*.py"))
+        _CONVERT_SOURCES = code_version(files)
+    return _CONVERT_SOURCES
+
+
+def artifact_key(e, job: Job, cfg: PipelineConfig) -> str:
+    """Content address of a conversion: everything that goes into it (weights, inputs, target,
+    scheme, calibration, gate settings, converter/runtime code, tool versions)."""
+    from sdk.lockfile import tool_versions
+    parts = {"name": job.name, "weights": e.weights_sha256, "class": type(e.module).__qualname__,
+             "example": fingerprint(e.example_inputs) if e.example_inputs is not None else
+             fingerprint([ex for _, ex in e.module.edge_programs().values()]),
+             "target": job.target.name, "scheme": job.scheme, "code": _convert_code_version(),
+             "versions": tool_versions()}
+    if job.scheme != "fp32":
+        cal = e.calibration
+        parts.update(calibration=fingerprint(cal) if not isinstance(cal, str) else fingerprint(Path(cal).read_bytes()),
+                     eval=fingerprint(e.eval_data) if e.eval_data is not None else None,
+                     max_drop=cfg.quantize.max_drop, auto_fallback=cfg.quantize.auto_fallback,
+                     min_calibration=cfg.calibration.min_samples)
+    return key_of(parts)
+
+
+def from_cache(e, job: Job, cfg: PipelineConfig, art_dir: Path, key: str, say):
+    """The cached conversion copied to ``art_dir/name`` (payload hashes re-checked first), or None."""
+    from converters import Artifact
+    from runtime.errors import IntegrityError
+    from sdk.cache import copy_artifact
+    if not cfg.output.use_cache:
+        return None
+    cache = ArtifactCache(cfg.output.cache)
+    try:
+        hit = cache.get(job.target.name, key, job.name)
+        if hit is None:
+            return None
+        final = copy_artifact(hit.path, art_dir / job.name)
+        say(f"reused the cached conversion ({key[:12]})")
+        return Artifact.open(final)
+    except (OSError, ValueError, IntegrityError) as err:
+        say(f"cached conversion unusable ({type(err).__name__}); converting again")
+        return None
+
+
+def _convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say):
+    import sdk
+    conv_kw: dict = {}
+    if job.scheme != "fp32":
+        conv_kw.update(max_drop=cfg.quantize.max_drop, auto_fallback=cfg.quantize.auto_fallback,
+                       min_calibration=cfg.calibration.min_samples)
+        if e.calibration is not None:
+            conv_kw["calibration"] = e.calibration
+        if e.eval_data is not None:
+            conv_kw["eval_data"] = e.eval_data
+    return sdk.convert(e.module, e.example_inputs, job.target.name, quantize=job.scheme, out_dir=art_dir,
+                       name=job.name, progress=say, **conv_kw)
+
+
+def convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say, key: str | None = None):
+    """Convert (or reuse) one job's artifact into ``art_dir/<name>`` -> (row, artifact or None).
+    ``key``: its content address when the caller computed it already."""
+    row = base_row(e, job)
+    if job.skip:
+        return row.update(status="skipped", message=job.skip), None
+    try:
+        key = key or (artifact_key(e, job, cfg) if cfg.output.use_cache else None)
+        art = from_cache(e, job, cfg, art_dir, key, say) if key else None
+        if art is None:
+            art = _convert(e, job, cfg, art_dir, say)
+            if key:
+                ArtifactCache(cfg.output.cache).put(job.target.name, key, job.name, art.path)
+            row.conversion_cached = False
+        else:
+            row.conversion_cached = True
+    except ToleranceError as err:
+        if cfg.quantize.on_fail == "error":
+            raise
+        rep = getattr(err, "report", {}) or {}
+        if "drop" in rep:  # the accuracy gate refused a quantized artifact
+            row.update(status="rejected", message=_one_line(err),
+                       gate={"max_drop": cfg.quantize.max_drop, "drop": rep.get("drop"), "passed": False,
+                             "drop_basis": rep.get("drop_basis")})
+            say("rejected by the accuracy gate")
+        else:  # verification against PyTorch failed
+            row.update(status="failed", message=f"ToleranceError: {_one_line(err)}")
+            say(f"failed verification ({row.message[:160]})")
+        return row, None
+    except SdkError as err:
+        if cfg.quantize.on_fail == "error":
+            raise
+        row.update(status="failed", message=f"{type(err).__name__}: {_one_line(err)}")
+        say(f"failed ({row.message[:160]})")
+        return row, None
+    fill_artifact(row, art, e)
+    return row, art
+
+
+def fill_artifact(row: Row, art, e) -> None:
+    from sdk.lockfile import artifact_hashes
+    m = art.manifest
+    v = m.verification or {}
+    q = m.quantization or {}
+    row.update(path=str(art.path), artifact=art.path.name, size_bytes=art.size_bytes,
+               conversion_s=m.extra.get("conversion_s"), verification=v.get("kind", "numerical vs PyTorch"),
+               max_abs_err=v.get("max_abs_err"), min_cosine=v.get("min_cosine"),
+               placement=_placement(m), programs=list(m.programs), label=m.extra.get("runs_label", ""),
+               device_label=m.extra.get("device_label"))
+    if "gate" in q:
+        g = q["gate"]
+        row.gate = {k: g.get(k) for k in ("max_drop", "drop", "passed", "drop_basis")}
+        row.kept_float = [k["layer"] for k in q.get("kept_float", [])]
+        if q.get("calibration"):
+            row.calibration = {**q["calibration"], "source": e.calibration_source or q["calibration"].get("source")}
+    row.hashes = artifact_hashes(m, row.weights_sha256)
+    row.versions = dict(m.versions)
+
+
+def _placement(manifest) -> dict | None:
+    ex = manifest.extra
+    if "qnn" in ex and isinstance(ex["qnn"].get("placement"), dict) and "fraction" in ex["qnn"]["placement"]:
+        p = ex["qnn"]["placement"]
+        return {"kind": "NPU", "fraction": p["fraction"], "on_accelerator": p.get("on_npu"),
+                "compute_nodes": p.get("compute_nodes"),
+                "fallback": [f"{r.get('node')} ({r.get('op_type')})" for r in p.get("cpu_fallback", [])]}
+    if "gpu" in ex and isinstance(ex["gpu"], dict) and "fully_accelerated" in ex["gpu"]:
+        return {"kind": "GPU", "fraction": 1.0 if ex["gpu"]["fully_accelerated"] else None,
+                "fully_accelerated": ex["gpu"]["fully_accelerated"]}
+    part = ex.get("partition")
+    if isinstance(part, dict) and part:
+        fr = [p.get("delegated_fraction") for p in part.values() if isinstance(p, dict)]
+        fr = [f for f in fr if isinstance(f, (int, float))]
+        if fr:
+            return {"kind": "delegate", "fraction": min(fr)}
+    return None
+
+
+# ----------------------------------------------------------------------------- measurement
+
+def finish(row: Row, job: Job) -> Row:
+    """A converted row that is not measured: convert-only target, or profiling switched off."""
+    return row.update(status="ok" if job.target.runs_here else "convert-only")
+
+
+def measure(row: Row, art, e, job: Job, cfg: PipelineConfig, warmup: int, iters: int, say, bar=None,
+            node: str | None = None) -> Row:
+    """Profile the artifact on the job's device and score its quality; a profiling failure is
+    recorded in the row (``quantize.on_fail: error`` raises it)."""
+    try:
+        _profile_into(row, art, e, cfg, warmup, iters, say, bar, job.device)
+    except SdkError as err:
+        if cfg.quantize.on_fail == "error":
+            raise
+        row.update(status="failed", message=f"profiling: {type(err).__name__}: {_one_line(err)}")
+        say(row.message[:160])
+    row.profiled_on = {"host": socket.gethostname(), "device": job.device, **({"node": node} if node else {})}
+    return row
+
+
+def _top_ops(rep, n: int = 10) -> list[dict]:
+    return [{"name": r["name"], "op_type": r["op_type"], "mean_ms": r["mean_ms"], "share": r["share"],
+             "calls": r["calls"]} for r in rep.ops[:n]]
+
+
+def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str) -> None:
+    import runtime
+    if "generation" in art.manifest.extra:
+        # one timed run is a whole generation (prefill + 32 steps): a fifth of the runs still
+        # gives ~30 per-token samples per run, and keeps generation models within the budget
+        warmup = warmup if warmup == "auto" else min(warmup, max(1, warmup // 5))
+        iters = min(iters, max(5, iters // 5))
+    programs = e.profile_programs or [None]
+    reps = {}
+    for prog in programs:
+        say(f"profiling{' ' + prog if prog else ''} ({warmup} warm-up + {iters} runs)"
+            + (f" on {device}" if device.startswith("adb:") else ""))
+        if device.startswith("adb:"):  # a phone: the android_demo app measures, the report comes back
+            from runtime.devices import parse_device, profile_on_device
+            # the phone app warms up a fixed count on the threads it is given (no sweep there)
+            reps[prog or "default"] = profile_on_device(art.path, parse_device(device),
+                                                        warmup=10 if warmup == "auto" else warmup, iters=iters,
+                                                        threads=None if cfg.profile.threads == "auto" else
+                                                        cfg.profile.threads, program=prog, log=say)
+            continue
+        reps[prog or "default"] = runtime.profile(art.path, warmup=warmup, iters=iters, threads=cfg.profile.threads,
+                                                  program=prog, per_op=cfg.profile.per_op, isolate=cfg.profile.isolate,
+                                                  progress=bar)
+    rep = next(iter(reps.values()))
+    st = rep.stats
+    row.update(status="ok", p50_ms=st["p50"], p90_ms=st["p90"], p99_ms=st["p99"], mean_ms=st["mean"],
+               std_ms=st["std"], cv=st["cv"], noisy=rep.noisy, load_ms=rep.load_ms, first_run_ms=rep.first_run_ms,
+               peak_rss_mb=rep.peak_rss_mb, threads=rep.threads, backend=rep.backend,
+               backend_version=rep.backend_version, device_name=rep.device, label=rep.label or row.label or "",
+               program=rep.program, samples_ms=[round(x, 6) for x in rep.samples_ms], ops=_top_ops(rep),
+               ops_note=rep.ops_note, warmup=rep.warmup, iters=iters)
+    from sdk.lockfile import profile_fields
+    row.update(**profile_fields(rep))
+    if rep.extra.get("generation"):  # generation artifacts: samples are times to first token
+        row.generation = rep.extra["generation"]
+    if len(reps) > 1:
+        row.program_profiles = {k: {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms,
+                                    "samples_ms": [round(x, 6) for x in r.samples_ms], "ops": _top_ops(r)}
+                                for k, r in reps.items()}
+    if e.quality is not None:
+        try:
+            row.quality = float(e.quality(Runner.artifact(art.path, threads=rep.threads)))
+        except Exception as err:  # a quality function that cannot run on this artifact: say so, keep going
+            row.quality_error = f"{type(err).__name__}: {_one_line(err)[:300]}"
+    elif row.gate is not None and row.gate.get("drop") is not None:
+        row.quality = 1.0 - row.gate["drop"]
+        row.metric = "agreement with fp32 (1 - gate drop)"
+    elif row.min_cosine is not None:
+        row.quality = row.min_cosine
+        row.metric = "min cosine vs fp32"
+    if row.quality is not None and row.fp32_quality is not None:
+        row.quality_drop = row.fp32_quality - row.quality
+    if row.quality is not None and row.reference_quality is not None:
+        row.quality_vs_reference = row.quality - row.reference_quality

@@ -1,0 +1,132 @@
+"""Executors: who runs a pipeline's jobs. All of them run the same plan through the same
+`sdk.pipeline.execute` functions and hand back the rows in plan order, so their
+``results.json`` agree apart from timings and host names.
+
+- ``serial``: every job in this process, one after another (convert, then profile).
+- ``local`` (the default): conversions in a pool of worker processes sized to the usable
+  cores, overlapping the training of the next family; then the profiling queue, one job at a
+  time on this machine, with no conversion running (`sdk.pipeline.local`).
+- ``ray`` / ``ray://HOST:PORT``: the same plan as Ray tasks on a cluster; profiling jobs ask for
+  their device's resource (`sdk.pipeline.cluster`).
+
+An executor is used as a context manager: ``submit(entry, jobs)`` as each family's students
+are ready, then ``results()``; leaving the block early (an error, Ctrl-C) cancels what is
+still running and keeps the artifacts already delivered.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.errors import ConfigError
+from sdk.pipeline import execute
+from sdk.pipeline.config import PipelineConfig
+from sdk.pipeline.plan import Job
+from sdk.pipeline.row import Row
+from sdk.progress import Progress
+
+EXECUTORS = ("local", "serial", "ray", "ray://HOST:PORT")
+DEFAULT = "local"
+
+
+@dataclass
+class RunContext:
+    """What every job of one run shares."""
+
+    cfg: PipelineConfig
+    art_dir: Path                 # where delivered artifacts go: <output.dir>/artifacts
+    warmup: int
+    iters: int
+    progress: Progress
+    timings: dict = field(default_factory=dict)
+    planned: int = 0              # jobs that convert (for the [k/N] progress tags)
+    started: int = 0
+
+    def tag(self, e, job: Job) -> str:
+        self.started += 1
+        return f"[{self.started}/{self.planned}] {e.name} {job.target.name} {job.scheme}"
+
+
+class Executor:
+    """Base: keeps the entries and jobs; subclasses decide where conversions and profiles run."""
+
+    name = "executor"
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.entries: list = []
+        self.jobs: list[Job] = []
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(cancelled=exc[0] is not None)
+
+    def close(self, cancelled: bool = False) -> None:
+        pass
+
+    def submit(self, entry, jobs: list[Job]) -> None:
+        self.entries.append(entry)
+        self.jobs += jobs
+        self.ctx.planned += sum(1 for j in jobs if j.offered)
+
+    def results(self) -> list[Row]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What ``results.json`` records about the executor."""
+        return {"name": self.name}
+
+
+class SerialExecutor(Executor):
+    """Everything in this process, one job after another: convert, then profile."""
+
+    name = "serial"
+
+    def results(self) -> list[Row]:
+        ctx = self.ctx
+        rows: list[Row] = []
+        t_conv = t_prof = 0.0
+        for job in self.jobs:
+            e = self.entries[job.entry]
+            if not job.offered:
+                rows.append(execute.skipped_row(e, job))
+                continue
+            tag = ctx.tag(e, job)
+            if not job.skip:
+                ctx.progress.stage(f"{tag}: converting")
+            tc = time.perf_counter()
+            row, art = execute.convert(e, job, ctx.cfg, ctx.art_dir, lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"))
+            t_conv += time.perf_counter() - tc
+            if art is not None:
+                if job.profile:
+                    tp = time.perf_counter()
+                    execute.measure(row, art, e, job, ctx.cfg, ctx.warmup, ctx.iters,
+                                    lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"),
+                                    ctx.progress.bar(f"{e.name} {job.target.name} {job.scheme}"))
+                    t_prof += time.perf_counter() - tp
+                else:
+                    execute.finish(row, job)
+            rows.append(row)
+        ctx.timings.update(convert_s=t_conv, profile_s=t_prof)
+        return rows
+
+
+def make_executor(spec, ctx: RunContext) -> Executor:
+    """``serial``, ``local``, ``ray`` or ``ray://HOST:PORT`` (or an `Executor` subclass instance
+    factory) -> the executor for one run."""
+    if spec is None:
+        spec = DEFAULT
+    if isinstance(spec, str):
+        if spec == "serial":
+            return SerialExecutor(ctx)
+        if spec == "local":
+            from sdk.pipeline.local import LocalExecutor
+            return LocalExecutor(ctx)
+        if spec == "ray" or spec.startswith("ray://") or spec.startswith("ray:"):
+            from sdk.pipeline.cluster import RayExecutor
+            return RayExecutor(ctx, address=None if spec == "ray" else spec)
+    raise ConfigError(f"executor {spec!r}: expected one of {', '.join(EXECUTORS)}")

@@ -1,0 +1,285 @@
+"""The local executor (the default): this machine's cores convert in parallel, and profiles
+run one at a time with nothing else of ours running.
+
+- A job whose conversion is cached is copied in place at once (payload re-checked); the
+  others go to a pool of worker processes (`sdk.pipeline.pool`), one per usable core, while
+  this process trains the next family.
+- A worker writes into a scratch folder inside ``output.dir`` (and the cache); this process
+  moves each finished artifact into ``artifacts/`` with one rename, so every artifact arrives
+  once, whole.
+- A worker that dies (killed, out of memory, a native crash) has its job run again on another
+  worker, at most ``MAX_ATTEMPTS`` times in all; the row's ``attempts`` says what happened.
+- When every conversion is done, the profiling queue runs in this process, one job at a time
+  (the CPU, the emulated NPU and the software GPU all share these cores), so a timing never
+  competes with a conversion.
+- Ctrl-C (or any error) kills the workers, removes the scratch folder and keeps the artifacts
+  already delivered (and the cache).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from runtime.errors import ConversionError
+from sdk.pipeline import execute
+from sdk.pipeline.executor import Executor, RunContext
+from sdk.pipeline.plan import Job
+from sdk.pipeline.row import Row
+
+MAX_ATTEMPTS = 3        # a job whose worker dies is tried at most this many times in all
+MAX_FAILED_STARTS = 3   # workers that die before they are ready: the pool cannot work here
+
+
+def usable_cores() -> int:
+    from runtime.session import default_threads
+    return default_threads()
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, ctx: RunContext, workers: int | None = None):
+        super().__init__(ctx)
+        self.n_workers = max(1, workers or usable_cores())
+        self.results_by_job: dict[int, tuple[Row, object]] = {}
+        self.queue: list[tuple[Job, str | None]] = []      # (job, cache key) waiting for a worker
+        self.running: dict[int, tuple[Job, str | None]] = {}  # job index -> (job, key), on a worker
+        self.attempts: dict[int, list] = {}
+        self.error: BaseException | None = None
+        self.blobs: dict[int, bytes] = {}     # entry index -> cloudpickled entry
+        self.inline_entries: set[int] = set() # entries that cannot be pickled: converted in this process
+        self.lock = threading.Condition()
+        self.pool = None
+        self.thread: threading.Thread | None = None
+        self.scratch = Path(ctx.cfg.output.dir) / f".work-{uuid.uuid4().hex[:10]}"
+        self.t_first: float | None = None
+        self.t_last: float | None = None
+        self.t_inline = 0.0                   # cache hits copied in this process
+        self.failed_starts = 0
+        self.stopping = False
+
+    # ---- conversions
+    def submit(self, entry, jobs: list[Job]) -> None:
+        super().submit(entry, jobs)
+        ctx = self.ctx
+        for job in jobs:
+            if not job.offered or job.skip:
+                self.results_by_job[job.index] = (execute.skipped_row(entry, job), None)
+                if job.offered:
+                    ctx.tag(entry, job)
+                continue
+            key = execute.artifact_key(entry, job, ctx.cfg) if ctx.cfg.output.use_cache else None
+            inline = key is not None and self._cached(job, key)  # a copy and a hash check: no worker needed
+            if not inline and not self._shippable(job.entry):  # e.g. a torch.export .pt2 program's module
+                inline = True
+            if inline:
+                tag = ctx.tag(entry, job)
+                t0 = time.perf_counter()
+                self.results_by_job[job.index] = execute.convert(
+                    entry, job, ctx.cfg, ctx.art_dir, lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"), key)
+                self.t_inline += time.perf_counter() - t0
+                continue
+            with self.lock:
+                self.queue.append((job, key))
+                self.lock.notify_all()
+        self._start()
+
+    def _shippable(self, entry_index: int) -> bool:
+        """Whether the entry can travel to a worker process; if not, its jobs convert here."""
+        if entry_index in self.inline_entries:
+            return False
+        try:
+            self._blob(entry_index)
+            return True
+        except Exception as err:  # an object cloudpickle cannot serialize
+            self.inline_entries.add(entry_index)
+            self.ctx.progress.stage(f"{self.entries[entry_index].name}: cannot be sent to a worker process "
+                                    f"({type(err).__name__}: {' '.join(str(err).split())[:120]}); converting it here")
+            return False
+
+    def _cached(self, job: Job, key: str) -> bool:
+        from sdk.cache import ArtifactCache
+        return (ArtifactCache(self.ctx.cfg.output.cache).path(job.target.name, key, job.name) / "manifest.json").is_file()
+
+    def _start(self) -> None:
+        if self.thread is None and self.queue:
+            from sdk.pipeline.pool import shared_pool
+            self.pool = shared_pool(self.n_workers)
+            self.thread = threading.Thread(target=self._dispatch, name="edgesdk-local-executor", daemon=True)
+            self.thread.start()
+
+    def _blob(self, entry_index: int) -> bytes:
+        """The entry as a worker needs it (cloudpickle: classes from the user's files travel by
+        value); its quality function stays here, where the profiling queue runs."""
+        if entry_index not in self.blobs:
+            import dataclasses
+
+            from sdk.pipeline.worker import dump_entry
+            self.blobs[entry_index] = dump_entry(dataclasses.replace(self.entries[entry_index], quality=None))
+        return self.blobs[entry_index]
+
+    def _dispatch(self) -> None:
+        """The dispatcher thread: hand queued jobs to idle workers, collect their answers."""
+        import cloudpickle
+        ctx = self.ctx
+        tags: dict[int, str] = {}
+        try:
+            while not self.stopping:
+                with self.lock:
+                    if self.error is not None:
+                        return
+                    pending = bool(self.queue) or bool(self.running)
+                if pending:
+                    self.pool.ensure()
+                for w in self.pool.idle():
+                    with self.lock:
+                        if not self.queue:
+                            break
+                        job, key = self.queue.pop(0)
+                        self.running[job.index] = (job, key)
+                    e = self.entries[job.entry]
+                    tags[job.index] = ctx.tag(e, job)
+                    n = len(self.attempts.get(job.index, []))
+                    ctx.progress.stage(f"{tags[job.index]}: converting (worker {w.pid}"
+                                       + (f", attempt {n + 1}" if n else "") + ")")
+                    self.t_first = self.t_first or time.perf_counter()
+                    blob = cloudpickle.dumps((job, ctx.cfg, self.scratch / str(job.index), key))
+                    self.pool.run(w, job.index, job.entry, self._blob(job.entry), blob)
+                for ev in self.pool.poll(timeout=0.2):
+                    self._event(ev, tags)
+                if not pending and not self.pool.workers:
+                    time.sleep(0.05)
+        except BaseException as err:  # the dispatcher itself failed: surface it in results()
+            with self.lock:
+                self.error = err
+                self.lock.notify_all()
+
+    def _event(self, ev: tuple, tags: dict) -> None:
+        import cloudpickle
+        kind, job_index = ev[0], ev[1]
+        if kind == "startfail":
+            self.failed_starts += 1
+            self.ctx.progress.stage(f"local executor: {ev[2]} before it was ready")
+            if self.failed_starts >= MAX_FAILED_STARTS:
+                with self.lock:
+                    self.error = ConversionError(
+                        f"the local executor's worker processes fail to start ({ev[2]}); see the log above, "
+                        "or run with executor='serial'")
+                    self.lock.notify_all()
+            return
+        if kind == "say":
+            self.ctx.progress.stage(f"{tags.get(job_index, job_index)}: {ev[2]}")
+            return
+        with self.lock:
+            job, key = self.running.pop(job_index)
+        if kind == "died":
+            self._died(job, key, ev[2], tags)
+            return
+        if kind == "error":
+            with self.lock:
+                self.error = cloudpickle.loads(ev[2])
+                self.lock.notify_all()
+            return
+        row, art_path = cloudpickle.loads(ev[2])
+        art = self._deliver(job, row, art_path)
+        if job.index in self.attempts:
+            row.attempts = self.attempts[job.index]
+        with self.lock:
+            self.results_by_job[job.index] = (row, art)
+            self.t_last = time.perf_counter()
+            self.lock.notify_all()
+
+    def _died(self, job: Job, key, why: str, tags: dict) -> None:
+        tries = self.attempts.setdefault(job.index, [])
+        tries.append({"host": socket.gethostname(), "error": why})
+        shutil.rmtree(self.scratch / str(job.index), ignore_errors=True)
+        self.ctx.progress.stage(f"{tags.get(job.index)}: {why}"
+                                + ("; trying again on another worker" if len(tries) < MAX_ATTEMPTS else ""))
+        if len(tries) < MAX_ATTEMPTS:
+            with self.lock:
+                self.queue.insert(0, (job, key))
+            return
+        e = self.entries[job.entry]
+        row = execute.base_row(e, job).update(
+            status="failed", attempts=tries,
+            message=f"ConversionError: the worker converting it died {len(tries)} times (last: {why}); "
+                    "a native crash or the machine running out of memory are the usual causes")
+        with self.lock:
+            self.results_by_job[job.index] = (row, None)
+            self.t_last = time.perf_counter()
+            self.lock.notify_all()
+
+    def _deliver(self, job: Job, row: Row, art_path: str | None):
+        """Move a worker's artifact from the scratch folder into ``artifacts/`` (one rename)."""
+        import os
+
+        from converters import Artifact
+        if art_path is None:
+            return None
+        final = self.ctx.art_dir / job.name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(art_path, final)
+        shutil.rmtree(self.scratch / str(job.index), ignore_errors=True)
+        row.update(path=str(final), artifact=final.name)
+        return Artifact.open(final)
+
+    def _wait_conversions(self) -> None:
+        want = {j.index for j in self.jobs}
+        with self.lock:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                if want <= set(self.results_by_job):
+                    return
+                self.lock.wait(timeout=0.5)
+
+    # ---- results
+    def results(self) -> list[Row]:
+        ctx = self.ctx
+        t0 = time.perf_counter()
+        self._wait_conversions()
+        t_conv_end = time.perf_counter()
+        # conversion time: cache hits copied here + the span of the pool's work (wall clock)
+        ctx.timings["convert_s"] = self.t_inline + ((self.t_last - self.t_first) if (self.t_first and self.t_last)
+                                                    else t_conv_end - t0)
+        tp = time.perf_counter()
+        rows = []
+        profiled = 0
+        for job in self.jobs:
+            row, art = self.results_by_job[job.index]
+            e = self.entries[job.entry]
+            if art is not None:
+                if job.profile:
+                    profiled += 1
+                    tag = f"[profile {profiled}] {e.name} {job.target.name} {job.scheme}"
+                    execute.measure(row, art, e, job, ctx.cfg, ctx.warmup, ctx.iters,
+                                    lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"),
+                                    ctx.progress.bar(f"{e.name} {job.target.name} {job.scheme}"))
+                else:
+                    execute.finish(row, job)
+            rows.append(row)
+        ctx.timings["profile_s"] = time.perf_counter() - tp
+        return rows
+
+    def close(self, cancelled: bool = False) -> None:
+        self.stopping = True
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        if self.pool is not None:
+            if cancelled or self.error is not None:
+                self.pool.kill_all()   # running conversions stop now; completed artifacts stay
+            else:
+                self.pool.forget()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def describe(self) -> dict:
+        retried = sum(1 for v in self.attempts.values() if v)
+        return {"name": self.name, "workers": self.n_workers, "host": socket.gethostname(),
+                "retried_jobs": retried}

@@ -1,0 +1,60 @@
+"""`edgesdk worker --ray HEAD:PORT`: join a Ray cluster as a worker node that advertises the
+devices this machine has (`sdk.pipeline.devices.detect_resources`: its CPU for profiling,
+``qnn-htp`` when the QNN libraries load, ``vulkan-gpu`` with a Vulkan driver, and
+``device:adb:SERIAL`` per phone on adb), so that profiling jobs that need them land here.
+
+Example (on each machine of the lab, then a deploy from any machine)::
+
+    ray start --head --port 6379                  # once, on the head machine
+    edgesdk worker --ray HEAD:6379                # on every worker machine
+    RAY_ADDRESS=HEAD:6379 edgesdk deploy deploy.yaml --executor ray
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+from runtime.errors import ConfigError
+
+
+def parse_resources(items: list[str] | None) -> dict[str, float]:
+    """``["qnn-htp=1", "device:adb:X=1"]`` -> {name: amount}."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, amount = item.rpartition("=")
+        try:
+            value = float(amount) if sep else None
+        except ValueError:
+            value = None
+        if not name or value is None or value < 0:
+            raise ConfigError(f"--resource {item!r}: expected NAME=AMOUNT, e.g. --resource qnn-htp=1")
+        out[name] = value
+    return out
+
+
+def worker_command(address: str, *, num_cpus: int | None = None, extra: dict | None = None, detect: bool = True,
+                   block: bool = True, node_ip: str | None = None) -> tuple[list[str], dict]:
+    """(the ``ray start`` command line, the resources it advertises)."""
+    from sdk.pipeline.devices import detect_resources
+    if not address or address.startswith("ray://"):
+        raise ConfigError(f"--ray {address!r}: give the head's HOST:PORT (the GCS address `ray start --head` printed), "
+                          "not a ray:// client address")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError("edgesdk worker needs Ray: pip install 'edge-sdk[cluster]'") from None
+    resources = detect_resources() if detect else {}
+    resources.update(extra or {})
+    exe = shutil.which("ray")
+    argv = ([exe] if exe else [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; "
+                                                    "sys.argv[0] = 'ray'; main()"])
+    argv += ["start", f"--address={address}", f"--resources={json.dumps(resources)}", "--disable-usage-stats"]
+    if num_cpus is not None:
+        argv.append(f"--num-cpus={num_cpus}")
+    if node_ip:
+        argv.append(f"--node-ip-address={node_ip}")
+    if block:
+        argv.append("--block")
+    return argv, resources

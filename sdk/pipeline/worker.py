@@ -1,0 +1,119 @@
+"""A conversion worker process of the local executor: ``python -m sdk.pipeline.worker IN OUT``.
+
+It reads requests from the pipe ``IN`` and answers on ``OUT`` (`multiprocessing.connection`
+framing; both ends are this machine's own processes). Entries arrive once each (cloudpickle,
+so a model class defined in the user's script travels by value) and jobs name them; a job runs
+`sdk.pipeline.execute.convert` exactly as the serial executor does and answers with its row.
+Requests: ``("init", sys_path)``, ``("entry", id, blob)`` (`dump_entry`), ``("job", id, entry_id, blob)``,
+``("forget",)``, ``("exit",)``. Answers: ``("ready", pid)``, ``("say", job_id, text)``,
+``("done", job_id, blob)``, ``("error", job_id, blob)``.
+
+The worker runs at a lower priority than its parent (which trains the next family meanwhile),
+ignores SIGINT (the parent cancels it) and exits when its parent closes the pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from multiprocessing.connection import Connection
+
+
+def dumps_error(err: BaseException) -> bytes:
+    """The exception itself when it pickles, else a RuntimeError carrying its type and message."""
+    import cloudpickle
+    try:
+        blob = cloudpickle.dumps(err)
+        cloudpickle.loads(blob)
+        return blob
+    except Exception:
+        return cloudpickle.dumps(RuntimeError(f"{type(err).__name__}: {err}"))
+
+
+# Imported before the worker says it is ready (while the parent still trains): what the first
+# conversion to each common target would otherwise load.
+PRELOAD = ("torch.export", "torch.onnx", "onnxscript", "onnxruntime", "onnxruntime.quantization", "executorch.exir",
+           "litert_torch")
+
+
+def dump_entry(entry) -> bytes:
+    """An entry for another process: the user's files it needs (imported there under the same
+    names, so its classes travel by reference) and the entry itself (cloudpickle)."""
+    import cloudpickle
+
+    from sdk.loaders import user_module_sources
+    return cloudpickle.dumps((list(sys.path), user_module_sources(), cloudpickle.dumps(entry)))
+
+
+def load_entry(blob: bytes):
+    import cloudpickle
+
+    from sdk.loaders import import_user_modules
+    path, mods, entry = cloudpickle.loads(blob)
+    for p in reversed(path):
+        if p not in sys.path and os.path.isdir(p):
+            sys.path.insert(0, p)
+    import_user_modules(mods)
+    return cloudpickle.loads(entry)
+
+
+def serve(inp: Connection, out: Connection) -> None:
+    import importlib
+
+    import cloudpickle
+
+    from sdk.pipeline import execute
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional backend missing here: its conversions will say so
+            pass
+    entries: dict = {}
+    out.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = inp.recv()
+        except (EOFError, OSError):
+            return
+        kind = msg[0]
+        if kind == "init":
+            for p in reversed(msg[1]):
+                if p not in sys.path:
+                    sys.path.insert(0, p)
+        elif kind == "entry":
+            entries[msg[1]] = load_entry(msg[2])
+        elif kind == "forget":
+            entries.clear()
+        elif kind == "exit":
+            return
+        elif kind == "job":
+            job_id, entry_id = msg[1], msg[2]
+            job, cfg, art_dir, key = cloudpickle.loads(msg[3])
+
+            def say(text: str, job_id=job_id) -> None:
+                out.send(("say", job_id, text))
+            try:
+                row, art = execute.convert(entries[entry_id], job, cfg, art_dir, say, key)
+                out.send(("done", job_id, cloudpickle.dumps((row, str(art.path) if art is not None else None))))
+            except BaseException as err:  # noqa: BLE001  (handed to the parent, which decides)
+                out.send(("error", job_id, dumps_error(err)))
+
+
+# Conversions fill the cores the parent's training leaves: the training of the next family is
+# the run's critical path, its students' conversions cannot start before it ends.
+NICE = 5
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.nice(NICE)
+    except OSError:
+        pass
+    serve(Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,219 @@
+"""Executors: the local executor (process pool + one profiling queue) gives the serial
+executor's results; a worker killed mid-conversion has its job run again on another worker and
+the row says so; Ctrl-C cancels cleanly and keeps the artifacts already delivered. Real
+conversions, real worker processes, real signals. The Ray cluster test is in test_cluster.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import ROOT, cli_in_process
+from test_pipeline import UserNet
+
+THIS = Path(__file__).resolve()
+TRIGGER = "EDGESDK_TEST_TRIGGER"
+
+
+class Fault(UserNet):
+    """UserNet that, the first time a process runs it while ``self.trigger`` exists, removes the
+    file and then dies (``die``) or sleeps (``hang``, after writing ``<trigger>.pid``). The
+    parent never runs a user model's forward: only a conversion worker trips it."""
+
+    def __init__(self, trigger: str, mode: str):
+        super().__init__()
+        self.trigger, self.mode = trigger, mode
+
+    def forward(self, x):
+        if self.trigger and os.path.exists(self.trigger):
+            try:
+                os.remove(self.trigger)
+            except FileNotFoundError:  # another worker took it
+                return super().forward(x)
+            if self.mode == "die":
+                os.kill(os.getpid(), signal.SIGKILL)
+            Path(self.trigger + ".pid").write_text(str(os.getpid()))
+            time.sleep(120)
+        return super().forward(x)
+
+
+def build():
+    torch.manual_seed(0)
+    return UserNet().eval(), (torch.randn(1, 16),)
+
+
+def build_die_once():
+    torch.manual_seed(0)
+    return Fault(os.environ[TRIGGER], "die").eval(), (torch.randn(1, 16),)
+
+
+def build_hang_once():
+    torch.manual_seed(0)
+    return Fault(os.environ[TRIGGER], "hang").eval(), (torch.randn(1, 16),)
+
+
+def teacher():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 5)).eval()
+
+
+def features():
+    return torch.randn(400, 16, generator=torch.Generator().manual_seed(2))
+
+
+def calibration():
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(1, 16, generator=g),) for _ in range(32)]
+
+
+def _config(tmp: Path, name: str, source: str = "build", schemes=("fp32", "int8-static")) -> dict:
+    return {"name": "executors", "model": {"source": f"{THIS}:{source}", "name": "usernet"},
+            "distill": {"family": "mlp", "teacher": f"{THIS}:teacher", "data": f"{THIS}:features", "steps": 20,
+                        "students": {"student": {"model": "mlp", "hidden": 32, "depth": 1}}},
+            "targets": ["onnx-cpu"], "quantize": {"schemes": list(schemes), "max_drop": 0.5},
+            "calibration": {"data": f"{THIS}:calibration"},
+            "profile": {"warmup": 2, "iters": 10, "per_op": False},
+            "output": {"dir": str(tmp / name), "cache": str(tmp / f"cache-{name}"), "report": False}}
+
+
+def test_local_executor_matches_serial(tmp_path):
+    """Same plan, same rows: the lockfiles agree on everything but timings, hosts and paths."""
+    from sdk import lockfile
+    from sdk.pipeline import pipeline
+    serial = pipeline(_config(tmp_path, "serial"), progress=False, executor="serial")
+    local = pipeline(_config(tmp_path, "local"), progress=False, executor="local")
+    a, b = lockfile.read(serial.results_json), lockfile.read(local.results_json)
+    assert [r["key"] for r in a["artifacts"]] == [r["key"] for r in b["artifacts"]]
+    assert len(a["artifacts"]) == 4 and all(r["status"] == "ok" for r in a["artifacts"])
+    assert lockfile.comparable(a) == lockfile.comparable(b)
+    assert a["executor"]["name"] == "serial" and b["executor"]["name"] == "local" and b["executor"]["workers"] >= 1
+    for art in b["artifacts"]:  # every artifact delivered once, into artifacts/, whole
+        assert Path(art["path"]).parent == tmp_path / "local" / "artifacts"
+        assert art["profiled_on"]["device"] == "cpu" and art["profiled_on"]["host"]
+    delivered = sorted(p.name for p in (tmp_path / "local" / "artifacts").iterdir())
+    assert delivered == sorted(art["artifact"] for art in b["artifacts"])
+    assert not list((tmp_path / "local").glob(".work-*"))  # the scratch folder is gone
+    # a second local run takes every conversion from the cache, in this process
+    again = pipeline(_config(tmp_path, "local"), progress=False, executor="local")
+    assert all(r.conversion_cached for r in again.rows)
+    assert lockfile.comparable(lockfile.read(again.results_json)) == lockfile.comparable(b)
+
+
+def test_worker_killed_mid_conversion_is_retried(tmp_path, monkeypatch):
+    trigger = tmp_path / "trigger-die"
+    trigger.write_text("")
+    monkeypatch.setenv(TRIGGER, str(trigger))
+    from sdk.pipeline import pipeline
+    cfg = _config(tmp_path, "die", "build_die_once", schemes=("fp32",))
+    cfg.pop("distill")
+    res = pipeline(cfg, progress=False, executor="local")
+    (row,) = res.rows
+    assert not trigger.exists()  # a worker ran the model, and died
+    assert row.status == "ok" and row.max_abs_err < 1e-4 and row.p50_ms > 0
+    assert len(row.attempts) == 1 and "killed by SIGKILL" in row.attempts[0]["error"]
+    results = json.loads(res.results_json.read_text())
+    assert results["artifacts"][0]["attempts"] == row.attempts and results["executor"]["retried_jobs"] == 1
+
+
+def test_phone_that_is_not_there_fails_only_its_own_jobs(tmp_path, monkeypatch):
+    """profile.devices sends onnx-cpu's profile to a phone on adb; without adb (or the phone)
+    that row fails with the reason and the fix, converted and verified all the same, and the
+    other target's row is measured here as usual."""
+    monkeypatch.setenv("ADB", str(tmp_path / "no-adb"))
+    from sdk.pipeline import pipeline
+    cfg = _config(tmp_path, "phone", schemes=("fp32",))
+    cfg.pop("distill")
+    cfg["targets"] = ["onnx-cpu", "litert-cpu"]
+    cfg["profile"]["devices"] = {"onnx-cpu": "adb:NOPHONE1"}
+    res = pipeline(cfg, progress=False, executor="serial")
+    rows = {r.target: r for r in res.rows}
+    phone = rows["onnx-cpu"]
+    assert phone.status == "failed" and phone.message.startswith("profiling: TargetUnavailableError")
+    assert "platform-tools" in phone.message and phone.profiled_on["device"] == "adb:NOPHONE1"
+    assert phone.max_abs_err < 1e-4 and Path(phone.path).is_dir()
+    assert rows["litert-cpu"].status == "ok" and rows["litert-cpu"].profiled_on["device"] == "cpu"
+    from runtime.errors import ConfigError
+    from sdk.pipeline import PipelineConfig
+    with pytest.raises(ConfigError, match="profile.devices maps a target to local or adb:SERIAL"):
+        PipelineConfig.from_dict({"model": "x:y", "profile": {"devices": {"onnx-cpu": "phone"}}})
+
+
+def test_unknown_executor():
+    from runtime.errors import ConfigError
+    from sdk.pipeline import pipeline
+    with pytest.raises(ConfigError, match="executor 'threads': expected one of local, serial, ray, ray://HOST:PORT"):
+        pipeline({"model": f"{THIS}:build", "targets": ["onnx-cpu"]}, progress=False, executor="threads")
+
+
+def test_row_round_trip():
+    """A Row writes the keys results.json always had (no latency keys on an unprofiled row) and
+    reads back, unknown keys included."""
+    from sdk.pipeline import Row
+    r = Row(family="model", model="m", target="onnx-cpu", device="cpu", format="onnx", scheme="fp32", runs="yes",
+            status="rejected", gate={"drop": 0.2, "passed": False})
+    d = r.to_dict()
+    assert "p50_ms" not in d and "path" not in d and d["gate"]["drop"] == 0.2 and d["quality"] is None
+    assert r["gate"] is r.gate and "p50_ms" not in r and r.get("p50_ms", "none") == "none" and r.key == "model/m/onnx-cpu/fp32"
+    back = Row.from_dict({**d, "key": r.key, "metrics": {}, "from_the_future": 1})
+    assert back.to_dict() == {**d, "from_the_future": 1}
+    with pytest.raises(AttributeError, match="no field 'p50'"):
+        r.update(p50=1.0)
+
+
+def test_worker_command_advertises_devices():
+    pytest.importorskip("ray")
+    r = cli_in_process("worker", "--ray", "127.0.0.1:6390", "--no-detect", "--resource", "device:adb:X1=1",
+                       "--num-cpus", "0", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["resources"] == {"device:adb:X1": 1.0}
+    assert "--address=127.0.0.1:6390" in out["command"] and "--num-cpus=0" in out["command"]
+    from sdk.pipeline.devices import detect_resources, resources_for
+    assert detect_resources()["edgesdk-profiler"] == 1
+    assert resources_for("qnn-htp") == {"qnn-htp": 1, "edgesdk-profiler": 1}
+    assert resources_for("adb:X1") == {"device:adb:X1": 1}
+    bad = cli_in_process("worker", "--ray", "ray://h:10001", "--dry-run")
+    assert bad.returncode == 2 and "not a ray:// client address" in bad.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_and_keeps_delivered_artifacts(tmp_path):
+    """SIGINT while one worker hangs in a conversion: exit 130, workers gone, no scratch
+    folder, the artifact that was delivered stays whole."""
+    trigger = tmp_path / "trigger-hang"
+    trigger.write_text("")
+    cfg = _config(tmp_path, "cancel", "build_hang_once")
+    cfg.pop("distill")
+    (tmp_path / "deploy.json").write_text(json.dumps(cfg))
+    env = {**os.environ, TRIGGER: str(trigger), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "sdk.cli", "deploy", str(tmp_path / "deploy.json"),
+                             "--executor", "local"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    arts = tmp_path / "cancel" / "artifacts"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (Path(str(trigger) + ".pid").exists() and arts.is_dir()
+                                          and any(arts.iterdir())):
+        time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()
+    assert Path(str(trigger) + ".pid").exists(), "no worker reached the hanging model"
+    hung = int(Path(str(trigger) + ".pid").read_text())
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(hung, 0)
+    assert not list((tmp_path / "cancel").glob(".work-*"))
+    import runtime
+    (done,) = list(arts.iterdir())
+    runtime.load(done)  # payload hashes checked: whole
+    assert not (tmp_path / "cancel" / "results.json").exists()

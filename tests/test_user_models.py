@@ -1,0 +1,280 @@
+"""Users' own models: option checks, the default accuracy gate, dynamic shapes, keyword inputs,
+structured outputs, exporter fallbacks and ops left outside a delegate.
+
+Real conversions of small models, plus a few public architectures from the zoo
+(`benchmarks/zoo_models.py`: T5, BERT-tiny, MobileNetV3; random weights, published configs).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import runtime
+import sdk
+from conftest import ConvNet, cli_in_process
+from converters.convert import GateWarning
+from runtime.errors import ConfigError, InputError, IntegrityError, ToleranceError
+from runtime.manifest import parse_manifest
+
+CPU_TARGETS = ("onnx-cpu", "executorch-xnnpack", "litert-cpu")
+
+
+def _zoo(name):
+    from benchmarks.zoo_models import build
+    return build(name)
+
+
+# ----------------------------------------------------------------------------- options
+
+def test_misspelled_option_raises_listing_valid_ones(tmp_path):
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ConfigError) as e:
+        sdk.convert(ConvNet().eval(), (x,), "onnx-cpu", quantize="int8-dynamic", max_dorp=0.01, out_dir=tmp_path)
+    msg = str(e.value)
+    assert "'max_dorp' (did you mean 'max_drop'?)" in msg and "calibration" in msg and "dynamic_shapes" in msg
+    with pytest.raises(ConfigError, match="soc_model"):
+        sdk.convert(ConvNet().eval(), (x,), "qnn-htp", soc_modle="57", out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was exported
+
+
+def test_cli_and_yaml_refuse_unknown_options(tmp_path):
+    r = cli_in_process("convert", "tests/conftest.py:missing", "-t", "onnx-cpu", "--option", "bogus=1",
+                       "--out", str(tmp_path))
+    assert r.returncode == 2
+    from sdk.pipeline import PipelineConfig
+    with pytest.raises(ConfigError, match="max_dorp.*valid keys: schemes, max_drop"):
+        PipelineConfig.from_dict({"model": "x.py:f", "quantize": {"max_dorp": 0.01}})
+    cfg = PipelineConfig.from_dict({"model": "x.py:f", "quantize": {"max_drop": "default"}})
+    assert cfg.quantize.max_drop == "default"
+
+
+def test_cli_option_typo_reaches_the_converter(tmp_path):
+    build = tmp_path / "m.py"
+    build.write_text("import torch\ndef build():\n    return torch.nn.Linear(4, 2).eval(), (torch.randn(1, 4),)\n")
+    r = cli_in_process("convert", f"{build}:build", "-t", "onnx-cpu", "--option", "max_dorp=0.01",
+                       "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "did you mean 'max_drop'" in r.stderr
+
+
+# ----------------------------------------------------------------------------- the default gate
+
+RES = 64  # MobileNetV3 pools globally: a small image keeps the test fast
+
+
+def _mobilenet_v3():
+    model, _, _ = _zoo("mobilenet_v3_small")  # random init: logits ~1e-9
+    g = torch.Generator().manual_seed(6)
+    calib = [(torch.randn(1, 3, RES, RES, generator=g),) for _ in range(10)]
+    return model, calib[0][0], calib
+
+
+def test_mobilenet_v3_int8_raises_by_default(tmp_path):
+    """The reported case: LiteRT int8-static turns MobileNetV3's logits into zeros (top-1
+    agreement 0%); that artifact must not come back, gate or no max_drop."""
+    model, x, calib = _mobilenet_v3()
+    with pytest.raises(ToleranceError) as e:
+        sdk.convert(model, (x,), "litert-cpu", quantize="int8-static", calibration=calib, out_dir=tmp_path)
+    assert "quantized output is constant" in str(e.value) and "lost this output" in str(e.value)
+    assert not any(p.name.startswith("mobilenetv3") for p in tmp_path.iterdir())
+
+
+def test_random_weights_are_reported_not_scorable(tmp_path):
+    """On onnx-cpu the same model keeps its (tiny, ~1e-9) logits: reported as not scorable, with
+    the figures, never as 'passed'."""
+    model, x, calib = _mobilenet_v3()
+    assert float(model(x).abs().max()) < 1e-6
+    with pytest.warns(GateWarning, match="not scored"):
+        art = sdk.convert(model, (x,), "onnx-cpu", quantize="int8-static", calibration=calib, out_dir=tmp_path)
+    gate = art.manifest.quantization["gate"]
+    assert gate["passed"] is None and gate["not_scorable"][0]["output"] == "output"
+    assert "too small" in gate["not_scorable"][0]["why"]
+    assert art.verification["outputs"][0]["cosine_min"] > 0.9  # measured all the same
+
+
+def test_gate_off_warns_and_default_gate_passes_good_models(tmp_path):
+    model = ConvNet().eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.warns(GateWarning, match="gate off"):
+        art = sdk.convert(model, (x,), "onnx-cpu", quantize="int8-dynamic", max_drop=None, out_dir=tmp_path,
+                          name="off")
+    assert art.manifest.quantization["gate"]["mode"] == "off" and art.manifest.quantization["gate"]["passed"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GateWarning)
+        art = sdk.convert(model, (x,), "onnx-cpu", quantize="fp16", out_dir=tmp_path, name="default")
+    g = art.manifest.quantization["gate"]
+    assert g["mode"] == "default" and g["passed"] is True and g["thresholds"]["min_top1_agreement"] == 0.99
+
+
+# ----------------------------------------------------------------------------- exporter fallback
+
+def test_t5_converts_to_onnx_through_the_torchscript_exporter(tmp_path):
+    model, example, _ = _zoo("t5-tiny")
+    art = sdk.convert(model, example, "onnx-cpu", out_dir=tmp_path, verify_samples=1)
+    extra = art.manifest.extra
+    assert extra["onnx_exporter"]["forward"]["exporter"] == "torch.onnx.export(dynamo=False)"
+    assert extra["exporter_fallback"][0]["exporter"] == "dynamo"
+    assert art.verification["passed"] and any("exporter 'dynamo' did not work" in n for n in art.summary())
+
+
+# ----------------------------------------------------------------------------- dynamic shapes
+
+@pytest.mark.parametrize("target", CPU_TARGETS)
+def test_dynamic_batch_cnn_runs_at_three_sizes(target, tmp_path):
+    torch.manual_seed(0)
+    model = ConvNet().eval()
+    art = sdk.convert(model, (torch.randn(1, 3, 32, 32),), target, out_dir=tmp_path, verify_samples=1,
+                      dynamic_shapes={"image": {0: ("batch", 1, 8)}})
+    spec = art.manifest.default_program
+    assert spec.dims == {"batch": {"min": 1, "max": 8, "example": 2}}
+    assert spec.inputs[0].shape == ("batch", 3, 32, 32) and spec.outputs[0].shape == ("batch", 10)
+    checked = art.verification["programs"]["forward"]["dims_checked"]
+    assert {"batch": 1} in checked and {"batch": 8} in checked and {"batch": 5} in checked
+    sess = runtime.load(art.path)
+    for b in (1, 3, 8):
+        x = torch.randn(b, 3, 32, 32)
+        (y,) = sess.run([x.numpy()])
+        assert y.shape == (b, 10)
+        np.testing.assert_allclose(y, model(x).detach().numpy(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(InputError, match="outside the exported range 1..8"):
+        sess.run([np.zeros((9, 3, 32, 32), np.float32)])
+    rep = runtime.profile(art.path, warmup=1, iters=3, per_op=False, dims={"batch": 4})
+    assert rep.extra["dims"] == {"image": [4, 3, 32, 32]}
+    with pytest.raises(ConfigError, match="batch \\(1..8\\)"):
+        runtime.profile(art.path, iters=1, per_op=False, dims={"seq": 4})
+
+
+def test_dynamic_sequence_text_encoder_with_keyword_inputs(tmp_path):
+    """BERT-tiny, called as model(input_ids=..., attention_mask=...), sequence 8..128, named outputs."""
+    model, _, kw = _zoo("bert-tiny")
+    seq = ("seq", 8, 128)
+    art = sdk.convert(model, None, "onnx-cpu", out_dir=tmp_path, verify_samples=1,
+                      dynamic_shapes={"input_ids": {1: seq}, "attention_mask": {1: seq}}, **kw)
+    spec = art.manifest.default_program
+    assert [s.name for s in spec.inputs] == ["input_ids", "attention_mask"]
+    assert [s.name for s in spec.outputs] == ["last_hidden_state", "pooler_output"]
+    assert spec.outputs[0].shape == (1, "seq", 128)
+    sess = runtime.load(art.path)
+    for n in (8, 40, 128):
+        ids = torch.randint(3, 1000, (1, n))
+        out = sess.run({"input_ids": ids.numpy(), "attention_mask": np.ones((1, n), np.int64)}, structured=True)
+        ref = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        assert set(out) == {"last_hidden_state", "pooler_output"}
+        np.testing.assert_allclose(out["last_hidden_state"], ref.last_hidden_state.detach().numpy(), atol=1e-4)
+    with pytest.raises(InputError, match="must agree on seq"):
+        sess.run([np.ones((1, 16), np.int64), np.ones((1, 20), np.int64)])
+
+
+def test_dynamic_shapes_on_an_npu_point_to_shape_classes(tmp_path):
+    with pytest.raises(ConfigError, match="shape class"):
+        sdk.convert(ConvNet().eval(), (torch.randn(1, 3, 32, 32),), "qnn-htp", out_dir=tmp_path,
+                    dynamic_shapes={"image": {0: (1, 8)}})
+    with pytest.raises(ConfigError, match="inputs are \\['image'\\]"):
+        sdk.convert(ConvNet().eval(), (torch.randn(1, 3, 32, 32),), "onnx-cpu", out_dir=tmp_path,
+                    dynamic_shapes={"x": {0: (1, 8)}})
+    with pytest.raises(ConfigError, match="outside"):
+        sdk.convert(ConvNet().eval(), (torch.randn(1, 3, 32, 32),), "onnx-cpu", out_dir=tmp_path,
+                    dynamic_shapes={"image": {0: (2, 8)}})
+
+
+# ----------------------------------------------------------------------------- names and structure
+
+class Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 4), nn.Linear(8, 3)
+
+    def forward(self, x, *, scale):
+        h = self.a(x) * scale
+        return {"logits": h, "extra": (self.b(x), (h.sum(-1), x))}
+
+
+def test_nested_outputs_keep_names_and_structure(tmp_path):
+    x, scale = torch.randn(2, 8), torch.tensor(2.0)
+    art = sdk.convert(Nested().eval(), (x,), "onnx-cpu", out_dir=tmp_path, example_kwargs={"scale": scale})
+    spec = art.manifest.default_program
+    assert [s.name for s in spec.inputs] == ["x", "scale"]
+    assert [s.name for s in spec.outputs] == ["logits", "extra.0", "extra.1.0", "extra.1.1"]
+    assert spec.structure == {"logits": "logits", "extra": ["extra.0", ["extra.1.0", "extra.1.1"]]}
+    out = runtime.load(art.path).run({"x": x.numpy(), "scale": scale.numpy()}, structured=True)
+    assert isinstance(out["extra"][1], list) and out["extra"][1][1].shape == (2, 8)
+
+
+def test_manifest_rejects_bad_dims_and_structures(tmp_path):
+    art = sdk.convert(ConvNet().eval(), (torch.randn(2, 3, 32, 32),), "onnx-cpu", out_dir=tmp_path,
+                      dynamic_shapes={"image": {0: (1, 8)}}, verify_samples=0)
+    d = art.manifest.to_dict()
+    prog = d["programs"]["forward"]
+    for bad in ({"image_0": {"min": 4, "max": 2, "example": 3}}, {}, {"other": {"min": 1, "max": 2, "example": 1}}):
+        prog["dims"] = bad
+        with pytest.raises(IntegrityError, match="dims"):
+            parse_manifest(__import__("json").dumps(d))
+    prog["dims"] = {"image_0": {"min": 1, "max": 8, "example": 2}}
+    for bad in (["output", "output"], {"a": "nope"}, 3):
+        prog["structure"] = bad
+        with pytest.raises(IntegrityError, match="structure"):
+            parse_manifest(__import__("json").dumps(d))
+
+
+# ----------------------------------------------------------------------------- why it is slow
+
+class CumsumNet(nn.Module):
+    """Linear layers around a cumulative sum, which XNNPACK does not take."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.b(torch.cumsum(self.a(x), dim=-1))
+
+
+def test_ops_outside_the_delegate_are_listed(tmp_path):
+    art = sdk.convert(CumsumNet().eval(), (torch.randn(2, 16),), "executorch-xnnpack", out_dir=tmp_path,
+                      verify_samples=1)
+    rows = art.outside_delegate["forward"]
+    assert "cumsum" in rows[0]["op"] and rows[0]["count"] == 1 and 0 < rows[0]["share"] < 1
+    assert art.manifest.extra["partition"]["forward"]["outside_delegate"] == rows
+    assert any("outside the delegate" in line and "cumsum" in line for line in art.summary())
+    rep = runtime.profile(art.path, warmup=1, iters=3, op_runs=3)
+    portable = [r for r in rep.ops if r["backend"] == "portable"]
+    assert any("cumsum" in r["op_type"] for r in portable)  # the per-op time of what fell out
+    assert rep.delegate_share is not None and 0 <= rep.delegate_share < 1
+
+
+def test_profile_table_flags_a_low_delegate_share():
+    from runtime.profile import ProfileReport
+    rep = ProfileReport(artifact="a", target="executorch-xnnpack", backend="executorch", backend_version="1",
+                        device="cpu", threads=2, program="forward", warmup=0, iters=1, load_ms=1, first_run_ms=1,
+                        samples_ms=[1.0], peak_rss_mb=1, baseline_rss_mb=1,
+                        ops=[{"name": "DELEGATE_CALL", "op_type": "DELEGATE_CALL", "backend": "XnnpackBackend",
+                              "calls": 1, "total_ms": 1.0, "mean_ms": 1.0, "share": 0.25},
+                             {"name": "cumsum", "op_type": "aten::cumsum", "backend": "portable", "calls": 1,
+                              "total_ms": 3.0, "mean_ms": 3.0, "share": 0.75}])
+    assert rep.delegate_share == pytest.approx(0.25)
+    assert "SLOW PATH: only 25% of the time ran in the delegate" in rep.table()
+    rep.ops[0]["total_ms"] = 30.0
+    assert "SLOW PATH" not in rep.table()
+
+
+class DictOut(nn.Module):
+    """Outputs whose names do not sort in the order the model returns them."""
+
+    def __init__(self):
+        super().__init__()
+        self.z, self.a = nn.Linear(8, 4), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return {"zeta": self.z(x), "alpha": self.a(x)}
+
+
+def test_litert_keeps_the_models_output_order(tmp_path):
+    x = torch.randn(2, 8)
+    art = sdk.convert(DictOut().eval(), (x,), "litert-cpu", out_dir=tmp_path, verify_samples=1)
+    assert [s.name for s in art.manifest.default_program.outputs] == ["zeta", "alpha"]
+    out = runtime.load(art.path).run([x.numpy()], structured=True)
+    assert out["zeta"].shape == (2, 4) and out["alpha"].shape == (2, 3)
