@@ -52,6 +52,17 @@ def test_gate_verdict_applies_a_threshold_when_the_converter_recorded_none(conve
     unscored = M({"scheme": "int8-static", "gate": {"max_drop": 0.01, "drop": None, "passed": None,
                                                     "drop_basis": "outputs too small to compare"}}, {})
     assert gate_verdict(unscored) == (None, "not scored: outputs too small to compare")
+    # the default gate (max_drop="default"): its verdict stands, whatever auto's own threshold
+    th = {"min_top1_agreement": 0.99, "min_cosine": 0.99}
+    ok = M({"scheme": "int8-static", "gate": {"mode": "default", "max_drop": None, "drop": 0.03, "passed": True,
+                                              "thresholds": th, "failing": []}}, {})
+    assert gate_verdict(ok)[0] is True and "default gate" in gate_verdict(ok)[1]
+    bad = M({"scheme": "int8-static", "gate": {"mode": "default", "max_drop": None, "drop": 0.001, "passed": False,
+                                               "thresholds": th, "failing": ["logits: top-1 agreement 97.0% < 99%"]}}, {})
+    assert gate_verdict(bad) == (False, "default gate (top-1 >= 99%, min cosine >= 0.99) failed: "
+                                        "logits: top-1 agreement 97.0% < 99%")
+    off = M({"scheme": "int8-static", "gate": {"mode": "off", "max_drop": None, "drop": 0.02, "passed": None}}, {})
+    assert gate_verdict(off)[0] is False and "gate off at conversion" in gate_verdict(off)[1]
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +117,18 @@ def test_cli_quantize_auto_without_calibration_skips_static_schemes(tmp_path, ca
     (tmp_path / "m.py").write_text("import torch\ndef build():\n    torch.manual_seed(0)\n"
                                    "    m = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), "
                                    "torch.nn.Linear(32, 4)).eval()\n    return m, (torch.randn(1, 16),)\n")
-    assert main(["convert", f"{tmp_path}/m.py:build", "-t", "onnx-cpu", "--quantize", "auto", "--max-drop", "0.05",
+    # no --max-drop: the conversions' default gate decides which quantized candidates compete
+    assert main(["convert", f"{tmp_path}/m.py:build", "-t", "onnx-cpu", "--quantize", "auto",
                  "--iters", "20", "-o", str(tmp_path / "out"), "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["path"].endswith("build-onnx-cpu") and out["pick"]["target"] == "onnx-cpu"
     cands = {c["scheme"]: c for c in out["candidates"]}
     assert set(cands) == {"fp32", "int8-dynamic", "int8-static", "fp16"}
     assert cands["int8-static"]["status"] == "skipped" and "needs calibration data" in cands["int8-static"]["why"]
+    for s in ("int8-dynamic", "fp16"):  # gated by the default thresholds: measured, or rejected saying why
+        c = cands[s]
+        assert ("default gate" in (c["quality"] or "") if c["status"] != "rejected" else
+                c["why"].startswith("failed the accuracy gate")), c
     assert (tmp_path / "out" / "build-onnx-cpu.candidates" / "candidates.md").is_file()
     assert main(["convert", f"{tmp_path}/m.py:build", "-t", "auto", "-t", "onnx-cpu", "-q"]) == 2
     assert "pick one artifact" in capsys.readouterr().err
