@@ -11,7 +11,7 @@ models take uncalibrated schemes only), each behind the accuracy gate (max_drop 
 Two stages, so conversions can share the machine while the measurements cannot:
 
     python benchmarks/auto_pick.py convert            # cpu-shared: convert + gate every candidate
-    cpu-exclusive python benchmarks/auto_pick.py measure
+    cpu-exclusive python benchmarks/auto_pick.py measure [--models mlp-small,mlp-256]
 
 ``measure`` runs `sdk.auto.measure_and_choose` on every model's converted candidates (each
 profiled in an isolated child at its best thread count: exactly what ``target="auto"`` does)
@@ -96,11 +96,13 @@ def side_by_side(cands: list[dict], rounds: int) -> dict:
     return {id(c): b for c, b in zip(cands, blocks)}
 
 
-def measure(out: Path, iters: int, rounds: int) -> list[dict]:
+def measure(out: Path, iters: int, rounds: int, only: list[str] | None = None) -> list[dict]:
     from sdk.auto import measure_and_choose
     data = json.loads((out / "candidates.json").read_text())
     summary = []
     for model, entry in data["models"].items():
+        if only and model not in only:
+            continue
         cands = copy.deepcopy(entry["candidates"])
         _say(f"{model}: auto's profiling of {sum(c['status'] == 'converted' for c in cands)} candidates")
         pick = measure_and_choose(cands, iters=iters, threads="auto", isolate=True,
@@ -172,6 +174,8 @@ def main(argv=None) -> int:
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--iters", type=int, default=100, help="timed runs per candidate in auto's profile")
     p.add_argument("--rounds", type=int, default=6, help="side-by-side rounds")
+    p.add_argument("--models", default="", help="measure: only these models (comma-separated; default all); "
+                                                "each run writes summary-<models>.json")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,10 +192,12 @@ def main(argv=None) -> int:
     import datetime
 
     from runtime.machine import cpu_name, usable_cores
-    summary = measure(out, args.iters, args.rounds)
+    only = [m for m in args.models.split(",") if m]
+    summary = measure(out, args.iters, args.rounds, only)
     meta = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": usable_cores(),
             "rounds": args.rounds}
-    (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1, default=str))
+    name = "summary.json" if not only else f"summary-{'-'.join(only)}.json"
+    (out / name).write_text(json.dumps({"meta": meta, "summary": summary}, indent=1, default=str))
     print_tables(summary, meta)
     return 0
 

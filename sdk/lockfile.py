@@ -136,10 +136,14 @@ def build(cfg, rows: list, families: list[dict], timings: dict, cache: dict, exe
 
 # What varies from run to run of the same config on the same inputs: clocks, memory, where it
 # ran and where it was written. `comparable` drops them; everything else must match.
-RUN_KEYS = ("run_id", "created_at", "timings", "machine", "executor", "cache")
+# "recommendations" (and a row's recommended / target_pick) follow measured latencies; with
+# threads: auto and warmup: auto, the thread count and warm-up runs are measured too
+RUN_KEYS = ("run_id", "created_at", "timings", "machine", "executor", "cache", "recommendations")
 MEASURED = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "noisy", "load_ms", "first_run_ms", "peak_rss_mb",
             "samples_ms", "ops", "ops_note", "program_profiles", "conversion_s", "profiled_on", "attempts", "path",
-            "conversion_cached")
+            "conversion_cached", "threads", "warmup", "mem_init_mb", "mem_peak_mb", "memory", "gflops_per_s",
+            "pct_of_peak", "compute", "settled", "steady_state", "warmup_detail", "host", "threads_sweep",
+            "recommended", "target_pick")
 _GENERATION_MEASURED = ("ttft_ms", "tpot_ms", "tokens_per_s")
 
 
