@@ -10,10 +10,12 @@ the same thread count (1, the tool's default) with 5 warm-up and 50 timed runs:
   load);
 - LiteRT's: ``python -m ai_edge_litert.tools.benchmark_litert_model --model ...`` (the tool in
   the ai-edge-litert wheel; it runs the model through LiteRT's CompiledModel API). That Python
-  tool prints latency but no memory, so it runs unchanged under a thin wrapper that reads the
+  tool prints latency but no memory, so it runs under a thin wrapper that reads the
   same counters its C++ twin `benchmark_model` reports as "memory footprint delta from the start
   of the tool": the high-water mark after the model is initialised and at the end, minus the
-  RSS when the tool starts using LiteRT (after its imports, as for ours). On both sides numpy's
+  RSS when the tool starts using LiteRT (after its imports, as for ours). The tool's random integer inputs
+  (-128..127) are replaced by 0/1 (negative token ids make the generation models fail to invoke);
+  its float inputs are its own. On both sides numpy's
   random generator, which makes the inputs and costs ~7 MB resident on first use, is initialised
   before that starting point: it is the harness's memory, not the model's.
 
@@ -51,6 +53,19 @@ def kb(key):
                 return float(line.split()[1])
 from ai_edge_litert.tools import benchmark_litert_model as tool
 marks = {}
+# The tool fills integer inputs with random values in [-128, 127]: negative token ids and lengths
+# make the generation models' embedding lookups fail ("Failed to invoke"). Integer inputs get 0/1
+# instead (valid ids and lengths for any vocabulary); float inputs are the tool's own. The values
+# do not change what is allocated.
+_fill = tool.fill_random_input
+def fill_random_input(buf, details):
+    import numpy as np
+    dt = tool.get_numpy_dtype(details.get("dtype", "float32"))
+    if np.issubdtype(dt, np.integer):
+        buf.write(np.random.randint(0, 2, details.get("shape", [1])).astype(dt))
+    else:
+        _fill(buf, details)
+tool.fill_random_input = fill_random_input
 _import = tool._import_litert
 def _patched():
     mods = _import()
@@ -129,10 +144,11 @@ def main(argv=None) -> int:
                     help="folders searched for litert-cpu artifacts")
     ap.add_argument("--runs", type=int, default=3, help="fresh processes per side (median)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--match", default="", help="only artifacts whose folder name contains this")
     args = ap.parse_args(argv)
     from runtime.manifest import parse_manifest
     from runtime.machine import cpu_name
-    arts = [a for d in args.artifacts for a in artifacts(Path(d))]
+    arts = [a for d in args.artifacts for a in artifacts(Path(d)) if args.match in a.name]
     if not arts:
         print(f"no litert-cpu artifacts under {args.artifacts}; run benchmarks/auto_pick.py convert first",
               file=sys.stderr)
@@ -145,14 +161,21 @@ def main(argv=None) -> int:
           "LiteRT init without environment | ours / that | overall MB ours | overall MB LiteRT | ours / LiteRT | "
           "LiteRT overall without environment | ours / that | RSS at start ours / LiteRT |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    rows = []
+    rows, failed = [], []
     for a in arts:
         m = parse_manifest((a / "manifest.json").read_bytes())
         prog = None if "forward" in m.programs else next(iter(m.programs))
         sig = m.programs[prog or "forward"].method
         tfl = a / m.programs[prog or "forward"].file
+        try:
+            v = [vendor(tfl, sig if prog else None, args.threads, 5, 50) for _ in range(args.runs)]
+        except RuntimeError as e:  # the tool cannot run this file: say so, compare the others
+            last = [ln for ln in str(e).splitlines() if "Error" in ln] or [str(e)[-200:]]
+            failed.append(f"{a.name}: {last[-1].strip()[:200]}")
+            print(f"| {a.name} | {tfl.stat().st_size / 2**20:.2f} | benchmark_litert_model failed, see below "
+                  "| | | | | | | | | | | |", flush=True)
+            continue
         o = [ours(a, prog, args.threads, 5, 50) for _ in range(args.runs)]
-        v = [vendor(tfl, sig if prog else None, args.threads, 5, 50) for _ in range(args.runs)]
         med = {k: (statistics.median(x[k] for x in o), statistics.median(x[k] for x in v))
                for k in ("init_mb", "overall_mb", "start_mb")}
         env = statistics.median(x["env_mb"] for x in v)
@@ -176,6 +199,8 @@ def main(argv=None) -> int:
     print(f"\nwithin 20% of LiteRT's tool: init {n('init_ratio')}/{len(rows)}, overall {n('overall_ratio')}/{len(rows)}; "
           f"without its environment: init {n('load_ratio')}/{len(rows)}, overall {n('rest_ratio')}/{len(rows)}; "
           f"torch loaded in our child: {any(r['torch_loaded'] for r in rows)}")
+    for f in failed:
+        print(f"benchmark_litert_model failed on {f}")
     return 0
 
 
