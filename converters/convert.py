@@ -26,6 +26,7 @@ from converters.accuracy import evaluate, judge, layer_sensitivity
 from converters.artifact import Artifact, new_workdir, publish, write_manifest
 from converters.calibration import MIN_CALIBRATION_SAMPLES, SampleSet, digest, load_samples, require, split
 from converters.capture import captured_output
+from converters.flops import count as count_flops
 from converters.programs import Program, collect, flatten_outputs, set_mode
 from converters.registry import get_converter
 from runtime.errors import ConfigError, ConversionError, SdkError, ToleranceError
@@ -179,7 +180,7 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
         quantization={"scheme": quantize, **({"details": details} if details else {})},
         versions=tool_versions(),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        extra={**extra, "conversion_s": round(time.perf_counter() - t0, 3),
+        extra={**extra, "conversion_s": round(time.perf_counter() - t0, 3), "flops": count_flops(programs),
                **({GENERATION_KEY: programs.generation} if getattr(programs, "generation", None) else {})},
     )
     write_manifest(workdir, manifest)

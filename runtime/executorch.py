@@ -266,3 +266,56 @@ def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int
     note = (f"{hidden} delegate-internal events carry no timing in this ExecuTorch build; "
             "delegated work is shown as DELEGATE_CALL") if hidden else ""
     return rows, note
+
+
+def _fb_table(buf: bytes, pos: int, field: int) -> int | None:
+    """Position of a flatbuffer table's field, or None when absent (little-endian layout)."""
+    vt = pos - int.from_bytes(buf[pos:pos + 4], "little", signed=True)
+    vt_size = int.from_bytes(buf[vt:vt + 2], "little")
+    slot = 4 + 2 * field
+    if slot + 2 > vt_size:
+        return None
+    off = int.from_bytes(buf[vt + slot:vt + slot + 2], "little")
+    return pos + off if off else None
+
+
+def _fb_vector(buf: bytes, field_pos: int) -> tuple[int, int]:
+    """(position of the first element, length) of the vector a field points to."""
+    vec = field_pos + int.from_bytes(buf[field_pos:field_pos + 4], "little")
+    return vec + 4, int.from_bytes(buf[vec:vec + 4], "little")
+
+
+def planned_memory(path: Path) -> dict[str, int]:
+    """Bytes of the memory-planned arena of each method, as the `.pte` declares it
+    (``Program.execution_plan[i].non_const_buffer_sizes`` in ExecuTorch's program.fbs; the
+    runtime allocates these buffers when it loads the method)."""
+    buf = path.read_bytes()
+    root = int.from_bytes(buf[0:4], "little")
+    plans = _fb_table(buf, root, 1)  # Program.execution_plan
+    out: dict[str, int] = {}
+    if plans is None:
+        return out
+    first, n = _fb_vector(buf, plans)
+    for i in range(n):
+        e = first + 4 * i
+        plan = e + int.from_bytes(buf[e:e + 4], "little")
+        name_f, sizes_f = _fb_table(buf, plan, 0), _fb_table(buf, plan, 8)
+        name = "?"
+        if name_f is not None:
+            s, ln = _fb_vector(buf, name_f)
+            name = buf[s:s + ln].decode("utf-8", "replace")
+        total = 0
+        if sizes_f is not None:
+            s, ln = _fb_vector(buf, sizes_f)
+            total = sum(int.from_bytes(buf[s + 8 * j:s + 8 * j + 8], "little", signed=True) for j in range(ln))
+        out[name] = total
+    return out
+
+
+def memory_info(sess) -> dict:
+    """What ExecuTorch itself declares: the planned arena of the profiled artifact's methods."""
+    files = {sess.path / spec.file if not sess.path.is_file() else sess.path for spec in sess.manifest.programs.values()}
+    arena = {}
+    for f in files:
+        arena.update(planned_memory(f))
+    return {"planned_arena_bytes": sum(arena.values()), "planned_arena_per_method": arena}

@@ -6,6 +6,7 @@ Raw samples are kept; every statistic is derived from them (see `runtime.stats`)
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import json
 import math
 import platform
@@ -15,60 +16,40 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from runtime.errors import ConfigError
+from runtime.machine import HostSampler, causes, cpu_name, hwm_mb, reset_hwm, rss_mb, usable_cores
 from runtime.manifest import TensorSpec
 from runtime.session import Session, load
-from runtime.stats import summarize
+from runtime.stats import bimodality, drift, median, settled, summarize, window_medians
 
 SCHEMA = "edgesdk.profile/1"
 NOISY_CV = 0.10
 DELEGATE_SHARE_WARN = 0.80  # below this share of time inside the delegate, a profile says so
 
+# Steady state. Adaptive warm-up runs windows of runs until a window's median is within
+# SETTLE_TOL of the previous one, bounded by MAX_WARMUP_S (after at least two windows) and
+# MAX_WARMUP_RUNS. A window lasts about WINDOW_S, between MIN_WINDOW and MAX_WINDOW runs.
+WARMUP_AUTO = "auto"
+SETTLE_TOL = 0.05
+MAX_WARMUP_S = 3.0
+MAX_WARMUP_RUNS = 5000
+WINDOW_S = 0.025
+MIN_WINDOW, MAX_WINDOW = 3, 100
+DRIFT_LIMIT = 0.10     # the timed runs' quarter medians may differ by this much before we flag them
+# Thread sweep: the count with the lowest p50 wins; a count within THREAD_TIE of it with fewer
+# threads wins instead (same speed, fewer cores busy).
+THREAD_TIE = 0.03
+SWEEP_BLOCK_S = 0.08
 
-# ---------------------------------------------------------------- memory (Linux /proc, fallback getrusage)
 
-def _status_kb(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def rss_mb() -> float:
-    kb = _status_kb("VmRSS")
-    return kb / 1024 if kb is not None else math.nan
-
+# ---------------------------------------------------------------- memory and machine (see runtime.machine)
 
 def reset_peak_rss() -> bool:
     """Reset the kernel's high-water mark so the peak covers only what follows."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+    return reset_hwm()
 
 
 def peak_rss_mb() -> float:
-    kb = _status_kb("VmHWM")
-    if kb is None:
-        import resource
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return hwm_mb()
 
 
 # ---------------------------------------------------------------- inputs
@@ -96,10 +77,18 @@ def example_inputs(specs: list[TensorSpec], seed: int = 0, dims: dict | None = N
 
 
 # ---------------------------------------------------------------- report
+# ---------------------------------------------------------------- report
 
 @dataclass
 class ProfileReport:
-    """Latency profile of one artifact on one device. Statistics derive from `samples_ms`."""
+    """Latency profile of one artifact on one device. Statistics derive from `samples_ms`.
+
+    Beyond the fields, ``extra`` carries (where measured): ``memory`` (the artifact's own
+    footprint, see `profile`), ``compute`` (FLOPs per run, GFLOP/s, % of this machine's GEMM
+    peak), ``steady_state`` (warm-up, drift, bimodality, likely causes), ``host`` (CPU used by
+    other processes, steal, frequency during the timed runs), ``threads_sweep`` and
+    ``isolation``; the properties below read them.
+    """
 
     artifact: str
     target: str
@@ -147,6 +136,29 @@ class ProfileReport:
         return bool(self.cv > NOISY_CV)
 
     @property
+    def memory(self) -> dict:
+        """The artifact's own memory: ``init_mb`` (resident high-water mark after load minus RSS
+        before load), ``run_peak_mb`` (during the timed runs), ``overall_peak_mb``, ``mode``."""
+        return self.extra.get("memory") or {}
+
+    @property
+    def compute(self) -> dict:
+        return self.extra.get("compute") or {}
+
+    flops = property(lambda self: self.compute.get("flops"))
+    gflops_per_s = property(lambda self: self.compute.get("gflops_per_s"))
+    pct_of_peak = property(lambda self: self.compute.get("pct_of_peak"))
+
+    @property
+    def steady_state(self) -> dict:
+        return self.extra.get("steady_state") or {}
+
+    @property
+    def settled(self) -> bool | None:
+        """False when the timings never settled (see ``steady_state["flags"]`` and ``["causes"]``)."""
+        return self.steady_state.get("settled")
+
+    @property
     def delegate_share(self) -> float | None:
         """Share of the per-op time spent inside an accelerator delegate (ExecuTorch ETDump rows),
         or None when the backend reports no delegate split."""
@@ -181,26 +193,30 @@ class ProfileReport:
         return json.dumps(_json_safe(self.to_dict()), indent=indent, allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "ProfileReport":
-        d = json.loads(text)
+    def from_dict(cls, d) -> "ProfileReport":
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             raise ConfigError(f"not a profile report (schema {d.get('schema') if isinstance(d, dict) else None!r}, "
                               f"expected {SCHEMA!r})")
-        d.pop("stats", None)
         names = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in d.items() if k in names and k != "stats"})
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProfileReport":
+        return cls.from_dict(json.loads(text))
 
     def table(self, top_ops: int = 10) -> str:
         """A readable summary (what `edgesdk profile` prints)."""
         st = self.stats
+        warm = self.steady_state.get("warmup") or {}
         lines = [
             f"{self.artifact}",
             f"  target {self.target} · backend {self.backend} {self.backend_version} · {self.threads} threads"
             + (f" · {self.label}" if self.label else ""),
             f"  device {self.device}",
-            f"  load {self.load_ms:.2f} ms · first run (cold) {self.first_run_ms:.3f} ms · "
-            f"peak RSS {self.peak_rss_mb:.1f} MB (before load {self.baseline_rss_mb:.1f} MB)",
-            f"  {st['count']} runs after {self.warmup} warm-up: p50 {st['p50']:.4f} · p90 {st['p90']:.4f} · "
+            f"  load {self.load_ms:.2f} ms · first run (cold) {self.first_run_ms:.3f} ms",
+            f"  {st['count']} runs after {self.warmup} warm-up"
+            + (" (adaptive)" if warm.get("mode") == "auto" else "")
+            + f": p50 {st['p50']:.4f} · p90 {st['p90']:.4f} · "
             f"p99 {st['p99']:.4f} · mean {st['mean']:.4f} ± {st['std']:.4f} ms · "
             f"{self.throughput_per_s:.1f}/s · CV {st['cv'] * 100:.1f}%"
             + ("  [NOISY: CV > 10%, rerun on a quieter machine]" if self.noisy else ""),
@@ -213,6 +229,14 @@ class ProfileReport:
                          f"{gen['new_tokens']} new tokens · decoding state {gen['state_bytes'] / 1024:.1f} KiB"
                          + (f" · per token p50 {tp['p50']:.4f} · p90 {tp['p90']:.4f} ms · "
                             f"{gen['tokens_per_s']:.1f} tokens/s" if tp else ""))
+        lines += _memory_lines(self.memory, self.peak_rss_mb, self.baseline_rss_mb)
+        lines += _compute_lines(self.compute)
+        lines += _steady_lines(self.steady_state)
+        sweep = self.extra.get("threads_sweep")
+        if sweep and sweep.get("rows"):
+            lines.append("  threads auto: " + " · ".join(
+                f"{r['threads']}: p50 {r['p50_ms']:.4f} ms" for r in sweep["rows"]) + f" → {sweep['chosen']} "
+                f"({sweep['rule']})")
         slow = self.delegate_note()
         if slow:
             lines.append(f"  {slow}")
@@ -227,6 +251,71 @@ class ProfileReport:
         if self.ops and self.ops_note:
             lines.append(f"  note: {self.ops_note}")
         return "\n".join(lines)
+
+
+def _mb(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.1f}"
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def flops_text(n: float) -> str:
+    """1.2 GFLOP, 37.9 kFLOP..."""
+    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} FLOP"
+
+
+def _memory_lines(m: dict, peak, baseline) -> list[str]:
+    if not m:  # a report from elsewhere (a phone, an older version): the process figures only
+        return [f"  peak RSS {_mb(peak)} MB (before load {_mb(baseline)} MB)"]
+    where = ("isolated child process: the artifact's own" if m.get("mode") == "isolated" else
+             "in-process: deltas of this process, which also holds whatever else it loaded and may "
+             "reuse memory it freed before (use isolate=True / --isolate for the artifact's own)")
+    told = [f"{k.removesuffix('_bytes').replace('_', ' ')} {_bytes(v)}" for k, v in (m.get("backend") or {}).items()
+            if k.endswith("_bytes") and isinstance(v, (int, float))]
+    return [f"  memory ({where}): load +{_mb(m.get('init_mb'))} MB · peak during runs "
+            f"+{_mb(m.get('run_peak_mb'))} MB · overall +{_mb(m.get('overall_peak_mb'))} MB",
+            f"    RSS before load {_mb(m.get('rss_before_load_mb'))} MB, process peak {_mb(peak)} MB · model file "
+            f"{_mb(m.get('model_file_mb'))} MB" + (" · " + " · ".join(told) if told else "")]
+
+
+def _compute_lines(c: dict) -> list[str]:
+    if not c:
+        return []
+    if not c.get("flops"):
+        return [f"  compute: {c.get('note') or 'no FLOPs count in the manifest'}"]
+    line = f"  compute: {flops_text(c['flops'])} per {c.get('per', 'run')}"
+    if c.get("gflops_per_s") is not None:
+        line += f" · {c['gflops_per_s']:.3g} GFLOP/s"
+    if c.get("pct_of_peak") is not None:
+        line += (f" · {c['pct_of_peak']:.2f}% of this machine's fp32 GEMM peak ({c['peak_gflops']:.0f} GFLOP/s at "
+                 f"{c['peak_threads']} threads, {c['peak_backend']})")
+    elif c.get("peak_note"):
+        line += f" · % of peak: {c['peak_note']}"
+    out = [line]
+    if c.get("decode_gflops_per_s") is not None:
+        out.append(f"    decode step: {flops_text(c['decode_flops'])} per token · "
+                   f"{c['decode_gflops_per_s']:.3g} GFLOP/s")
+    return out
+
+
+def _steady_lines(s: dict) -> list[str]:
+    if not s:
+        return []
+    w = s.get("warmup") or {}
+    if s.get("settled"):
+        how = (f"warm-up settled after {w.get('runs')} runs (window medians within {SETTLE_TOL:.0%})"
+               if w.get("mode") == "auto" else f"{w.get('runs')} fixed warm-up runs")
+        return [f"  steady state: {how}; timed quarters within {s.get('drift', 0) * 100:.1f}%"]
+    return [f"  [UNSETTLED: {'; '.join(s.get('flags', []))}]",
+            f"    likely cause: {'; '.join(s.get('causes') or ['unknown'])}"]
 
 
 def _json_safe(o):
@@ -260,24 +349,227 @@ def _finite(x: float) -> float:
     return x if isinstance(x, float) and math.isfinite(x) else float("nan")
 
 
-def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: int | None = None,
+# ---------------------------------------------------------------- steady state
+
+def warm_up(once, warmup, max_s: float = MAX_WARMUP_S) -> dict:
+    """Run ``once`` as warm-up: ``warmup`` times, or (``"auto"``) in windows until a window's median
+    moves by at most SETTLE_TOL from the previous window's, bounded by ``max_s`` seconds (after
+    two windows) and MAX_WARMUP_RUNS. Returns what happened (runs, window, medians, settled)."""
+    if warmup != WARMUP_AUTO:
+        for _ in range(warmup):
+            once()
+        return {"mode": "fixed", "runs": warmup}
+    clock = time.perf_counter_ns
+    times: list[float] = []
+
+    def timed():
+        t = clock()
+        once()
+        times.append((clock() - t) / 1e6)
+
+    for _ in range(MIN_WINDOW):
+        timed()
+    est = median(times) / 1e3
+    window = int(min(MAX_WINDOW, max(MIN_WINDOW, math.ceil(WINDOW_S / est) if est > 0 else MAX_WINDOW)))
+    t0, meds, bound = time.perf_counter(), [], None
+    times.clear()
+    while True:
+        for _ in range(window):
+            timed()
+        meds.append(median(times[-window:]))
+        if settled(meds, SETTLE_TOL):
+            break
+        if len(meds) >= 2 and time.perf_counter() - t0 > max_s:
+            bound = f"{max_s:g} s"
+            break
+        if len(times) >= MAX_WARMUP_RUNS:
+            bound = f"{MAX_WARMUP_RUNS} runs"
+            break
+    return {"mode": "auto", "runs": MIN_WINDOW + len(times), "window": window, "medians_ms": meds,
+            "settled": bound is None, "bound": bound, "tolerance": SETTLE_TOL}
+
+
+def steady_state(samples: list[float], warm: dict, host: dict | None) -> dict:
+    """Did the timings settle? Flags and, where the machine tells, their likely causes."""
+    d = drift(samples)
+    flags, why = [], []
+    if warm.get("mode") == "auto" and not warm.get("settled"):
+        m = warm.get("medians_ms") or [0, 0]
+        flags.append(f"warm-up never settled within {warm['bound']} ({warm['runs']} runs; the last window medians "
+                     f"were {m[-2]:.4g} and {m[-1]:.4g} ms)")
+    if d["drift"] > DRIFT_LIMIT:
+        flags.append(f"the timed runs drifted: quarter medians {', '.join(f'{x:.4g}' for x in d['segment_medians'])} "
+                     f"ms ({d['drift'] * 100:.0f}% apart)")
+    bi = bimodality(samples)
+    if bi:
+        flags.append(f"bimodal timings: {(1 - bi['slow_share']) * 100:.0f}% of runs near {bi['fast_ms']:.4g} ms, "
+                     f"{bi['slow_share'] * 100:.0f}% near {bi['slow_ms']:.4g} ms")
+        why.append("bimodal timings (two distinct speeds: e.g. threads that sometimes sleep and wake, or "
+                   "runs that alternate between cores or caches); the p50 describes neither mode well")
+    if flags:
+        why = causes(host, usable_cores()) + why
+        if not why:
+            f = (host or {}).get("freq_mhz")
+            why = ["none observed: other processes used "
+                   + (f"{host['others_cores']:.2f} of a core" if host and host.get("others_cores") is not None else
+                      "an unknown share of the CPU")
+                   + (", CPU frequency not observable here (no cpufreq in /sys)" if not f else
+                      f", CPU frequency steady at {f['max']:.0f} MHz")]
+    return {"settled": not flags, "flags": flags, "causes": why, "warmup": warm,
+            "segment_medians_ms": d["segment_medians"], "drift": d["drift"], "bimodal": bi}
+
+
+# ---------------------------------------------------------------- threads
+
+def _runner(sess: Session, program, inputs, seed, prompt_tokens, new_tokens, dims=None):
+    """(callable running one timed unit, arrays, spec) for a session: one run, or one generation;
+    dynamic dims at the example's sizes unless ``dims`` names others."""
+    if sess.generation is not None and program is None and inputs is None:
+        prompt, *_ = _gen_prompt(sess, seed, prompt_tokens, new_tokens)
+        return (lambda: sess.generate(prompt, new_tokens, stop_at_eos=False)), None, None
+    binding = sess.program(program) if program else sess._default
+    timed = _timed_dims(binding.spec, dims)
+    arrays = example_inputs(list(binding.spec.inputs), seed, dims=timed) if inputs is None else binding.validate(inputs)
+    if inputs is None and timed:
+        arrays = binding.validate(arrays)  # sizes outside the exported range fail here, with the range
+    return (lambda: binding.run(arrays)), arrays, binding.spec
+
+
+def sweep_threads(path, *, counts=None, inputs=None, program=None, seed: int = 0, rounds: int = 2,
+                  require_signature: bool = False, public_key=None, prompt_tokens=None, new_tokens: int = 32,
+                  dims: dict | None = None) -> dict:
+    """Time the artifact at each thread count from 1 to the usable cores (``counts`` to choose),
+    in ``rounds`` passes of short blocks (order reversed every other pass, so a slow spell of
+    the machine does not fall on one count), and pick the count with the lowest p50; a count
+    with fewer threads within THREAD_TIE of it wins instead."""
+    counts = list(counts or range(1, usable_cores() + 1))
+    per: dict[int, list[float]] = {n: [] for n in counts}
+    effective: dict[int, int] = {}
+    clock = time.perf_counter_ns
+    for r in range(rounds if len(counts) > 1 else 1):
+        for n in (counts if r % 2 == 0 else counts[::-1]):
+            sess = load(path, threads=n, require_signature=require_signature, public_key=public_key)
+            effective[n] = sess.threads
+            once, _, _ = _runner(sess, program, inputs, seed, prompt_tokens, new_tokens, dims)
+            est = []
+            for _ in range(3):
+                t = clock()
+                once()
+                est.append((clock() - t) / 1e9)
+            block = int(min(200, max(5, math.ceil(SWEEP_BLOCK_S / max(median(est), 1e-7)))))
+            for _ in range(block):
+                t = clock()
+                once()
+                per[n].append((clock() - t) / 1e6)
+            del sess, once
+            gc.collect()  # ExecuTorch resizes its process-wide pool only when no program is alive
+    rows = []
+    for n in counts:
+        st = summarize(per[n])
+        rows.append({"threads": n, "effective_threads": effective.get(n, n), "p50_ms": st["p50"],
+                     "p90_ms": st["p90"], "cv": st["cv"], "runs": st["count"]})
+    best = min(r["p50_ms"] for r in rows)
+    chosen = min(r["threads"] for r in rows if r["p50_ms"] <= best * (1 + THREAD_TIE))
+    return {"rows": rows, "chosen": chosen, "counts": counts, "rounds": rounds,
+            "rule": f"lowest p50; fewer threads within {THREAD_TIE:.0%}",
+            "unit": "generation" if rows and program is None and inputs is None and _is_generation(path) else "run"}
+
+
+def interleaved(artifacts: list[tuple], *, rounds: int = 4, block_s: float = 0.15, seed: int = 0,
+                new_tokens: int = 32) -> list[list[float]]:
+    """Time several artifacts side by side in this process: ``rounds`` passes, each giving every
+    artifact one short block of runs (after 3 unrecorded ones), order reversed every other pass,
+    each artifact loaded at its own thread count and released after its block (ExecuTorch resizes
+    its process-wide pool only then). ``artifacts``: (path, threads) pairs. Returns, per artifact,
+    the median of each of its blocks (ms per run; per whole generation for generation artifacts).
+
+    Example::
+
+        from runtime.profile import interleaved
+        a, b = interleaved([("out/m-onnx-cpu", 1), ("out/m-litert-cpu", 2)], rounds=6)
+        ratio = median(a) / median(b)
+    """
+    per: list[list[float]] = [[] for _ in artifacts]
+    clock = time.perf_counter_ns
+    order = list(range(len(artifacts)))
+    for r in range(rounds):
+        for i in (order if r % 2 == 0 else order[::-1]):
+            path, threads = artifacts[i]
+            sess = load(path, threads=threads)
+            once, _, _ = _runner(sess, None, None, seed, None, new_tokens)
+
+            def timed():
+                t = clock()
+                out = once()
+                return out.total_ms if sess.generation is not None else (clock() - t) / 1e6
+            est = [timed() for _ in range(3)]
+            k = int(min(200, max(5, math.ceil(block_s / max(median(est) / 1e3, 1e-7)))))
+            per[i].append(median([timed() for _ in range(k)]))
+            del sess, once
+            gc.collect()
+    return per
+
+
+def _is_generation(path) -> bool:
+    from runtime.generate import KEY
+    from runtime.session import resolve
+    _, manifest, _ = resolve(path)
+    return manifest is not None and KEY in manifest.extra
+
+
+# ---------------------------------------------------------------- profile
+
+def _check_args(warmup, iters, threads) -> None:
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ConfigError(f"iters must be a positive int, got {iters!r}")
+    if warmup != WARMUP_AUTO and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
+        raise ConfigError(f"warmup must be a non-negative int or 'auto' (until the timings settle), got {warmup!r}")
+    if threads is not None and threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int)
+                                                     or threads < 1):
+        raise ConfigError(f"threads must be a positive int, 'auto' (measure 1..{usable_cores()} and use the "
+                          f"fastest) or None (all usable cores), got {threads!r}")
+
+
+def profile(path, *, warmup=WARMUP_AUTO, iters: int = 100, inputs=None, threads=None,
             program: str | None = None, per_op: bool = True, op_runs: int = 20, seed: int = 0,
             progress=None, require_signature: bool = False, public_key=None,
-            prompt_tokens: int | None = None, new_tokens: int = 32, dims: dict | None = None) -> ProfileReport:
+            prompt_tokens: int | None = None, new_tokens: int = 32, isolate: bool = False,
+            max_warmup_s: float = MAX_WARMUP_S, dims: dict | None = None) -> ProfileReport:
     """Profile an artifact (or bare model file) on this machine.
 
     Example::
 
         import runtime
-        rep = runtime.profile("out/mlp-onnx-cpu", warmup=10, iters=200)
-        print(rep.p50_ms, rep.p99_ms, rep.noisy)
+        rep = runtime.profile("out/mlp-onnx-cpu", iters=200, threads="auto", isolate=True)
+        print(rep.p50_ms, rep.p99_ms, rep.memory["init_mb"], rep.gflops_per_s, rep.settled)
         print(rep.table())
 
-    Measures the load (integrity check included), the first run (cold start), ``warmup``
-    discarded runs, then ``iters`` timed runs of ``Session.run``. ``peak_rss_mb`` is the
-    process high-water mark from just before the load to the end of the timed runs.
-    ``ops`` holds per-op rows from a separate profiled pass where the backend can tell
-    (ONNX Runtime profiler, ExecuTorch ETDump); otherwise it is empty and ``ops_note`` says why.
+    Measures the load (integrity check included), the first run (cold start), warm-up runs,
+    then ``iters`` timed runs of ``Session.run``.
+
+    - ``warmup``: ``"auto"`` (default) runs windows of runs until the median of the last window
+      stops moving (within 5% of the one before; bounded by ``max_warmup_s`` seconds), or a fixed
+      count. ``steady_state`` records the windows; a profile whose timings never settle (warm-up
+      hit its bound, the timed runs drifted, or they are bimodal) has ``settled == False`` and
+      names the likely cause where the machine tells: other processes' CPU load, hypervisor
+      steal, CPU frequency changes (``/sys`` cpufreq), bimodal timings.
+    - ``threads``: an int, None (all usable cores) or ``"auto"``: time each count from 1 to the
+      usable cores, use the fastest (fewer threads on a 3% tie); ``extra["threads_sweep"]``
+      records the sweep.
+    - ``isolate=True`` profiles in a child process that imports only `runtime` and the backend
+      (no torch for ONNX, LiteRT and QNN artifacts), so ``memory`` is the artifact's own as an
+      app would see it: ``rss_before_load_mb``, ``init_mb`` (resident high-water mark after load
+      minus RSS before; what LiteRT's benchmark_model calls the init footprint), ``run_peak_mb``
+      (the high-water mark during the timed runs, minus RSS before load) and ``overall_peak_mb``,
+      plus the backend's own numbers where it tells (ExecuTorch's planned arena). In-process
+      profiles (the default of this function; the CLI and the pipeline isolate by default)
+      report the same deltas labelled ``mode: "in-process"``.
+    - ``compute``: FLOPs per run (counted from the exported graph at conversion time, recorded in
+      the manifest), GFLOP/s achieved at the p50, and % of this machine's fp32 GEMM peak at the
+      same thread count (`runtime.peak`, cached per machine).
+
+    ``ops`` holds per-op rows from a separate profiled pass where the backend can tell (ONNX
+    Runtime profiler, ExecuTorch ETDump); otherwise it is empty and ``ops_note`` says why.
     ``progress(done, total)`` is called during the timed loop.
 
     Generation artifacts (a ``"generation"`` manifest entry: encoder-decoder, decoder with KV
@@ -292,43 +584,151 @@ def profile(path, *, warmup: int = 10, iters: int = 100, inputs=None, threads: i
     others (``{"batch": 8}``; `Session.inputs` shows the symbols, the manifest their ranges);
     the report's ``extra["dims"]`` records the sizes timed.
     """
-    if not isinstance(iters, int) or iters < 1:
-        raise ConfigError(f"iters must be a positive int, got {iters!r}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ConfigError(f"warmup must be a non-negative int, got {warmup!r}")
-    reset_peak_rss()
-    baseline = rss_mb()
-    sess: Session = load(path, threads=threads, require_signature=require_signature, public_key=public_key)
-    if sess.generation is not None and program is None and inputs is None:
-        return _profile_generation(sess, warmup, iters, per_op, op_runs, seed, progress, baseline,
-                                   prompt_tokens, new_tokens)
-    binding = sess.program(program) if program else sess._default
-    spec = binding.spec
-    timed = _timed_dims(spec, dims)
-    arrays = example_inputs(list(spec.inputs), seed, dims=timed) if inputs is None else binding.validate(inputs)
-    if inputs is None and timed:
-        arrays = binding.validate(arrays)  # sizes outside the exported range fail here, with the range
+    _check_args(warmup, iters, threads)
+    kw = dict(warmup=warmup, iters=iters, inputs=inputs, program=program, per_op=per_op, op_runs=op_runs,
+              seed=seed, progress=progress, require_signature=require_signature, public_key=public_key,
+              prompt_tokens=prompt_tokens, new_tokens=new_tokens, max_warmup_s=max_warmup_s, dims=dims)
+    if isolate:
+        from runtime.isolate import profile_isolated
+        return profile_isolated(path, threads=threads, **kw)
+    sweep = None
+    if threads == "auto":
+        sweep = sweep_threads(path, inputs=inputs, program=program, seed=seed, require_signature=require_signature,
+                              public_key=public_key, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dims=dims)
+        threads = sweep["chosen"]
+    rep = measure(path, threads=threads, mode="in-process", **kw)
+    if sweep:
+        rep.extra["threads_sweep"] = sweep
+    return rep
 
+
+def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, seed, progress, require_signature,
+            public_key, prompt_tokens, new_tokens, max_warmup_s, mode: str, dims=None) -> ProfileReport:
+    """One profile in this process (``mode`` labels the memory figures: in-process or isolated)."""
+    # the profiler's own one-time costs land before the baseline: numpy.random (~7 MB resident
+    # on first import) makes the inputs, and they are the harness's, not the artifact's
+    np.random.default_rng(seed).standard_normal(1)
+    HostSampler().start().stop(min_wall_s=0)
+    hwm_ok = reset_hwm()
+    before = rss_mb()
+    sess: Session = load(path, threads=threads, require_signature=require_signature, public_key=public_key)
+    init_hwm = hwm_mb()
+    generation = sess.generation is not None and program is None and inputs is None
+    if generation:
+        prompt, n_prompt, cap, caps = _gen_prompt(sess, seed, prompt_tokens, new_tokens)
+
+        def once():
+            return sess.generate(prompt, new_tokens, stop_at_eos=False)
+        spec, arrays = None, None
+    else:
+        once, arrays, spec = _runner(sess, program, inputs, seed, prompt_tokens, new_tokens, dims)
     t = time.perf_counter_ns()
-    binding.run(arrays)
-    first_ms = (time.perf_counter_ns() - t) / 1e6
-    for _ in range(warmup):
-        binding.run(arrays)
-    samples = []
+    first = once()
+    first_ms = first.ttft_ms if generation else (time.perf_counter_ns() - t) / 1e6
+    warm = warm_up(once, warmup, max_warmup_s)
+    pre_hwm = hwm_mb()
+    reset_hwm()
+    samples, gens = [], []
     step = max(1, iters // 50)
+    quarter = max(1, iters // 4)
     clock = time.perf_counter_ns
+    host = HostSampler().start()
     for i in range(iters):
-        t = clock()
-        binding.run(arrays)
-        samples.append((clock() - t) / 1e6)
+        if generation:
+            g = once()
+            gens.append(g)
+            samples.append(g.ttft_ms)
+        else:
+            t = clock()
+            once()
+            samples.append((clock() - t) / 1e6)
+        if (i + 1) % quarter == 0:
+            host.sample()
         if progress is not None and (i + 1) % step == 0:
             progress(i + 1, iters)
-    peak = peak_rss_mb()
+    host_reading = host.stop()
+    run_hwm = hwm_mb()
+    memory = {"mode": mode, "rss_before_load_mb": before, "init_mb": init_hwm - before,
+              "run_peak_mb": run_hwm - before, "overall_peak_mb": max(pre_hwm, run_hwm) - before,
+              "model_file_mb": sum(f.size for f in sess.manifest.files) / 2**20, "hwm_resettable": hwm_ok}
+    info = getattr(sess.backend, "memory_info", None)
+    if info is not None:
+        try:
+            memory["backend"] = info(sess)
+        except Exception as e:  # noqa: BLE001 - an optional number; never fail the profile for it
+            memory["backend"] = {"error": f"{type(e).__name__}: {e}"}
 
-    ops, note, backend_extra = _op_rows(sess, spec, arrays, op_runs) if per_op else ([], "", {})
-    if spec.dims:
-        backend_extra["dims"] = {s.name: list(a.shape) for s, a in zip(spec.inputs, arrays)}
-    return _report(sess, spec.name, warmup, iters, first_ms, samples, peak, baseline, ops, note, backend_extra)
+    extra: dict = {}
+    if generation:
+        extra["generation"] = _generation_summary(gens, first, n_prompt, cap, caps)
+    ops, note = [], ""
+    if per_op:
+        ops, note, backend_extra = op_pass(sess, spec, arrays, seed, op_runs)
+        extra.update(backend_extra)
+    if spec is not None and spec.dims:
+        extra["dims"] = {s.name: list(a.shape) for s, a in zip(spec.inputs, arrays)}
+    extra["memory"] = memory
+    extra["steady_state"] = steady_state(samples, warm, host_reading)
+    extra["host"] = host_reading
+    prog_name = "generate" if generation else spec.name
+    extra["compute"] = _compute(sess, prog_name, samples, extra.get("generation"), threads=sess.threads)
+    return ProfileReport(
+        artifact=str(sess.path), target=sess.target, backend=sess.backend_name,
+        backend_version=sess.backend.version(),
+        device=sess.manifest.extra.get("device_label") or f"{cpu_name()} ({platform.machine()}, {platform.system()})",
+        threads=sess.threads, program=prog_name, warmup=warm["runs"], iters=iters,
+        load_ms=sess.load_ms, first_run_ms=first_ms, samples_ms=samples,
+        peak_rss_mb=_finite(max(pre_hwm, run_hwm)), baseline_rss_mb=_finite(before), ops=ops, ops_note=note,
+        label=sess.manifest.extra.get("runs_label", ""), verified=sess.verified, extra=extra,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _compute(sess: Session, program: str, samples: list[float], gen: dict | None, threads: int) -> dict:
+    """FLOPs per run from the manifest, GFLOP/s at the p50, % of the GEMM peak at ``threads``."""
+    counted = sess.manifest.extra.get("flops") if isinstance(sess.manifest.extra.get("flops"), dict) else None
+    if counted is None:
+        return {"flops": None, "note": "no FLOPs count: " + ("a bare model file has no manifest to carry it"
+                                                             if not sess.verified else
+                                                             "the artifact was converted before FLOPs were recorded")}
+    per = counted.get("per_program") or {}
+    p50 = median(samples)
+    out: dict = {"method": counted.get("method")}
+    if gen is not None:
+        g = sess.generation
+        out.update(flops=per.get(g.prefill), per="prefill (time to first token)")
+        tp = (gen.get("tpot_ms") or {}).get("p50")
+        if per.get(g.step) and tp:
+            out.update(decode_flops=per[g.step], decode_gflops_per_s=per[g.step] / (tp * 1e6))
+    else:
+        out.update(flops=per.get(program), per="run")
+    if not out.get("flops"):
+        out["note"] = (counted.get("errors") or {}).get(program, "no matmul/conv/attention FLOPs in this program")
+        return out
+    out["gflops_per_s"] = out["flops"] / (p50 * 1e6) if p50 > 0 else None
+    from runtime.peak import gemm_peak
+    try:
+        peak = gemm_peak(threads)
+    except Exception as e:  # noqa: BLE001 - the peak is context, not the profile
+        peak, out["peak_note"] = None, f"GEMM microbenchmark failed: {type(e).__name__}: {e}"
+    if peak:
+        out.update(peak_gflops=peak["gflops"], peak_threads=threads, peak_backend=peak["backend"],
+                   peak_cached=peak["cached"])
+        if out["gflops_per_s"] is not None:
+            out["pct_of_peak"] = 100.0 * out["gflops_per_s"] / peak["gflops"]
+    elif "peak_note" not in out:
+        out["peak_note"] = "no GEMM microbenchmark here (onnxruntime is not installed)"
+    return out
+
+
+def op_pass(sess: Session, spec, arrays, seed: int, op_runs: int) -> tuple[list[dict], str, dict]:
+    """Per-op rows from a separate profiled pass (``spec`` None: a generation artifact, whose
+    rows are for its step program)."""
+    if spec is None:
+        step_spec = sess.program(sess.generation.step).spec
+        ops, note, extra = _op_rows(sess, step_spec, example_inputs(list(step_spec.inputs), seed), op_runs)
+        return ops, f"per-op rows are for the step program {sess.generation.step!r}" + (f"; {note}" if note else ""), extra
+    return _op_rows(sess, spec, arrays, op_runs)
 
 
 def _timed_dims(spec, dims: dict | None) -> dict:
@@ -356,23 +756,7 @@ def _op_rows(sess: Session, spec, arrays, op_runs: int) -> tuple[list[dict], str
     return aggregate_ops(events, backend_extra.pop("profiled_runs", op_runs)), note, backend_extra
 
 
-def _report(sess: Session, program: str, warmup, iters, first_ms, samples, peak, baseline, ops, note,
-            backend_extra) -> "ProfileReport":
-    extra = sess.manifest.extra
-    return ProfileReport(
-        artifact=str(sess.path), target=sess.target, backend=sess.backend_name,
-        backend_version=sess.backend.version(),
-        device=extra.get("device_label") or f"{cpu_name()} ({platform.machine()}, {platform.system()})",
-        threads=sess.threads, program=program, warmup=warmup, iters=iters,
-        load_ms=sess.load_ms, first_run_ms=first_ms, samples_ms=samples,
-        peak_rss_mb=_finite(peak), baseline_rss_mb=_finite(baseline), ops=ops, ops_note=note,
-        label=extra.get("runs_label", ""), verified=sess.verified, extra=backend_extra,
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    )
-
-
-def _profile_generation(sess: Session, warmup, iters, per_op, op_runs, seed, progress, baseline,
-                        prompt_tokens, new_tokens) -> "ProfileReport":
+def _gen_prompt(sess: Session, seed, prompt_tokens, new_tokens):
     spec = sess.generation
     classes = [(next(s for s in sess.program(p).spec.inputs if s.name == spec.prompt).shape[1], sess.program(p).spec)
                for p in spec.prefill]                                  # prompt length classes, smallest first
@@ -387,34 +771,15 @@ def _profile_generation(sess: Session, warmup, iters, per_op, op_runs, seed, pro
     if vocab is None:
         vr = next(s for s in prefill.inputs if s.name == spec.prompt).value_range
         vocab = (vr[1] + 1) if vr else 1
-    prompt = np.random.default_rng(seed).integers(0, vocab, size=n)
+    return np.random.default_rng(seed).integers(0, vocab, size=n), n, used, [c for c, _ in classes]
 
-    def once():
-        return sess.generate(prompt, new_tokens, stop_at_eos=False)
 
-    first = once()
-    for _ in range(warmup):
-        once()
-    ttft, tpot, rates, made = [], [], [], []
-    step = max(1, iters // 50)
-    for i in range(iters):
-        g = once()
-        ttft.append(g.ttft_ms)
-        tpot.extend(g.step_ms)
-        rates.append(g.tokens_per_s)
-        made.append(len(g.tokens))
-        if progress is not None and (i + 1) % step == 0:
-            progress(i + 1, iters)
-    peak = peak_rss_mb()
-    gen = {"prompt_tokens": n, "new_tokens": int(np.median(made)), "capacity": used,
-           "capacities": [c for c, _ in classes],
-           "ttft_ms": summarize(ttft), "tpot_ms": summarize(tpot) if tpot else None,
-           "tokens_per_s": float(np.median(rates)) if tpot else None, "state_bytes": first.state_bytes,
-           "finish_reason": first.finish_reason}
-    ops, note, backend_extra = [], "", {}
-    if per_op:
-        step_spec = sess.program(spec.step).spec
-        ops, note, backend_extra = _op_rows(sess, step_spec, example_inputs(list(step_spec.inputs), seed), op_runs)
-        note = f"per-op rows are for the step program {spec.step!r}" + (f"; {note}" if note else "")
-    return _report(sess, "generate", warmup, iters, first.ttft_ms, ttft, peak, baseline, ops, note,
-                   {**backend_extra, "generation": gen})
+def _generation_summary(gens, first, n_prompt: int, cap: int, caps: list[int]) -> dict:
+    ttft = [g.ttft_ms for g in gens]
+    tpot = [x for g in gens for x in g.step_ms]
+    rates = [g.tokens_per_s for g in gens]
+    made = [len(g.tokens) for g in gens]
+    return {"prompt_tokens": n_prompt, "new_tokens": int(np.median(made)), "capacity": cap, "capacities": caps,
+            "ttft_ms": summarize(ttft), "tpot_ms": summarize(tpot) if tpot else None,
+            "tokens_per_s": float(np.median(rates)) if tpot else None, "state_bytes": first.state_bytes,
+            "finish_reason": first.finish_reason}

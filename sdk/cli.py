@@ -67,6 +67,10 @@ def cmd_convert(args) -> int:
     import sdk
 
     prog = Progress(not args.quiet)
+    if ("auto" in args.target or args.quantize == "auto") and len(args.target) > 1:
+        raise ConfigError(f"--target auto / --quantize auto pick one artifact: give one --target (got {args.target})")
+    if args.device and args.target != ["auto"]:
+        raise ConfigError("--device selects the candidate targets of --target auto; drop it or use --target auto")
     prog.stage(f"loading model {args.model}")
     model, example, stem = load_model_spec(args.model)
     kwargs = {}
@@ -77,6 +81,9 @@ def cmd_convert(args) -> int:
     if args.dynamic:
         kwargs["dynamic_shapes"] = parse_dynamic(args.dynamic)
     options = parse_options(args.option or [])
+    if args.target == ["auto"] or args.quantize == "auto":
+        return _convert_auto(args, model, example, stem, prog, {**kwargs, **options})
+    args.quantize = args.quantize or "fp32"
     targets = converters.target_names() if args.target == ["all"] else args.target
     results = []
     for t in targets:
@@ -123,6 +130,26 @@ def cmd_convert(args) -> int:
                       f"cosine {r['min_cosine']:.6f})")
             for note in r["notes"]:
                 print(f"  note: {note}")
+    return 0
+
+
+def _convert_auto(args, model, example, stem: str, prog, extra: dict) -> int:
+    from sdk.auto import convert_auto
+    target = args.target[0]
+    kw = dict(calibration=args.calib, eval_data=args.eval, auto_fallback=args.auto_fallback,
+              min_calibration=args.min_calibration, atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
+              max_drop=args.max_drop, **extra)
+    art = convert_auto(model, example, target, quantize=args.quantize, device=args.device, out_dir=args.out,
+                       name=args.name or f"{stem}-{target}", iters=args.iters, progress=prog.stage, **kw)
+    sel = art.selection
+    if args.json:
+        _emit_json({"path": str(art.path), "target": art.target, "quantize": art.manifest.quantization.get("scheme"),
+                    "size_bytes": art.size_bytes, **{k: v for k, v in sel.items() if k != "table_md"}})
+        return 0
+    print(sel["table_md"])
+    p = sel["pick"]
+    print(f"{art.path}  ({art.size_bytes / 1024:.1f} KiB; picked {p['target']} {p['scheme']} at {p['threads']} "
+          f"thread(s), {p['latency_ms']:.4g} ms: {p['why']})" + (f"\ncandidates: {sel['table']}" if sel.get("table") else ""))
     return 0
 
 
@@ -250,6 +277,9 @@ def cmd_profile(args) -> int:
             if args.inputs:
                 raise ConfigError(f"--inputs is not supported with --device {args.device}: the app generates "
                                   "inputs from the manifest's spec; drop --inputs")
+            if args.threads == "auto" or args.warmup == "auto":
+                args.threads = None if args.threads == "auto" else args.threads
+                args.warmup = 10 if args.warmup == "auto" else args.warmup
             prog = Progress(not args.quiet and not args.json)
             prog.stage(f"profiling {args.artifact} on {device.name} ({args.warmup} warm-up + {args.iters} runs)")
             rep = profile_on_device(args.artifact, device, warmup=args.warmup, iters=args.iters,
@@ -259,15 +289,19 @@ def cmd_profile(args) -> int:
             print(rep.to_json() if args.json else rep.table(top_ops=args.top_ops))
             return 0
     prog = Progress(not args.quiet and not args.json)
-    prog.stage(f"profiling {args.artifact} ({args.warmup} warm-up + {args.iters} runs)")
+    warm = "adaptive warm-up" if args.warmup == "auto" else f"{args.warmup} warm-up"
+    prog.stage(f"profiling {args.artifact} ({warm} + {args.iters} runs, "
+               + ("isolated child process" if args.isolate else "in this process")
+               + (", sweeping thread counts first" if args.threads == "auto" else "") + ")")
     sess_inputs = None
     if args.inputs:
-        sess_inputs = _load_inputs(args.inputs, runtime.load(args.artifact, threads=args.threads))
+        sess_inputs = _load_inputs(args.inputs, runtime.load(args.artifact))
     rep = runtime.profile(args.artifact, warmup=args.warmup, iters=args.iters, inputs=sess_inputs,
                           threads=args.threads, program=args.program, per_op=not args.no_per_op,
                           progress=prog.bar("timed runs"), require_signature=bool(args.public_key),
                           public_key=args.public_key, prompt_tokens=args.prompt_tokens,
-                          new_tokens=args.new_tokens, dims=parse_dims(args.dim))
+                          new_tokens=args.new_tokens, isolate=args.isolate, max_warmup_s=args.max_warmup_s,
+                          dims=parse_dims(args.dim))
     if args.out:
         Path(args.out).write_text(rep.to_json())
     if args.json:
@@ -467,6 +501,15 @@ def cmd_diff(args) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
+def _int_or_auto(v: str):
+    if v == "auto":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {v!r}") from None
+
+
 def _executor_arg(s) -> None:
     s.add_argument("--executor", default="local", metavar="local|serial|ray|ray://HOST:PORT",
                    help="where the jobs run: local (default: conversions in a process pool sized to the usable "
@@ -496,11 +539,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(model, example_inputs)) and verify it against PyTorch.")
     s.add_argument("model", help="FILE.pt2 | MODULE:FUNCTION | path/to/file.py:FUNCTION")
     s.add_argument("--target", "-t", action="append", required=True,
-                   help="target name (repeatable), or 'all'; see `edgesdk targets`")
+                   help="target name (repeatable), 'all', or 'auto': convert to every target that runs here with "
+                        "each scheme, gate, profile, and keep the fastest that passed; see `edgesdk targets`")
+    s.add_argument("--device", choices=["cpu", "npu", "gpu"],
+                   help="with --target auto: only this device class's targets")
+    s.add_argument("--iters", type=int, default=100, help="with --target/--quantize auto: timed runs per candidate")
     s.add_argument("--out", "-o", default="edgesdk-out", help="output directory (default: edgesdk-out)")
     s.add_argument("--name", help="artifact name (default: <model>-<target>)")
-    s.add_argument("--quantize", default="fp32",
-                   help="quantization scheme (default: fp32); `edgesdk targets` lists each target's")
+    s.add_argument("--quantize", default=None,
+                   help="quantization scheme (default: fp32; with --target auto: every scheme), or 'auto': every "
+                        "scheme of the target, keeping the fastest that passes the gate; `edgesdk targets` lists them")
     s.add_argument("--calib", help="calibration data: .npz with one array per input (first axis = samples)")
     s.add_argument("--eval", help="held-out data for the accuracy gate (.npz, same layout; default: a quarter "
                                   "of --calib, else generated inputs)")
@@ -534,11 +582,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--public-key", help="refuse the artifact unless signed by this trusted PEM public key")
     s.set_defaults(fn=cmd_run)
 
-    s = sub.add_parser("profile", parents=[common], help="measure load, cold start, warm latency, memory, per-op")
+    s = sub.add_parser("profile", parents=[common], help="measure load, cold start, warm latency, memory, per-op",
+                       description="Profile an artifact: load time, cold start, warm latency percentiles after an "
+                                   "adaptive warm-up, the artifact's own memory (in an isolated child process by "
+                                   "default), FLOPs, GFLOP/s and % of this machine's GEMM peak, per-op times, and a "
+                                   "flag (with the likely cause) when the timings never settle.")
     s.add_argument("artifact", help="artifact directory, manifest.json, or .onnx/.pte/.tflite file")
-    s.add_argument("--warmup", type=int, default=10)
+    s.add_argument("--warmup", type=_int_or_auto, default="auto",
+                   help="warm-up runs, or 'auto' (default): until the median of the last window stops moving")
+    s.add_argument("--max-warmup-s", type=float, default=3.0, help="bound of the adaptive warm-up (default 3 s)")
     s.add_argument("--iters", type=int, default=100)
-    s.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    s.add_argument("--threads", type=_int_or_auto,
+                   help="intra-op threads, or 'auto': time 1..usable cores and use the fastest (default: all cores)")
+    iso = s.add_mutually_exclusive_group()
+    iso.add_argument("--isolate", dest="isolate", action="store_true", default=True,
+                     help="profile in a child process holding only the runtime and the backend, so memory is the "
+                          "artifact's own (default)")
+    iso.add_argument("--in-process", dest="isolate", action="store_false",
+                     help="profile in this process (memory figures then include the CLI itself)")
     s.add_argument("--program", help="program to profile (default: forward)")
     s.add_argument("--inputs", "-i", nargs="+", help="inputs as for `run` (default: generated)")
     s.add_argument("--no-per-op", action="store_true", help="skip the per-op pass")

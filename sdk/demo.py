@@ -69,7 +69,7 @@ def _ms(x) -> str:
 
 def format_table(rows: list[dict]) -> str:
     head = (f"{'family':<8} {'model':<12} {'target':<19} {'runs':<13} {'scheme':<13} {'status':<9} {'quality':>8} "
-            f"{'Δ fp32':>7} {'size KiB':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'cold ms':>8} {'peak MB':>7} "
+            f"{'Δ fp32':>7} {'size KiB':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'cold ms':>8} {'mem MB':>7} "
             f"{'placement':<12}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -78,7 +78,8 @@ def format_table(rows: list[dict]) -> str:
         p = r.get("placement") or {}
         place = f"{p['kind']} {p['fraction'] * 100:.0f}%" if p.get("fraction") is not None else (p.get("kind") or "–")
         size = "–" if r.get("size_bytes") is None else f"{r['size_bytes'] / 1024:.1f}"
-        peak = "–" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}"
+        # the artifact's own memory: peak during the timed runs over RSS before load
+        peak = "–" if r.get("mem_peak_mb") is None else f"{r['mem_peak_mb']:.1f}"
         qs = "–" if q is None else f"{q:.4f}"
         ds = "–" if d is None else ("±0" if abs(d) < 5e-4 else f"{-d:+.3f}")
         lines.append(
@@ -86,7 +87,8 @@ def format_table(rows: list[dict]) -> str:
             f"{r['status']:<9} {qs:>8} {ds:>7} {size:>9} {_ms(r.get('p50_ms'))} "
             f"{_ms(r.get('p90_ms'))} {_ms(r.get('p99_ms'))} {_ms(r.get('first_run_ms'))} "
             f"{peak:>7} {place:<12}"
-            + ("  NOISY" if r.get("noisy") else ""))
+            + ("  NOISY" if r.get("noisy") else "") + ("  UNSETTLED" if r.get("settled") is False else "")
+            + ("  ★ recommended" if r.get("recommended") else ""))
     labels = sorted({f"{r['target']}: {r['label']}" for r in rows if r.get("label") and r["status"] == "ok"})
     if labels:
         lines.append("labels (these latencies are not a device's): " + "; ".join(labels))

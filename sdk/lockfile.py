@@ -4,13 +4,14 @@ For every artifact it records what went in (sha256 of the PyTorch weights, of th
 graph — the payload files the manifest lists —, of the quantization config and of the
 calibration set), the tool versions (torch, ExecuTorch, ONNX Runtime, LiteRT, QNN,
 coremltools...), the machine (CPU model, cores, OS) and what was measured (quality, size,
-latency percentiles *and the raw samples*, cold start, peak memory, placement). `edgesdk diff`
-compares two of these files.
+latency percentiles *and the raw samples*, cold start, the artifact's own memory, FLOPs and GFLOP/s,
+steady state, placement) and the recommendation (`sdk.auto.recommend`). `edgesdk diff` compares
+two of these files.
 
 Schema ``edgesdk.results/1``::
 
     {"schema": "edgesdk.results/1", "name", "created_at", "config", "machine", "versions",
-     "families": [...], "timings", "cache", "executor": {"name", ...},
+     "families": [...], "timings", "cache", "executor": {"name", ...}, "recommendations": [...],
      "artifacts": [{"key": "family/model/target/scheme", "status", "hashes": {...}, "metrics": {...},
                     "samples_ms": [...], "profiled_on": {"host", "device"}, ...row fields}]}
 
@@ -33,7 +34,8 @@ VERSION_PACKAGES = ("edge-sdk", "torch", "executorch", "onnx", "onnxscript", "on
                     "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "coremltools", "torchao", "numpy",
                     "safetensors", "scikit-learn", "matplotlib")
 METRIC_KEYS = ("quality", "fp32_quality", "reference_quality", "quality_drop", "size_bytes", "p50_ms", "p90_ms",
-               "p99_ms", "mean_ms", "cv", "load_ms", "first_run_ms", "peak_rss_mb", "max_abs_err", "min_cosine")
+               "p99_ms", "mean_ms", "cv", "load_ms", "first_run_ms", "peak_rss_mb", "mem_init_mb", "mem_peak_mb",
+               "flops", "gflops_per_s", "pct_of_peak", "max_abs_err", "min_cosine")
 
 
 def _sha_json(obj) -> str:
@@ -87,6 +89,25 @@ def machine() -> dict:
             "os": platform.platform(), "system": platform.system(), "memory_gb": mem}
 
 
+def profile_fields(rep) -> dict:
+    """What a `runtime.ProfileReport` adds to an artifact's row beyond latency: the artifact's own
+    memory (``mem_init_mb``: load; ``mem_peak_mb``: peak during the timed runs; both deltas over
+    RSS before load, measured in an isolated child unless ``memory.mode`` says in-process), the
+    compute figures, the steady-state verdict and the thread sweep."""
+    m, c, st = rep.memory, rep.compute, rep.steady_state
+    out = {"mem_init_mb": m.get("init_mb"), "mem_peak_mb": m.get("run_peak_mb"),
+           "memory": {k: v for k, v in m.items()} if m else None,
+           "flops": c.get("flops"), "gflops_per_s": c.get("gflops_per_s"), "pct_of_peak": c.get("pct_of_peak"),
+           "compute": c or None, "settled": st.get("settled"),
+           "steady_state": {k: st.get(k) for k in ("settled", "flags", "causes", "drift")} if st else None,
+           "warmup_detail": st.get("warmup"), "host": rep.extra.get("host")}
+    sweep = rep.extra.get("threads_sweep")
+    if sweep:
+        out["threads_sweep"] = {"chosen": sweep["chosen"], "rule": sweep["rule"],
+                                "rows": [{k: r[k] for k in ("threads", "p50_ms", "runs")} for r in sweep["rows"]]}
+    return out
+
+
 def build(cfg, rows: list, families: list[dict], timings: dict, cache: dict, executor: dict | None = None) -> dict:
     """The lockfile of one run from its `Row`s (``executor``: which executor ran it, where)."""
     artifacts = []
@@ -115,10 +136,14 @@ def build(cfg, rows: list, families: list[dict], timings: dict, cache: dict, exe
 
 # What varies from run to run of the same config on the same inputs: clocks, memory, where it
 # ran and where it was written. `comparable` drops them; everything else must match.
-RUN_KEYS = ("run_id", "created_at", "timings", "machine", "executor", "cache")
+# "recommendations" (and a row's recommended / target_pick) follow measured latencies; with
+# threads: auto and warmup: auto, the thread count and warm-up runs are measured too
+RUN_KEYS = ("run_id", "created_at", "timings", "machine", "executor", "cache", "recommendations")
 MEASURED = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "noisy", "load_ms", "first_run_ms", "peak_rss_mb",
             "samples_ms", "ops", "ops_note", "program_profiles", "conversion_s", "profiled_on", "attempts", "path",
-            "conversion_cached")
+            "conversion_cached", "threads", "warmup", "mem_init_mb", "mem_peak_mb", "memory", "gflops_per_s",
+            "pct_of_peak", "compute", "settled", "steady_state", "warmup_detail", "host", "threads_sweep",
+            "recommended", "target_pick")
 _GENERATION_MEASURED = ("ttft_ms", "tpot_ms", "tokens_per_s")
 
 

@@ -2,8 +2,11 @@
 scripts, no external URLs), ``report.md`` (plots as files under ``plots/``) from ``results.json``.
 
 Plots (matplotlib, Agg): latency distribution per target (box plots of the raw samples, one
-figure per family), quality vs latency with the Pareto front per family, size by scheme, and
-the top-10 ops of every artifact whose backend reports per-op times.
+figure per family), quality vs latency with the Pareto front per family, size by scheme, the
+artifacts' own memory (load and peak during runs), achieved throughput (GFLOP/s and % of this
+machine's GEMM peak), latency against thread count where threads were swept, and the top-10 ops
+of every artifact whose backend reports per-op times. A recommendation section lists, per
+model, every candidate with why it lost (`sdk.auto`'s rule).
 
 Example::
 
@@ -221,6 +224,91 @@ def plot_ops(r: dict) -> bytes | None:
     return _png(fig)
 
 
+def _label(r) -> str:
+    return f"{r['model']} · {r['target']} · {r['scheme']}"
+
+
+def plot_memory(rows: list[dict]) -> bytes | None:
+    """The artifacts' own memory: load (init) and peak during the timed runs, side by side."""
+    rows = [r for r in rows if r.get("mem_init_mb") is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    rows = sorted(rows, key=lambda r: (r["family"], r["model"], r["target"], r["scheme"]), reverse=True)
+    fig, ax = plt.subplots(figsize=(8.5, 0.3 * len(rows) + 1.4))
+    ys = range(len(rows))
+    ax.barh([y + 0.2 for y in ys], [max(r["mem_peak_mb"], 0) for r in rows], height=0.4, color="#dd8452",
+            label="peak during timed runs")
+    ax.barh([y - 0.2 for y in ys], [max(r["mem_init_mb"], 0) for r in rows], height=0.4, color="#4c72b0",
+            label="after load (init)")
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels([_label(r) + ("" if (r.get("memory") or {}).get("mode") == "isolated" else " (in-process)")
+                        for r in rows], fontsize=7)
+    ax.set_xlabel("MB over the process's RSS before load (isolated child: the artifact's own)")
+    ax.set_title("Memory of each artifact")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)
+
+
+def plot_throughput(rows: list[dict]) -> bytes | None:
+    """GFLOP/s achieved at the p50 per artifact, annotated with % of this machine's GEMM peak."""
+    rows = [r for r in rows if r.get("gflops_per_s") is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    rows = sorted(rows, key=lambda r: (r["family"], r["model"], r["target"], r["scheme"]), reverse=True)
+    colors = _color_map(r["target"] for r in rows)
+    fig, ax = plt.subplots(figsize=(8.5, 0.3 * len(rows) + 1.4))
+    vals = [r["gflops_per_s"] for r in rows]
+    ax.barh(range(len(rows)), vals, color=[colors[r["target"]] for r in rows], alpha=0.85)
+    for i, r in enumerate(rows):
+        pct = r.get("pct_of_peak")
+        ax.text(vals[i], i, f" {vals[i]:.3g}" + ("" if pct is None else f" ({pct:.1f}% of peak)"), va="center",
+                fontsize=6)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([_label(r) + (" (prefill)" if r.get("generation") else "") for r in rows], fontsize=7)
+    wide = max(vals) / max(min(vals), 1e-12) > 30
+    if wide:
+        ax.set_xscale("log")
+    ax.set_xlim(right=max(vals) * (3 if wide else 1.35))
+    ax.set_xlabel("GFLOP/s at the p50" + (" (log scale)" if wide else "")
+                  + "; in brackets: % of this machine's fp32 GEMM peak at the same thread count")
+    ax.set_title("Achieved throughput (FLOPs counted from the exported graph)")
+    return _png(fig)
+
+
+def plot_threads(rows: list[dict]) -> bytes | None:
+    """p50 against thread count for every artifact whose threads were swept (threads: auto)."""
+    rows = [r for r in rows if (r.get("threads_sweep") or {}).get("rows")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    colors = _color_map(r["target"] for r in rows)
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for r in rows:
+        sw = r["threads_sweep"]
+        xs = [x["threads"] for x in sw["rows"]]
+        ys = [x["p50_ms"] for x in sw["rows"]]
+        ax.plot(xs, ys, marker=_MARKERS.get(r["scheme"], "o"), color=colors[r["target"]], alpha=0.8, linewidth=1)
+        ax.scatter([sw["chosen"]], [ys[xs.index(sw["chosen"])]], s=70, facecolor="none", edgecolor="black", zorder=3)
+    for t, c in colors.items():
+        ax.plot([], [], color=c, label=t)
+    for sch in sorted({r["scheme"] for r in rows}):
+        ax.scatter([], [], marker=_MARKERS.get(sch, "o"), color="white", edgecolor="black", label=f"scheme {sch}")
+    ax.scatter([], [], s=70, facecolor="none", edgecolor="black", label="chosen")
+    ax.set_yscale("log")
+    from matplotlib.ticker import ScalarFormatter
+    for axis in (ax.yaxis,):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(ScalarFormatter())
+    ax.set_xticks(sorted({x["threads"] for r in rows for x in r["threads_sweep"]["rows"]}))
+    ax.set_xlabel("intra-op threads")
+    ax.set_ylabel("p50 ms (log scale)")
+    ax.set_title("Latency against thread count (threads: auto)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)
+
+
 # ----------------------------------------------------------------------------- render
 
 def _plots(results: dict) -> list[dict]:
@@ -246,6 +334,13 @@ def _plots(results: dict) -> list[dict]:
     png = plot_sizes(rows)
     if png:
         out.append({"id": "size", "title": "Size by scheme", "png": png, "section": "size"})
+    for ident, title, fn in (("memory", "Memory of each artifact (its own: isolated child process)", plot_memory),
+                             ("throughput", "Achieved throughput: GFLOP/s and % of this machine's GEMM peak",
+                              plot_throughput),
+                             ("threads", "Latency against thread count (threads: auto)", plot_threads)):
+        png = fn(rows)
+        if png:
+            out.append({"id": ident, "title": title, "png": png, "section": "machine"})
     for r in rows:
         png = plot_ops(r)
         if png:
@@ -271,13 +366,30 @@ def summary_rows(results: dict) -> list[list[str]]:
     rows = []
     for r in ordered(_rows(results)):
         rows.append([r["family"], r["model"], r["target"], _runs(r), r["scheme"], _status(r), _quality(r),
-                     _kib(r.get("size_bytes")), _ms(r.get("p50_ms")), _ms(r.get("p90_ms")), _ms(r.get("p99_ms")),
-                     _ms(r.get("first_run_ms")), _f(r.get("peak_rss_mb"), "{:.0f}"), _placement(r)])
+                     _kib(r.get("size_bytes")), _ms(r.get("p50_ms")) + (" ⚠" if r.get("settled") is False else ""),
+                     _ms(r.get("p90_ms")), _ms(r.get("p99_ms")), _ms(r.get("first_run_ms")), _memory(r),
+                     _throughput(r), _placement(r)])
     return rows
 
 
 HEADERS = ["family", "model", "target", "runs", "scheme", "status", "quality (Δ vs fp32)", "size KiB", "p50 ms",
-           "p90 ms", "p99 ms", "cold ms", "peak MB", "placement"]
+           "p90 ms", "p99 ms", "cold ms", "memory MB load / peak", "GFLOP/s (% peak)", "placement"]
+
+
+def _memory(r) -> str:
+    """The artifact's own memory: load (init) and peak during the timed runs, over RSS before load."""
+    if r.get("mem_init_mb") is None:
+        return "–"
+    star = "" if (r.get("memory") or {}).get("mode") == "isolated" else " (in-process)"
+    return f"{r['mem_init_mb']:.1f} / {r['mem_peak_mb']:.1f}{star}"
+
+
+def _throughput(r) -> str:
+    g = r.get("gflops_per_s")
+    if g is None:
+        return "–"
+    pct = r.get("pct_of_peak")
+    return f"{g:.3g}" + ("" if pct is None else f" ({pct:.1f}%)")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222;
@@ -370,9 +482,15 @@ def render_html(results: dict, plots: list[dict]) -> str:
                  "<li>quality: the family's metric on held-out data, measured on the artifact itself through the "
                  "runtime (PyTorch for the fp32 reference); Δ is against the same student in fp32 PyTorch. "
                  "For your own model without a quality function: agreement with fp32 (1 − gate drop) or min cosine.</li>"
-                 "<li>latency: warm runs after warm-up, raw samples in results.json; cold = the first run after "
-                 "load; peak MB = process high-water mark during load + runs; placement = share of compute on "
-                 "the NPU (QNN), in the delegate (XNNPACK/Vulkan) or on the GPU.</li>"
+                 "<li>latency: warm runs after an adaptive warm-up (until the median of the last window stops "
+                 "moving), raw samples in results.json; ⚠ = the timings never settled (see below); cold = the "
+                 "first run after load; memory = the artifact's own, measured in a child process that holds only "
+                 "the runtime and the backend: resident high-water mark after load and during the timed runs, "
+                 "minus RSS before load; GFLOP/s = FLOPs per run (matmul/conv/attention counted from the exported "
+                 "graph) at the p50 (for generation artifacts: the prefill, at the time to first token), and its "
+                 "share of this machine's fp32 GEMM peak at the same thread count; "
+                 "placement = share of compute on the NPU (QNN), in the delegate (XNNPACK/Vulkan) or on the "
+                 "GPU.</li>"
                  + "".join(f"<li>{e(LABEL_NOTES[n])}</li>" for n in notes) + "</ul>")
     gen = generation_rows(results)
     if gen:
@@ -393,12 +511,25 @@ def render_html(results: dict, plots: list[dict]) -> str:
             parts.append(f"<li><code>{e(r['key'])}</code> — {e(STATUS_NOTES.get(r['status'], r['status']))}: "
                          f"{e(r.get('message', ''))}</li>")
         parts.append("</ul>")
+    parts += _recommendation_html(results)
+    unsettled = [r for r in arts if r.get("settled") is False]
+    if unsettled:
+        parts.append("<h3>Timings that never settled</h3><ul class=\"notes\">")
+        for r in unsettled:
+            st = r.get("steady_state") or {}
+            parts.append(f"<li><code>{e(r['key'])}</code>: {e('; '.join(st.get('flags') or []))}. Likely cause: "
+                         f"{e('; '.join(st.get('causes') or ['unknown']))}</li>")
+        parts.append("</ul>")
     # plots per family
-    for fam in sorted({p["section"] for p in plots if p["section"] not in ("size", "ops")}):
+    for fam in sorted({p["section"] for p in plots if p["section"] not in ("size", "ops", "machine")}):
         parts.append(f"<h2>{e(fam)}: latency and quality</h2><div class=\"plots\">")
         parts += [_img(p) for p in plots if p["section"] == fam]
         parts.append("</div>")
     parts += ["<h2>Size</h2><div class=\"plots\">"] + [_img(p) for p in plots if p["section"] == "size"] + ["</div>"]
+    machine = [p for p in plots if p["section"] == "machine"]
+    if machine:
+        parts += ["<h2>Memory, throughput and threads</h2><div class=\"plots\">"] + [_img(p) for p in machine] \
+            + ["</div>"]
     ops = [p for p in plots if p["section"] == "ops"]
     if ops:
         parts.append("<h2>Per-op time (top 10)</h2><p class=\"meta\">From each backend's own profiler (ONNX Runtime, "
@@ -447,9 +578,63 @@ def render_md(results: dict, plots: list[dict], plot_dir: str = "plots") -> str:
     if bad:
         lines += ["", "## Rejected, failed or skipped", ""]
         lines += [f"- `{r['key']}`: {r.get('message', '')}" for r in bad]
+    lines += _recommendation_md(results)
     lines += ["", "## Plots", ""]
     lines += [f"![{p['title']}]({plot_dir}/{p['id']}.png)" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+REC_HEADERS = ["", "target", "scheme", "size KiB", "latency ms", "why"]
+
+
+def _rec_rows(rec: dict) -> list[list[str]]:
+    cands = sorted(rec["candidates"], key=lambda c: (not c.get("picked"), c.get("latency_ms") is None,
+                                                     c.get("latency_ms") or 0))
+    return [["★" if c.get("picked") else "", c["target"], c["scheme"], _kib(c.get("size_bytes")),
+             _ms(c.get("latency_ms")), c.get("why") or c.get("status") or ""] for c in cands]
+
+
+def _rec_intro(rec: dict) -> str:
+    p = rec.get("pick")
+    per = ", ".join(f"{t}: {s}" for t, s in sorted(rec.get("per_target", {}).items()))
+    head = (f"{rec['family']} / {rec['model']}: " + (f"{p['target']} {p['scheme']} ({p['why']})" if p else
+                                                     "no artifact passed and was measured here"))
+    return head + (f". Per target: {per}." if per else "")
+
+
+_REC_NOTE = ("The recommendation (sdk.auto's rule, as for target=\"auto\"): the fastest profiled artifact that "
+             "passed its gate; a quantized scheme never slower than the same model's fp32 on its target; within 3% "
+             "the smaller artifact. Latency: p50 per run, or for generation artifacts a whole generation (TTFT + "
+             "tokens × time per token).")
+
+
+def _recommendation_html(results: dict) -> list[str]:
+    recs = results.get("recommendations") or []
+    if not recs:
+        return []
+    e = _html.escape
+    parts = [f"<h2>Recommendation</h2><p class=\"meta\">{e(_REC_NOTE)}</p>"]
+    for rec in recs:
+        parts.append(f"<h3>{e(_rec_intro(rec))}</h3><table><tr>"
+                     + "".join(f'<th class="{"l" if i in (1, 2, 5) else ""}">{e(h)}</th>' for i, h in enumerate(REC_HEADERS))
+                     + "</tr>")
+        for cells in _rec_rows(rec):
+            parts.append("<tr>" + "".join(f'<td class="{"l" if i in (1, 2, 5) else ""}">{e(c)}</td>'
+                                          for i, c in enumerate(cells)) + "</tr>")
+        parts.append("</table>")
+    return parts
+
+
+def _recommendation_md(results: dict) -> list[str]:
+    recs = results.get("recommendations") or []
+    if not recs:
+        return []
+    lines = ["", "## Recommendation", "", _REC_NOTE]
+    for rec in recs:
+        lines += ["", f"**{_rec_intro(rec)}**", "", "| " + " | ".join(REC_HEADERS) + " |",
+                  "|" + "|".join("---" for _ in REC_HEADERS) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in _rec_rows(rec)]
+    return lines
 
 
 def render(results: dict, out_dir) -> tuple[Path, Path]:

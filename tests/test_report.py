@@ -1,7 +1,8 @@
 """The report of a small real pipeline run (mlp family on its embedded teacher and data, two CPU
-targets, fp32 + int8): self-contained HTML with plots, markdown, lockfile, and the page loaded
-in headless Chromium (Debian `chromium`, installed by `make browser`) with every image decoded
-and no console errors."""
+targets, fp32 + int8, isolated profiles with a thread sweep): self-contained HTML with plots
+(latency, Pareto, size, memory, throughput, threads, per-op), the recommendation, markdown,
+lockfile, and the page loaded in headless Chromium (Debian `chromium`, installed by
+`make browser`) with every image decoded and no console errors."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def run(tmp_path_factory):
     cfg = {"name": "report-test", "distill": {"family": "mlp", "students": {"mlp-small": {"model": "mlp-small"}}},
            "targets": ["onnx-cpu", "litert-cpu"], "quick": True,
            "quantize": {"schemes": ["fp32", "int8-static"], "max_drop": 0.2},
-           "profile": {"warmup": 2, "iters": 30},
+           "profile": {"iters": 30, "threads": "auto"},
            "output": {"dir": str(tmp / "out"), "cache": str(tmp / "cache")}}
     return pipeline(cfg, progress=False), tmp
 
@@ -58,14 +59,37 @@ def test_report_files(run):
     html = res.report_html.read_text()
     assert re.search(r"https?://", html) is None and "<script" not in html  # self-contained, no scripts
     imgs = re.findall(r'<img src="data:image/png;base64,', html)
-    assert len(imgs) >= 4  # latency, Pareto, size, per-op
-    for ident in ("latency-mlp", "pareto-mlp", "size"):
+    assert len(imgs) >= 7  # latency, Pareto, size, memory, throughput, threads, per-op
+    for ident in ("latency-mlp", "pareto-mlp", "size", "memory", "throughput", "threads"):
         assert f'id="{ident}"' in html and (res.out_dir / "plots" / f"{ident}.png").is_file()
     assert any(p.name.startswith("ops-") for p in (res.out_dir / "plots").iterdir())
     md = res.report_md.read_text()
     assert "| family | model | target |" in md and "![Latency distribution per target" in md
     results = json.loads(res.results_json.read_text())
     assert len(results["artifacts"]) == 4 and results["families"][0]["family"] == "mlp"
+
+
+def test_report_memory_throughput_and_recommendation(run):
+    """Memory is the artifact's own (isolated child, torch-free backends), every profile carries
+    FLOPs / GFLOP/s / % of peak and its thread sweep, and the recommendation follows sdk.auto's rule."""
+    res, _ = run
+    results = json.loads(res.results_json.read_text())
+    for a in results["artifacts"]:
+        m = a["memory"]
+        assert m["mode"] == "isolated" and 0 < m["init_mb"] <= a["mem_peak_mb"] + 1e-9 < 200, m
+        assert m["rss_before_load_mb"] < 400  # the child holds the runtime + backend, not torch and the SDK
+        assert a["flops"] == 2 * (64 * 128 + 128 * 10) and a["gflops_per_s"] > 0 and 0 < a["pct_of_peak"] < 100
+        assert a["threads_sweep"]["chosen"] == a["threads"] and a["settled"] in (True, False)
+    rec = results["recommendations"]
+    assert len(rec) == 1 and rec[0]["pick"] is not None
+    picked = [a for a in results["artifacts"] if a.get("recommended")]
+    assert len(picked) == 1 and picked[0]["target"] == rec[0]["pick"]["target"]
+    for t in ("onnx-cpu", "litert-cpu"):  # never slower than fp32 on its target
+        mine = {a["scheme"]: a for a in results["artifacts"] if a["target"] == t}
+        pick = next(a for a in mine.values() if a.get("target_pick"))
+        assert pick["scheme"] == "fp32" or pick["p50_ms"] <= mine["fp32"]["p50_ms"]
+    html = res.report_html.read_text()
+    assert "<h2>Recommendation</h2>" in html and "★" in html and "memory MB load / peak" in html
 
 
 def test_report_in_headless_chromium(run, tmp_path):

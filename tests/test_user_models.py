@@ -144,6 +144,8 @@ def test_dynamic_batch_cnn_runs_at_three_sizes(target, tmp_path):
         sess.run([np.zeros((9, 3, 32, 32), np.float32)])
     rep = runtime.profile(art.path, warmup=1, iters=3, per_op=False, dims={"batch": 4})
     assert rep.extra["dims"] == {"image": [4, 3, 32, 32]}
+    rep = runtime.profile(art.path, warmup=1, iters=3, per_op=False, dims={"batch": 4}, isolate=True)
+    assert rep.extra["dims"] == {"image": [4, 3, 32, 32]} and rep.memory["mode"] == "isolated"  # the child too
     with pytest.raises(ConfigError, match="batch \\(1..8\\)"):
         runtime.profile(art.path, iters=1, per_op=False, dims={"seq": 4})
 

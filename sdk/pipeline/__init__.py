@@ -68,7 +68,7 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
     targets = select_targets(cfg, quick)  # a quick (smoke) run: only what runs here
     warmup, iters = cfg.profile.warmup, cfg.profile.iters
     if quick:
-        warmup, iters = min(warmup, 3), min(iters, 30)
+        warmup, iters = (warmup if warmup == "auto" else min(warmup, 3)), min(iters, 30)
     families: list[dict] = []
     ctx = RunContext(cfg=cfg, art_dir=out / "artifacts", warmup=warmup, iters=iters, progress=progress)
     with make_executor(executor, ctx) as ex:

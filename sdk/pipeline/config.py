@@ -110,7 +110,8 @@ class DistillSpec(_Section):
 
 @dataclass
 class QuantizeSpec(_Section):
-    """``schemes``: ``recommended`` (fp32 + each target's recommended scheme), ``fp32``, a list
+    """``schemes``: ``recommended`` (fp32 + each target's recommended scheme), ``auto`` (every scheme
+    each target offers; the report's recommendation picks the fastest that passed), ``fp32``, a list
     (``[fp32, int8-static]``, schemes a target lacks are skipped and listed) or a mapping target
     -> list. ``max_drop``: the accuracy gate (a number, ``default`` for the SDK's thresholds per
     kind of output, or None: measured, not enforced, with a warning). ``on_fail``:
@@ -125,7 +126,8 @@ class QuantizeSpec(_Section):
         s = self.schemes
         ok = isinstance(s, str) or (isinstance(s, list) and all(isinstance(x, str) for x in s)) or (
             isinstance(s, dict) and all(isinstance(v, (str, list)) for v in s.values()))
-        _check(ok, f"quantize.schemes: 'recommended', 'fp32', a list of schemes or a mapping target -> list, got {s!r}")
+        _check(ok, f"quantize.schemes: 'recommended', 'auto', 'fp32', a list of schemes or a mapping target -> list, "
+                   f"got {s!r}")
         _check(self.max_drop is None or self.max_drop == "default" or (
             isinstance(self.max_drop, (int, float)) and not isinstance(self.max_drop, bool) and self.max_drop >= 0),
                f"quantize.max_drop must be a number >= 0 (e.g. 0.02), 'default' (top-1 >= 99% for classifiers, "
@@ -153,21 +155,28 @@ class CalibrationSpec(_Section):
 class ProfileSpec(_Section):
     """``devices``: target -> where its latency is measured: ``local`` (default: this machine,
     or the executor's node with the target's device) or ``adb:SERIAL`` (a phone on adb,
-    through the android_demo app; the ``ray`` executor runs it on the worker that has it)."""
+    through the android_demo app; the ``ray`` executor runs it on the worker that has it).
+    ``warmup``: runs, or ``auto`` (until the median of the last window stops moving);
+    ``threads``: a count, null (all usable cores) or ``auto`` (time 1..usable cores, use the
+    fastest); ``isolate``: profile in a child process holding only the runtime and the backend,
+    so memory is the artifact's own."""
 
     enabled: bool = True
-    warmup: int = 10
+    warmup: Any = "auto"
     iters: int = 100
-    threads: int | None = None
+    threads: Any = None
     per_op: bool = True
+    isolate: bool = True
     devices: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        _opt_int(self.warmup, "profile.warmup", 0)
+        if self.warmup != "auto":
+            _opt_int(self.warmup, "profile.warmup (or auto)", 0)
         _opt_int(self.iters, "profile.iters", 1)
-        _opt_int(self.threads, "profile.threads", 1)
-        _check(isinstance(self.enabled, bool) and isinstance(self.per_op, bool),
-               "profile.enabled and profile.per_op must be true or false")
+        if self.threads != "auto":
+            _opt_int(self.threads, "profile.threads (or auto, or null for all cores)", 1)
+        _check(isinstance(self.enabled, bool) and isinstance(self.per_op, bool) and isinstance(self.isolate, bool),
+               "profile.enabled, profile.per_op and profile.isolate must be true or false")
         _check(isinstance(self.devices, dict) and all(
             isinstance(k, str) and isinstance(v, str) and (v == "local" or (v.startswith("adb:") and len(v) > 4))
             for k, v in self.devices.items()),

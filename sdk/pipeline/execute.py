@@ -217,7 +217,8 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
     if "generation" in art.manifest.extra:
         # one timed run is a whole generation (prefill + 32 steps): a fifth of the runs still
         # gives ~30 per-token samples per run, and keeps generation models within the budget
-        warmup, iters = min(warmup, max(1, warmup // 5)), min(iters, max(5, iters // 5))
+        warmup = warmup if warmup == "auto" else min(warmup, max(1, warmup // 5))
+        iters = min(iters, max(5, iters // 5))
     programs = e.profile_programs or [None]
     reps = {}
     for prog in programs:
@@ -225,11 +226,15 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
             + (f" on {device}" if device.startswith("adb:") else ""))
         if device.startswith("adb:"):  # a phone: the android_demo app measures, the report comes back
             from runtime.devices import parse_device, profile_on_device
-            reps[prog or "default"] = profile_on_device(art.path, parse_device(device), warmup=warmup, iters=iters,
-                                                        threads=cfg.profile.threads, program=prog, log=say)
+            # the phone app warms up a fixed count on the threads it is given (no sweep there)
+            reps[prog or "default"] = profile_on_device(art.path, parse_device(device),
+                                                        warmup=10 if warmup == "auto" else warmup, iters=iters,
+                                                        threads=None if cfg.profile.threads == "auto" else
+                                                        cfg.profile.threads, program=prog, log=say)
             continue
         reps[prog or "default"] = runtime.profile(art.path, warmup=warmup, iters=iters, threads=cfg.profile.threads,
-                                                  program=prog, per_op=cfg.profile.per_op, progress=bar)
+                                                  program=prog, per_op=cfg.profile.per_op, isolate=cfg.profile.isolate,
+                                                  progress=bar)
     rep = next(iter(reps.values()))
     st = rep.stats
     row.update(status="ok", p50_ms=st["p50"], p90_ms=st["p90"], p99_ms=st["p99"], mean_ms=st["mean"],
@@ -237,7 +242,9 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
                peak_rss_mb=rep.peak_rss_mb, threads=rep.threads, backend=rep.backend,
                backend_version=rep.backend_version, device_name=rep.device, label=rep.label or row.label or "",
                program=rep.program, samples_ms=[round(x, 6) for x in rep.samples_ms], ops=_top_ops(rep),
-               ops_note=rep.ops_note, warmup=warmup, iters=iters)
+               ops_note=rep.ops_note, warmup=rep.warmup, iters=iters)
+    from sdk.lockfile import profile_fields
+    row.update(**profile_fields(rep))
     if rep.extra.get("generation"):  # generation artifacts: samples are times to first token
         row.generation = rep.extra["generation"]
     if len(reps) > 1:
@@ -246,7 +253,7 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
                                 for k, r in reps.items()}
     if e.quality is not None:
         try:
-            row.quality = float(e.quality(Runner.artifact(art.path, threads=cfg.profile.threads)))
+            row.quality = float(e.quality(Runner.artifact(art.path, threads=rep.threads)))
         except Exception as err:  # a quality function that cannot run on this artifact: say so, keep going
             row.quality_error = f"{type(err).__name__}: {_one_line(err)[:300]}"
     elif row.gate is not None and row.gate.get("drop") is not None:

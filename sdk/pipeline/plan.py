@@ -70,7 +70,11 @@ def schemes_for(target, schemes, quick: bool = False, multi_program: bool = Fals
         schemes = [schemes]
     out, missing = [], []
     for s in schemes:
-        if s == "recommended":
+        if s == "auto":  # every scheme the target offers (QAT needs a QAT-trained model): the recommendation picks
+            for x in target.quantization:
+                if x != "int8-qat" and x not in out:
+                    out.append(x)
+        elif s == "recommended":
             rec = recommended_scheme(target, multi_program)
             for x in ((rec or "fp32",) if quick else ("fp32", rec)):
                 if x and x not in out:

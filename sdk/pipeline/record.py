@@ -45,7 +45,10 @@ def record(cfg: PipelineConfig, rows: list[Row], families: list[dict], timings: 
     timings["total_s"] = time.perf_counter() - t_start
     cache_info = {"hits": sum(len(f["cache_hits"]) for f in families),
                   "misses": sum(len(f["cache_misses"]) for f in families), "dir": cfg.output.cache}
+    from sdk.auto import recommend
+    recommendations = recommend(rows)  # marks rows `recommended` / `target_pick` (sdk.auto's rule)
     results = lockfile.build(cfg, rows, families, timings, cache_info, executor=executor)
+    results["recommendations"] = recommendations
     results_path = lockfile.write(results, out / "results.json")
     html = md = None
     if cfg.output.report:

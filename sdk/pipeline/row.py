@@ -93,6 +93,22 @@ class Row:
     quality_vs_reference: float | None = None
     profiled_on: dict | None = None         # host, device (and Ray node) that measured the latency
     attempts: list | None = None            # earlier tries that a lost worker ended, when there were any
+    # the profile beyond latency (`sdk.lockfile.profile_fields`): the artifact's own memory
+    # (deltas over RSS before load), FLOPs and GFLOP/s, steady state, the thread sweep
+    mem_init_mb: float | None = None
+    mem_peak_mb: float | None = None
+    memory: dict | None = None
+    flops: float | None = None
+    gflops_per_s: float | None = None
+    pct_of_peak: float | None = None
+    compute: dict | None = None
+    settled: bool | None = None
+    steady_state: dict | None = None
+    warmup_detail: dict | None = None
+    host: dict | None = None
+    threads_sweep: dict | None = None
+    recommended: bool | None = None         # the model's pick over every target x scheme (sdk.auto's rule)
+    target_pick: bool | None = None         # the pick within its target
     extra: dict = field(default_factory=dict)  # keys this version does not know (read from a newer file)
 
     @property
