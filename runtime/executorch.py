@@ -38,6 +38,11 @@ def version() -> str:
     return v("executorch")
 
 
+# The threadpool's first use probes the CPU (cpuinfo), printing what it could not read on x86.
+with native_output("ExecuTorch"):
+    _C._threadpool_get_thread_count()
+
+
 # Programs loaded by this process. XNNPACK delegates keep a pointer to the process-wide
 # threadpool: resizing it while one is alive makes that program's next run hang (seen: a
 # session at 2 threads, another opened at 1, then the first one run again).
@@ -76,7 +81,7 @@ class _Loaded:
 
 def _load(path: Path, etdump: bool = False):
     try:
-        with native_output("ExecuTorch"):  # cpuinfo probe lines on the first load (x86)
+        with native_output("ExecuTorch"):
             loaded = _Loaded(_C._load_program(str(path), enable_etdump=etdump, debug_buffer_size=0))
     except Exception as e:
         raise IntegrityError(f"{path}: ExecuTorch could not load the program: {e}") from None
