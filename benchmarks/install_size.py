@@ -8,7 +8,8 @@ the same exact versions), and measures, side by side in one run:
 - installed: the venv's site-packages on disk (`du`, 1 MB = 2^20 bytes);
 - import: wall time of a fresh interpreter running `import edgesdk.runtime` (what an app does),
   and `import edgesdk.converters` (what `edgesdk.convert` loads on first use) where installed,
-  minus a bare `python -c pass`, median of --repeats runs; every venv is timed in the same loop.
+  minus a fresh `python -c "import sys"`, median [min, max] of --repeats runs; every venv is timed
+  in the same loop, interleaved.
 
     python benchmarks/install_size.py                 # prints a table (about 5 minutes, ~6 GB of disk)
     python benchmarks/install_size.py --markdown      # the same as a Markdown table
@@ -29,6 +30,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from build_wheels import build_wheels  # noqa: E402
+
 CONSTRAINTS = ROOT / "constraints.txt"
 
 CONFIGS = [  # name, requirement of the runtime wheel (None: both wheels, full SDK), imports to time
@@ -47,19 +51,6 @@ def run(cmd, **kw) -> subprocess.CompletedProcess:
 
 def pip(*args) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *map(str, args)])
-
-
-def build_wheels(out: Path) -> dict:
-    src = out / "src"
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-    for d in ("sdk", "models", "converters", "runtime"):
-        shutil.copytree(ROOT / d, src / d, ignore=ignore)
-    for f in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / f, src / f)
-    for project in (src / "runtime", src):
-        run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", str(out / "dist"), str(project)])
-    return {"runtime": next((out / "dist").glob("edge_sdk_runtime-*.whl")),
-            "sdk": next((out / "dist").glob("edge_sdk-*.whl"))}
 
 
 def du_mb(path: Path) -> float:
@@ -125,11 +116,15 @@ def main() -> None:
                     times[i][m] += import_ms(python, m, 1, cwd)
         b = statistics.median(base)
         for row, t in zip(rows, times):
-            row["import"] = {m: statistics.median(v) - b for m, v in t.items()}
+            row["import"] = {m: (statistics.median(v) - b, min(v) - b, max(v) - b) for m, v in t.items()}
         print_table(rows, b, args.markdown)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _ms(t: tuple[float, float, float]) -> str:
+    return f"{t[0]:.0f} [{t[1]:.0f}, {t[2]:.0f}]"
 
 
 def print_table(rows: list[dict], base_ms: float, markdown: bool) -> None:
@@ -139,8 +134,8 @@ def print_table(rows: list[dict], base_ms: float, markdown: bool) -> None:
     for r in rows:
         conv = r["import"].get("edgesdk.converters")
         body.append([r["name"], str(r["dists"]), "yes" if r["torch"] else "no", f"{r['download_mb']:.0f}",
-                     f"{r['installed_mb']:.0f}", f"{r['import']['edgesdk.runtime']:.0f}",
-                     "-" if conv is None else f"{conv:.0f}"])
+                     f"{r['installed_mb']:.0f}", _ms(r["import"]["edgesdk.runtime"]),
+                     "-" if conv is None else _ms(conv)])
     full = next(r for r in rows if r["name"].startswith("edge-sdk (full)"))
     if markdown:
         print("| " + " | ".join(head) + " |")
@@ -153,7 +148,7 @@ def print_table(rows: list[dict], base_ms: float, markdown: bool) -> None:
         for b in body:
             print("  ".join(c.ljust(w) for c, w in zip(b, widths)))
     print(f"\nimport times are wall time of a fresh interpreter minus `python -c 'import sys'` ({base_ms:.0f} ms), "
-          "medians; installed = the venv's site-packages")
+          "median [min, max] of the runs; installed = the venv's site-packages")
     for r in rows:
         if r is not full:
             print(f"{r['name']}: {r['installed_mb'] / full['installed_mb'] * 100:.1f}% of the full SDK's installed "

@@ -40,10 +40,12 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess:
 
 
 def _pip(*args, python: Path | None = None) -> subprocess.CompletedProcess:
+    """pip of this environment; with ``python``, installing into that venv, which must not see
+    this checkout (PYTHONPATH: its egg-info would pass for an installed edge-sdk)."""
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     if python is not None:
         cmd += ["--python", str(python)]
-    return _run(cmd + list(args))
+    return _run(cmd + list(args), env=_env(installed=python is not None))
 
 
 # ----------------------------------------------------------------------------- static checks
@@ -101,17 +103,9 @@ def test_the_runtime_namespace_imports_no_torch_and_no_sdk_layer():
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> dict:
     """Both wheels, built (no isolation, this environment's setuptools) from a copy of the sources."""
-    tmp = tmp_path_factory.mktemp("dist")
-    src = tmp / "src"
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-    for d in ("sdk", "models", "converters", "runtime"):
-        shutil.copytree(ROOT / d, src / d, ignore=ignore)
-    for f in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / f, src / f)
-    out = tmp / "dist"
-    for project in (src / "runtime", src):
-        _run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", str(out), str(project)])
-    return {"runtime": next(out.glob("edge_sdk_runtime-*.whl")), "sdk": next(out.glob("edge_sdk-*.whl"))}
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_wheels import build_wheels
+    return build_wheels(tmp_path_factory.mktemp("dist"))
 
 
 def _metadata(whl: Path) -> tuple[list[str], str]:
@@ -147,15 +141,17 @@ def test_wheels_map_the_folders_into_one_namespace(wheels):
     assert "edgesdk = edgesdk.cli:main" in ep
 
 
-def _venv(path: Path, layered_over_this_env: bool) -> Path:
+def _venv(path: Path) -> Path:
     _run([sys.executable, "-m", "venv", "--without-pip", str(path)])
-    python = path / "bin" / "python"
-    if layered_over_this_env:  # this environment's dependencies (torch, ...) after the venv's own
-        site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                    env=_env(installed=True)).stdout.strip()
-        Path(site, "zz_layer.pth").write_text(
-            f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
-    return python
+    return path / "bin" / "python"
+
+
+def _layer_over_this_env(python: Path) -> None:
+    """This environment's dependencies (torch, ...) after the venv's own packages. Done after the
+    installs: pip would otherwise find this environment's edge-sdk and skip the wheel."""
+    site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                env=_env(installed=True)).stdout.strip()
+    Path(site, "zz_layer.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
 
 
 def _decoys(folder: Path) -> Path:
@@ -183,8 +179,9 @@ print(json.dumps({"file": edgesdk.__file__, "targets": names, "err": float(np.ab
 
 def test_public_api_from_a_folder_with_decoy_packages(wheels, tmp_path):
     """Both wheels installed, run from a folder whose own models/, runtime/... must not interfere."""
-    python = _venv(tmp_path / "venv", layered_over_this_env=True)
+    python = _venv(tmp_path / "venv")
     _pip("install", "--no-deps", "--no-index", str(wheels["runtime"]), str(wheels["sdk"]), python=python)
+    _layer_over_this_env(python)
     work = _decoys(tmp_path / "project")
     r = _run([str(python), "-c", DECOY_SCRIPT], cwd=work, env=_env(installed=True))
     res = json.loads(r.stdout.strip().splitlines()[-1])
@@ -232,7 +229,7 @@ def test_runtime_wheel_runs_onnx_and_litert_without_torch(wheels, converted, tmp
     """`pip install edge_sdk_runtime-*.whl[onnx,litert]` in a fresh venv: no torch, and artifacts
     made by the full SDK load, verify, run and profile."""
     arts = [converted("mlp", t)[0].path for t in ("onnx-cpu", "litert-cpu")]
-    python = _venv(tmp_path / "venv", layered_over_this_env=False)
+    python = _venv(tmp_path / "venv")
     _pip("install", "--no-index", "--find-links", str(_wheelhouse()), f"{wheels['runtime']}[onnx,litert]",
          python=python)
     work = _decoys(tmp_path / "app")
@@ -286,7 +283,7 @@ def test_native_logs_come_back_with_verbose(converted):
 def test_runtime_at_the_lower_bounds_of_its_ranges(wheels, converted, tmp_path):
     """The oldest releases the runtime's ranges admit (numpy 2.0, onnxruntime 1.30) run its artifacts."""
     arts = [converted("mlp", t)[0].path for t in ("onnx-cpu", "litert-cpu")]
-    python = _venv(tmp_path / "venv", layered_over_this_env=False)
+    python = _venv(tmp_path / "venv")
     _pip("install", f"{wheels['runtime']}[onnx,litert]", "numpy==2.0.*", "onnxruntime==1.30.*", python=python)
     r = _run([str(python), "-c", "import numpy, onnxruntime; print(numpy.__version__, onnxruntime.__version__)"],
              env=_env(installed=True))
