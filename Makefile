@@ -10,7 +10,8 @@ STAMP  := $(VENV)/.edgesdk-installed
 # Both distributions from this checkout, at the exact versions of constraints.txt (pyproject.toml
 # declares ranges): edge-sdk-runtime editable, then edge-sdk with the checkout's root on sys.path
 # ("compat" editable mode), where edgesdk.py maps sdk/, runtime/, models/ and converters/ to
-# `edgesdk.*` as the wheels do (and new files need no reinstall).
+# `edgesdk.*` as the wheels do (and new files need no reinstall). setuptools calls "compat"
+# transitional; should it go, a .pth file holding this folder's path does the same.
 $(STAMP): pyproject.toml runtime/pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
