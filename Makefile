@@ -5,12 +5,18 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgesdk-installed
 
-.PHONY: test test-all test-jvm demo bench venv clean fuzz browser zoo-deps zoo
+.PHONY: test test-all test-jvm demo bench venv clean fuzz browser zoo-deps zoo dist
 
-$(STAMP): pyproject.toml constraints.txt
+# Both distributions from this checkout, at the exact versions of constraints.txt (pyproject.toml
+# declares ranges): edge-sdk-runtime editable, then edge-sdk with the checkout's root on sys.path
+# ("compat" editable mode), where edgesdk.py maps sdk/, runtime/, models/ and converters/ to
+# `edgesdk.*` as the wheels do (and new files need no reinstall). setuptools calls "compat"
+# transitional; should it go, a .pth file holding this folder's path does the same.
+$(STAMP): pyproject.toml runtime/pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,cluster]'
+	$(PY) -m pip install --quiet -c constraints.txt -e './runtime[onnx,litert,executorch,qnn,signing]'
+	$(PY) -m pip install --quiet -c constraints.txt --config-settings editable_mode=compat -e '.[dev,cluster]'
 	$(PY) -m pip check
 	@touch $@
 
@@ -59,7 +65,15 @@ browser:
 	    >build/apt-browser.log 2>&1 || { cat build/apt-browser.log; echo "apt-get install failed (see above)"; exit 1; }; }
 
 clean:
-	rm -rf edgesdk-out .pytest_cache
+	rm -rf edgesdk-out .pytest_cache dist
+
+# Release files: the wheels and sdists of edge-sdk-runtime (runtime/) and edge-sdk (.) in dist/,
+# checked with twine. `benchmarks/install_size.py` installs them into fresh venvs and measures them.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist runtime
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check --strict dist/*
 
 # Software GPU for litert-gpu: Mesa >= 25 lavapipe (Debian bookworm-backports mesa-vulkan-drivers)
 # unpacked into $(GPU_SIM_DIR) by apt with private state (no root, nothing installed system-wide),

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - layout of other executorch releases
 
 from runtime import state
 from runtime.errors import ExecutionError, IntegrityError, TargetUnavailableError
+from runtime.logs import native_output
 from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
 
 NAME = "executorch"
@@ -37,6 +38,11 @@ _SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "
 def version() -> str:
     from importlib.metadata import version as v
     return v("executorch")
+
+
+# The threadpool's first use probes the CPU (cpuinfo), printing what it could not read on x86.
+with native_output("ExecuTorch"):
+    _C._threadpool_get_thread_count()
 
 
 # Programs loaded by this process. XNNPACK delegates keep a pointer to the process-wide
@@ -77,7 +83,8 @@ class _Loaded:
 
 def _load(path: Path, etdump: bool = False):
     try:
-        loaded = _Loaded(_C._load_program(str(path), enable_etdump=etdump, debug_buffer_size=0))
+        with native_output("ExecuTorch"):
+            loaded = _Loaded(_C._load_program(str(path), enable_etdump=etdump, debug_buffer_size=0))
     except Exception as e:
         raise IntegrityError(f"{path}: ExecuTorch could not load the program: {e}") from None
     _LIVE.add(loaded)
@@ -244,9 +251,9 @@ def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int
         import logging
         import warnings
         logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_output("ExecuTorch Inspector"):
             warnings.simplefilter("ignore")
-            from executorch.devtools import Inspector  # heavy; imports the exporter
+            from executorch.devtools import Inspector  # heavy; imports the exporter (torchao's load lines)
             inspector = Inspector(etdump_path=etdump)
     rows, hidden = [], 0
     for block in inspector.event_blocks:

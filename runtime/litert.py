@@ -15,10 +15,12 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from runtime.errors import ExecutionError, InputError, IntegrityError
+from runtime.logs import mute_native_exit_logs, native_output
 from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
 
 NAME = "litert"
 _I32 = np.iinfo(np.int32)
+mute_native_exit_logs()  # LiteRT's accelerator registry logs from C++ destructors at exit
 
 
 def version() -> str:
@@ -43,8 +45,9 @@ def narrow(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
 
 def _interpreter(path: Path, threads: int) -> Interpreter:
     try:
-        it = Interpreter(model_path=str(path), num_threads=threads)
-        it.allocate_tensors()
+        with native_output("LiteRT"):  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            it = Interpreter(model_path=str(path), num_threads=threads)
+            it.allocate_tensors()
         return it
     except Exception as e:
         raise IntegrityError(f"{path}: LiteRT could not load the model: {e}") from None

@@ -15,10 +15,7 @@ integer outputs widened back, as in `runtime.litert`.
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,6 +24,7 @@ import numpy as np
 
 from runtime import gpu_sim
 from runtime.errors import ExecutionError, InputError, IntegrityError
+from runtime.logs import mute_native_exit_logs, native_output
 from runtime.manifest import Manifest, ProgramSpec
 
 NAME = "litert-gpu"
@@ -58,33 +56,6 @@ def version() -> str:
 
 
 # ---------------------------------------------------------------- native log capture
-
-@contextlib.contextmanager
-def _native_output():
-    """Collect what native code writes to fds 1 and 2 (LiteRT, Dawn) into ``log[0]``.
-
-    LiteRT logs to stdout too ("INFO: Failed to load OpenCL library ..."), which would
-    corrupt machine-readable output such as `edgesdk targets --json`.
-    """
-    import sys
-    log = [""]
-    for s in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            s.flush()
-    with tempfile.TemporaryFile() as f:
-        saved = [os.dup(1), os.dup(2)]
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield log
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            f.seek(0)
-            log[0] = f.read().decode("utf-8", "replace")
-
 
 _KNOWN = re.compile(r"Couldn't load Vulkan: [^\n]*|No adapters found|No supported adapters")
 # what LiteRT logs on every start and is never the cause (vendor NPU plugins this wheel ships)
@@ -127,6 +98,7 @@ def _environment():
     global _env
     if _env is None:
         from ai_edge_litert.environment import Environment
+        mute_native_exit_logs()  # the accelerator registry logs from C++ destructors at exit
         _env = Environment.create()
     return _env
 
@@ -154,7 +126,7 @@ def _probe(driver: gpu_sim.Driver) -> str | None:
     CompiledModel, HA, Options, _, GpuOptions = _litert()
     exc, y, full = None, None, None
     t0 = time.perf_counter()
-    with _native_output() as log:
+    with native_output("LiteRT GPU", need_text=True) as log:
         try:
             model = CompiledModel.from_buffer(
                 _PROBE_MODEL, environment=_environment(),
@@ -213,7 +185,7 @@ class _Compiled:
             from runtime.errors import TargetUnavailableError
             raise TargetUnavailableError(f"cannot run litert-gpu artifacts here: {why}")
         t0 = time.perf_counter()
-        with _native_output() as log:
+        with native_output("LiteRT GPU", need_text=True) as log:
             try:
                 self.model = CompiledModel.from_file(
                     str(path), environment=_environment(),

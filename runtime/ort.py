@@ -11,10 +11,15 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.errors import ExecutionError, IntegrityError
+from runtime.logs import verbose
 from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
 
 NAME = "onnxruntime"
 PROVIDERS = ["CPUExecutionProvider"]
+# ONNX Runtime's severities: 0 verbose, 1 info, 2 warning, 3 error. Its warnings (unused
+# initializers, EP fallbacks) reach the terminal only with EDGESDK_LOG=debug.
+LOG_SEVERITY = 2 if verbose() else 3
+ort.set_default_logger_severity(LOG_SEVERITY)
 
 _ONNX_DTYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -32,7 +37,7 @@ def _options(threads: int, profile_prefix: str | None = None) -> ort.SessionOpti
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
+    so.log_severity_level = LOG_SEVERITY
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix

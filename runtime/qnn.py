@@ -65,7 +65,7 @@ def unavailable() -> str | None:
     try:
         _qnn_device()
     except Exception as e:  # missing library, ABI mismatch...
-        return f"the QNN execution provider could not be registered ({e}); fix: pip install onnxruntime-qnn==2.7.0"
+        return f"the QNN execution provider could not be registered ({e}); fix: pip install 'edge-sdk-runtime[qnn]'"
     if not Path(htp_library()).is_file():
         return f"{htp_library()} is missing; reinstall onnxruntime-qnn==2.7.0"
     return None

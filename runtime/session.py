@@ -23,18 +23,18 @@ from runtime.manifest import (
 
 # format -> (backend module, python package it needs, how to install it)
 BACKENDS = {
-    "onnx": ("runtime.ort", "onnxruntime", "pip install onnxruntime"),
-    "pte": ("runtime.executorch", "executorch", "pip install executorch==1.5.1"),
-    "tflite": ("runtime.litert", "ai_edge_litert", "pip install ai-edge-litert"),
-    "mlpackage": ("runtime.coreml", "coremltools", "pip install coremltools==9.0"),
+    "onnx": ("runtime.ort", "onnxruntime", "pip install 'edge-sdk-runtime[onnx]'"),
+    "pte": ("runtime.executorch", "executorch", "pip install 'edge-sdk-runtime[executorch]'"),
+    "tflite": ("runtime.litert", "ai_edge_litert", "pip install 'edge-sdk-runtime[litert]'"),
+    "mlpackage": ("runtime.coreml", "coremltools", "pip install 'coremltools>=9,<10' (Core ML runs on macOS)"),
 }
 # Targets whose artifacts share a format with a CPU target but need another backend.
 # Each backend module may define `unavailable() -> str | None` (why it cannot run here).
 TARGET_BACKENDS = {
-    "qnn-htp": ("runtime.qnn", "onnxruntime_qnn", "pip install onnxruntime-qnn==2.7.0"),
-    "litert-gpu": ("runtime.litert_gpu", "ai_edge_litert", "pip install ai-edge-litert"),
-    "coreml-ane": ("runtime.coreml", "coremltools", "pip install coremltools==9.0"),
-    "executorch-vulkan": ("runtime.vulkan", "executorch", "pip install executorch==1.5.1"),
+    "qnn-htp": ("runtime.qnn", "onnxruntime_qnn", "pip install 'edge-sdk-runtime[qnn]'"),
+    "litert-gpu": ("runtime.litert_gpu", "ai_edge_litert", "pip install 'edge-sdk-runtime[litert]'"),
+    "coreml-ane": ("runtime.coreml", "coremltools", "pip install 'coremltools>=9,<10' (Core ML runs on macOS)"),
+    "executorch-vulkan": ("runtime.vulkan", "executorch", "pip install 'edge-sdk-runtime[executorch]'"),
 }
 NAN_POLICIES = ("reject", "allow")
 

@@ -30,7 +30,7 @@ def _crypto():
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError:
-        raise ConfigError("signing needs the 'cryptography' package; fix: pip install cryptography==50.0.2") from None
+        raise ConfigError("signing needs the 'cryptography' package; fix: pip install 'edge-sdk-runtime[signing]'") from None
     return serialization, ed25519
 
 

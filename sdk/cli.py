@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 
+from runtime import logs
 from runtime.errors import ConfigError, SdkError
 from sdk.loaders import load_model_spec, load_object  # noqa: F401  (the CLI's MODEL / MODULE:FUNCTION arguments)
 from sdk.progress import Progress
+
+log = logging.getLogger("edgesdk.cli")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -233,7 +238,7 @@ def cmd_run(args) -> int:
                     "saved_to": args.out})
         return 0
     if generated:
-        print(f"(no --inputs given: ran on generated inputs, seed {args.seed})", file=sys.stderr)
+        log.info("(no --inputs given: ran on generated inputs, seed %s)", args.seed)
     for n, o in zip(names, outs):
         print(f"{n}: {o.dtype}{list(o.shape)}  {np.array2string(o.ravel()[:8], precision=5)}"
               + (" ..." if o.size > 8 else ""))
@@ -522,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     common.add_argument("--debug", action="store_true", help="show tracebacks on error")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    common.add_argument("--verbose", "-v", action="store_true",
+                        help=f"show debug messages and the backends' native logs (same as {logs.ENV}=debug)")
 
     p = argparse.ArgumentParser(
         prog="edgesdk",
@@ -731,12 +738,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (the CLI may run in-process, redirected)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """The `edgesdk` logger on stderr: INFO by default, WARNING with --quiet, DEBUG with
+    --verbose; ``EDGESDK_LOG=debug|info|warning|error`` decides when set. --verbose also lets
+    the backends' native logs through (for this process and the ones it starts)."""
+    if verbose:
+        os.environ[logs.ENV] = "debug"
+    asked = os.environ.get(logs.ENV, "").strip().lower()
+    level = asked.upper() if asked in logs.LEVELS else ("WARNING" if quiet else "INFO")
+    root = logging.getLogger("edgesdk")
+    root.setLevel(level)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        h = _StderrHandler()
+        h.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(h)
+    root.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "fn", None):
         parser.print_help()
         return 2
+    configure_logging(verbose=args.verbose, quiet=args.quiet)
     try:
         return args.fn(args)
     except KeyboardInterrupt:

@@ -14,6 +14,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+LAYERS = ("runtime", "models", "converters", "sdk")
+
+
+def layer(module: str) -> str:
+    """Which of our layers a module belongs to: "runtime" for edgesdk.runtime.session, "sdk" for
+    edgesdk.cli, "edgesdk" for the namespace package itself (a few lazy names, no imports), and
+    the top-level name of anything else ("torch")."""
+    parts = module.split(".")
+    if parts[0] == "edgesdk" and len(parts) > 1:
+        return parts[1] if parts[1] in LAYERS[:3] else "sdk"
+    return parts[0]
+
+
 class CliResult:
     def __init__(self, returncode, stdout, stderr):
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr

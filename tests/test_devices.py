@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, layer
 from runtime.devices import (
     AdbDevice, CommandResult, describe_phone, parse_adb_devices, parse_device, parse_getprop, profile_on_device,
 )
@@ -276,4 +276,4 @@ def test_devices_stay_in_the_runtime_layer():
     import sys
     code = "import sys, runtime.devices; print('\\n'.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert not {m.split(".")[0] for m in out.split()} & {"sdk", "models", "converters", "torch"}
+    assert not {layer(m) for m in out.split()} & {"sdk", "models", "converters", "torch"}

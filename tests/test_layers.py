@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, layer
 
 
 def _modules_after(stmt: str) -> set[str]:
@@ -15,7 +15,8 @@ def _modules_after(stmt: str) -> set[str]:
 
 
 def _ours(mods):
-    return {m.split(".")[0] for m in mods} & {"sdk", "models", "converters", "runtime", "torch"}
+    """The layers (sdk, models, converters, runtime) and torch that these modules belong to."""
+    return {layer(m) for m in mods} & {"sdk", "models", "converters", "runtime", "torch"}
 
 
 @pytest.mark.parametrize("stmt,allowed", [
