@@ -13,7 +13,7 @@ Two stages, so conversions can share the machine while the measurements cannot:
     python benchmarks/auto_pick.py convert            # cpu-shared: convert + gate every candidate
     cpu-exclusive python benchmarks/auto_pick.py measure [--models mlp-small,mlp-256]
 
-``measure`` runs `sdk.auto.measure_and_choose` on every model's converted candidates (each
+``measure`` runs `edgesdk.auto.measure_and_choose` on every model's converted candidates (each
 profiled in an isolated child at its best thread count: exactly what ``target="auto"`` does)
 and then re-measures all of them side by side in one process: rounds of short blocks, one
 block per candidate per round (loaded at the thread count auto chose, order reversed every
@@ -48,15 +48,15 @@ def _say(msg: str) -> None:
 
 def convert_demo(out: Path, families: list[str]) -> dict:
     """The demo's students through the pipeline, every CPU target x every scheme, not profiled."""
-    import sdk
-    from sdk.demo import demo_config
+    import edgesdk
+    from edgesdk.demo import demo_config
     cfg = demo_config(out_dir=out / "demo", cache_dir=out / "cache", families=families)
     cfg.targets = CPU_TARGETS
     cfg.quantize.schemes = "auto"
     cfg.quantize.max_drop = MAX_DROP
     cfg.profile.enabled = False
     cfg.output.report = False
-    res = sdk.pipeline(cfg)
+    res = edgesdk.pipeline(cfg)
     models: dict = {}
     for r in res.rows:
         c = {"target": r["target"], "device": r["device"], "runs": r["runs"], "scheme": r["scheme"],
@@ -75,7 +75,7 @@ def convert_demo(out: Path, families: list[str]) -> dict:
 
 def convert_vision(out: Path, names, resolution: int) -> dict:
     from benchmarks.vision_archs import build, images
-    from sdk.auto import convert_candidates
+    from edgesdk.auto import convert_candidates
     models = {}
     for name in names:
         _say(f"{name}: converting every candidate")
@@ -91,13 +91,13 @@ def convert_vision(out: Path, names, resolution: int) -> dict:
 
 def side_by_side(cands: list[dict], rounds: int) -> dict:
     """Every candidate in short blocks per round (`runtime.profile.interleaved`): block medians."""
-    from runtime.profile import interleaved
+    from edgesdk.runtime.profile import interleaved
     blocks = interleaved([(c["path"], c["threads"]) for c in cands], rounds=rounds)
     return {id(c): b for c, b in zip(cands, blocks)}
 
 
 def measure(out: Path, iters: int, rounds: int, only: list[str] | None = None) -> list[dict]:
-    from sdk.auto import measure_and_choose
+    from edgesdk.auto import measure_and_choose
     data = json.loads((out / "candidates.json").read_text())
     summary = []
     for model, entry in data["models"].items():
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.stage == "convert":
-        from runtime.profile import _json_safe
+        from edgesdk.runtime.profile import _json_safe
         models = {}
         fams = [f for f in args.families.split(",") if f]
         if fams:
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
         return 0
     import datetime
 
-    from runtime.machine import cpu_name, usable_cores
+    from edgesdk.runtime.machine import cpu_name, usable_cores
     only = [m for m in args.models.split(",") if m]
     summary = measure(out, args.iters, args.rounds, only)
     meta = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": usable_cores(),

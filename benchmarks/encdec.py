@@ -4,7 +4,7 @@ Two parts, one run:
 
 1. **Latency through the runtime.** For every prompt capacity P (default 128, 512, 1024)
    and CPU target (default ``onnx-cpu`` and ``executorch-xnnpack``) convert, with
-   ``sdk.convert(model, None, target)`` (numerics verified against PyTorch):
+   ``edgesdk.convert(model, None, target)`` (numerics verified against PyTorch):
 
      A  the encoder-decoder (`models.encdec.EncDec`, the function-name student's config:
         d=128, 4 encoder + 2 decoder layers, GQA 4/2 heads): ``encode`` + ``decode_step``;
@@ -60,15 +60,15 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-import runtime  # noqa: E402
-import sdk  # noqa: E402
+from edgesdk import runtime  # noqa: E402
+import edgesdk  # noqa: E402
 from benchmarks.runtime_overhead import bootstrap_median_ci, environment  # noqa: E402
 from benchmarks.runtime_overhead import text_table as render  # noqa: E402
-from models.data import funcname as fn  # noqa: E402
-from models.distill.recipe_encdec import STUDENT_CFG, decoder_student, encdec_from_decoder  # noqa: E402
-from models.encdec import EncDec, EncDecConfig  # noqa: E402
-from models.gqa_decoder import GQADecoder, GQADecoderConfig  # noqa: E402
-from runtime.stats import summarize  # noqa: E402
+from edgesdk.models.data import funcname as fn  # noqa: E402
+from edgesdk.models.distill.recipe_encdec import STUDENT_CFG, decoder_student, encdec_from_decoder  # noqa: E402
+from edgesdk.models.encdec import EncDec, EncDecConfig  # noqa: E402
+from edgesdk.models.gqa_decoder import GQADecoder, GQADecoderConfig  # noqa: E402
+from edgesdk.runtime.stats import summarize  # noqa: E402
 
 NOISY_CV = 0.10
 TTFT_GOAL, TPS_GOAL = 0.85, 2.0          # at P = 512
@@ -145,8 +145,8 @@ def run_latency(args, tmp: str, log) -> tuple[list[dict], dict]:
         ref = enc.generate(prompt, torch.tensor([P]), args.new_tokens, stop_at_eos=False)[0].tolist()
         for target in args.targets:
             t0 = time.perf_counter()
-            a = sdk.convert(enc, None, target, out_dir=tmp, name=f"encdec-P{P}-{target}", verify_samples=1)
-            b = sdk.convert(dec, None, target, out_dir=tmp, name=f"decoder-P{P}-{target}", verify_samples=1)
+            a = edgesdk.convert(enc, None, target, out_dir=tmp, name=f"encdec-P{P}-{target}", verify_samples=1)
+            b = edgesdk.convert(dec, None, target, out_dir=tmp, name=f"decoder-P{P}-{target}", verify_samples=1)
             conv_s = time.perf_counter() - t0
             sa = runtime.load(a.path, threads=args.threads)
             sb = runtime.load(b.path, threads=args.threads)
@@ -201,7 +201,7 @@ def latency_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 # ----------------------------------------------------------------------------- quality
 
 def run_quality(args, tmp: str, log) -> dict:
-    from models.teachers.train_funcname import evaluate as evaluate_decoder, load_funcname_teacher
+    from edgesdk.models.teachers.train_funcname import evaluate as evaluate_decoder, load_funcname_teacher
     torch.set_num_threads(args.threads)
     teacher = load_funcname_teacher()
     test = fn.funcname_pairs("test")[:args.n_eval]
@@ -232,7 +232,7 @@ def run_quality(args, tmp: str, log) -> dict:
     # the distilled student through the runtime: same greedy names as PyTorch?
     student = kd.student
     student.cfg.prompt_lengths = (fn.MAX_SRC,)
-    art = sdk.convert(student, None, "onnx-cpu", out_dir=tmp, name="encdec-kd-onnx", verify_samples=1)
+    art = edgesdk.convert(student, None, "onnx-cpu", out_dir=tmp, name="encdec-kd-onnx", verify_samples=1)
     sess = runtime.load(art.path, threads=args.threads)
     k = min(args.n_runtime, len(test))
     same = 0

@@ -15,7 +15,7 @@ print the table::
 to exit), the pipeline's own breakdown (distill / convert / profile), the artifacts by status,
 the ratio to serial (same machine, same config, each from an empty cache), and how its
 `results.json` differs from serial's once timings, memory, hosts and paths are set aside
-(`sdk.lockfile.comparable`), and whether `report.md`'s table rows agree apart from latency and
+(`edgesdk.lockfile.comparable`), and whether `report.md`'s table rows agree apart from latency and
 memory columns.
 """
 
@@ -44,7 +44,7 @@ def run(executor: str, root: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "")
                                                                         .split(os.pathsep) if p])}
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "sdk.cli", "demo", "--out", str(out), "--cache", str(cache),
+    p = subprocess.run([sys.executable, "-m", "edgesdk.cli", "demo", "--out", str(out), "--cache", str(cache),
                         "--executor", executor], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
     (root / executor / "log.txt").write_text(p.stdout)
@@ -105,7 +105,7 @@ def _report_rows(md: Path) -> list[list[str]]:
 
 
 def table(root: Path) -> None:
-    from sdk import lockfile
+    from edgesdk import lockfile
     res = {}
     for ex in EXECUTORS:
         w = root / ex / "wall.json"

@@ -10,7 +10,7 @@ One run, every family x target x prompt length, side by side:
   step returns whole recurrent states.
 - **artifacts**: per family x target, ONE artifact with four prompt length classes (64, 128, 512,
   2048; the decoder's and the GQA step's caches hold 2048 + N) and one exported for 64 only,
-  through `sdk.convert(model, None, target, prompt_lengths=...)` (verified against PyTorch).
+  through `edgesdk.convert(model, None, target, prompt_lengths=...)` (verified against PyTorch).
 - **per prompt length P** (128, 512, 2048): `Session.generate(P random bytes, N=32, greedy, no
   eos)` on each target and the same programs run in PyTorch eager (`TorchPrograms`: the model's
   own prefill/step modules, static caches written in place, torch threads = runtime threads),
@@ -67,10 +67,10 @@ for p in (ROOT, ROOT / "benchmarks"):
 
 import torch  # noqa: E402
 
-import runtime  # noqa: E402
-import sdk  # noqa: E402
-from converters.programs import TorchPrograms  # noqa: E402
-from runtime.stats import summarize  # noqa: E402
+from edgesdk import runtime  # noqa: E402
+import edgesdk  # noqa: E402
+from edgesdk.converters.programs import TorchPrograms  # noqa: E402
+from edgesdk.runtime.stats import summarize  # noqa: E402
 from runtime_overhead import bootstrap_median_ci, environment  # noqa: E402
 from runtime_overhead import text_table as table  # noqa: E402
 
@@ -92,19 +92,19 @@ def build_model(family: str, max_prompt: int, new_tokens: int, seed: int = 0) ->
     """Random weights with the shipped model's shape, able to take ``max_prompt`` tokens."""
     torch.manual_seed(seed)
     if family == "decoder":
-        from models.teachers.decoder import Decoder, DecoderConfig
-        from models.teachers import decoder_report
+        from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
+        from edgesdk.models.teachers import decoder_report
         arch = decoder_report()["config"]
         return Decoder(DecoderConfig(**{**arch, "context": max_prompt + new_tokens}, max_new_tokens=new_tokens)).eval()
     if family == "encdec":
-        from models.distill.recipe_encdec import STUDENT_CFG
-        from models.encdec import EncDec, EncDecConfig
+        from edgesdk.models.distill.recipe_encdec import STUDENT_CFG
+        from edgesdk.models.encdec import EncDec, EncDecConfig
         return EncDec(EncDecConfig(**{**STUDENT_CFG, "max_source": max(max_prompt, STUDENT_CFG["max_source"]),
                                       "max_target": 64})).eval()
     if family == "mamba":
-        from models.mamba import Mamba
-        from models.teachers.decoder import Decoder, DecoderConfig
-        from models.teachers import decoder_report
+        from edgesdk.models.mamba import Mamba
+        from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
+        from edgesdk.models.teachers import decoder_report
         return Mamba.from_teacher(Decoder(DecoderConfig(**decoder_report()["config"]))).eval()
     raise SystemExit(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
 
@@ -116,15 +116,15 @@ def code_key() -> str:
     return h.hexdigest()[:12]
 
 
-def artifact(model, family: str, target: str, classes: tuple, out: Path, log) -> "sdk.Artifact":
+def artifact(model, family: str, target: str, classes: tuple, out: Path, log) -> "edgesdk.Artifact":
     """Convert (or reuse an identical earlier conversion from ``out``)."""
-    from converters import Artifact
+    from edgesdk.converters import Artifact
     name = f"{family}-{target}-P{'-'.join(map(str, classes))}"
     path = out / code_key() / name
     if (path / "manifest.json").is_file():
         return Artifact.open(path)
     t0 = time.perf_counter()
-    art = sdk.convert(model, None, target, out_dir=path.parent, name=name, verify_samples=1,
+    art = edgesdk.convert(model, None, target, out_dir=path.parent, name=name, verify_samples=1,
                       prompt_lengths=list(classes))
     log(f"converted {name} in {time.perf_counter() - t0:.0f}s (max |err| {art.verification['max_abs_err']:.2g})")
     return art

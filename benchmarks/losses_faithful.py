@@ -64,10 +64,10 @@ for p in (ROOT, ROOT / "benchmarks"):
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from models.distill import losses as L  # noqa: E402
-from models.distill.recipe_sinkd import sinkd_term  # noqa: E402
-from models.distill.recipes import get_recipe  # noqa: E402
-from models.distill.trainer import LossSpec  # noqa: E402
+from edgesdk.models.distill import losses as L  # noqa: E402
+from edgesdk.models.distill.recipe_sinkd import sinkd_term  # noqa: E402
+from edgesdk.models.distill.recipes import get_recipe  # noqa: E402
+from edgesdk.models.distill.trainer import LossSpec  # noqa: E402
 from runtime_overhead import environment  # noqa: E402
 from runtime_overhead import text_table  # noqa: E402
 
@@ -132,7 +132,7 @@ def ot_variants(keys: dict, feature_weight: float, sinkd: bool, feature_ot: bool
 # ----------------------------------------------------------------------------- parts
 
 def run_graph(args) -> list[dict]:
-    from models.teachers.hgnn import train_hgnn
+    from edgesdk.models.teachers.hgnn import train_hgnn
     from students_mlp import graphs
     recipe = get_recipe("lighthgnn")
     variants = ot_variants({"key": "logits", "mask_key": "subsample"}, 0.8, sinkd=True, only=args.variants)
@@ -158,11 +158,11 @@ def run_graph(args) -> list[dict]:
 
 
 def run_sentence(args) -> list[dict]:
-    import models
-    from models.data.sentences import stdlib_sentences
-    from models.data.stdlib import DEFAULT_FRACTIONS, split_name
-    from models.distill.recipes import teacher_pass
-    from models.teachers.hf import minilm_encoder
+    from edgesdk import models
+    from edgesdk.models.data.sentences import stdlib_sentences
+    from edgesdk.models.data.stdlib import DEFAULT_FRACTIONS, split_name
+    from edgesdk.models.distill.recipes import teacher_pass
+    from edgesdk.models.teachers.hf import minilm_encoder
 
     encoder = minilm_encoder()
     texts = [t for t, _ in stdlib_sentences(limit=args.sentences)]
@@ -193,9 +193,9 @@ def run_sentence(args) -> list[dict]:
 
 
 def run_encdec(args) -> list[dict]:
-    from models.data import funcname as fn
-    from models.distill.recipe_encdec import encdec_from_decoder
-    from models.teachers.train_funcname import load_funcname_teacher
+    from edgesdk.models.data import funcname as fn
+    from edgesdk.models.distill.recipe_encdec import encdec_from_decoder
+    from edgesdk.models.teachers.train_funcname import load_funcname_teacher
 
     torch.set_num_threads(1)
     teacher = load_funcname_teacher()
@@ -227,7 +227,7 @@ def run_encdec(args) -> list[dict]:
 def greedy_names(model, pairs, batch_size: int = 64) -> list[str]:
     """The greedy names `evaluate_encdec` scores: how many distinct ones a student produces shows
     whether char F1 measures names or one string that overlaps many names."""
-    from models.data import funcname as fn
+    from edgesdk.models.data import funcname as fn
     model.eval()
     out = []
     for i in range(0, len(pairs), batch_size):

@@ -17,13 +17,13 @@ MQAR for the same `--mqar-steps` (cross-entropy on the recalled values, 4–16 p
 evaluated on held-out samples with 4, 8, 16 and 24 pairs (chance 0.10).
 
 Latency (the runtime, torch-free path for ONNX): at prompt lengths 128, 512 and 2048, the teacher
-with a KV cache written in place (`sdk.convert(teacher, None, target, prompt_lengths=[P])` with
+with a KV cache written in place (`edgesdk.convert(teacher, None, target, prompt_lengths=[P])` with
 ``max_new_tokens = N``; random weights with the teacher's dims and ``context = 2048 + N``; one
 artifact per prompt length, the cache holds P + N; the step reads the cache and returns only the
 new slot, which the runtime writes in place) and the stages 1-3 student (ONE artifact per target
 with a prefill per prompt length class 128/512/2048 and one ``step``: the runtime runs the class
 that holds the prompt), converted to `onnx-cpu` and `executorch-xnnpack` (artifacts
-verified by `sdk.convert`), loaded with
+verified by `edgesdk.convert`), loaded with
 the same intra-op thread count (`--rt-threads`, default 1), and run through `Session.generate`
 (greedy, same prompt, `--new` tokens, no early stop), teacher and student interleaved with
 alternating order. Per rep: TTFT and the median per-token step time; reported: p50 over reps,
@@ -60,17 +60,17 @@ for p in (ROOT, ROOT / "benchmarks"):
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import models.mamba  # noqa: E402,F401  (registers "mamba")
-import runtime  # noqa: E402
-import sdk  # noqa: E402
-from models.data.mqar import IGNORE, mqar, mqar_accuracy  # noqa: E402
-from models.distill import recipe_mohawk  # noqa: E402,F401  (registers "mohawk")
-from models.distill.recipe_mohawk import corpus, held_out_bits  # noqa: E402
-from models.distill.recipes import get_recipe  # noqa: E402
-from models.mamba import Mamba  # noqa: E402
-from models.teachers import load_teacher  # noqa: E402
-from models.teachers.decoder import Decoder, DecoderConfig  # noqa: E402
-from runtime.stats import summarize  # noqa: E402
+import edgesdk.models.mamba  # noqa: E402,F401  (registers "mamba")
+from edgesdk import runtime  # noqa: E402
+import edgesdk  # noqa: E402
+from edgesdk.models.data.mqar import IGNORE, mqar, mqar_accuracy  # noqa: E402
+from edgesdk.models.distill import recipe_mohawk  # noqa: E402,F401  (registers "mohawk")
+from edgesdk.models.distill.recipe_mohawk import corpus, held_out_bits  # noqa: E402
+from edgesdk.models.distill.recipes import get_recipe  # noqa: E402
+from edgesdk.models.mamba import Mamba  # noqa: E402
+from edgesdk.models.teachers import load_teacher  # noqa: E402
+from edgesdk.models.teachers.decoder import Decoder, DecoderConfig  # noqa: E402
+from edgesdk.runtime.stats import summarize  # noqa: E402
 from runtime_overhead import bootstrap_median_ci, environment  # noqa: E402
 from runtime_overhead import text_table as _table  # noqa: E402
 
@@ -141,7 +141,7 @@ def quality(args, log) -> dict:
 
 def convert(model, target: str, out: Path, prompt_lengths):
     t0 = time.perf_counter()
-    art = sdk.convert(model, None, target, out_dir=out, prompt_lengths=list(prompt_lengths))
+    art = edgesdk.convert(model, None, target, out_dir=out, prompt_lengths=list(prompt_lengths))
     return art, time.perf_counter() - t0
 
 
@@ -156,7 +156,7 @@ def latency(args, student: Mamba, prompt_text: bytes, log) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for target in args.targets:
             # Convert everything first, then load: ExecuTorch's XNNPACK threadpool is process-wide and
-            # `sdk.convert`'s verification resizes it; resizing it while another .pte session is alive
+            # `edgesdk.convert`'s verification resizes it; resizing it while another .pte session is alive
             # deadlocked here (pthreadpool mutex, see RESULTS.md). Loading all sessions with the same
             # thread count afterwards resizes it at most once, before any program runs.
             # One student artifact per target with a prefill per context (prompt length classes):

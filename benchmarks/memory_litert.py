@@ -125,7 +125,7 @@ def vendor(tflite: Path, signature: str | None, threads: int, warmup: int, runs:
 
 
 def ours(path: Path, program: str | None, threads: int, warmup: int, runs: int) -> dict:
-    import runtime
+    from edgesdk import runtime
     rep = runtime.profile(path, isolate=True, threads=threads, warmup=warmup, iters=runs, program=program,
                           per_op=False)
     m = rep.memory
@@ -146,8 +146,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--match", default="", help="only artifacts whose folder name contains this")
     args = ap.parse_args(argv)
-    from runtime.manifest import parse_manifest
-    from runtime.machine import cpu_name
+    from edgesdk.runtime.manifest import parse_manifest
+    from edgesdk.runtime.machine import cpu_name
     arts = [a for d in args.artifacts for a in artifacts(Path(d)) if args.match in a.name]
     if not arts:
         print(f"no litert-cpu artifacts under {args.artifacts}; run benchmarks/auto_pick.py convert first",

@@ -1,6 +1,6 @@
 """Quantization per CPU target: artifact size, latency and accuracy against fp32.
 
-For every CPU target that runs here and every quantization scheme it offers (`sdk.targets()`;
+For every CPU target that runs here and every quantization scheme it offers (`edgesdk.targets()`;
 "int8-qat" is skipped: it needs a QAT-trained model from `converters.qat`), on two classifiers
 trained briefly on sklearn's digits (offline, seeded):
 
@@ -56,10 +56,10 @@ for p in (ROOT, ROOT / "benchmarks"):
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import converters  # noqa: E402
-import runtime  # noqa: E402
-import sdk  # noqa: E402
-from runtime.stats import summarize  # noqa: E402
+from edgesdk import converters  # noqa: E402
+from edgesdk import runtime  # noqa: E402
+import edgesdk  # noqa: E402
+from edgesdk.runtime.stats import summarize  # noqa: E402
 from runtime_overhead import bootstrap_median_ci  # noqa: E402
 from runtime_overhead import environment as shared_environment  # noqa: E402
 
@@ -183,7 +183,7 @@ def build_models(args) -> dict:
 
 def cpu_targets(only) -> list:
     out = []
-    for t in sdk.targets():
+    for t in edgesdk.targets():
         if t.device != "cpu" or (only and t.name not in only):
             continue
         if not t.runs_here:
@@ -203,9 +203,9 @@ def convert_one(m: dict, key: str, target, scheme: str, out_dir: str) -> dict:
                       auto_fallback=True, max_drop=MAX_DROP)
     t0 = time.perf_counter()
     try:
-        art = sdk.convert(m["model"], m["example"], target.name, quantize=scheme, out_dir=out_dir,
+        art = edgesdk.convert(m["model"], m["example"], target.name, quantize=scheme, out_dir=out_dir,
                           name=f"{key}-{target.name}-{scheme}", **kwargs)
-    except sdk.errors.ToleranceError as e:
+    except edgesdk.errors.ToleranceError as e:
         row.update(status="MISS", error=f"ToleranceError: {e}")
     except Exception as e:  # noqa: BLE001 - recorded in the table, reported, not hidden
         row.update(status="ERROR", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())

@@ -49,10 +49,10 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-import converters  # noqa: E402
-import runtime  # noqa: E402
-import sdk  # noqa: E402
-from runtime.stats import summarize  # noqa: E402
+from edgesdk import converters  # noqa: E402
+from edgesdk import runtime  # noqa: E402
+import edgesdk  # noqa: E402
+from edgesdk.runtime.stats import summarize  # noqa: E402
 
 NOISY_CV = 0.10
 TINY_MAX_DIFF_US = 15.0
@@ -204,7 +204,7 @@ def breakdown(sess, raw, x: np.ndarray, iters: int) -> dict:
 # ----------------------------------------------------------------------------- environment
 
 def cpu_model() -> str:
-    from runtime.profile import cpu_name
+    from edgesdk.runtime.profile import cpu_name
     return cpu_name()
 
 
@@ -273,7 +273,7 @@ def render(rows: list[list[str]], markdown: bool) -> str:
 # ----------------------------------------------------------------------------- main
 
 def cpu_targets(only: list[str] | None) -> list:
-    info = {t.name: t for t in sdk.targets()}
+    info = {t.name: t for t in edgesdk.targets()}
     out = []
     for name in converters.target_names():
         t = info[name]
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
             for key in args.models:
                 label, make = models[key]
                 model, x_t = make()
-                art = sdk.convert(model, (x_t,), t.name, out_dir=tmp, name=f"{key}-{t.name}", verify_samples=1)
+                art = edgesdk.convert(model, (x_t,), t.name, out_dir=tmp, name=f"{key}-{t.name}", verify_samples=1)
                 x = np.ascontiguousarray(x_t.numpy(), dtype=np.float32)
                 sess = runtime.load(art.path)
                 threads[t.name] = sess.threads

@@ -27,7 +27,7 @@ Two students, each distilled by its recipe in `models.distill.recipes`:
 
 gap recovered = (S − S0) / (T − S0), per seed, then averaged.
 
-Every trained student is converted with `sdk.convert` to onnx-cpu, executorch-xnnpack and
+Every trained student is converted with `edgesdk.convert` to onnx-cpu, executorch-xnnpack and
 litert-cpu (each conversion verified against PyTorch). Latency on onnx-cpu and
 executorch-xnnpack: per target, all series loaded with `runtime.load` and timed with
 `Session.run`, interleaved round-robin in one process (order rotated each round), after
@@ -74,13 +74,13 @@ for p in (ROOT, ROOT / "benchmarks"):
 
 import torch  # noqa: E402
 
-import models  # noqa: E402
-import runtime  # noqa: E402
-import sdk  # noqa: E402
-from models.data.hypergraph import digits_hypergraph, synthetic_hypergraph  # noqa: E402
-from models.distill.recipes import HGNNFullGraph, get_recipe, teacher_pass  # noqa: E402
+from edgesdk import models  # noqa: E402
+from edgesdk import runtime  # noqa: E402
+import edgesdk  # noqa: E402
+from edgesdk.models.data.hypergraph import digits_hypergraph, synthetic_hypergraph  # noqa: E402
+from edgesdk.models.distill.recipes import HGNNFullGraph, get_recipe, teacher_pass  # noqa: E402
 from quantization import interleave  # noqa: E402
-from runtime.stats import summarize  # noqa: E402
+from edgesdk.runtime.stats import summarize  # noqa: E402
 from runtime_overhead import bootstrap_median_ci  # noqa: E402
 from runtime_overhead import environment as shared_environment  # noqa: E402
 from runtime_overhead import text_table as _md  # noqa: E402
@@ -117,7 +117,7 @@ def graphs(seed: int) -> dict:
 def graph_quality(args) -> tuple[list[dict], dict]:
     """Per dataset x setting: T, S0, LightHGNN, LightHGNN+, ceiling over seeds. Returns rows and
     the seed-0 models for export/latency."""
-    from models.teachers.hgnn import train_hgnn
+    from edgesdk.models.teachers.hgnn import train_hgnn
     recipe = get_recipe("lighthgnn")
     runs: dict[tuple[str, str], list[dict]] = {}
     keep = {}
@@ -177,8 +177,8 @@ def graph_quality(args) -> tuple[list[dict], dict]:
 # ----------------------------------------------------------------------------- sentence quality
 
 def sentence_quality(args, encoder, load_s: float) -> tuple[dict, dict]:
-    from models.data.sentences import stdlib_sentences
-    from models.data.stdlib import DEFAULT_FRACTIONS, split_name
+    from edgesdk.models.data.sentences import stdlib_sentences
+    from edgesdk.models.data.stdlib import DEFAULT_FRACTIONS, split_name
 
     recipe = get_recipe("tokenbag")
     t0 = time.perf_counter()
@@ -239,7 +239,7 @@ class PooledEncoder(torch.nn.Module):
 def convert(model, example, target, out_dir, name, rows: list, label: str):
     t0 = time.perf_counter()
     try:
-        art = sdk.convert(model.eval(), example, target, out_dir=out_dir, name=name)
+        art = edgesdk.convert(model.eval(), example, target, out_dir=out_dir, name=name)
     except Exception as e:  # noqa: BLE001 - reported as a row, never hidden
         rows.append({"model": label, "target": target, "status": "ERROR", "error": f"{type(e).__name__}: {e}"[:300],
                      "convert_s": time.perf_counter() - t0})
@@ -278,7 +278,7 @@ def np_inputs(example) -> list:
 def k_hop_subgraph(hg, node: int, k: int):
     """The sub-hypergraph the HGNN's k layers read for ``node``: every hyperedge incident to the
     nodes within k - 1 hops, with all their members. Returns (sub-hypergraph, node's new index)."""
-    from models.data.hypergraph import Hypergraph
+    from edgesdk.models.data.hypergraph import Hypergraph
     inner, edges = {node}, []
     member_of: dict[int, list[int]] = {}
     for j, e in enumerate(hg.hyperedges):
@@ -302,7 +302,7 @@ def graph_latency(keep: dict, args, out_dir: str, export_rows: list, rng) -> lis
         hg, teacher, student = k["hg"], k["teacher"], k["student"]
         full = HGNNFullGraph(teacher, hg).eval()
         with torch.no_grad():
-            from models.distill.recipes import GraphTeacher
+            from edgesdk.models.distill.recipes import GraphTeacher
             full_logits = GraphTeacher(teacher, hg)(hg.x)
             diff = float((full(hg.x) - full_logits).abs().max())
         log(f"graph {name}: HGNNFullGraph vs HGNN max |diff| {diff:.2e}")
@@ -520,7 +520,7 @@ def main(argv=None) -> int:
     encoder, load_s = None, 0.0
     if "sentence" in args.parts:
         # loaded first: transformers' lazy imports log through stderr, which conversions redirect
-        from models.teachers.hf import minilm_encoder
+        from edgesdk.models.teachers.hf import minilm_encoder
         t0 = time.perf_counter()
         encoder = minilm_encoder()
         load_s = time.perf_counter() - t0
@@ -583,7 +583,7 @@ def report(env, args, graph_rows, sent, latency_rows, export_rows, phases, total
     lines += ["",
               f"Latency (interleaved, {args.rounds} rounds after {args.warmup} warm-up; speed-up = median of per-round "
               f"teacher/student ratios, bootstrap {args.resamples} resamples):", "",
-              latency_table(latency_rows, args.markdown), "", "Exports (sdk.convert, verified against PyTorch):", "",
+              latency_table(latency_rows, args.markdown), "", "Exports (edgesdk.convert, verified against PyTorch):", "",
               export_table(export_rows, args.markdown)]
     return "\n".join(lines)
 

@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import runtime  # noqa: E402
-import sdk  # noqa: E402
+from edgesdk import runtime  # noqa: E402
+import edgesdk  # noqa: E402
 from benchmarks.runtime_overhead import bootstrap_median_ci, cpu_model  # noqa: E402
 from conftest import make_model  # noqa: E402
 
@@ -37,13 +37,13 @@ def convert_all(kind: str, out: str) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     calib = [tuple(torch.randn(t.shape, generator=g) for t in ex) for _ in range(16)]
     rows = []
-    for t in sdk.targets():
+    for t in edgesdk.targets():
         scheme = SCHEME.get(t.name, "fp32")
         t0 = time.perf_counter()
         try:
-            art = sdk.convert(model, ex, t.name, quantize=scheme, out_dir=out, name=f"{kind}-{t.name}",
+            art = edgesdk.convert(model, ex, t.name, quantize=scheme, out_dir=out, name=f"{kind}-{t.name}",
                               calibration=calib if scheme.endswith("static") else None)
-        except sdk.errors.SdkError as e:
+        except edgesdk.errors.SdkError as e:
             rows.append({"model": kind, "target": t, "scheme": scheme, "error": str(e)[:200]})
             continue
         v = art.verification

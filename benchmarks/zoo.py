@@ -1,4 +1,4 @@
-"""Model zoo: public architectures x CPU targets x {fp32, recommended int8}, through `sdk.convert`.
+"""Model zoo: public architectures x CPU targets x {fp32, recommended int8}, through `edgesdk.convert`.
 
 Phases (each resumable; results accumulate in ``--out/zoo.json``, one row per model x target x scheme):
 
@@ -55,7 +55,7 @@ def row_key(model: str, target: str, scheme: str) -> str:
 
 
 def recommended_int8(target: str) -> str:
-    from converters.registry import get_converter
+    from edgesdk.converters.registry import get_converter
     return get_converter(target).recommended
 
 
@@ -86,9 +86,9 @@ def _short(e: BaseException) -> str:
 
 
 def convert_row(name: str, target: str, scheme: str, out: Path) -> dict:
-    import sdk
+    import edgesdk
     from benchmarks.zoo_models import ZOO, build
-    from converters.programs import collect
+    from edgesdk.converters.programs import collect
     model, example, kw = build(name)
     programs = collect(model, example or None, kw.get("example_kwargs"))
     ex = programs[0].example_inputs
@@ -108,7 +108,7 @@ def convert_row(name: str, target: str, scheme: str, out: Path) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            art = sdk.convert(model, example or None, target, quantize=scheme, out_dir=out / "artifacts",
+            art = edgesdk.convert(model, example or None, target, quantize=scheme, out_dir=out / "artifacts",
                               name=f"{name}-{target}-{scheme}", **opts)
         except Exception as e:
             row.update(status="failed", error_class=type(e).__name__, error=_short(e),
@@ -154,7 +154,7 @@ def raw_toolchain(name: str, target: str, scheme: str, work: Path) -> dict:
     """The backend's own export (and quantization) path, without the SDK: does it work?"""
     import torch
     from benchmarks.zoo_models import build
-    from converters.programs import collect
+    from edgesdk.converters.programs import collect
     model, example, kw = build(name)
     prog = collect(model, example or None, kw.get("example_kwargs"))[0]
     module, args = prog.module, prog.example_inputs
@@ -344,8 +344,8 @@ def dynamic_child(args) -> int:
     import numpy as np
     import torch
 
-    import runtime
-    import sdk
+    from edgesdk import runtime
+    import edgesdk
     from benchmarks.zoo_models import ZOO, build, enable_zoo_packages
     enable_zoo_packages()
     name, target = args.model, args.targets[0]
@@ -354,7 +354,7 @@ def dynamic_child(args) -> int:
     row = {"model": name, "target": target, "dynamic_shapes": {k: {str(d): list(r) for d, r in v.items()}
                                                                for k, v in dyn.items()}}
     try:
-        art = sdk.convert(model, example or None, target, out_dir=Path(args.out) / "dynamic",
+        art = edgesdk.convert(model, example or None, target, out_dir=Path(args.out) / "dynamic",
                           name=f"{name}-{target}-dynamic", dynamic_shapes=dyn, **kw)
         sess = runtime.load(art.path)
         spec = sess.manifest.default_program
@@ -368,7 +368,7 @@ def dynamic_child(args) -> int:
                 kwargs = kw.get("example_kwargs")
                 ts = [torch.from_numpy(a) for a in arrays]
                 ref = model(**dict(zip(kwargs, ts))) if kwargs else model(*ts)
-            from converters.programs import flatten_outputs
+            from edgesdk.converters.programs import flatten_outputs
             ref = [t.numpy() for t in flatten_outputs(ref)]
             err = max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
             scale = max(float(np.abs(a).max()) for a in ref)
@@ -387,8 +387,8 @@ def dynamic_child(args) -> int:
 def _raw_dynamic(model, example, kw, dyn, target) -> dict:
     """The backend's own exporter with the same symbolic dims (torch.export.Dim), no SDK."""
     import torch
-    from converters import shapes
-    from converters.programs import collect
+    from edgesdk.converters import shapes
+    from edgesdk.converters.programs import collect
     prog = collect(model, example or None, kw.get("example_kwargs"))[0]
     ds = shapes.parse(dyn, prog.input_names, prog.example_inputs)
     args = shapes.traceable(ds, prog.input_names, prog.example_inputs)
@@ -436,7 +436,7 @@ def run_dynamic(args) -> int:
 
 def run_profile(args) -> int:
     """p50 of every converted artifact without one, until ``--budget-s`` is spent (resumable)."""
-    import runtime
+    from edgesdk import runtime
     out = Path(args.out)
     t_end = time.monotonic() + args.budget_s
     res = load_results(out)

@@ -181,8 +181,8 @@ def _minilm():
     """The real all-MiniLM-L6-v2: calibrated and gated on real text (docstrings and comments of
     Python's standard library), so its int8 gate measures real accuracy (embedding cosine)."""
     enable_zoo_packages(required=False)
-    from models.data.sentences import stdlib_sentences
-    from models.teachers import load_teacher
+    from edgesdk.models.data.sentences import stdlib_sentences
+    from edgesdk.models.teachers import load_teacher
     enc = load_teacher("minilm")
 
     def tokens(texts):
@@ -300,7 +300,7 @@ def _mamba():
 
 
 def build(name: str) -> tuple[nn.Module, tuple, dict]:
-    """``(model, example_inputs, extra sdk.convert keywords)`` for a zoo model."""
+    """``(model, example_inputs, extra edgesdk.convert keywords)`` for a zoo model."""
     if name not in ZOO:
         raise KeyError(f"unknown zoo model {name!r}; available: {', '.join(ZOO)}")
     return ZOO[name].make()

@@ -2,24 +2,24 @@
 
 One file per target backend, each registering itself with `@register_target`::
 
-    import converters
+    from edgesdk import converters
     [t.name for t in converters.targets()]   # ['executorch-xnnpack', 'litert-cpu', 'onnx-cpu']
 
 Imports `runtime` (to verify what it wrote) and nothing else of ours. Heavy exporters
 (torch.onnx, ExecuTorch, litert-torch) are imported only inside the converter that needs them.
 """
 
-from converters.artifact import Artifact
-from converters.convert import convert, verify
-from converters.programs import PROTOCOL_METHOD, ExportablePrograms
-from converters.registry import Converter, Target, get_converter, register_target, target_names, targets
+from edgesdk.converters.artifact import Artifact
+from edgesdk.converters.convert import convert, verify
+from edgesdk.converters.programs import PROTOCOL_METHOD, ExportablePrograms
+from edgesdk.converters.registry import Converter, Target, get_converter, register_target, target_names, targets
 
 # Each backend file registers its target on import (one file per target backend).
 import importlib as _importlib  # noqa: E402
 
 BACKEND_MODULES = ("onnx_cpu", "executorch_xnnpack", "litert_cpu", "qnn_htp", "coreml_ane", "executorch_vulkan", "litert_gpu")
 for _name in BACKEND_MODULES:
-    _importlib.import_module(f"converters.{_name}")
+    _importlib.import_module(f"edgesdk.converters.{_name}")
 
 __all__ = ["Artifact", "convert", "verify", "Converter", "Target", "targets", "target_names",
            "get_converter", "register_target", "ExportablePrograms", "PROTOCOL_METHOD"]

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.programs import flatten_outputs
+from edgesdk.converters.programs import flatten_outputs
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 NOT_SCORABLE_BELOW = 1e-6   # fp32 |output| below this everywhere: too small to compare (random weights)

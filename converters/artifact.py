@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.manifest import MANIFEST_NAME, Manifest, parse_manifest
+from edgesdk.runtime.manifest import MANIFEST_NAME, Manifest, parse_manifest
 
 PARTIAL = ".partial-"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.errors import ConfigError
+from edgesdk.runtime.errors import ConfigError
 
 MIN_CALIBRATION_SAMPLES = 8
 HOLDOUT_FRACTION = 0.25

@@ -20,18 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import runtime
-from converters import shapes
-from converters.accuracy import evaluate, judge, layer_sensitivity
-from converters.artifact import Artifact, new_workdir, publish, write_manifest
-from converters.calibration import MIN_CALIBRATION_SAMPLES, SampleSet, digest, load_samples, require, split
-from converters.capture import captured_output
-from converters.flops import count as count_flops
-from converters.programs import Program, collect, flatten_outputs, set_mode
-from converters.registry import get_converter
-from runtime.errors import ConfigError, ConversionError, SdkError, ToleranceError
-from runtime.generate import KEY as GENERATION_KEY
-from runtime.manifest import Manifest, ProgramSpec, file_entry
+from edgesdk import runtime
+from edgesdk.converters import shapes
+from edgesdk.converters.accuracy import evaluate, judge, layer_sensitivity
+from edgesdk.converters.artifact import Artifact, new_workdir, publish, write_manifest
+from edgesdk.converters.calibration import MIN_CALIBRATION_SAMPLES, SampleSet, digest, load_samples, require, split
+from edgesdk.converters.capture import captured_output
+from edgesdk.converters.flops import count as count_flops
+from edgesdk.converters.programs import Program, collect, flatten_outputs, set_mode
+from edgesdk.converters.registry import get_converter
+from edgesdk.runtime.errors import ConfigError, ConversionError, SdkError, ToleranceError
+from edgesdk.runtime.generate import KEY as GENERATION_KEY
+from edgesdk.runtime.manifest import Manifest, ProgramSpec, file_entry
 
 DEFAULT_ATOL = DEFAULT_RTOL = 1e-4
 DEFAULT_GATE = "default"  # max_drop's default: thresholds per kind of output (converters.accuracy)
@@ -228,15 +228,16 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
 
     Example::
 
-        import torch, sdk, runtime
+        import torch, edgesdk
+        from edgesdk import runtime
         model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
         x = torch.randn(1, 16)
-        art = sdk.convert(model, (x,), target="executorch-xnnpack", out_dir="out")
+        art = edgesdk.convert(model, (x,), target="executorch-xnnpack", out_dir="out")
         print(art.path, art.verification["max_abs_err"])
         y = runtime.load(art.path).run([x.numpy()])
 
         calib = [(torch.randn(1, 16),) for _ in range(64)]
-        q = sdk.convert(model, (x,), "onnx-cpu", quantize="int8-static", calibration=calib,
+        q = edgesdk.convert(model, (x,), "onnx-cpu", quantize="int8-static", calibration=calib,
                         max_drop=0.01, auto_fallback=True, out_dir="out")
         print(q.manifest.quantization["gate"], q.manifest.quantization["kept_float"])
 
@@ -262,7 +263,7 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     ``verify_samples`` random inputs; otherwise ``ToleranceError`` lists the worst difference
     per output and nothing is written.
 
-    Quantized schemes (``sdk.targets()`` lists each target's): ``calibration`` (iterable of
+    Quantized schemes (``edgesdk.targets()`` lists each target's): ``calibration`` (iterable of
     input tuples, callable, or ``.npz``; at least ``min_calibration`` samples) is required by
     static schemes. The accuracy gate runs the artifact against the fp32 module on
     ``eval_data`` (default: a held-out quarter of the calibration data, else the example input

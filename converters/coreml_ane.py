@@ -32,8 +32,8 @@ import platform
 import re
 from pathlib import Path
 
-from converters.registry import Converter, register_target
-from runtime.errors import ConfigError, ConversionError
+from edgesdk.converters.registry import Converter, register_target
+from edgesdk.runtime.errors import ConfigError, ConversionError
 
 DEPLOYMENT_TARGET = "iOS17"  # = macOS14: ML program opset CoreML7
 COMPUTE_UNITS = "CPU_AND_NE"
@@ -83,7 +83,7 @@ def package_files(workdir: Path, package: str) -> list[str]:
     return out
 
 
-from converters.artifact import _fsync_path as _fsync  # noqa: E402
+from edgesdk.converters.artifact import _fsync_path as _fsync  # noqa: E402
 
 
 def array_dtype(feature) -> str:

@@ -27,9 +27,9 @@ import contextlib
 import logging
 import re
 
-from converters.executorch_xnnpack import lower
-from converters.registry import Converter, register_target
-from runtime.errors import ConfigError, ConversionError, IntegrityError
+from edgesdk.converters.executorch_xnnpack import lower
+from edgesdk.converters.registry import Converter, register_target
+from edgesdk.runtime.errors import ConfigError, ConversionError, IntegrityError
 
 COMPILE_OPTIONS = {"fp32": {}, "fp16": {"force_fp16": True}}
 _SKIP = re.compile(r"\[Vulkan Partitioner\] Due to \[(?P<reason>.*?)\], skipping (?P<node>.*)$", re.S)
@@ -132,7 +132,7 @@ class ExecuTorchVulkan(Converter):
         why = super().run_unavailable()
         if why:
             return why
-        from runtime import vulkan
+        from edgesdk.runtime import vulkan
         return vulkan.unavailable()
 
     def export(self, programs, workdir, *, quantize, options):
@@ -163,7 +163,7 @@ class ExecuTorchVulkan(Converter):
         """Load the program (not its methods: their Vulkan delegate cannot initialise here) and check it."""
         from executorch.exir._serialize._program import deserialize_pte_binary
 
-        from runtime.executorch import _load, _specs
+        from edgesdk.runtime.executorch import _load, _specs
         report = {}
         partition = manifest.extra.get("partition", {})
         for name, spec in manifest.programs.items():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from converters.registry import Converter, register_target
-from runtime.errors import ConfigError
+from edgesdk.converters.registry import Converter, register_target
+from edgesdk.runtime.errors import ConfigError
 
 
 def delegation_report(edge, method: str) -> dict:
@@ -141,7 +141,7 @@ class ExecuTorchXnnpack(Converter):
             quantized = {}
             for name, prog in programs.items():
                 if quantize == "int8-qat":
-                    from converters.qat import is_quantized_graph
+                    from edgesdk.converters.qat import is_quantized_graph
                     if not is_quantized_graph(prog.module):
                         raise ConfigError("int8-qat expects the output of converters.qat.convert_qat(); "
                                           "this module has no quantize/dequantize ops")

@@ -9,7 +9,7 @@ manifest keeps the total per program, so the torch-free runtime can report GFLOP
 
 Example::
 
-    from converters.flops import count_program
+    from edgesdk.converters.flops import count_program
     count_program(torch.nn.Linear(64, 10), (torch.randn(1, 64),))   # {'flops': 1280, ...}
 """
 

@@ -6,7 +6,7 @@ import contextlib
 import re
 import sys
 
-from converters.registry import Converter, register_target
+from edgesdk.converters.registry import Converter, register_target
 
 SINGLE_SIGNATURE = "serving_default"
 

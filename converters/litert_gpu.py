@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-from converters.litert_cpu import export_tflite, signature_io
-from converters.registry import Converter, register_target
-from runtime.errors import ConfigError, ConversionError
+from edgesdk.converters.litert_cpu import export_tflite, signature_io
+from edgesdk.converters.registry import Converter, register_target
+from edgesdk.runtime.errors import ConfigError, ConversionError
 
 PRECISION_DETAILS = {
     "fp32": {"compute_precision": "float32", "how": "GpuOptions(enforce_f32=True)"},
@@ -53,14 +53,14 @@ class LiteRtGpu(Converter):
         why = super().run_unavailable()
         if why:
             return why
-        from runtime import litert_gpu
+        from edgesdk.runtime import litert_gpu
         return litert_gpu.unavailable()
 
     @classmethod
     def describe(cls):
         t = super().describe()
         if t.runs_here:  # a real Vulkan GPU (VK_ICD_FILENAMES) is not a software one
-            from runtime import gpu_sim
+            from edgesdk.runtime import gpu_sim
             d = gpu_sim.active()
             if d is not None and not d.software:
                 t = dataclasses.replace(t, runs="yes")
@@ -86,7 +86,7 @@ class LiteRtGpu(Converter):
 
     def _gpu_facts(self, path, precision: str) -> dict:
         """Compile on this machine's GPU accelerator (when it has one): full acceleration, labels."""
-        from runtime import litert_gpu
+        from edgesdk.runtime import litert_gpu
         facts = dict(PRECISION_DETAILS[precision])
         why = litert_gpu.unavailable()
         if why:
@@ -102,8 +102,8 @@ class LiteRtGpu(Converter):
         """No GPU driver here: check the payload on LiteRT's CPU runtime instead (same file)."""
         import numpy as np
 
-        import runtime.litert as cpu
-        from converters.convert import compare
+        import edgesdk.runtime.litert as cpu
+        from edgesdk.converters.convert import compare
         report = {"gpu": "not run (no GPU accelerator here)", "programs": {}}
         cache: dict = {}
         for name, spec in manifest.programs.items():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from converters.registry import Converter, register_target
-from runtime.errors import ConversionError
+from edgesdk.converters.registry import Converter, register_target
+from edgesdk.runtime.errors import ConversionError
 
 # Above this many parameter bytes the weights go to an external `.onnx.data` file
 # (protobuf's 2 GiB limit); below it one self-contained file is simpler to ship and hash.

@@ -17,11 +17,11 @@ returns the same dict / nested tuples.
 A model that generates text also implements ``edge_generation()``: the manifest entry described
 in :mod:`runtime.generate` that wires its prefill and step programs for ``Session.generate``.
 
-`sdk.convert(model, None, target)` then exports every program into one artifact: one
+`edgesdk.convert(model, None, target)` then exports every program into one artifact: one
 `.pte` with a method per program, one `.tflite` with a signature per program, or one
 `.onnx` file per program, all under one manifest. A generation model whose ``edge_programs``
 and ``edge_generation`` take ``prompt_lengths`` exports one prefill program per prompt length
-class (`sdk.convert(model, None, target, prompt_lengths=[64, 256, 1024])`).
+class (`edgesdk.convert(model, None, target, prompt_lengths=[64, 256, 1024])`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from runtime.errors import ConfigError, ConversionError, IntegrityError, SdkError
-from runtime.generate import parse_spec as parse_generation
-from runtime.manifest import DTYPES, ProgramSpec, TensorSpec
+from edgesdk.runtime.errors import ConfigError, ConversionError, IntegrityError, SdkError
+from edgesdk.runtime.generate import parse_spec as parse_generation
+from edgesdk.runtime.manifest import DTYPES, ProgramSpec, TensorSpec
 
 PROTOCOL_METHOD = "edge_programs"
 GENERATION_METHOD = "edge_generation"
@@ -231,7 +231,7 @@ def collect(model: torch.nn.Module, example_inputs, example_kwargs=None, dynamic
     ``prompt_lengths``: the prompt length classes of a generation model (passed to its
     ``edge_programs`` and ``edge_generation``); None uses the model's own default.
     """
-    from converters import shapes
+    from edgesdk.converters import shapes
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if prompt_lengths is not None and example_inputs is not None:
@@ -285,7 +285,7 @@ def collect(model: torch.nn.Module, example_inputs, example_kwargs=None, dynamic
 
 def _generated(specs, seed: int = 7) -> tuple:
     """Random tensors for concrete specs (ints inside the example's value range)."""
-    from runtime.profile import example_inputs as _gen
+    from edgesdk.runtime.profile import example_inputs as _gen
     return tuple(torch.from_numpy(a) for a in _gen(list(specs), seed=seed))
 
 
@@ -336,9 +336,9 @@ class TorchPrograms:
         return self._programs[name]
 
     def generate(self, prompt, max_new_tokens: int = 32, **kw):
-        from runtime.generate import generate
+        from edgesdk.runtime.generate import generate
         return generate(self, prompt, max_new_tokens, **kw)
 
     def score(self, prompt, continuation) -> dict:
-        from runtime.generate import score
+        from edgesdk.runtime.generate import score
         return score(self, prompt, continuation)

@@ -2,8 +2,8 @@
 
 Train through fake-quantized weights and activations, then export int8 with no calibration::
 
-    import torch, sdk
-    from converters.qat import prepare_qat, convert_qat
+    import torch, edgesdk
+    from edgesdk.converters.qat import prepare_qat, convert_qat
 
     qat_model = prepare_qat(student, (x,))          # a GraphModule with fake-quant observers
     opt = torch.optim.AdamW(qat_model.parameters(), 1e-3)
@@ -11,7 +11,7 @@ Train through fake-quantized weights and activations, then export int8 with no c
         loss = torch.nn.functional.mse_loss(qat_model(batch), teacher(batch))
         opt.zero_grad(); loss.backward(); opt.step()
     int8_model = convert_qat(qat_model)             # q/dq graph with the learned ranges
-    art = sdk.convert(int8_model, (x,), "executorch-xnnpack", quantize="int8-qat")
+    art = edgesdk.convert(int8_model, (x,), "executorch-xnnpack", quantize="int8-qat")
 
 The artifact's accuracy gate compares the XNNPACK int8 kernels with the converted PyTorch
 graph on held-out inputs (``eval_data=``), like every other quantized scheme.
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from converters.executorch_xnnpack import xnnpack_quantizer
-from runtime.errors import ConfigError
+from edgesdk.converters.executorch_xnnpack import xnnpack_quantizer
+from edgesdk.runtime.errors import ConfigError
 
 
 def prepare_qat(model: torch.nn.Module, example_inputs: tuple) -> torch.nn.Module:

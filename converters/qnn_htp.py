@@ -5,7 +5,7 @@ activations, uint8 weights), check how much of the graph the HTP takes (placemen
 compile an EPContext model for a chosen SoC / HTP architecture — the file that ships to a
 phone. Here everything runs on the HTP emulator in the `onnxruntime-qnn` wheel.
 
-Options (``sdk.convert(..., option=value)``):
+Options (``edgesdk.convert(..., option=value)``):
 - ``min_npu_fraction``: a lower share of compute nodes on the HTP is a ConversionError naming
   the ops that fell back to CPU.
 - ``soc_model`` / ``htp_arch``: the phone to compile the EPContext model for (default
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.onnx_cpu import _Reader, export_onnx, nodes_of_modules, onnx_summary
-from converters.registry import Converter, register_target
-from runtime.errors import ConfigError, ConversionError
+from edgesdk.converters.onnx_cpu import _Reader, export_onnx, nodes_of_modules, onnx_summary
+from edgesdk.converters.registry import Converter, register_target
+from edgesdk.runtime.errors import ConfigError, ConversionError
 
 ACTIVATIONS = {"uint8-static": "QUInt8", "uint16-static": "QUInt16"}
 
@@ -147,7 +147,7 @@ class QnnHtp(Converter):
 
 
 def qnn_runtime():
-    from runtime import qnn
+    from edgesdk.runtime import qnn
     return qnn
 
 

@@ -10,14 +10,14 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.errors import ConfigError
+from edgesdk.runtime.errors import ConfigError
 
 _REGISTRY: dict[str, type["Converter"]] = {}
 
 
 @dataclass(frozen=True)
 class Target:
-    """A registered target as `sdk.targets()` lists it.
+    """A registered target as `edgesdk.targets()` lists it.
 
     ``runs`` is ``"yes" | "simulated" | "software GPU" | "convert-only" | "no"``;
     ``runs_here`` is True when artifacts of this target execute on this machine;
@@ -54,8 +54,8 @@ class Converter:
     run_packages: tuple = ()      # python packages needed to execute
     install_hint: str = ""
     run_label: str = "yes"        # "yes" | "simulated" | "software GPU" | "convert-only"
-    options: dict = {}            # target-specific keyword options of sdk.convert: name -> what it does
-    dynamic_shapes: bool = False  # accepts sdk.convert(..., dynamic_shapes=...)
+    options: dict = {}            # target-specific keyword options of edgesdk.convert: name -> what it does
+    dynamic_shapes: bool = False  # accepts edgesdk.convert(..., dynamic_shapes=...)
     # export paths tried in order; an artifact is handed back from the first that exports and verifies
     exporters: tuple = ()
 

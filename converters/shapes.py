@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from runtime.errors import ConfigError
-from runtime.manifest import TensorSpec
+from edgesdk.runtime.errors import ConfigError
+from edgesdk.runtime.manifest import TensorSpec
 
 _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-SHAPE_CLASSES_HINT = ("export one artifact per shape class instead: call sdk.convert once per static shape "
+SHAPE_CLASSES_HINT = ("export one artifact per shape class instead: call edgesdk.convert once per static shape "
                       "(e.g. batch 1, 4, 16) with example inputs of that shape")
 
 
@@ -87,7 +87,7 @@ class DynamicShapes:
 
     def probe_outputs(self, module, input_specs, output_names: list[str], make_inputs) -> None:
         """Mark output dims that follow a symbol: run PyTorch at two sizes and compare."""
-        from converters.programs import flatten_outputs
+        from edgesdk.converters.programs import flatten_outputs
         shapes = []
         for p in self.points()[:1] + [self.example]:
             with torch.no_grad():

@@ -23,7 +23,7 @@ throughput. This module is that student:
   follows (see its docstring): ``bos`` at position 0, then each generated token at the next.
 
 >>> import torch
->>> from models.encdec import EncDec, EncDecConfig
+>>> from edgesdk.models.encdec import EncDec, EncDecConfig
 >>> m = EncDec(EncDecConfig(d_model=64, n_layers=3, n_heads=4, n_kv_heads=2))
 >>> src, src_len = torch.randint(0, 256, (2, 20)), torch.tensor([20, 11])
 >>> tgt = torch.full((2, 5), 257)
@@ -31,7 +31,7 @@ throughput. This module is that student:
 torch.Size([2, 5, 260])
 >>> m.generate(src[:1], src_len[:1], max_new_tokens=4).shape[0]
 1
->>> # import sdk; sdk.convert(m, None, "onnx-cpu", prompt_lengths=[64, 256])  # 2 encodes + decode_step
+>>> # import edgesdk; edgesdk.convert(m, None, "onnx-cpu", prompt_lengths=[64, 256])  # 2 encodes + decode_step
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.data.tokenizer import ByteTokenizer
-from models.generation import (K_AXIS, V_AXIS, attention_kt, cache_layout, cached_attention, from_cache_layout,
+from edgesdk.models.data.tokenizer import ByteTokenizer
+from edgesdk.models.generation import (K_AXIS, V_AXIS, attention_kt, cache_layout, cached_attention, from_cache_layout,
                                length_classes, write_slot)
-from models.registry import register_model
+from edgesdk.models.registry import register_model
 
 _TOK = ByteTokenizer()
 NEG = -1e9  # additive mask value: finite (exact zeros after softmax, safe under quantization)

@@ -21,7 +21,7 @@ token. The manifest's state entries say so: keys are written along axis 2 (`K_AX
 along axis 1 (`V_AXIS`).
 
 >>> import torch
->>> from models.generation import cache_layout, cached_attention, length_classes, write_slot, K_AXIS, V_AXIS
+>>> from edgesdk.models.generation import cache_layout, cached_attention, length_classes, write_slot, K_AXIS, V_AXIS
 >>> length_classes([256, 64])
 (64, 256)
 >>> q, k, v = torch.randn(1, 4, 1, 8), torch.randn(1, 2, 1, 8), torch.randn(1, 2, 1, 8)

@@ -13,7 +13,7 @@ per prompt length class and one ``step(token, pos, k_0, v_0, ...) -> logits, new
 (keys stored transposed, see `models.generation`).
 
 >>> import torch
->>> from models.gqa_decoder import GQADecoder, GQADecoderConfig
+>>> from edgesdk.models.gqa_decoder import GQADecoder, GQADecoderConfig
 >>> m = GQADecoder(GQADecoderConfig(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq=96))
 >>> m(torch.randint(0, 256, (1, 10))).shape
 torch.Size([1, 10, 260])
@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from models.encdec import NEG, EncDecConfig, EncoderLayer, attend, norm
-from models.generation import K_AXIS, V_AXIS, cache_layout, cached_attention, length_classes
-from models.registry import register_model
+from edgesdk.models.encdec import NEG, EncDecConfig, EncoderLayer, attend, norm
+from edgesdk.models.generation import K_AXIS, V_AXIS, cache_layout, cached_attention, length_classes
+from edgesdk.models.registry import register_model
 
 _BYTE_VOCAB = EncDecConfig().vocab_size
 

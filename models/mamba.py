@@ -36,7 +36,8 @@ Attention-to-Mamba initialisation (MaTVLM): ``Mamba.from_teacher(decoder)`` or
 (per head; needs n_heads = n_groups = teacher heads, head_dim = d_state = teacher head width),
 and the MLPs, LayerNorms, token embedding and head; the conv starts as the identity.
 
->>> import torch, models
+>>> import torch
+>>> from edgesdk import models
 >>> m = models.create("mamba", d_model=64, n_layers=2, n_heads=2, head_dim=32, d_state=16, n_groups=2)
 >>> tokens = torch.randint(0, 256, (1, 40))
 >>> m(tokens).shape                                          # (B, T, vocab)
@@ -54,9 +55,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.data.tokenizer import ByteTokenizer
-from models.generation import length_classes
-from models.registry import register_model
+from edgesdk.models.data.tokenizer import ByteTokenizer
+from edgesdk.models.generation import length_classes
+from edgesdk.models.registry import register_model
 
 _TOK = ByteTokenizer()
 
@@ -534,6 +535,6 @@ def mamba(teacher=None, **cfg) -> Mamba:
     if teacher is None:
         return Mamba(MambaConfig(**cfg))
     if isinstance(teacher, str):
-        from models.teachers import load_teacher
+        from edgesdk.models.teachers import load_teacher
         teacher = load_teacher(teacher)
     return Mamba.from_teacher(teacher, **cfg)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.registry import register_model
+from edgesdk.models.registry import register_model
 
 
 @dataclass

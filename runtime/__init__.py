@@ -2,7 +2,8 @@
 
 Example::
 
-    import numpy as np, runtime
+    import numpy as np
+    from edgesdk import runtime
     sess = runtime.load("out/mlp-onnx-cpu")          # checks sha256 of the payload first
     (y,) = sess.run([np.zeros((1, 64), np.float32)])
     rep = runtime.profile("out/mlp-onnx-cpu", warmup=10, iters=200)
@@ -12,14 +13,14 @@ This package never imports torch, `models`, `converters` or `sdk`, so an app can
 alone. Exception: opening a `.pte` loads ExecuTorch's Python bindings, which link libtorch.
 """
 
-from runtime import errors
-from runtime.errors import (
+from edgesdk.runtime import errors
+from edgesdk.runtime.errors import (
     ConfigError, ConversionError, ExecutionError, InputError, IntegrityError, SdkError,
     TargetUnavailableError, ToleranceError,
 )
-from runtime.manifest import Manifest, ProgramSpec, TensorSpec, parse_manifest
-from runtime.profile import ProfileReport, example_inputs, profile
-from runtime.session import Session, default_threads, load
+from edgesdk.runtime.manifest import Manifest, ProgramSpec, TensorSpec, parse_manifest
+from edgesdk.runtime.profile import ProfileReport, example_inputs, profile
+from edgesdk.runtime.session import Session, default_threads, load
 
 __all__ = [
     "load", "profile", "Session", "ProfileReport", "TensorSpec", "ProgramSpec", "Manifest",

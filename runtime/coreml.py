@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ExecutionError, InputError, IntegrityError
-from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
+from edgesdk.runtime.errors import ExecutionError, InputError, IntegrityError
+from edgesdk.runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
 
 NAME = "coreml"
 RUN_REASON = "Core ML runs only on macOS/iOS (coremltools' predict needs macOS)"

@@ -21,7 +21,7 @@ module imports nothing of ours outside `runtime/` and never torch.
 
 Example::
 
-    from runtime.devices import parse_device, profile_on_device
+    from edgesdk.runtime.devices import parse_device, profile_on_device
     rep = profile_on_device("out/mlp-executorch-xnnpack", parse_device("adb:R58M123ABC"), iters=200)
     print(rep.device, rep.p50_ms)
 """
@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from runtime.errors import (
+from edgesdk.runtime.errors import (
     ConfigError, ExecutionError, InputError, IntegrityError, SdkError, TargetUnavailableError,
 )
-from runtime.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest, verify_payload
-from runtime.profile import ProfileReport
+from edgesdk.runtime.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest, verify_payload
+from edgesdk.runtime.profile import ProfileReport
 
 APP_PACKAGE = "dev.edgesdk.demo"
 APP_ACTIVITY = f"{APP_PACKAGE}/.MainActivity"

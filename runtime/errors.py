@@ -1,4 +1,4 @@
-"""Typed errors shared by every layer (re-exported as ``sdk.errors``).
+"""Typed errors shared by every layer (re-exported as ``edgesdk.errors``).
 
 Every message says what was received, what was expected, and how to fix it.
 """

@@ -23,10 +23,10 @@ try:
 except ImportError:  # pragma: no cover - layout of other executorch releases
     from executorch.extension.pybindings import portable_lib as _C
 
-from runtime import state
-from runtime.errors import ExecutionError, IntegrityError, TargetUnavailableError
-from runtime.logs import native_output
-from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
+from edgesdk.runtime import state
+from edgesdk.runtime.errors import ExecutionError, IntegrityError, TargetUnavailableError
+from edgesdk.runtime.logs import native_output
+from edgesdk.runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
 
 NAME = "executorch"
 

@@ -74,8 +74,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime import state as _state
-from runtime.errors import ConfigError, InputError, IntegrityError
+from edgesdk.runtime import state as _state
+from edgesdk.runtime.errors import ConfigError, InputError, IntegrityError
 
 KEY = "generation"
 STRATEGIES = ("greedy", "top_k")

@@ -19,7 +19,7 @@ Call it before LiteRT creates its GPU environment. Standard library only (no num
 
 Example::
 
-    from runtime import gpu_sim
+    from edgesdk.runtime import gpu_sim
     d = gpu_sim.find()          # a Driver, or a str saying why there is none and how to fix it
     gpu_sim.activate(d)         # process-wide; idempotent
 """
@@ -276,9 +276,9 @@ def elf_needed(path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    """`python -m runtime.gpu_sim`: where the driver is, and whether LiteRT's GPU accelerator runs on it."""
-    import runtime.gpu_sim as this  # not __main__'s copy: the backend activates that module's state
-    import runtime.litert_gpu as gpu
+    """`python -m edgesdk.runtime.gpu_sim`: where the driver is, and whether LiteRT's GPU accelerator runs on it."""
+    import edgesdk.runtime.gpu_sim as this  # not __main__'s copy: the backend activates that module's state
+    import edgesdk.runtime.litert_gpu as gpu
     why = gpu.unavailable()
     d = this.active() or this.find()
     if why:

@@ -12,7 +12,7 @@ the artifact's.
 
 Example::
 
-    import runtime
+    from edgesdk import runtime
     rep = runtime.profile("out/mlp-litert-cpu", isolate=True, threads="auto")
     rep.memory          # {'mode': 'isolated', 'init_mb': 0.4, 'run_peak_mb': 0.5, ...}
     rep.extra["isolation"]["torch_loaded"]     # False
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import errors
-from runtime.errors import ExecutionError, SdkError
+from edgesdk.runtime import errors
+from edgesdk.runtime.errors import ExecutionError, SdkError
 
 # The child re-creates the parent's import path, then hands the request to `_child`.
 _BOOT = ("import sys, json, importlib; r = json.loads(sys.stdin.readline()); sys.path[:] = r['sys_path']; "
@@ -110,8 +110,8 @@ def profile_isolated(path, *, threads=None, progress=None, timeout: float | None
     The child measures memory and timings. The thread sweep (``threads="auto"``) and the per-op
     pass run in this process: they time, they do not weigh, and this process usually has the
     backend's heavier tooling loaded already (ExecuTorch's ETDump Inspector imports the exporter)."""
-    from runtime.profile import ProfileReport, op_pass, sweep_threads
-    from runtime.session import load
+    from edgesdk.runtime.profile import ProfileReport, op_pass, sweep_threads
+    from edgesdk.runtime.session import load
     common = {k: kw.get(k) for k in ("inputs", "program", "require_signature", "public_key", "prompt_tokens", "dims")}
     sweep = None
     if threads == "auto":
@@ -134,7 +134,7 @@ def profile_isolated(path, *, threads=None, progress=None, timeout: float | None
         if generation:
             spec, arrays = None, None
         else:
-            from runtime.profile import _runner
+            from edgesdk.runtime.profile import _runner
             _, arrays, spec = _runner(sess, common["program"], common["inputs"], kw.get("seed", 0),
                                       common["prompt_tokens"], kw.get("new_tokens", 32), common["dims"])
         rep.ops, rep.ops_note, backend_extra = op_pass(sess, spec, arrays, kw.get("seed", 0), kw.get("op_runs", 20))
@@ -153,16 +153,16 @@ def _child(req: dict) -> None:
     except Exception as e:  # noqa: BLE001 - travels back as one typed error
         out = {"error": {"type": "ExecutionError", "message": f"{type(e).__name__}: {e}"}}
     tmp = result.with_name(result.name + ".tmp")
-    from runtime.profile import _json_safe
+    from edgesdk.runtime.profile import _json_safe
     tmp.write_text(json.dumps(_json_safe(out), allow_nan=False))
     os.replace(tmp, result)
     sys.stdout.flush()
 
 
 def _child_work(req: dict) -> dict:
-    from runtime.manifest import FORMATS
-    from runtime.profile import measure
-    from runtime.session import backend_module, resolve
+    from edgesdk.runtime.manifest import FORMATS
+    from edgesdk.runtime.profile import measure
+    from edgesdk.runtime.session import backend_module, resolve
 
     path = req["path"]
     _, manifest, bare = resolve(path)

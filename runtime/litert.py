@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from runtime.errors import ExecutionError, InputError, IntegrityError
-from runtime.logs import mute_native_exit_logs, native_output
-from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
+from edgesdk.runtime.errors import ExecutionError, InputError, IntegrityError
+from edgesdk.runtime.logs import mute_native_exit_logs, native_output
+from edgesdk.runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
 
 NAME = "litert"
 _I32 = np.iinfo(np.int32)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import gpu_sim
-from runtime.errors import ExecutionError, InputError, IntegrityError
-from runtime.logs import mute_native_exit_logs, native_output
-from runtime.manifest import Manifest, ProgramSpec
+from edgesdk.runtime import gpu_sim
+from edgesdk.runtime.errors import ExecutionError, InputError, IntegrityError
+from edgesdk.runtime.logs import mute_native_exit_logs, native_output
+from edgesdk.runtime.manifest import Manifest, ProgramSpec
 
 NAME = "litert-gpu"
 PRECISIONS = ("fp16", "fp32")
@@ -157,7 +157,7 @@ def probe_report() -> dict:
 
 def driver_labels(fully_accelerated: bool | None) -> tuple[str, str]:
     """(device_label, runs_label) for a profile of this process's GPU accelerator."""
-    from runtime.profile import cpu_name
+    from edgesdk.runtime.profile import cpu_name
     d = gpu_sim.active() or gpu_sim.find()
     if isinstance(d, str):
         return "litert-gpu: no GPU driver", "software GPU (lavapipe)"
@@ -171,8 +171,8 @@ def driver_labels(fully_accelerated: bool | None) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- programs
 
-from runtime.litert import _natural  # noqa: E402  (shared with the CPU twin)
-from runtime.litert import narrow as _narrow  # noqa: E402
+from edgesdk.runtime.litert import _natural  # noqa: E402  (shared with the CPU twin)
+from edgesdk.runtime.litert import narrow as _narrow  # noqa: E402
 
 
 class _Compiled:
@@ -182,7 +182,7 @@ class _Compiled:
         CompiledModel, HA, Options, CpuOptions, GpuOptions = _litert()
         why = unavailable()
         if why:
-            from runtime.errors import TargetUnavailableError
+            from edgesdk.runtime.errors import TargetUnavailableError
             raise TargetUnavailableError(f"cannot run litert-gpu artifacts here: {why}")
         t0 = time.perf_counter()
         with native_output("LiteRT GPU", need_text=True) as log:
@@ -307,7 +307,7 @@ def inspect(path, precision: str = DEFAULT_PRECISION, threads: int = 1) -> dict:
 
 def manifest_for_file(path: Path) -> Manifest:
     """Describe a bare `.tflite` (as `runtime.litert` does) for the GPU at its default precision."""
-    from runtime.litert import manifest_for_file as cpu_manifest
+    from edgesdk.runtime.litert import manifest_for_file as cpu_manifest
     m = cpu_manifest(path)
     m.target = NAME
     m.device = "gpu"

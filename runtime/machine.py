@@ -4,7 +4,7 @@ are None and profiles say they could not tell.
 
 Example::
 
-    from runtime.machine import HostSampler
+    from edgesdk.runtime.machine import HostSampler
     s = HostSampler().start()
     ...                      # the timed runs
     s.sample()               # optional: a frequency reading mid-way

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import IntegrityError
+from edgesdk.runtime.errors import IntegrityError
 
 SCHEMA = "edgesdk.manifest/1"
 MANIFEST_NAME = "manifest.json"

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from runtime.errors import ExecutionError, IntegrityError
-from runtime.logs import verbose
-from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
+from edgesdk.runtime.errors import ExecutionError, IntegrityError
+from edgesdk.runtime.logs import verbose
+from edgesdk.runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
 
 NAME = "onnxruntime"
 PROVIDERS = ["CPUExecutionProvider"]

@@ -11,7 +11,7 @@ CPU model, usable cores, ONNX Runtime version and thread count.
 
 Example::
 
-    from runtime.peak import gemm_peak
+    from edgesdk.runtime.peak import gemm_peak
     p = gemm_peak(threads=2)
     print(p["gflops"], p["backend"], p["cached"])
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.machine import HostSampler, cpu_name, usable_cores
+from edgesdk.runtime.machine import HostSampler, cpu_name, usable_cores
 
 # onnx.helper: MatMul(a: float[m, k], b: float[k, n]) -> c: float[m, n], opset 13, IR 8
 # (tests/test_profile.py rebuilds it with onnx.helper and checks these bytes)

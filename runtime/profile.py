@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from runtime.errors import ConfigError
-from runtime.machine import HostSampler, causes, cpu_name, hwm_mb, reset_hwm, rss_mb, usable_cores
-from runtime.manifest import TensorSpec
-from runtime.session import Session, load
-from runtime.stats import bimodality, drift, median, settled, summarize, window_medians
+from edgesdk.runtime.errors import ConfigError
+from edgesdk.runtime.machine import HostSampler, causes, cpu_name, hwm_mb, reset_hwm, rss_mb, usable_cores
+from edgesdk.runtime.manifest import TensorSpec
+from edgesdk.runtime.session import Session, load
+from edgesdk.runtime.stats import bimodality, drift, median, settled, summarize, window_medians
 
 SCHEMA = "edgesdk.profile/1"
 NOISY_CV = 0.10
@@ -485,7 +485,7 @@ def interleaved(artifacts: list[tuple], *, rounds: int = 4, block_s: float = 0.1
 
     Example::
 
-        from runtime.profile import interleaved
+        from edgesdk.runtime.profile import interleaved
         a, b = interleaved([("out/m-onnx-cpu", 1), ("out/m-litert-cpu", 2)], rounds=6)
         ratio = median(a) / median(b)
     """
@@ -511,8 +511,8 @@ def interleaved(artifacts: list[tuple], *, rounds: int = 4, block_s: float = 0.1
 
 
 def _is_generation(path) -> bool:
-    from runtime.generate import KEY
-    from runtime.session import resolve
+    from edgesdk.runtime.generate import KEY
+    from edgesdk.runtime.session import resolve
     _, manifest, _ = resolve(path)
     return manifest is not None and KEY in manifest.extra
 
@@ -539,7 +539,7 @@ def profile(path, *, warmup=WARMUP_AUTO, iters: int = 100, inputs=None, threads=
 
     Example::
 
-        import runtime
+        from edgesdk import runtime
         rep = runtime.profile("out/mlp-onnx-cpu", iters=200, threads="auto", isolate=True)
         print(rep.p50_ms, rep.p99_ms, rep.memory["init_mb"], rep.gflops_per_s, rep.settled)
         print(rep.table())
@@ -589,7 +589,7 @@ def profile(path, *, warmup=WARMUP_AUTO, iters: int = 100, inputs=None, threads=
               seed=seed, progress=progress, require_signature=require_signature, public_key=public_key,
               prompt_tokens=prompt_tokens, new_tokens=new_tokens, max_warmup_s=max_warmup_s, dims=dims)
     if isolate:
-        from runtime.isolate import profile_isolated
+        from edgesdk.runtime.isolate import profile_isolated
         return profile_isolated(path, threads=threads, **kw)
     sweep = None
     if threads == "auto":
@@ -706,7 +706,7 @@ def _compute(sess: Session, program: str, samples: list[float], gen: dict | None
         out["note"] = (counted.get("errors") or {}).get(program, "no matmul/conv/attention FLOPs in this program")
         return out
     out["gflops_per_s"] = out["flops"] / (p50 * 1e6) if p50 > 0 else None
-    from runtime.peak import gemm_peak
+    from edgesdk.runtime.peak import gemm_peak
     try:
         peak = gemm_peak(threads)
     except Exception as e:  # noqa: BLE001 - the peak is context, not the profile

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from runtime import ort as _ort
-from runtime.errors import ConversionError, IntegrityError
-from runtime.manifest import Manifest, ProgramSpec
+from edgesdk.runtime import ort as _ort
+from edgesdk.runtime.errors import ConversionError, IntegrityError
+from edgesdk.runtime.manifest import Manifest, ProgramSpec
 
 NAME = "onnxruntime-qnn"
 EP = "QNNExecutionProvider"

@@ -14,27 +14,27 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ConfigError, InputError, IntegrityError, TargetUnavailableError
-from runtime.generate import KEY as GENERATION_KEY, parse_spec as parse_generation
-from runtime.manifest import (
+from edgesdk.runtime.errors import ConfigError, InputError, IntegrityError, TargetUnavailableError
+from edgesdk.runtime.generate import KEY as GENERATION_KEY, parse_spec as parse_generation
+from edgesdk.runtime.manifest import (
     FORMATS, MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, ProgramSpec, TensorSpec,
     parse_manifest, verify_payload,
 )
 
 # format -> (backend module, python package it needs, how to install it)
 BACKENDS = {
-    "onnx": ("runtime.ort", "onnxruntime", "pip install 'edge-sdk-runtime[onnx]'"),
-    "pte": ("runtime.executorch", "executorch", "pip install 'edge-sdk-runtime[executorch]'"),
-    "tflite": ("runtime.litert", "ai_edge_litert", "pip install 'edge-sdk-runtime[litert]'"),
-    "mlpackage": ("runtime.coreml", "coremltools", "pip install 'coremltools>=9,<10' (Core ML runs on macOS)"),
+    "onnx": ("edgesdk.runtime.ort", "onnxruntime", "pip install 'edge-sdk-runtime[onnx]'"),
+    "pte": ("edgesdk.runtime.executorch", "executorch", "pip install 'edge-sdk-runtime[executorch]'"),
+    "tflite": ("edgesdk.runtime.litert", "ai_edge_litert", "pip install 'edge-sdk-runtime[litert]'"),
+    "mlpackage": ("edgesdk.runtime.coreml", "coremltools", "pip install 'coremltools>=9,<10' (Core ML runs on macOS)"),
 }
 # Targets whose artifacts share a format with a CPU target but need another backend.
 # Each backend module may define `unavailable() -> str | None` (why it cannot run here).
 TARGET_BACKENDS = {
-    "qnn-htp": ("runtime.qnn", "onnxruntime_qnn", "pip install 'edge-sdk-runtime[qnn]'"),
-    "litert-gpu": ("runtime.litert_gpu", "ai_edge_litert", "pip install 'edge-sdk-runtime[litert]'"),
-    "coreml-ane": ("runtime.coreml", "coremltools", "pip install 'coremltools>=9,<10' (Core ML runs on macOS)"),
-    "executorch-vulkan": ("runtime.vulkan", "executorch", "pip install 'edge-sdk-runtime[executorch]'"),
+    "qnn-htp": ("edgesdk.runtime.qnn", "onnxruntime_qnn", "pip install 'edge-sdk-runtime[qnn]'"),
+    "litert-gpu": ("edgesdk.runtime.litert_gpu", "ai_edge_litert", "pip install 'edge-sdk-runtime[litert]'"),
+    "coreml-ane": ("edgesdk.runtime.coreml", "coremltools", "pip install 'coremltools>=9,<10' (Core ML runs on macOS)"),
+    "executorch-vulkan": ("edgesdk.runtime.vulkan", "executorch", "pip install 'edge-sdk-runtime[executorch]'"),
 }
 NAN_POLICIES = ("reject", "allow")
 
@@ -187,7 +187,8 @@ class Session:
 
     Example::
 
-        import numpy as np, runtime
+        import numpy as np
+        from edgesdk import runtime
         sess = runtime.load("out/mlp-onnx-cpu")
         print(sess.inputs)                       # [TensorSpec(name='x', shape=(1, 64), ...)]
         (y,) = sess.run([np.zeros((1, 64), np.float32)])
@@ -256,14 +257,14 @@ class Session:
         `Generation` with ``tokens``, ``ttft_ms``, ``step_ms``, ``tokens_per_s``, ``state_bytes``.
         ``strategy`` is ``"greedy"`` or ``"top_k"`` (``top_k``, ``temperature``, ``seed``).
         """
-        from runtime.generate import generate
+        from edgesdk.runtime.generate import generate
         return generate(self, prompt, max_new_tokens, strategy=strategy, top_k=top_k,
                         temperature=temperature, seed=seed, stop_at_eos=stop_at_eos)
 
     def score(self, prompt, continuation) -> dict:
         """Teacher-forced log-probabilities of ``continuation`` after ``prompt`` (generation
         artifacts): ``bits_per_token`` and next-token ``accuracy`` measured on the artifact."""
-        from runtime.generate import score
+        from edgesdk.runtime.generate import score
         return score(self, prompt, continuation)
 
     def __repr__(self) -> str:
@@ -310,7 +311,7 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
 
     Example::
 
-        import runtime
+        from edgesdk import runtime
         sess = runtime.load("out/mlp-executorch-xnnpack")
         sess.inputs, sess.outputs
 
@@ -333,7 +334,7 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
     if require_signature:
         if manifest is None:
             raise IntegrityError(f"{bare}: a bare model file cannot carry a signature; load a signed artifact")
-        from runtime.signing import verify_signature
+        from edgesdk.runtime.signing import verify_signature
         verify_signature(manifest.raw or manifest.to_dict(), public_key or os.environ.get("EDGESDK_PUBLIC_KEY"))
     if manifest is not None:
         verify_payload(root, manifest)

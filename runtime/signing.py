@@ -19,8 +19,8 @@ import json
 import os
 from pathlib import Path
 
-from runtime.errors import ConfigError, IntegrityError
-from runtime.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES
+from edgesdk.runtime.errors import ConfigError, IntegrityError
+from edgesdk.runtime.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES
 
 ALG = "ed25519"
 

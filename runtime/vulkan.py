@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.manifest import Manifest, ProgramSpec
+from edgesdk.runtime.manifest import Manifest, ProgramSpec
 
 NAME = "executorch-vulkan"
 BACKEND_ID = "VulkanBackend"
@@ -25,7 +25,7 @@ def version() -> str:
 
 
 def registered_backends() -> list[str]:
-    from runtime.executorch import _C
+    from edgesdk.runtime.executorch import _C
     return sorted(_C._get_registered_backend_names())
 
 
@@ -39,19 +39,19 @@ def unavailable() -> str | None:
 
 
 def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict):
-    from runtime import executorch
+    from edgesdk.runtime import executorch
     return executorch.open_program(path, spec, threads=threads, manifest=manifest, cache=cache)
 
 
 def manifest_for_file(path: Path) -> Manifest:
-    from runtime import executorch
+    from edgesdk.runtime import executorch
     m = executorch.manifest_for_file(path)
     m.target, m.device = "executorch-vulkan", "gpu"
     return m
 
 
 def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int, threads: int, manifest=None):
-    from runtime import executorch
+    from edgesdk.runtime import executorch
     rows, note = executorch.op_events(path, spec, arrays, runs, threads, manifest=manifest)
     return [(name, op, us, "VulkanBackend" if backend == "XnnpackBackend" else backend)
             for name, op, us, backend in rows], note

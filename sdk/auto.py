@@ -1,6 +1,6 @@
 """`target="auto"` and `quantize="auto"`: the fastest artifact that keeps the model's quality.
 
-`sdk.convert(model, x, target="auto")` converts the model to every target that runs on this
+`edgesdk.convert(model, x, target="auto")` converts the model to every target that runs on this
 machine's own hardware (or to the targets of one ``device`` class: ``"cpu"``, ``"npu"``,
 ``"gpu"``, which also ranks simulated NPUs and software GPUs among themselves, labelled so), with
 each target's schemes; every candidate goes through the usual verification (fp32) or accuracy gate
@@ -23,11 +23,11 @@ Every candidate, with its size, latency, quality and why it lost, is written to
 
 Example::
 
-    import torch, sdk
+    import torch, edgesdk
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
     x = torch.randn(1, 64)
     calib = [(torch.randn(1, 64),) for _ in range(32)]
-    art = sdk.convert(model, (x,), target="auto", device="cpu", calibration=calib, max_drop=0.01,
+    art = edgesdk.convert(model, (x,), target="auto", device="cpu", calibration=calib, max_drop=0.01,
                       out_dir="out", name="mlp")
     print(art.target, art.manifest.quantization["scheme"], art.selection["pick"])
     print(art.selection["table_md"])
@@ -42,10 +42,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from converters import Artifact, convert as _convert, get_converter
-from converters.artifact import new_workdir, publish, write_manifest
-from converters.convert import default_name
-from runtime.errors import ConfigError, SdkError, TargetUnavailableError, ToleranceError
+from edgesdk.converters import Artifact, convert as _convert, get_converter
+from edgesdk.converters.artifact import new_workdir, publish, write_manifest
+from edgesdk.converters.convert import default_name
+from edgesdk.runtime.errors import ConfigError, SdkError, TargetUnavailableError, ToleranceError
 
 DEVICES = ("cpu", "npu", "gpu")
 TIE = 0.03             # latencies within 3% of the fastest tie; the smaller artifact wins
@@ -150,8 +150,8 @@ def gate_verdict(manifest, max_drop=None) -> tuple[bool | None, str]:
 
 def _plan(target: str, quantize, device, calibration, multi_program: bool, model) -> tuple[list, list]:
     """(candidates to convert, candidates skipped with why)."""
-    import sdk
-    all_t = {t.name: t for t in sdk.targets()}
+    import edgesdk
+    all_t = {t.name: t for t in edgesdk.targets()}
     if device is not None and device not in DEVICES:
         raise ConfigError(f"device {device!r} is not one of {', '.join(DEVICES)} (or None for every device class)")
     if target == "auto":
@@ -182,7 +182,7 @@ def _plan(target: str, quantize, device, calibration, multi_program: bool, model
             if s not in t.quantization:
                 why = f"{t.name} has no scheme {s!r} (offers {', '.join(t.quantization)})"
             elif s == "int8-qat":
-                from converters.qat import is_quantized_graph
+                from edgesdk.converters.qat import is_quantized_graph
                 if not is_quantized_graph(model):
                     why = "needs a quantization-aware trained model (converters.qat.convert_qat)"
             elif s in conv.calibrated and calibration is None:
@@ -208,8 +208,8 @@ def convert_auto(model, example_inputs, target: str = "auto", *, quantize=None, 
                  iters: int = 100, threads="auto", isolate: bool = True, keep_candidates: bool = True,
                  progress=None, **options) -> AutoArtifact:
     """Convert to every candidate target x scheme, gate, profile, publish the fastest that
-    passed (see the module docstring). ``sdk.convert(..., target="auto")`` and
-    ``sdk.convert(..., quantize="auto")`` call this."""
+    passed (see the module docstring). ``edgesdk.convert(..., target="auto")`` and
+    ``edgesdk.convert(..., quantize="auto")`` call this."""
     say = progress or (lambda msg: None)
     name = name or default_name(model, "auto" if target == "auto" else target, "fp32")
     out_dir = Path(out_dir)
@@ -279,7 +279,7 @@ def measure_and_choose(cands: list[dict], *, iters: int = 100, threads="auto", i
                        progress=None) -> dict | None:
     """Profile every converted candidate (isolated, ``threads``: ``"auto"`` sweeps the counts) and
     `choose`; candidates that competed and did not win get status ``"lost"``."""
-    import runtime
+    from edgesdk import runtime
     say = progress or (lambda msg: None)
     todo = [c for c in cands if c["status"] == "converted"]
     for i, c in enumerate(todo, 1):
@@ -307,8 +307,8 @@ def confirm(cands: list[dict], within: float = CONFIRM_WITHIN, rounds: int = CON
     candidate within ``within`` of the fastest, and the fp32 candidate of each of their targets
     (the "never slower than fp32" baseline). Their ``latency_ms`` becomes the median of the
     interleaved blocks; the profile's figure stays in ``profile_latency_ms``."""
-    from runtime.profile import interleaved
-    from runtime.stats import median
+    from edgesdk.runtime.profile import interleaved
+    from edgesdk.runtime.stats import median
     measured = [c for c in cands if c.get("status") == "measured" and c.get("latency_ms") is not None]
     if len(measured) < 2:
         return
@@ -347,7 +347,7 @@ def table_md(cands: list[dict]) -> str:
 
 
 def _write_table(cand_dir: Path, name: str, cands: list[dict], pick: dict | None) -> dict:
-    from runtime.profile import _json_safe
+    from edgesdk.runtime.profile import _json_safe
     cand_dir.mkdir(parents=True, exist_ok=True)
     selection = {"rule": f"fastest that passed the gate; a quantized scheme never slower than fp32 on its target; "
                          f"within {TIE:.0%} the smaller artifact", "pick": None if pick is None else

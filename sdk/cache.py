@@ -1,4 +1,4 @@
-"""The content-addressed cache behind `sdk.pipeline`: trained modules and converted artifacts.
+"""The content-addressed cache behind `edgesdk.pipeline`: trained modules and converted artifacts.
 
 Both kinds live under one root (``output.cache``, default ``.cache/edgesdk``)::
 
@@ -13,7 +13,7 @@ only after its payload hashes match its manifest.
 
 Example::
 
-    from sdk.cache import ArtifactCache, TrainingCache, fingerprint
+    from edgesdk.cache import ArtifactCache, TrainingCache, fingerprint
     cache = TrainingCache(".cache/edgesdk", "mlp", {"spec": {...}, "code": "..."})
     student = cache.module("student", build=make_untrained, train=train_it)
     arts = ArtifactCache(".cache/edgesdk")
@@ -177,8 +177,8 @@ class ArtifactCache:
     def get(self, target: str, key: str, name: str):
         """The cached `converters.Artifact`, or None (absent). Raises OSError/ValueError/
         IntegrityError when an entry exists but is unusable (the caller converts again)."""
-        from converters import Artifact
-        from runtime.manifest import verify_payload
+        from edgesdk.converters import Artifact
+        from edgesdk.runtime.manifest import verify_payload
         d = self.path(target, key, name)
         if not (d / "manifest.json").is_file():
             return None

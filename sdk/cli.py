@@ -13,10 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-from runtime import logs
-from runtime.errors import ConfigError, SdkError
-from sdk.loaders import load_model_spec, load_object  # noqa: F401  (the CLI's MODEL / MODULE:FUNCTION arguments)
-from sdk.progress import Progress
+from edgesdk.runtime import logs
+from edgesdk.runtime.errors import ConfigError, SdkError
+from edgesdk.loaders import load_model_spec, load_object  # noqa: F401  (the CLI's MODEL / MODULE:FUNCTION arguments)
+from edgesdk.progress import Progress
 
 log = logging.getLogger("edgesdk.cli")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("edgesdk.cli")
 # ----------------------------------------------------------------------------- helpers
 
 def _emit_json(obj) -> None:
-    from runtime.profile import _json_safe
+    from edgesdk.runtime.profile import _json_safe
     print(json.dumps(_json_safe(obj), indent=2))
 
 
@@ -53,8 +53,8 @@ def _load_inputs(paths: list[str] | None, sess):
 # ----------------------------------------------------------------------------- commands
 
 def cmd_targets(args) -> int:
-    import sdk
-    ts = sdk.targets()
+    import edgesdk
+    ts = edgesdk.targets()
     if args.json:
         _emit_json([{"name": t.name, "device": t.device, "format": t.format, "quantization": list(t.quantization),
                      "runs_here": t.runs_here, "runs": t.runs, "why_not": t.why_not, "backend": t.backend,
@@ -68,8 +68,8 @@ def cmd_targets(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    import converters
-    import sdk
+    from edgesdk import converters
+    import edgesdk
 
     prog = Progress(not args.quiet)
     if ("auto" in args.target or args.quantize == "auto") and len(args.target) > 1:
@@ -93,7 +93,7 @@ def cmd_convert(args) -> int:
     results = []
     for t in targets:
         name = args.name if args.name and len(targets) == 1 else None
-        art = sdk.convert(model, example, t, quantize=args.quantize, out_dir=args.out,
+        art = edgesdk.convert(model, example, t, quantize=args.quantize, out_dir=args.out,
                           name=name or f"{stem}-{t}" + ("" if args.quantize == "fp32" else f"-{args.quantize}"),
                           atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
                           calibration=args.calib, eval_data=args.eval, max_drop=args.max_drop,
@@ -139,7 +139,7 @@ def cmd_convert(args) -> int:
 
 
 def _convert_auto(args, model, example, stem: str, prog, extra: dict) -> int:
-    from sdk.auto import convert_auto
+    from edgesdk.auto import convert_auto
     target = args.target[0]
     kw = dict(calibration=args.calib, eval_data=args.eval, auto_fallback=args.auto_fallback,
               min_calibration=args.min_calibration, atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
@@ -159,7 +159,7 @@ def _convert_auto(args, model, example, stem: str, prog, extra: dict) -> int:
 
 
 def parse_dynamic(specs: list[str]) -> dict:
-    """``INPUT:DIM=MIN..MAX`` or ``INPUT:DIM=NAME:MIN..MAX`` (repeatable) -> sdk.convert's dynamic_shapes."""
+    """``INPUT:DIM=MIN..MAX`` or ``INPUT:DIM=NAME:MIN..MAX`` (repeatable) -> edgesdk.convert's dynamic_shapes."""
     import re
     out: dict = {}
     for spec in specs:
@@ -220,7 +220,7 @@ def _describe(a) -> dict:
 def cmd_run(args) -> int:
     import numpy as np
 
-    import runtime
+    from edgesdk import runtime
     sess = runtime.load(args.artifact, threads=args.threads, nan_policy=args.nan_policy,
                         require_signature=bool(args.public_key), public_key=args.public_key)
     b = sess.program(args.program) if args.program else sess._default
@@ -248,7 +248,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    import runtime
+    from edgesdk import runtime
     sess = runtime.load(args.artifact, threads=args.threads, require_signature=bool(args.public_key),
                         public_key=args.public_key)
     if (args.text is None) == (args.tokens is None):
@@ -273,10 +273,10 @@ def cmd_generate(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    import runtime
+    from edgesdk import runtime
     if args.device != "local":
         # a phone over adb (runtime.devices): push, run the android_demo app's benchmark, pull its JSON
-        from runtime.devices import parse_device, profile_on_device
+        from edgesdk.runtime.devices import parse_device, profile_on_device
         device = parse_device(args.device)
         if device != "local":
             if args.inputs:
@@ -345,10 +345,10 @@ def cmd_distill(args) -> int:
         i = argv.index("--nproc")
         del argv[i:i + 2]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "sdk.cli", *argv]
+               "-m", "edgesdk.cli", *argv]
         return subprocess.call(cmd)
-    from models.distill.trainer import DistillConfig, finish_distributed
-    from sdk.distill import distill, save_student
+    from edgesdk.models.distill.trainer import DistillConfig, finish_distributed
+    from edgesdk.distill import distill, save_student
 
     cfg = _read_config(args.config)
     for key in ("steps", "batch_size", "lr", "seed", "checkpoint_dir"):
@@ -388,7 +388,7 @@ def cmd_distill(args) -> int:
 
 
 def cmd_keygen(args) -> int:
-    from runtime.signing import generate_keypair
+    from edgesdk.runtime.signing import generate_keypair
     priv, pub = generate_keypair(args.out)
     if args.json:
         _emit_json({"private_key": str(priv), "public_key": str(pub)})
@@ -398,8 +398,8 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_sign(args) -> int:
-    import runtime
-    from runtime.signing import sign_artifact
+    from edgesdk import runtime
+    from edgesdk.runtime.signing import sign_artifact
     runtime.load(args.artifact)  # refuse to sign an artifact whose payload does not match its manifest
     sig = sign_artifact(args.artifact, args.key)
     if args.json:
@@ -410,7 +410,7 @@ def cmd_sign(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    import runtime
+    from edgesdk import runtime
     sess = runtime.load(args.artifact, require_signature=bool(args.public_key), public_key=args.public_key)
     result = {"artifact": args.artifact, "payload_verified": sess.verified,
               "signature_verified": bool(args.public_key),
@@ -432,7 +432,7 @@ def _pipeline_json(res) -> dict:
 
 
 def cmd_demo(args) -> int:
-    from sdk.demo import run_demo
+    from edgesdk.demo import run_demo
     res = run_demo(out_dir=args.out, iters=args.iters, warmup=args.warmup, quick=args.quick,
                    progress=Progress(not (args.json or args.quiet)), cache_dir=args.cache,
                    families=args.family, executor=args.executor)
@@ -444,8 +444,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from sdk.demo import format_table
-    from sdk.pipeline import PipelineConfig, pipeline
+    from edgesdk.demo import format_table
+    from edgesdk.pipeline import PipelineConfig, pipeline
     cfg = PipelineConfig.load(args.config)
     if args.out:
         cfg.output.dir = args.out
@@ -474,7 +474,7 @@ def cmd_deploy(args) -> int:
 def cmd_worker(args) -> int:
     import os
 
-    from sdk.pipeline.raynode import parse_resources, worker_command
+    from edgesdk.pipeline.raynode import parse_resources, worker_command
     argv, resources = worker_command(args.ray, num_cpus=args.num_cpus, extra=parse_resources(args.resource),
                                      detect=not args.no_detect, node_ip=args.node_ip)
     if args.json or args.dry_run:
@@ -491,8 +491,8 @@ def cmd_worker(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from sdk import lockfile
-    from sdk.diff import diff, format_diff
+    from edgesdk import lockfile
+    from edgesdk.diff import diff, format_diff
     if args.min_effect < 0 or not 0 < args.alpha < 1:
         raise ConfigError(f"--min-effect must be >= 0 and --alpha in (0, 1), got {args.min_effect}, {args.alpha}")
     d = diff(lockfile.read(args.a), lockfile.read(args.b), alpha=args.alpha, min_effect=args.min_effect,

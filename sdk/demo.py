@@ -8,7 +8,7 @@ A summary table goes to stdout at the end, with the path of the report.
 
 Example::
 
-    from sdk.demo import run_demo
+    from edgesdk.demo import run_demo
     res = run_demo(out_dir="edgesdk-out/demo", quick=True)
     print(res.report_html)
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sdk.pipeline import PipelineConfig, PipelineResult, pipeline
-from sdk.progress import Progress
+from edgesdk.pipeline import PipelineConfig, PipelineResult, pipeline
+from edgesdk.progress import Progress
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
@@ -36,7 +36,7 @@ def demo_config(out_dir=None, iters: int | None = None, warmup: int | None = Non
     if warmup is not None:
         cfg.profile.warmup = warmup
     if families:
-        from runtime.errors import ConfigError
+        from edgesdk.runtime.errors import ConfigError
         have = [d.family for d in cfg.distill]
         unknown = [f for f in families if f not in have]
         if unknown:

@@ -18,7 +18,7 @@ Artifacts are matched by key (``family/model/target/scheme``). Reported:
 
 Example::
 
-    from sdk.diff import diff, format_diff
+    from edgesdk.diff import diff, format_diff
     d = diff(lockfile.read("run1"), lockfile.read("run2"))
     print(format_diff(d)); exit(1 if d["regressions"] else 0)
 """
@@ -155,8 +155,8 @@ def _changes(a: dict, b: dict, prefix: str = "") -> list[dict]:
 def diff(a: dict, b: dict, *, alpha: float = ALPHA, min_effect: float = MIN_EFFECT, resamples: int = RESAMPLES,
          seed: int = 0) -> dict:
     """Compare two results.json documents (see the module docstring)."""
-    from sdk.lockfile import rows
-    arts_a = {r.key: r for r in rows(a)}   # typed rows (sdk.pipeline.Row), matched by family/model/target/scheme
+    from edgesdk.lockfile import rows
+    arts_a = {r.key: r for r in rows(a)}   # typed rows (edgesdk.pipeline.Row), matched by family/model/target/scheme
     arts_b = {r.key: r for r in rows(b)}
     common = [k for k in arts_a if k in arts_b]
     inputs, metrics, latency = [], [], []

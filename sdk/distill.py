@@ -1,15 +1,15 @@
-"""`sdk.distill`: the distillation trainer with progress display and the quantization-aware option.
+"""`edgesdk.distill`: the distillation trainer with progress display and the quantization-aware option.
 
 Example::
 
-    import sdk
-    from models.distill import DistillConfig, LossSpec, TensorData
+    import edgesdk
+    from edgesdk.models.distill import DistillConfig, LossSpec, TensorData
     cfg = DistillConfig(losses=[LossSpec("kl", 1.0, {"temperature": 2.0})], steps=300, lr=3e-3)
-    student = sdk.distill(teacher, student, TensorData({"x": x}, inputs=("x",)), cfg)
+    student = edgesdk.distill(teacher, student, TensorData({"x": x}, inputs=("x",)), cfg)
 
 With ``config.quantize_aware="int8"`` the student trains through fake-quantized weights and
 activations (pt2e QAT, XNNPACK scheme) and comes back as an int8 quantize/dequantize graph:
-``sdk.convert(student, example, "executorch-xnnpack", quantize="int8-qat")`` exports it with no
+``edgesdk.convert(student, example, "executorch-xnnpack", quantize="int8-qat")`` exports it with no
 calibration step.
 """
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from models.distill.trainer import DistillConfig, StepLog
-from models.distill.trainer import distill as _train
-from sdk.progress import Progress
+from edgesdk.models.distill.trainer import DistillConfig, StepLog
+from edgesdk.models.distill.trainer import distill as _train
+from edgesdk.progress import Progress
 
 
 def _printer(progress: Progress, total: int, every: int):
@@ -46,7 +46,7 @@ def distill(teacher: torch.nn.Module, student: torch.nn.Module, data, config: Di
         progress = Progress(False)
     on_step = _printer(progress, config.total_steps, max(1, config.total_steps // 20))
     if config.quantize_aware == "int8":
-        from converters.qat import convert_qat, prepare_qat
+        from edgesdk.converters.qat import convert_qat, prepare_qat
         example = tuple(data.sample(0, config.batch_size, config.seed)[k] for k in data.inputs)
         if config.student_features:
             raise ValueError("quantize_aware training runs on the exported graph: student_features hooks "

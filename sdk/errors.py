@@ -1,6 +1,6 @@
 """The SDK's typed errors (defined in `runtime.errors`, so an app shipping only `runtime` has them)."""
 
-from runtime.errors import (  # noqa: F401
+from edgesdk.runtime.errors import (  # noqa: F401
     ConfigError, ConversionError, ExecutionError, InputError, IntegrityError, SdkError,
     TargetUnavailableError, ToleranceError,
 )

@@ -1,10 +1,10 @@
-"""Student families for `sdk.pipeline`: how each family distils its students, and how their
-quality is measured, behind one small interface (trained modules are cached by `sdk.cache`).
+"""Student families for `edgesdk.pipeline`: how each family distils its students, and how their
+quality is measured, behind one small interface (trained modules are cached by `edgesdk.cache`).
 
 A family is a function registered by name that takes a `FamilyContext` and returns a
 `FamilyResult`::
 
-    from sdk.families import FamilyContext, FamilyResult, register_family
+    from edgesdk.families import FamilyContext, FamilyResult, register_family
 
     @register_family("mlp", sources=("models/mlp.py", "models/distill/recipes.py"))
     def mlp(ctx: FamilyContext) -> FamilyResult:
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.errors import ConfigError
-from sdk.cache import DEFAULT_CACHE_DIR, ROOT, TrainingCache, code_version, fingerprint  # noqa: F401  (re-exported)
+from edgesdk.runtime.errors import ConfigError
+from edgesdk.cache import DEFAULT_CACHE_DIR, ROOT, TrainingCache, code_version, fingerprint  # noqa: F401  (re-exported)
 
 
 # ----------------------------------------------------------------------------- runner
@@ -86,13 +86,13 @@ class Runner:
         batch = int(ex[0].shape[0]) if ex and getattr(ex[0], "ndim", 0) else None
         gen = None
         if programs is not None and hasattr(module, "edge_generation"):
-            from converters.programs import TorchPrograms
+            from edgesdk.converters.programs import TorchPrograms
             gen = TorchPrograms(module)
         return cls(run, batch, "pytorch", gen)
 
     @classmethod
     def artifact(cls, path, threads: int | None = None) -> "Runner":
-        import runtime
+        from edgesdk import runtime
         sess = runtime.load(path, threads=threads, nan_policy="allow")
         first = sess.inputs[0].shape if sess.inputs else ()
         batch = first[0] if first and isinstance(first[0], int) else None
@@ -125,7 +125,7 @@ class Runner:
 
 @dataclass
 class FamilyContext:
-    spec: Any                      # sdk.pipeline.DistillSpec
+    spec: Any                      # edgesdk.pipeline.DistillSpec
     teacher: nn.Module | None      # the user's teacher, or None: the family's default
     data: Any                      # the user's data, or None: the family's default
     quick: bool
@@ -249,10 +249,10 @@ def _student_specs(ctx, default: dict) -> dict[str, dict]:
 
 
 def _mlp_digits(ctx: FamilyContext) -> FamilyResult:
-    import models
-    from models.data import digits_hypergraph
-    from models.distill.recipes import lighthgnn
-    from models.teachers.hgnn import HGNN, HGNNConfig, predict, train_hgnn
+    from edgesdk import models
+    from edgesdk.models.data import digits_hypergraph
+    from edgesdk.models.distill.recipes import lighthgnn
+    from edgesdk.models.teachers.hgnn import HGNN, HGNNConfig, predict, train_hgnn
 
     opts = dict(ctx.spec.options or {})
     unknown = set(opts) - {"teacher_epochs", "k"}
@@ -316,8 +316,8 @@ def _as_features(data) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _mlp_generic(ctx: FamilyContext) -> FamilyResult:
-    import models
-    from models.distill.trainer import DistillConfig, LossSpec, TensorData, distill
+    from edgesdk import models
+    from edgesdk.models.distill.trainer import DistillConfig, LossSpec, TensorData, distill
 
     x, y = _as_features(ctx.data)
     teacher = ctx.teacher
@@ -369,5 +369,5 @@ def _mlp_generic(ctx: FamilyContext) -> FamilyResult:
 
 
 # The generation families live in their own files and register on import.
-from sdk import family_encdec  # noqa: E402,F401  (registers "encdec")
-from sdk import family_mamba  # noqa: E402,F401  (registers "mamba")
+from edgesdk import family_encdec  # noqa: E402,F401  (registers "encdec")
+from edgesdk import family_mamba  # noqa: E402,F401  (registers "mamba")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from runtime.errors import ConfigError
-from sdk.families import FamilyContext, FamilyResult, Runner, _threads, family_options, register_family
+from edgesdk.runtime.errors import ConfigError
+from edgesdk.families import FamilyContext, FamilyResult, Runner, _threads, family_options, register_family
 
 SOURCES = ("models/encdec.py", "models/distill/recipe_encdec.py", "models/data/funcname.py",
            "models/teachers/train_funcname.py", "models/teachers/decoder.py", "models/distill/trainer.py",
@@ -27,11 +27,11 @@ OPTIONS = ("eval_pairs", "prompt_lengths", "kd")
                              "function-name teacher; exports encode + decode_step")
 def encdec_family(ctx: FamilyContext) -> FamilyResult:
     """Encoder-decoder students from the shipped decoder-only function-name teacher."""
-    import models
-    from models.generation import length_classes
-    from models.data import funcname as fn
-    from models.distill.recipe_encdec import STUDENT_CFG, encdec_from_decoder
-    from models.teachers.train_funcname import greedy_names, load_funcname_teacher
+    from edgesdk import models
+    from edgesdk.models.generation import length_classes
+    from edgesdk.models.data import funcname as fn
+    from edgesdk.models.distill.recipe_encdec import STUDENT_CFG, encdec_from_decoder
+    from edgesdk.models.teachers.train_funcname import greedy_names, load_funcname_teacher
 
     if ctx.teacher is not None or ctx.data is not None:
         raise ConfigError("family encdec: distill.teacher / distill.data are not supported yet; it distils the "

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from runtime.errors import ConfigError
-from sdk.families import FamilyContext, FamilyResult, Runner, _threads, family_options, register_family
+from edgesdk.runtime.errors import ConfigError
+from edgesdk.families import FamilyContext, FamilyResult, Runner, _threads, family_options, register_family
 
 SOURCES = ("models/mamba.py", "models/distill/recipe_mohawk.py", "models/teachers/decoder.py",
            "models/distill/trainer.py", "models/distill/losses.py", "models/data/stdlib.py", "sdk/family_mamba.py")
@@ -26,10 +26,10 @@ OPTIONS = ("prompt_lengths", "windows", "continuation", "stages")
                              "hidden-state alignment, end-to-end KD); exports prefill + constant-memory step")
 def mamba_family(ctx: FamilyContext) -> FamilyResult:
     """Mamba-2 students from the shipped byte-level decoder teacher."""
-    from models.distill.recipe_mohawk import corpus, mohawk
-    from models.generation import length_classes
-    from models.mamba import Mamba
-    from models.teachers import load_teacher
+    from edgesdk.models.distill.recipe_mohawk import corpus, mohawk
+    from edgesdk.models.generation import length_classes
+    from edgesdk.models.mamba import Mamba
+    from edgesdk.models.teachers import load_teacher
 
     if ctx.teacher is not None or ctx.data is not None:
         raise ConfigError("family mamba: distill.teacher / distill.data are not supported yet; it distils the "

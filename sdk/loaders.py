@@ -4,7 +4,7 @@ example_inputs)``) and any object (``module:function`` returning it).
 
 Example::
 
-    from sdk.loaders import load_model_spec, load_object
+    from edgesdk.loaders import load_model_spec, load_object
     model, example_inputs, stem = load_model_spec("make_model.py:build")
     data = load_object("mypkg.data:calibration", "calibration.data")
 """
@@ -15,7 +15,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from runtime.errors import ConfigError
+from edgesdk.runtime.errors import ConfigError
 
 # Files loaded by path (``file.py:fn``), as module name -> absolute path: worker processes
 # import the same files under the same names (`import_user_modules`), so the user's classes

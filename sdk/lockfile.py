@@ -5,7 +5,7 @@ graph — the payload files the manifest lists —, of the quantization config a
 calibration set), the tool versions (torch, ExecuTorch, ONNX Runtime, LiteRT, QNN,
 coremltools...), the machine (CPU model, cores, OS) and what was measured (quality, size,
 latency percentiles *and the raw samples*, cold start, the artifact's own memory, FLOPs and GFLOP/s,
-steady state, placement) and the recommendation (`sdk.auto.recommend`). `edgesdk diff` compares
+steady state, placement) and the recommendation (`edgesdk.auto.recommend`). `edgesdk diff` compares
 two of these files.
 
 Schema ``edgesdk.results/1``::
@@ -15,7 +15,7 @@ Schema ``edgesdk.results/1``::
      "artifacts": [{"key": "family/model/target/scheme", "status", "hashes": {...}, "metrics": {...},
                     "samples_ms": [...], "profiled_on": {"host", "device"}, ...row fields}]}
 
-An artifact entry is a `sdk.pipeline.Row` (``Row.to_dict``; `rows` reads them back).
+An artifact entry is a `edgesdk.pipeline.Row` (``Row.to_dict``; `rows` reads them back).
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def tool_versions() -> dict:
 
 
 def machine() -> dict:
-    from runtime.profile import cpu_name
-    from runtime.session import default_threads
+    from edgesdk.runtime.profile import cpu_name
+    from edgesdk.runtime.session import default_threads
     mem = None
     try:
         with open("/proc/meminfo") as f:
@@ -167,14 +167,14 @@ def comparable(results: dict) -> dict:
 
 
 def rows(results: dict) -> list:
-    """The typed rows (`sdk.pipeline.Row`) of a results file read with `read`."""
-    from sdk.pipeline.row import Row
+    """The typed rows (`edgesdk.pipeline.Row`) of a results file read with `read`."""
+    from edgesdk.pipeline.row import Row
     return [Row.from_dict(a) for a in results.get("artifacts", [])]
 
 
 def write(results: dict, path: Path) -> Path:
     """Atomic write (temporary file + rename); NaN/inf become null."""
-    from runtime.profile import _json_safe
+    from edgesdk.runtime.profile import _json_safe
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -184,7 +184,7 @@ def write(results: dict, path: Path) -> Path:
 
 
 def read(path) -> dict:
-    from runtime.errors import ConfigError
+    from edgesdk.runtime.errors import ConfigError
     p = Path(path)
     if p.is_dir():
         p = p / "results.json"

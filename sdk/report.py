@@ -6,11 +6,11 @@ figure per family), quality vs latency with the Pareto front per family, size by
 artifacts' own memory (load and peak during runs), achieved throughput (GFLOP/s and % of this
 machine's GEMM peak), latency against thread count where threads were swept, and the top-10 ops
 of every artifact whose backend reports per-op times. A recommendation section lists, per
-model, every candidate with why it lost (`sdk.auto`'s rule).
+model, every candidate with why it lost (`edgesdk.auto`'s rule).
 
 Example::
 
-    from sdk import lockfile, report
+    from edgesdk import lockfile, report
     html, md = report.render(lockfile.read("edgesdk-out/demo/results.json"), "edgesdk-out/demo")
 """
 
@@ -351,8 +351,8 @@ def _plots(results: dict) -> list[dict]:
 
 
 def _rows(results: dict) -> list:
-    """The results' artifacts as typed rows (`sdk.pipeline.Row`)."""
-    from sdk.lockfile import rows
+    """The results' artifacts as typed rows (`edgesdk.pipeline.Row`)."""
+    from edgesdk.lockfile import rows
     return rows(results)
 
 
@@ -602,7 +602,7 @@ def _rec_intro(rec: dict) -> str:
     return head + (f". Per target: {per}." if per else "")
 
 
-_REC_NOTE = ("The recommendation (sdk.auto's rule, as for target=\"auto\"): the fastest profiled artifact that "
+_REC_NOTE = ("The recommendation (edgesdk.auto's rule, as for target=\"auto\"): the fastest profiled artifact that "
              "passed its gate; a quantized scheme never slower than the same model's fp32 on its target; within 3% "
              "the smaller artifact. Latency: p50 per run, or for generation artifacts a whole generation (TTFT + "
              "tokens × time per token).")

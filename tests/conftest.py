@@ -36,7 +36,7 @@ def cli_in_process(*args) -> CliResult:
     """`edgesdk ARGS` through the CLI's entry point, in this process (no interpreter start-up)."""
     import contextlib
     import io
-    from sdk.cli import main
+    from edgesdk.cli import main
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(list(args))
@@ -114,13 +114,13 @@ _CACHE: dict = {}
 @pytest.fixture(scope="session")
 def converted(artifact_root):
     """converted(kind, target) -> (artifact, model, example_inputs), converted once per session."""
-    import sdk
+    import edgesdk
 
     def get(kind: str, target: str):
         key = (kind, target)
         if key not in _CACHE:
             model, ex = make_model(kind)
-            art = sdk.convert(model, ex, target, out_dir=artifact_root, name=f"{kind}-{target}")
+            art = edgesdk.convert(model, ex, target, out_dir=artifact_root, name=f"{kind}-{target}")
             _CACHE[key] = (art, model, ex)
         return _CACHE[key]
     return get

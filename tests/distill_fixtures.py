@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from models.distill import TensorData
+from edgesdk.models.distill import TensorData
 
 
 def _x():

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = r'''
 import json, sys
 sys.path.insert(0, sys.argv[1])
-import runtime
-from runtime.errors import SdkError
+from edgesdk import runtime
+from edgesdk.runtime.errors import SdkError
 for line in sys.stdin:
     case = json.loads(line)
     print(json.dumps({"id": case["id"], "status": "start"}), flush=True)

@@ -16,10 +16,10 @@ import subprocess
 import pytest
 
 from conftest import ROOT
-from runtime.errors import IntegrityError
-from runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec, parse_manifest, sha256_file, verify_payload
-from runtime.profile import ProfileReport
-from runtime.stats import summarize
+from edgesdk.runtime.errors import IntegrityError
+from edgesdk.runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec, parse_manifest, sha256_file, verify_payload
+from edgesdk.runtime.profile import ProfileReport
+from edgesdk.runtime.stats import summarize
 
 JVM_MAIN = ROOT / "build/jvm/main"
 STATS = json.loads((ROOT / "tests/vectors/profile_stats.json").read_text())

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import runtime
-import sdk
-from runtime.errors import ConfigError
-from sdk.auto import AutoArtifact, choose, gate_verdict
+from edgesdk import runtime
+import edgesdk
+from edgesdk.runtime.errors import ConfigError
+from edgesdk.auto import AutoArtifact, choose, gate_verdict
 
 
 def _c(target, scheme, latency, size, status="measured"):
@@ -75,7 +75,7 @@ def mlp():
 def test_quantize_auto_picks_within_one_target(mlp, tmp_path):
     model, ex = mlp
     calib = [(torch.randn(1, 64),) for _ in range(32)]
-    art = sdk.convert(model, ex, "onnx-cpu", quantize="auto", calibration=calib, max_drop=0.05, iters=30,
+    art = edgesdk.convert(model, ex, "onnx-cpu", quantize="auto", calibration=calib, max_drop=0.05, iters=30,
                       threads=1, out_dir=tmp_path, name="mlp")  # one thread count: the sweep is tested elsewhere
     assert isinstance(art, AutoArtifact) and art.path == tmp_path / "mlp" and art.target == "onnx-cpu"
     sel = art.selection
@@ -109,11 +109,11 @@ def test_quantize_auto_picks_within_one_target(mlp, tmp_path):
 def test_auto_config_errors(mlp, tmp_path, kw, needle):
     model, ex = mlp
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
-        sdk.convert(model, ex, out_dir=tmp_path, **kw)
+        edgesdk.convert(model, ex, out_dir=tmp_path, **kw)
 
 
 def test_cli_quantize_auto_without_calibration_skips_static_schemes(tmp_path, capsys):
-    from sdk.cli import main
+    from edgesdk.cli import main
     (tmp_path / "m.py").write_text("import torch\ndef build():\n    torch.manual_seed(0)\n"
                                    "    m = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), "
                                    "torch.nn.Linear(32, 4)).eval()\n    return m, (torch.randn(1, 16),)\n")
@@ -138,20 +138,20 @@ def test_cli_quantize_auto_without_calibration_skips_static_schemes(tmp_path, ca
 def test_target_auto_over_every_cpu_target(mlp, tmp_path):
     model, ex = mlp
     calib = [(torch.randn(1, 64),) for _ in range(32)]
-    art = sdk.convert(model, ex, target="auto", device="cpu", calibration=calib, max_drop=0.05, out_dir=tmp_path,
+    art = edgesdk.convert(model, ex, target="auto", device="cpu", calibration=calib, max_drop=0.05, out_dir=tmp_path,
                       name="mlp", keep_candidates=False)
     sel = art.selection
     assert not (tmp_path / "mlp.candidates").exists()
     targets = {c["target"] for c in sel["candidates"]}
-    assert targets == {t.name for t in sdk.targets() if t.device == "cpu"}
+    assert targets == {t.name for t in edgesdk.targets() if t.device == "cpu"}
     fp32 = {c["target"]: c["latency_ms"] for c in sel["candidates"] if c["scheme"] == "fp32"}
     assert sel["pick"]["latency_ms"] <= fp32[sel["pick"]["target"]]
     assert runtime.load(art.path).verified
 
 
 def test_pipeline_schemes_auto_converts_every_scheme_but_qat():
-    from sdk.pipeline import QuantizeSpec, schemes_for
+    from edgesdk.pipeline import QuantizeSpec, schemes_for
     QuantizeSpec(schemes="auto")  # accepted by the config
-    for t in sdk.targets():
+    for t in edgesdk.targets():
         got, missing = schemes_for(t, "auto")
         assert got == [s for s in t.quantization if s != "int8-qat"] and missing == []

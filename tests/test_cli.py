@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from sdk.cli import main
+from edgesdk.cli import main
 
 EDGESDK = str(Path(sys.executable).parent / "edgesdk")
 
@@ -63,10 +63,10 @@ def test_unseen_model_converts_runs_and_profiles_everywhere(user_model, tmp_path
     assert main(["convert", f"{user_model}/make_model.py:build", "--target", "all", "--out", str(out),
                  "--json", "-q"]) == 0
     results = _json(capsys)
-    import converters
-    import sdk
+    from edgesdk import converters
+    import edgesdk
     assert {r["target"] for r in results} == set(converters.target_names())
-    runs = {t.name for t in sdk.targets() if t.runs_here}
+    runs = {t.name for t in edgesdk.targets() if t.runs_here}
     for r in results:
         if r["target"] in runs:
             atol, rtol = converters.get_converter(r["target"]).default_tolerance.get("fp32", (1e-4, 1e-4))
@@ -140,12 +140,12 @@ def test_console_script_exit_codes_and_help(converted, tmp_path):
 
 
 def test_demo_profiles_every_target_that_runs_here_and_labels_simulators(tmp_path, capsys):
-    import sdk
+    import edgesdk
     assert main(["demo", "--quick", "--family", "mlp", "--out", str(tmp_path / "out"), "--cache",
                  str(tmp_path / "cache"), "--iters", "5", "--warmup", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     rows = out["artifacts"]
-    assert {r["target"] for r in rows} == {t.name for t in sdk.targets() if t.runs_here}
+    assert {r["target"] for r in rows} == {t.name for t in edgesdk.targets() if t.runs_here}
     for r in rows:
         assert r["status"] == "ok" and r["p50_ms"] > 0 and r["quality"] > 0.8
         if r["runs"] in ("simulated", "software GPU"):

@@ -86,7 +86,7 @@ def cluster(tmp_path):
     address = f"127.0.0.1:{port}"
     trigger = tmp_path / "hang"
     trigger.write_text("")
-    worker = [sys.executable, "-m", "sdk.cli", "worker", "--ray", address, "--no-detect", "--num-cpus", "1",
+    worker = [sys.executable, "-m", "edgesdk.cli", "worker", "--ray", address, "--no-detect", "--num-cpus", "1",
               "--node-ip", "127.0.0.1", "--resource", "edgesdk-profiler=1"]
     import ray
     os.environ["RAY_AUTH_MODE"] = "disabled"
@@ -142,8 +142,8 @@ def test_ray_cluster_pins_devices_and_survives_a_dead_worker(cluster, tmp_path, 
 
     import ray
 
-    from sdk import lockfile
-    from sdk.pipeline import pipeline
+    from edgesdk import lockfile
+    from edgesdk.pipeline import pipeline
     address, trigger, _ = cluster
     monkeypatch.setenv("RAY_ADDRESS", address)
     nodes = _wait_nodes(ray, 3)
@@ -187,7 +187,7 @@ def test_ray_cluster_pins_devices_and_survives_a_dead_worker(cluster, tmp_path, 
     assert gpu.status == "failed" and "TargetUnavailableError" in gpu.message and "'vulkan-gpu'" in gpu.message
     assert gpu.path and Path(gpu.path).is_dir()  # converted and verified all the same
     # every artifact arrived once, whole; the lockfile lists every job
-    import runtime
+    from edgesdk import runtime
     delivered = sorted(p.name for p in (tmp_path / "out" / "artifacts").iterdir())
     assert delivered == sorted(r.artifact for r in res.rows)
     for r in res.rows:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-import converters
-import runtime
-import sdk
+from edgesdk import converters
+from edgesdk import runtime
+import edgesdk
 from conftest import MODELS, TokenClassifier
 
-TARGETS = [t.name for t in sdk.targets() if t.runs_here]  # convert-only targets: test_convert_only.py
+TARGETS = [t.name for t in edgesdk.targets() if t.runs_here]  # convert-only targets: test_convert_only.py
 
 
 def _tol(target):
@@ -19,9 +19,9 @@ def _tol(target):
 
 
 def test_registry_lists_the_cpu_targets():
-    names = {t.name for t in sdk.targets()}
+    names = {t.name for t in edgesdk.targets()}
     assert {"onnx-cpu", "executorch-xnnpack", "litert-cpu"} <= names
-    for t in sdk.targets():
+    for t in edgesdk.targets():
         assert t.device in ("cpu", "npu", "gpu")
         assert t.format in ("onnx", "pte", "tflite", "mlpackage")
         assert t.quantization[0] == "fp32"
@@ -99,7 +99,7 @@ def test_int64_ids_bool_mask_and_int_outputs(tmp_path, target):
     ids = torch.randint(0, 50, (2, 7))
     mask = torch.ones(2, 7, dtype=torch.bool)
     mask[1, 4:] = False
-    art = sdk.convert(model, (ids, mask), target, out_dir=tmp_path)
+    art = edgesdk.convert(model, (ids, mask), target, out_dir=tmp_path)
     spec = {s.name: s for s in art.manifest.default_program.inputs}
     assert spec["ids"].dtype == "int64" and spec["mask"].dtype == "bool"
     assert spec["ids"].value_range == (int(ids.min()), int(ids.max()))
@@ -151,7 +151,7 @@ class TwoPrograms(torch.nn.Module):
 def test_several_programs_in_one_artifact(tmp_path, target):
     torch.manual_seed(0)
     model = TwoPrograms().eval()
-    art = sdk.convert(model, None, target, out_dir=tmp_path)
+    art = edgesdk.convert(model, None, target, out_dir=tmp_path)
     assert set(art.manifest.programs) == {"encode", "step"}
     sess = runtime.load(art.path)
     src = np.random.default_rng(1).standard_normal((1, 8)).astype(np.float32)

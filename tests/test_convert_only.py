@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-import runtime
-import sdk
+from edgesdk import runtime
+import edgesdk
 from conftest import TokenClassifier, make_model
-from runtime.manifest import sha256_file
-from sdk.cli import main
+from edgesdk.runtime.manifest import sha256_file
+from edgesdk.cli import main
 
-CONVERT_ONLY = [t for t in sdk.targets() if t.runs == "convert-only"]
-BY_NAME = {t.name: t for t in sdk.targets()}
+CONVERT_ONLY = [t for t in edgesdk.targets() if t.runs == "convert-only"]
+BY_NAME = {t.name: t for t in edgesdk.targets()}
 CASES = [(t.name, kind, q) for t in CONVERT_ONLY for kind in ("convnet", "transformer") for q in t.quantization
          if kind == "convnet" or q in ("fp32", "fp16")]
 
@@ -36,7 +36,7 @@ def artifacts(tmp_path_factory):
     def get(target, kind, quantize):
         if (target, kind, quantize) not in cache:
             model, ex = make_model(kind)
-            cache[target, kind, quantize] = sdk.convert(model, ex, target, quantize=quantize, out_dir=root,
+            cache[target, kind, quantize] = edgesdk.convert(model, ex, target, quantize=quantize, out_dir=root,
                                                         name=f"{kind}-{target}-{quantize}")
         return cache[target, kind, quantize]
     return get
@@ -138,7 +138,7 @@ class _TwoPrograms(torch.nn.Module):
 @pytest.mark.parametrize("target", [t.name for t in CONVERT_ONLY])
 def test_several_programs(target, tmp_path):
     torch.manual_seed(0)
-    art = sdk.convert(_TwoPrograms().eval(), None, target, out_dir=tmp_path)
+    art = edgesdk.convert(_TwoPrograms().eval(), None, target, out_dir=tmp_path)
     assert set(art.manifest.programs) == {"encode", "step"}
     assert art.verification["kind"].startswith("structural only")
     files = {p.file for p in art.manifest.programs.values()}
@@ -154,7 +154,7 @@ def test_coreml_int64_and_bool_inputs_are_cast(tmp_path):
     torch.manual_seed(0)
     ids = torch.randint(0, 50, (2, 7))
     mask = torch.ones(2, 7, dtype=torch.bool)
-    art = sdk.convert(TokenClassifier().eval(), (ids, mask), "coreml-ane", out_dir=tmp_path)
+    art = edgesdk.convert(TokenClassifier().eval(), (ids, mask), "coreml-ane", out_dir=tmp_path)
     io = art.manifest.extra["coreml"]["programs"]["forward"]
     assert [r["dtype"] for r in io["inputs"]] == ["INT32", "FLOAT32"]
     assert [r["dtype"] for r in io["outputs"]] == ["FLOAT32", "INT32"]
@@ -166,14 +166,14 @@ def test_coreml_int64_and_bool_inputs_are_cast(tmp_path):
                                                           "library exists only there)")
 def test_coreml_predicts_on_macos(tmp_path):
     model, ex = make_model("convnet")
-    art = sdk.convert(model, ex, "coreml-ane", out_dir=tmp_path)  # fp32: verified numerically here
+    art = edgesdk.convert(model, ex, "coreml-ane", out_dir=tmp_path)  # fp32: verified numerically here
     assert art.verification["passed"] and art.verification["max_abs_err"] is not None
     sess = runtime.load(art.path)
     (y,) = sess.run([ex[0].numpy()])
     np.testing.assert_allclose(y, model(*ex).detach().numpy(), atol=1e-3, rtol=1e-3)
     rep = runtime.profile(art.path, warmup=1, iters=5)
     assert len(rep.samples_ms) == 5 and rep.ops == [] and "Core ML" in rep.ops_note
-    q = sdk.convert(model, ex, "coreml-ane", quantize="fp16", out_dir=tmp_path)
+    q = edgesdk.convert(model, ex, "coreml-ane", quantize="fp16", out_dir=tmp_path)
     assert q.manifest.quantization["gate"]["drop"] is not None
 
 
@@ -182,7 +182,7 @@ def test_coreml_validation_rejects_broken_packages(artifacts, tmp_path):
     """What `validate` checks: the spec loads, weight blobs exist, no unlisted files."""
     import shutil
 
-    import converters
+    from edgesdk import converters
     art = artifacts("coreml-ane", "convnet", "fp32")
     conv = converters.get_converter("coreml-ane")
     for breakage in ("weights", "spec", "extra"):
@@ -202,8 +202,8 @@ def test_coreml_validation_rejects_broken_packages(artifacts, tmp_path):
 
 def test_coreml_runtime_casts_positionally():
     """runtime.coreml's predict wrapper (macOS only), exercised here with a stand-in model."""
-    from runtime import coreml
-    from runtime.manifest import ProgramSpec, TensorSpec
+    from edgesdk.runtime import coreml
+    from edgesdk.runtime.manifest import ProgramSpec, TensorSpec
 
     class Stub:
         def predict(self, feed):
@@ -240,6 +240,6 @@ def test_coreml_converts_pooling_with_the_default_stride(tmp_path):
         def forward(self, image):
             return torch.max_pool2d(torch.relu(self.conv(image)), 2).flatten(1)
 
-    art = sdk.convert(Pool().eval(), (torch.randn(2, 1, 8, 8),), "coreml-ane", quantize="fp16", out_dir=tmp_path)
+    art = edgesdk.convert(Pool().eval(), (torch.randn(2, 1, 8, 8),), "coreml-ane", quantize="fp16", out_dir=tmp_path)
     assert art.verification["kind"].startswith("structural only")
     assert art.verification["op_histogram"]

@@ -7,9 +7,9 @@ import keyword
 import pytest
 import torch
 
-from models.data import stdlib
-from models.data.hypergraph import digits_hypergraph, hash_splits, synthetic_hypergraph
-from models.data.tokenizer import ByteTokenizer
+from edgesdk.models.data import stdlib
+from edgesdk.models.data.hypergraph import digits_hypergraph, hash_splits, synthetic_hypergraph
+from edgesdk.models.data.tokenizer import ByteTokenizer
 
 SPLITS = ("train", "val", "test", "test_inductive")
 # Pinned: sha256-based splits must give these on every machine and Python version.

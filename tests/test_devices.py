@@ -12,12 +12,12 @@ import math
 import pytest
 
 from conftest import ROOT, layer
-from runtime.devices import (
+from edgesdk.runtime.devices import (
     AdbDevice, CommandResult, describe_phone, parse_adb_devices, parse_device, parse_getprop, profile_on_device,
 )
-from runtime.errors import ConfigError, ExecutionError, IntegrityError, TargetUnavailableError
-from runtime.manifest import Manifest, ProgramSpec, TensorSpec, file_entry
-from runtime.stats import summarize
+from edgesdk.runtime.errors import ConfigError, ExecutionError, IntegrityError, TargetUnavailableError
+from edgesdk.runtime.manifest import Manifest, ProgramSpec, TensorSpec, file_entry
+from edgesdk.runtime.stats import summarize
 
 TRANSCRIPT = json.loads((ROOT / "tests/transcripts/adb_profile_pixel8.json").read_text())
 SERIAL = TRANSCRIPT["serial"]
@@ -99,8 +99,8 @@ def test_profile_on_a_phone_replays_the_transcript(tmp_path):
 
 
 def test_the_cli_prints_a_phone_profile_like_a_local_one(tmp_path, monkeypatch, capsys):
-    import runtime.devices as devices
-    from sdk.cli import main
+    import edgesdk.runtime.devices as devices
+    from edgesdk.cli import main
 
     art = make_artifact(tmp_path / "mlp-executorch-xnnpack")
     replay, clock = Replay(STEPS, art), FakeClock()
@@ -144,7 +144,7 @@ def test_no_adb_binary(tmp_path):
 
 
 def test_cli_without_adb_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
-    from sdk.cli import main
+    from edgesdk.cli import main
     monkeypatch.setenv("ADB", str(tmp_path / "no-such-adb"))
     assert main(["profile", str(make_artifact(tmp_path / "a")), "--device", "adb:X"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -274,6 +274,6 @@ def test_devices_stay_in_the_runtime_layer():
     """runtime.devices imports nothing of ours outside runtime/, and never torch."""
     import subprocess
     import sys
-    code = "import sys, runtime.devices; print('\\n'.join(sorted(sys.modules)))"
+    code = "import sys, edgesdk.runtime.devices; print('\\n'.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert not {layer(m) for m in out.split()} & {"sdk", "models", "converters", "torch"}

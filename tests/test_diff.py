@@ -56,7 +56,7 @@ def _config(tmp: Path, out: str, model_fn: str) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from sdk.pipeline import pipeline
+    from edgesdk.pipeline import pipeline
     tmp = tmp_path_factory.mktemp("diff")
     a = pipeline(_config(tmp, "a", "build_light"), progress=False)
     b = pipeline(_config(tmp, "b", "build_light"), progress=False)
@@ -69,9 +69,9 @@ def _cli(*args):
 
 
 def test_same_config_twice_no_regression(runs):
-    from sdk import lockfile
-    from sdk.diff import diff
-    from sdk.pipeline import pipeline
+    from edgesdk import lockfile
+    from edgesdk.diff import diff
+    from edgesdk.pipeline import pipeline
     a, b, _, tmp = runs
     d = diff(lockfile.read(a), lockfile.read(b))
     if d["regressions"]:
@@ -90,8 +90,8 @@ def test_same_config_twice_no_regression(runs):
 
 
 def test_slower_artifact_is_named(runs):
-    from sdk import lockfile
-    from sdk.diff import diff
+    from edgesdk import lockfile
+    from edgesdk.diff import diff
     a, _, c, _ = runs
     d = diff(lockfile.read(a), lockfile.read(c))
     assert d["regressions"] == ["model/usernet/onnx-cpu/fp32"]
@@ -107,8 +107,8 @@ def test_slower_artifact_is_named(runs):
 
 
 def test_versions_and_machine_changes_listed(runs, tmp_path):
-    from sdk import lockfile
-    from sdk.diff import diff, format_diff
+    from edgesdk import lockfile
+    from edgesdk.diff import diff, format_diff
     a, b, _, _ = runs
     doc = lockfile.read(b)
     doc["versions"]["torch"] = "9.9.9"
@@ -125,7 +125,7 @@ def test_versions_and_machine_changes_listed(runs, tmp_path):
 
 def test_statistics_on_known_samples():
     """The decision rule on synthetic samples: noise-level shifts pass, a clear slowdown fails."""
-    from sdk.diff import latency_test, mann_whitney_greater
+    from edgesdk.diff import latency_test, mann_whitney_greater
     rng = np.random.default_rng(0)
     a = rng.lognormal(0, 0.2, 300)
     assert latency_test(a, rng.lognormal(0.03, 0.2, 300))["verdict"] == "no significant change"

@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-import models
-from models.data import funcname as fn
-from models.encdec import EncDec, EncDecConfig
+from edgesdk import models
+from edgesdk.models.data import funcname as fn
+from edgesdk.models.encdec import EncDec, EncDecConfig
 
 TINY = dict(d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, max_source=64, max_target=8)
 
@@ -81,7 +81,7 @@ def test_padding_is_masked():
 def test_cached_step_reproduces_teacher_forced_logits():
     """The encode and decode_step programs, run token by token in PyTorch with the new K/V written
     in place at each position (the runtime's job), give the forward's logits."""
-    from models.generation import K_AXIS, V_AXIS, cache_layout, write_slot
+    from edgesdk.models.generation import K_AXIS, V_AXIS, cache_layout, write_slot
     m = tiny_model()
     progs = m.edge_programs(prompt_lengths=12)
     enc, prog = progs["encode"][0], progs["decode_step"][0]
@@ -113,13 +113,13 @@ def test_cached_step_reproduces_teacher_forced_logits():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Converts lazily, once per target: ``exported(target) -> (model, artifact)``."""
-    import sdk
+    import edgesdk
     m = tiny_model(seed=1, prompt_lengths=(8, 16))              # two prompt length classes
     out, arts = tmp_path_factory.mktemp("encdec"), {}
 
     def get(target):
         if target not in arts:
-            arts[target] = sdk.convert(m, None, target, out_dir=out)
+            arts[target] = edgesdk.convert(m, None, target, out_dir=out)
         return m, arts[target]
     return get
 
@@ -127,7 +127,7 @@ def exported(tmp_path_factory):
 # ExecuTorch lowering costs ~25-60 s on a busy 2-core machine: slow suite
 @pytest.mark.parametrize("target", ["onnx-cpu", pytest.param("executorch-xnnpack", marks=pytest.mark.slow)])
 def test_export_verified_and_runtime_greedy_matches_pytorch(exported, target):
-    import runtime
+    from edgesdk import runtime
     m, art = exported(target)
     assert art.verification["passed"] and art.verification["max_abs_err"] < 1e-4
     sess = runtime.load(art.path)
@@ -171,8 +171,8 @@ def test_funcname_batches_align():
 
 def test_aligned_teacher_matches_decoder_positions():
     """The teacher's logits for target position t are those of `bos body sep y_<t`."""
-    from models.distill.recipe_encdec import AlignedTeacher
-    from models.teachers.decoder import Decoder, DecoderConfig
+    from edgesdk.models.distill.recipe_encdec import AlignedTeacher
+    from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
     torch.manual_seed(0)
     t = Decoder(DecoderConfig(d_model=32, n_layers=1, n_heads=2, context=64)).eval()
     b = fn.encdec_batch(fn.funcname_pairs("test", max_src=20)[:2])
@@ -186,8 +186,8 @@ def test_aligned_teacher_matches_decoder_positions():
 
 
 def test_recipe_smoke_loss_decreases():
-    from models.distill.recipe_encdec import OnPolicyNames, encdec_from_decoder
-    from models.teachers.decoder import Decoder, DecoderConfig
+    from edgesdk.models.distill.recipe_encdec import OnPolicyNames, encdec_from_decoder
+    from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
     torch.manual_seed(0)
     teacher = Decoder(DecoderConfig(d_model=32, n_layers=1, n_heads=2, context=64)).eval()
     with torch.no_grad():                                          # a confident teacher: KL starts high
@@ -215,8 +215,8 @@ def test_recipe_smoke_loss_decreases():
 
 
 def test_equal_param_baseline_is_equal():
-    from models.distill.recipe_encdec import STUDENT_CFG, equal_param_decoder_config
-    from models.teachers.decoder import Decoder
+    from edgesdk.models.distill.recipe_encdec import STUDENT_CFG, equal_param_decoder_config
+    from edgesdk.models.teachers.decoder import Decoder
     cfg = equal_param_decoder_config(STUDENT_CFG)
     d = Decoder(cfg).num_params() - cfg.context * cfg.d_model        # position table excluded
     e = EncDec(EncDecConfig(**STUDENT_CFG)).num_params()
@@ -224,10 +224,10 @@ def test_equal_param_baseline_is_equal():
 
 
 def test_shipped_teacher_loads_and_beats_trivial_baseline():
-    from models.teachers import load_decoder
-    from models.teachers.train_funcname import CHECKPOINT, evaluate, funcname_report, load_funcname_teacher, name_nll
+    from edgesdk.models.teachers import load_decoder
+    from edgesdk.models.teachers.train_funcname import CHECKPOINT, evaluate, funcname_report, load_funcname_teacher, name_nll
     if not CHECKPOINT.is_file():
-        pytest.fail(f"{CHECKPOINT} missing: run python -m models.teachers.train_funcname")
+        pytest.fail(f"{CHECKPOINT} missing: run python -m edgesdk.models.teachers.train_funcname")
     teacher = load_funcname_teacher()
     report = funcname_report()
     assert report["config"] == teacher.cfg.to_dict() and report["steps"] > 0
@@ -244,9 +244,9 @@ def test_shipped_teacher_loads_and_beats_trivial_baseline():
 def test_gqa_decoder_baseline_same_blocks_and_cache_mechanics():
     """The fair decoder-only baseline: the student's blocks, GQA and in-place cache; its cached
     programs (through the runtime's own loop, in PyTorch) reproduce its full forward."""
-    from converters.programs import TorchPrograms
-    from models.distill.recipe_encdec import STUDENT_CFG
-    from models.gqa_decoder import GQADecoder, GQADecoderConfig
+    from edgesdk.converters.programs import TorchPrograms
+    from edgesdk.models.distill.recipe_encdec import STUDENT_CFG
+    from edgesdk.models.gqa_decoder import GQADecoder, GQADecoderConfig
     e = EncDec(EncDecConfig(**STUDENT_CFG)).num_params()
     d = GQADecoder(GQADecoderConfig(n_layers=7, n_heads=STUDENT_CFG["n_heads"], n_kv_heads=STUDENT_CFG["n_kv_heads"]))
     assert abs(d.num_params() - e) / e < 0.07 and d.cfg.n_kv_heads == 2

@@ -87,8 +87,8 @@ def _config(tmp: Path, name: str, source: str = "build", schemes=("fp32", "int8-
 
 def test_local_executor_matches_serial(tmp_path):
     """Same plan, same rows: the lockfiles agree on everything but timings, hosts and paths."""
-    from sdk import lockfile
-    from sdk.pipeline import pipeline
+    from edgesdk import lockfile
+    from edgesdk.pipeline import pipeline
     serial = pipeline(_config(tmp_path, "serial"), progress=False, executor="serial")
     local = pipeline(_config(tmp_path, "local"), progress=False, executor="local")
     a, b = lockfile.read(serial.results_json), lockfile.read(local.results_json)
@@ -112,7 +112,7 @@ def test_worker_killed_mid_conversion_is_retried(tmp_path, monkeypatch):
     trigger = tmp_path / "trigger-die"
     trigger.write_text("")
     monkeypatch.setenv(TRIGGER, str(trigger))
-    from sdk.pipeline import pipeline
+    from edgesdk.pipeline import pipeline
     cfg = _config(tmp_path, "die", "build_die_once", schemes=("fp32",))
     cfg.pop("distill")
     res = pipeline(cfg, progress=False, executor="local")
@@ -129,7 +129,7 @@ def test_phone_that_is_not_there_fails_only_its_own_jobs(tmp_path, monkeypatch):
     that row fails with the reason and the fix, converted and verified all the same, and the
     other target's row is measured here as usual."""
     monkeypatch.setenv("ADB", str(tmp_path / "no-adb"))
-    from sdk.pipeline import pipeline
+    from edgesdk.pipeline import pipeline
     cfg = _config(tmp_path, "phone", schemes=("fp32",))
     cfg.pop("distill")
     cfg["targets"] = ["onnx-cpu", "litert-cpu"]
@@ -141,15 +141,15 @@ def test_phone_that_is_not_there_fails_only_its_own_jobs(tmp_path, monkeypatch):
     assert "platform-tools" in phone.message and phone.profiled_on["device"] == "adb:NOPHONE1"
     assert phone.max_abs_err < 1e-4 and Path(phone.path).is_dir()
     assert rows["litert-cpu"].status == "ok" and rows["litert-cpu"].profiled_on["device"] == "cpu"
-    from runtime.errors import ConfigError
-    from sdk.pipeline import PipelineConfig
+    from edgesdk.runtime.errors import ConfigError
+    from edgesdk.pipeline import PipelineConfig
     with pytest.raises(ConfigError, match="profile.devices maps a target to local or adb:SERIAL"):
         PipelineConfig.from_dict({"model": "x:y", "profile": {"devices": {"onnx-cpu": "phone"}}})
 
 
 def test_unknown_executor():
-    from runtime.errors import ConfigError
-    from sdk.pipeline import pipeline
+    from edgesdk.runtime.errors import ConfigError
+    from edgesdk.pipeline import pipeline
     with pytest.raises(ConfigError, match="executor 'threads': expected one of local, serial, ray, ray://HOST:PORT"):
         pipeline({"model": f"{THIS}:build", "targets": ["onnx-cpu"]}, progress=False, executor="threads")
 
@@ -157,7 +157,7 @@ def test_unknown_executor():
 def test_row_round_trip():
     """A Row writes the keys results.json always had (no latency keys on an unprofiled row) and
     reads back, unknown keys included."""
-    from sdk.pipeline import Row
+    from edgesdk.pipeline import Row
     r = Row(family="model", model="m", target="onnx-cpu", device="cpu", format="onnx", scheme="fp32", runs="yes",
             status="rejected", gate={"drop": 0.2, "passed": False})
     d = r.to_dict()
@@ -177,7 +177,7 @@ def test_worker_command_advertises_devices():
     out = json.loads(r.stdout)
     assert out["resources"] == {"device:adb:X1": 1.0}
     assert "--address=127.0.0.1:6390" in out["command"] and "--num-cpus=0" in out["command"]
-    from sdk.pipeline.devices import detect_resources, resources_for
+    from edgesdk.pipeline.devices import detect_resources, resources_for
     assert detect_resources()["edgesdk-profiler"] == 1
     assert resources_for("qnn-htp") == {"qnn-htp": 1, "edgesdk-profiler": 1}
     assert resources_for("adb:X1") == {"device:adb:X1": 1}
@@ -195,7 +195,7 @@ def test_ctrl_c_cancels_and_keeps_delivered_artifacts(tmp_path):
     cfg.pop("distill")
     (tmp_path / "deploy.json").write_text(json.dumps(cfg))
     env = {**os.environ, TRIGGER: str(trigger), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "sdk.cli", "deploy", str(tmp_path / "deploy.json"),
+    proc = subprocess.Popen([sys.executable, "-m", "edgesdk.cli", "deploy", str(tmp_path / "deploy.json"),
                              "--executor", "local"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     arts = tmp_path / "cancel" / "artifacts"
@@ -213,7 +213,7 @@ def test_ctrl_c_cancels_and_keeps_delivered_artifacts(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(hung, 0)
     assert not list((tmp_path / "cancel").glob(".work-*"))
-    import runtime
+    from edgesdk import runtime
     (done,) = list(arts.iterdir())
     runtime.load(done)  # payload hashes checked: whole
     assert not (tmp_path / "cancel" / "results.json").exists()

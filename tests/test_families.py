@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-import sdk
+import edgesdk
 
 FAMILIES = {
     "encdec": {"steps": 4, "options": {"eval_pairs": 3, "prompt_lengths": [32, 64]}},
@@ -22,7 +22,7 @@ def test_generation_family_through_the_pipeline(family, tmp_path):
            "targets": ["onnx-cpu"], "quantize": {"schemes": "recommended", "max_drop": 0.5},
            "profile": {"warmup": 1, "iters": 3, "per_op": False, "threads": 1},
            "output": {"dir": str(tmp_path / "out"), "cache": str(tmp_path / "cache")}}
-    res = sdk.pipeline(cfg, progress=False)
+    res = edgesdk.pipeline(cfg, progress=False)
     rows = {r["scheme"]: r for r in res.rows}
     assert set(rows) == {"fp32", "int8-dynamic"}, [(r["scheme"], r["status"], r.get("message")) for r in res.rows]
     for r in rows.values():

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-import runtime
-import sdk
+from edgesdk import runtime
+import edgesdk
 from conftest import ROOT
-from models.teachers import load_teacher
-from runtime.errors import ConfigError, InputError, IntegrityError
+from edgesdk.models.teachers import load_teacher
+from edgesdk.runtime.errors import ConfigError, InputError, IntegrityError
 
 PROMPT = list(b"def add(a, b):\n    return a ")
 CAP, NEW = 40, 12
@@ -37,7 +37,7 @@ SMALL = 16  # a second, smaller prompt length class
 @pytest.fixture(scope="module")
 def artifacts(teacher, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen")
-    return {t: sdk.convert(teacher, None, t, out_dir=out, prompt_lengths=[SMALL, CAP]) for t in TARGETS}
+    return {t: edgesdk.convert(teacher, None, t, out_dir=out, prompt_lengths=[SMALL, CAP]) for t in TARGETS}
 
 
 def _torch_greedy(m, prompt, n):
@@ -47,7 +47,7 @@ def _torch_greedy(m, prompt, n):
 
 def test_cached_programs_reproduce_the_full_forward(teacher):
     """Prefill + steps whose new K/V are written in place (what the runtime does) == full forward."""
-    from models.generation import K_AXIS, V_AXIS, write_slot
+    from edgesdk.models.generation import K_AXIS, V_AXIS, write_slot
     progs = teacher.edge_programs()
     prefill, step = progs["prefill"][0], progs["step"][0]
     padded = torch.full((1, CAP), 256)
@@ -183,9 +183,9 @@ class _Echo(nn.Module):
 
 
 def test_a_model_of_the_users_declares_generation_and_runs_torch_free(tmp_path):
-    art = sdk.convert(_Echo(), None, "onnx-cpu", out_dir=tmp_path)
+    art = edgesdk.convert(_Echo(), None, "onnx-cpu", out_dir=tmp_path)
     # start token 1 at position 0, then every token fed back: totals 6+1=7 -> 0, 7+0 -> 0, ...
-    code = (f"import runtime, sys; g = runtime.load({str(art.path)!r}).generate([1, 2, 3], 3); "
+    code = (f"import sys; from edgesdk import runtime; g = runtime.load({str(art.path)!r}).generate([1, 2, 3], 3); "
             "print(g.tokens, g.finish_reason, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[0] == "[0, 0, 0] length False"
@@ -200,13 +200,13 @@ def test_an_inconsistent_edge_generation_is_a_config_error(tmp_path):
            "max_position": 5, "state": []}
     with pytest.raises(ConfigError, match=r"_Echo.edge_generation\(\): generation: the step's inputs "
                                           r"\(token, total\) must each be fed exactly once"):
-        sdk.convert(_Echo({**bad, "start_token": 1}), None, "onnx-cpu", out_dir=tmp_path)
+        edgesdk.convert(_Echo({**bad, "start_token": 1}), None, "onnx-cpu", out_dir=tmp_path)
     with pytest.raises(ConfigError, match="start_token is required when prefill_logits is null"):
-        sdk.convert(_Echo({**bad, "state": [{"input": "total", "init": None, "update": None}]}), None,
+        edgesdk.convert(_Echo({**bad, "state": [{"input": "total", "init": None, "update": None}]}), None,
                     "onnx-cpu", out_dir=tmp_path)
     with pytest.raises(ConfigError, match="not a generation artifact"):
         x = torch.zeros(1, 4)
-        runtime.load(sdk.convert(nn.Linear(4, 2), (x,), "onnx-cpu", out_dir=tmp_path).path).generate([1], 2)
+        runtime.load(edgesdk.convert(nn.Linear(4, 2), (x,), "onnx-cpu", out_dir=tmp_path).path).generate([1], 2)
 
 
 def test_generated_ids_are_plain_ints(artifacts):
@@ -219,7 +219,7 @@ def test_cli_generate_and_profile(artifacts):
     path = str(artifacts["onnx-cpu"].path)
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "sdk.cli", *args], cwd=ROOT, capture_output=True, text=True)
+        return subprocess.run([sys.executable, "-m", "edgesdk.cli", *args], cwd=ROOT, capture_output=True, text=True)
 
     r = cli("generate", path, "--tokens", ",".join(map(str, PROMPT)), "-n", "5", "--json")
     assert r.returncode == 0, r.stderr
@@ -234,7 +234,7 @@ def test_cli_generate_and_profile(artifacts):
 
 def test_uncalibrated_quantization_of_several_programs_gates_each_program(teacher, tmp_path):
     # 16 generated inputs per program: one flipped argmax is a drop of 1/16
-    art = sdk.convert(teacher, None, "onnx-cpu", quantize="int8-dynamic", out_dir=tmp_path, max_drop=0.2)
+    art = edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-dynamic", out_dir=tmp_path, max_drop=0.2)
     gate = art.manifest.quantization["gate"]
     assert gate["passed"] and gate["drop"] <= 0.2 and gate["drop_basis"].startswith("program '")
     assert set(art.verification["programs"]) == {"prefill", "step"}
@@ -243,11 +243,11 @@ def test_uncalibrated_quantization_of_several_programs_gates_each_program(teache
     assert sum(a == b for a, b in zip(g.tokens, ref)) >= NEW // 2   # int8 may drift late, not at once
     with pytest.raises(ConfigError, match=r"not supported yet for models with several programs \(prefill, step\); "
                                           r"use an uncalibrated scheme \(int8-dynamic, fp16\)"):
-        sdk.convert(teacher, None, "onnx-cpu", quantize="int8-static", out_dir=tmp_path)
+        edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-static", out_dir=tmp_path)
 
 
 def test_scoring_through_the_artifact_matches_pytorch_and_the_full_forward(teacher, artifacts):
-    from converters.programs import TorchPrograms
+    from edgesdk.converters.programs import TorchPrograms
     cont = list(b"+ b\n")
     ref = TorchPrograms(teacher)
     assert ref.generate(PROMPT, NEW).tokens == _torch_greedy(teacher, PROMPT, NEW)
@@ -271,7 +271,7 @@ def test_scoring_through_the_artifact_matches_pytorch_and_the_full_forward(teach
 def test_executorch_sessions_with_different_thread_counts_do_not_hang(artifacts):
     """XNNPACK's threadpool is process-wide: resizing it under a loaded program hung its next run."""
     p = str(artifacts["executorch-xnnpack"].path)
-    code = (f"import runtime; a = runtime.load({p!r}, threads=2); a.generate([65, 66], 3); "
+    code = (f"from edgesdk import runtime; a = runtime.load({p!r}, threads=2); a.generate([65, 66], 3); "
             f"b = runtime.load({p!r}, threads=1); b.generate([65, 66], 3); a.generate([65, 66], 3); "
             "print(a.threads, b.threads)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -300,8 +300,8 @@ def test_the_step_returns_only_the_new_slot_and_the_manifest_says_where_it_goes(
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_state_is_bound_without_copies_and_never_revalidated(artifacts, target, monkeypatch):
-    from runtime import state as rt_state
-    from runtime.session import _Binding
+    from edgesdk.runtime import state as rt_state
+    from edgesdk.runtime.session import _Binding
     sess = runtime.load(artifacts[target].path)
     bound = rt_state.bind(sess.program("step"))
     try:
@@ -357,23 +357,23 @@ def test_a_state_shape_that_does_not_fit_is_refused_at_load(artifacts, tmp_path)
 
 def test_prompt_lengths_need_a_model_that_takes_them(tmp_path):
     with pytest.raises(ConfigError, match=r"_Echo.edge_programs\(\) takes no prompt_lengths argument"):
-        sdk.convert(_Echo(), None, "onnx-cpu", out_dir=tmp_path, prompt_lengths=[8])
+        edgesdk.convert(_Echo(), None, "onnx-cpu", out_dir=tmp_path, prompt_lengths=[8])
     with pytest.raises(ConfigError, match="prompt_lengths applies to models that declare their programs"):
-        sdk.convert(nn.Linear(4, 2), (torch.zeros(1, 4),), "onnx-cpu", out_dir=tmp_path, prompt_lengths=[8])
+        edgesdk.convert(nn.Linear(4, 2), (torch.zeros(1, 4),), "onnx-cpu", out_dir=tmp_path, prompt_lengths=[8])
     with pytest.raises(ConfigError, match=r"prompt_lengths=\[64, 300\]: a prompt of 300 plus 32 new tokens exceeds "
                                           r"the context of 256"):
-        sdk.convert(load_teacher("decoder"), None, "onnx-cpu", out_dir=tmp_path, prompt_lengths=[64, 300])
+        edgesdk.convert(load_teacher("decoder"), None, "onnx-cpu", out_dir=tmp_path, prompt_lengths=[64, 300])
 
 
 @pytest.mark.slow
 def test_slot_writes_run_on_the_qnn_htp_emulator(teacher, tmp_path):
     """The decoder's in-place cache on the HTP emulator: every node on the NPU, same greedy
     tokens as PyTorch (the HTP computes float graphs in fp16)."""
-    from converters.programs import TorchPrograms
-    t = {x.name: x for x in sdk.targets()}["qnn-htp"]
+    from edgesdk.converters.programs import TorchPrograms
+    t = {x.name: x for x in edgesdk.targets()}["qnn-htp"]
     if not t.runs_here:
         pytest.skip(t.why_not)
-    art = sdk.convert(teacher, None, "qnn-htp", out_dir=tmp_path)
+    art = edgesdk.convert(teacher, None, "qnn-htp", out_dir=tmp_path)
     assert all(p["fraction"] == 1.0 for p in art.manifest.extra["qnn"]["placement"].values())
     assert art.manifest.extra["generation"]["state"][0]["write"] == {"index": "pos", "axis": 2}
     g = runtime.load(art.path).generate(PROMPT, NEW, stop_at_eos=False)
@@ -381,7 +381,7 @@ def test_slot_writes_run_on_the_qnn_htp_emulator(teacher, tmp_path):
 
 
 def test_deploy_config_takes_prompt_lengths():
-    from sdk.pipeline.config import ModelSpec
+    from edgesdk.pipeline.config import ModelSpec
     assert ModelSpec(source="m.py:build", prompt_lengths=[64, 256]).prompt_lengths == [64, 256]
     for bad in ([0], [], "64", [True]):
         with pytest.raises(ConfigError, match=r"model.prompt_lengths must be a list of positive ints"):

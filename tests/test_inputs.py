@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-import runtime
-import sdk
+from edgesdk import runtime
+import edgesdk
 
-TARGETS = [t.name for t in sdk.targets() if t.runs_here]  # inputs are checked by a loaded session
+TARGETS = [t.name for t in edgesdk.targets() if t.runs_here]  # inputs are checked by a loaded session
 
 
 @pytest.fixture(params=TARGETS)
@@ -78,17 +78,17 @@ def test_missing_file_and_unknown_extension(tmp_path):
 
 
 def test_unknown_target_lists_valid_ones():
-    import sdk
+    import edgesdk
     import torch
-    with pytest.raises(sdk.errors.ConfigError) as e:
-        sdk.convert(torch.nn.Linear(2, 2), (torch.randn(1, 2),), "onnx", out_dir="unused")
+    with pytest.raises(edgesdk.errors.ConfigError) as e:
+        edgesdk.convert(torch.nn.Linear(2, 2), (torch.randn(1, 2),), "onnx", out_dir="unused")
     assert "Unknown target 'onnx'. Available: " in str(e.value)
     for name in TARGETS:
         assert name in str(e.value)
 
 
 def test_unknown_scheme_lists_the_targets_schemes():
-    import sdk
+    import edgesdk
     import torch
-    with pytest.raises(sdk.errors.ConfigError, match="Available for onnx-cpu: fp32"):
-        sdk.convert(torch.nn.Linear(2, 2), (torch.randn(1, 2),), "onnx-cpu", quantize="int3", out_dir="unused")
+    with pytest.raises(edgesdk.errors.ConfigError, match="Available for onnx-cpu: fp32"):
+        edgesdk.convert(torch.nn.Linear(2, 2), (torch.randn(1, 2),), "onnx-cpu", quantize="int3", out_dir="unused")

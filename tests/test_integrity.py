@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-import runtime
+from edgesdk import runtime
 
 
 @pytest.fixture

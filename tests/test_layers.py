@@ -20,11 +20,11 @@ def _ours(mods):
 
 
 @pytest.mark.parametrize("stmt,allowed", [
-    ("import runtime", {"runtime"}),
+    ("from edgesdk import runtime", {"runtime"}),
     # the ORT and LiteRT backends stay torch-free when they are actually used
-    ("import runtime.ort, runtime.litert, runtime.profile", {"runtime"}),
-    ("import models", {"models", "torch"}),
-    ("import converters", {"converters", "runtime", "torch"}),
+    ("import edgesdk.runtime.ort, edgesdk.runtime.litert, edgesdk.runtime.profile", {"runtime"}),
+    ("from edgesdk import models", {"models", "torch"}),
+    ("from edgesdk import converters", {"converters", "runtime", "torch"}),
 ])
 def test_import_rules(stmt, allowed):
     assert _ours(_modules_after(stmt)) <= allowed
@@ -34,6 +34,6 @@ def test_runtime_runs_onnx_and_tflite_without_torch(converted):
     """Loading, running and profiling ONNX and LiteRT artifacts never imports torch."""
     onnx_art = converted("mlp", "onnx-cpu")[0]
     tfl_art = converted("mlp", "litert-cpu")[0]
-    stmt = (f"import runtime; [runtime.profile(p, iters=3, warmup=1) for p in ({str(onnx_art.path)!r}, "
+    stmt = (f"from edgesdk import runtime; [runtime.profile(p, iters=3, warmup=1) for p in ({str(onnx_art.path)!r}, "
             f"{str(tfl_art.path)!r})]")
     assert "torch" not in _ours(_modules_after(stmt))

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import runtime
-import sdk
+from edgesdk import runtime
+import edgesdk
 from conftest import ROOT, make_model
-from runtime import gpu_sim, litert_gpu
+from edgesdk.runtime import gpu_sim, litert_gpu
 
 WHY = litert_gpu.unavailable()
 needs_gpu = pytest.mark.skipif(WHY is not None, reason=f"litert-gpu cannot run here: {WHY}")
@@ -30,7 +30,7 @@ def gpu_art(tmp_path_factory):
     def get(kind, scheme):
         if (kind, scheme) not in _ARTS:
             model, ex = make_model(kind)
-            art = sdk.convert(model, ex, "litert-gpu", quantize=scheme, out_dir=out, name=f"{kind}-{scheme}")
+            art = edgesdk.convert(model, ex, "litert-gpu", quantize=scheme, out_dir=out, name=f"{kind}-{scheme}")
             _ARTS[kind, scheme] = (art, model, ex)
         return _ARTS[kind, scheme]
     return get
@@ -94,11 +94,12 @@ def test_profile_says_software_gpu(gpu_art, kind):
 def test_without_the_driver_it_says_why_and_how_to_fix(tmp_path):
     """A fresh process that cannot find the driver: convert-only, the reason names `make gpu-sim`."""
     code = f"""
-import json, sys, torch, sdk, runtime
-t = {{x.name: x for x in sdk.targets()}}["litert-gpu"]
+import json, sys, torch, edgesdk
+from edgesdk import runtime
+t = {{x.name: x for x in edgesdk.targets()}}["litert-gpu"]
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
-art = sdk.convert(model, (torch.randn(1, 8),), "litert-gpu", out_dir={str(tmp_path / 'out')!r}, name="m")
+art = edgesdk.convert(model, (torch.randn(1, 8),), "litert-gpu", out_dir={str(tmp_path / 'out')!r}, name="m")
 try:
     runtime.load(art.path)
     load = None
@@ -143,7 +144,7 @@ def test_a_moved_folder_or_an_old_mesa_is_explained(tmp_path, monkeypatch):
 @needs_gpu
 def test_a_fresh_process_finds_the_driver_and_stays_torch_free(gpu_art):
     art = gpu_art("convnet", "fp16")[0]
-    code = (f"import sys, runtime; r = runtime.profile({str(art.path)!r}, warmup=1, iters=3); "
+    code = (f"import sys; from edgesdk import runtime; r = runtime.profile({str(art.path)!r}, warmup=1, iters=3); "
             "print(r.label, 'torch' in sys.modules)")
     # our activation exported VK_ICD_FILENAMES: drop it, the child must find the folder by itself
     env = {k: v for k, v in os.environ.items() if k not in ("VK_ICD_FILENAMES", "VK_DRIVER_FILES")}

@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from models.distill import losses as L
-from models.distill.hooks import AttentionHooks, FeatureHooks, capture_attention, split_heads
-from models.distill.losses import entropic_ot, get_loss, get_loss_class, list_losses, register_loss
+from edgesdk.models.distill import losses as L
+from edgesdk.models.distill.hooks import AttentionHooks, FeatureHooks, capture_attention, split_heads
+from edgesdk.models.distill.losses import entropic_ot, get_loss, get_loss_class, list_losses, register_loss
 
 ALL = list_losses()
 REQUIRED = ["kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "taid", "minilm", "hidden_mse",

@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import models
-import models.mamba  # noqa: F401  (registers "mamba" even before models/__init__ imports it)
-from models.data.mqar import IGNORE, mqar, mqar_accuracy
-from models.distill import losses as L
-from models.distill import recipe_mohawk  # noqa: F401  (registers "mohawk" and "matrix_frobenius")
-from models.distill.recipes import get_recipe
-from models.mamba import (Mamba, MambaConfig, init_from_attention, ssd_chunked, ssd_matrix, ssd_naive)
-from models.teachers.decoder import Decoder, DecoderConfig
+from edgesdk import models
+import edgesdk.models.mamba  # noqa: F401  (registers "mamba" even before models/__init__ imports it)
+from edgesdk.models.data.mqar import IGNORE, mqar, mqar_accuracy
+from edgesdk.models.distill import losses as L
+from edgesdk.models.distill import recipe_mohawk  # noqa: F401  (registers "mohawk" and "matrix_frobenius")
+from edgesdk.models.distill.recipes import get_recipe
+from edgesdk.models.mamba import (Mamba, MambaConfig, init_from_attention, ssd_chunked, ssd_matrix, ssd_naive)
+from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -167,10 +167,10 @@ def test_matvlm_rejects_mismatched_student():
 # ------------------------------------------------------------------------------------------ export + runtime
 
 def _generation_roundtrip(target, out_dir, P=16):
-    import runtime
-    import sdk
+    from edgesdk import runtime
+    import edgesdk
     m = small_model(prompt_lengths=P)
-    art = sdk.convert(m, None, target, out_dir=out_dir)
+    art = edgesdk.convert(m, None, target, out_dir=out_dir)
     s = runtime.load(art.path, threads=1)
     assert set(s.program_names) == {"prefill", "step"}
     results = []
@@ -202,11 +202,11 @@ def test_onnx_export_and_runtime_generation(onnx_roundtrip):
 
 
 def test_state_bytes_independent_of_prompt_capacity(onnx_roundtrip, tmp_path):
-    import runtime
-    import sdk
+    from edgesdk import runtime
+    import edgesdk
     _, small = onnx_roundtrip                        # prompt capacity 16
     m = small_model(prompt_lengths=48)
-    s = runtime.load(sdk.convert(m, None, "onnx-cpu", out_dir=tmp_path).path, threads=1)
+    s = runtime.load(edgesdk.convert(m, None, "onnx-cpu", out_dir=tmp_path).path, threads=1)
     g = s.generate(list(range(65, 65 + 48)), 3, stop_at_eos=False)
     assert s.program("prefill").spec.inputs[0].shape == (1, 48)
     assert g.state_bytes == small[0].state_bytes > 0

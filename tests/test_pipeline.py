@@ -1,4 +1,4 @@
-"""`sdk.pipeline` / `edgesdk deploy`: a user model defined here (not in the repo's models), strict
+"""`edgesdk.pipeline` / `edgesdk deploy`: a user model defined here (not in the repo's models), strict
 config keys, the accuracy gate, and the content-addressed training cache. Real conversions,
 real runtimes."""
 
@@ -108,9 +108,9 @@ output:
 
 
 def test_unknown_keys_rejected(tmp_path):
-    from sdk.errors import ConfigError  # noqa: F401  (re-exported typed error)
-    from runtime.errors import ConfigError as CE
-    from sdk.pipeline import PipelineConfig
+    from edgesdk.errors import ConfigError  # noqa: F401  (re-exported typed error)
+    from edgesdk.runtime.errors import ConfigError as CE
+    from edgesdk.pipeline import PipelineConfig
 
     with pytest.raises(CE, match="unknown key 'quantise'.*valid keys: name, model, distill, targets, quantize"):
         PipelineConfig.from_dict({"model": "x:y", "quantise": {}})
@@ -128,8 +128,8 @@ def test_unknown_keys_rejected(tmp_path):
 
 
 def test_unknown_target_and_family():
-    from runtime.errors import ConfigError
-    from sdk.pipeline import pipeline
+    from edgesdk.runtime.errors import ConfigError
+    from edgesdk.pipeline import pipeline
     with pytest.raises(ConfigError, match="Unknown student family 'nope'. Available: .*mlp"):
         pipeline({"distill": {"family": "nope"}, "targets": ["onnx-cpu"], "output": {"report": False}}, progress=False)
     with pytest.raises(ConfigError, match="unknown target 'onnx'. Available: .*onnx-cpu"):
@@ -138,7 +138,7 @@ def test_unknown_target_and_family():
 
 def test_gate_rejects_and_reports(tmp_path):
     """max_drop 0: the int8 artifact fails the gate; the run records it and goes on (strict: error)."""
-    from sdk.pipeline import pipeline
+    from edgesdk.pipeline import pipeline
     cfg = {"model": {"source": f"{THIS}:build_vector", "name": "vec"}, "targets": ["onnx-cpu"],
            "quantize": {"schemes": ["fp32", "int8-dynamic"], "max_drop": 0.0},
            "profile": {"warmup": 1, "iters": 5, "per_op": False},
@@ -151,7 +151,7 @@ def test_gate_rejects_and_reports(tmp_path):
     assert "exceeds max_drop 0" in bad["message"] and not res.ok
     assert not (tmp_path / "out" / "artifacts" / "vec-onnx-cpu-int8-dynamic").exists()
     cfg["quantize"]["on_fail"] = "error"
-    from runtime.errors import ToleranceError
+    from edgesdk.runtime.errors import ToleranceError
     with pytest.raises(ToleranceError, match="exceeds max_drop"):
         pipeline(cfg, progress=False)
 
@@ -159,7 +159,7 @@ def test_gate_rejects_and_reports(tmp_path):
 def test_distill_cache_hit_second_run(tmp_path):
     """Family mlp with the user's teacher and features: trained once, reused the second time
     (content-addressed, safetensors only), conversions reused too; a config change retrains."""
-    from sdk.pipeline import pipeline
+    from edgesdk.pipeline import pipeline
     cfg = {"name": "cache", "distill": {"family": "mlp", "teacher": f"{THIS}:teacher", "data": f"{THIS}:features",
                                         "steps": 40, "students": {"mlp-tiny": {"model": "mlp", "hidden": 32,
                                                                                 "depth": 1}}},
@@ -185,9 +185,9 @@ def test_distill_cache_hit_second_run(tmp_path):
 
 
 def test_schemes_and_recommended():
-    import sdk
-    from sdk.pipeline import recommended_scheme, schemes_for
-    ts = {t.name: t for t in sdk.targets()}
+    import edgesdk
+    from edgesdk.pipeline import recommended_scheme, schemes_for
+    ts = {t.name: t for t in edgesdk.targets()}
     for t in ts.values():  # every registered target has a recommended scheme it offers (or fp32 only)
         rec = recommended_scheme(t)
         assert rec is None or rec in t.quantization
@@ -205,7 +205,7 @@ def test_deploy_pt2(tmp_path):
         "model: usernet.pt2\ntargets: [onnx-cpu]\nquantize: {schemes: fp32}\n"
         f"profile: {{warmup: 1, iters: 5, per_op: false}}\noutput: {{dir: {tmp_path / 'out'}, "
         f"cache: {tmp_path / 'cache'}, report: false}}\n")
-    from sdk.pipeline import pipeline
+    from edgesdk.pipeline import pipeline
     res = pipeline(tmp_path / "deploy.yaml", progress=False)
     (row,) = res.rows
     assert row["status"] == "ok" and row["model"] == "usernet" and row["max_abs_err"] < 1e-4

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-import runtime
-from runtime import machine
-from runtime.errors import ConfigError, InputError, IntegrityError
-from runtime.profile import steady_state, warm_up
+from edgesdk import runtime
+from edgesdk.runtime import machine
+from edgesdk.runtime.errors import ConfigError, InputError, IntegrityError
+from edgesdk.runtime.profile import steady_state, warm_up
 
 CONVNET_FLOPS = 2 * (16 * 32 * 32 * 3 * 9 + 32 * 16 * 16 * 16 * 9) + 2 * 32 * 10
 TRANSFORMER_FLOPS = 2 * 16 * 64 * (3 * 64 + 64 + 4 * 64 + 4 * 64) + 2 * 2 * 4 * 16 * 16 * 16
@@ -103,7 +103,7 @@ def test_isolated_profile_takes_inputs_and_raises_typed_errors(converted, tmp_pa
 
 def test_executorch_planned_arena_matches_executorchs_own_reader(converted):
     from executorch.exir._serialize._program import deserialize_pte_binary
-    from runtime.executorch import planned_memory
+    from edgesdk.runtime.executorch import planned_memory
     art = converted("mlp", "executorch-xnnpack")[0]
     pte = art.path / art.manifest.programs["forward"].file
     want = {p.name: sum(p.non_const_buffer_sizes) for p in deserialize_pte_binary(pte.read_bytes()).program.execution_plan}
@@ -177,7 +177,7 @@ def test_gemm_peak_is_measured_once_per_machine_and_thread_count(tmp_path, monke
     import onnx
     from onnx import TensorProto, helper
 
-    from runtime import peak
+    from edgesdk.runtime import peak
     g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
                           [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["m", "k"]),
                            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["k", "n"])],
@@ -196,7 +196,7 @@ def test_gemm_peak_is_measured_once_per_machine_and_thread_count(tmp_path, monke
 
 
 def test_interleaved_times_artifacts_side_by_side(converted):
-    from runtime.profile import interleaved
+    from edgesdk.runtime.profile import interleaved
     a = converted("mlp", "onnx-cpu")[0].path
     b = converted("mlp", "litert-cpu")[0].path
     blocks = interleaved([(a, 1), (b, 1)], rounds=3, block_s=0.02)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-import runtime
-import sdk
+from edgesdk import runtime
+import edgesdk
 from conftest import make_model
-from runtime.qnn import parse_profile_csv
+from edgesdk.runtime.qnn import parse_profile_csv
 
 pytestmark = pytest.mark.skipif(
-    not {t.name: t for t in sdk.targets()}["qnn-htp"].runs_here,
-    reason="onnxruntime-qnn HTP emulator unavailable: " + str({t.name: t for t in sdk.targets()}["qnn-htp"].why_not))
+    not {t.name: t for t in edgesdk.targets()}["qnn-htp"].runs_here,
+    reason="onnxruntime-qnn HTP emulator unavailable: " + str({t.name: t for t in edgesdk.targets()}["qnn-htp"].why_not))
 
 
 def _calib(ex, n=16, seed=0):
@@ -24,7 +24,7 @@ def _calib(ex, n=16, seed=0):
 @pytest.fixture(scope="module")
 def conv_uint8(tmp_path_factory):
     model, ex = make_model("convnet")
-    art = sdk.convert(model, ex, "qnn-htp", quantize="uint8-static", calibration=_calib(ex),
+    art = edgesdk.convert(model, ex, "qnn-htp", quantize="uint8-static", calibration=_calib(ex),
                       min_npu_fraction=0.95, out_dir=tmp_path_factory.mktemp("qnn"))
     return art, model, ex
 
@@ -55,7 +55,7 @@ def test_epcontext_model_is_shipped_and_round_trips(conv_uint8):
 @pytest.mark.parametrize("kind", ["convnet", "transformer"])
 def test_uint16_activations_keep_cosine_above_099(tmp_path, kind):
     model, ex = make_model(kind)
-    art = sdk.convert(model, ex, "qnn-htp", quantize="uint16-static", calibration=_calib(ex), out_dir=tmp_path)
+    art = edgesdk.convert(model, ex, "qnn-htp", quantize="uint16-static", calibration=_calib(ex), out_dir=tmp_path)
     out = art.verification["outputs"][0]
     assert out["cosine_min"] >= 0.99, out
     assert art.manifest.extra["qnn"]["placement"]["fraction"] >= 0.95
@@ -63,7 +63,7 @@ def test_uint16_activations_keep_cosine_above_099(tmp_path, kind):
 
 def test_float_graph_runs_at_the_targets_precision(tmp_path):
     model, ex = make_model("convnet")
-    art = sdk.convert(model, ex, "qnn-htp", out_dir=tmp_path)
+    art = edgesdk.convert(model, ex, "qnn-htp", out_dir=tmp_path)
     v = art.verification
     assert v["passed"] and v["atol"] == 1e-2 and v["max_abs_err"] < 1e-2
 
@@ -83,10 +83,10 @@ class DetNet(torch.nn.Module):
 def test_forced_fallback_fails_min_npu_fraction_naming_the_op(tmp_path):
     torch.manual_seed(0)
     model, x = DetNet().eval(), torch.randn(1, 16)
-    with pytest.raises(sdk.errors.ConversionError, match=r"below min_npu_fraction=0.95; fell back to CPU: .*\(Det\)"):
-        sdk.convert(model, (x,), "qnn-htp", min_npu_fraction=0.95, out_dir=tmp_path)
+    with pytest.raises(edgesdk.errors.ConversionError, match=r"below min_npu_fraction=0.95; fell back to CPU: .*\(Det\)"):
+        edgesdk.convert(model, (x,), "qnn-htp", min_npu_fraction=0.95, out_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
-    art = sdk.convert(model, (x,), "qnn-htp", out_dir=tmp_path)  # without the bound it converts, and says so
+    art = edgesdk.convert(model, (x,), "qnn-htp", out_dir=tmp_path)  # without the bound it converts, and says so
     place = art.manifest.extra["qnn"]["placement"]
     assert place["on_cpu"] == 1 and place["cpu_fallback"][0]["op_type"] == "Det" and place["fraction"] < 1
 
@@ -103,8 +103,8 @@ def test_profile_is_labelled_simulated_with_qnn_per_op_rows(conv_uint8):
 
 def test_unknown_option_is_rejected(tmp_path):
     model, ex = make_model("mlp")
-    with pytest.raises(sdk.errors.ConfigError, match="qnn-htp also takes capture, htp_arch, min_npu_fraction, soc_model"):
-        sdk.convert(model, ex, "qnn-htp", out_dir=tmp_path, min_npu=0.5)
+    with pytest.raises(edgesdk.errors.ConfigError, match="qnn-htp also takes capture, htp_arch, min_npu_fraction, soc_model"):
+        edgesdk.convert(model, ex, "qnn-htp", out_dir=tmp_path, min_npu=0.5)
 
 
 def test_parse_recorded_qnn_profile(tmp_path):

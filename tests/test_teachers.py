@@ -14,10 +14,10 @@ from torch import nn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import models  # noqa: E402
-from models.teachers import (DECODER_CHECKPOINT, Decoder, HFCausalLM, HFEncoder, decoder_report,  # noqa: E402
+from edgesdk import models  # noqa: E402
+from edgesdk.models.teachers import (DECODER_CHECKPOINT, Decoder, HFCausalLM, HFEncoder, decoder_report,  # noqa: E402
                              load_teacher, train_hgnn)
-from models.teachers.hgnn import accuracy, hgnn_propagate  # noqa: E402
+from edgesdk.models.teachers.hgnn import accuracy, hgnn_propagate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_minilm_internals(minilm):
 
 
 def test_sentence_dataset(minilm):
-    from models.data.sentences import sentence_dataset
+    from edgesdk.models.data.sentences import sentence_dataset
 
     ds = sentence_dataset(limit=40, encoder=minilm, batch_size=16)
     assert len(ds.texts) == 40 and ds.embeddings.shape == (40, 384)
@@ -123,7 +123,7 @@ def test_decoder_checkpoint_is_small_safetensors(decoder):
 
 
 def test_decoder_val_bits_per_char_matches_report(decoder):
-    from models.teachers.train_decoder import bits_per_char, corpus_bytes, eval_windows
+    from edgesdk.models.teachers.train_decoder import bits_per_char, corpus_bytes, eval_windows
 
     rep = decoder_report()
     val, sha = corpus_bytes("val")
@@ -177,7 +177,7 @@ def test_hgnn_propagation_matches_dense_formula():
 
 
 def test_hgnn_trains_fast_on_digits():
-    from models.data.hypergraph import digits_hypergraph
+    from edgesdk.models.data.hypergraph import digits_hypergraph
 
     hg = digits_hypergraph()
     t0 = time.perf_counter()

@@ -10,10 +10,10 @@ import textwrap
 import pytest
 import torch
 
-import sdk
+import edgesdk
 from conftest import ROOT
 from distill_fixtures import agreement, data, student, teacher
-from models.distill import DistillConfig, LossSpec, Stage, distill
+from edgesdk.models.distill import DistillConfig, LossSpec, Stage, distill
 
 FIXTURES = str(ROOT / "tests" / "distill_fixtures.py")
 KD = [{"name": "kl", "weight": 0.9, "kwargs": {"temperature": 2.0}}, {"name": "ce", "weight": 0.1}]
@@ -71,8 +71,8 @@ def test_checkpoints_are_safetensors_and_resume_matches(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
         from distill_fixtures import teacher, student, data
-        from models.distill import DistillConfig
-        from models.distill.trainer import distill
+        from edgesdk.models.distill import DistillConfig
+        from edgesdk.models.distill.trainer import distill
         cfg = DistillConfig(losses={KD!r}, steps=60, batch_size=32, lr=1e-2, progress=False, seed=3,
                             checkpoint_dir={str(tmp_path / "ck2")!r}, checkpoint_every=20)
         def die(log):
@@ -108,14 +108,14 @@ def test_feature_distillation_through_hooks():
 
 
 def test_quantize_aware_distillation_exports_int8(tmp_path):
-    q = sdk.distill(teacher(), student(), data(), _cfg(steps=20, quantize_aware="int8"), progress=False)
+    q = edgesdk.distill(teacher(), student(), data(), _cfg(steps=20, quantize_aware="int8"), progress=False)
     x = data().tensors["x"][:32]
-    art = sdk.convert(q, (x,), "executorch-xnnpack", quantize="int8-qat", out_dir=tmp_path)
+    art = edgesdk.convert(q, (x,), "executorch-xnnpack", quantize="int8-qat", out_dir=tmp_path)
     assert art.verification["min_cosine"] > 0.99 and art.manifest.quantization["calibration"] is None
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "sdk.cli", "distill", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgesdk.cli", "distill", *args], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, **(env or {})}, timeout=300)
 
 

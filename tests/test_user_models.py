@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-import runtime
-import sdk
+from edgesdk import runtime
+import edgesdk
 from conftest import ConvNet, cli_in_process
-from converters.convert import GateWarning
-from runtime.errors import ConfigError, InputError, IntegrityError, ToleranceError
-from runtime.manifest import parse_manifest
+from edgesdk.converters.convert import GateWarning
+from edgesdk.runtime.errors import ConfigError, InputError, IntegrityError, ToleranceError
+from edgesdk.runtime.manifest import parse_manifest
 
 CPU_TARGETS = ("onnx-cpu", "executorch-xnnpack", "litert-cpu")
 
@@ -34,11 +34,11 @@ def _zoo(name):
 def test_misspelled_option_raises_listing_valid_ones(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with pytest.raises(ConfigError) as e:
-        sdk.convert(ConvNet().eval(), (x,), "onnx-cpu", quantize="int8-dynamic", max_dorp=0.01, out_dir=tmp_path)
+        edgesdk.convert(ConvNet().eval(), (x,), "onnx-cpu", quantize="int8-dynamic", max_dorp=0.01, out_dir=tmp_path)
     msg = str(e.value)
     assert "'max_dorp' (did you mean 'max_drop'?)" in msg and "calibration" in msg and "dynamic_shapes" in msg
     with pytest.raises(ConfigError, match="soc_model"):
-        sdk.convert(ConvNet().eval(), (x,), "qnn-htp", soc_modle="57", out_dir=tmp_path)
+        edgesdk.convert(ConvNet().eval(), (x,), "qnn-htp", soc_modle="57", out_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything was exported
 
 
@@ -46,7 +46,7 @@ def test_cli_and_yaml_refuse_unknown_options(tmp_path):
     r = cli_in_process("convert", "tests/conftest.py:missing", "-t", "onnx-cpu", "--option", "bogus=1",
                        "--out", str(tmp_path))
     assert r.returncode == 2
-    from sdk.pipeline import PipelineConfig
+    from edgesdk.pipeline import PipelineConfig
     with pytest.raises(ConfigError, match="max_dorp.*valid keys: schemes, max_drop"):
         PipelineConfig.from_dict({"model": "x.py:f", "quantize": {"max_dorp": 0.01}})
     cfg = PipelineConfig.from_dict({"model": "x.py:f", "quantize": {"max_drop": "default"}})
@@ -78,7 +78,7 @@ def test_mobilenet_v3_int8_raises_by_default(tmp_path):
     agreement 0%); that artifact must not come back, gate or no max_drop."""
     model, x, calib = _mobilenet_v3()
     with pytest.raises(ToleranceError) as e:
-        sdk.convert(model, (x,), "litert-cpu", quantize="int8-static", calibration=calib, out_dir=tmp_path)
+        edgesdk.convert(model, (x,), "litert-cpu", quantize="int8-static", calibration=calib, out_dir=tmp_path)
     assert "quantized output is constant" in str(e.value) and "lost this output" in str(e.value)
     assert not any(p.name.startswith("mobilenetv3") for p in tmp_path.iterdir())
 
@@ -89,7 +89,7 @@ def test_random_weights_are_reported_not_scorable(tmp_path):
     model, x, calib = _mobilenet_v3()
     assert float(model(x).abs().max()) < 1e-6
     with pytest.warns(GateWarning, match="not scored"):
-        art = sdk.convert(model, (x,), "onnx-cpu", quantize="int8-static", calibration=calib, out_dir=tmp_path)
+        art = edgesdk.convert(model, (x,), "onnx-cpu", quantize="int8-static", calibration=calib, out_dir=tmp_path)
     gate = art.manifest.quantization["gate"]
     assert gate["passed"] is None and gate["not_scorable"][0]["output"] == "output"
     assert "too small" in gate["not_scorable"][0]["why"]
@@ -100,12 +100,12 @@ def test_gate_off_warns_and_default_gate_passes_good_models(tmp_path):
     model = ConvNet().eval()
     x = torch.randn(1, 3, 32, 32)
     with pytest.warns(GateWarning, match="gate off"):
-        art = sdk.convert(model, (x,), "onnx-cpu", quantize="int8-dynamic", max_drop=None, out_dir=tmp_path,
+        art = edgesdk.convert(model, (x,), "onnx-cpu", quantize="int8-dynamic", max_drop=None, out_dir=tmp_path,
                           name="off")
     assert art.manifest.quantization["gate"]["mode"] == "off" and art.manifest.quantization["gate"]["passed"] is None
     with warnings.catch_warnings():
         warnings.simplefilter("error", GateWarning)
-        art = sdk.convert(model, (x,), "onnx-cpu", quantize="fp16", out_dir=tmp_path, name="default")
+        art = edgesdk.convert(model, (x,), "onnx-cpu", quantize="fp16", out_dir=tmp_path, name="default")
     g = art.manifest.quantization["gate"]
     assert g["mode"] == "default" and g["passed"] is True and g["thresholds"]["min_top1_agreement"] == 0.99
 
@@ -114,7 +114,7 @@ def test_gate_off_warns_and_default_gate_passes_good_models(tmp_path):
 
 def test_t5_converts_to_onnx_through_the_torchscript_exporter(tmp_path):
     model, example, _ = _zoo("t5-tiny")
-    art = sdk.convert(model, example, "onnx-cpu", out_dir=tmp_path, verify_samples=1)
+    art = edgesdk.convert(model, example, "onnx-cpu", out_dir=tmp_path, verify_samples=1)
     extra = art.manifest.extra
     assert extra["onnx_exporter"]["forward"]["exporter"] == "torch.onnx.export(dynamo=False)"
     assert extra["exporter_fallback"][0]["exporter"] == "dynamo"
@@ -127,7 +127,7 @@ def test_t5_converts_to_onnx_through_the_torchscript_exporter(tmp_path):
 def test_dynamic_batch_cnn_runs_at_three_sizes(target, tmp_path):
     torch.manual_seed(0)
     model = ConvNet().eval()
-    art = sdk.convert(model, (torch.randn(1, 3, 32, 32),), target, out_dir=tmp_path, verify_samples=1,
+    art = edgesdk.convert(model, (torch.randn(1, 3, 32, 32),), target, out_dir=tmp_path, verify_samples=1,
                       dynamic_shapes={"image": {0: ("batch", 1, 8)}})
     spec = art.manifest.default_program
     assert spec.dims == {"batch": {"min": 1, "max": 8, "example": 2}}
@@ -154,7 +154,7 @@ def test_dynamic_sequence_text_encoder_with_keyword_inputs(tmp_path):
     """BERT-tiny, called as model(input_ids=..., attention_mask=...), sequence 8..128, named outputs."""
     model, _, kw = _zoo("bert-tiny")
     seq = ("seq", 8, 128)
-    art = sdk.convert(model, None, "onnx-cpu", out_dir=tmp_path, verify_samples=1,
+    art = edgesdk.convert(model, None, "onnx-cpu", out_dir=tmp_path, verify_samples=1,
                       dynamic_shapes={"input_ids": {1: seq}, "attention_mask": {1: seq}}, **kw)
     spec = art.manifest.default_program
     assert [s.name for s in spec.inputs] == ["input_ids", "attention_mask"]
@@ -173,13 +173,13 @@ def test_dynamic_sequence_text_encoder_with_keyword_inputs(tmp_path):
 
 def test_dynamic_shapes_on_an_npu_point_to_shape_classes(tmp_path):
     with pytest.raises(ConfigError, match="shape class"):
-        sdk.convert(ConvNet().eval(), (torch.randn(1, 3, 32, 32),), "qnn-htp", out_dir=tmp_path,
+        edgesdk.convert(ConvNet().eval(), (torch.randn(1, 3, 32, 32),), "qnn-htp", out_dir=tmp_path,
                     dynamic_shapes={"image": {0: (1, 8)}})
     with pytest.raises(ConfigError, match="inputs are \\['image'\\]"):
-        sdk.convert(ConvNet().eval(), (torch.randn(1, 3, 32, 32),), "onnx-cpu", out_dir=tmp_path,
+        edgesdk.convert(ConvNet().eval(), (torch.randn(1, 3, 32, 32),), "onnx-cpu", out_dir=tmp_path,
                     dynamic_shapes={"x": {0: (1, 8)}})
     with pytest.raises(ConfigError, match="outside"):
-        sdk.convert(ConvNet().eval(), (torch.randn(1, 3, 32, 32),), "onnx-cpu", out_dir=tmp_path,
+        edgesdk.convert(ConvNet().eval(), (torch.randn(1, 3, 32, 32),), "onnx-cpu", out_dir=tmp_path,
                     dynamic_shapes={"image": {0: (2, 8)}})
 
 
@@ -197,7 +197,7 @@ class Nested(nn.Module):
 
 def test_nested_outputs_keep_names_and_structure(tmp_path):
     x, scale = torch.randn(2, 8), torch.tensor(2.0)
-    art = sdk.convert(Nested().eval(), (x,), "onnx-cpu", out_dir=tmp_path, example_kwargs={"scale": scale})
+    art = edgesdk.convert(Nested().eval(), (x,), "onnx-cpu", out_dir=tmp_path, example_kwargs={"scale": scale})
     spec = art.manifest.default_program
     assert [s.name for s in spec.inputs] == ["x", "scale"]
     assert [s.name for s in spec.outputs] == ["logits", "extra.0", "extra.1.0", "extra.1.1"]
@@ -207,7 +207,7 @@ def test_nested_outputs_keep_names_and_structure(tmp_path):
 
 
 def test_manifest_rejects_bad_dims_and_structures(tmp_path):
-    art = sdk.convert(ConvNet().eval(), (torch.randn(2, 3, 32, 32),), "onnx-cpu", out_dir=tmp_path,
+    art = edgesdk.convert(ConvNet().eval(), (torch.randn(2, 3, 32, 32),), "onnx-cpu", out_dir=tmp_path,
                       dynamic_shapes={"image": {0: (1, 8)}}, verify_samples=0)
     d = art.manifest.to_dict()
     prog = d["programs"]["forward"]
@@ -236,7 +236,7 @@ class CumsumNet(nn.Module):
 
 
 def test_ops_outside_the_delegate_are_listed(tmp_path):
-    art = sdk.convert(CumsumNet().eval(), (torch.randn(2, 16),), "executorch-xnnpack", out_dir=tmp_path,
+    art = edgesdk.convert(CumsumNet().eval(), (torch.randn(2, 16),), "executorch-xnnpack", out_dir=tmp_path,
                       verify_samples=1)
     rows = art.outside_delegate["forward"]
     assert "cumsum" in rows[0]["op"] and rows[0]["count"] == 1 and 0 < rows[0]["share"] < 1
@@ -249,7 +249,7 @@ def test_ops_outside_the_delegate_are_listed(tmp_path):
 
 
 def test_profile_table_flags_a_low_delegate_share():
-    from runtime.profile import ProfileReport
+    from edgesdk.runtime.profile import ProfileReport
     rep = ProfileReport(artifact="a", target="executorch-xnnpack", backend="executorch", backend_version="1",
                         device="cpu", threads=2, program="forward", warmup=0, iters=1, load_ms=1, first_run_ms=1,
                         samples_ms=[1.0], peak_rss_mb=1, baseline_rss_mb=1,
@@ -276,7 +276,7 @@ class DictOut(nn.Module):
 
 def test_litert_keeps_the_models_output_order(tmp_path):
     x = torch.randn(2, 8)
-    art = sdk.convert(DictOut().eval(), (x,), "litert-cpu", out_dir=tmp_path, verify_samples=1)
+    art = edgesdk.convert(DictOut().eval(), (x,), "litert-cpu", out_dir=tmp_path, verify_samples=1)
     assert [s.name for s in art.manifest.default_program.outputs] == ["zeta", "alpha"]
     out = runtime.load(art.path).run([x.numpy()], structured=True)
     assert out["zeta"].shape == (2, 4) and out["alpha"].shape == (2, 3)

@@ -8,11 +8,11 @@
 - :mod:`models.data.tokenizer` — ``ByteTokenizer`` (UTF-8 bytes + pad/bos/eos/sep).
 """
 
-from models.data.hypergraph import Hypergraph, digits_hypergraph, hash_splits, synthetic_hypergraph
-from models.data.stdlib import (char_stream, comments, docstrings, function_pairs, split_by_hash,
+from edgesdk.models.data.hypergraph import Hypergraph, digits_hypergraph, hash_splits, synthetic_hypergraph
+from edgesdk.models.data.stdlib import (char_stream, comments, docstrings, function_pairs, split_by_hash,
                                 stdlib_files)
-from models.data.sentences import SentenceDataset, sentence_dataset, stdlib_sentences
-from models.data.tokenizer import ByteTokenizer
+from edgesdk.models.data.sentences import SentenceDataset, sentence_dataset, stdlib_sentences
+from edgesdk.models.data.tokenizer import ByteTokenizer
 
 __all__ = ["ByteTokenizer", "Hypergraph", "SentenceDataset", "sentence_dataset", "stdlib_sentences", "char_stream", "comments", "digits_hypergraph", "docstrings",
            "function_pairs", "hash_splits", "split_by_hash", "stdlib_files", "synthetic_hypergraph"]

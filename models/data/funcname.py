@@ -16,7 +16,7 @@ so a decoder-only model and an encoder-decoder share one vocabulary:
 Scores: :func:`exact_match` and :func:`char_f1` (multiset overlap of characters, SQuAD-style
 F1 at the character level), averaged over pairs.
 
->>> from models.data.funcname import funcname_pairs, encdec_batch
+>>> from edgesdk.models.data.funcname import funcname_pairs, encdec_batch
 >>> pairs = funcname_pairs("test")[:4]          # [(body_ids, name_ids), ...]
 >>> b = encdec_batch(pairs)                      # src, src_len, tgt, labels
 >>> b["src"].shape[0], b["tgt"][0, 0].item()
@@ -31,8 +31,8 @@ from typing import Sequence
 
 import torch
 
-from models.data.stdlib import function_pairs
-from models.data.tokenizer import ByteTokenizer
+from edgesdk.models.data.stdlib import function_pairs
+from edgesdk.models.data.tokenizer import ByteTokenizer
 
 TOK = ByteTokenizer()
 MAX_SRC = 200    # body bytes kept (the start of the body)

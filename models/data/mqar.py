@@ -14,7 +14,7 @@ code-like lines::
 follows position ``t`` when ``t + 1`` is a queried value, −100 elsewhere — so
 ``logits[:, t].argmax() == labels[:, t]`` at the labelled positions is the recall accuracy.
 
->>> from models.data.mqar import mqar
+>>> from edgesdk.models.data.mqar import mqar
 >>> d = mqar(64, n_pairs=8, seed=0)
 >>> d.tokens.shape, int((d.labels >= 0).sum(1)[0])        # (N, T), queries per sample
 (torch.Size([64, 80]), 8)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models.data.stdlib import DEFAULT_FRACTIONS, comments, docstrings, split_name
+from edgesdk.models.data.stdlib import DEFAULT_FRACTIONS, comments, docstrings, split_name
 
 
 @dataclass
@@ -66,7 +66,7 @@ def sentence_dataset(limit: int | None = 2000, encoder=None, batch_size: int = 6
     batch_size)``; default all-MiniLM-L6-v2, loaded offline). Embedding 2000 sentences takes
     tens of seconds on 2 CPU cores; pass a loaded encoder to reuse it."""
     if encoder is None:
-        from models.teachers.hf import minilm_encoder
+        from edgesdk.models.teachers.hf import minilm_encoder
 
         encoder = minilm_encoder()
     pairs = stdlib_sentences(limit, sources)

@@ -16,7 +16,7 @@ Every helper is deterministic. The stdlib differs slightly between Python patch 
 each item's split depends only on its own content (or, for whole files, their relative path),
 an item keeps its split across versions and machines — only added or removed items differ.
 
->>> from models.data.stdlib import function_pairs, split_by_hash
+>>> from edgesdk.models.data.stdlib import function_pairs, split_by_hash
 >>> pairs = function_pairs(limit=100)
 >>> body, name = pairs[0]
 >>> parts = split_by_hash(pairs)          # {"train": [...], "val": [...], "test": [...]}

@@ -2,14 +2,14 @@
 
 Example::
 
-    from models.distill import DistillConfig, LossSpec, TensorData, distill
+    from edgesdk.models.distill import DistillConfig, LossSpec, TensorData, distill
     cfg = DistillConfig(losses=[LossSpec("kl", 0.9, {"temperature": 2.0}), LossSpec("ce", 0.1)], steps=300)
     student = distill(teacher, student, TensorData({"x": x, "labels": y}, inputs=("x",)), cfg)
 """
 
-from models.distill.hooks import AttentionHooks, FeatureHooks, capture_attention, split_heads
-from models.distill.losses import DistillLoss, get_loss, get_loss_class, list_losses, register_loss
-from models.distill.trainer import (
+from edgesdk.models.distill.hooks import AttentionHooks, FeatureHooks, capture_attention, split_heads
+from edgesdk.models.distill.losses import DistillLoss, get_loss, get_loss_class, list_losses, register_loss
+from edgesdk.models.distill.trainer import (
     Checkpointer, DistillConfig, LossSpec, Stage, StepLog, TeacherCache, TensorData, distill,
 )
 

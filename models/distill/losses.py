@@ -45,7 +45,7 @@ Losses with parameters (the projectors of ``hidden_*`` and ``feature_ot``) creat
 Example::
 
     >>> import torch
-    >>> from models.distill.losses import get_loss
+    >>> from edgesdk.models.distill.losses import get_loss
     >>> kd = get_loss("kl", temperature=2.0)
     >>> s = torch.randn(4, 10, requires_grad=True)
     >>> kd({"logits": s}, {"logits": torch.randn(4, 10)}).backward()

@@ -21,11 +21,11 @@ trains the same student with CE on the gold names only (the CE-only baseline; no
 
 Example::
 
-    from models.distill.recipes import get_recipe     # once the lead wires the import
-    from models.distill.recipe_encdec import encdec_from_decoder
+    from edgesdk.models.distill.recipes import get_recipe     # once the lead wires the import
+    from edgesdk.models.distill.recipe_encdec import encdec_from_decoder
     res = encdec_from_decoder(steps=300, threads=1)
     print(res.metrics)        # exact match / char F1 of teacher and student on test pairs
-    student = res.student     # EncDec: sdk.convert(student, None, "onnx-cpu")
+    student = res.student     # EncDec: edgesdk.convert(student, None, "onnx-cpu")
 
 Plain PyTorch (imports nothing of the SDK beyond `models`).
 """
@@ -38,11 +38,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from models.data import funcname as fn
-from models.distill.recipes import RecipeResult, _num_threads, register_recipe
-from models.distill.trainer import DistillConfig, LossSpec, Stage, distill, hash_int
-from models.encdec import EncDec, EncDecConfig
-from models.teachers.decoder import Decoder, DecoderConfig
+from edgesdk.models.data import funcname as fn
+from edgesdk.models.distill.recipes import RecipeResult, _num_threads, register_recipe
+from edgesdk.models.distill.trainer import DistillConfig, LossSpec, Stage, distill, hash_int
+from edgesdk.models.encdec import EncDec, EncDecConfig
+from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
 
 __all__ = ["PairedStudent", "AlignedTeacher", "OnPolicyNames", "encdec_from_decoder", "decoder_student",
            "equal_param_decoder_config", "evaluate_encdec", "STUDENT_CFG"]
@@ -210,8 +210,8 @@ def encdec_from_decoder(*, teacher: Decoder | None = None, student: EncDec | str
     ``extra_losses`` join the KD stage's terms (batch keys: ``kl_mask`` marks the KD positions,
     ``labels`` the gold ones), e.g. ``recipe_sinkd.sinkd_term(mask_key="kl_mask")``.
     """
-    import models
-    from models.teachers.train_funcname import evaluate as evaluate_decoder, load_funcname_teacher
+    from edgesdk import models
+    from edgesdk.models.teachers.train_funcname import evaluate as evaluate_decoder, load_funcname_teacher
 
     if not (kl_weight >= 0 and ce_weight >= 0) or (kd and kl_weight == 0 and ce_weight == 0):
         raise ValueError(f"weights must be >= 0 and not both 0, got kl_weight={kl_weight}, ce_weight={ce_weight}")
@@ -297,7 +297,7 @@ def decoder_student(*, teacher: Decoder | None = None, student_cfg: dict | None 
     """The equal-parameter decoder-only baseline: a fresh `Decoder` (config from
     `equal_param_decoder_config` of the encoder-decoder student), trained with CE on
     ``bos body sep name eos`` for the same steps and batch size. Returns (model, metrics)."""
-    from models.teachers.train_funcname import evaluate as evaluate_decoder, train_decoder_names
+    from edgesdk.models.teachers.train_funcname import evaluate as evaluate_decoder, train_decoder_names
 
     t0 = time.perf_counter()
     with _num_threads(threads):
@@ -305,7 +305,7 @@ def decoder_student(*, teacher: Decoder | None = None, student_cfg: dict | None 
         cfg = equal_param_decoder_config({**STUDENT_CFG, **(student_cfg or {})})
         model = Decoder(cfg)
         if init_embeddings:
-            from models.teachers.train_funcname import load_funcname_teacher
+            from edgesdk.models.teachers.train_funcname import load_funcname_teacher
             _init_from_teacher(model, teacher if teacher is not None else load_funcname_teacher())
         pairs = list(train_pairs) if train_pairs is not None else fn.funcname_pairs("train")
         train_decoder_names(model, pairs, steps, seed=seed, batch_size=batch_size, lr=lr, log_every=0)

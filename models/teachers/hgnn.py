@@ -6,7 +6,7 @@ hyperedge weights ``W`` (E,), node degrees ``Dv = H W 1`` and edge degrees ``De 
 The product is applied as gathers and ``index_add`` over the incidences (never forming an
 N×N matrix), with ``H`` dense or sparse. Plain PyTorch; trains in a second or two on the digits hypergraph.
 
->>> from models.data.hypergraph import digits_hypergraph
+>>> from edgesdk.models.data.hypergraph import digits_hypergraph
 >>> hg = digits_hypergraph()
 >>> model = train_hgnn(hg, epochs=200, seed=0)
 >>> accuracy(model, hg, "test") > 0.9

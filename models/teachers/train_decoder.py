@@ -1,6 +1,6 @@
 """Train the small decoder teacher as a byte-level LM on the stdlib corpus.
 
-    python -m models.teachers.train_decoder --out models/teachers/checkpoints/decoder.safetensors \\
+    python -m edgesdk.models.teachers.train_decoder --out models/teachers/checkpoints/decoder.safetensors \\
         --steps 1000 --seed 0
 
 About 0.19 s a step on 2 idle x86 cores (d=128, 4 layers, batch 16 x 256 bytes): the default
@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from models.data.stdlib import char_stream, sha256_text
-from models.teachers.decoder import Decoder, DecoderConfig
+from edgesdk.models.data.stdlib import char_stream, sha256_text
+from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "checkpoints" / "decoder.safetensors"
 LN2 = math.log(2.0)
@@ -145,7 +145,7 @@ def train(steps: int = 1000, seed: int = 0, batch_size: int = 16, lr: float = 2e
         # a small sample that tests recompute: the first `windows` eval windows of the val split
         "check": {"windows": 8, "of": n_eval,
                   "val_bits_per_char": bits_per_char(model, val_data, val_starts[:8])},
-        "corpus": {"source": "models.data.stdlib.char_stream", "unit": "UTF-8 byte",
+        "corpus": {"source": "edgesdk.models.data.stdlib.char_stream", "unit": "UTF-8 byte",
                    "train_sha256": train_sha, "val_sha256": val_sha,
                    "train_bytes": len(train_data), "val_bytes": len(val_data)},
         "python": platform.python_version(), "torch": torch.__version__,

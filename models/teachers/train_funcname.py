@@ -1,6 +1,6 @@
 """Fine-tune the shipped byte LM into the function-name teacher of issue #6.
 
-    python -m models.teachers.train_funcname --steps 1200 --lr 1.5e-3 --seed 0 --threads 1
+    python -m edgesdk.models.teachers.train_funcname --steps 1200 --lr 1.5e-3 --seed 0 --threads 1
 
 Starts from ``load_teacher("decoder")`` (the byte-level decoder-only LM in
 ``checkpoints/decoder.safetensors``) and trains it on ``bos body sep name eos`` sequences
@@ -33,9 +33,9 @@ from typing import Sequence
 import torch
 from torch.nn import functional as F
 
-from models.data import funcname as fn
-from models.teachers.decoder import Decoder, DecoderConfig
-from models.teachers.train_decoder import save  # same checkpoint format: safetensors + .json, atomic
+from edgesdk.models.data import funcname as fn
+from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
+from edgesdk.models.teachers.train_decoder import save  # same checkpoint format: safetensors + .json, atomic
 
 CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "funcname.safetensors"
 
@@ -147,7 +147,7 @@ def train_decoder_names(model: Decoder, pairs: Sequence[fn.Pair], steps: int, se
 
 def train(steps: int = 1200, seed: int = 0, batch_size: int = 16, lr: float = 1.5e-3, threads: int = 1,
           n_eval: int | None = None) -> tuple[Decoder, dict]:
-    from models.teachers import load_decoder
+    from edgesdk.models.teachers import load_decoder
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -183,12 +183,12 @@ def train(steps: int = 1200, seed: int = 0, batch_size: int = 16, lr: float = 1.
 
 def load_funcname_teacher(path: str | os.PathLike | None = None) -> Decoder:
     """The function-name teacher (a `Decoder`, eval mode) shipped in ``checkpoints/``."""
-    from models.teachers import load_decoder
+    from edgesdk.models.teachers import load_decoder
 
     path = Path(path) if path is not None else CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"function-name teacher {str(path)!r} not found; train it with "
-                                f"`python -m models.teachers.train_funcname --out {path}`")
+                                f"`python -m edgesdk.models.teachers.train_funcname --out {path}`")
     return load_decoder(path)
 
 

@@ -1,10 +1,10 @@
-"""`sdk.pipeline(config) -> PipelineResult`: teacher -> distilled students -> quantized, converted,
+"""`edgesdk.pipeline(config) -> PipelineResult`: teacher -> distilled students -> quantized, converted,
 verified, profiled artifacts -> `results.json` (the deployment lockfile) + `report.html`/`report.md`.
 
 Example::
 
-    import sdk
-    res = sdk.pipeline({
+    import edgesdk
+    res = edgesdk.pipeline({
         "model": "make_model.py:build",                 # or file.pt2, or a local Hugging Face folder
         "targets": ["onnx-cpu", "executorch-xnnpack"],
         "quantize": {"schemes": "recommended", "max_drop": 0.02},
@@ -17,15 +17,15 @@ except that a config names a ``model`` or a ``distill`` section (or both); unkno
 `ConfigError` listing the valid ones. ``docs/demo.md`` documents every key; `edgesdk demo` runs
 ``sdk/demo.yaml`` through this function.
 
-Stages: (1) distil each ``distill`` entry's students with its family (`sdk.families`; trained
-teachers and students come from the content-addressed cache, `sdk.cache`, when nothing
+Stages: (1) distil each ``distill`` entry's students with its family (`edgesdk.families`; trained
+teachers and students come from the content-addressed cache, `edgesdk.cache`, when nothing
 changed); (2) for every student (and the user's ``model``) x target x scheme (`plan`):
-`sdk.convert` with the calibration data and the accuracy gate (``max_drop``), verified against
+`edgesdk.convert` with the calibration data and the accuracy gate (``max_drop``), verified against
 PyTorch; (3) `runtime.profile` every artifact that runs here and score it with the family's
 quality function (`execute`); (4) write ``results.json``, ``report.md`` and ``report.html``
 (`record`). A failed gate or conversion is recorded in its row (``status``) and the run goes on,
 unless ``quantize.on_fail: error``. Where the jobs run is the executor's choice
-(`sdk.pipeline.executor`); the rows are the same.
+(`edgesdk.pipeline.executor`); the rows are the same.
 
 The package: `config` (the YAML schema), `entries` (models to deploy), `plan` (jobs), `execute`
 (job -> `Row`), `row`, `record`, and the executors `executor` (serial), `local`, `cluster` (Ray).
@@ -36,12 +36,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sdk.pipeline.config import (CalibrationSpec, DistillSpec, ModelSpec, OutputSpec, PipelineConfig, ProfileSpec,
+from edgesdk.pipeline.config import (CalibrationSpec, DistillSpec, ModelSpec, OutputSpec, PipelineConfig, ProfileSpec,
                                  QuantizeSpec, load_config)
-from sdk.pipeline.plan import QUICK_TARGETS, calibrated_schemes, recommended_scheme, schemes_for  # noqa: F401
-from sdk.pipeline.record import PipelineResult
-from sdk.pipeline.row import Row
-from sdk.progress import Progress
+from edgesdk.pipeline.plan import QUICK_TARGETS, calibrated_schemes, recommended_scheme, schemes_for  # noqa: F401
+from edgesdk.pipeline.record import PipelineResult
+from edgesdk.pipeline.row import Row
+from edgesdk.progress import Progress
 
 
 def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | None = None,
@@ -53,10 +53,10 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
     (default: conversions in a process pool, then profiling one job at a time), ``"serial"``,
     ``"ray"`` (the cluster in ``RAY_ADDRESS``, else a local one) or ``"ray://HOST:PORT"``.
     """
-    from sdk.pipeline.entries import entries
-    from sdk.pipeline.executor import RunContext, make_executor
-    from sdk.pipeline.plan import jobs_for, select_targets
-    from sdk.pipeline.record import record
+    from edgesdk.pipeline.entries import entries
+    from edgesdk.pipeline.executor import RunContext, make_executor
+    from edgesdk.pipeline.plan import jobs_for, select_targets
+    from edgesdk.pipeline.record import record
     cfg = load_config(config)
     quick = cfg.quick if quick is None else bool(quick)
     if progress is None or progress is True:

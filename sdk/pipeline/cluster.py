@@ -1,7 +1,7 @@
 """The Ray executor: the same plan as Ray tasks on a cluster (``pip install 'edge-sdk[cluster]'``).
 
 - ``executor="ray"``: the cluster named by ``RAY_ADDRESS``, else a one-machine cluster started
-  here (this machine's usable cores; its devices as resources, `sdk.pipeline.devices`);
+  here (this machine's usable cores; its devices as resources, `edgesdk.pipeline.devices`);
   ``"ray://HOST:PORT"``: a cluster's Ray client address.
 - Conversions go to any worker (one CPU each) as soon as a family's students are ready.
 - Artifacts travel by content hash: a conversion task returns its row and, as a second object,
@@ -30,11 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.errors import ConfigError, TargetUnavailableError
-from sdk.pipeline import execute
-from sdk.pipeline.executor import Executor, RunContext
-from sdk.pipeline.plan import Job
-from sdk.pipeline.row import Row
+from edgesdk.runtime.errors import ConfigError, TargetUnavailableError
+from edgesdk.pipeline import execute
+from edgesdk.pipeline.executor import Executor, RunContext
+from edgesdk.pipeline.plan import Job
+from edgesdk.pipeline.row import Row
 
 MAX_ATTEMPTS = 3
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -57,8 +57,8 @@ def _read_files(root: Path) -> dict[str, bytes]:
 
 def _write_files(files: dict[str, bytes], dest: Path) -> Path:
     """Materialize an artifact's files at ``dest`` atomically, checked against its manifest."""
-    from runtime.manifest import parse_manifest, verify_payload
-    from sdk.cache import publish
+    from edgesdk.runtime.manifest import parse_manifest, verify_payload
+    from edgesdk.cache import publish
 
     def fill(tmp: Path) -> None:
         for rel, data in files.items():
@@ -86,8 +86,8 @@ def _entry(blob: bytes):
 
     import torch
 
-    from runtime.session import default_threads
-    from sdk.pipeline.worker import load_entry
+    from edgesdk.runtime.session import default_threads
+    from edgesdk.pipeline.worker import load_entry
     # Ray sets OMP_NUM_THREADS=1 for a one-CPU task; the serial and local executors convert with
     # torch's default (all usable cores), and the PyTorch reference outputs of the verification
     # differ in the last bits with the thread count: use the same, so the rows agree
@@ -121,8 +121,8 @@ def _profile_task(blob: bytes, job: Job, cfg, row: Row, key, files_box: list, wa
     import ray
     entry = _entry(blob)
 
-    from converters import Artifact
-    from sdk.cache import ArtifactCache
+    from edgesdk.converters import Artifact
+    from edgesdk.cache import ArtifactCache
     scratch = Path(tempfile.mkdtemp(prefix="edgesdk-profile-"))
     try:
         art = None
@@ -156,8 +156,8 @@ class RayExecutor(Executor):
             if address or os.environ.get("RAY_ADDRESS"):
                 ray.init(address=address or os.environ["RAY_ADDRESS"], **kw)
             else:  # a cluster of this machine alone: its cores convert, its devices profile
-                from sdk.pipeline.devices import detect_resources
-                from sdk.pipeline.local import usable_cores
+                from edgesdk.pipeline.devices import detect_resources
+                from edgesdk.pipeline.local import usable_cores
                 env = {"PYTHONPATH": os.pathsep.join([_ROOT] + [p for p in os.environ.get("PYTHONPATH", "")
                                                                   .split(os.pathsep) if p])}
                 ray.init(num_cpus=usable_cores(), resources=detect_resources(), include_dashboard=False,
@@ -178,7 +178,7 @@ class RayExecutor(Executor):
     def submit(self, entry, jobs: list[Job]) -> None:
         super().submit(entry, jobs)
         ctx = self.ctx
-        from sdk.pipeline.worker import dump_entry
+        from edgesdk.pipeline.worker import dump_entry
         try:
             blob = dump_entry(entry)
         except Exception as err:  # e.g. the module of a torch.export .pt2 program
@@ -217,8 +217,8 @@ class RayExecutor(Executor):
     def _deliver(self, job: Job, key, meta: dict, files_ref):
         """The artifact into ``artifacts/<name>``: from the driver's cache when it holds the key,
         else through the object store (into the cache first, when there is one)."""
-        from converters import Artifact
-        from sdk.cache import ArtifactCache, copy_artifact
+        from edgesdk.converters import Artifact
+        from edgesdk.cache import ArtifactCache, copy_artifact
         row: Row = meta["row"]
         if row.path is None:
             return row, None
@@ -314,7 +314,7 @@ class RayExecutor(Executor):
 
     # ---- profiling
     def _missing(self, device: str) -> str | None:
-        from sdk.pipeline.devices import resources_for
+        from edgesdk.pipeline.devices import resources_for
         have = self.ray.cluster_resources()
         lacking = [r for r in resources_for(device) if have.get(r, 0) < 1]
         return lacking[0] if lacking else None
@@ -328,7 +328,7 @@ class RayExecutor(Executor):
                           profiled_on={"host": None, "device": job.device})
 
     def _profile(self, job: Job, row: Row, key, files, avoid: str | None = None) -> None:
-        from sdk.pipeline.devices import resources_for
+        from edgesdk.pipeline.devices import resources_for
         gone = self._missing(job.device)
         if gone:
             self.profiled[job.index] = self._device_gone(job, row, gone)

@@ -5,7 +5,7 @@ documents every key.
 
 Example::
 
-    from sdk.pipeline.config import PipelineConfig
+    from edgesdk.pipeline.config import PipelineConfig
     cfg = PipelineConfig.from_dict({"model": "make_model.py:build", "targets": ["onnx-cpu"]})
     cfg = PipelineConfig.load("deploy.yaml")           # file references resolve next to it
 """
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import ConfigError
-from sdk.cache import DEFAULT_CACHE_DIR
-from sdk.families import get_family
+from edgesdk.runtime.errors import ConfigError
+from edgesdk.cache import DEFAULT_CACHE_DIR
+from edgesdk.families import get_family
 
 
 class _Section:
@@ -60,7 +60,7 @@ class ModelSpec(_Section):
     ``source``: ``module:function`` / ``path/file.py:function`` returning ``(model,
     example_inputs)``, a ``torch.export.save``d ``.pt2``, or a local Hugging Face folder
     (example inputs: ``text`` tokenized to ``seq_len`` tokens). ``quality``: optional
-    ``module:function`` returning ``quality(run) -> float`` (see `sdk.families.Runner`)."""
+    ``module:function`` returning ``quality(run) -> float`` (see `edgesdk.families.Runner`)."""
 
     source: str = ""
     name: str | None = None
@@ -94,7 +94,7 @@ class DistillSpec(_Section):
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from sdk.families import list_families
+        from edgesdk.families import list_families
         _check(isinstance(self.family, str) and bool(self.family),
                f"distill.family must be one of {', '.join(list_families())}, got {self.family!r}")
         get_family(self.family)  # unknown: ConfigError listing the registered families
@@ -198,7 +198,7 @@ class OutputSpec(_Section):
 
 @dataclass
 class PipelineConfig:
-    """A deployment pipeline (`sdk.pipeline`, ``edgesdk deploy``). See ``docs/demo.md``."""
+    """A deployment pipeline (`edgesdk.pipeline`, ``edgesdk deploy``). See ``docs/demo.md``."""
 
     name: str = "deploy"
     model: ModelSpec | None = None

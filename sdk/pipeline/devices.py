@@ -16,7 +16,7 @@ share them. A phone is its own hardware, so its jobs ask only for the phone.
 
 Example::
 
-    from sdk.pipeline.devices import detect_resources, profile_device, resources_for
+    from edgesdk.pipeline.devices import detect_resources, profile_device, resources_for
     detect_resources()            # {"edgesdk-profiler": 1, "qnn-htp": 1, "vulkan-gpu": 1}
     resources_for("qnn-htp")      # {"qnn-htp": 1, "edgesdk-profiler": 1}
 """
@@ -55,9 +55,9 @@ def detect_resources(adb: str | None = None) -> dict[str, float]:
     """What this machine can profile, as Ray resources: always the CPU (``edgesdk-profiler``);
     ``qnn-htp`` / ``vulkan-gpu`` when those targets run here; ``device:adb:SERIAL`` for each
     phone that ``adb devices`` lists as ready."""
-    import sdk
+    import edgesdk
     found: dict[str, float] = {PROFILER: 1}
-    for t in sdk.targets():
+    for t in edgesdk.targets():
         dev = profile_device(t)
         if dev != "cpu" and t.runs_here:
             found[dev] = 1
@@ -70,8 +70,8 @@ def adb_serials(adb: str | None = None) -> list[str]:
     """Serials of the phones ``adb devices`` lists in the ``device`` state ([] without adb)."""
     import os
 
-    from runtime.devices import parse_adb_devices, subprocess_runner
-    from runtime.errors import SdkError
+    from edgesdk.runtime.devices import parse_adb_devices, subprocess_runner
+    from edgesdk.runtime.errors import SdkError
     exe = adb or os.environ.get("ADB") or shutil.which("adb")
     if not exe:
         return []

@@ -16,12 +16,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from runtime.errors import ConfigError
-from sdk.cache import TrainingCache, code_version, fingerprint
-from sdk.families import FamilyContext, FamilyResult, Runner, get_family
-from sdk.loaders import load_model_spec, load_object
-from sdk.pipeline.config import CalibrationSpec, ModelSpec, PipelineConfig
-from sdk.progress import Progress
+from edgesdk.runtime.errors import ConfigError
+from edgesdk.cache import TrainingCache, code_version, fingerprint
+from edgesdk.families import FamilyContext, FamilyResult, Runner, get_family
+from edgesdk.loaders import load_model_spec, load_object
+from edgesdk.pipeline.config import CalibrationSpec, ModelSpec, PipelineConfig
+from edgesdk.progress import Progress
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Entry:
     eval_data: Any = None
     profile_programs: list | None = None
     info: dict = field(default_factory=dict)
-    prompt_lengths: list | None = None    # generation models: sdk.convert(..., prompt_lengths=)
+    prompt_lengths: list | None = None    # generation models: edgesdk.convert(..., prompt_lengths=)
     multi: bool = False                   # several programs (edge_programs) rather than one forward
     fp32_quality: float | None = None     # the quality function on the fp32 PyTorch module
     weights_sha256: str | None = None
@@ -85,7 +85,7 @@ def _eval(m):
 def _load_model(spec: ModelSpec, base: Path):
     ref = _resolve_ref(spec.source, base)
     if _is_hf_dir(ref):
-        from models.teachers.hf import load_hf
+        from edgesdk.models.teachers.hf import load_hf
         model = load_hf(ref)
         tok = model.tokenizer([spec.text], padding="max_length", truncation=True, max_length=spec.seq_len,
                               return_tensors="pt")
@@ -103,7 +103,7 @@ def _load_teacher(ref: str, base: Path, user_model):
         return user_model
     ref = _resolve_ref(ref, base)
     if _is_hf_dir(ref) or ref in ("minilm", "decoder"):
-        from models.teachers import load_teacher
+        from edgesdk.models.teachers import load_teacher
         return load_teacher(ref)
     if ref.endswith(".pt2"):
         return _eval(load_model_spec(ref)[0])

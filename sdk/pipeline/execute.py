@@ -14,12 +14,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from runtime.errors import SdkError, ToleranceError
-from sdk.cache import ArtifactCache, code_version, fingerprint, key_of
-from sdk.families import Runner
-from sdk.pipeline.config import PipelineConfig
-from sdk.pipeline.plan import Job, runs_label
-from sdk.pipeline.row import Row
+from edgesdk.runtime.errors import SdkError, ToleranceError
+from edgesdk.cache import ArtifactCache, code_version, fingerprint, key_of
+from edgesdk.families import Runner
+from edgesdk.pipeline.config import PipelineConfig
+from edgesdk.pipeline.plan import Job, runs_label
+from edgesdk.pipeline.row import Row
 
 
 def base_row(e, job: Job) -> Row:
@@ -45,7 +45,7 @@ _CONVERT_SOURCES = None
 def _convert_code_version() -> str:
     global _CONVERT_SOURCES
     if _CONVERT_SOURCES is None:
-        from sdk.cache import ROOT
+        from edgesdk.cache import ROOT
         files = sorted(str(p.relative_to(ROOT)) for d in ("converters", "runtime") for p in (ROOT / d).glob("*.py"))
         _CONVERT_SOURCES = code_version(files)
     return _CONVERT_SOURCES
@@ -54,7 +54,7 @@ def _convert_code_version() -> str:
 def artifact_key(e, job: Job, cfg: PipelineConfig) -> str:
     """Content address of a conversion: everything that goes into it (weights, inputs, target,
     scheme, calibration, gate settings, converter/runtime code, tool versions)."""
-    from sdk.lockfile import tool_versions
+    from edgesdk.lockfile import tool_versions
     parts = {"name": job.name, "weights": e.weights_sha256, "class": type(e.module).__qualname__,
              "example": fingerprint(e.example_inputs) if e.example_inputs is not None else
              fingerprint([ex for _, ex in e.module.edge_programs().values()]),
@@ -73,9 +73,9 @@ def artifact_key(e, job: Job, cfg: PipelineConfig) -> str:
 
 def from_cache(e, job: Job, cfg: PipelineConfig, art_dir: Path, key: str, say):
     """The cached conversion copied to ``art_dir/name`` (payload hashes re-checked first), or None."""
-    from converters import Artifact
-    from runtime.errors import IntegrityError
-    from sdk.cache import copy_artifact
+    from edgesdk.converters import Artifact
+    from edgesdk.runtime.errors import IntegrityError
+    from edgesdk.cache import copy_artifact
     if not cfg.output.use_cache:
         return None
     cache = ArtifactCache(cfg.output.cache)
@@ -92,7 +92,7 @@ def from_cache(e, job: Job, cfg: PipelineConfig, art_dir: Path, key: str, say):
 
 
 def _convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say):
-    import sdk
+    import edgesdk
     conv_kw: dict = {}
     if job.scheme != "fp32":
         conv_kw.update(max_drop=cfg.quantize.max_drop, auto_fallback=cfg.quantize.auto_fallback,
@@ -103,7 +103,7 @@ def _convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say):
             conv_kw["eval_data"] = e.eval_data
     if e.prompt_lengths is not None:
         conv_kw["prompt_lengths"] = e.prompt_lengths
-    return sdk.convert(e.module, e.example_inputs, job.target.name, quantize=job.scheme, out_dir=art_dir,
+    return edgesdk.convert(e.module, e.example_inputs, job.target.name, quantize=job.scheme, out_dir=art_dir,
                        name=job.name, progress=say, **conv_kw)
 
 
@@ -147,7 +147,7 @@ def convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say, key: str | Non
 
 
 def fill_artifact(row: Row, art, e) -> None:
-    from sdk.lockfile import artifact_hashes
+    from edgesdk.lockfile import artifact_hashes
     m = art.manifest
     v = m.verification or {}
     q = m.quantization or {}
@@ -213,7 +213,7 @@ def _top_ops(rep, n: int = 10) -> list[dict]:
 
 
 def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str) -> None:
-    import runtime
+    from edgesdk import runtime
     if "generation" in art.manifest.extra:
         # one timed run is a whole generation (prefill + 32 steps): a fifth of the runs still
         # gives ~30 per-token samples per run, and keeps generation models within the budget
@@ -225,7 +225,7 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
         say(f"profiling{' ' + prog if prog else ''} ({warmup} warm-up + {iters} runs)"
             + (f" on {device}" if device.startswith("adb:") else ""))
         if device.startswith("adb:"):  # a phone: the android_demo app measures, the report comes back
-            from runtime.devices import parse_device, profile_on_device
+            from edgesdk.runtime.devices import parse_device, profile_on_device
             # the phone app warms up a fixed count on the threads it is given (no sweep there)
             reps[prog or "default"] = profile_on_device(art.path, parse_device(device),
                                                         warmup=10 if warmup == "auto" else warmup, iters=iters,
@@ -243,7 +243,7 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
                backend_version=rep.backend_version, device_name=rep.device, label=rep.label or row.label or "",
                program=rep.program, samples_ms=[round(x, 6) for x in rep.samples_ms], ops=_top_ops(rep),
                ops_note=rep.ops_note, warmup=rep.warmup, iters=iters)
-    from sdk.lockfile import profile_fields
+    from edgesdk.lockfile import profile_fields
     row.update(**profile_fields(rep))
     if rep.extra.get("generation"):  # generation artifacts: samples are times to first token
         row.generation = rep.extra["generation"]

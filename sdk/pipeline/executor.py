@@ -1,13 +1,13 @@
 """Executors: who runs a pipeline's jobs. All of them run the same plan through the same
-`sdk.pipeline.execute` functions and hand back the rows in plan order, so their
+`edgesdk.pipeline.execute` functions and hand back the rows in plan order, so their
 ``results.json`` agree apart from timings and host names.
 
 - ``serial``: every job in this process, one after another (convert, then profile).
 - ``local`` (the default): conversions in a pool of worker processes sized to the usable
   cores, overlapping the training of the next family; then the profiling queue, one job at a
-  time on this machine, with no conversion running (`sdk.pipeline.local`).
+  time on this machine, with no conversion running (`edgesdk.pipeline.local`).
 - ``ray`` / ``ray://HOST:PORT``: the same plan as Ray tasks on a cluster; profiling jobs ask for
-  their device's resource (`sdk.pipeline.cluster`).
+  their device's resource (`edgesdk.pipeline.cluster`).
 
 An executor is used as a context manager: ``submit(entry, jobs)`` as each family's students
 are ready, then ``results()``; leaving the block early (an error, Ctrl-C) cancels what is
@@ -20,12 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.errors import ConfigError
-from sdk.pipeline import execute
-from sdk.pipeline.config import PipelineConfig
-from sdk.pipeline.plan import Job
-from sdk.pipeline.row import Row
-from sdk.progress import Progress
+from edgesdk.runtime.errors import ConfigError
+from edgesdk.pipeline import execute
+from edgesdk.pipeline.config import PipelineConfig
+from edgesdk.pipeline.plan import Job
+from edgesdk.pipeline.row import Row
+from edgesdk.progress import Progress
 
 EXECUTORS = ("local", "serial", "ray", "ray://HOST:PORT")
 DEFAULT = "local"
@@ -124,9 +124,9 @@ def make_executor(spec, ctx: RunContext) -> Executor:
         if spec == "serial":
             return SerialExecutor(ctx)
         if spec == "local":
-            from sdk.pipeline.local import LocalExecutor
+            from edgesdk.pipeline.local import LocalExecutor
             return LocalExecutor(ctx)
         if spec == "ray" or spec.startswith("ray://") or spec.startswith("ray:"):
-            from sdk.pipeline.cluster import RayExecutor
+            from edgesdk.pipeline.cluster import RayExecutor
             return RayExecutor(ctx, address=None if spec == "ray" else spec)
     raise ConfigError(f"executor {spec!r}: expected one of {', '.join(EXECUTORS)}")

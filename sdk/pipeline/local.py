@@ -2,7 +2,7 @@
 run one at a time with nothing else of ours running.
 
 - A job whose conversion is cached is copied in place at once (payload re-checked); the
-  others go to a pool of worker processes (`sdk.pipeline.pool`), one per usable core, while
+  others go to a pool of worker processes (`edgesdk.pipeline.pool`), one per usable core, while
   this process trains the next family.
 - A worker writes into a scratch folder inside ``output.dir`` (and the cache); this process
   moves each finished artifact into ``artifacts/`` with one rename, so every artifact arrives
@@ -25,18 +25,18 @@ import time
 import uuid
 from pathlib import Path
 
-from runtime.errors import ConversionError
-from sdk.pipeline import execute
-from sdk.pipeline.executor import Executor, RunContext
-from sdk.pipeline.plan import Job
-from sdk.pipeline.row import Row
+from edgesdk.runtime.errors import ConversionError
+from edgesdk.pipeline import execute
+from edgesdk.pipeline.executor import Executor, RunContext
+from edgesdk.pipeline.plan import Job
+from edgesdk.pipeline.row import Row
 
 MAX_ATTEMPTS = 3        # a job whose worker dies is tried at most this many times in all
 MAX_FAILED_STARTS = 3   # workers that die before they are ready: the pool cannot work here
 
 
 def usable_cores() -> int:
-    from runtime.session import default_threads
+    from edgesdk.runtime.session import default_threads
     return default_threads()
 
 
@@ -103,12 +103,12 @@ class LocalExecutor(Executor):
             return False
 
     def _cached(self, job: Job, key: str) -> bool:
-        from sdk.cache import ArtifactCache
+        from edgesdk.cache import ArtifactCache
         return (ArtifactCache(self.ctx.cfg.output.cache).path(job.target.name, key, job.name) / "manifest.json").is_file()
 
     def _start(self) -> None:
         if self.thread is None and self.queue:
-            from sdk.pipeline.pool import shared_pool
+            from edgesdk.pipeline.pool import shared_pool
             self.pool = shared_pool(self.n_workers)
             self.thread = threading.Thread(target=self._dispatch, name="edgesdk-local-executor", daemon=True)
             self.thread.start()
@@ -119,7 +119,7 @@ class LocalExecutor(Executor):
         if entry_index not in self.blobs:
             import dataclasses
 
-            from sdk.pipeline.worker import dump_entry
+            from edgesdk.pipeline.worker import dump_entry
             self.blobs[entry_index] = dump_entry(dataclasses.replace(self.entries[entry_index], quality=None))
         return self.blobs[entry_index]
 
@@ -218,7 +218,7 @@ class LocalExecutor(Executor):
         """Move a worker's artifact from the scratch folder into ``artifacts/`` (one rename)."""
         import os
 
-        from converters import Artifact
+        from edgesdk.converters import Artifact
         if art_path is None:
             return None
         final = self.ctx.art_dir / job.name

@@ -5,7 +5,7 @@ carry their reason in ``skip``.
 
 Example::
 
-    from sdk.pipeline.plan import jobs_for, select_targets
+    from edgesdk.pipeline.plan import jobs_for, select_targets
     targets = select_targets(cfg)
     jobs = jobs_for(entry, 0, targets, cfg, quick=False, start=0)
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runtime.errors import ConfigError
-from sdk.pipeline.config import PipelineConfig
+from edgesdk.runtime.errors import ConfigError
+from edgesdk.pipeline.config import PipelineConfig
 
 # What a quick (smoke) run of `targets: all` converts for generation models (prefill + step):
 # the two CPU targets whose exports take seconds (ExecuTorch's lowering of one takes ~30 s, the
@@ -24,14 +24,14 @@ QUICK_TARGETS = ("onnx-cpu", "litert-cpu")
 
 
 def calibrated_schemes(target) -> tuple[str, ...]:
-    from converters.registry import get_converter
+    from edgesdk.converters.registry import get_converter
     return tuple(get_converter(target.name).calibrated)
 
 
 def recommended_scheme(target, multi_program: bool = False) -> str | None:
     """The quantized scheme `schemes: recommended` picks for a target (None: fp32 only): the
     converter's ``recommended`` (``recommended_multi_program`` for models with several programs)."""
-    from converters.registry import get_converter
+    from edgesdk.converters.registry import get_converter
     conv = get_converter(target.name)
     if multi_program:
         rec = conv.recommended_multi_program
@@ -44,8 +44,8 @@ def recommended_scheme(target, multi_program: bool = False) -> str | None:
 
 def select_targets(cfg: PipelineConfig, quick: bool = False) -> list:
     """The config's targets (``all``, ``runs-here`` or names); a quick run keeps those that run here."""
-    import sdk
-    all_t = {t.name: t for t in sdk.targets()}
+    import edgesdk
+    all_t = {t.name: t for t in edgesdk.targets()}
     if cfg.targets == "all":
         out = list(all_t.values())
     elif cfg.targets == "runs-here":
@@ -91,7 +91,7 @@ def schemes_for(target, schemes, quick: bool = False, multi_program: bool = Fals
 class Job:
     """One model x target x scheme. ``index``: its row's place in the results; ``entry``: index
     of its `Entry`; ``profile``: measured after conversion (the target runs here and profiling
-    is on); ``device``: the profiling queue it joins (see `sdk.pipeline.devices`)."""
+    is on); ``device``: the profiling queue it joins (see `edgesdk.pipeline.devices`)."""
 
     index: int
     entry: int
@@ -123,7 +123,7 @@ def targets_of(entry, targets: list, cfg: PipelineConfig, quick: bool) -> list:
 
 def jobs_for(entry, entry_index: int, targets: list, cfg: PipelineConfig, quick: bool, start: int) -> list[Job]:
     """The jobs of one (prepared) entry, numbered from ``start``."""
-    from sdk.pipeline.devices import profile_device
+    from edgesdk.pipeline.devices import profile_device
     jobs: list[Job] = []
     for t in targets_of(entry, targets, cfg, quick):
         schemes, missing = schemes_for(t, cfg.quantize.schemes, quick, entry.multi)

@@ -1,7 +1,7 @@
 """Worker processes for the local executor: started once per Python process (importing torch
 and the converters takes seconds) and reused by every later pipeline in it.
 
-Each worker is ``python -m sdk.pipeline.worker`` in its own session (a terminal's Ctrl-C
+Each worker is ``python -m edgesdk.pipeline.worker`` in its own session (a terminal's Ctrl-C
 reaches only the parent, which cancels), talking over two private pipes. `WorkerPool.poll`
 returns what the workers said and notices a worker that died (its pipe closes): the job it
 was running comes back as ``("died", job_id, why)`` and a fresh worker takes its place.
@@ -34,7 +34,7 @@ class Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "sdk.pipeline.worker", str(p2c_r), str(c2p_w)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "edgesdk.pipeline.worker", str(p2c_r), str(c2p_w)],
                                          pass_fds=(p2c_r, c2p_w), start_new_session=True, env=env,
                                          stdin=subprocess.DEVNULL, stdout=2)
         finally:

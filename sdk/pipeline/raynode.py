@@ -1,5 +1,5 @@
 """`edgesdk worker --ray HEAD:PORT`: join a Ray cluster as a worker node that advertises the
-devices this machine has (`sdk.pipeline.devices.detect_resources`: its CPU for profiling,
+devices this machine has (`edgesdk.pipeline.devices.detect_resources`: its CPU for profiling,
 ``qnn-htp`` when the QNN libraries load, ``vulkan-gpu`` with a Vulkan driver, and
 ``device:adb:SERIAL`` per phone on adb), so that profiling jobs that need them land here.
 
@@ -16,7 +16,7 @@ import json
 import shutil
 import sys
 
-from runtime.errors import ConfigError
+from edgesdk.runtime.errors import ConfigError
 
 
 def parse_resources(items: list[str] | None) -> dict[str, float]:
@@ -37,7 +37,7 @@ def parse_resources(items: list[str] | None) -> dict[str, float]:
 def worker_command(address: str, *, num_cpus: int | None = None, extra: dict | None = None, detect: bool = True,
                    block: bool = True, node_ip: str | None = None) -> tuple[list[str], dict]:
     """(the ``ray start`` command line, the resources it advertises)."""
-    from sdk.pipeline.devices import detect_resources
+    from edgesdk.pipeline.devices import detect_resources
     if not address or address.startswith("ray://"):
         raise ConfigError(f"--ray {address!r}: give the head's HOST:PORT (the GCS address `ray start --head` printed), "
                           "not a ray:// client address")

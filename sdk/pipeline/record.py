@@ -1,9 +1,9 @@
-"""Recording a run: ``results.json`` (the lockfile, `sdk.lockfile`) and ``report.html`` /
-``report.md`` (`sdk.report`) from the rows, plus the `PipelineResult` handed back.
+"""Recording a run: ``results.json`` (the lockfile, `edgesdk.lockfile`) and ``report.html`` /
+``report.md`` (`edgesdk.report`) from the rows, plus the `PipelineResult` handed back.
 
 Example::
 
-    res = sdk.pipeline("deploy.yaml")
+    res = edgesdk.pipeline("deploy.yaml")
     print(res.results_json, res.report_html, res.ok)
 """
 
@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdk.pipeline.config import PipelineConfig
-from sdk.pipeline.row import Row
-from sdk.progress import Progress
+from edgesdk.pipeline.config import PipelineConfig
+from edgesdk.pipeline.row import Row
+from edgesdk.progress import Progress
 
 
 @dataclass
 class PipelineResult:
-    """What `sdk.pipeline` returns: one `Row` per model x target x scheme (see ``results.json``)."""
+    """What `edgesdk.pipeline` returns: one `Row` per model x target x scheme (see ``results.json``)."""
 
     config: PipelineConfig
     rows: list[Row]
@@ -40,19 +40,19 @@ class PipelineResult:
 def record(cfg: PipelineConfig, rows: list[Row], families: list[dict], timings: dict, out: Path, t_start: float,
            progress: Progress, executor: dict | None = None) -> PipelineResult:
     """Write ``results.json`` and (``output.report``) the report; returns the `PipelineResult`."""
-    from sdk import lockfile
+    from edgesdk import lockfile
     out.mkdir(parents=True, exist_ok=True)
     timings["total_s"] = time.perf_counter() - t_start
     cache_info = {"hits": sum(len(f["cache_hits"]) for f in families),
                   "misses": sum(len(f["cache_misses"]) for f in families), "dir": cfg.output.cache}
-    from sdk.auto import recommend
-    recommendations = recommend(rows)  # marks rows `recommended` / `target_pick` (sdk.auto's rule)
+    from edgesdk.auto import recommend
+    recommendations = recommend(rows)  # marks rows `recommended` / `target_pick` (edgesdk.auto's rule)
     results = lockfile.build(cfg, rows, families, timings, cache_info, executor=executor)
     results["recommendations"] = recommendations
     results_path = lockfile.write(results, out / "results.json")
     html = md = None
     if cfg.output.report:
-        from sdk import report
+        from edgesdk import report
         progress.stage("writing the report")
         html, md = report.render(results, out)
         timings["report_s"] = time.perf_counter() - t_start - timings["total_s"]

@@ -11,7 +11,7 @@ version wrote are kept in ``extra``). Rows also read like that mapping (``row["p
 
 Example::
 
-    from sdk import lockfile
+    from edgesdk import lockfile
     rows = lockfile.rows(lockfile.read("edgesdk-out/demo/results.json"))
     print([(r.key, r.status, r.p50_ms) for r in rows])
 """
@@ -93,7 +93,7 @@ class Row:
     quality_vs_reference: float | None = None
     profiled_on: dict | None = None         # host, device (and Ray node) that measured the latency
     attempts: list | None = None            # earlier tries that a lost worker ended, when there were any
-    # the profile beyond latency (`sdk.lockfile.profile_fields`): the artifact's own memory
+    # the profile beyond latency (`edgesdk.lockfile.profile_fields`): the artifact's own memory
     # (deltas over RSS before load), FLOPs and GFLOP/s, steady state, the thread sweep
     mem_init_mb: float | None = None
     mem_peak_mb: float | None = None
@@ -107,7 +107,7 @@ class Row:
     warmup_detail: dict | None = None
     host: dict | None = None
     threads_sweep: dict | None = None
-    recommended: bool | None = None         # the model's pick over every target x scheme (sdk.auto's rule)
+    recommended: bool | None = None         # the model's pick over every target x scheme (edgesdk.auto's rule)
     target_pick: bool | None = None         # the pick within its target
     extra: dict = field(default_factory=dict)  # keys this version does not know (read from a newer file)
 

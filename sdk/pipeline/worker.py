@@ -1,9 +1,9 @@
-"""A conversion worker process of the local executor: ``python -m sdk.pipeline.worker IN OUT``.
+"""A conversion worker process of the local executor: ``python -m edgesdk.pipeline.worker IN OUT``.
 
 It reads requests from the pipe ``IN`` and answers on ``OUT`` (`multiprocessing.connection`
 framing; both ends are this machine's own processes). Entries arrive once each (cloudpickle,
 so a model class defined in the user's script travels by value) and jobs name them; a job runs
-`sdk.pipeline.execute.convert` exactly as the serial executor does and answers with its row.
+`edgesdk.pipeline.execute.convert` exactly as the serial executor does and answers with its row.
 Requests: ``("init", sys_path)``, ``("entry", id, blob)`` (`dump_entry`), ``("job", id, entry_id, blob)``,
 ``("forget",)``, ``("exit",)``. Answers: ``("ready", pid)``, ``("say", job_id, text)``,
 ``("done", job_id, blob)``, ``("error", job_id, blob)``.
@@ -42,14 +42,14 @@ def dump_entry(entry) -> bytes:
     names, so its classes travel by reference) and the entry itself (cloudpickle)."""
     import cloudpickle
 
-    from sdk.loaders import user_module_sources
+    from edgesdk.loaders import user_module_sources
     return cloudpickle.dumps((list(sys.path), user_module_sources(), cloudpickle.dumps(entry)))
 
 
 def load_entry(blob: bytes):
     import cloudpickle
 
-    from sdk.loaders import import_user_modules
+    from edgesdk.loaders import import_user_modules
     path, mods, entry = cloudpickle.loads(blob)
     for p in reversed(path):
         if p not in sys.path and os.path.isdir(p):
@@ -63,7 +63,7 @@ def serve(inp: Connection, out: Connection) -> None:
 
     import cloudpickle
 
-    from sdk.pipeline import execute
+    from edgesdk.pipeline import execute
     for name in PRELOAD:
         try:
             importlib.import_module(name)

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 with atheris.instrument_imports(include=["runtime"]):
     import numpy as np
 
-    from runtime.errors import IntegrityError, InputError
-    from runtime.manifest import ProgramSpec, TensorSpec, parse_manifest
-    from runtime.session import _Binding
+    from edgesdk.runtime.errors import IntegrityError, InputError
+    from edgesdk.runtime.manifest import ProgramSpec, TensorSpec, parse_manifest
+    from edgesdk.runtime.session import _Binding
 
 TEMPLATE = {
     "schema": "edgesdk.manifest/1", "name": "m", "target": "onnx-cpu", "format": "onnx",
