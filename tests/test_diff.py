@@ -50,7 +50,7 @@ def _config(tmp: Path, out: str, model_fn: str) -> dict:
             "distill": {"family": "mlp", "teacher": f"{THIS}:teacher", "data": f"{THIS}:features", "steps": 20,
                         "students": {"student": {"model": "mlp", "hidden": 32, "depth": 1}}},
             "targets": ["onnx-cpu"], "quantize": {"schemes": ["fp32"]},
-            "profile": {"warmup": 10, "iters": 150, "per_op": False},
+            "profile": {"warmup": 10, "iters": 150, "per_op": False, "threads": 1},  # one core each: less contention noise
             "output": {"dir": str(tmp / out), "cache": str(tmp / "cache"), "report": False}}
 
 
