@@ -112,6 +112,7 @@ def test_auto_config_errors(mlp, tmp_path, kw, needle):
         edgesdk.convert(model, ex, out_dir=tmp_path, **kw)
 
 
+@pytest.mark.slow  # ~19 s; the API path is in test_quantize_auto_picks_within_one_target
 def test_cli_quantize_auto_without_calibration_skips_static_schemes(tmp_path, capsys):
     from edgesdk.cli import main
     (tmp_path / "m.py").write_text("import torch\ndef build():\n    torch.manual_seed(0)\n"

@@ -130,7 +130,7 @@ CONVERT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("target", ["onnx-cpu", "executorch-xnnpack"])
+@pytest.mark.parametrize("target", ["onnx-cpu", pytest.param("executorch-xnnpack", marks=pytest.mark.slow)])
 def test_kill_9_mid_conversion_leaves_the_previous_artifact_or_none(tmp_path, target):
     script = CONVERT.format(root=str(ROOT))
     out = tmp_path / "out"
