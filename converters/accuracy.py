@@ -44,7 +44,9 @@ GATE_MODES = ("default", "max_drop", "off")
 
 
 # outputs named like these are features, not class scores: their argmax means nothing
-_NOT_SCORES = re.compile(r"hidden|pooler|embed|feature|attention|state|past|cache|key|value", re.I)
+# (and carried generation state: "cross_k_1", "new_v_0", "kv_3" are keys and values, not scores)
+_NOT_SCORES = re.compile(r"hidden|pooler|embed|feature|attention|state|past|cache|key|value"
+                         r"|(^|[_.])(k|v|kv)([_.]?\d*)$|(^|[_.])(k|v|kv)_", re.I)
 
 
 def _classifier_like(a: np.ndarray, name: str = "") -> bool:
