@@ -216,3 +216,14 @@ def test_targets_list_their_schemes():
     assert by["executorch-xnnpack"][:4] == ("fp32", "int8-static", "int8-dynamic", "int4-weight")
     assert by["litert-cpu"] == ("fp32", "int8-dynamic", "int8-static", "fp16")
     assert converters.get_converter("onnx-cpu").calibrated == ("int8-static",)
+
+
+def test_carried_state_outputs_are_judged_by_cosine_not_top1():
+    """A generation program's K/V outputs are state, not class scores: the gate must not take their
+    argmax (a fresh demo rejected encdec int8-dynamic on 'top-1 agreement' of cross_k_1 at cosine 0.9999)."""
+    from edgesdk.converters.accuracy import _classifier_like
+    kv = np.zeros((2, 32, 64), np.float32)
+    for name in ("cross_k_1", "cross_v_0", "new_k_3", "kv_2", "encode.cross_k_0", "past_key_values"):
+        assert not _classifier_like(kv, name), name
+    for name in ("logits", "step.logits", "output", "output_0", "classifier"):
+        assert _classifier_like(kv, name), name
