@@ -391,17 +391,19 @@ class _Loop:
 
     def __enter__(self) -> "_Loop":
         spec = self.spec
-        self.bound = b = _state.bind(self.step_binding)
         sin = [s.name for s in self.step_binding.spec.inputs]
         sout = [s.name for s in self.step_binding.spec.outputs]
+        self.groups = _slot_groups(spec.state, self.step_binding.spec)
+        self.bound = b = _state.bind(self.step_binding, _state.Stacked(self.groups))
         buf = dict(zip(sin, b.inputs))
         self.token_buf = buf[spec.token]
         self.pos_buf = buf[spec.position] if spec.position else None
         self.logits_at = sout.index(spec.logits)
         self.states = [(s, buf[s.input]) for s in spec.state]
         # (buffer, axis, output index) of the caches each step writes a slot of, and whole-state updates
-        self.slot_updates = [(a, s.axis, sout.index(s.update)) for s, a in self.states
-                             if s.update is not None and s.axis is not None]
+        slot_states = [(s, a) for s, a in self.states if s.update is not None and s.axis is not None]
+        self.slot_updates = [(a, s.axis, sout.index(s.update)) for s, a in slot_states]
+        self.slot_inputs = [s.input for s, _ in slot_states]
         self.whole_updates = [(a, sout.index(s.update)) for s, a in self.states
                               if s.update is not None and s.axis is None]
         # whole-state updates the backend feeds back itself (ping-pong buffers), without copies
@@ -478,15 +480,51 @@ class _Loop:
         return out[self.logits_at]
 
     def _plan(self, out) -> tuple[list, list]:
-        """Views for the step's writes: caches with the slot axis moved first (one numpy
-        assignment per cache and step), kept when the backend returns its outputs in the same
-        arrays at every call."""
-        slots = [(np.moveaxis(buf, axis, 0), np.moveaxis(out[k], axis, 0), out[k].shape[axis])
-                 for buf, axis, k in self.slot_updates]
+        """Views for the step's writes: caches with the slot axis moved first, kept when the
+        backend returns its outputs in the same arrays at every call. One numpy assignment per
+        group of stacked caches (`runtime.state.Stacked`) where the backend placed both the caches
+        and their updates there, else one per cache."""
+        place, slots, done = getattr(self.bound, "placement", None), [], set()
+        if isinstance(place, _state.Stacked) and getattr(self.bound, "fixed_outputs", False):
+            for ins, outs in zip(self.groups[0::2], self.groups[1::2]):
+                dst, src = place.stack(ins), place.stack(outs)
+                k = [self.slot_inputs.index(n) for n in ins]
+                if dst is None or src is None or any(
+                        self.slot_updates[i][0] is not place.view(n) or out[self.slot_updates[i][2]] is not place.view(o)
+                        for i, n, o in zip(k, ins, outs)):
+                    continue
+                axis = self.slot_updates[k[0]][1] + 1
+                slots.append((np.moveaxis(dst, axis, 0), np.moveaxis(src, axis, 0), src.shape[axis]))
+                done.update(k)
+        slots += [(np.moveaxis(buf, axis, 0), np.moveaxis(out[k], axis, 0), out[k].shape[axis])
+                  for i, (buf, axis, k) in enumerate(self.slot_updates) if i not in done]
         whole = [(buf, out[k]) for buf, k in self.whole_updates]
         if getattr(self.bound, "fixed_outputs", False):
             self._writes = (slots, whole)
         return slots, whole
+
+
+def _slot_groups(states, step_spec) -> list[list[str]]:
+    """Caches written a slot per step whose buffers and updates have equal shapes, dtypes and slot
+    axes (every layer's keys, every layer's values), as alternating lists of input names and
+    update (output) names, for `runtime.state.Stacked`. Groups of one are left out."""
+    ins = {s.name: s for s in step_spec.inputs}
+    outs = {s.name: s for s in step_spec.outputs}
+    if set(ins) & set(outs):
+        return []
+    by: dict = {}
+    for s in states:
+        if s.update is None or s.axis is None or s.input not in ins or s.update not in outs:
+            continue
+        i, o = ins[s.input], outs[s.update]
+        key = (tuple(i.shape), i.dtype, tuple(o.shape), o.dtype, s.axis)
+        if all(isinstance(d, int) for d in key[0] + key[2]):
+            by.setdefault(key, []).append(s)
+    groups: list[list[str]] = []
+    for members in by.values():
+        if len(members) > 1:
+            groups += [[s.input for s in members], [s.update for s in members]]
+    return groups
 
 
 def generate(session, prompt, max_new_tokens: int = 32, *, strategy: str = "greedy", top_k: int = 40,
