@@ -319,6 +319,22 @@ def test_state_is_bound_without_copies_and_never_revalidated(artifacts, target, 
     assert len(g.step_ms) == NEW - 1 and checked == [f"prefill_{CAP}"]    # the prompt only; no state re-checked
 
 
+def test_every_layers_slot_is_written_by_one_assignment_per_stacked_group(artifacts):
+    from edgesdk.runtime import generate as rt_generate
+    sess = runtime.load(artifacts["onnx-cpu"].path)
+    want = sess.generate(PROMPT, NEW).tokens   # first generation: new bindings, stacked placement
+    loop = rt_generate._Loop(sess, PROMPT)
+    with loop:
+        loop.first()
+        loop.step(PROMPT[-1], len(PROMPT))
+        slots, _ = loop._writes
+        keys, values = loop.groups[0], loop.groups[2]
+        assert len(keys) == len(values) == len(loop.spec.state) // 2 > 1 and len(slots) == 2    # every layer's K, then V, in one buffer each
+        k0, k1 = (loop.bound.inputs[[s.name for s in loop.step_binding.spec.inputs].index(n)] for n in keys[:2])
+        assert np.shares_memory(slots[0][0], k0) and np.shares_memory(slots[0][0], k1)
+    assert sess.generate(PROMPT, NEW).tokens == want   # the pooled binding, stacked, decodes the same
+
+
 def test_concurrent_generations_on_one_session_agree(artifacts):
     import threading
     for target in ("onnx-cpu", "litert-cpu"):   # a pool of bindings / the interpreter's tensors, one owner at a time
