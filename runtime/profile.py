@@ -6,7 +6,6 @@ Raw samples are kept; every statistic is derived from them (see `runtime.stats`)
 from __future__ import annotations
 
 import datetime as _dt
-import gc
 import json
 import math
 import platform
@@ -461,8 +460,10 @@ def sweep_threads(path, *, counts=None, inputs=None, program=None, seed: int = 0
                 t = clock()
                 once()
                 per[n].append((clock() - t) / 1e6)
+            # no gc.collect() here: a full collection in a process holding a trained model takes
+            # ~0.3-0.9 s, four times per artifact; ExecuTorch's set_threads collects by itself when
+            # a dropped program still holds its process-wide pool (the only case that needs it)
             del sess, once
-            gc.collect()  # ExecuTorch resizes its process-wide pool only when no program is alive
     rows = []
     for n in counts:
         st = summarize(per[n])
@@ -505,8 +506,7 @@ def interleaved(artifacts: list[tuple], *, rounds: int = 4, block_s: float = 0.1
             est = [timed() for _ in range(3)]
             k = int(min(200, max(5, math.ceil(block_s / max(median(est) / 1e3, 1e-7)))))
             per[i].append(median([timed() for _ in range(k)]))
-            del sess, once
-            gc.collect()
+            del sess, once  # (ExecuTorch's set_threads collects cycles itself, as in sweep_threads)
     return per
 
 
