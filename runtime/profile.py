@@ -6,6 +6,7 @@ Raw samples are kept; every statistic is derived from them (see `runtime.stats`)
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import json
 import math
 import platform
@@ -460,10 +461,11 @@ def sweep_threads(path, *, counts=None, inputs=None, program=None, seed: int = 0
                 t = clock()
                 once()
                 per[n].append((clock() - t) / 1e6)
-            # no gc.collect() here: a full collection in a process holding a trained model takes
-            # ~0.3-0.9 s, four times per artifact; ExecuTorch's set_threads collects by itself when
-            # a dropped program still holds its process-wide pool (the only case that needs it)
+            # young generations only: a full collection in a process holding trained models took
+            # ~0.9 s, four times per artifact (half the demo's profile stage); ExecuTorch's
+            # set_threads runs a full one itself when a dropped program still holds its pool
             del sess, once
+            gc.collect(1)
     rows = []
     for n in counts:
         st = summarize(per[n])
@@ -506,7 +508,8 @@ def interleaved(artifacts: list[tuple], *, rounds: int = 4, block_s: float = 0.1
             est = [timed() for _ in range(3)]
             k = int(min(200, max(5, math.ceil(block_s / max(median(est) / 1e3, 1e-7)))))
             per[i].append(median([timed() for _ in range(k)]))
-            del sess, once  # (ExecuTorch's set_threads collects cycles itself, as in sweep_threads)
+            del sess, once
+            gc.collect(1)  # young generations only, as in sweep_threads
     return per
 
 
