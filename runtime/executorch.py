@@ -56,8 +56,10 @@ def set_threads(threads: int) -> int:
     otherwise keep its size. Returns the thread count programs will actually run with."""
     current = _C._threadpool_get_thread_count()
     if current != threads:
+        if _LIVE:  # sessions already dropped but still in reference cycles: young ones first
+            gc.collect(1)  # (a full collection takes seconds in a process holding trained models)
         if _LIVE:
-            gc.collect()  # sessions already dropped but still in reference cycles
+            gc.collect()
         if not _LIVE:
             _C._unsafe_reset_threadpool(threads)
             current = threads

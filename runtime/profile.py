@@ -461,8 +461,11 @@ def sweep_threads(path, *, counts=None, inputs=None, program=None, seed: int = 0
                 t = clock()
                 once()
                 per[n].append((clock() - t) / 1e6)
+            # young generations only: a full collection in a process holding trained models took
+            # ~0.9 s, four times per artifact (half the demo's profile stage); ExecuTorch's
+            # set_threads runs a full one itself when a dropped program still holds its pool
             del sess, once
-            gc.collect()  # ExecuTorch resizes its process-wide pool only when no program is alive
+            gc.collect(1)
     rows = []
     for n in counts:
         st = summarize(per[n])
@@ -506,7 +509,7 @@ def interleaved(artifacts: list[tuple], *, rounds: int = 4, block_s: float = 0.1
             k = int(min(200, max(5, math.ceil(block_s / max(median(est) / 1e3, 1e-7)))))
             per[i].append(median([timed() for _ in range(k)]))
             del sess, once
-            gc.collect()
+            gc.collect(1)  # young generations only, as in sweep_threads
     return per
 
 

@@ -12,6 +12,7 @@ process, in a pool worker, or in a Ray task, so their rows agree.
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 from edgesdk.runtime.errors import SdkError, ToleranceError
@@ -196,8 +197,10 @@ def measure(row: Row, art, e, job: Job, cfg: PipelineConfig, warmup: int, iters:
             node: str | None = None) -> Row:
     """Profile the artifact on the job's device and score its quality; a profiling failure is
     recorded in the row (``quantize.on_fail: error`` raises it)."""
+    t0 = time.perf_counter()
     try:
         _profile_into(row, art, e, cfg, warmup, iters, say, bar, job.device)
+        say(f"measured in {time.perf_counter() - t0:.1f}s (profile and quality)")
     except SdkError as err:
         if cfg.quantize.on_fail == "error":
             raise
