@@ -7,6 +7,12 @@ Two phases, both resumable (results in ``--out/int8_recipes.json``):
     # time them: per model and target, fp32 and every scheme interleaved in one process, same threads
     cpu-exclusive python benchmarks/int8_recipes.py time --threads 2 --rounds 8
     python benchmarks/int8_recipes.py report      # markdown table (ratio = median of per-round ratios)
+    cpu-shared python benchmarks/int8_recipes.py ops --models bert-tiny   # where the time goes, per op type
+
+``ops`` names the causes: per op type, its share of the profiled time (ONNX Runtime's profiler,
+ExecuTorch's ETDump, through `runtime.profile`) and its node count; for LiteRT, which has no
+per-op timing in its Python tooling, the op types by output dtype and the number of XNNPACK
+delegate partitions after the interpreter applied the delegate.
 
 The ratio compares, at the same thread count and inputs, one int8 artifact with the fp32 artifact of
 the same model on the same target, both produced by `edgesdk.convert` and timed by
@@ -159,9 +165,45 @@ def report(args) -> int:
     return 0
 
 
+def _litert_ops(path: str) -> list[str]:
+    from collections import Counter
+
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=str(Path(path) / "model.tflite"), num_threads=2)
+    it.allocate_tensors()
+    dtype = {t["index"]: t["dtype"].__name__ for t in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    by = Counter((o["op_name"], dtype.get(o["outputs"][0], "?") if len(o["outputs"]) else "-") for o in ops)
+    parts = sum(1 for o in ops if o["op_name"] == "DELEGATE")
+    return [f"delegate partitions: {parts}"] + [f"{op} ({dt}) x{n}" for (op, dt), n in by.most_common(10)]
+
+
+def ops(args) -> int:
+    from collections import defaultdict
+
+    from edgesdk import runtime
+    res = _load(Path(args.out))
+    for key, r in sorted(res["rows"].items()):
+        if r["status"] != "ok" or (args.models and r["model"] not in args.models) or r["target"] not in args.targets:
+            continue
+        print(f"== {key}")
+        if r["target"] == "litert-cpu":
+            for line in _litert_ops(r["path"]):
+                print("   " + line)
+            continue
+        rep = runtime.profile(r["path"], warmup=3, iters=5, threads=args.threads, per_op=True, op_runs=10)
+        agg = defaultdict(lambda: [0.0, 0])
+        for o in rep.ops:
+            agg[o["op_type"]][0] += o["share"]
+            agg[o["op_type"]][1] += o["calls"]
+        for op, (share, n) in sorted(agg.items(), key=lambda kv: -kv[1][0])[:8]:
+            print(f"   {op:28s} {100 * share:5.1f}% of op time  x{n}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=("convert", "time", "report"))
+    ap.add_argument("phase", choices=("convert", "time", "report", "ops"))
     ap.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
     ap.add_argument("--targets", type=lambda s: s.split(","), default=list(TARGETS))
     ap.add_argument("--out", default=str(ROOT / "edgesdk-out" / "int8_recipes"))
@@ -170,7 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--block-s", type=float, default=0.2)
     ap.add_argument("--redo", action="store_true")
     args = ap.parse_args(argv)
-    return {"convert": convert, "time": time_all, "report": report}[args.phase](args)
+    return {"convert": convert, "time": time_all, "report": report, "ops": ops}[args.phase](args)
 
 
 if __name__ == "__main__":

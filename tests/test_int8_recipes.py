@@ -103,7 +103,7 @@ def test_litert_static_recipe_keeps_non_compute_ops_float(tmp_path):
                         exclude=[], int8_ops=int8_ops)
         it = Interpreter(model_path=str(dst))
         td = {t["index"]: t["dtype"].__name__ for t in it.get_tensor_details()}
-        return {(o["op_name"], td[o["outputs"][0]]) for o in it._get_ops_details() if o["outputs"]}
+        return {(o["op_name"], td[o["outputs"][0]]) for o in it._get_ops_details() if len(o["outputs"])}
 
     tuned = op_dtypes("compute")
     assert ("FULLY_CONNECTED", "int8") in tuned and ("GELU", "float32") in tuned
