@@ -1,6 +1,6 @@
 """int8 recipes per CPU target on public architectures: p50 int8 / fp32, side by side, and the gate.
 
-Two phases, both resumable (results in ``--out/int8_recipes.json``):
+Two phases, both resumable (results in ``--out/int8_recipes.{rows,timing}.json``):
 
     # convert fp32 + every int8 scheme of each target (and the pre-tuning recipe, ``int8_ops="all"``)
     cpu-shared python benchmarks/int8_recipes.py convert --models mobilenet_v3_small,bert-tiny
@@ -51,15 +51,20 @@ def schemes(target: str) -> list[str]:
     return out + ([BEFORE] if "int8_ops" in conv.options else [])
 
 
+# conversions and timings in two files, so a timing run can start while conversions go on
 def _load(out: Path) -> dict:
-    f = out / "int8_recipes.json"
-    return json.loads(f.read_text()) if f.exists() else {"rows": {}, "timing": {}}
+    res = {"rows": {}, "timing": {}}
+    for part in res:
+        f = out / f"int8_recipes.{part}.json"
+        if f.exists():
+            res[part] = json.loads(f.read_text())
+    return res
 
 
-def _save(out: Path, res: dict) -> None:
-    f = out / "int8_recipes.json"
+def _save(out: Path, res: dict, part: str) -> None:
+    f = out / f"int8_recipes.{part}.json"
     tmp = f.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1, default=str))
+    tmp.write_text(json.dumps(res[part], indent=1, default=str))
     tmp.replace(f)
 
 
@@ -110,7 +115,7 @@ def convert(args) -> int:
                 print(json.dumps(row, default=str), flush=True)
                 res = _load(out)
                 res["rows"][key] = row
-                _save(out, res)
+                _save(out, res, "rows")
     return 0
 
 
@@ -137,7 +142,7 @@ def time_all(args) -> int:
                                 "threads": args.threads, "rounds": args.rounds,
                                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         print(f"{model} {target}: {len(keys)} artifacts timed in {time.perf_counter() - t0:.0f}s", flush=True)
-        _save(out, res)
+        _save(out, res, "timing")
     return 0
 
 

@@ -144,7 +144,12 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
 
     pre = dst.with_name(dst.stem + ".pre.onnx")
     # shape inference only: graph optimisation would rename the nodes we map to torch modules
-    quant_pre_process(str(src), str(pre), skip_optimization=True)
+    try:
+        quant_pre_process(str(src), str(pre), skip_optimization=True)
+        pre_info = "quant_pre_process (shape inference)"
+    except Exception as e:  # its symbolic pass fails on some graphs (MiniLM's Expand: len(None)); ONNX's own suffices
+        quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True)
+        pre_info = f"quant_pre_process (ONNX shape inference only; symbolic failed: {type(e).__name__})"
     if int8_ops == "all":  # the tool's defaults: every op type it supports, int8 activations
         act, ops = QuantType.QInt8, None
     else:
@@ -154,7 +159,7 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked, op_types_to_quantize=ops)
     pre.unlink()
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-            "weights": "int8 per-channel", "preprocess": "quant_pre_process (shape inference)",
+            "weights": "int8 per-channel", "preprocess": pre_info,
             "activations": f"{'uint8' if act == QuantType.QUInt8 else 'int8'} per-tensor (min-max)",
             "ops": "every supported op type" if ops is None else ops, "nodes_kept_float": blocked}
 
