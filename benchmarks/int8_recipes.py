@@ -149,7 +149,7 @@ def time_all(args) -> int:
 def report(args) -> int:
     out = Path(args.out)
     res = _load(out)
-    print("| model | target | scheme | p50 ms | int8/fp32 (min–max) | size int8/fp32 | gate |")
+    print("| model | target | scheme | p50 ms | int8/fp32 (min–max) | size int8/fp32 | default gate; min cosine |")
     print("|---|---|---|---|---|---|---|")
     rows = sorted(res["rows"].values(), key=lambda r: (r["model"], r["target"], r["scheme"] != "fp32", r["scheme"]))
     fp32 = {(r["model"], r["target"]): r for r in rows if r["scheme"] == "fp32"}
@@ -165,6 +165,9 @@ def report(args) -> int:
         g = r.get("gate") or {}
         gate = "" if r["scheme"] == "fp32" else ("pass" if g.get("passed") else "FAIL" if g.get("passed") is False
                                                  else "not scorable") + (f" ({g['basis']})" if g.get("basis") else "")
+        if r["scheme"] != "fp32":  # cosine to fp32 PyTorch on held-out inputs: the embedding models' accuracy
+            v = json.loads((Path(r["path"]) / "manifest.json").read_text())["verification"]
+            gate += f"; min cosine {v['min_cosine']:.4f}" if v.get("min_cosine") is not None else ""
         print(f"| {r['model']} | {r['target']} | {r['scheme']} | {t['p50_ms']:.3f} | {ratio} | {size} | {gate} |"
               if t else f"| {r['model']} | {r['target']} | {r['scheme']} | not timed | | {size} | {gate} |")
     return 0

@@ -179,6 +179,9 @@ class LiteRtCpu(Converter):
     quantization = ("fp32", "int8-dynamic", "int8-static", "int8-weight", "fp16")
     recommended = "int8-static"
     recommended_multi_program = "fp16"  # int8-dynamic's per-tensor activations drift in long decodes
+    # transformers: on the real MiniLM int8-static kept min cosine 0.937 (below the 0.99 gate),
+    # int8-dynamic 0.997 at ~0.6x fp32 on BERT-tiny (benchmarks/int8_recipes.py, RESULTS.md)
+    recommended_by_kind = {"transformer": "int8-dynamic"}
     calibrated = ("int8-static",)
     dynamic_shapes = True
     options = {"int8_ops": "int8-static: 'compute' (default: FULLY_CONNECTED and convolutions, the measured faster "

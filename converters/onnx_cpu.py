@@ -185,6 +185,8 @@ class OnnxCpu(Converter):
     quantization = ("fp32", "int8-dynamic", "int8-static", "fp16")
     recommended = "int8-static"
     recommended_multi_program = "int8-dynamic"
+    # transformers: dynamic MatMuls beat static QDQ on BERT-tiny (benchmarks/int8_recipes.py, RESULTS.md)
+    recommended_by_kind = {"transformer": "int8-dynamic"}
     calibrated = ("int8-static",)
     dynamic_shapes = True
     exporters = EXPORTERS
