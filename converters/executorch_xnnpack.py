@@ -71,6 +71,35 @@ def in_modules(node, modules) -> bool:
     return any(path == m or path.startswith(m + ".") for path, _ in stack.values() for m in modules)
 
 
+def float_scalars_to_attrs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """XNNPACKQuantizer's scalar-to-tensor rewrite, on floating-point ``add``/``mul`` only.
+
+    Upstream's ``transform_for_annotation`` turns every scalar operand of ``add``/``mul`` into a
+    float32 tensor constant so that it can carry a quantization spec. It does so in integer index
+    math too (``arange(n) + offset`` for position ids, mask arithmetic), which then yields float
+    indices: ``IndexError: tensors used as indices must be long...`` while calibrating BERT and
+    Llama. Integer nodes are never quantized, so they keep their Python scalars here.
+    """
+    for n in list(gm.graph.nodes):
+        val = n.meta.get("val")
+        if n.op != "call_function" or n.target not in (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor) \
+                or not isinstance(val, torch.Tensor) or not val.dtype.is_floating_point:
+            continue
+        args = list(n.args)
+        for i, a in enumerate(args):
+            if isinstance(a, (int, float)) and not isinstance(a, bool):
+                const = torch.tensor(float(a))  # () float32, as upstream
+                attr = f"_float_scalar_{len([b for b, _ in gm.named_buffers() if b.startswith('_float_scalar_')])}"
+                gm.register_buffer(attr, const)
+                with gm.graph.inserting_before(n):
+                    node = gm.graph.create_node("get_attr", attr, (), {})
+                node.meta["val"] = val.fake_mode.from_tensor(const, static_shapes=True)
+                args[i] = node
+        n.args = tuple(args)
+    gm.recompile()
+    return gm
+
+
 def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
     """XNNPACKQuantizer (per-channel symmetric int8) that leaves the `exclude` modules in float.
 
@@ -83,6 +112,9 @@ def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     class _Quantizer(XNNPACKQuantizer):
+        def transform_for_annotation(self, model):
+            return float_scalars_to_attrs(model)
+
         def annotate(self, model):
             if exclude:
                 for node in model.graph.nodes:

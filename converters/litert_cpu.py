@@ -6,9 +6,18 @@ import contextlib
 import re
 import sys
 
+from edgesdk.converters.recipes import int8_ops
 from edgesdk.converters.registry import Converter, register_target
 
 SINGLE_SIGNATURE = "serving_default"
+# int8-static recipe: only the ops with int8 XNNPACK kernels that pay off; measured in
+# benchmarks/int8_recipes.py (RESULTS.md "int8 recipes"):
+# - with every op type quantized (static_wi8_ai8), int8 LayerNorm pieces (MEAN, SQUARED_DIFFERENCE,
+#   RSQRT), GELU, SOFTMAX and BATCH_MATMUL split BERT-tiny's graph into 24 delegate partitions with
+#   TFLite's own int8 kernels between them: 2.46x fp32;
+# - FULLY_CONNECTED and convolutions only: one partition, the rest float inside XNNPACK: 0.50x fp32.
+#   (MobileNetV3-small with random weights stays slow and collapses in int8 either way: not fixed.)
+STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
 def _natural(names):
@@ -106,9 +115,10 @@ def op_scopes(path, modules) -> list[str]:
     return scopes
 
 
-def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibration, exclude) -> dict:
+def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibration, exclude,
+                    int8_ops: str = "compute") -> dict:
     """Quantize an fp32 .tflite with ai-edge-quantizer (float I/O kept where the scheme allows)."""
-    from ai_edge_quantizer import qtyping, quantizer, recipe
+    from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
     if scheme == "fp16":
         qt = quantizer.Quantizer(str(src))
         qt.update_quantization_recipe(
@@ -121,10 +131,22 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
         qt = quantizer.Quantizer(str(src), recipe.dynamic_wi8_afp32())
         desc = {"tool": "ai-edge-quantizer dynamic_wi8_afp32", "weights": "int8 per-channel",
                 "activations": "int8 dynamic"}
-    else:
+    elif scheme == "int8-weight":
+        qt = quantizer.Quantizer(str(src), recipe.weight_only_wi8_afp32())
+        desc = {"tool": "ai-edge-quantizer weight_only_wi8_afp32", "weights": "int8 per-channel",
+                "activations": "float32 (weights dequantized at load: fp32 speed, 1/4 the weights)"}
+    elif int8_ops == "all":  # the tool's default: every op type it supports
         qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
         desc = {"tool": "ai-edge-quantizer static_wi8_ai8", "weights": "int8 per-channel",
-                "activations": "int8 per-tensor static"}
+                "activations": "int8 per-tensor static", "ops": "every supported op type"}
+    else:
+        rm = recipe_manager.RecipeManager()
+        for op in STATIC_OPS:
+            rm.add_static_config(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                 activation_num_bits=8, weight_num_bits=8)
+        qt = quantizer.Quantizer(str(src), rm.get_quantization_recipe())
+        desc = {"tool": "ai-edge-quantizer static (int8 weights and activations)", "weights": "int8 per-channel",
+                "activations": "int8 per-tensor static", "ops": list(STATIC_OPS)}
     for scope in op_scopes(src, exclude) if exclude else []:
         qt.update_quantization_recipe(regex="^" + re.escape(scope) + "$", operation_name="*",
                                       algorithm_key="no_quantize")
@@ -154,13 +176,19 @@ class LiteRtCpu(Converter):
     convert_packages = ("litert_torch",)
     run_packages = ("ai_edge_litert",)
     install_hint = "pip install litert-torch ai-edge-litert"
-    quantization = ("fp32", "int8-dynamic", "int8-static", "fp16")
+    quantization = ("fp32", "int8-dynamic", "int8-static", "int8-weight", "fp16")
     recommended = "int8-static"
     recommended_multi_program = "fp16"  # int8-dynamic's per-tensor activations drift in long decodes
+    # transformers: on the real MiniLM int8-static kept min cosine 0.937 (below the 0.99 gate),
+    # int8-dynamic 0.997 at ~0.6x fp32 on BERT-tiny (benchmarks/int8_recipes.py, RESULTS.md)
+    recommended_by_kind = {"transformer": "int8-dynamic"}
     calibrated = ("int8-static",)
     dynamic_shapes = True
+    options = {"int8_ops": "int8-static: 'compute' (default: FULLY_CONNECTED and convolutions, the measured faster "
+                           "recipe) or 'all' (every op type ai-edge-quantizer supports)"}
 
     def export(self, programs, workdir, *, quantize, options):
+        ops = int8_ops(options)
         path = workdir / "model.tflite"
         src = path if quantize == "fp32" else workdir / "fp32.tflite"
         sigs = export_tflite(programs, src)
@@ -170,7 +198,7 @@ class LiteRtCpu(Converter):
             with contextlib.redirect_stdout(sys.stderr):  # the quantizer prints a size summary
                 extra["quantization_details"] = quantize_tflite(
                     src, path, quantize, signatures=sigs, io=io, calibration=options.get("calibration"),
-                    exclude=options.get("exclude", []))
+                    exclude=options.get("exclude", []), int8_ops=ops)
             src.unlink()
         return {"files": ["model.tflite"], "programs": {p: ("model.tflite", s) for p, s in sigs.items()},
                 "extra": extra}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from edgesdk.converters.recipes import int8_ops
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConversionError
 
@@ -19,6 +20,15 @@ from edgesdk.runtime.errors import ConversionError
 # (protobuf's 2 GiB limit); below it one self-contained file is simpler to ship and hash.
 EXTERNAL_DATA_BYTES = 1 << 30
 DYNAMIC_OPS = ("MatMul", "Gemm")
+# int8-static recipe, from ORT profiles of BERT-tiny and MobileNetV3-small (2 threads, benchmarks/RESULTS.md
+# "int8 recipes"):
+# - only the compute ops: with every op type quantized, the embedding Gather's table was dequantized
+#   in full on every run (91 DequantizeLinear nodes, 92% of BERT-tiny's profiled time);
+# - uint8 activations (int8 weights): with int8 ones ORT fused 41 of 52 MobileNetV3 Convs and 8 of
+#   BERT-tiny's 16 MatMuls into QLinear kernels, the rest ran in float behind DequantizeLinear; with
+#   uint8 all 52 Convs and all 16 MatMuls became QLinearConv / QLinearMatMul.
+#   (x86 without VNNI can saturate u8 x s8 products; the accuracy gate catches that.)
+STATIC_OPS = ("Conv", "MatMul", "Gemm")
 
 
 def _param_bytes(module: torch.nn.Module) -> int:
@@ -106,7 +116,8 @@ class _Reader:
         return next(self._it, None)
 
 
-def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration, exclude) -> dict:
+def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration, exclude,
+                  int8_ops: str = "compute") -> dict:
     """Quantize an fp32 ONNX file per scheme; returns what was done (for the manifest)."""
     import onnx
     blocked = nodes_of_modules(src, exclude)
@@ -117,6 +128,7 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
         onnx.save(model, str(dst))
         return {"tool": "onnxruntime.transformers.float16", "nodes_kept_float": blocked}
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    STATIC_ACTIVATIONS = QuantType.QUInt8  # see STATIC_OPS
     if scheme == "int8-dynamic":
         # MatMul/Gemm only: ONNX Runtime's dynamic ConvInteger ran ~40x slower than fp32 Conv on
         # x86 (benchmarks/RESULTS.md); convolutions belong to int8-static
@@ -132,14 +144,24 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
 
     pre = dst.with_name(dst.stem + ".pre.onnx")
     # shape inference only: graph optimisation would rename the nodes we map to torch modules
-    quant_pre_process(str(src), str(pre), skip_optimization=True)
+    try:
+        quant_pre_process(str(src), str(pre), skip_optimization=True)
+        pre_info = "quant_pre_process (shape inference)"
+    except Exception as e:  # its symbolic pass fails on some graphs (MiniLM's Expand: len(None)); ONNX's own suffices
+        quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True)
+        pre_info = f"quant_pre_process (ONNX shape inference only; symbolic failed: {type(e).__name__})"
+    if int8_ops == "all":  # the tool's defaults: every op type it supports, int8 activations
+        act, ops = QuantType.QInt8, None
+    else:
+        act, ops = STATIC_ACTIVATIONS, list(STATIC_OPS)
     quantize_static(str(pre), str(dst), Reader(input_names, calibration), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked)
+                    per_channel=True, activation_type=act, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked, op_types_to_quantize=ops)
     pre.unlink()
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-            "weights": "int8 per-channel", "activations": "int8 per-tensor (min-max)",
-            "preprocess": "quant_pre_process (shape inference)", "nodes_kept_float": blocked}
+            "weights": "int8 per-channel", "preprocess": pre_info,
+            "activations": f"{'uint8' if act == QuantType.QUInt8 else 'int8'} per-tensor (min-max)",
+            "ops": "every supported op type" if ops is None else ops, "nodes_kept_float": blocked}
 
 
 def onnx_summary(path: Path) -> dict:
@@ -163,11 +185,16 @@ class OnnxCpu(Converter):
     quantization = ("fp32", "int8-dynamic", "int8-static", "fp16")
     recommended = "int8-static"
     recommended_multi_program = "int8-dynamic"
+    # transformers: dynamic MatMuls beat static QDQ on BERT-tiny (benchmarks/int8_recipes.py, RESULTS.md)
+    recommended_by_kind = {"transformer": "int8-dynamic"}
     calibrated = ("int8-static",)
     dynamic_shapes = True
     exporters = EXPORTERS
+    options = {"int8_ops": "int8-static: 'compute' (default: Conv/MatMul/Gemm with uint8 activations, the measured "
+                           "faster recipe) or 'all' (every op type onnxruntime can quantize, int8 activations)"}
 
     def export(self, programs, workdir, *, quantize, options):
+        ops = int8_ops(options)
         files, progs, summary, extra, used = [], {}, {}, {}, {}
         for name, prog in programs.items():
             fname = "model.onnx" if len(programs) == 1 else f"{name}.onnx"
@@ -179,7 +206,8 @@ class OnnxCpu(Converter):
                 written, used[name] = export_onnx(prog, fp32, options.get("exporter"))
                 extra[name] = quantize_onnx(fp32, workdir / fname, quantize, input_names=prog.input_names,
                                             calibration=options.get("calibration"),
-                                            exclude=options.get("exclude", []))
+                                            exclude=options.get("exclude", []),
+                                            int8_ops=ops)
                 for f in written:
                     (workdir / f).unlink()
                 files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(fname))

@@ -48,6 +48,9 @@ class Converter:
     # the same for models with several programs (prefill + step), which cannot be calibrated per
     # program yet: an uncalibrated scheme, or None for fp32 only
     recommended_multi_program: str | None = None
+    # per kind of model ("conv" | "transformer" | "mlp", converters.recipes.model_kind) where the
+    # measured-fastest scheme differs from ``recommended``
+    recommended_by_kind: dict = {}
     default_tolerance: dict = {}  # scheme -> (atol, rtol) when the device computes at lower precision
     description: str = ""
     convert_packages: tuple = ()  # python packages needed to export

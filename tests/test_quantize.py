@@ -214,7 +214,7 @@ def test_targets_list_their_schemes():
     by = {t.name: t.quantization for t in edgesdk.targets()}
     assert by["onnx-cpu"] == ("fp32", "int8-dynamic", "int8-static", "fp16")
     assert by["executorch-xnnpack"][:4] == ("fp32", "int8-static", "int8-dynamic", "int4-weight")
-    assert by["litert-cpu"] == ("fp32", "int8-dynamic", "int8-static", "fp16")
+    assert by["litert-cpu"] == ("fp32", "int8-dynamic", "int8-static", "int8-weight", "fp16")
     assert converters.get_converter("onnx-cpu").calibrated == ("int8-static",)
 
 
