@@ -132,19 +132,14 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
 
     pre = dst.with_name(dst.stem + ".pre.onnx")
     # shape inference only: graph optimisation would rename the nodes we map to torch modules
-    try:
-        quant_pre_process(str(src), str(pre), skip_optimization=True)
-        model_in, preprocess = pre, "quant_pre_process (shape inference)"
-    except Exception as e:  # ORT's symbolic shape inference fails on some graphs (MiniLM's Expand)
-        pre.unlink(missing_ok=True)
-        model_in, preprocess = src, f"skipped: quant_pre_process failed ({type(e).__name__}: {e})"[:300]
-    quantize_static(str(model_in), str(dst), Reader(input_names, calibration), quant_format=QuantFormat.QDQ,
+    quant_pre_process(str(src), str(pre), skip_optimization=True)
+    quantize_static(str(pre), str(dst), Reader(input_names, calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked)
-    pre.unlink(missing_ok=True)
+    pre.unlink()
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "weights": "int8 per-channel", "activations": "int8 per-tensor (min-max)",
-            "preprocess": preprocess, "nodes_kept_float": blocked}
+            "preprocess": "quant_pre_process (shape inference)", "nodes_kept_float": blocked}
 
 
 def onnx_summary(path: Path) -> dict:
