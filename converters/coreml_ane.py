@@ -134,15 +134,47 @@ def blob_refs(spec) -> list[tuple[str, int]]:
     return refs
 
 
-def _tensor_types(ct, np, specs, *, outputs: bool):
+def _tensor_types(ct, np, specs, *, outputs: bool, dynamic=None):
     types = []
     for s in specs:
         dt = COREML_IO_DTYPE.get(s.dtype)
         if outputs:
             types.append(ct.TensorType(name=s.name, dtype=getattr(np, dt)) if dt else ct.TensorType(name=s.name))
         else:
-            types.append(ct.TensorType(name=s.name, shape=tuple(s.shape), dtype=getattr(np, dt)))
+            types.append(ct.TensorType(name=s.name, shape=_shape(ct, s.shape, dynamic), dtype=getattr(np, dt)))
     return types
+
+
+def _shape(ct, shape, dynamic):
+    """A static shape, or Core ML flexible shape: each symbolic dim a ``RangeDim`` over its
+    range with the example size as default (one symbol = one RangeDim name across inputs)."""
+    if not any(isinstance(d, str) for d in shape):
+        return tuple(shape)
+    return ct.Shape([ct.RangeDim(lower_bound=dynamic.ranges[d][0], upper_bound=dynamic.ranges[d][1],
+                                 default=dynamic.example[d], symbol=d) if isinstance(d, str) else d for d in shape])
+
+
+def flexible_dims(spec) -> dict:
+    """Core ML flexible inputs of a model spec: name -> [[lower, upper] per dim] (``shapeRange``)
+    or [[sizes...], ...] (``enumeratedShapes``); static inputs are left out."""
+    out = {}
+    for f in spec.description.input:
+        a = f.type.multiArrayType
+        kind = a.WhichOneof("ShapeFlexibility")
+        if kind == "shapeRange":
+            out[f.name] = {"range": [[r.lowerBound, r.upperBound] for r in a.shapeRange.sizeRanges]}
+        elif kind == "enumeratedShapes":
+            out[f.name] = {"enumerated": [list(s.shape) for s in a.enumeratedShapes.shapes]}
+    return out
+
+
+def mil_unknown_dims(spec) -> dict:
+    """The ML program's own view: input name -> dims its ``main`` function declares unknown."""
+    fn = spec.mlProgram.functions.get("main")
+    if fn is None:
+        return {}
+    return {i.name: [d for d, dim in enumerate(i.type.tensorType.dimensions) if dim.HasField("unknown")]
+            for i in fn.inputs if any(dim.HasField("unknown") for dim in i.type.tensorType.dimensions)}
 
 
 @register_target
@@ -161,6 +193,7 @@ class CoreMLAne(Converter):
     recommended_multi_program = "fp16"
     calibrated = ()
     run_label = "yes"
+    dynamic_shapes = True  # Core ML flexible shapes (RangeDim); checked structurally off macOS
     # Unmeasured guess for macOS: Core ML's fp32 CPU kernels may reorder accumulations.
     default_tolerance = {"fp32": (1e-3, 1e-3)}
 
@@ -180,10 +213,12 @@ class CoreMLAne(Converter):
                               "use fp16 or convert without auto_fallback")
         files, entries, coreml, details = [], {}, {}, {}
         for name, prog in programs.items():
-            ep = _fill_pool_strides(torch.export.export(prog.module, prog.example_inputs).run_decompositions({}))
+            ds = prog.dynamic.torch_shapes(prog.input_names, prog.module) if prog.dynamic else None
+            ep = _fill_pool_strides(torch.export.export(prog.module, prog.example_inputs, dynamic_shapes=ds
+                                                        ).run_decompositions({}))
             mlmodel = ct.convert(
                 ep, convert_to="mlprogram",
-                inputs=_tensor_types(ct, np, prog.input_specs(), outputs=False),
+                inputs=_tensor_types(ct, np, prog.input_specs(), outputs=False, dynamic=prog.dynamic),
                 outputs=_tensor_types(ct, np, prog.output_specs(), outputs=True),
                 compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS),
                 compute_precision=getattr(ct.precision, PRECISION[quantize]),
@@ -254,6 +289,7 @@ class CoreMLAne(Converter):
             if recorded and (recorded.get("inputs") != io["inputs"] or recorded.get("outputs") != io["outputs"]):
                 raise ConversionError(f"{self.name}: {pkg_rel} I/O differs from the manifest's coreml section")
             checks = self._io_check(name, spec, io)
+            flex = self._flex_check(name, spec, mspec) if spec.dims else None
             weights = pkg / "Data" / "com.apple.CoreML"
             for fname, offset in blob_refs(mspec):
                 rel = fname.removeprefix("@model_path/")
@@ -266,7 +302,8 @@ class CoreMLAne(Converter):
                              "functions": list(mspec.mlProgram.functions),
                              "opsets": sorted({fn.opset for fn in mspec.mlProgram.functions.values()}),
                              "io_check": checks, "op_histogram": hist,
-                             "weight_blobs": len(blob_refs(mspec))}
+                             "weight_blobs": len(blob_refs(mspec)),
+                             **({"flexible_shapes": flex} if flex else {})}
         return {"io_check": "passed: names, shapes and dtypes match the manifest (casts listed per program)",
                 "op_histogram": dict(sorted(hist_all.items(), key=lambda kv: (-kv[1], kv[0]))),
                 "compute_units": COMPUTE_UNITS, "deployment_target": DEPLOYMENT_TARGET,
@@ -284,7 +321,14 @@ class CoreMLAne(Converter):
             for w, g in zip(want, got):
                 if w.name != g["name"]:
                     raise ConversionError(f"{self.name}: {kind} {w.name!r} is named {g['name']!r} in Core ML")
-                if list(w.shape) != list(g["shape"]):
+                if any(isinstance(d, str) for d in w.shape):
+                    # flexible: Core ML lists the default (example) shape, or none for an output;
+                    # the ranges are checked by _flex_check
+                    static = [(d, c) for d, c in zip(w.shape, g["shape"]) if not isinstance(d, str)]
+                    if g["shape"] and (len(g["shape"]) != len(w.shape) or any(d != c for d, c in static)):
+                        raise ConversionError(f"{self.name}: {kind} {w.name!r}: Core ML shape {g['shape']}, "
+                                              f"manifest {list(w.shape)}")
+                elif list(w.shape) != list(g["shape"]):
                     raise ConversionError(f"{self.name}: {kind} {w.name!r}: Core ML shape {g['shape']}, "
                                           f"manifest {list(w.shape)}")
                 if g["dtype"] not in COMPATIBLE.get(w.dtype, ()):
@@ -293,3 +337,21 @@ class CoreMLAne(Converter):
                 if g["dtype"].lower() != w.dtype:
                     casts.append(f"{kind} {w.name}: {w.dtype} <-> {g['dtype'].lower()} (runtime casts)")
         return {"passed": True, "casts": casts}
+
+    def _flex_check(self, name: str, spec, mspec) -> dict:
+        """Every symbolic input dim is a Core ML range equal to the manifest's, and unknown in
+        the ML program's ``main`` signature; every static dim is fixed."""
+        flex, mil = flexible_dims(mspec), mil_unknown_dims(mspec)
+        for s in spec.inputs:
+            syms = {d: x for d, x in enumerate(s.shape) if isinstance(x, str)}
+            if not syms:
+                continue
+            got = flex.get(s.name, {}).get("range")
+            want = [[spec.dims[x]["min"], spec.dims[x]["max"]] if isinstance(x, str) else [x, x] for x in s.shape]
+            if got != want:
+                raise ConversionError(f"{self.name}: program {name!r} input {s.name!r}: Core ML shape range "
+                                      f"{got}, the manifest's dynamic_shapes give {want}")
+            if sorted(mil.get(s.name, [])) != sorted(syms):
+                raise ConversionError(f"{self.name}: program {name!r} input {s.name!r}: the ML program leaves "
+                                      f"dims {mil.get(s.name, [])} unknown, expected {sorted(syms)}")
+        return {"inputs": flex, "mil_unknown_dims": mil, "passed": True}

@@ -6,6 +6,7 @@ import contextlib
 import re
 import sys
 
+from edgesdk.converters import litert_classes as size_classes
 from edgesdk.converters.recipes import int8_ops
 from edgesdk.converters.registry import Converter, register_target
 
@@ -32,6 +33,11 @@ def export_tflite(programs, path) -> dict[str, str]:
         (_, prog), = items
         model = litert_torch.convert(_resizable(prog) if prog.dynamic else prog.module, prog.example_inputs)
         sigs = {items[0][0]: SINGLE_SIGNATURE}
+        if prog.dynamic:
+            model.export(str(path))
+            if _follows_range(path, prog):
+                return sigs
+            return size_classes.export(items[0][0], prog, path)
     else:
         conv = None
         for name, prog in items:
@@ -71,6 +77,12 @@ def _resizable(prog):
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
+
+
+def _follows_range(path, prog) -> bool:
+    """Does the resizable `.tflite` match PyTorch at both ends of every dynamic range? When it
+    does not (sizes baked in), `export_tflite` falls back to size classes."""
+    return all(size_classes.matches(path, SINGLE_SIGNATURE, prog, point) for point in prog.dynamic.points())
 
 
 def signature_io(path, sigs: dict[str, str], programs: dict | None = None) -> dict:
@@ -155,7 +167,8 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
         data = {}
         for prog, sig in signatures.items():
             names = io[prog]["inputs"]
-            data[sig] = [{n: _litert_dtype(t) for n, t in zip(names, sample)} for sample in calibration]
+            samples = calibration[sig] if isinstance(calibration, dict) else calibration  # per signature
+            data[sig] = [{n: _litert_dtype(t) for n, t in zip(names, sample)} for sample in samples]
         result = qt.calibrate(data)
     qt.quantize(result).export_model(str(dst), overwrite=True)
     return {**desc, "modules_kept_float": list(exclude)}
@@ -194,10 +207,21 @@ class LiteRtCpu(Converter):
         sigs = export_tflite(programs, src)
         io = signature_io(src, sigs, programs)
         extra = {"litert_io": io}
+        classes = size_classes.entry(src, programs)
+        if classes:  # one signature per size class (see converters.litert_classes)
+            extra["litert_classes"] = classes
         if quantize != "fp32":
+            qsigs, qio, calib = sigs, io, options.get("calibration")
+            if classes and calib is not None:  # calibrate every class: samples cut / padded to its size
+                (prog_name, c), = classes.items()
+                prog = programs[prog_name]
+                qsigs = {s: s for s in c["signatures"]}
+                qio = c["io"]
+                calib = {s: [size_classes.fit(tuple(x), prog, n) for x in calib]
+                         for s, n in zip(c["signatures"], c["sizes"])}
             with contextlib.redirect_stdout(sys.stderr):  # the quantizer prints a size summary
                 extra["quantization_details"] = quantize_tflite(
-                    src, path, quantize, signatures=sigs, io=io, calibration=options.get("calibration"),
+                    src, path, quantize, signatures=qsigs, io=qio, calibration=calib,
                     exclude=options.get("exclude", []), int8_ops=ops)
             src.unlink()
         return {"files": ["model.tflite"], "programs": {p: ("model.tflite", s) for p, s in sigs.items()},

@@ -187,4 +187,4 @@ def unsupported(target: str, device: str) -> ConfigError:
     where = "an NPU" if device == "npu" else f"{target}"
     return ConfigError(f"{target}: dynamic_shapes are not supported on {where} (the artifact's shapes are fixed "
                        f"when it is compiled); {SHAPE_CLASSES_HINT}. Targets with dynamic shapes: "
-                       "onnx-cpu, executorch-xnnpack, litert-cpu")
+                       "onnx-cpu, executorch-xnnpack, litert-cpu, coreml-ane (Core ML flexible shapes)")

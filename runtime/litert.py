@@ -212,9 +212,52 @@ def _dequantize(q: np.ndarray, scale: float, zero: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
-def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict) -> Program:
+class SizeClasses:
+    """A dynamic dim as one signature per size class (``extra.litert_classes``, written when the
+    model bakes its sizes in): an input is zero-padded along the dim to the smallest class that
+    holds it, that signature runs, and the outputs are cut back to the input's size. The
+    conversion verified this against PyTorch at the range's ends and a middle point."""
+
+    thread_safe = False
+
+    def __init__(self, it: Interpreter, spec: ProgramSpec, info: dict, path: Path):
+        sym = info["symbol"]
+        self.sizes = [int(n) for n in info["sizes"]]
+        self.programs = [Program(it, spec, sig, info["io"][sig], path) for sig in info["signatures"]]
+        self.pad = info.get("pad", 0)
+        # (input index, dim) and (output index, dim) that follow the symbol
+        self._in = [(i, d) for i, s in enumerate(spec.inputs) for d, x in enumerate(s.shape) if x == sym]
+        self._out = [(i, d) for i, s in enumerate(spec.outputs) for d, x in enumerate(s.shape) if x == sym]
+        self.extent: list = []
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        i0, d0 = self._in[0]
+        n = arrays[i0].shape[d0]
+        k = next((k for k, c in enumerate(self.sizes) if c >= n), None)
+        if k is None:
+            raise InputError(f"size {n} is above the largest size class {self.sizes[-1]}")
+        c = self.sizes[k]
+        if c != n:
+            arrays = list(arrays)
+            for i, d in self._in:
+                widths = [(0, 0)] * arrays[i].ndim
+                widths[d] = (0, c - n)
+                arrays[i] = np.pad(arrays[i], widths, constant_values=self.pad)
+        outs = self.programs[k].run(arrays)
+        for i, d in self._out:
+            outs[i] = np.ascontiguousarray(outs[i][(slice(None),) * d + (slice(0, n),)])
+        return outs
+
+    def bind(self, alloc, lock=None):
+        return None  # the copying path: generation state is not padded
+
+
+def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict):
     if path not in cache:
         cache[path] = _interpreter(path, threads)
+    classes = manifest.extra.get("litert_classes", {}).get(spec.name)
+    if classes:
+        return SizeClasses(cache[path], spec, classes, path)
     io_names = manifest.extra.get("litert_io", {}).get(spec.name)
     return Program(cache[path], spec, spec.method, io_names, path)
 

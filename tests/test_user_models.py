@@ -150,25 +150,103 @@ def test_dynamic_batch_cnn_runs_at_three_sizes(target, tmp_path):
         runtime.profile(art.path, iters=1, per_op=False, dims={"seq": 4})
 
 
-def test_dynamic_sequence_text_encoder_with_keyword_inputs(tmp_path):
-    """BERT-tiny, called as model(input_ids=..., attention_mask=...), sequence 8..128, named outputs."""
+@pytest.mark.parametrize("target", ["onnx-cpu", pytest.param("litert-cpu", marks=pytest.mark.slow),
+                                    pytest.param("executorch-xnnpack", marks=pytest.mark.slow)])
+def test_dynamic_sequence_text_encoder_with_keyword_inputs(target, tmp_path):
+    """BERT-tiny, called as model(input_ids=..., attention_mask=...), sequence 8..128, named outputs.
+    On litert-cpu the length is baked into the graph, so it becomes one signature per size class."""
     model, _, kw = _zoo("bert-tiny")
     seq = ("seq", 8, 128)
-    art = edgesdk.convert(model, None, "onnx-cpu", out_dir=tmp_path, verify_samples=1,
+    art = edgesdk.convert(model, None, target, out_dir=tmp_path, verify_samples=1,
                       dynamic_shapes={"input_ids": {1: seq}, "attention_mask": {1: seq}}, **kw)
+    checked = art.verification["programs"]["forward"]["dims_checked"]
+    assert {"seq": 8} in checked and {"seq": 68} in checked and {"seq": 128} in checked
+    classes = art.manifest.extra.get("litert_classes", {}).get("forward")
+    if target == "litert-cpu":
+        assert classes["sizes"] == [8, 16, 32, 64, 128] and classes["symbol"] == "seq"
+    else:
+        assert classes is None
     spec = art.manifest.default_program
     assert [s.name for s in spec.inputs] == ["input_ids", "attention_mask"]
     assert [s.name for s in spec.outputs] == ["last_hidden_state", "pooler_output"]
     assert spec.outputs[0].shape == (1, "seq", 128)
     sess = runtime.load(art.path)
-    for n in (8, 40, 128):
+    for n in (8, 40, 128):  # 40 runs litert-cpu's 64 class, padded and cut back
         ids = torch.randint(3, 1000, (1, n))
         out = sess.run({"input_ids": ids.numpy(), "attention_mask": np.ones((1, n), np.int64)}, structured=True)
         ref = model(input_ids=ids, attention_mask=torch.ones_like(ids))
         assert set(out) == {"last_hidden_state", "pooler_output"}
         np.testing.assert_allclose(out["last_hidden_state"], ref.last_hidden_state.detach().numpy(), atol=1e-4)
+        np.testing.assert_allclose(out["pooler_output"], ref.pooler_output.detach().numpy(), atol=1e-4)
     with pytest.raises(InputError, match="must agree on seq"):
         sess.run([np.ones((1, 16), np.int64), np.ones((1, 20), np.int64)])
+    with pytest.raises(InputError, match="outside the exported range 8..128"):
+        sess.run([np.ones((1, 129), np.int64), np.ones((1, 129), np.int64)])
+
+
+class MaskedPool(nn.Module):
+    """(1, seq, 8) features + (1, seq) mask -> per-position (1, seq, 8) and masked mean (1, 8);
+    positions sliced to the input's length, as BERT's are (a size LiteRT cannot resize)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, 64, 8))
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x, mask):
+        h = self.proj(x + self.pos[:, : x.shape[1]])
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return h, (h * m).sum(1) / m.sum(1)
+
+
+def test_litert_size_classes_run_a_baked_in_length_at_any_size(tmp_path):
+    torch.manual_seed(0)
+    model = MaskedPool().eval()
+    seq = ("seq", 4, 64)
+    art = edgesdk.convert(model, (torch.randn(1, 16, 8), torch.ones(1, 16, dtype=torch.long)), "litert-cpu", out_dir=tmp_path,
+                          verify_samples=0, dynamic_shapes={"x": {1: seq}, "mask": {1: seq}})
+    classes = art.manifest.extra["litert_classes"]["forward"]
+    assert classes["sizes"] == [4, 8, 16, 32, 64] and len(classes["signatures"]) == 5
+    sess = runtime.load(art.path)
+    for n in (4, 23, 64):  # 23 runs the 32 class, padded and cut back
+        x = torch.randn(1, n, 8)
+        h, pooled = sess.run([x.numpy(), np.ones((1, n), np.int64)])
+        rh, rp = model(x, torch.ones(1, n, dtype=torch.long))
+        assert h.shape == (1, n, 8)
+        np.testing.assert_allclose(h, rh.detach().numpy(), atol=1e-5)
+        np.testing.assert_allclose(pooled, rp.detach().numpy(), atol=1e-5)
+
+
+def test_litert_size_classes_are_refused_when_padding_changes_the_answer(tmp_path):
+    """A model whose output depends on the padded positions (a mean over the sequence, no mask)
+    and that bakes its length in cannot use size classes: the verification at the range's ends
+    catches it instead of handing back a wrong artifact."""
+
+    class MeanPool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = nn.Parameter(torch.randn(1, 64, 8))
+
+        def forward(self, x):  # (1, seq, 8) -> (1, 8)
+            return (x + self.pos[:, : x.shape[1]]).mean(1)
+
+    torch.manual_seed(0)
+    with pytest.raises(ToleranceError):
+        edgesdk.convert(MeanPool().eval(), (torch.randn(1, 16, 8),), "litert-cpu", out_dir=tmp_path,
+                        verify_samples=0, dynamic_shapes={"x": {1: ("seq", 4, 64)}})
+
+
+def test_coreml_flexible_shapes_are_ranges_in_the_spec_and_the_mil(tmp_path):
+    """coreml-ane is convert-only here: the spec's shape range and the ML program's unknown dims
+    are what can be checked without macOS."""
+    pytest.importorskip("coremltools")
+    art = edgesdk.convert(ConvNet().eval(), (torch.randn(2, 3, 32, 32),), "coreml-ane", out_dir=tmp_path,
+                          dynamic_shapes={"image": {0: ("batch", 1, 8)}})
+    spec = art.manifest.default_program
+    assert spec.dims == {"batch": {"min": 1, "max": 8, "example": 2}} and spec.inputs[0].shape[0] == "batch"
+    flex = art.verification["programs"]["forward"]["flexible_shapes"]
+    assert flex["inputs"]["image"] == {"range": [[1, 8], [3, 3], [32, 32], [32, 32]]}
+    assert flex["mil_unknown_dims"] == {"image": [0]}
 
 
 def test_dynamic_shapes_on_an_npu_point_to_shape_classes(tmp_path):
