@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError
 
@@ -137,9 +138,9 @@ class ExecuTorchXnnpack(Converter):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         details = {}
         if quantize != "fp32":
-            exclude = options.get("exclude", [])
             quantized = {}
             for name, prog in programs.items():
+                exclude = for_program(options.get("exclude"), name) or []
                 if quantize == "int8-qat":
                     from edgesdk.converters.qat import is_quantized_graph
                     if not is_quantized_graph(prog.module):
@@ -153,7 +154,8 @@ class ExecuTorchXnnpack(Converter):
                     details[name] = {"tool": "torchao Int8DynamicActivationIntxWeightConfig(int4, PerGroup(32))",
                                      "layers_quantized": layers}
                 else:
-                    module = pt2e_quantize(prog, xnnpack_quantizer(quantize, exclude), options.get("calibration"))
+                    module = pt2e_quantize(prog, xnnpack_quantizer(quantize, exclude),
+                                           for_program(options.get("calibration"), name))
                     details[name] = {"tool": "torchao pt2e + XNNPACKQuantizer", "weights": "int8 per-channel",
                                      "activations": "int8 per-tensor " + ("dynamic" if quantize == "int8-dynamic"
                                                                           else "static (min-max observers)")}

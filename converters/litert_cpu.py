@@ -6,6 +6,7 @@ import contextlib
 import re
 import sys
 
+from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.registry import Converter, register_target
 
 SINGLE_SIGNATURE = "serving_default"
@@ -133,10 +134,18 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
         data = {}
         for prog, sig in signatures.items():
             names = io[prog]["inputs"]
-            data[sig] = [{n: _litert_dtype(t) for n, t in zip(names, sample)} for sample in calibration]
+            data[sig] = [{n: _litert_dtype(t) for n, t in zip(names, sample)}
+                         for sample in for_program(calibration, prog)]
         result = qt.calibrate(data)
     qt.quantize(result).export_model(str(dst), overwrite=True)
     return {**desc, "modules_kept_float": list(exclude)}
+
+
+def _all_programs(exclude) -> list:
+    """One .tflite holds every signature: modules kept in float for any program stay float in all."""
+    if isinstance(exclude, dict):
+        return sorted({m for mods in exclude.values() for m in mods})
+    return list(exclude or [])
 
 
 def _litert_dtype(t):
@@ -170,7 +179,7 @@ class LiteRtCpu(Converter):
             with contextlib.redirect_stdout(sys.stderr):  # the quantizer prints a size summary
                 extra["quantization_details"] = quantize_tflite(
                     src, path, quantize, signatures=sigs, io=io, calibration=options.get("calibration"),
-                    exclude=options.get("exclude", []))
+                    exclude=_all_programs(options.get("exclude")))
             src.unlink()
         return {"files": ["model.tflite"], "programs": {p: ("model.tflite", s) for p, s in sigs.items()},
                 "extra": extra}
