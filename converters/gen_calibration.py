@@ -92,10 +92,10 @@ class Reference:
 def load_prompts(data, programs, what: str = "calibration") -> list[np.ndarray]:
     """Prompts (token id lists, or text with a byte tokenizer) -> 1-D int64 arrays, each fitting a
     prefill class (ConfigError naming the first that does not)."""
+    spec = parse_spec(programs.generation, {p.name: _TorchBinding(p).spec for p in programs})
     if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
         raise ConfigError(f"{what} for a generation model: expected a list of prompts (token id lists"
                           f"{', or strings' if spec.tokenizer == 'bytes' else ''}), got {type(data).__name__}")
-    spec = parse_spec(programs.generation, {p.name: _TorchBinding(p).spec for p in programs})
     caps = [_prompt_width(programs, n, spec) for n in spec.prefill]
     out = []
     for i, p in enumerate(data):
