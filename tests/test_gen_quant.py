@@ -47,18 +47,19 @@ def test_each_program_is_recorded_on_the_inputs_it_meets_while_generating(teache
     assert sorted(int(dict(zip(names, s))["pos"][0]) for s in rec["step"].samples) == sorted(list(range(20, 25)) * 3)
 
 
+@pytest.mark.slow  # two exports, static calibration and the gate: ~1 min alone, ~4 on a busy machine
 def test_int8_static_generation_keeps_fp32_tokens(teacher, tmp_path):
     art = edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-static", calibration=_prompts(16, "train"),
                           eval_data=_prompts(8), out_dir=tmp_path, max_drop=None)
     q = art.manifest.quantization
     per = q["calibration"]["per_program"]
     assert per["prefill"]["samples"] == 16 and per["step"]["samples"] >= 16 * (NEW - 2)
-    details = art.manifest.extra["quantization_details"]
+    details = q["details"]
     # the step adds a -inf attention bias to the scores: those nodes stay float, or int8 flattens attention
     assert details["step"]["mask_nodes_kept_float"] and details["prefill"]["mask_nodes_kept_float"]
     gate = q["gate"]
     assert set(art.verification["programs"]) == {"prefill", "step"}
-    # measured 2026-12-01: teacher-forced 0.99, greedy 0.9+; without the mask nodes kept float both < 0.3
+    # measured 2026-12-01: teacher-forced 0.994, greedy 0.893 (the same with int8-dynamic: 0.994, 0.940)
     assert gate["teacher_forced_agreement"] >= 0.95, gate
     assert gate["greedy_agreement"] >= 0.8, gate
 
