@@ -37,7 +37,6 @@ import hashlib
 import numpy as np
 import torch
 
-from edgesdk.converters.accuracy import DEFAULT_METRIC_DROP
 from edgesdk.converters.calibration import SampleSet
 from edgesdk.converters.programs import Program, _TorchBinding
 from edgesdk.runtime.errors import ConfigError, InputError
@@ -49,6 +48,7 @@ MAX_STEP_SAMPLES = 256   # recorded step inputs kept per program (evenly spaced 
 GEN_TOKENS = 32          # new tokens per prompt, recording and gate alike
 MIN_GREEDY = 0.95        # default gate: greedy agreement with fp32
 MIN_TEACHER_FORCED = 0.98  # default gate: teacher-forced next-token agreement with fp32
+DEFAULT_METRIC_DROP = 0.01
 
 
 def for_program(value, name: str):
