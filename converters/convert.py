@@ -273,6 +273,11 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     replaces the default drop with your own score. ``auto_fallback`` keeps the most sensitive
     layers in float, one at a time (up to ``max_fallback_layers``), until the gate passes.
 
+    Generation models (``edge_programs`` + ``edge_generation``): ``calibration`` and ``eval_data``
+    take *prompts* (token id lists, or text for byte-tokenizer models); each program is calibrated
+    on the inputs it meets while the fp32 programs generate from them, and the gate compares greedy
+    and teacher-forced tokens with fp32 on held-out prompts (`converters.gen_calibration`).
+
     The gate is on by default (``max_drop="default"``): every output must keep top-1 agreement
     >= 99% (classifier-like) or min cosine >= 0.99 (otherwise), else ``ToleranceError`` names
     the most sensitive layers. ``max_drop=None`` turns it off (with a `GateWarning`); outputs too
