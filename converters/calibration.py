@@ -139,3 +139,15 @@ def split(samples: SampleSet) -> tuple[SampleSet, SampleSet]:
     cal, ev = samples.samples[: n - k], samples.samples[n - k:]
     return (SampleSet(cal, samples.source + " (calibration split)", digest(cal)),
             SampleSet(ev, samples.source + " (held-out split)", digest(ev)))
+
+
+# Activations whose calibrated range reaches this are masks (additive -1e9 / finfo.min attention
+# biases), not signals: one int8 scale over [-1e9, 10] rounds every real score to the same level
+# (attention turns uniform). Static schemes keep the ops that produce or consume them in float.
+MASK_RANGE = 1e6
+
+
+def is_mask_range(lo, hi) -> bool:
+    """Whether a calibrated range [lo, hi] is a mask's (see MASK_RANGE), non-finite included."""
+    m = max(abs(float(np.min(lo))), abs(float(np.max(hi))))
+    return not np.isfinite(m) or m >= MASK_RANGE

@@ -26,6 +26,7 @@ from edgesdk.converters.accuracy import evaluate, judge, layer_sensitivity
 from edgesdk.converters.artifact import Artifact, new_workdir, publish, write_manifest
 from edgesdk.converters.calibration import MIN_CALIBRATION_SAMPLES, SampleSet, digest, load_samples, require, split
 from edgesdk.converters.capture import captured_output
+from edgesdk.converters import gen_calibration
 from edgesdk.converters.flops import count as count_flops
 from edgesdk.converters.programs import Program, collect, flatten_outputs, set_mode
 from edgesdk.converters.registry import get_converter
@@ -272,6 +273,11 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     replaces the default drop with your own score. ``auto_fallback`` keeps the most sensitive
     layers in float, one at a time (up to ``max_fallback_layers``), until the gate passes.
 
+    Generation models (``edge_programs`` + ``edge_generation``): ``calibration`` and ``eval_data``
+    take *prompts* (token id lists, or text for byte-tokenizer models); each program is calibrated
+    on the inputs it meets while the fp32 programs generate from them, and the gate compares greedy
+    and teacher-forced tokens with fp32 on held-out prompts (`converters.gen_calibration`).
+
     The gate is on by default (``max_drop="default"``): every output must keep top-1 agreement
     >= 99% (classifier-like) or min cosine >= 0.99 (otherwise), else ``ToleranceError`` names
     the most sensitive layers. ``max_drop=None`` turns it off (with a `GateWarning`); outputs too
@@ -423,37 +429,34 @@ def _generated_eval(prog: Program, n: int = 15) -> SampleSet:
 
 def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, say, *, calibration, eval_data,
                        max_drop, metric, auto_fallback, max_fallback_layers, min_calibration, tolerance=None):
-    if len(programs) != 1 and (quantize in conv.calibrated or calibration is not None or eval_data is not None
-                               or metric is not None):
+    gen = None  # a generation model calibrated / gated on prompts (converters.gen_calibration)
+    needs_data = quantize in conv.calibrated or calibration is not None or eval_data is not None or metric is not None
+    if len(programs) != 1 and needs_data and getattr(programs, "generation", None):
+        gen = _generation_data(conv, programs, quantize, calibration, eval_data, min_calibration, say)
+        cal, ev = gen["calibration"], gen["eval"]
+    elif len(programs) != 1 and needs_data:
         uncalibrated = [q for q in conv.quantization if q not in conv.calibrated and q not in ("fp32", "int8-qat")]
         raise ConfigError(f"{conv.name} {quantize}: calibration, eval data and custom metrics are not supported yet "
-                          f"for models with several programs ({', '.join(p.name for p in programs)}); use an "
-                          f"uncalibrated scheme ({', '.join(uncalibrated) or 'none on this target'}), whose gate "
-                          f"checks every program on generated inputs, or convert each program's module separately")
-    prog = programs[0]
-    cal = load_samples(calibration, prog.input_names, prog.example_inputs, dynamic=prog.dynamic) \
-        if calibration is not None else None
-    ev = load_samples(eval_data, prog.input_names, prog.example_inputs, "eval", prog.dynamic) \
-        if eval_data is not None else None
-    if quantize in conv.calibrated:
-        if cal is None:
-            raise ConfigError(f"{quantize} needs calibration data: calibration=[(x,), ...], a callable, or a "
-                              f".npz file (CLI: --calib data.npz) with at least {min_calibration} samples")
-        require(cal, min_calibration, quantize)
-    if cal is not None and ev is None:
-        cal, ev = split(cal)
-    if ev is None:
-        ev = _generated_eval(prog)
-    if prog.dynamic:  # the gate also sees each range's ends and a middle point
-        ev = _with_points(ev, prog)
+                          f"for models with several programs ({', '.join(p.name for p in programs)}) unless they "
+                          f"declare edge_generation() (then calibration= takes prompts); use an uncalibrated scheme "
+                          f"({', '.join(uncalibrated) or 'none on this target'}), whose gate checks every program on "
+                          f"generated inputs, or convert each program's module separately")
+    else:
+        cal, ev = _single_program_data(conv, programs[0], quantize, calibration, eval_data, min_calibration)
     threshold = max_drop
     if max_drop is None:
         _warn(say, f"{conv.name} {quantize}: accuracy gate off (max_drop=None): the artifact is handed back "
                    "whatever its accuracy; the figures are still recorded in the manifest")
-    if len(programs) == 1:
+    if gen is not None:  # per program, on its own recorded inputs; the fallback may pick from any program
+        say(f"ranking layer sensitivity for {quantize} per program on the recorded inputs")
+        sens = sorted(({**r, "program": n} for n, s in gen["recorded"].items()
+                       for r in layer_sensitivity(next(p for p in programs if p.name == n).module, s.samples,
+                                                  quantize)),
+                      key=lambda r: -r["rel_error"])
+    elif len(programs) == 1:
         say(f"ranking layer sensitivity for {quantize} on {len(cal or ev)} samples")
-        sens = layer_sensitivity(prog.module, (cal or ev).samples, quantize)
-    else:  # several programs: no per-layer fallback (yet); the gate checks each program
+        sens = layer_sensitivity(programs[0].module, (cal or ev).samples, quantize)
+    else:  # several programs without prompts: no per-layer fallback; the gate checks each program
         sens = []
     candidates = [r for r in sens if r["rel_error"] > 0][:max_fallback_layers]
     kept: list[dict] = []
@@ -462,7 +465,12 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
         workdir = new_workdir(out_dir, name)
         try:
             say(f"exporting for {conv.name} ({quantize}" + (f", {len(kept)} layers kept in float)" if kept else ")"))
-            opts = {**options, "calibration": cal.samples if cal else None, "exclude": [k["layer"] for k in kept]}
+            if gen is not None:  # per program: its own recorded inputs, its own layers kept in float
+                opts = {**options, "calibration": {n: c.samples for n, c in gen["recorded"].items()},
+                        "exclude": {p.name: [k["layer"] for k in kept if k["program"] == p.name] for p in programs}}
+            else:
+                opts = {**options, "calibration": cal.samples if cal else None,
+                        "exclude": [k["layer"] for k in kept]}
             manifest = _build(conv, programs, workdir, name=name, quantize=quantize, options=opts, log=log)
             cannot_run = conv.run_unavailable()
             if cannot_run:  # convert-only target: no numbers can be measured here, say so
@@ -478,9 +486,14 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                 final = out_dir / name
                 publish(workdir, final)
                 return manifest, final
-            say(f"accuracy gate on {len(ev)} held-out inputs")
-            acc = _evaluate_programs(programs, runtime.load(workdir, nan_policy="allow"), ev, metric)
-            acc["max_abs_err"] = max(r["max_abs_err"] for r in acc["outputs"])
+            sess = runtime.load(workdir, nan_policy="allow")
+            if gen is not None:
+                say(f"accuracy gate: generating from {len(gen['eval_prompts'])} held-out prompts (fp32 and {quantize})")
+                acc = gen_calibration.evaluate_generation(programs, sess, gen["eval_prompts"], metric)
+            else:
+                say(f"accuracy gate on {len(ev)} held-out inputs")
+                acc = _evaluate_programs(programs, sess, ev, metric)
+                acc["max_abs_err"] = max(r["max_abs_err"] for r in acc["outputs"])
             if tolerance is not None:  # a precision scheme (e.g. GPU fp16) also has an element-wise bound
                 t_atol, t_rtol = tolerance
                 for r in acc["outputs"]:
@@ -491,14 +504,17 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                                       if not r["ok"])
                     raise ToleranceError(f"{conv.name} {quantize}: outputs differ from PyTorch beyond atol={t_atol:g}, "
                                          f"rtol={t_rtol:g}: {worst}", acc)
-            gate = judge(acc, threshold, metric is not None)
+            gate = (gen_calibration.judge_generation if gen is not None else judge)(acc, threshold, metric is not None)
             passed = gate["passed"] is not False
             attempts.append({"kept_float": [k["layer"] for k in kept], "drop": acc["drop"], "passed": gate["passed"]})
             if passed or not auto_fallback or len(kept) >= len(candidates):
                 manifest.quantization.update({
                     "calibration": cal.describe() if cal else None, "eval": ev.describe(), "gate": gate,
                     "kept_float": kept, "attempts": attempts,
-                    "sensitivity": [{k: r[k] for k in ("layer", "type", "rel_error")} for r in sens[:10]],
+                    "sensitivity": [{k: r[k] for k in ("program", "layer", "type", "rel_error") if k in r}
+                                    for r in sens[:10]],
+                    **({"kept_float_per_program": {p.name: [k["layer"] for k in kept if k["program"] == p.name]
+                                                   for p in programs}} if gen is not None else {}),
                 })
                 manifest.verification = {"kind": "accuracy gate vs fp32 PyTorch", "passed": gate["passed"], **acc}
                 write_manifest(workdir, manifest)
@@ -514,11 +530,81 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                 publish(workdir, final)
                 return manifest, final
             nxt = candidates[len(kept)]
-            kept.append({"layer": nxt["layer"], "rel_error": nxt["rel_error"],
+            kept.append({**({"program": nxt["program"]} if "program" in nxt else {}),
+                         "layer": nxt["layer"], "rel_error": nxt["rel_error"],
                          "reason": f"auto-fallback: {_gate_reason(gate)}; most sensitive "
                                    f"remaining layer (simulated relative error {nxt['rel_error']:.3g})"})
-            say(f"gate failed (drop {acc['drop']:.4f}); keeping {nxt['layer']} in float")
+            say(f"gate failed (drop {acc['drop']:.4f}); keeping "
+                + (f"{nxt['program']}." if "program" in nxt else "") + f"{nxt['layer']} in float")
             shutil.rmtree(workdir, ignore_errors=True)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
+
+
+def _single_program_data(conv, prog, quantize, calibration, eval_data, min_calibration):
+    """Calibration and held-out sets of a one-program model (sample tuples)."""
+    cal = load_samples(calibration, prog.input_names, prog.example_inputs, dynamic=prog.dynamic) \
+        if calibration is not None else None
+    ev = load_samples(eval_data, prog.input_names, prog.example_inputs, "eval", prog.dynamic) \
+        if eval_data is not None else None
+    if quantize in conv.calibrated:
+        if cal is None:
+            raise ConfigError(f"{quantize} needs calibration data: calibration=[(x,), ...], a callable, or a "
+                              f".npz file (CLI: --calib data.npz) with at least {min_calibration} samples")
+        require(cal, min_calibration, quantize)
+    if cal is not None and ev is None:
+        cal, ev = split(cal)
+    if ev is None:
+        ev = _generated_eval(prog)
+    if prog.dynamic:  # the gate also sees each range's ends and a middle point
+        ev = _with_points(ev, prog)
+    return cal, ev
+
+
+def _generation_data(conv, programs, quantize, calibration, eval_data, min_calibration, say) -> dict:
+    """A generation model's calibration: prompts, generated through the fp32 programs with each
+    program's inputs recorded; held-out prompts (``eval_data``, else a quarter of them) for the gate."""
+    if calibration is None and eval_data is None:
+        raise ConfigError(f"{quantize} needs calibration prompts for {conv.name}: this model generates "
+                          f"({', '.join(p.name for p in programs)}), so calibration= takes prompts (token id lists"
+                          f" or strings for byte-tokenizer models), at least {gen_calibration.MIN_PROMPTS}")
+    prompts = gen_calibration.load_prompts(calibration, programs) if calibration is not None else []
+    held = gen_calibration.load_prompts(eval_data, programs, "eval_data") if eval_data is not None else None
+    if held is None:
+        if len(prompts) < gen_calibration.MIN_PROMPTS:
+            raise ConfigError(f"{quantize}: {len(prompts)} calibration prompts; give at least "
+                              f"{gen_calibration.MIN_PROMPTS} (a quarter is held out for the accuracy gate), or "
+                              f"pass held-out prompts as eval_data=")
+        prompts, held = gen_calibration.split_prompts(prompts)
+    if quantize in conv.calibrated and len(prompts) < max(2, min(min_calibration, gen_calibration.MIN_PROMPTS)):
+        raise ConfigError(f"{quantize}: {len(prompts)} calibration prompts; give at least "
+                          f"{gen_calibration.MIN_PROMPTS}")
+    recorded = {}
+    if prompts:
+        say(f"recording each program's inputs while generating from {len(prompts)} calibration prompts (fp32)")
+        recorded = gen_calibration.record(programs, prompts)
+    describe = {"source": f"{len(prompts)} prompts, generated through the fp32 programs",
+                "prompts_sha256": gen_calibration.prompts_digest(prompts),
+                "per_program": {n: s.describe() for n, s in recorded.items()}} if prompts else None
+    cal = _Described(describe) if describe else None
+    ev = _Described({"source": f"{len(held)} held-out prompts" + (" (eval_data)" if eval_data is not None else
+                                                                  " (a quarter of the calibration prompts)"),
+                     "prompts": len(held), "prompts_sha256": gen_calibration.prompts_digest(held)})
+    return {"calibration": cal, "eval": ev, "recorded": recorded, "eval_prompts": held}
+
+
+class _Described:
+    """What the manifest says about a generation model's calibration / held-out prompts."""
+
+    def __init__(self, d: dict):
+        self._d, self.samples = d, None
+
+    def describe(self) -> dict:
+        return self._d
+
+    def __len__(self) -> int:
+        return self._d.get("prompts", 0)
+
+    def __bool__(self) -> bool:
+        return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError
 
@@ -54,15 +55,45 @@ def export_shapes(program):
     return program.dynamic.torch_shapes(program.input_names, program.module) if program.dynamic else None
 
 
-def pt2e_quantize(program, quantizer, calibration) -> torch.nn.Module:
-    """torch.export -> prepare_pt2e -> calibrate -> convert_pt2e (torchao's PT2E flow)."""
+def pt2e_quantize(program, quantizer, calibration, masks: list | None = None) -> torch.nn.Module:
+    """torch.export -> prepare_pt2e -> calibrate -> convert_pt2e (torchao's PT2E flow).
+
+    ``masks`` (a list, filled in): a static scheme first calibrates, and when an observed
+    activation's range is a mask's (`calibration.is_mask_range`, e.g. scores + a -1e9 attention
+    bias), the nodes that produce or read it are left unannotated (float) and it calibrates again."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    gm = torch.export.export(program.module, program.example_inputs, dynamic_shapes=export_shapes(program)).module()
-    prepared = prepare_pt2e(gm, quantizer)
-    with torch.no_grad():
-        for sample in calibration or [program.example_inputs]:
-            prepared(*sample)
+
+    def prepared_on(skip: set):
+        gm = torch.export.export(program.module, program.example_inputs,
+                                 dynamic_shapes=export_shapes(program)).module()
+        quantizer.skip_nodes = skip
+        prep = prepare_pt2e(gm, quantizer)
+        with torch.no_grad():
+            for sample in calibration or [program.example_inputs]:
+                prep(*sample)
+        return prep
+    prepared = prepared_on(set())
+    wide = _mask_range_nodes(prepared) if masks is not None else set()
+    if wide:
+        masks.extend(sorted(wide))
+        prepared = prepared_on(wide)
     return convert_pt2e(prepared)
+
+
+def _mask_range_nodes(prepared) -> set:
+    """Names of the nodes on either side of an observer whose min/max is a mask's range."""
+    from edgesdk.converters.calibration import is_mask_range
+    out = set()
+    for node in prepared.graph.nodes:
+        if node.op != "call_module":
+            continue
+        obs = getattr(prepared, node.target, None)
+        lo, hi = getattr(obs, "min_val", None), getattr(obs, "max_val", None)
+        if lo is None or hi is None or lo.numel() == 0 or not is_mask_range(float(lo.min()), float(hi.max())):
+            continue
+        out.update(a.name for a in node.args if hasattr(a, "name") and a.op == "call_function")
+        out.update(u.name for u in node.users if u.op == "call_function")
+    return out
 
 
 def in_modules(node, modules) -> bool:
@@ -112,14 +143,16 @@ def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     class _Quantizer(XNNPACKQuantizer):
+        skip_nodes: set = set()  # node names kept in float (mask-range activations, see pt2e_quantize)
+
         def transform_for_annotation(self, model):
             return float_scalars_to_attrs(model)
 
         def annotate(self, model):
-            if exclude:
-                for node in model.graph.nodes:
-                    if node.op == "call_function" and in_modules(node, exclude):
-                        node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            for node in model.graph.nodes:
+                if node.op == "call_function" and ((exclude and in_modules(node, exclude))
+                                                   or node.name in self.skip_nodes):
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
             return super().annotate(model)
 
     q = _Quantizer()
@@ -169,9 +202,9 @@ class ExecuTorchXnnpack(Converter):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         details = {}
         if quantize != "fp32":
-            exclude = options.get("exclude", [])
             quantized = {}
             for name, prog in programs.items():
+                exclude = for_program(options.get("exclude"), name) or []
                 if quantize == "int8-qat":
                     from edgesdk.converters.qat import is_quantized_graph
                     if not is_quantized_graph(prog.module):
@@ -185,10 +218,13 @@ class ExecuTorchXnnpack(Converter):
                     details[name] = {"tool": "torchao Int8DynamicActivationIntxWeightConfig(int4, PerGroup(32))",
                                      "layers_quantized": layers}
                 else:
-                    module = pt2e_quantize(prog, xnnpack_quantizer(quantize, exclude), options.get("calibration"))
+                    masks = [] if quantize == "int8-static" else None
+                    module = pt2e_quantize(prog, xnnpack_quantizer(quantize, exclude),
+                                           for_program(options.get("calibration"), name), masks)
                     details[name] = {"tool": "torchao pt2e + XNNPACKQuantizer", "weights": "int8 per-channel",
                                      "activations": "int8 per-tensor " + ("dynamic" if quantize == "int8-dynamic"
-                                                                          else "static (min-max observers)")}
+                                                                          else "static (min-max observers)"),
+                                     **({"mask_nodes_kept_float": masks} if masks else {})}
                 quantized[name] = dataclasses.replace(prog, module=module)
             programs = quantized
         # several programs (prefill + step): the step's caches stay where the runtime keeps them

@@ -7,6 +7,8 @@ import re
 import sys
 
 from edgesdk.converters import litert_classes as size_classes
+from edgesdk.converters.calibration import is_mask_range
+from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.recipes import int8_ops
 from edgesdk.converters.registry import Converter, register_target
 
@@ -167,11 +169,44 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
         data = {}
         for prog, sig in signatures.items():
             names = io[prog]["inputs"]
-            samples = calibration[sig] if isinstance(calibration, dict) else calibration  # per signature
-            data[sig] = [{n: _litert_dtype(t) for n, t in zip(names, sample)} for sample in samples]
+            # calibration: one list, or per program (a generation model) / per size-class signature
+            data[sig] = [{n: _litert_dtype(t) for n, t in zip(names, sample)}
+                         for sample in for_program(calibration, prog)]
         result = qt.calibrate(data)
+        masks = mask_scopes(src, result)
+        for scope in masks:  # int8 cannot hold a -1e9 mask and the scores it is added to
+            qt.update_quantization_recipe(regex="^" + re.escape(scope) + "$", operation_name="*",
+                                          algorithm_key="no_quantize")
+        if masks:
+            desc["mask_ops_kept_float"] = masks
     qt.quantize(result).export_model(str(dst), overwrite=True)
     return {**desc, "modules_kept_float": list(exclude)}
+
+
+def mask_scopes(path, ranges: dict) -> list[str]:
+    """Scopes of the ops that produce or read a tensor whose calibrated range is a mask's
+    (`calibration.is_mask_range`)."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu
+    wide = {n for n, q in ranges.items() if "min" in q and "max" in q and is_mask_range(q["min"], q["max"])}
+    if not wide:
+        return []
+    model = tfu.read_model(str(path))
+    scopes = []
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            names = {tfu.get_tensor_name(sg.tensors[i]) for i in list(op.inputs) + list(op.outputs) if i != -1}
+            if names & wide:
+                scope = tfu.get_op_scope(op, sg.tensors)
+                if scope not in scopes:
+                    scopes.append(scope)
+    return scopes
+
+
+def _all_programs(exclude) -> list:
+    """One .tflite holds every signature: modules kept in float for any program stay float in all."""
+    if isinstance(exclude, dict):
+        return sorted({m for mods in exclude.values() for m in mods})
+    return list(exclude or [])
 
 
 def _litert_dtype(t):
@@ -222,7 +257,7 @@ class LiteRtCpu(Converter):
             with contextlib.redirect_stdout(sys.stderr):  # the quantizer prints a size summary
                 extra["quantization_details"] = quantize_tflite(
                     src, path, quantize, signatures=qsigs, io=qio, calibration=calib,
-                    exclude=options.get("exclude", []), int8_ops=ops)
+                    exclude=_all_programs(options.get("exclude")), int8_ops=ops)
             src.unlink()
         return {"files": ["model.tflite"], "programs": {p: ("model.tflite", s) for p, s in sigs.items()},
                 "extra": extra}

@@ -7,11 +7,14 @@ the manifest's ``onnx_exporter`` says which one made each file and why the first
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 import torch
 
+from edgesdk.converters.calibration import is_mask_range
+from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.recipes import int8_ops
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConversionError
@@ -142,6 +145,8 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
     class Reader(_Reader, CalibrationDataReader):
         pass
 
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
     pre = dst.with_name(dst.stem + ".pre.onnx")
     # shape inference only: graph optimisation would rename the nodes we map to torch modules
     try:
@@ -154,14 +159,47 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
         act, ops = QuantType.QInt8, None
     else:
         act, ops = STATIC_ACTIVATIONS, list(STATIC_OPS)
-    quantize_static(str(pre), str(dst), Reader(input_names, calibration), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=act, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked, op_types_to_quantize=ops)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        # calibrate once here, so that mask-range tensors can be found before quantizing
+        cal = create_calibrator(pre, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                calibrate_method=CalibrationMethod.MinMax)
+        cal.collect_data(Reader(input_names, calibration))
+        ranges = cal.compute_data()
+        del cal
+        masks = mask_nodes(pre, {n: td.range_value for n, td in ranges.items()})
+        tied = tied_weight_nodes(pre)
+        save_tensors_data(ranges, Path(tmp) / "ranges.json")
+        quantize_static(str(pre), str(dst), None, quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=act, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked + masks + tied,
+                        op_types_to_quantize=ops, calibration_cache_path=str(Path(tmp) / "ranges.json"))
     pre.unlink()
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "weights": "int8 per-channel", "preprocess": pre_info,
             "activations": f"{'uint8' if act == QuantType.QUInt8 else 'int8'} per-tensor (min-max)",
-            "ops": "every supported op type" if ops is None else ops, "nodes_kept_float": blocked}
+            "ops": "every supported op type" if ops is None else ops, "nodes_kept_float": blocked,
+            "mask_nodes_kept_float": masks, "tied_weight_nodes_kept_float": tied}
+
+
+def tied_weight_nodes(path: Path) -> list[str]:
+    """MatMul/Gemm nodes whose weight initializer another node also reads (a language model's output
+    head tied to its embedding): ONNX Runtime's per-channel static quantizer picks one channel axis
+    per initializer, which does not fit the head's bias ("operands could not be broadcast")."""
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    users = Counter(x for n in graph.node for x in set(n.input) if x in inits)
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and any(users[x] > 1 for x in n.input
+                                                                                   if x in inits)]
+
+
+def mask_nodes(path: Path, ranges: dict) -> list[str]:
+    """Nodes that produce or consume a tensor whose calibrated range is a mask's
+    (`calibration.is_mask_range`): int8 cannot hold both the mask and the scores it is added to."""
+    import onnx
+    wide = {n for n, (lo, hi) in ranges.items() if is_mask_range(lo, hi)}
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if wide & (set(n.input) | set(n.output))]
 
 
 def onnx_summary(path: Path) -> dict:
@@ -205,8 +243,8 @@ class OnnxCpu(Converter):
                 fp32 = workdir / f"{name}.fp32.onnx"
                 written, used[name] = export_onnx(prog, fp32, options.get("exporter"))
                 extra[name] = quantize_onnx(fp32, workdir / fname, quantize, input_names=prog.input_names,
-                                            calibration=options.get("calibration"),
-                                            exclude=options.get("exclude", []),
+                                            calibration=for_program(options.get("calibration"), name),
+                                            exclude=for_program(options.get("exclude"), name) or [],
                                             int8_ops=ops)
                 for f in written:
                     (workdir / f).unlink()

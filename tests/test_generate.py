@@ -233,16 +233,22 @@ def test_cli_generate_and_profile(artifacts):
 
 
 def test_uncalibrated_quantization_of_several_programs_gates_each_program(teacher, tmp_path):
-    # 16 generated inputs per program: one flipped argmax is a drop of 1/16
-    art = edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-dynamic", out_dir=tmp_path, max_drop=0.2)
+    # the default gate: each program's logits keep top-1 >= 99%, every carried K/V output cosine >= 0.99.
+    # (A max_drop of 0.2 once hid why a layout-only change moved the gate: the K/V outputs were scored
+    # by argmax over the head dim of random caches, where int8 noise flips near-ties; K/V are now
+    # judged by cosine, and the drop is ~1e-4.)
+    art = edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-dynamic", out_dir=tmp_path)
     gate = art.manifest.quantization["gate"]
-    assert gate["passed"] and gate["drop"] <= 0.2 and gate["drop_basis"].startswith("program '")
+    assert gate["passed"] and gate["mode"] == "default" and gate["drop_basis"].startswith("program '")
+    assert gate["drop"] <= 1e-3, gate       # measured 7e-5 (2026-12-01); an int8 regression costs far more
+    logits = {o["name"]: o for o in art.verification["outputs"] if o["name"].endswith(".logits")}
+    assert set(logits) == {"prefill.logits", "step.logits"}
+    assert all(o["top1_agreement"] >= 15 / 16 and o["cosine_min"] >= 0.999 for o in logits.values()), logits
     assert set(art.verification["programs"]) == {"prefill", "step"}
     g = runtime.load(art.path).generate(PROMPT, NEW)
     ref = _torch_greedy(teacher, PROMPT, NEW)
-    assert sum(a == b for a, b in zip(g.tokens, ref)) >= NEW // 2   # int8 may drift late, not at once
-    with pytest.raises(ConfigError, match=r"not supported yet for models with several programs \(prefill, step\); "
-                                          r"use an uncalibrated scheme \(int8-dynamic, fp16\)"):
+    assert sum(a == b for a, b in zip(g.tokens, ref)) >= NEW - 1, (g.tokens, ref)
+    with pytest.raises(ConfigError, match=r"int8-static needs calibration prompts for onnx-cpu"):
         edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-static", out_dir=tmp_path)
 
 

@@ -1,0 +1,264 @@
+"""Calibration and the accuracy gate for generation models (prefill + step programs).
+
+A generation model (``edge_programs()`` + ``edge_generation()``) is calibrated on *prompts*:
+lists of token ids, or text for byte-tokenizer models. Each prompt is generated greedily through
+the fp32 PyTorch programs by the runtime's own loop (`runtime.generate`), and every program call is
+recorded: the prefill inputs (the padded prompt and its length, for every prompt length class that
+holds it) and the step inputs at every position, with the real caches and recurrent states the
+step meets there. Each program is then calibrated on its own recorded set.
+
+The gate runs held-out prompts through the quantized artifact and through the fp32 programs:
+
+- **greedy agreement**: the share of fp32's greedy tokens that the artifact generates at the same
+  position (a sequence that diverges early loses every later token);
+- **teacher-forced agreement**: fp32's greedy tokens fed to the artifact one by one (`Session.score`);
+  the share where the artifact's argmax is fp32's next token (each position judged on its own);
+- a user ``metric(generations, prompts) -> float`` (higher is better; ``generations`` is one list
+  of token ids per held-out prompt) where given: ``drop = metric(fp32) - metric(quantized)``.
+
+``drop`` is ``1 - teacher-forced agreement`` (the per-token figure, not chaotic), or the metric's
+drop. The default gate also needs greedy agreement >= ``MIN_GREEDY``. Per program, the gate also
+records cosine / top-1 of each program's outputs on the held-out prompts' recorded inputs, so a
+failing gate says which program moved.
+
+>>> import torch, edgesdk
+>>> from edgesdk.models.teachers import load_teacher
+>>> m = load_teacher("decoder")
+>>> prompts = ["def add(a, b):", "import os\\n", "class Foo:"] * 4
+>>> art = edgesdk.convert(m, None, "onnx-cpu", quantize="int8-static", calibration=prompts,
+...                       out_dir="out")                                      # doctest: +SKIP
+>>> art.manifest.quantization["gate"]["greedy_agreement"]                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from edgesdk.converters.calibration import SampleSet
+from edgesdk.converters.programs import Program, _TorchBinding
+from edgesdk.runtime.errors import ConfigError, InputError
+from edgesdk.runtime.generate import encode_prompt, generate, parse_spec, score
+
+MIN_PROMPTS = 8          # calibration prompts, at least
+HOLDOUT_FRACTION = 0.25  # of the calibration prompts, when no eval_data is given
+MAX_STEP_SAMPLES = 256   # recorded step inputs kept per program (evenly spaced over all recorded)
+GEN_TOKENS = 32          # new tokens per prompt, recording and gate alike
+MIN_GREEDY = 0.95        # default gate: greedy agreement with fp32
+MIN_TEACHER_FORCED = 0.98  # default gate: teacher-forced next-token agreement with fp32
+DEFAULT_METRIC_DROP = 0.01
+
+
+def for_program(value, name: str):
+    """A converter option that may be given per program (``{program: value}``) -> this program's."""
+    return value.get(name) if isinstance(value, dict) else value
+
+
+class _Recording(_TorchBinding):
+    """A program run in PyTorch that keeps a copy of every input tuple it was called with."""
+
+    def __init__(self, prog: Program):
+        super().__init__(prog)
+        self.seen: list[tuple[torch.Tensor, ...]] = []
+
+    def run(self, inputs) -> list:
+        arrays = [inputs[n] for n in self._names] if isinstance(inputs, dict) else list(inputs)
+        self.seen.append(tuple(torch.from_numpy(np.array(a, copy=True)) for a in arrays))
+        return super().run(arrays)
+
+
+class Reference:
+    """The fp32 PyTorch programs behind the runtime's session interface (`path`, `generation`,
+    `program(name)`), recording every call (``seen`` per program)."""
+
+    def __init__(self, programs):
+        self.path = "<PyTorch fp32 programs>"
+        self._programs = {p.name: _Recording(p) for p in programs}
+        self.generation = parse_spec(programs.generation, {n: b.spec for n, b in self._programs.items()})
+
+    def program(self, name: str) -> _Recording:
+        return self._programs[name]
+
+    def seen(self) -> dict[str, list]:
+        return {n: b.seen for n, b in self._programs.items()}
+
+    def reset(self) -> None:
+        for b in self._programs.values():
+            b.seen = []
+
+
+def load_prompts(data, programs, what: str = "calibration") -> list[np.ndarray]:
+    """Prompts (token id lists, or text with a byte tokenizer) -> 1-D int64 arrays, each fitting a
+    prefill class (ConfigError naming the first that does not)."""
+    spec = parse_spec(programs.generation, {p.name: _TorchBinding(p).spec for p in programs})
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise ConfigError(f"{what} for a generation model: expected a list of prompts (token id lists"
+                          f"{', or strings' if spec.tokenizer == 'bytes' else ''}), got {type(data).__name__}")
+    caps = [_prompt_width(programs, n, spec) for n in spec.prefill]
+    out = []
+    for i, p in enumerate(data):
+        try:
+            ids = encode_prompt(spec, p)
+        except InputError as e:
+            raise ConfigError(f"{what} prompt {i}: {e}") from None
+        if ids.size < 1 or ids.size > max(caps):
+            raise ConfigError(f"{what} prompt {i} has {ids.size} tokens; the model's prefill holds 1 to "
+                              f"{max(caps)} (prompt_lengths {list(caps)}): shorten it or export a longer class")
+        out.append(ids)
+    return out
+
+
+def split_prompts(prompts: list) -> tuple[list, list]:
+    """Every 4th prompt held out for the gate (at least 2), the rest calibrate."""
+    k = max(2, int(round(len(prompts) * HOLDOUT_FRACTION)))
+    step = max(1, len(prompts) // k)
+    held = set(range(len(prompts) - 1, -1, -step)[:k])
+    return [p for i, p in enumerate(prompts) if i not in held], [p for i, p in enumerate(prompts) if i in held]
+
+
+def prompts_digest(prompts) -> str:
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(np.asarray(p, np.int64).tobytes() + b"|")
+    return h.hexdigest()[:16]
+
+
+def _spaced(samples: list, limit: int) -> list:
+    if len(samples) <= limit:
+        return samples
+    idx = np.linspace(0, len(samples) - 1, limit).round().astype(int)
+    return [samples[i] for i in idx]
+
+
+def record(programs, prompts: list[np.ndarray], new_tokens: int = GEN_TOKENS,
+           max_step_samples: int = MAX_STEP_SAMPLES) -> dict[str, SampleSet]:
+    """Each program's real inputs while the fp32 programs generate from ``prompts`` (see the module
+    docstring) -> {program: SampleSet}. Every prefill class is fed each prompt it holds."""
+    ref = Reference(programs)
+    spec = ref.generation
+    caps = {name: _prompt_width(programs, name, spec) for name in spec.prefill}
+    with torch.no_grad():
+        for ids in prompts:
+            generate(ref, ids, new_tokens)
+            for name, cap in caps.items():  # the classes the loop did not pick see the prompt too
+                if cap >= ids.size and not _fed(ref.program(name).seen, ids, spec, programs, name):
+                    ref.program(name).run(_prefill_feed(programs, name, spec, ids, cap))
+    out = {}
+    for name, seen in ref.seen().items():
+        if not seen:
+            raise ConfigError(f"calibration: no prompt reached program {name!r}"
+                              + (f" (it holds prompts of up to {caps[name]} tokens; give some that short)"
+                                 if name in caps else ""))
+        kept = _spaced(seen, max_step_samples) if name == spec.step else seen
+        note = (f"recorded while generating {new_tokens} tokens from {len(prompts)} prompts through the fp32 "
+                f"programs" + (f"; {len(kept)} of {len(seen)} step calls, evenly spaced" if len(kept) < len(seen)
+                               else ""))
+        out[name] = SampleSet(kept, note, prompts_digest(prompts) + f":{name}")
+    return out
+
+
+def _prompt_width(programs, name: str, spec) -> int:
+    prog = next(p for p in programs if p.name == name)
+    return int(prog.example_inputs[prog.input_names.index(spec.prompt)].shape[1])
+
+
+def _prefill_feed(programs, name: str, spec, ids: np.ndarray, cap: int) -> list[np.ndarray]:
+    prog = next(p for p in programs if p.name == name)
+    feed = []
+    for n, ex in zip(prog.input_names, prog.example_inputs):
+        if n == spec.prompt:
+            a = np.full((1, cap), spec.pad, dtype=ex.numpy().dtype)
+            a[0, :ids.size] = ids
+        elif n == spec.prompt_length:
+            a = np.array([ids.size], dtype=ex.numpy().dtype)
+        else:
+            raise ConfigError(f"calibration: prefill {name!r} has input {n!r} that the generation entry does "
+                              f"not name (prompt {spec.prompt!r}, prompt_length {spec.prompt_length!r})")
+        feed.append(a)
+    return feed
+
+
+def _fed(seen: list, ids, spec, programs, name) -> bool:
+    """Whether the last recorded call of this prefill was this prompt (the loop picked this class)."""
+    if not seen:
+        return False
+    prog = next(p for p in programs if p.name == name)
+    last = seen[-1][prog.input_names.index(spec.prompt)]
+    return last.shape[1] >= ids.size and bool((last[0, :ids.size].numpy() == ids).all()) \
+        and (spec.prompt_length is None or int(seen[-1][prog.input_names.index(spec.prompt_length)][0]) == ids.size)
+
+
+def evaluate_generation(programs, sess, prompts: list[np.ndarray], metric=None,
+                        new_tokens: int = GEN_TOKENS) -> dict:
+    """The gate's numbers on held-out ``prompts`` (see the module docstring)."""
+    from edgesdk.converters.accuracy import evaluate
+    ref = Reference(programs)
+    spec = ref.generation
+    ref_tokens, got_tokens, greedy, tf = [], [], [0, 0], [0, 0]
+    exact = 0
+    for ids in prompts:
+        r = generate(ref, ids, new_tokens).tokens
+        g = generate(sess, ids, new_tokens).tokens
+        ref_tokens.append(r)
+        got_tokens.append(g)
+        greedy[0] += sum(a == b for a, b in zip(r, g))
+        greedy[1] += len(r)
+        exact += r == g
+        s = score(sess, ids, r)
+        tf[0] += sum(s["correct"])
+        tf[1] += len(s["correct"])
+    greedy_agreement, tf_agreement = greedy[0] / greedy[1], tf[0] / tf[1]
+    # per program: its outputs vs fp32 on the inputs it met for these prompts (the reference's own run)
+    per = {}
+    for name, seen in ref.seen().items():
+        if seen:
+            prog = next(p for p in programs if p.name == name)
+            r = evaluate(prog.module, sess.program(name), _spaced(seen, 64))
+            per[name] = {"samples": r["samples"], "min_cosine": r["min_cosine"], "drop": r["drop"],
+                         "drop_basis": r["drop_basis"]}
+    outputs = [{"name": "greedy tokens", "top1_agreement": greedy_agreement, "drop": 1 - greedy_agreement,
+                "scorable": True, "cosine_min": 1.0, "max_abs_err": 0.0},
+               {"name": "teacher-forced next token", "top1_agreement": tf_agreement, "drop": 1 - tf_agreement,
+                "scorable": True, "cosine_min": 1.0, "max_abs_err": 0.0}]
+    res = {"samples": len(prompts), "prompts": len(prompts), "new_tokens": new_tokens,
+           "greedy_agreement": greedy_agreement, "teacher_forced_agreement": tf_agreement,
+           "exact_sequences": exact / len(prompts), "fp32_tokens": greedy[1],
+           "programs": per, "outputs": outputs,
+           "min_cosine": min((p["min_cosine"] for p in per.values()), default=1.0),
+           "max_abs_err": 0.0}
+    if metric is not None:
+        prompt_list = [p.tolist() for p in prompts]
+        fp32, quant = float(metric(ref_tokens, prompt_list)), float(metric(got_tokens, prompt_list))
+        res.update(metric_fp32=fp32, metric_quantized=quant, drop=fp32 - quant, drop_basis="metric")
+    else:
+        res.update(drop=1 - tf_agreement, drop_basis="1 - teacher-forced next-token agreement with fp32")
+    return res
+
+
+def judge_generation(acc: dict, max_drop, metric: bool) -> dict:
+    """The gate's verdict: ``"default"`` needs teacher-forced agreement >= MIN_TEACHER_FORCED and
+    greedy agreement >= MIN_GREEDY (metric: drop <= DEFAULT_METRIC_DROP); a number bounds ``drop``;
+    None turns the gate off."""
+    gate = {"mode": "off" if max_drop is None else "default" if max_drop == "default" else "max_drop",
+            "max_drop": None if max_drop in (None, "default") else max_drop, "drop": acc["drop"],
+            "drop_basis": acc["drop_basis"], "metric": "user" if metric else "default", "not_scorable": [],
+            "greedy_agreement": acc["greedy_agreement"],
+            "teacher_forced_agreement": acc["teacher_forced_agreement"]}
+    if max_drop is None:
+        gate["passed"] = None
+        return gate
+    if max_drop == "default" and not metric:
+        failing = []
+        if acc["teacher_forced_agreement"] < MIN_TEACHER_FORCED:
+            failing.append(f"teacher-forced next-token agreement {acc['teacher_forced_agreement'] * 100:.1f}% "
+                           f"< {MIN_TEACHER_FORCED * 100:g}%")
+        if acc["greedy_agreement"] < MIN_GREEDY:
+            failing.append(f"greedy agreement {acc['greedy_agreement'] * 100:.1f}% < {MIN_GREEDY * 100:g}%")
+        gate.update(thresholds={"min_teacher_forced": MIN_TEACHER_FORCED, "min_greedy": MIN_GREEDY},
+                    passed=not failing, failing=failing)
+        return gate
+    bound = DEFAULT_METRIC_DROP if max_drop == "default" else max_drop
+    gate.update(max_drop=bound, passed=acc["drop"] <= bound)
+    return gate
