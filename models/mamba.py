@@ -276,7 +276,10 @@ class Mamba2Mixer(nn.Module):
         -> y (B, D), new conv_state, new ssm_state."""
         z, xBC, dt = self._split(self.in_proj(u))
         window = torch.cat([conv_state, xBC[..., None]], dim=-1)              # (B, conv_dim, K)
-        xBC = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
+        # rank 3 until after the SiLU: on the HTP a per-channel bias added to the rank-2 tap sum
+        # (ReduceSum without keepdims) corrupted the values downstream (logits cosine 0.98)
+        conv = (window * self.conv1d.weight[:, 0]).sum(-1, keepdim=True) + self.conv1d.bias[:, None]  # (B, C, 1)
+        xBC = F.silu(conv)[..., 0]
         x, Bm, Cm = self._heads(xBC)                                          # (B, H, P), (B, H, N)
         dt = F.softplus(dt + self.dt_bias)                                    # (B, H)
         dA = torch.exp(dt * self.A)

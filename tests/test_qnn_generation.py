@@ -61,3 +61,26 @@ def test_rank4_kv_split_is_the_same_maths():
         ref = attn.kv(x).view(1, 5, 2, attn.hkv, attn.dh).permute(2, 0, 3, 1, 4)  # the former rank-5 split
         assert torch.equal(k, ref[0]) and torch.equal(v, ref[1])
     assert np.array_equal(m.dec[0].cross.memory_kv(x).numpy(), ref.numpy())
+
+
+def _small_mamba():
+    from edgesdk.models.mamba import Mamba, MambaConfig
+    torch.manual_seed(0)
+    # the shipped student's block (4 heads, groups = heads), narrower and shallower
+    return Mamba(MambaConfig(d_model=64, n_layers=2, n_heads=4, head_dim=16, d_state=16, n_groups=4,
+                             chunk_size=16, prompt_lengths=(32,))).eval()
+
+
+def test_mamba_step_runs_on_the_htp_and_generates_pytorchs_tokens(tmp_path):
+    # The step's depthwise-conv tap sum used to be a rank-2 ReduceSum plus a per-channel bias:
+    # on the HTP that corrupted everything downstream (logits cosine 0.98, state cosine 0.87).
+    m = _small_mamba()
+    art = edgesdk.convert(m, None, "qnn-htp", min_npu_fraction=0.95, atol=5e-2, rtol=5e-2, out_dir=tmp_path)
+    qnn = art.manifest.extra["qnn"]
+    assert set(qnn["epcontext"]) == {"prefill", "step"}
+    assert all(p["fraction"] >= 0.95 for p in qnn["placement"].values()), qnn["placement"]
+    step = art.verification["programs"]["step"]["outputs"]
+    assert min(o["cosine"] for o in step) > 0.9995, step            # fp16 numerics, not a wrong graph
+    sess, ref = edgesdk.runtime.load(art.path), TorchPrograms(m)
+    prompt = [5, 17, 99, 3, 42, 200, 7, 64, 65, 66]
+    assert sess.generate(prompt, 8, stop_at_eos=False).tokens == ref.generate(prompt, 8, stop_at_eos=False).tokens
