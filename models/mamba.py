@@ -154,7 +154,9 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
     final = states[:, :, -1]                                                  # (b, h, n, p)
     y_off = (Cc @ states[:, :, :-1]) * torch.exp(a_cs)[..., None]             # (b, h, c, q, p)
     y = (y_diag + y_off).permute(0, 2, 3, 1, 4).reshape(b, c * q, h, p)
-    return y[:, :l], final
+    # no slice when nothing was padded: torch.export writes a full slice as aten.alias, which
+    # coremltools cannot convert
+    return (y[:, :l] if pad else y), final
 
 
 def ssd_naive(x, dt, A, B, C, init_state=None):
