@@ -169,6 +169,13 @@ class _Attention(nn.Module):
         self.kv = nn.Linear(cfg.d_model, 2 * self.hkv * self.dh, bias=False)
         self.o = nn.Linear(self.h * self.dh, cfg.d_model, bias=False)
 
+    def split_kv(self, x):  # x (B, T, D) -> k, v (B, Hkv, T, Dh)
+        # rank 4 throughout: the HTP cannot finalize a graph where a slice of a rank-5 transpose
+        # (view (B, T, 2, Hkv, Dh) -> permute -> unbind) feeds a matmul (QNN_COMMON_ERROR_MEM_ALLOC)
+        B, T, _ = x.shape
+        kv = self.kv(x).view(B, T, 2 * self.hkv, self.dh).transpose(1, 2)      # (B, 2·Hkv, T, Dh)
+        return kv[:, :self.hkv], kv[:, self.hkv:]
+
     def out(self, y):  # (B, H, T, Dh) -> (B, T, D)
         B, H, T, Dh = y.shape
         return self.o(y.transpose(1, 2).reshape(B, T, H * Dh))
@@ -178,7 +185,7 @@ class SelfAttention(_Attention):
     def qkv(self, x, rot):  # x (B, T, D) -> q (B, H, T, Dh), k/v (B, Hkv, T, Dh); rot = (cos, sin, swap)
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.h, self.dh).transpose(1, 2)
-        k, v = self.kv(x).view(B, T, 2, self.hkv, self.dh).permute(2, 0, 3, 1, 4)
+        k, v = self.split_kv(x)
         return rope(q, *rot), rope(k, *rot), v
 
     def forward(self, x, rot, bias):
@@ -188,8 +195,7 @@ class SelfAttention(_Attention):
 
 class CrossAttention(_Attention):
     def memory_kv(self, mem: torch.Tensor) -> torch.Tensor:  # (B, P, D) -> (2, B, Hkv, P, Dh)
-        B, P, _ = mem.shape
-        return self.kv(mem).view(B, P, 2, self.hkv, self.dh).permute(2, 0, 3, 1, 4)
+        return torch.stack(self.split_kv(mem))
 
     def forward(self, x, k, v, bias):  # x (B, T, D); k/v (B, Hkv, P, Dh); bias (B, 1, 1, P)
         B, T, _ = x.shape
@@ -456,7 +462,7 @@ class EncodeProgram(nn.Module):
         mem = self.model.encode(src, src_len)
         out = []
         for layer in self.model.dec:
-            out += cache_layout(*layer.cross.memory_kv(mem))
+            out += cache_layout(*layer.cross.split_kv(mem))
         return tuple(out)
 
 

@@ -154,7 +154,9 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
     final = states[:, :, -1]                                                  # (b, h, n, p)
     y_off = (Cc @ states[:, :, :-1]) * torch.exp(a_cs)[..., None]             # (b, h, c, q, p)
     y = (y_diag + y_off).permute(0, 2, 3, 1, 4).reshape(b, c * q, h, p)
-    return y[:, :l], final
+    # no slice when nothing was padded: torch.export writes a full slice as aten.alias, which
+    # coremltools cannot convert
+    return (y[:, :l] if pad else y), final
 
 
 def ssd_naive(x, dt, A, B, C, init_state=None):
@@ -276,7 +278,10 @@ class Mamba2Mixer(nn.Module):
         -> y (B, D), new conv_state, new ssm_state."""
         z, xBC, dt = self._split(self.in_proj(u))
         window = torch.cat([conv_state, xBC[..., None]], dim=-1)              # (B, conv_dim, K)
-        xBC = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
+        # rank 3 until after the SiLU: on the HTP a per-channel bias added to the rank-2 tap sum
+        # (ReduceSum without keepdims) corrupted the values downstream (logits cosine 0.98)
+        conv = (window * self.conv1d.weight[:, 0]).sum(-1, keepdim=True) + self.conv1d.bias[:, None]  # (B, C, 1)
+        xBC = F.silu(conv)[..., 0]
         x, Bm, Cm = self._heads(xBC)                                          # (B, H, P), (B, H, N)
         dt = F.softplus(dt + self.dt_bias)                                    # (B, H)
         dA = torch.exp(dt * self.A)
