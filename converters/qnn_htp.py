@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesdk.converters.onnx_cpu import _Reader, export_onnx, nodes_of_modules, onnx_summary
+from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError, ConversionError
 
@@ -99,8 +100,8 @@ class QnnHtp(Converter):
                 fp32 = workdir / f"{stem}.fp32.onnx"
                 tmp_files = export_onnx(prog, fp32)[0]
                 details[name] = quantize_qnn(fp32, model, quantize, input_names=prog.input_names,
-                                             calibration=_for_program(options.get("calibration"), name),
-                                             exclude=_for_program(options.get("exclude"), name) or [])
+                                             calibration=for_program(options.get("calibration"), name),
+                                             exclude=for_program(options.get("exclude"), name) or [])
                 for f in tmp_files:
                     (workdir / f).unlink()
                 files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(model.name))
@@ -144,12 +145,6 @@ class QnnHtp(Converter):
         return {"file": ctx.name, "embed_mode": 1, **soc, "roundtrip_max_abs_err": roundtrip,
                 "note": "compiled for the phone named by soc_model/htp_arch; load it with the QNN EP "
                         "(backend_path libQnnHtp.so) on that device"}
-
-
-def _for_program(value, name: str):
-    """An option given per program ({program: value}, a generation model's calibration recorded
-    program by program) or once for a single-program model -> this program's value."""
-    return value.get(name) if isinstance(value, dict) else value
 
 
 def qnn_runtime():
