@@ -128,3 +128,18 @@ def test_model_kind_and_recommendation_per_kind():
         assert recommended_scheme(t) == conv.recommended
         for m in (cnn, enc, mlp):
             assert recommended_scheme(t, m) in conv.quantization[1:]
+
+
+def test_a_pipelines_recommended_scheme_follows_the_model_kind():
+    """`schemes: recommended` in a deploy config asks the converter for the model's kind: a
+    transformer gets int8-dynamic on onnx-cpu and litert-cpu (measured faster there and within the
+    gate on real MiniLM), a CNN the target's int8-static."""
+    from edgesdk.pipeline import schemes_for
+    targets = {t.name: t for t in edgesdk.targets()}
+    cnn = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.Flatten(), nn.Linear(16, 4))
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 1)
+    for t in ("onnx-cpu", "litert-cpu"):
+        assert schemes_for(targets[t], "recommended", module=enc) == (["fp32", "int8-dynamic"], [])
+        assert schemes_for(targets[t], "recommended", module=cnn) == (["fp32", "int8-static"], [])
+    conv = edgesdk.converters.get_converter("executorch-xnnpack")
+    assert schemes_for(targets["executorch-xnnpack"], "recommended", module=enc)[0] == ["fp32", conv.recommended]

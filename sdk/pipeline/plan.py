@@ -28,15 +28,18 @@ def calibrated_schemes(target) -> tuple[str, ...]:
     return tuple(get_converter(target.name).calibrated)
 
 
-def recommended_scheme(target, multi_program: bool = False) -> str | None:
+def recommended_scheme(target, multi_program: bool = False, module=None) -> str | None:
     """The quantized scheme `schemes: recommended` picks for a target (None: fp32 only): the
-    converter's ``recommended`` (``recommended_multi_program`` for models with several programs)."""
+    converter's choice for the model's kind where it measured one (`converters.recipes`, e.g.
+    int8-dynamic for transformers on onnx-cpu and litert-cpu), else its ``recommended``
+    (``recommended_multi_program`` for models with several programs)."""
+    from edgesdk.converters.recipes import recommended_scheme as for_model
     from edgesdk.converters.registry import get_converter
     conv = get_converter(target.name)
     if multi_program:
         rec = conv.recommended_multi_program
         return rec if rec in target.quantization else None
-    rec = conv.recommended
+    rec = for_model(target.name, module)
     if rec in target.quantization:
         return rec
     return target.quantization[1] if len(target.quantization) > 1 else None
@@ -59,7 +62,8 @@ def select_targets(cfg: PipelineConfig, quick: bool = False) -> list:
     return [t for t in out if t.runs_here] if quick else out
 
 
-def schemes_for(target, schemes, quick: bool = False, multi_program: bool = False) -> tuple[list[str], list[str]]:
+def schemes_for(target, schemes, quick: bool = False, multi_program: bool = False,
+                module=None) -> tuple[list[str], list[str]]:
     """(schemes to convert, schemes asked for but not offered by this target). ``recommended``
     is fp32 + the target's recommended scheme; the recommended scheme alone in a quick run and
     on convert-only targets (nothing is measured there: the deployable scheme is what counts)."""
@@ -75,7 +79,7 @@ def schemes_for(target, schemes, quick: bool = False, multi_program: bool = Fals
                 if x != "int8-qat" and x not in out:
                     out.append(x)
         elif s == "recommended":
-            rec = recommended_scheme(target, multi_program)
+            rec = recommended_scheme(target, multi_program, module)
             for x in ((rec or "fp32",) if quick else ("fp32", rec)):
                 if x and x not in out:
                     out.append(x)
@@ -126,7 +130,7 @@ def jobs_for(entry, entry_index: int, targets: list, cfg: PipelineConfig, quick:
     from edgesdk.pipeline.devices import profile_device
     jobs: list[Job] = []
     for t in targets_of(entry, targets, cfg, quick):
-        schemes, missing = schemes_for(t, cfg.quantize.schemes, quick, entry.multi)
+        schemes, missing = schemes_for(t, cfg.quantize.schemes, quick, entry.multi, getattr(entry, "module", None))
         for s in missing:
             jobs.append(Job(start + len(jobs), entry_index, t, s, artifact_name(entry, t, s),
                             skip=f"{t.name} has no scheme {s!r} (offers {', '.join(t.quantization)})"))
