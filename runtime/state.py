@@ -21,9 +21,9 @@ one buffer for the whole generation and feeds the step program those buffers dir
   one buffer, and their step outputs likewise, so the loop writes all their slots with one numpy
   assignment per group instead of one per cache. That matters because each operation after a step
   runs cold: the step's pass over megabytes of cache has evicted the interpreter's and numpy's
-  working set, and the first few assignments pay for it (measured: 8 per-layer slot writes ~2x the
-  time of the same data in 2 stacked ones). It takes effect where a backend binds both the inputs
-  and the outputs to the runtime's buffers (ONNX Runtime); elsewhere the loop writes per cache.
+  working set, and the first few assignments pay for it. It takes effect where a backend binds
+  both the inputs and the outputs to the runtime's buffers (ONNX Runtime); elsewhere the loop
+  writes per cache.
 
 No validation happens here: the shapes were checked once, against the manifest, when the
 generation entry was parsed; carried state is the model's own output and is never re-validated.

@@ -35,8 +35,9 @@ class Worker:
         env["PYTHONPATH"] = os.pathsep.join([_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         # Workers share the cores with the parent's training and with each other: OpenMP threads
         # that spin while they wait (libgomp's default) burn those cores, and a parallel region
-        # then waits for a descheduled thread (a 1x128 GELU took 24 ms instead of 0.2 ms on a busy
-        # 2-core machine). Sleeping waits change no result, only who gets the CPU.
+        # then waits for a descheduled thread (benchmarks/omp_wait.py at load 23: a 1x128 GELU at
+        # 2 threads took 7.85 ms with spinning waits, 0.053 ms with passive ones). Sleeping waits
+        # change no result, only who gets the CPU.
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "edgesdk.pipeline.worker", str(p2c_r), str(c2p_w)],
