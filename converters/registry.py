@@ -10,9 +10,9 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgesdk.runtime.errors import ConfigError
+from edgesdk.runtime.registry import Registry
 
-_REGISTRY: dict[str, type["Converter"]] = {}
+TARGETS: Registry[type["Converter"]] = Registry("target")
 
 
 @dataclass(frozen=True)
@@ -111,24 +111,20 @@ def register_target(cls: type[Converter]) -> type[Converter]:
     """Class decorator: add a converter to the registry; duplicate names are rejected."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no target name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"target {cls.name!r} is already registered by {_REGISTRY[cls.name].__name__}")
     if not cls.quantization or cls.quantization[0] != "fp32":
         raise ValueError(f"target {cls.name!r}: quantization schemes must start with 'fp32'")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return TARGETS.register(cls.name, cls)
 
 
 def target_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return TARGETS.names()
 
 
 def get_converter(name: str) -> Converter:
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ConfigError(f"Unknown target {name!r}. Available: {', '.join(target_names())}")
-    return _REGISTRY[name]()
+    """A fresh converter of the target ``name`` (RegistryError, a ConfigError, lists the names)."""
+    return TARGETS.get(name)()
 
 
 def targets() -> list[Target]:
     """Every registered target with its availability on this machine."""
-    return [_REGISTRY[n].describe() for n in target_names()]
+    return [cls.describe() for _, cls in TARGETS.items()]

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from typing import Callable
 
-_MODELS: dict[str, Callable] = {}
+from edgesdk.runtime.registry import Registry, RegistryError
+
+MODELS: Registry[Callable] = Registry("model")
+UnknownModelError = RegistryError  # a KeyError, ValueError and ConfigError
 
 
 def register_model(name: str):
     """Decorator: ``@register_model("mlp")`` on a factory ``fn(**cfg) -> nn.Module``."""
-    def deco(fn):
-        if name in _MODELS and _MODELS[name] is not fn:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = fn
-        return fn
-    return deco
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return MODELS.names()
+
+
+def get_model(name: str) -> Callable:
+    """The factory registered under ``name`` (RegistryError lists the names if there is none)."""
+    return MODELS.get(name)
 
 
 def create(name: str, **cfg):
     """Build a registered model: ``models.create("mlp", in_dim=64, out_dim=10)``."""
-    if name not in _MODELS:
-        raise KeyError(f"Unknown model {name!r}. Available: {', '.join(list_models())}")
-    return _MODELS[name](**cfg)
+    return MODELS.get(name)(**cfg)

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from edgesdk.runtime.errors import ConfigError
+from edgesdk.runtime.registry import Registry
 from edgesdk.cache import DEFAULT_CACHE_DIR, ROOT, TrainingCache, code_version, fingerprint  # noqa: F401  (re-exported)
 
 
@@ -158,7 +159,7 @@ class Family:
     description: str
 
 
-_FAMILIES: dict[str, Family] = {}
+FAMILIES: Registry[Family] = Registry("student family")
 _SDK_SOURCES = ("sdk/families.py",)
 
 
@@ -167,23 +168,18 @@ def register_family(name: str, sources: tuple = (), description: str = ""):
     ``fn(ctx: FamilyContext) -> FamilyResult``. ``sources`` (paths from the repository root)
     define the code version in the cache key. Duplicate names are rejected."""
     def deco(fn):
-        prev = _FAMILIES.get(name)
-        if prev is not None and prev.fn is not fn:
-            raise ValueError(f"family {name!r} is already registered by {prev.fn.__module__}.{prev.fn.__qualname__}")
-        _FAMILIES[name] = Family(name, fn, tuple(sources) + _SDK_SOURCES,
-                                 description or (fn.__doc__ or "").strip().split("\n")[0])
+        FAMILIES.register(name, Family(name, fn, tuple(sources) + _SDK_SOURCES,
+                                       description or (fn.__doc__ or "").strip().split("\n")[0]))
         return fn
     return deco
 
 
 def list_families() -> list[str]:
-    return sorted(_FAMILIES)
+    return FAMILIES.names()
 
 
 def get_family(name: str) -> Family:
-    if name not in _FAMILIES:
-        raise ConfigError(f"Unknown student family {name!r}. Available: {', '.join(list_families())}")
-    return _FAMILIES[name]
+    return FAMILIES.get(name)
 
 
 # ----------------------------------------------------------------------------- helpers for families

@@ -7,6 +7,9 @@ import pytest
 
 from conftest import ROOT, layer
 
+sys.path.insert(0, str(ROOT / "scripts"))
+import arch_metrics as arch  # noqa: E402
+
 
 def _modules_after(stmt: str) -> set[str]:
     code = f"import sys; {stmt}; print('\\n'.join(sorted(sys.modules)))"
@@ -23,7 +26,8 @@ def _ours(mods):
     ("from edgesdk import runtime", {"runtime"}),
     # the ORT and LiteRT backends stay torch-free when they are actually used
     ("import edgesdk.runtime.ort, edgesdk.runtime.litert, edgesdk.runtime.profile", {"runtime"}),
-    ("from edgesdk import models", {"models", "torch"}),
+    # models/ imports one module of ours, the stdlib-only registry (which loads runtime/'s package)
+    ("from edgesdk import models", {"models", "runtime", "torch"}),
     ("from edgesdk import converters", {"converters", "runtime", "torch"}),
 ])
 def test_import_rules(stmt, allowed):
@@ -37,3 +41,16 @@ def test_runtime_runs_onnx_and_tflite_without_torch(converted):
     stmt = (f"from edgesdk import runtime; [runtime.profile(p, iters=3, warmup=1) for p in ({str(onnx_art.path)!r}, "
             f"{str(tfl_art.path)!r})]")
     assert "torch" not in _ours(_modules_after(stmt))
+
+
+def test_models_import_only_the_registry_of_ours():
+    """models/ stays plain PyTorch: of our code it imports the plug-in registry (stdlib only) and
+    nothing else, so the runtime modules it loads are the registry, its errors and runtime/'s
+    package."""
+    after = _modules_after("from edgesdk import models")
+    runtime_mods = {m for m in after if layer(m) == "runtime"}
+    imported = {t for mod, path in arch.module_files().items() if mod.startswith("edgesdk.models")
+                for t, _, _ in arch.imports_of(mod, path, arch.module_files()) if not t.startswith("edgesdk.models")}
+    assert imported == {"edgesdk.runtime.registry"}
+    assert not any(m.startswith(("edgesdk.runtime.ort", "edgesdk.runtime.litert", "edgesdk.runtime.executorch"))
+                   for m in runtime_mods)

@@ -64,8 +64,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgesdk.runtime.registry import Registry, RegistryError
+
 __all__ = [
-    "DistillLoss", "UnknownLossError", "register_loss", "get_loss", "get_loss_class", "list_losses",
+    "DistillLoss", "LOSSES", "UnknownLossError", "register_loss", "get_loss", "get_loss_class", "list_losses",
     "KLLoss", "ReverseKLLoss", "JSLoss", "SkewKLLoss", "SkewReverseKLLoss", "TAIDLoss", "MiniLMLoss",
     "HiddenMSELoss", "HiddenCosineLoss", "SinkhornKDLoss", "FeatureOTLoss", "LogitMSELoss", "CrossEntropyLoss",
     "GroupKLLoss", "RelationMSELoss", "sinkhorn_normalize", "entropic_ot",
@@ -73,7 +75,13 @@ __all__ = [
 
 # ------------------------------------------------------------------------------------------ registry
 
-_LOSSES: dict[str, type[nn.Module]] = {}
+def _check_loss(name, cls) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"@register_loss({name!r}) decorates nn.Module subclasses, got {cls!r}")
+
+
+LOSSES: Registry[type[nn.Module]] = Registry("loss", check=_check_loss)
+UnknownLossError = RegistryError  # an unregistered loss name (a KeyError, ValueError and ConfigError)
 
 # deprecated name -> (current name, {old kwarg: new kwarg}, why)
 _DEPRECATED: dict[str, tuple[str, dict[str, str], str]] = {
@@ -84,24 +92,11 @@ _DEPRECATED: dict[str, tuple[str, dict[str, str], str]] = {
 }
 
 
-class UnknownLossError(KeyError, ValueError):
-    """An unregistered loss name (catch it as KeyError or ValueError)."""
-
-    def __str__(self) -> str:  # KeyError would print the message in quotes
-        return str(self.args[0])
-
-
 def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: ``@register_loss("kl")`` on an ``nn.Module`` subclass whose forward is
     ``forward(student, teacher, batch=None) -> scalar``. A name taken by another class is rejected."""
     def deco(cls):
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise TypeError(f"@register_loss({name!r}) decorates nn.Module subclasses, got {cls!r}")
-        prev = _LOSSES.get(name)
-        if prev is not None and prev is not cls:
-            raise ValueError(f"loss {name!r} is already registered by {prev.__module__}.{prev.__qualname__}; "
-                             f"choose another name (taken: {', '.join(list_losses())})")
-        _LOSSES[name] = cls
+        LOSSES.register(name, cls)
         cls.loss_name = name
         return cls
     return deco
@@ -109,13 +104,13 @@ def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 
 def list_losses() -> list[str]:
     """Registered loss names, sorted."""
-    return sorted(_LOSSES)
+    return LOSSES.names()
 
 
 def _current_name(name: str) -> str:
     """``name``, or the current name of a deprecated one (with a FutureWarning, pointed at the
     caller of ``get_loss`` / ``get_loss_class``, that says why)."""
-    if name in _DEPRECATED and name not in _LOSSES:
+    if name in _DEPRECATED and name not in LOSSES:
         new, _, why = _DEPRECATED[name]
         warnings.warn(f"loss {name!r} is deprecated: use {new!r} ({why})", FutureWarning, stacklevel=3)
         return new
@@ -126,9 +121,7 @@ def get_loss_class(name: str) -> type[nn.Module]:
     """The class registered under ``name`` (``UnknownLossError`` lists the names if there is none;
     a deprecated name warns and gives its successor)."""
     name = _current_name(name)
-    if name not in _LOSSES:
-        raise UnknownLossError(f"Unknown loss {name!r}. Available: {', '.join(list_losses())}")
-    return _LOSSES[name]
+    return LOSSES.get(name)
 
 
 def get_loss(name: str, **kwargs) -> nn.Module:
@@ -137,7 +130,7 @@ def get_loss(name: str, **kwargs) -> nn.Module:
     An unknown name raises ``UnknownLossError`` (a KeyError and a ValueError) listing the
     registered names; an unknown keyword raises TypeError listing the accepted ones. A
     deprecated name (``sinkhorn``) warns and builds its successor, renaming old keywords."""
-    if name in _DEPRECATED and name not in _LOSSES:
+    if name in _DEPRECATED and name not in LOSSES:
         renamed = _DEPRECATED[name][1]
         kwargs = {renamed.get(k, k): v for k, v in kwargs.items()}
         name = _current_name(name)

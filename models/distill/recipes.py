@@ -54,6 +54,7 @@ from torch.nn import functional as F
 
 from edgesdk import models
 from edgesdk.models.distill.trainer import DistillConfig, LossSpec, distill, hash_int
+from edgesdk.runtime.registry import Registry, RegistryError
 
 __all__ = ["RecipeResult", "register_recipe", "get_recipe", "list_recipes", "UnknownRecipeError",
            "HypergraphNodes", "GraphTeacher", "HGNNFullGraph", "hyperedge_reliability", "padded_hyperedges",
@@ -63,27 +64,20 @@ __all__ = ["RecipeResult", "register_recipe", "get_recipe", "list_recipes", "Unk
 
 # ------------------------------------------------------------------------------------------ registry
 
-_RECIPES: dict[str, Callable] = {}
+def _check_recipe(name, fn) -> None:
+    if not callable(fn):
+        raise TypeError(f"@register_recipe({name!r}) decorates functions, got {fn!r}")
 
 
-class UnknownRecipeError(KeyError, ValueError):
-    """An unregistered recipe name (catch it as KeyError or ValueError)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+RECIPES: Registry[Callable] = Registry("recipe", check=_check_recipe)
+UnknownRecipeError = RegistryError  # an unregistered recipe name (a KeyError, ValueError and ConfigError)
 
 
 def register_recipe(name: str):
     """Decorator: ``@register_recipe("lighthgnn")`` on a function returning a `RecipeResult`.
     A name taken by another function is rejected."""
     def deco(fn):
-        if not callable(fn):
-            raise TypeError(f"@register_recipe({name!r}) decorates functions, got {fn!r}")
-        prev = _RECIPES.get(name)
-        if prev is not None and prev is not fn:
-            raise ValueError(f"recipe {name!r} is already registered by {prev.__module__}.{prev.__qualname__}; "
-                             f"choose another name (taken: {', '.join(list_recipes())})")
-        _RECIPES[name] = fn
+        RECIPES.register(name, fn)
         fn.recipe_name = name
         return fn
     return deco
@@ -91,14 +85,12 @@ def register_recipe(name: str):
 
 def list_recipes() -> list[str]:
     """Registered recipe names, sorted."""
-    return sorted(_RECIPES)
+    return RECIPES.names()
 
 
 def get_recipe(name: str) -> Callable:
     """The recipe function registered under ``name``."""
-    if name not in _RECIPES:
-        raise UnknownRecipeError(f"Unknown recipe {name!r}. Available: {', '.join(list_recipes())}")
-    return _RECIPES[name]
+    return RECIPES.get(name)
 
 
 @dataclass
