@@ -83,7 +83,7 @@ def _op(name: str) -> str:
     return name
 
 
-def _fsync_path(p: Path) -> None:
+def fsync_path(p: Path) -> None:
     fd = os.open(p, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -94,7 +94,7 @@ def _fsync_path(p: Path) -> None:
 def write_manifest(workdir: Path, manifest: Manifest) -> None:
     tmp = workdir / (MANIFEST_NAME + ".tmp")
     tmp.write_text(manifest.to_json())
-    _fsync_path(tmp)
+    fsync_path(tmp)
     os.replace(tmp, workdir / MANIFEST_NAME)
 
 
@@ -137,8 +137,8 @@ def _exchange(a: Path, b: Path) -> bool:
 def publish(workdir: Path, final: Path) -> None:
     """Move a complete, verified work dir to its final path atomically."""
     for p in workdir.iterdir():
-        _fsync_path(p)
-    _fsync_path(workdir)
+        fsync_path(p)
+    fsync_path(workdir)
     if final.exists():
         if _exchange(workdir, final):
             shutil.rmtree(workdir, ignore_errors=True)  # now holds the previous artifact
@@ -149,4 +149,4 @@ def publish(workdir: Path, final: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(workdir, final)
-    _fsync_path(final.parent)
+    fsync_path(final.parent)

@@ -83,7 +83,7 @@ def package_files(workdir: Path, package: str) -> list[str]:
     return out
 
 
-from edgesdk.converters.artifact import _fsync_path as _fsync  # noqa: E402
+from edgesdk.converters.artifact import fsync_path as _fsync  # noqa: E402
 
 
 def array_dtype(feature) -> str:

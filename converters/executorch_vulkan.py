@@ -163,21 +163,21 @@ class ExecuTorchVulkan(Converter):
         """Load the program (not its methods: their Vulkan delegate cannot initialise here) and check it."""
         from executorch.exir._serialize._program import deserialize_pte_binary
 
-        from edgesdk.runtime.executorch import _load, _specs
+        from edgesdk.runtime.executorch import load_program, tensor_specs
         report = {}
         partition = manifest.extra.get("partition", {})
         for name, spec in manifest.programs.items():
             path = workdir / spec.file
             try:
-                prog = _load(path)
+                prog = load_program(path)
             except IntegrityError as e:
                 raise ConversionError(f"{self.name}: {e}") from e
             methods = [prog.get_method_name(i) for i in range(prog.num_methods())]
             if spec.method not in methods:
                 raise ConversionError(f"{self.name}: {spec.file} has no method {spec.method!r} (has {methods})")
             meta = prog.method_meta(spec.method)
-            ins = _specs([meta.input_tensor_meta(j) for j in range(meta.num_inputs())], "input")
-            outs = _specs([meta.output_tensor_meta(j) for j in range(meta.num_outputs())], "output")
+            ins = tensor_specs([meta.input_tensor_meta(j) for j in range(meta.num_inputs())], "input")
+            outs = tensor_specs([meta.output_tensor_meta(j) for j in range(meta.num_outputs())], "output")
             for kind, got, want in (("input", ins, spec.inputs), ("output", outs, spec.outputs)):
                 if len(got) != len(want):
                     raise ConversionError(f"{self.name}: method {spec.method!r} has {len(got)} {kind}s, the "

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from edgesdk.converters.calibration import SampleSet
-from edgesdk.converters.programs import Program, _TorchBinding
+from edgesdk.converters.programs import Program, TorchBinding as _TorchBinding
 from edgesdk.runtime.errors import ConfigError, InputError
 from edgesdk.runtime.generate import encode_prompt, generate, parse_spec, score
 

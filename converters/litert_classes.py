@@ -85,7 +85,7 @@ def entry(path, programs: dict) -> dict:
     """``extra.litert_classes`` for the programs written by `export` (empty when none was)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgesdk.converters.litert_cpu import _natural
+    from edgesdk.runtime.manifest import natural_order as _natural
     listed = Interpreter(model_path=str(path)).get_signature_list()
     out = {}
     for name, prog in programs.items():
@@ -110,7 +110,7 @@ def matches(path, sig: str, prog, point: dict[str, int]) -> bool:
     from ai_edge_litert.interpreter import Interpreter
 
     from edgesdk import runtime
-    from edgesdk.converters.litert_cpu import _natural
+    from edgesdk.runtime.manifest import natural_order as _natural
     from edgesdk.converters.programs import flatten_outputs
     arrays = runtime.example_inputs(prog.input_specs(), seed=7, dims=point)
     with torch.no_grad():

@@ -11,6 +11,7 @@ from edgesdk.converters.calibration import is_mask_range
 from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.recipes import int8_ops
 from edgesdk.converters.registry import Converter, register_target
+from edgesdk.runtime.manifest import natural_order
 
 SINGLE_SIGNATURE = "serving_default"
 # int8-static recipe: only the ops with int8 XNNPACK kernels that pay off; measured in
@@ -21,10 +22,6 @@ SINGLE_SIGNATURE = "serving_default"
 # - FULLY_CONNECTED and convolutions only: one partition, the rest float inside XNNPACK: 0.50x fp32.
 #   (MobileNetV3-small with random weights stays slow and collapses in int8 either way: not fixed.)
 STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
-
-
-def _natural(names):
-    return sorted(names, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
 
 
 def export_tflite(programs, path) -> dict[str, str]:
@@ -99,8 +96,8 @@ def signature_io(path, sigs: dict[str, str], programs: dict | None = None) -> di
     for prog, sig in sigs.items():
         names = list(listed[sig]["outputs"])
         own = list(programs[prog].output_names) if programs and prog in programs else []
-        outs = own if own and sorted(own) == sorted(names) else _natural(names)
-        out[prog] = {"inputs": _natural(listed[sig]["inputs"]), "outputs": outs}
+        outs = own if own and sorted(own) == sorted(names) else natural_order(names)
+        out[prog] = {"inputs": natural_order(listed[sig]["inputs"]), "outputs": outs}
     return out
 
 

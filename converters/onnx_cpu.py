@@ -109,7 +109,7 @@ def nodes_of_modules(path: Path, modules: list[str]) -> list[str]:
     return out
 
 
-class _Reader:
+class FeedReader:
     """ONNX Runtime calibration reader over validated sample tuples."""
 
     def __init__(self, names, samples):
@@ -142,7 +142,7 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from onnxruntime.quantization.calibrate import CalibrationDataReader
 
-    class Reader(_Reader, CalibrationDataReader):
+    class Reader(FeedReader, CalibrationDataReader):
         pass
 
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
@@ -254,3 +254,6 @@ class OnnxCpu(Converter):
         return {"files": files, "programs": progs,
                 "extra": {"onnx": summary, "onnx_exporter": used,
                           **({"quantization_details": extra} if extra else {})}}
+
+
+_Reader = FeedReader  # the earlier name, while other branches still import it

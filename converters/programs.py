@@ -300,7 +300,7 @@ def _generation(model, programs: list[Program], prompt_lengths=None) -> dict:
                           f"{str(e).removeprefix('manifest ')}") from None
 
 
-class _TorchBinding:
+class TorchBinding:
     """One program run in PyTorch behind the runtime's binding interface (``spec``, ``run``)."""
 
     def __init__(self, prog: Program):
@@ -329,10 +329,10 @@ class TorchPrograms:
         if programs.generation is None:
             raise ConfigError(f"{type(model).__name__} declares no {GENERATION_METHOD}()")
         self.path = f"<PyTorch {type(model).__name__}>"
-        self._programs = {p.name: _TorchBinding(p) for p in programs}
+        self._programs = {p.name: TorchBinding(p) for p in programs}
         self.generation = parse_generation(programs.generation, {n: b.spec for n, b in self._programs.items()})
 
-    def program(self, name: str) -> _TorchBinding:
+    def program(self, name: str) -> TorchBinding:
         return self._programs[name]
 
     def generate(self, prompt, max_new_tokens: int = 32, **kw):
@@ -342,3 +342,6 @@ class TorchPrograms:
     def score(self, prompt, continuation) -> dict:
         from edgesdk.runtime.generate import score
         return score(self, prompt, continuation)
+
+
+_TorchBinding = TorchBinding  # the earlier name, while other branches still import it

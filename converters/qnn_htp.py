@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.converters.onnx_cpu import _Reader, export_onnx, nodes_of_modules, onnx_summary
+from edgesdk.converters.onnx_cpu import FeedReader as _Reader, export_onnx, nodes_of_modules, onnx_summary
 from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError, ConversionError

@@ -83,7 +83,12 @@ class _Loaded:
         return getattr(self.program, name)
 
 
-def _load(path: Path, etdump: bool = False):
+def registered_backend_names() -> list[str]:
+    """The delegates this ExecuTorch build registered (XnnpackBackend, QnnBackend, ...)."""
+    return sorted(_C._get_registered_backend_names())
+
+
+def load_program(path: Path, etdump: bool = False):
     try:
         with native_output("ExecuTorch"):
             loaded = _Loaded(_C._load_program(str(path), enable_etdump=etdump, debug_buffer_size=0))
@@ -204,12 +209,12 @@ def _unregistered_backends(path: Path) -> list[str]:
 def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict) -> Program:
     set_threads(threads)
     if path not in cache:  # all methods of a .pte share one loaded program
-        cache[path] = _load(path)
+        cache[path] = load_program(path)
     caller_owned = manifest.extra.get("executorch_inputs") == "caller-owned"
     return Program(cache[path], spec.method, spec, path, caller_owned)
 
 
-def _specs(infos, prefix) -> tuple[TensorSpec, ...]:
+def tensor_specs(infos, prefix) -> tuple[TensorSpec, ...]:
     out = []
     for i, ti in enumerate(infos):
         dtype = _SCALAR_TYPES.get(ti.dtype())
@@ -221,15 +226,15 @@ def _specs(infos, prefix) -> tuple[TensorSpec, ...]:
 
 def manifest_for_file(path: Path) -> Manifest:
     """Describe a bare `.pte` from its method metadata (inputs are named input_0, input_1...)."""
-    prog = _load(path)
+    prog = load_program(path)
     programs = {}
     for i in range(prog.num_methods()):
         name = prog.get_method_name(i)
         meta = prog.method_meta(name)
         programs[name] = ProgramSpec(
             name, path.name, name,
-            _specs([meta.input_tensor_meta(j) for j in range(meta.num_inputs())], "input"),
-            _specs([meta.output_tensor_meta(j) for j in range(meta.num_outputs())], "output"))
+            tensor_specs([meta.input_tensor_meta(j) for j in range(meta.num_inputs())], "input"),
+            tensor_specs([meta.output_tensor_meta(j) for j in range(meta.num_outputs())], "output"))
     files = [FileEntry(path.name, path.stat().st_size, "0" * 64)]
     return Manifest(name=path.stem, target="executorch-xnnpack", format="pte", programs=programs, files=files)
 
@@ -242,7 +247,7 @@ def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int
     `DELEGATE_CALL` row.
     """
     set_threads(threads)
-    prog = _load(path, etdump=True)
+    prog = load_program(path, etdump=True)
     method = prog.load_method(spec.method)
     tensors = [torch.from_numpy(a) for a in arrays]
     for _ in range(runs):

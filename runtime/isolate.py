@@ -134,8 +134,8 @@ def profile_isolated(path, *, threads=None, progress=None, timeout: float | None
         if generation:
             spec, arrays = None, None
         else:
-            from edgesdk.runtime.profile import _runner
-            _, arrays, spec = _runner(sess, common["program"], common["inputs"], kw.get("seed", 0),
+            from edgesdk.runtime.profile import program_runner
+            _, arrays, spec = program_runner(sess, common["program"], common["inputs"], kw.get("seed", 0),
                                       common["prompt_tokens"], kw.get("new_tokens", 32), common["dims"])
         rep.ops, rep.ops_note, backend_extra = op_pass(sess, spec, arrays, kw.get("seed", 0), kw.get("op_runs", 20))
         rep.extra.update(backend_extra)
@@ -153,8 +153,8 @@ def _child(req: dict) -> None:
     except Exception as e:  # noqa: BLE001 - travels back as one typed error
         out = {"error": {"type": "ExecutionError", "message": f"{type(e).__name__}: {e}"}}
     tmp = result.with_name(result.name + ".tmp")
-    from edgesdk.runtime.profile import _json_safe
-    tmp.write_text(json.dumps(_json_safe(out), allow_nan=False))
+    from edgesdk.runtime.profile import json_safe
+    tmp.write_text(json.dumps(json_safe(out), allow_nan=False))
     os.replace(tmp, result)
     sys.stdout.flush()
 

@@ -7,7 +7,6 @@ back to the dtype the manifest promises.
 
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from edgesdk.runtime.errors import ExecutionError, InputError, IntegrityError
 from edgesdk.runtime.logs import mute_native_exit_logs, native_output
-from edgesdk.runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
+from edgesdk.runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec, natural_order
 
 NAME = "litert"
 _I32 = np.iinfo(np.int32)
@@ -26,11 +25,6 @@ mute_native_exit_logs()  # LiteRT's accelerator registry logs from C++ destructo
 def version() -> str:
     from importlib.metadata import version as v
     return v("ai-edge-litert")
-
-
-def _natural(names):
-    """args_10 after args_2: signatures list names as strings."""
-    return sorted(names, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
 
 
 def narrow(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
@@ -62,8 +56,8 @@ class Program:
         sigs = it.get_signature_list()
         if signature not in sigs:
             raise IntegrityError(f"{path}: no signature {signature!r} (has {sorted(sigs)})")
-        in_names = (io_names or {}).get("inputs") or _natural(sigs[signature]["inputs"])
-        out_names = (io_names or {}).get("outputs") or _natural(sigs[signature]["outputs"])
+        in_names = (io_names or {}).get("inputs") or natural_order(sigs[signature]["inputs"])
+        out_names = (io_names or {}).get("outputs") or natural_order(sigs[signature]["outputs"])
         if len(in_names) != len(spec.inputs) or len(out_names) != len(spec.outputs):
             raise IntegrityError(
                 f"{path}: signature {signature!r} has {len(in_names)} inputs / {len(out_names)} outputs, "
@@ -276,9 +270,9 @@ def manifest_for_file(path: Path) -> Manifest:
         programs[sig] = ProgramSpec(
             sig, path.name, sig,
             tuple(TensorSpec(n, tuple(int(x) for x in ind[n]["shape"]), _dtype(ind[n]["dtype"]))
-                  for n in _natural(io["inputs"])),
+                  for n in natural_order(io["inputs"])),
             tuple(TensorSpec(n, tuple(int(x) for x in outd[n]["shape"]), _dtype(outd[n]["dtype"]))
-                  for n in _natural(io["outputs"])))
+                  for n in natural_order(io["outputs"])))
     files = [FileEntry(path.name, path.stat().st_size, "0" * 64)]
     return Manifest(name=path.stem, target="litert-cpu", format="tflite", programs=programs, files=files)
 

@@ -171,7 +171,7 @@ def driver_labels(fully_accelerated: bool | None) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- programs
 
-from edgesdk.runtime.litert import _natural  # noqa: E402  (shared with the CPU twin)
+from edgesdk.runtime.manifest import natural_order as _natural  # noqa: E402  (shared with the CPU twin)
 from edgesdk.runtime.litert import narrow as _narrow  # noqa: E402
 
 

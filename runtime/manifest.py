@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -353,3 +354,9 @@ def verify_payload(root: Path, manifest: Manifest) -> None:
         actual = sha256_file(p)
         if actual != f.sha256:
             raise IntegrityError(f"{p}: sha256 {actual} differs from the manifest's {f.sha256}")
+
+
+def natural_order(names) -> list[str]:
+    """Names sorted with their numbers compared as numbers (``args_2`` before ``args_10``): the
+    order of a LiteRT signature's inputs and outputs, which it lists as strings."""
+    return sorted(names, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])

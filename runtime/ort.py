@@ -32,7 +32,7 @@ def version() -> str:
     return ort.__version__
 
 
-def _options(threads: int, profile_prefix: str | None = None) -> ort.SessionOptions:
+def session_options(threads: int, profile_prefix: str | None = None) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -46,7 +46,7 @@ def _options(threads: int, profile_prefix: str | None = None) -> ort.SessionOpti
 
 def _session(path: Path, threads: int, profile_prefix: str | None = None) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(str(path), _options(threads, profile_prefix), providers=PROVIDERS)
+        return ort.InferenceSession(str(path), session_options(threads, profile_prefix), providers=PROVIDERS)
     except Exception as e:  # ORT raises its own pybind exception types
         raise IntegrityError(f"{path}: ONNX Runtime could not load the model: {e}") from None
 
@@ -181,3 +181,6 @@ def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int
         rows.append((ev["name"][: -len("_kernel_time")], args.get("op_name", "?"), float(ev.get("dur", 0)),
                      args.get("provider", "")))
     return rows, ""
+
+
+_options = session_options  # the earlier name, while other branches still use it

@@ -190,7 +190,7 @@ class ProfileReport:
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(_json_safe(self.to_dict()), indent=indent, allow_nan=False)
+        return json.dumps(json_safe(self.to_dict()), indent=indent, allow_nan=False)
 
     @classmethod
     def from_dict(cls, d) -> "ProfileReport":
@@ -318,14 +318,14 @@ def _steady_lines(s: dict) -> list[str]:
             f"    likely cause: {'; '.join(s.get('causes') or ['unknown'])}"]
 
 
-def _json_safe(o):
+def json_safe(o):
     """NaN/Inf become null: JSON has no spelling for them."""
     if isinstance(o, float):
         return o if math.isfinite(o) else None
     if isinstance(o, dict):
-        return {k: _json_safe(v) for k, v in o.items()}
+        return {k: json_safe(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
+        return [json_safe(v) for v in o]
     return o
 
 
@@ -421,7 +421,7 @@ def steady_state(samples: list[float], warm: dict, host: dict | None) -> dict:
 
 # ---------------------------------------------------------------- threads
 
-def _runner(sess: Session, program, inputs, seed, prompt_tokens, new_tokens, dims=None):
+def program_runner(sess: Session, program, inputs, seed, prompt_tokens, new_tokens, dims=None):
     """(callable running one timed unit, arrays, spec) for a session: one run, or one generation;
     dynamic dims at the example's sizes unless ``dims`` names others."""
     if sess.generation is not None and program is None and inputs is None:
@@ -450,7 +450,7 @@ def sweep_threads(path, *, counts=None, inputs=None, program=None, seed: int = 0
         for n in (counts if r % 2 == 0 else counts[::-1]):
             sess = load(path, threads=n, require_signature=require_signature, public_key=public_key)
             effective[n] = sess.threads
-            once, _, _ = _runner(sess, program, inputs, seed, prompt_tokens, new_tokens, dims)
+            once, _, _ = program_runner(sess, program, inputs, seed, prompt_tokens, new_tokens, dims)
             est = []
             for _ in range(3):
                 t = clock()
@@ -499,7 +499,7 @@ def interleaved(artifacts: list[tuple], *, rounds: int = 4, block_s: float = 0.1
         for i in (order if r % 2 == 0 else order[::-1]):
             path, threads = artifacts[i]
             sess = load(path, threads=threads)
-            once, _, _ = _runner(sess, None, None, seed, None, new_tokens)
+            once, _, _ = program_runner(sess, None, None, seed, None, new_tokens)
 
             def timed():
                 t = clock()
@@ -624,7 +624,7 @@ def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, s
             return sess.generate(prompt, new_tokens, stop_at_eos=False)
         spec, arrays = None, None
     else:
-        once, arrays, spec = _runner(sess, program, inputs, seed, prompt_tokens, new_tokens, dims)
+        once, arrays, spec = program_runner(sess, program, inputs, seed, prompt_tokens, new_tokens, dims)
     t = time.perf_counter_ns()
     first = once()
     first_ms = first.ttft_ms if generation else (time.perf_counter_ns() - t) / 1e6
@@ -786,3 +786,6 @@ def _generation_summary(gens, first, n_prompt: int, cap: int, caps: list[int]) -
             "ttft_ms": summarize(ttft), "tpot_ms": summarize(tpot) if tpot else None,
             "tokens_per_s": float(np.median(rates)) if tpot else None, "state_bytes": first.state_bytes,
             "finish_reason": first.finish_reason}
+
+
+_json_safe = json_safe  # the earlier name, while other branches still import it

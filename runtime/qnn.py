@@ -74,7 +74,7 @@ def unavailable() -> str | None:
 def session(path: Path, *, threads: int, provider_options: dict | None = None, config: dict | None = None,
             profile_prefix: str | None = None) -> ort.InferenceSession:
     """An ONNX Runtime session with the HTP first and the CPU provider as fallback."""
-    so = _ort._options(threads, profile_prefix)
+    so = _ort.session_options(threads, profile_prefix)
     for k, v in (config or {}).items():
         so.add_session_config_entry(k, str(v))
     opts = {"backend_path": htp_library(), **DEFAULT_SOC,

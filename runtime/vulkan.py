@@ -25,8 +25,8 @@ def version() -> str:
 
 
 def registered_backends() -> list[str]:
-    from edgesdk.runtime.executorch import _C
-    return sorted(_C._get_registered_backend_names())
+    from edgesdk.runtime.executorch import registered_backend_names
+    return registered_backend_names()
 
 
 def unavailable() -> str | None:

@@ -356,7 +356,7 @@ def table_md(cands: list[dict]) -> str:
 
 
 def _write_table(cand_dir: Path, name: str, cands: list[dict], pick: dict | None) -> dict:
-    from edgesdk.runtime.profile import _json_safe
+    from edgesdk.runtime.profile import json_safe as _json_safe
     cand_dir.mkdir(parents=True, exist_ok=True)
     selection = {"rule": f"fastest that passed the gate; a quantized scheme never slower than fp32 on its target; "
                          f"within {TIE:.0%} the smaller artifact", "pick": None if pick is None else

@@ -24,8 +24,8 @@ log = logging.getLogger("edgesdk.cli")
 # ----------------------------------------------------------------------------- helpers
 
 def _emit_json(obj) -> None:
-    from edgesdk.runtime.profile import _json_safe
-    print(json.dumps(_json_safe(obj), indent=2))
+    from edgesdk.runtime.profile import json_safe
+    print(json.dumps(json_safe(obj), indent=2))
 
 
 def _load_inputs(paths: list[str] | None, sess):

@@ -198,7 +198,7 @@ def family_options(ctx: "FamilyContext", family: str, valid: tuple) -> dict:
     return opts
 
 
-def _threads(n: int):
+def torch_threads(n: int):
     class _Ctx:
         def __enter__(self):
             self.before = torch.get_num_threads()
@@ -258,7 +258,7 @@ def _mlp_digits(ctx: FamilyContext) -> FamilyResult:
     epochs = int(opts.get("teacher_epochs", 60 if ctx.quick else 200))
     steps = ctx.spec.steps or (60 if ctx.quick else 200)
     hidden = 64
-    with _threads(ctx.threads):
+    with torch_threads(ctx.threads):
         teacher = ctx.cache.module(
             "teacher", build=lambda: HGNN(HGNNConfig(in_dim=hg.num_features, out_dim=hg.num_classes, hidden=hidden,
                                                      dropout=0.5)),
@@ -336,7 +336,7 @@ def _mlp_generic(ctx: FamilyContext) -> FamilyResult:
     cfg = DistillConfig(losses=losses, steps=steps, batch_size=min(64, len(tr)), lr=3e-3, seed=ctx.spec.seed,
                         progress=False)
     students = {}
-    with _threads(ctx.threads):
+    with torch_threads(ctx.threads):
         for name, scfg in _student_specs(ctx, {"mlp": {"model": "mlp", "hidden": 128, "depth": 2}}).items():
             scfg = dict(scfg)
             mn = scfg.pop("model")

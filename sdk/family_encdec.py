@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from edgesdk.runtime.errors import ConfigError
-from edgesdk.families import FamilyContext, FamilyResult, Runner, _threads, family_options, register_family
+from edgesdk.families import FamilyContext, FamilyResult, Runner, torch_threads, family_options, register_family
 
 SOURCES = ("models/encdec.py", "models/distill/recipe_encdec.py", "models/data/funcname.py",
            "models/teachers/train_funcname.py", "models/teachers/decoder.py", "models/distill/trainer.py",
@@ -45,7 +45,7 @@ def encdec_family(ctx: FamilyContext) -> FamilyResult:
     prompt_len = classes[-1]
     steps = ctx.spec.steps or (40 if ctx.quick else 200)
     teacher = load_funcname_teacher()
-    with _threads(ctx.threads):
+    with torch_threads(ctx.threads):
         student = ctx.cache.module(
             "student-encdec", build=lambda: models.create("encdec", **STUDENT_CFG),
             train=lambda: encdec_from_decoder(teacher=teacher, steps=steps, seed=ctx.spec.seed, kd=opts.get("kd", True),
@@ -54,7 +54,7 @@ def encdec_family(ctx: FamilyContext) -> FamilyResult:
     pairs = fn.funcname_pairs("test")[:n_eval]
     srcs = [list(s)[:prompt_len] for s, _ in pairs]
     refs = [bytes(n).decode("utf-8") for _, n in pairs]
-    with torch.no_grad(), _threads(ctx.threads):
+    with torch.no_grad(), torch_threads(ctx.threads):
         teacher_f1 = fn.scores(greedy_names(teacher, srcs), refs)["char_f1"]
 
     def quality(run: Runner) -> float:

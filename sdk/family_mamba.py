@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from edgesdk.runtime.errors import ConfigError
-from edgesdk.families import FamilyContext, FamilyResult, Runner, _threads, family_options, register_family
+from edgesdk.families import FamilyContext, FamilyResult, Runner, torch_threads, family_options, register_family
 
 SOURCES = ("models/mamba.py", "models/distill/recipe_mohawk.py", "models/teachers/decoder.py",
            "models/distill/trainer.py", "models/distill/losses.py", "models/data/stdlib.py", "sdk/family_mamba.py")
@@ -45,7 +45,7 @@ def mamba_family(ctx: FamilyContext) -> FamilyResult:
     stages = tuple(opts.get("stages", (1, 2, 3)))
     steps = ctx.spec.steps or (30 if ctx.quick else 150)
     teacher = load_teacher("decoder")
-    with _threads(ctx.threads):
+    with torch_threads(ctx.threads):
         student = ctx.cache.module(
             "student-mamba", build=lambda: Mamba.from_teacher(teacher),
             train=lambda: mohawk(teacher, steps=steps, stages=stages, seed=ctx.spec.seed, threads=ctx.threads,

@@ -174,11 +174,11 @@ def rows(results: dict) -> list:
 
 def write(results: dict, path: Path) -> Path:
     """Atomic write (temporary file + rename); NaN/inf become null."""
-    from edgesdk.runtime.profile import _json_safe
+    from edgesdk.runtime.profile import json_safe
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(json_safe(results), indent=1, allow_nan=False) + "\n")
     os.replace(tmp, path)
     return path
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from edgesdk.models.data import funcname as fn
-from edgesdk.models.distill.recipes import RecipeResult, _num_threads, register_recipe
+from edgesdk.models.distill.recipes import RecipeResult, num_threads, register_recipe
 from edgesdk.models.distill.trainer import DistillConfig, LossSpec, Stage, distill, hash_int
 from edgesdk.models.encdec import EncDec, EncDecConfig
 from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
@@ -223,7 +223,7 @@ def encdec_from_decoder(*, teacher: Decoder | None = None, student: EncDec | str
         raise ValueError(f"ce_warmup_steps must be an int in [0, steps), got {ce_warmup_steps!r}")
     t0 = time.perf_counter()
     timings, info = {}, {}
-    with _num_threads(threads):
+    with num_threads(threads):
         torch.manual_seed(seed)
         teacher = teacher if teacher is not None else load_funcname_teacher()
         teacher.eval()
@@ -300,7 +300,7 @@ def decoder_student(*, teacher: Decoder | None = None, student_cfg: dict | None 
     from edgesdk.models.teachers.train_funcname import evaluate as evaluate_decoder, train_decoder_names
 
     t0 = time.perf_counter()
-    with _num_threads(threads):
+    with num_threads(threads):
         torch.manual_seed(seed)
         cfg = equal_param_decoder_config({**STUDENT_CFG, **(student_cfg or {})})
         model = Decoder(cfg)

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from edgesdk.models.distill.losses import DistillLoss, register_loss
-from edgesdk.models.distill.recipes import RecipeResult, _num_threads, register_recipe
+from edgesdk.models.distill.recipes import RecipeResult, num_threads, register_recipe
 from edgesdk.models.distill.trainer import DistillConfig, LossSpec, Stage, distill, hash_int
 
 __all__ = ["MatrixFrobeniusLoss", "TeacherTaps", "StudentMatrices", "StudentBlocks", "ByteWindows",
@@ -242,7 +242,7 @@ def mohawk(teacher: nn.Module | str = "decoder", *, student: nn.Module | None = 
     plan = stage_plan(steps, stages, split)
     t0 = time.perf_counter()
     timings, info = {}, {"plan": plan, "init": init}
-    with _num_threads(threads):
+    with num_threads(threads):
         torch.manual_seed(seed)
         teacher = load_teacher(teacher).eval()
         context = teacher.cfg.context

@@ -41,7 +41,7 @@ import time
 import torch
 from torch import nn
 
-from edgesdk.models.distill.recipes import RecipeResult, _num_threads, register_recipe
+from edgesdk.models.distill.recipes import RecipeResult, num_threads, register_recipe
 from edgesdk.models.distill.trainer import DistillConfig, LossSpec, distill
 
 __all__ = ["SINKHORN_SCALE", "sinkd_term", "sinkd_losses", "sinkd"]
@@ -98,7 +98,7 @@ def sinkd(teacher: nn.Module, student: nn.Module, data, *, alpha: float = 0.9, b
     batch: the Sinkhorn term grows with it, so keep ``batch_size`` near the reference's 16–32 or
     lower ``beta``. Returns a `RecipeResult` (``metrics`` holds the last ``eval_fn`` result)."""
     t0 = time.perf_counter()
-    with _num_threads(threads):
+    with num_threads(threads):
         torch.manual_seed(seed)
         losses = sinkd_losses(alpha, beta, kd_temperature=kd_temperature, **sinkhorn)
         cfg = DistillConfig(losses=losses, steps=steps, batch_size=batch_size, optimizer="adamw", lr=lr,

@@ -107,7 +107,7 @@ class RecipeResult:
     info: dict = field(default_factory=dict)
 
 
-def _num_threads(threads: int | None):
+def num_threads(threads: int | None):
     """Context: torch intra-op threads for training (restored afterwards)."""
     class _Ctx:
         def __enter__(self):
@@ -359,7 +359,7 @@ def lighthgnn(hg, *, setting: str = "transductive", teacher: nn.Module | None = 
         raise ValueError(f"setting must be 'transductive' or 'inductive', got {setting!r}")
     t0 = time.perf_counter()
     timings = {}
-    with _num_threads(threads):
+    with num_threads(threads):
         g = hg.without_inductive() if setting == "inductive" else hg
         if teacher is None:
             teacher = train_hgnn(hg, epochs=teacher_epochs, seed=seed, inductive=setting == "inductive")
@@ -664,7 +664,7 @@ def tokenbag(texts: list[str], teacher_emb: torch.Tensor, *, val_texts: list[str
     """
     t0 = time.perf_counter()
     timings, info = {}, {}
-    with _num_threads(threads):
+    with num_threads(threads):
         torch.manual_seed(seed)
         if isinstance(student, str):
             student = models.create(student, **{"out_dim": teacher_emb.shape[1], **(student_cfg or {})})

@@ -18,7 +18,7 @@ import torch
 
 from edgesdk.runtime.errors import ConfigError
 from edgesdk.cache import TrainingCache, code_version, fingerprint
-from edgesdk.families import FamilyContext, FamilyResult, Runner, _threads, get_family
+from edgesdk.families import FamilyContext, FamilyResult, Runner, torch_threads, get_family
 from edgesdk.loaders import load_model_spec, load_object
 from edgesdk.pipeline.config import CalibrationSpec, ModelSpec, PipelineConfig
 from edgesdk.progress import Progress
@@ -56,7 +56,7 @@ class Entry:
             # (two threads only add fork/join), and under the local executor this runs while the
             # conversion workers hold the cores, where a 2-thread region waits for a descheduled
             # thread at every op (the encdec student's 40 greedy decodes: the run's critical path)
-            with _threads(1):
+            with torch_threads(1):
                 self.fp32_quality = float(self.quality(Runner.pytorch(self.module, self.example_inputs)))
         self.weights_sha256 = fingerprint(self.module)
         self.n_params = sum(p.numel() for p in self.module.parameters())
