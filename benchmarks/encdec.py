@@ -65,7 +65,7 @@ import edgesdk  # noqa: E402
 from benchmarks.runtime_overhead import bootstrap_median_ci, environment  # noqa: E402
 from benchmarks.runtime_overhead import text_table as render  # noqa: E402
 from edgesdk.models.data import funcname as fn  # noqa: E402
-from edgesdk.models.distill.recipe_encdec import STUDENT_CFG, decoder_student, encdec_from_decoder  # noqa: E402
+from edgesdk.models.distill.recipes.encdec import STUDENT_CFG, decoder_student, encdec_from_decoder  # noqa: E402
 from edgesdk.models.encdec import EncDec, EncDecConfig  # noqa: E402
 from edgesdk.models.gqa_decoder import GQADecoder, GQADecoderConfig  # noqa: E402
 from edgesdk.runtime.stats import summarize  # noqa: E402

@@ -97,7 +97,7 @@ def build_model(family: str, max_prompt: int, new_tokens: int, seed: int = 0) ->
         arch = decoder_report()["config"]
         return Decoder(DecoderConfig(**{**arch, "context": max_prompt + new_tokens}, max_new_tokens=new_tokens)).eval()
     if family == "encdec":
-        from edgesdk.models.distill.recipe_encdec import STUDENT_CFG
+        from edgesdk.models.distill.recipes.encdec import STUDENT_CFG
         from edgesdk.models.encdec import EncDec, EncDecConfig
         return EncDec(EncDecConfig(**{**STUDENT_CFG, "max_source": max(max_prompt, STUDENT_CFG["max_source"]),
                                       "max_target": 64})).eval()

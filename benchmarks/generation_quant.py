@@ -74,7 +74,7 @@ def load_student(family: str, students: Path):
     if family == "encdec":
         from edgesdk import models
         from edgesdk.models.data import funcname as fn
-        from edgesdk.models.distill.recipe_encdec import STUDENT_CFG
+        from edgesdk.models.distill.recipes.encdec import STUDENT_CFG
         m = models.create("encdec", **STUDENT_CFG)
         load_model(m, found[-1])
         m.eval().cfg.prompt_lengths = (fn.MAX_SRC,)
@@ -86,7 +86,7 @@ def load_student(family: str, students: Path):
         def quality(gens: list[list[int]]) -> float:
             return fn.scores([fn.decode_name(g) for g in gens], refs[:len(gens)])["char_f1"]
         return m, cal, held, quality, "char F1"
-    from edgesdk.models.distill.recipe_mohawk import corpus
+    from edgesdk.models.distill.recipes.mohawk import corpus
     from edgesdk.models.mamba import Mamba
     from edgesdk.models.teachers import load_teacher
     m = Mamba.from_teacher(load_teacher("decoder"))

@@ -65,7 +65,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from edgesdk.models.distill import losses as L  # noqa: E402
-from edgesdk.models.distill.recipe_sinkd import sinkd_term  # noqa: E402
+from edgesdk.models.distill.recipes.sinkd import sinkd_term  # noqa: E402
 from edgesdk.models.distill.recipes import get_recipe  # noqa: E402
 from edgesdk.models.distill.trainer import LossSpec  # noqa: E402
 from runtime_overhead import environment  # noqa: E402
@@ -194,7 +194,7 @@ def run_sentence(args) -> list[dict]:
 
 def run_encdec(args) -> list[dict]:
     from edgesdk.models.data import funcname as fn
-    from edgesdk.models.distill.recipe_encdec import encdec_from_decoder
+    from edgesdk.models.distill.recipes.encdec import encdec_from_decoder
     from edgesdk.models.teachers.train_funcname import load_funcname_teacher
 
     torch.set_num_threads(1)

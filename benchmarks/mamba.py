@@ -64,8 +64,8 @@ import edgesdk.models.mamba  # noqa: E402,F401  (registers "mamba")
 from edgesdk import runtime  # noqa: E402
 import edgesdk  # noqa: E402
 from edgesdk.models.data.mqar import IGNORE, mqar, mqar_accuracy  # noqa: E402
-from edgesdk.models.distill import recipe_mohawk  # noqa: E402,F401  (registers "mohawk")
-from edgesdk.models.distill.recipe_mohawk import corpus, held_out_bits  # noqa: E402
+from edgesdk.models.distill.recipes import mohawk as recipe_mohawk  # noqa: E402,F401  (registers "mohawk")
+from edgesdk.models.distill.recipes.mohawk import corpus, held_out_bits  # noqa: E402
 from edgesdk.models.distill.recipes import get_recipe  # noqa: E402
 from edgesdk.models.mamba import Mamba  # noqa: E402
 from edgesdk.models.teachers import load_teacher  # noqa: E402

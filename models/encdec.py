@@ -486,5 +486,5 @@ class DecodeStepProgram(nn.Module):
 
 @register_model("encdec")
 def encdec(**cfg) -> EncDec:
-    """An untrained encoder-decoder; see `models.distill.recipe_encdec` to distil one."""
+    """An untrained encoder-decoder; see `models.distill.recipes.encdec` to distil one."""
     return EncDec(EncDecConfig(**cfg))

@@ -171,7 +171,7 @@ def test_funcname_batches_align():
 
 def test_aligned_teacher_matches_decoder_positions():
     """The teacher's logits for target position t are those of `bos body sep y_<t`."""
-    from edgesdk.models.distill.recipe_encdec import AlignedTeacher
+    from edgesdk.models.distill.recipes.encdec import AlignedTeacher
     from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
     torch.manual_seed(0)
     t = Decoder(DecoderConfig(d_model=32, n_layers=1, n_heads=2, context=64)).eval()
@@ -186,7 +186,7 @@ def test_aligned_teacher_matches_decoder_positions():
 
 
 def test_recipe_smoke_loss_decreases():
-    from edgesdk.models.distill.recipe_encdec import OnPolicyNames, encdec_from_decoder
+    from edgesdk.models.distill.recipes.encdec import OnPolicyNames, encdec_from_decoder
     from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
     torch.manual_seed(0)
     teacher = Decoder(DecoderConfig(d_model=32, n_layers=1, n_heads=2, context=64)).eval()
@@ -215,7 +215,7 @@ def test_recipe_smoke_loss_decreases():
 
 
 def test_equal_param_baseline_is_equal():
-    from edgesdk.models.distill.recipe_encdec import STUDENT_CFG, equal_param_decoder_config
+    from edgesdk.models.distill.recipes.encdec import STUDENT_CFG, equal_param_decoder_config
     from edgesdk.models.teachers.decoder import Decoder
     cfg = equal_param_decoder_config(STUDENT_CFG)
     d = Decoder(cfg).num_params() - cfg.context * cfg.d_model        # position table excluded
@@ -245,7 +245,7 @@ def test_gqa_decoder_baseline_same_blocks_and_cache_mechanics():
     """The fair decoder-only baseline: the student's blocks, GQA and in-place cache; its cached
     programs (through the runtime's own loop, in PyTorch) reproduce its full forward."""
     from edgesdk.converters.programs import TorchPrograms
-    from edgesdk.models.distill.recipe_encdec import STUDENT_CFG
+    from edgesdk.models.distill.recipes.encdec import STUDENT_CFG
     from edgesdk.models.gqa_decoder import GQADecoder, GQADecoderConfig
     e = EncDec(EncDecConfig(**STUDENT_CFG)).num_params()
     d = GQADecoder(GQADecoderConfig(n_layers=7, n_heads=STUDENT_CFG["n_heads"], n_kv_heads=STUDENT_CFG["n_kv_heads"]))

@@ -9,7 +9,7 @@ import pytest
 import edgesdk
 from edgesdk.converters import gen_calibration as gc
 from edgesdk.converters.programs import collect
-from edgesdk.models.distill.recipe_mohawk import corpus
+from edgesdk.models.distill.recipes.mohawk import corpus
 from edgesdk.models.teachers import load_teacher
 from edgesdk.runtime.errors import ConfigError
 

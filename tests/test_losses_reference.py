@@ -749,7 +749,7 @@ def test_sinkhorn_is_a_deprecated_alias_of_feature_ot():
 def test_sinkd_losses_sum_to_the_reference_objective():
     # 2018cx/SinKD glue_train.py distill_train: loss = α·DistillKL(T) + (1 − α)·CE + β·Sinkhorn, where
     # Sinkhorn.forward = 0.001 · sinkhorn_loss at T = 2 (loss.py). Transcribed on the real rows.
-    from edgesdk.models.distill.recipe_sinkd import sinkd_losses
+    from edgesdk.models.distill.recipes.sinkd import sinkd_losses
     alpha, beta, T = 0.9, 0.8, 3.5
     g = _g(21)
     z_s = 2 * torch.randn(3, 4, 5, generator=g, dtype=DT)
@@ -773,7 +773,7 @@ def test_sinkd_losses_sum_to_the_reference_objective():
 def test_sinkd_recipe_trains_and_other_recipes_take_the_term():
     from edgesdk.models.data.hypergraph import synthetic_hypergraph
     from edgesdk.models.distill import TensorData
-    from edgesdk.models.distill.recipe_sinkd import sinkd_term
+    from edgesdk.models.distill.recipes.sinkd import sinkd_term
     from edgesdk.models.distill.recipes import HypergraphNodes, get_recipe
     torch.manual_seed(0)
     x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))

@@ -11,7 +11,7 @@ from edgesdk import models
 import edgesdk.models.mamba  # noqa: F401  (registers "mamba" even before models/__init__ imports it)
 from edgesdk.models.data.mqar import IGNORE, mqar, mqar_accuracy
 from edgesdk.models.distill import losses as L
-from edgesdk.models.distill import recipe_mohawk  # noqa: F401  (registers "mohawk" and "matrix_frobenius")
+from edgesdk.models.distill.recipes import mohawk as recipe_mohawk  # noqa: F401  (registers "mohawk" and "matrix_frobenius")
 from edgesdk.models.distill.recipes import get_recipe
 from edgesdk.models.mamba import (Mamba, MambaConfig, init_from_attention, ssd_chunked, ssd_matrix, ssd_naive)
 from edgesdk.models.teachers.decoder import Decoder, DecoderConfig

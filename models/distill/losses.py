@@ -764,7 +764,7 @@ class SinkhornKDLoss(_LogitLoss):
 
     The plan is normalised to the batch: its columns sum to 1, so P sums to N and the loss grows
     with the batch size (the reference scales it by 0.001 inside the loss; ``sinkd_losses`` in
-    :mod:`models.distill.recipe_sinkd` puts that factor into the recipe weight). Gradients flow
+    :mod:`models.distill.recipes.sinkd` puts that factor into the recipe weight). Gradients flow
     through every normalisation round, as in the reference. Defaults are the reference's:
     T = 2, ε = 0.1, 20 rounds. Not 0 when student == teacher (the entropic plan is not a
     permutation), but smallest there.

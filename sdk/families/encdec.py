@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 
 from edgesdk.runtime.errors import ConfigError
-from edgesdk.families import FamilyContext, FamilyResult, Runner, torch_threads, family_options, register_family
+from edgesdk.families.base import FamilyContext, FamilyResult, Runner, torch_threads, family_options, register_family
 
-SOURCES = ("models/encdec.py", "models/distill/recipe_encdec.py", "models/data/funcname.py",
+SOURCES = ("models/encdec.py", "models/distill/recipes/encdec.py", "models/data/funcname.py",
            "models/teachers/train_funcname.py", "models/teachers/decoder.py", "models/distill/trainer.py",
-           "models/distill/losses.py", "sdk/family_encdec.py")
+           "models/distill/losses.py", "sdk/families/encdec.py")
 OPTIONS = ("eval_pairs", "prompt_lengths", "kd")
 
 
@@ -30,7 +30,7 @@ def encdec_family(ctx: FamilyContext) -> FamilyResult:
     from edgesdk import models
     from edgesdk.models.generation import length_classes
     from edgesdk.models.data import funcname as fn
-    from edgesdk.models.distill.recipe_encdec import STUDENT_CFG, encdec_from_decoder
+    from edgesdk.models.distill.recipes.encdec import STUDENT_CFG, encdec_from_decoder
     from edgesdk.models.teachers.train_funcname import greedy_names, load_funcname_teacher
 
     if ctx.teacher is not None or ctx.data is not None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 
 from edgesdk.runtime.errors import ConfigError
-from edgesdk.families import FamilyContext, FamilyResult, Runner, torch_threads, family_options, register_family
+from edgesdk.families.base import FamilyContext, FamilyResult, Runner, torch_threads, family_options, register_family
 
-SOURCES = ("models/mamba.py", "models/distill/recipe_mohawk.py", "models/teachers/decoder.py",
-           "models/distill/trainer.py", "models/distill/losses.py", "models/data/stdlib.py", "sdk/family_mamba.py")
+SOURCES = ("models/mamba.py", "models/distill/recipes/mohawk.py", "models/teachers/decoder.py",
+           "models/distill/trainer.py", "models/distill/losses.py", "models/data/stdlib.py", "sdk/families/mamba.py")
 OPTIONS = ("prompt_lengths", "windows", "continuation", "stages")
 
 
@@ -26,7 +26,7 @@ OPTIONS = ("prompt_lengths", "windows", "continuation", "stages")
                              "hidden-state alignment, end-to-end KD); exports prefill + constant-memory step")
 def mamba_family(ctx: FamilyContext) -> FamilyResult:
     """Mamba-2 students from the shipped byte-level decoder teacher."""
-    from edgesdk.models.distill.recipe_mohawk import corpus, mohawk
+    from edgesdk.models.distill.recipes.mohawk import corpus, mohawk
     from edgesdk.models.generation import length_classes
     from edgesdk.models.mamba import Mamba
     from edgesdk.models.teachers import load_teacher

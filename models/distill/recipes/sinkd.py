@@ -41,7 +41,7 @@ import time
 import torch
 from torch import nn
 
-from edgesdk.models.distill.recipes import RecipeResult, num_threads, register_recipe
+from edgesdk.models.distill.recipes.base import RecipeResult, num_threads, register_recipe
 from edgesdk.models.distill.trainer import DistillConfig, LossSpec, distill
 
 __all__ = ["SINKHORN_SCALE", "sinkd_term", "sinkd_losses", "sinkd"]

@@ -32,7 +32,7 @@ Example::
     res.metrics          # teacher / student bits per char on held-out stdlib files
     res.student          # a Mamba: prefill + step export through edgesdk.convert(res.student, None, target)
 
-Checkpoint: ``python -m edgesdk.models.distill.recipe_mohawk --out models/checkpoints/mamba.safetensors``.
+Checkpoint: ``python -m edgesdk.models.distill.recipes.mohawk --out models/checkpoints/mamba.safetensors``.
 Plain PyTorch (imports nothing of the SDK beyond `models`).
 """
 
@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from edgesdk.models.distill.losses import DistillLoss, register_loss
-from edgesdk.models.distill.recipes import RecipeResult, num_threads, register_recipe
+from edgesdk.models.distill.recipes.base import RecipeResult, num_threads, register_recipe
 from edgesdk.models.distill.trainer import DistillConfig, LossSpec, Stage, distill, hash_int
 
 __all__ = ["MatrixFrobeniusLoss", "TeacherTaps", "StudentMatrices", "StudentBlocks", "ByteWindows",

@@ -22,7 +22,7 @@ trains the same student with CE on the gold names only (the CE-only baseline; no
 Example::
 
     from edgesdk.models.distill.recipes import get_recipe     # once the lead wires the import
-    from edgesdk.models.distill.recipe_encdec import encdec_from_decoder
+    from edgesdk.models.distill.recipes.encdec import encdec_from_decoder
     res = encdec_from_decoder(steps=300, threads=1)
     print(res.metrics)        # exact match / char F1 of teacher and student on test pairs
     student = res.student     # EncDec: edgesdk.convert(student, None, "onnx-cpu")
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from edgesdk.models.data import funcname as fn
-from edgesdk.models.distill.recipes import RecipeResult, num_threads, register_recipe
+from edgesdk.models.distill.recipes.base import RecipeResult, num_threads, register_recipe
 from edgesdk.models.distill.trainer import DistillConfig, LossSpec, Stage, distill, hash_int
 from edgesdk.models.encdec import EncDec, EncDecConfig
 from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
@@ -208,7 +208,7 @@ def encdec_from_decoder(*, teacher: Decoder | None = None, student: EncDec | str
     (default: none) are scored with greedy names for the student and the teacher.
     ``init_embeddings`` starts the student's (tied) byte embeddings from the teacher's.
     ``extra_losses`` join the KD stage's terms (batch keys: ``kl_mask`` marks the KD positions,
-    ``labels`` the gold ones), e.g. ``recipe_sinkd.sinkd_term(mask_key="kl_mask")``.
+    ``labels`` the gold ones), e.g. ``recipes.sinkd.sinkd_term(mask_key="kl_mask")``.
     """
     from edgesdk import models
     from edgesdk.models.teachers.train_funcname import evaluate as evaluate_decoder, load_funcname_teacher
