@@ -131,6 +131,14 @@ def float_scalars_to_attrs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return gm
 
 
+def is_quantized_graph(module) -> bool:
+    """True when ``module`` is a graph with quantize ops (what `converters.qat.convert_qat` returns)."""
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return False
+    return any(n.op == "call_function" and "quantize_per" in str(n.target) for n in graph.nodes)
+
+
 def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
     """XNNPACKQuantizer (per-channel symmetric int8) that leaves the `exclude` modules in float.
 
@@ -206,7 +214,6 @@ class ExecuTorchXnnpack(Converter):
             for name, prog in programs.items():
                 exclude = for_program(options.get("exclude"), name) or []
                 if quantize == "int8-qat":
-                    from edgesdk.converters.qat import is_quantized_graph
                     if not is_quantized_graph(prog.module):
                         raise ConfigError("int8-qat expects the output of converters.qat.convert_qat(); "
                                           "this module has no quantize/dequantize ops")

@@ -33,6 +33,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from edgesdk.converters.outputs import flatten_outputs, named_outputs  # noqa: F401  (public here too)
 from edgesdk.runtime.errors import ConfigError, ConversionError, IntegrityError, SdkError
 from edgesdk.runtime.generate import parse_spec as parse_generation
 from edgesdk.runtime.manifest import DTYPES, ProgramSpec, TensorSpec
@@ -93,28 +94,6 @@ def set_mode(module: torch.nn.Module, training: bool) -> None:
         module.train(training)
     except NotImplementedError:
         pass
-
-
-def flatten_outputs(out) -> list[torch.Tensor]:
-    """Tensors of a (nested) tuple/list/dict output, in the order exporters flatten them."""
-    return [t for _, t in named_outputs(out)]
-
-
-def named_outputs(out, path: str = "") -> list[tuple[str, torch.Tensor]]:
-    """(name, tensor) of every tensor in a (nested) output, in the order exporters flatten them.
-
-    dict / ``ModelOutput`` keys name their values; tuple and list items are numbered
-    (``output_i`` at the top, ``.i`` below it); a lone tensor is ``output``.
-    """
-    if isinstance(out, torch.Tensor):
-        return [(path or "output", out)]
-    if isinstance(out, (tuple, list)):
-        return [item for i, o in enumerate(out)
-                for item in named_outputs(o, f"{path}.{i}" if path else f"output_{i}")]
-    if isinstance(out, dict):  # ModelOutput is an OrderedDict that leaves out None fields
-        return [item for k in out for item in named_outputs(out[k], f"{path}.{k}" if path else str(k))]
-    raise ConversionError(f"model output {path or ''} of type {type(out).__name__} is not a tensor, tuple, "
-                          "list or dict".replace("  ", " "))
 
 
 def structure_of(out, names: list[str]):

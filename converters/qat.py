@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from edgesdk.converters.executorch_xnnpack import xnnpack_quantizer
+from edgesdk.converters.executorch_xnnpack import is_quantized_graph, xnnpack_quantizer  # noqa: F401  (public here too)
 from edgesdk.runtime.errors import ConfigError
 
 
@@ -44,10 +44,3 @@ def convert_qat(prepared: torch.nn.Module) -> torch.nn.Module:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
     move_exported_model_to_eval(prepared)
     return convert_pt2e(prepared)
-
-
-def is_quantized_graph(module: torch.nn.Module) -> bool:
-    graph = getattr(module, "graph", None)
-    if graph is None:
-        return False
-    return any(n.op == "call_function" and "quantize_per" in str(n.target) for n in graph.nodes)

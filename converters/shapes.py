@@ -87,7 +87,7 @@ class DynamicShapes:
 
     def probe_outputs(self, module, input_specs, output_names: list[str], make_inputs) -> None:
         """Mark output dims that follow a symbol: run PyTorch at two sizes and compare."""
-        from edgesdk.converters.programs import flatten_outputs
+        from edgesdk.converters.outputs import flatten_outputs
         shapes = []
         for p in self.points()[:1] + [self.example]:
             with torch.no_grad():

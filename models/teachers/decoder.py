@@ -16,8 +16,11 @@ torch.Size([2, 16, 260])
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -312,3 +315,34 @@ class _Step(nn.Module):
 def decoder(**cfg) -> Decoder:
     """An untrained decoder; ``load_teacher("decoder")`` gives the trained one shipped in the repo."""
     return Decoder(DecoderConfig(**cfg))
+
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+DECODER_CHECKPOINT = CHECKPOINT_DIR / "decoder.safetensors"
+
+
+def load_decoder(path: str | os.PathLike | None = None) -> Decoder:
+    """The trained decoder teacher from a safetensors checkpoint (default: the one shipped in
+    ``checkpoints/``), in eval mode. Its config comes from the file's metadata (or the JSON
+    beside it); weights load with safetensors, never pickle."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else DECODER_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"decoder checkpoint {str(path)!r} not found; train one with "
+                                f"`python -m edgesdk.models.teachers.train_decoder --out {path}`")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "config" in meta:
+        cfg = json.loads(meta["config"])
+    elif path.with_suffix(".json").is_file():
+        cfg = json.loads(path.with_suffix(".json").read_text())["config"]
+    else:
+        raise ValueError(f"{str(path)!r} has no decoder config (neither safetensors metadata nor a .json beside it)")
+    model = Decoder(DecoderConfig(**cfg))
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    if unexpected or set(missing) != {"lm_head.weight"}:  # lm_head is tied to wte: not stored
+        raise ValueError(f"{str(path)!r} does not match DecoderConfig({cfg}): missing {missing}, "
+                         f"unexpected {unexpected}")
+    return model.eval()

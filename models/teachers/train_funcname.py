@@ -147,7 +147,7 @@ def train_decoder_names(model: Decoder, pairs: Sequence[fn.Pair], steps: int, se
 
 def train(steps: int = 1200, seed: int = 0, batch_size: int = 16, lr: float = 1.5e-3, threads: int = 1,
           n_eval: int | None = None) -> tuple[Decoder, dict]:
-    from edgesdk.models.teachers import load_decoder
+    from edgesdk.models.teachers.decoder import load_decoder
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -183,7 +183,7 @@ def train(steps: int = 1200, seed: int = 0, batch_size: int = 16, lr: float = 1.
 
 def load_funcname_teacher(path: str | os.PathLike | None = None) -> Decoder:
     """The function-name teacher (a `Decoder`, eval mode) shipped in ``checkpoints/``."""
-    from edgesdk.models.teachers import load_decoder
+    from edgesdk.models.teachers.decoder import load_decoder
 
     path = Path(path) if path is not None else CHECKPOINT
     if not path.is_file():

@@ -54,7 +54,8 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
     ``"ray"`` (the cluster in ``RAY_ADDRESS``, else a local one) or ``"ray://HOST:PORT"``.
     """
     from edgesdk.pipeline.entries import entries
-    from edgesdk.pipeline.executor import RunContext, make_executor
+    from edgesdk.pipeline.executor import RunContext
+    from edgesdk.pipeline.executors import make_executor
     from edgesdk.pipeline.plan import jobs_for, select_targets
     from edgesdk.pipeline.record import record
     cfg = load_config(config)

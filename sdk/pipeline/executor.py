@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgesdk.runtime.errors import ConfigError
 from edgesdk.pipeline import execute
 from edgesdk.pipeline.config import PipelineConfig
 from edgesdk.pipeline.plan import Job
@@ -113,20 +112,3 @@ class SerialExecutor(Executor):
             rows.append(row)
         ctx.timings.update(convert_s=t_conv, profile_s=t_prof)
         return rows
-
-
-def make_executor(spec, ctx: RunContext) -> Executor:
-    """``serial``, ``local``, ``ray`` or ``ray://HOST:PORT`` (or an `Executor` subclass instance
-    factory) -> the executor for one run."""
-    if spec is None:
-        spec = DEFAULT
-    if isinstance(spec, str):
-        if spec == "serial":
-            return SerialExecutor(ctx)
-        if spec == "local":
-            from edgesdk.pipeline.local import LocalExecutor
-            return LocalExecutor(ctx)
-        if spec == "ray" or spec.startswith("ray://") or spec.startswith("ray:"):
-            from edgesdk.pipeline.cluster import RayExecutor
-            return RayExecutor(ctx, address=None if spec == "ray" else spec)
-    raise ConfigError(f"executor {spec!r}: expected one of {', '.join(EXECUTORS)}")
