@@ -176,7 +176,7 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
     extra = dict(result.get("extra", {}))
     details = extra.pop("quantization_details", None)
     manifest = Manifest(
-        name=name, target=conv.name, device=conv.device, format=conv.format, programs=specs,
+        name=name, target=conv.name, backend=conv.backend, device=conv.device, format=conv.format, programs=specs,
         files=[file_entry(workdir, f) for f in result["files"]],
         quantization={"scheme": quantize, **({"details": details} if details else {})},
         versions=tool_versions(),

@@ -167,7 +167,7 @@ def _child_work(req: dict) -> dict:
     path = req["path"]
     _, manifest, bare = resolve(path)
     if manifest is not None:
-        backend_module(manifest.format, manifest.target)
+        backend_module(manifest.format, manifest.target, manifest.backend)
     else:
         backend_module(FORMATS[bare.suffix])
     inputs = _load_inputs(req["inputs"]) if req.get("inputs") else None

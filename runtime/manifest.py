@@ -202,6 +202,8 @@ class Manifest:
     verification: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     schema: str = SCHEMA
+    # the runtime backend that opens it (`runtime.backends`); "" in manifests written before the field
+    backend: str = ""
     raw: dict | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -215,6 +217,7 @@ class Manifest:
             "schema": self.schema,
             "name": self.name,
             "target": self.target,
+            **({"backend": self.backend} if self.backend else {}),
             "device": self.device,
             "format": self.format,
             "quantization": self.quantization,
@@ -242,7 +245,7 @@ def _safe_relpath(p, where: str) -> str:
 
 
 _KNOWN = {"schema", "name", "target", "device", "format", "quantization", "programs",
-          "files", "versions", "created_at", "verification"}
+          "files", "versions", "created_at", "verification", "backend"}
 
 
 def parse_manifest(text: str | bytes) -> Manifest:
@@ -309,11 +312,13 @@ def parse_manifest(text: str | bytes) -> Manifest:
     for key in ("quantization", "versions", "verification"):
         if key in d and not isinstance(d[key], dict):
             raise IntegrityError(f"manifest.{key}: expected an object")
+    if "backend" in d and (not isinstance(d["backend"], str) or not d["backend"]):
+        raise IntegrityError(f"manifest.backend: expected a non-empty string, got {d['backend']!r}")
     m = Manifest(
         name=d["name"], target=d["target"], format=d["format"], programs=programs, files=files,
         device=str(d.get("device", "cpu")), quantization=d.get("quantization", {"scheme": "fp32"}),
         versions=d.get("versions", {}), created_at=str(d.get("created_at", "")),
-        verification=d.get("verification", {}),
+        verification=d.get("verification", {}), backend=d.get("backend", ""),
         extra={k: v for k, v in d.items() if k not in _KNOWN},
     )
     m.raw = d  # the parsed JSON, for signature checks over exactly what was read

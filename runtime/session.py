@@ -1,62 +1,33 @@
 """`runtime.load(path) -> Session`: open an artifact, validate inputs, run it.
 
-No torch import here. Backends live one per file (`ort.py`, `executorch.py`, `litert.py`)
-and are imported only when an artifact of their format is opened.
+No torch import here. Backends live one per file (`ort.py`, `executorch.py`, `litert.py`,
+`qnn.py`, `litert_gpu.py`, `coreml.py`, `vulkan.py`), are registered by name in `backends.py`
+(the manifest's ``backend`` picks one) and are imported only when an artifact needs them.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from edgesdk.runtime.errors import ConfigError, InputError, IntegrityError, TargetUnavailableError
+from edgesdk.runtime.backends import backend_for
+from edgesdk.runtime.errors import ConfigError, InputError, IntegrityError
 from edgesdk.runtime.generate import KEY as GENERATION_KEY, parse_spec as parse_generation
 from edgesdk.runtime.manifest import (
     FORMATS, MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, ProgramSpec, TensorSpec,
     parse_manifest, verify_payload,
 )
 
-# format -> (backend module, python package it needs, how to install it)
-BACKENDS = {
-    "onnx": ("edgesdk.runtime.ort", "onnxruntime", "pip install 'edge-sdk-runtime[onnx]'"),
-    "pte": ("edgesdk.runtime.executorch", "executorch", "pip install 'edge-sdk-runtime[executorch]'"),
-    "tflite": ("edgesdk.runtime.litert", "ai_edge_litert", "pip install 'edge-sdk-runtime[litert]'"),
-    "mlpackage": ("edgesdk.runtime.coreml", "coremltools", "pip install 'coremltools>=9,<10' (Core ML runs on macOS)"),
-}
-# Targets whose artifacts share a format with a CPU target but need another backend.
-# Each backend module may define `unavailable() -> str | None` (why it cannot run here).
-TARGET_BACKENDS = {
-    "qnn-htp": ("edgesdk.runtime.qnn", "onnxruntime_qnn", "pip install 'edge-sdk-runtime[qnn]'"),
-    "litert-gpu": ("edgesdk.runtime.litert_gpu", "ai_edge_litert", "pip install 'edge-sdk-runtime[litert]'"),
-    "coreml-ane": ("edgesdk.runtime.coreml", "coremltools", "pip install 'coremltools>=9,<10' (Core ML runs on macOS)"),
-    "executorch-vulkan": ("edgesdk.runtime.vulkan", "executorch", "pip install 'edge-sdk-runtime[executorch]'"),
-}
 NAN_POLICIES = ("reject", "allow")
 
 
-def backend_module(fmt: str, target: str | None = None):
-    """Import the backend for a target (or a format), or raise TargetUnavailableError saying how."""
-    if target in TARGET_BACKENDS:
-        mod, pkg, hint = TARGET_BACKENDS[target]
-        what = f"{target} artifacts"
-    elif fmt in BACKENDS:
-        mod, pkg, hint = BACKENDS[fmt]
-        what = f".{fmt} files"
-    else:
-        raise TargetUnavailableError(
-            f"format {fmt!r} has no runtime backend here (runnable formats: {', '.join(BACKENDS)})")
-    if importlib.util.find_spec(pkg) is None:
-        raise TargetUnavailableError(f"cannot run {what}: {pkg} is not installed; fix: {hint}")
-    module = importlib.import_module(mod)
-    why = module.unavailable() if hasattr(module, "unavailable") else None
-    if why:
-        raise TargetUnavailableError(f"cannot run {what} here: {why}")
-    return module
+def backend_module(fmt: str, target: str | None = None, backend: str | None = None):
+    """The runtime backend for an artifact (by the manifest's ``backend``, else its target, else
+    its format: `runtime.backends`), or TargetUnavailableError saying how to get it."""
+    return backend_for(fmt, target, backend)
 
 
 def default_threads() -> int:
@@ -338,7 +309,7 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
         verify_signature(manifest.raw or manifest.to_dict(), public_key or os.environ.get("EDGESDK_PUBLIC_KEY"))
     if manifest is not None:
         verify_payload(root, manifest)
-        backend = backend_module(manifest.format, manifest.target)
+        backend = backend_module(manifest.format, manifest.target, manifest.backend)
         verified = True
     else:
         if require_verified:
