@@ -3,7 +3,13 @@
 One file per target backend, each registering itself with `@register_target`::
 
     from edgesdk import converters
-    [t.name for t in converters.targets()]   # ['executorch-xnnpack', 'litert-cpu', 'onnx-cpu']
+    [t.name for t in converters.targets()]
+    # ['coreml-ane', 'executorch-vulkan', 'executorch-xnnpack', 'litert-cpu', 'litert-gpu',
+    #  'onnx-cpu', 'qnn-htp']
+
+A converter writes its ``backend`` into the manifest; the runtime opens the artifact with the
+backend registered under that name (`edgesdk.runtime.backends`). A new target is a converter
+class and a runtime backend, registered from their own files (tests/test_toy_target.py).
 
 Imports `runtime` (to verify what it wrote) and nothing else of ours. Heavy exporters
 (torch.onnx, ExecuTorch, litert-torch) are imported only inside the converter that needs them.

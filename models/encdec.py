@@ -1,4 +1,4 @@
-"""An encoder-decoder transformer student over the byte vocabulary (issue #6).
+"""An encoder-decoder transformer student over the byte vocabulary.
 
 "Return of the Encoder" (small seq2seq models at the edge): below ~1B parameters an
 encoder-decoder that reads the prompt once with a bidirectional encoder and generates with a

@@ -1,6 +1,6 @@
 """Mamba-2 student: an SSD language model with a chunked prefill and a constant-memory step.
 
-The byte-level student of #7, distilled from the attention teacher (`models.teachers.decoder`)
+The byte-level student, distilled from the attention teacher (`models.teachers.decoder`)
 by MOHAWK (`models.distill.recipes.mohawk`). Same vocabulary, width, depth and pre-norm block
 shape as the teacher (LayerNorm -> mixer -> residual, LayerNorm -> GELU MLP -> residual), with
 each attention replaced by a Mamba-2 mixer:

@@ -1,6 +1,6 @@
 """Function body -> function name, from the standard library, as byte-token tensors.
 
-The seq2seq task of issue #6: given the (start of the) body of a stdlib function, produce its
+The seq2seq task: given the (start of the) body of a stdlib function, produce its
 name. Pairs come from :func:`models.data.stdlib.function_pairs` with its deterministic hash
 split (train 80% / val 10% / test 10%); bodies are cut to ``max_src`` UTF-8 bytes (the start of
 the body), names longer than ``max_name`` bytes are dropped. Token ids are those of

@@ -52,7 +52,7 @@ def load_teacher(spec: str | os.PathLike | nn.Module, device: str = "cpu") -> nn
         return minilm_encoder(device=device)
     if isinstance(spec, str) and spec == "decoder":
         return load_decoder().to(device)
-    if isinstance(spec, str) and spec == "funcname":  # the decoder fine-tuned on body -> name (#6)
+    if isinstance(spec, str) and spec == "funcname":  # the decoder fine-tuned on body -> name
         from edgesdk.models.teachers.train_funcname import load_funcname_teacher
         return load_funcname_teacher().to(device)
     if isinstance(spec, (str, os.PathLike)) and (Path(spec).expanduser().exists() or os.sep in str(spec)):

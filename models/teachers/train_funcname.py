@@ -1,4 +1,4 @@
-"""Fine-tune the shipped byte LM into the function-name teacher of issue #6.
+"""Fine-tune the shipped byte LM into the function-name teacher.
 
     python -m edgesdk.models.teachers.train_funcname --steps 1200 --lr 1.5e-3 --seed 0 --threads 1
 

@@ -1,5 +1,5 @@
 """Pipeline family ``encdec``: the encoder-decoder student distilled from the decoder-only
-function-name teacher (#6), scored by generating names through each artifact.
+function-name teacher, scored by generating names through each artifact.
 
 Default (embedded, nothing downloaded): teacher ``load_teacher("funcname")`` (the shipped byte LM
 fine-tuned on stdlib body -> name), student ``EncDec`` (4 encoder + 2 decoder layers) distilled

@@ -1,5 +1,5 @@
 """Pipeline family ``mamba``: the Mamba-2 student distilled from the attention teacher with
-MOHAWK (#7), scored by teacher-forced next-byte prediction through each artifact.
+MOHAWK, scored by teacher-forced next-byte prediction through each artifact.
 
 Default (embedded, nothing downloaded): teacher ``load_teacher("decoder")`` (the shipped 4-layer
 byte LM), student ``Mamba.from_teacher`` (MaTVLM copy) trained through the three MOHAWK stages on

@@ -1,5 +1,5 @@
 """Recipe ``encdec-from-decoder``: an encoder-decoder student (`models.encdec.EncDec`) distilled
-from a decoder-only teacher (issue #6, "Return of the Encoder").
+from a decoder-only teacher ("Return of the Encoder").
 
 Task: stdlib function body -> function name (:mod:`models.data.funcname`). Teacher and student
 share the byte tokenizer (bytes 0..255, pad 256, bos 257, eos 258, sep 259). Two stages: plain
