@@ -57,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
                "  edgesdk run out/build-onnx-cpu --inputs x.npy\n  edgesdk profile out/build-onnx-cpu --iters 200",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_model_commands(sub, common)
+    _add_training_and_trust_commands(sub, common)
+    _add_pipeline_commands(sub, common)
+    return p
 
+
+def _add_model_commands(sub, common) -> None:
+    """targets, convert, run, profile, generate: one model or artifact."""
     s = sub.add_parser("targets", parents=[common], help="list targets and whether they run here")
     s.set_defaults(fn=cmd_targets)
 
@@ -156,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--public-key", help="refuse the artifact unless signed by this trusted PEM public key")
     s.set_defaults(fn=cmd_generate)
 
+
+def _add_training_and_trust_commands(sub, common) -> None:
+    """distill; keygen, sign, verify: signed artifacts."""
     s = sub.add_parser("distill", parents=[common], help="distil a teacher into a student (losses, stages, DDP)",
                        description="Each of --teacher/--student/--data/--eval is MODULE:FUNCTION or "
                                    "path/file.py:FUNCTION returning the object (data: a TensorData or any object "
@@ -189,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--public-key", help="trusted PEM public key; checks the signature too")
     s.set_defaults(fn=cmd_verify)
 
+
+def _add_pipeline_commands(sub, common) -> None:
+    """demo, deploy, worker, diff: many models and targets."""
     s = sub.add_parser("demo", parents=[common],
                        help="teacher -> distilled students -> every target, verified, profiled, with a report",
                        description="Run the demo pipeline (sdk/demo.yaml) on embedded teachers and data (no "
@@ -255,7 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smallest slowdown worth flagging, as a fraction (default 0.10)")
     s.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     s.set_defaults(fn=cmd_diff)
-    return p
 
 
 class _StderrHandler(logging.StreamHandler):
