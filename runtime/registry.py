@@ -41,13 +41,16 @@ class Registry(Generic[T]):
 
     ``register(name)`` is a decorator (or ``register(name, obj)`` a call); registering a second,
     different object under a taken name raises ValueError naming the first. ``check`` (optional)
-    validates each object and raises TypeError/ValueError for a wrong one.
+    validates each object and raises TypeError/ValueError for a wrong one; ``name_attr``
+    (optional) is set on each object to the name it was registered under.
     """
 
-    def __init__(self, kind: str, *, check: Callable[[str, object], None] | None = None):
+    def __init__(self, kind: str, *, check: Callable[[str, object], None] | None = None,
+                 name_attr: str | None = None):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._check = check
+        self._name_attr = name_attr
 
     def register(self, name: str, obj: T | None = None, *, replace: bool = False):
         if not isinstance(name, str) or not name:
@@ -61,6 +64,8 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {name!r} is already registered by {_describe(prev)}; "
                                  f"choose another name (taken: {', '.join(self.names())})")
             self._items[name] = item
+            if self._name_attr:
+                setattr(item, self._name_attr, name)
             return item
 
         return add if obj is None else add(obj)

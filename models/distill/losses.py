@@ -80,7 +80,7 @@ def _check_loss(name, cls) -> None:
         raise TypeError(f"@register_loss({name!r}) decorates nn.Module subclasses, got {cls!r}")
 
 
-LOSSES: Registry[type[nn.Module]] = Registry("loss", check=_check_loss)
+LOSSES: Registry[type[nn.Module]] = Registry("loss", check=_check_loss, name_attr="loss_name")
 UnknownLossError = RegistryError  # an unregistered loss name (a KeyError, ValueError and ConfigError)
 
 # deprecated name -> (current name, {old kwarg: new kwarg}, why)
@@ -95,11 +95,7 @@ _DEPRECATED: dict[str, tuple[str, dict[str, str], str]] = {
 def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: ``@register_loss("kl")`` on an ``nn.Module`` subclass whose forward is
     ``forward(student, teacher, batch=None) -> scalar``. A name taken by another class is rejected."""
-    def deco(cls):
-        LOSSES.register(name, cls)
-        cls.loss_name = name
-        return cls
-    return deco
+    return LOSSES.register(name)
 
 
 def list_losses() -> list[str]:

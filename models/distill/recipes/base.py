@@ -22,18 +22,14 @@ def _check_recipe(name, fn) -> None:
         raise TypeError(f"@register_recipe({name!r}) decorates functions, got {fn!r}")
 
 
-RECIPES: Registry[Callable] = Registry("recipe", check=_check_recipe)
+RECIPES: Registry[Callable] = Registry("recipe", check=_check_recipe, name_attr="recipe_name")
 UnknownRecipeError = RegistryError  # an unregistered recipe name (a KeyError, ValueError and ConfigError)
 
 
 def register_recipe(name: str):
     """Decorator: ``@register_recipe("lighthgnn")`` on a function returning a `RecipeResult`.
     A name taken by another function is rejected."""
-    def deco(fn):
-        RECIPES.register(name, fn)
-        fn.recipe_name = name
-        return fn
-    return deco
+    return RECIPES.register(name)
 
 
 def list_recipes() -> list[str]:
