@@ -285,7 +285,20 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
 
     Other keyword options are target-specific (e.g. ``soc_model=`` for qnn-htp); an unknown one
     is a ``ConfigError`` listing the valid ones.
+
+    ``quantize`` may also be a typed config (`converters.quant_configs`, e.g.
+    ``Int8Static(calibration=calib, max_drop=0.01)``): its scheme, with its options.
     """
+    if not isinstance(quantize, str):  # a typed config: its scheme and options, as keywords
+        from edgesdk.converters.quant_configs import resolve
+        passed = {"calibration": calibration, "eval_data": eval_data, "max_drop": max_drop, "metric": metric,
+                  "auto_fallback": auto_fallback, "max_fallback_layers": max_fallback_layers,
+                  "min_calibration": min_calibration, **options}
+        defaults = {k: p.default for k, p in inspect.signature(convert).parameters.items()}
+        scheme, opts = resolve(quantize, {k for k, v in passed.items() if k not in defaults or v is not defaults[k]})
+        return convert(model, example_inputs, target, **{**passed, **opts}, quantize=scheme, out_dir=out_dir,
+                       name=name, atol=atol, rtol=rtol, verify_samples=verify_samples, progress=progress,
+                       example_kwargs=example_kwargs, dynamic_shapes=dynamic_shapes, prompt_lengths=prompt_lengths)
     conv = get_converter(target)
     d_atol, d_rtol = conv.default_tolerance.get(quantize, (DEFAULT_ATOL, DEFAULT_RTOL))
     atol = d_atol if atol is None else atol
