@@ -52,11 +52,13 @@ VERSION_PACKAGES = ("edge-sdk", "torch", "executorch", "onnx", "onnxscript", "on
                     "litert-torch", "ai-edge-litert", "numpy")
 
 
-def tool_versions() -> dict:
+def tool_versions(packages: tuple = ()) -> dict:
+    """Versions of the SDK's toolchain plus ``packages`` (a converter's own export and runtime
+    packages, by import name), keyed by distribution name; packages not installed are left out."""
     out = {}
-    for pkg in VERSION_PACKAGES:
+    for pkg in VERSION_PACKAGES + tuple(packages):
         try:
-            out[pkg] = metadata.version(pkg)
+            out[metadata.metadata(pkg)["Name"]] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
     return out
@@ -179,7 +181,7 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
         name=name, target=conv.name, backend=conv.backend, device=conv.device, format=conv.format, programs=specs,
         files=[file_entry(workdir, f) for f in result["files"]],
         quantization={"scheme": quantize, **({"details": details} if details else {})},
-        versions=tool_versions(),
+        versions=tool_versions(conv.convert_packages + conv.run_packages),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         extra={**extra, "conversion_s": round(time.perf_counter() - t0, 3), "flops": count_flops(programs),
                **({GENERATION_KEY: programs.generation} if getattr(programs, "generation", None) else {})},

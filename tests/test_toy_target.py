@@ -135,3 +135,18 @@ def test_every_builtin_backend_meets_the_protocol():
         assert isinstance(importlib.import_module(entry.module), Backend), name
         checked.append(name)
     assert {"onnxruntime", "litert"} <= set(checked)
+
+
+def test_a_manifest_records_its_converters_own_tools():
+    """Versions are the toolchain's plus the target's own export and runtime packages (qnn-htp:
+    onnxruntime-qnn; coreml-ane: coremltools), keyed by distribution name."""
+    import importlib.util
+
+    from edgesdk.converters import get_converter
+    from edgesdk.converters.convert import tool_versions
+    for target, dist, module in (("qnn-htp", "onnxruntime-qnn", "onnxruntime_qnn"), ("coreml-ane", "coremltools",
+                                                                                      "coremltools")):
+        conv = get_converter(target)
+        got = tool_versions(conv.convert_packages + conv.run_packages)
+        assert (dist in got) == (importlib.util.find_spec(module) is not None)
+        assert dist not in tool_versions()
