@@ -160,6 +160,22 @@ def default_name(model: torch.nn.Module, target: str, quantize: str) -> str:
     return f"{base}-{target}" + ("" if quantize == "fp32" else f"-{quantize}")
 
 
+_CONFIG_KEYS = ("calibration", "eval_data", "max_drop", "metric", "auto_fallback", "max_fallback_layers",
+                "min_calibration")
+
+
+def _convert_config(args: dict) -> Artifact:
+    """`convert` with ``quantize`` a typed config (`converters.quant_configs`): its scheme, and its
+    options as keywords (an option also passed by keyword is a ConfigError)."""
+    from edgesdk.converters.quant_configs import resolve
+    defaults = {k: p.default for k, p in inspect.signature(convert).parameters.items()}
+    passed = {**{k: args.pop(k) for k in _CONFIG_KEYS}, **args.pop("options")}
+    given = {k for k, v in passed.items() if k not in defaults or v is not defaults[k]}
+    scheme, opts = resolve(args.pop("quantize"), given)
+    return convert(args.pop("model"), args.pop("example_inputs"), args.pop("target"), quantize=scheme, **args,
+                   **{**passed, **opts})
+
+
 def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize: str, options: dict, log) -> Manifest:
     """Export into workdir and write its manifest (verification still empty)."""
     t0 = time.perf_counter()
@@ -292,15 +308,7 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     ``Int8Static(calibration=calib, max_drop=0.01)``): its scheme, with its options.
     """
     if not isinstance(quantize, str):  # a typed config: its scheme and options, as keywords
-        from edgesdk.converters.quant_configs import resolve
-        passed = {"calibration": calibration, "eval_data": eval_data, "max_drop": max_drop, "metric": metric,
-                  "auto_fallback": auto_fallback, "max_fallback_layers": max_fallback_layers,
-                  "min_calibration": min_calibration, **options}
-        defaults = {k: p.default for k, p in inspect.signature(convert).parameters.items()}
-        scheme, opts = resolve(quantize, {k for k, v in passed.items() if k not in defaults or v is not defaults[k]})
-        return convert(model, example_inputs, target, **{**passed, **opts}, quantize=scheme, out_dir=out_dir,
-                       name=name, atol=atol, rtol=rtol, verify_samples=verify_samples, progress=progress,
-                       example_kwargs=example_kwargs, dynamic_shapes=dynamic_shapes, prompt_lengths=prompt_lengths)
+        return _convert_config(dict(locals()))
     conv = get_converter(target)
     d_atol, d_rtol = conv.default_tolerance.get(quantize, (DEFAULT_ATOL, DEFAULT_RTOL))
     atol = d_atol if atol is None else atol
