@@ -9,7 +9,8 @@ One run, every family x target x prompt length, side by side:
   KV caches are written in place by the runtime (the step returns only the new slot); Mamba's
   step returns whole recurrent states.
 - **artifacts**: per family x target, ONE artifact with four prompt length classes (64, 128, 512,
-  2048; the decoder's and the GQA step's caches hold 2048 + N) and one exported for 64 only,
+  2048; the decoder's step, shared by the classes, holds 2048 + N cache slots; the encdec has a
+  step per class whose cross K/V hold that class's P slots) and one exported for 64 only,
   through `edgesdk.convert(model, None, target, prompt_lengths=...)` (verified against PyTorch).
 - **per prompt length P** (128, 512, 2048): `Session.generate(P random bytes, N=32, greedy, no
   eos)` on each target and the same programs run in PyTorch eager (`TorchPrograms`: the model's
@@ -32,7 +33,8 @@ One run, every family x target x prompt length, side by side:
   same size, timed in the same rounds (bytes copied / time); bound = bytes / bandwidth; reported
   as the raw step call and the TPOT in generate over the bound.
 - **prompt length classes**: a 64-token prompt on the 4-class artifact vs the 64-only artifact,
-  interleaved: TTFT ratio (and TPOT, which does not follow the class: one step for all classes).
+  interleaved: TTFT ratio, and TPOT (the decoder's shared step reads its 2048 + N-slot cache in
+  both; the encdec's 64-class step attends over 64 cross slots in both).
 - **greedy = PyTorch**: every artifact's greedy tokens at P = 128 and 2048 vs `TorchPrograms`.
 
 Goals (issue #13): overhead <= 10 us on onnx-cpu and litert-cpu, <= 20 us on executorch-xnnpack;
@@ -137,13 +139,16 @@ def artifact(model, family: str, target: str, classes: tuple, out: Path, log) ->
 
 class RawTimer:
     """Times the step program's own backend call inside `generate`: wraps ``raw`` of every binding
-    the step program makes from now on (`runtime.state`: ONNX Runtime ``run_with_iobinding``,
-    ExecuTorch ``execute``, LiteRT ``Invoke``). Per token, overhead = step time in `generate` -
-    that call, paired on the same token and inputs."""
+    the step programs (one, or one per prompt length class) make from now on (`runtime.state`:
+    ONNX Runtime ``run_with_iobinding``, ExecuTorch ``execute``, LiteRT ``Invoke``). Per token,
+    overhead = step time in `generate` - that call, paired on the same token and inputs."""
 
     def __init__(self, sess):
         self.ms: list[float] = []
-        binding = sess.program(sess.generation.step)
+        for name in sess.generation.steps:
+            self._wrap(sess.program(name))
+
+    def _wrap(self, binding) -> None:
         prog, clock = binding.program, time.perf_counter_ns
         orig = prog.bind
 
