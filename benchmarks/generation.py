@@ -381,6 +381,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--targets", nargs="+", default=list(TARGETS))
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
+    ap.add_argument("--skip", nargs="+", default=[], metavar="FAMILY:TARGET",
+                    help="leave out these family x target pairs (e.g. one that does not convert), said in the output")
     ap.add_argument("--classes", nargs="+", type=int, default=list(CLASSES))
     ap.add_argument("--prompts", nargs="+", type=int, default=list(PROMPTS))
     ap.add_argument("--new-tokens", type=int, default=32)
@@ -398,11 +400,15 @@ def main(argv=None) -> int:
         print(f"# [{time.perf_counter() - t_start:5.0f}s] {msg}", file=sys.stderr, flush=True)
 
     classes, small = tuple(sorted(args.classes)), (min(args.classes),)
+    skip = {tuple(x.split(":", 1)) for x in args.skip}
+
+    def targets(fam):
+        return [t for t in args.targets if (fam, t) not in skip]
     out = Path(args.out)
     models, arts = {}, {}
     for fam in args.families:
         models[fam] = build_model(fam, classes[-1], args.new_tokens, args.seed)
-        for t in args.targets:  # convert everything before loading any session (XNNPACK threadpool)
+        for t in targets(fam):  # convert everything before loading any session (XNNPACK threadpool)
             arts[fam, t, classes] = artifact(models[fam], fam, t, classes, out, log)
             arts[fam, t, small] = artifact(models[fam], fam, t, small, out, log)
     if args.convert_only:
@@ -413,7 +419,7 @@ def main(argv=None) -> int:
            "latency": [], "bound": [], "classes": [], "greedy": []}
     for fam in args.families:
         m = models[fam]
-        sess = {t: runtime.load(arts[fam, t, classes].path, threads=args.threads) for t in args.targets}
+        sess = {t: runtime.load(arts[fam, t, classes].path, threads=args.threads) for t in targets(fam)}
         timers = {t: RawTimer(s) for t, s in sess.items()}
         eager = TorchPrograms(m, prompt_lengths=list(classes))
         for P in args.prompts:
@@ -428,7 +434,7 @@ def main(argv=None) -> int:
                 res["bound"] = measure_bound(m, sess, timers, prompt, classes[-1] + args.new_tokens, args)
                 log("bound: " + ", ".join(f"{b['target']} {b['tpot_ratio']:.2f}x" for b in res["bound"]))
         prompt = rng.integers(0, 256, size=small[0]).tolist()
-        for t in args.targets:
+        for t in targets(fam):
             s1 = runtime.load(arts[fam, t, small].path, threads=args.threads)
             res["classes"].append(measure_classes(fam, t, sess[t], s1, prompt, args))
             log(f"classes {fam} {t}: TTFT ratio {res['classes'][-1]['ratio']:.2f}")
@@ -440,6 +446,7 @@ def main(argv=None) -> int:
           + ", ".join(f"{k} {v[k]}" for k in VERSION_PACKAGES)
           + f"; intra-op threads {args.threads} for every backend and for torch; N = {args.new_tokens} new tokens; "
           f"{args.reps} interleaved rounds; prompt length classes {list(classes)}; wall {res['wall_s']:.0f} s"
+          + (f"; left out: {', '.join(sorted(args.skip))}" if args.skip else "")
           + ("; QUICK RUN (smoke only)" if args.quick else ""))
     print()
     print(render(res, args.markdown))
