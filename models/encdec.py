@@ -174,11 +174,13 @@ class _Attention(nn.Module):
         self.o = nn.Linear(self.h * self.dh, cfg.d_model, bias=False)
 
     def split_kv(self, x):  # x (B, T, D) -> k, v (B, Hkv, T, Dh)
-        # rank 4 throughout: the HTP cannot finalize a graph where a slice of a rank-5 transpose
-        # (view (B, T, 2, Hkv, Dh) -> permute -> unbind) feeds a matmul (QNN_COMMON_ERROR_MEM_ALLOC)
+        # slice heads before the transpose, rank 4 throughout, so no slice of a transposed activation
+        # reaches a matmul: the HTP cannot finalize such a graph (QNN_COMMON_ERROR_MEM_ALLOC), and
+        # LiteRT's converter mis-ranks the batch matmul behind it ("tfl.batch_matmul ... expected 3
+        # but got 4"). Same maths as splitting the transposed (B, 2·Hkv, T, Dh) projection.
         B, T, _ = x.shape
-        kv = self.kv(x).view(B, T, 2 * self.hkv, self.dh).transpose(1, 2)      # (B, 2·Hkv, T, Dh)
-        return kv[:, :self.hkv], kv[:, self.hkv:]
+        kv = self.kv(x).view(B, T, 2 * self.hkv, self.dh)                      # (B, T, 2·Hkv, Dh)
+        return kv[:, :, :self.hkv].transpose(1, 2), kv[:, :, self.hkv:].transpose(1, 2)
 
     def out(self, y):  # (B, H, T, Dh) -> (B, T, D)
         B, H, T, Dh = y.shape
