@@ -9,7 +9,8 @@ One run, every family x target x prompt length, side by side:
   KV caches are written in place by the runtime (the step returns only the new slot); Mamba's
   step returns whole recurrent states.
 - **artifacts**: per family x target, ONE artifact with four prompt length classes (64, 128, 512,
-  2048; the decoder's and the GQA step's caches hold 2048 + N) and one exported for 64 only,
+  2048; the decoder's step, shared by the classes, holds 2048 + N cache slots; the encdec has a
+  step per class whose cross K/V hold that class's P slots) and one exported for 64 only,
   through `edgesdk.convert(model, None, target, prompt_lengths=...)` (verified against PyTorch).
 - **per prompt length P** (128, 512, 2048): `Session.generate(P random bytes, N=32, greedy, no
   eos)` on each target and the same programs run in PyTorch eager (`TorchPrograms`: the model's
@@ -32,7 +33,8 @@ One run, every family x target x prompt length, side by side:
   same size, timed in the same rounds (bytes copied / time); bound = bytes / bandwidth; reported
   as the raw step call and the TPOT in generate over the bound.
 - **prompt length classes**: a 64-token prompt on the 4-class artifact vs the 64-only artifact,
-  interleaved: TTFT ratio (and TPOT, which does not follow the class: one step for all classes).
+  interleaved: TTFT ratio, and TPOT (the decoder's shared step reads its 2048 + N-slot cache in
+  both; the encdec's 64-class step attends over 64 cross slots in both).
 - **greedy = PyTorch**: every artifact's greedy tokens at P = 128 and 2048 vs `TorchPrograms`.
 
 Goals (issue #13): overhead <= 10 us on onnx-cpu and litert-cpu, <= 20 us on executorch-xnnpack;
@@ -81,9 +83,10 @@ PROMPTS = (128, 512, 2048)
 OVERHEAD_GOAL_US = {"onnx-cpu": 10.0, "litert-cpu": 10.0, "executorch-xnnpack": 20.0}
 BOUND_GOAL, TTFT_GOAL, EAGER_GOAL = 2.0, 1.2, 2.0
 VERSION_PACKAGES = ("torch", "executorch", "onnxruntime", "ai-edge-litert", "numpy")
-SOURCES = ("models/teachers/decoder.py", "models/encdec.py", "models/mamba.py", "models/generation.py",
-           "converters/programs.py", "converters/onnx_cpu.py", "converters/executorch_xnnpack.py",
-           "converters/litert_cpu.py")
+SOURCES = ("models/generation.py", "converters/programs.py", "converters/onnx_cpu.py",
+           "converters/executorch_xnnpack.py", "converters/litert_cpu.py")
+FAMILY_SOURCES = {"decoder": ("models/teachers/decoder.py",), "encdec": ("models/encdec.py",),
+                  "mamba": ("models/mamba.py", "models/teachers/decoder.py")}
 
 
 # ----------------------------------------------------------------------------- models and artifacts
@@ -109,9 +112,11 @@ def build_model(family: str, max_prompt: int, new_tokens: int, seed: int = 0) ->
     raise SystemExit(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
 
 
-def code_key() -> str:
+def code_key(family: str) -> str:
+    """Hash of the code an artifact of ``family`` comes from (a change to one family's model
+    file rebuilds only that family's artifacts)."""
     h = hashlib.sha256()
-    for rel in SOURCES:
+    for rel in SOURCES + FAMILY_SOURCES[family]:
         h.update((ROOT / rel).read_bytes())
     return h.hexdigest()[:12]
 
@@ -120,7 +125,7 @@ def artifact(model, family: str, target: str, classes: tuple, out: Path, log) ->
     """Convert (or reuse an identical earlier conversion from ``out``)."""
     from edgesdk.converters import Artifact
     name = f"{family}-{target}-P{'-'.join(map(str, classes))}"
-    path = out / code_key() / name
+    path = out / code_key(family) / name
     if (path / "manifest.json").is_file():
         return Artifact.open(path)
     t0 = time.perf_counter()
@@ -134,13 +139,16 @@ def artifact(model, family: str, target: str, classes: tuple, out: Path, log) ->
 
 class RawTimer:
     """Times the step program's own backend call inside `generate`: wraps ``raw`` of every binding
-    the step program makes from now on (`runtime.state`: ONNX Runtime ``run_with_iobinding``,
-    ExecuTorch ``execute``, LiteRT ``Invoke``). Per token, overhead = step time in `generate` -
-    that call, paired on the same token and inputs."""
+    the step programs (one, or one per prompt length class) make from now on (`runtime.state`:
+    ONNX Runtime ``run_with_iobinding``, ExecuTorch ``execute``, LiteRT ``Invoke``). Per token,
+    overhead = step time in `generate` - that call, paired on the same token and inputs."""
 
     def __init__(self, sess):
         self.ms: list[float] = []
-        binding = sess.program(sess.generation.step)
+        for name in sess.generation.steps:
+            self._wrap(sess.program(name))
+
+    def _wrap(self, binding) -> None:
         prog, clock = binding.program, time.perf_counter_ns
         orig = prog.bind
 
@@ -373,6 +381,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--targets", nargs="+", default=list(TARGETS))
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
+    ap.add_argument("--skip", nargs="+", default=[], metavar="FAMILY:TARGET",
+                    help="leave out these family x target pairs (e.g. one that does not convert), said in the output")
     ap.add_argument("--classes", nargs="+", type=int, default=list(CLASSES))
     ap.add_argument("--prompts", nargs="+", type=int, default=list(PROMPTS))
     ap.add_argument("--new-tokens", type=int, default=32)
@@ -390,11 +400,15 @@ def main(argv=None) -> int:
         print(f"# [{time.perf_counter() - t_start:5.0f}s] {msg}", file=sys.stderr, flush=True)
 
     classes, small = tuple(sorted(args.classes)), (min(args.classes),)
+    skip = {tuple(x.split(":", 1)) for x in args.skip}
+
+    def targets(fam):
+        return [t for t in args.targets if (fam, t) not in skip]
     out = Path(args.out)
     models, arts = {}, {}
     for fam in args.families:
         models[fam] = build_model(fam, classes[-1], args.new_tokens, args.seed)
-        for t in args.targets:  # convert everything before loading any session (XNNPACK threadpool)
+        for t in targets(fam):  # convert everything before loading any session (XNNPACK threadpool)
             arts[fam, t, classes] = artifact(models[fam], fam, t, classes, out, log)
             arts[fam, t, small] = artifact(models[fam], fam, t, small, out, log)
     if args.convert_only:
@@ -405,7 +419,7 @@ def main(argv=None) -> int:
            "latency": [], "bound": [], "classes": [], "greedy": []}
     for fam in args.families:
         m = models[fam]
-        sess = {t: runtime.load(arts[fam, t, classes].path, threads=args.threads) for t in args.targets}
+        sess = {t: runtime.load(arts[fam, t, classes].path, threads=args.threads) for t in targets(fam)}
         timers = {t: RawTimer(s) for t, s in sess.items()}
         eager = TorchPrograms(m, prompt_lengths=list(classes))
         for P in args.prompts:
@@ -420,7 +434,7 @@ def main(argv=None) -> int:
                 res["bound"] = measure_bound(m, sess, timers, prompt, classes[-1] + args.new_tokens, args)
                 log("bound: " + ", ".join(f"{b['target']} {b['tpot_ratio']:.2f}x" for b in res["bound"]))
         prompt = rng.integers(0, 256, size=small[0]).tolist()
-        for t in args.targets:
+        for t in targets(fam):
             s1 = runtime.load(arts[fam, t, small].path, threads=args.threads)
             res["classes"].append(measure_classes(fam, t, sess[t], s1, prompt, args))
             log(f"classes {fam} {t}: TTFT ratio {res['classes'][-1]['ratio']:.2f}")
@@ -432,6 +446,7 @@ def main(argv=None) -> int:
           + ", ".join(f"{k} {v[k]}" for k in VERSION_PACKAGES)
           + f"; intra-op threads {args.threads} for every backend and for torch; N = {args.new_tokens} new tokens; "
           f"{args.reps} interleaved rounds; prompt length classes {list(classes)}; wall {res['wall_s']:.0f} s"
+          + (f"; left out: {', '.join(sorted(args.skip))}" if args.skip else "")
           + ("; QUICK RUN (smoke only)" if args.quick else ""))
     print()
     print(render(res, args.markdown))

@@ -144,19 +144,33 @@ def record(programs, prompts: list[np.ndarray], new_tokens: int = GEN_TOKENS,
             generate(ref, ids, new_tokens)
             for name, cap in caps.items():  # the classes the loop did not pick see the prompt too
                 if cap >= ids.size and not _fed(ref.program(name).seen, ids, spec, programs, name):
-                    ref.program(name).run(_prefill_feed(programs, name, spec, ids, cap))
+                    if len(spec.steps) > 1:  # a step per class: that class's step sees the prompt's tokens too
+                        generate(_OneClass(ref, name), ids, new_tokens)
+                    else:
+                        ref.program(name).run(_prefill_feed(programs, name, spec, ids, cap))
     out = {}
     for name, seen in ref.seen().items():
         if not seen:
             raise ConfigError(f"calibration: no prompt reached program {name!r}"
                               + (f" (it holds prompts of up to {caps[name]} tokens; give some that short)"
                                  if name in caps else ""))
-        kept = _spaced(seen, max_step_samples) if name == spec.step else seen
+        kept = _spaced(seen, max_step_samples) if name in spec.steps else seen
         note = (f"recorded while generating {new_tokens} tokens from {len(prompts)} prompts through the fp32 "
                 f"programs" + (f"; {len(kept)} of {len(seen)} step calls, evenly spaced" if len(kept) < len(seen)
                                else ""))
         out[name] = SampleSet(kept, note, prompts_digest(prompts) + f":{name}")
     return out
+
+
+class _OneClass:
+    """The reference restricted to one prompt length class (its prefill and its step), so
+    generating through it records that class's programs whichever class the prompt would pick."""
+
+    def __init__(self, ref, prefill: str):
+        import dataclasses
+        g = ref.generation
+        self.path, self.program = ref.path, ref.program
+        self.generation = dataclasses.replace(g, prefill=(prefill,), steps=(g.step_for(prefill),))
 
 
 def _prompt_width(programs, name: str, spec) -> int:

@@ -11,14 +11,16 @@ throughput. This module is that student:
 - ``forward(src, src_len, tgt) -> logits`` — teacher-forced training (``tgt`` = ``bos name``);
 - exported programs (:meth:`EncDec.edge_programs`), all with static shapes: one
   ``encode(src (1, P), src_len (1,)) -> cross_k_i, cross_v_i`` per prompt length class P
-  (``cfg.prompt_lengths``), run once per prompt, and one ``decode_step(token (1, 1), pos (1,),
-  self_k_i, self_v_i, cross_k_i, cross_v_i, src_len) -> logits (1, V), new_self_k_i,
-  new_self_v_i``, run once per generated token (i over the decoder layers; keys are stored
+  (``cfg.prompt_lengths``), run once per prompt, and per class one ``decode_step(token (1, 1),
+  pos (1,), self_k_i, self_v_i, cross_k_i, cross_v_i, src_len) -> logits (1, V), new_self_k_i,
+  new_self_v_i`` whose cross inputs hold that class's P slots (``decode_step`` for one class, else
+  ``decode_step_<P>``), run once per generated token (i over the decoder layers; keys are stored
   transposed, (H_kv, D_h, slots), values as (H_kv, slots, D_h): `models.generation`). The
   self-attention cache has a fixed capacity ``C = max_target``; the step attends to the
   positions before ``pos`` plus the fed token's own key/value and returns only those, which the
-  runtime writes in place at slot ``pos`` (`models.generation`). The cross K/V of a shorter
-  class fill the first P slots of the step's cross inputs; ``src_len`` masks the rest.
+  runtime writes in place at slot ``pos`` (`models.generation`). The runtime runs the step of the
+  class whose encode it ran, so a short prompt's steps attend over its own class's P slots, not
+  the longest class's; ``src_len`` masks the padding.
 - :meth:`EncDec.edge_generation` is the ``"generation"`` manifest entry `runtime.generate`
   follows (see its docstring): ``bos`` at position 0, then each generated token at the next.
 
@@ -31,7 +33,9 @@ throughput. This module is that student:
 torch.Size([2, 5, 260])
 >>> m.generate(src[:1], src_len[:1], max_new_tokens=4).shape[0]
 1
->>> # import edgesdk; edgesdk.convert(m, None, "onnx-cpu", prompt_lengths=[64, 256])  # 2 encodes + decode_step
+>>> sorted(m.edge_programs(prompt_lengths=[16, 32]))
+['decode_step_16', 'decode_step_32', 'encode_16', 'encode_32']
+>>> # import edgesdk; edgesdk.convert(m, None, "onnx-cpu", prompt_lengths=[64, 256])
 """
 
 from __future__ import annotations
@@ -170,11 +174,13 @@ class _Attention(nn.Module):
         self.o = nn.Linear(self.h * self.dh, cfg.d_model, bias=False)
 
     def split_kv(self, x):  # x (B, T, D) -> k, v (B, Hkv, T, Dh)
-        # rank 4 throughout: the HTP cannot finalize a graph where a slice of a rank-5 transpose
-        # (view (B, T, 2, Hkv, Dh) -> permute -> unbind) feeds a matmul (QNN_COMMON_ERROR_MEM_ALLOC)
+        # slice heads before the transpose, rank 4 throughout, so no slice of a transposed activation
+        # reaches a matmul: the HTP cannot finalize such a graph (QNN_COMMON_ERROR_MEM_ALLOC), and
+        # LiteRT's converter mis-ranks the batch matmul behind it ("tfl.batch_matmul ... expected 3
+        # but got 4"). Same maths as splitting the transposed (B, 2·Hkv, T, Dh) projection.
         B, T, _ = x.shape
-        kv = self.kv(x).view(B, T, 2 * self.hkv, self.dh).transpose(1, 2)      # (B, 2·Hkv, T, Dh)
-        return kv[:, :self.hkv], kv[:, self.hkv:]
+        kv = self.kv(x).view(B, T, 2 * self.hkv, self.dh)                      # (B, T, 2·Hkv, Dh)
+        return kv[:, :, :self.hkv].transpose(1, 2), kv[:, :, self.hkv:].transpose(1, 2)
 
     def out(self, y):  # (B, H, T, Dh) -> (B, T, D)
         B, H, T, Dh = y.shape
@@ -393,36 +399,40 @@ class EncDec(nn.Module):
 
     # ---------------------------------------------------------------- export protocol
     def edge_programs(self, prompt_lengths: list[int] | None = None) -> dict:
-        """One ``encode`` per prompt length class P (``encode`` for one class, else
-        ``encode_<P>``; default ``cfg.prompt_lengths``) and one ``decode_step`` whose cross inputs
-        hold the longest class: prompts are right-padded to their class and masked by ``src_len``."""
+        """Per prompt length class P (default ``cfg.prompt_lengths``) one ``encode`` and one
+        ``decode_step`` whose cross inputs hold P slots (named ``encode`` / ``decode_step`` for one
+        class, else ``encode_<P>`` / ``decode_step_<P>``): prompts are right-padded to their class
+        and masked by ``src_len``, and every step attends over its own class's cross K/V only."""
         c = self.cfg
         Ps = self._classes(prompt_lengths)
         g = torch.Generator().manual_seed(0)
-        programs = {}
-        for P in Ps:
-            src = torch.randint(0, 256, (1, P), generator=g)
-            programs["encode" if len(Ps) == 1 else f"encode_{P}"] = (
-                EncodeProgram(self), (src, torch.tensor([max(1, (3 * P) // 4)])))
-        P = Ps[-1]
-        n = torch.tensor([max(1, (3 * P) // 4)])
-        with torch.no_grad():
-            ckv = self.cross_kv(self.encode(torch.randint(0, 256, (1, P), generator=g), n))
-            cache = self.empty_cache(1)
-            for p, t in enumerate((c.bos_id, 65)):                             # two tokens already cached
-                _, new = self.step(torch.tensor([[t]]), torch.tensor([p]), cache, ckv, n)
-                write_slot(cache, new, p)
         L2 = 2 * c.n_dec_layers
 
         def layout(kv):  # the cache layout (keys transposed)
             return tuple(t.contiguous().clone() for i in range(0, L2, 2) for t in cache_layout(kv[i], kv[i + 1]))
-        step_inputs = (torch.tensor([[66]]), torch.tensor([2])) + layout(cache) + layout(ckv) + (n.clone(),)
-        programs["decode_step"] = (DecodeStepProgram(self), step_inputs)
+        programs = {}
+        for P in Ps:
+            src = torch.randint(0, 256, (1, P), generator=g)
+            programs[self._name("encode", P, Ps)] = (EncodeProgram(self), (src, torch.tensor([max(1, (3 * P) // 4)])))
+        for P in Ps:
+            n = torch.tensor([max(1, (3 * P) // 4)])
+            with torch.no_grad():
+                ckv = self.cross_kv(self.encode(torch.randint(0, 256, (1, P), generator=g), n))
+                cache = self.empty_cache(1)
+                for p, t in enumerate((c.bos_id, 65)):                         # two tokens already cached
+                    _, new = self.step(torch.tensor([[t]]), torch.tensor([p]), cache, ckv, n)
+                    write_slot(cache, new, p)
+            step_inputs = (torch.tensor([[66]]), torch.tensor([2])) + layout(cache) + layout(ckv) + (n.clone(),)
+            programs[self._name("decode_step", P, Ps)] = (DecodeStepProgram(self), step_inputs)
         return programs
+
+    @staticmethod
+    def _name(program: str, P: int, Ps: tuple) -> str:
+        return program if len(Ps) == 1 else f"{program}_{P}"
 
     def edge_generation(self, prompt_lengths: list[int] | None = None) -> dict:
         """The ``"generation"`` manifest entry (see `runtime.generate`): the self cache is written
-        in place at slot ``pos``; each class's cross K/V fill the first P slots of the step's."""
+        in place at slot ``pos``; each class's encode feeds the cross K/V of that class's step."""
         c = self.cfg
         Ps = self._classes(prompt_lengths)
         names = [f"{kv}_{i}" for i in range(c.n_dec_layers) for kv in ("k", "v")]
@@ -434,7 +444,8 @@ class EncDec(nn.Module):
                      "write": {"index": None, "axis": axis(n)}} for n in names]
                  + [{"input": "src_len", "init": "@prompt_length", "update": None}])
         return {
-            "prefill": ["encode"] if len(Ps) == 1 else [f"encode_{P}" for P in Ps], "step": "decode_step",
+            "prefill": [self._name("encode", P, Ps) for P in Ps],
+            "step": [self._name("decode_step", P, Ps) for P in Ps],
             "prompt": "src", "prompt_length": "src_len",
             "token": "token", "position": "pos", "logits": "logits",
             "prefill_logits": None, "start_token": c.bos_id, "state": state,

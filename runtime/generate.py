@@ -1,7 +1,8 @@
 """Autoregressive generation over exported programs, in numpy (no torch).
 
 A generation artifact holds *prefill* programs, run once on the prompt (one per prompt length
-class), and a *step* program, run once per new token, plus a ``"generation"`` entry in its
+class), and a *step* program, run once per new token (one for every class, or one per class when
+the step's inputs depend on the prompt's capacity), plus a ``"generation"`` entry in its
 manifest that says how to wire them. The model declares that entry with ``edge_generation()``
 next to ``edge_programs()``; the converter checks every name in it against the exported programs
 and records it. Three shapes of model fit one loop:
@@ -19,7 +20,11 @@ The manifest entry (every name is a program, input or output name of the artifac
       "prefill": ["encode_64", "encode_256"],  # prefill programs, one per prompt capacity (or a
                                         #   single name); the runtime runs the smallest that
                                         #   holds the prompt
-      "step": "decode_step",            # program run once per generated token
+      "step": "decode_step",            # program run once per generated token: one name for
+                                        #   every class, or a list, one per prefill class in the
+                                        #   same order (["decode_step_64", "decode_step_256"]),
+                                        #   when the step's inputs follow the class (an encoder-
+                                        #   decoder's cross K/V hold P slots)
       "prompt": "src",                  # prefill input: prompt ids, (1, P) integer; P = capacity
       "prompt_length": "src_len",       # optional prefill input, (1,) int64: the true length;
                                         #   shorter prompts are right-padded with `pad`. When
@@ -104,7 +109,7 @@ class GenerationSpec:
     """The validated ``"generation"`` manifest entry (see the module docstring)."""
 
     prefill: tuple[str, ...]  # one program per prompt capacity, smallest first
-    step: str
+    steps: tuple[str, ...]    # the step of every class: one name shared, or one per prefill (same order)
     prompt: str
     token: str
     logits: str
@@ -118,9 +123,19 @@ class GenerationSpec:
     pad: int = 0
     tokenizer: str | None = None
 
+    @property
+    def step(self) -> str:
+        """The step of the longest prompt class (the only one, for a shared step)."""
+        return self.steps[-1]
+
+    def step_for(self, prefill: str) -> str:
+        """The step program that follows the prefill program ``prefill``."""
+        return self.steps[0] if len(self.steps) == 1 else self.steps[self.prefill.index(prefill)]
+
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in _REQUIRED + _OPTIONAL if k != "state"}
         d["prefill"] = list(self.prefill)
+        d["step"] = self.steps[0] if len(self.steps) == 1 else list(self.steps)
         d["state"] = [s.to_dict() for s in self.state]
         return d
 
@@ -156,15 +171,22 @@ def parse_spec(d, programs: dict) -> GenerationSpec:
         raise IntegrityError(f"{where}.prefill: expected a program name or a non-empty list of distinct "
                              f"names, got {d['prefill']!r}")
     prefills = [program("prefill", n) for n in names]
-    prefill, step = prefills[0], program("step", d["step"])
-    if step.name in names:
+    step_names = d["step"] if isinstance(d["step"], list) else [d["step"]]
+    if len(step_names) not in (1, len(names)) or len(set(map(str, step_names))) != len(step_names):
+        raise IntegrityError(f"{where}.step: expected a program name or a list of distinct names, one per prefill "
+                             f"class ({len(names)}: {', '.join(map(str, names))}), got {d['step']!r}")
+    steps = [program("step", n) for n in step_names]
+    if set(step_names) & set(names):
         raise IntegrityError(f"{where}: prefill and step must be different programs")
+    prefill, step = prefills[0], steps[0]
     p_in, p_out = _names(prefill.inputs), _names(prefill.outputs)
     s_in, s_out = _names(step.inputs), _names(step.outputs)
-    for other in prefills[1:]:
-        if _names(other.inputs) != p_in or _names(other.outputs) != p_out:
-            raise IntegrityError(f"{where}.prefill: {other.name!r} and {prefill.name!r} must have the same inputs "
-                                 f"and outputs (prompt length classes of one program)")
+    for what, first, others, i_n, o_n in (("prefill", prefill, prefills[1:], p_in, p_out),
+                                          ("step", step, steps[1:], s_in, s_out)):
+        for other in others:
+            if _names(other.inputs) != i_n or _names(other.outputs) != o_n:
+                raise IntegrityError(f"{where}.{what}: {other.name!r} and {first.name!r} must have the same inputs "
+                                     f"and outputs (prompt length classes of one program)")
 
     def name_in(key, names, what, optional=False):
         v = d.get(key)
@@ -215,7 +237,7 @@ def parse_spec(d, programs: dict) -> GenerationSpec:
                                      f"that says where it goes (the position input)")
         parsed.append(StateSpec(s["input"], s["init"], s["update"], axis, index))
     spec = GenerationSpec(
-        prefill=tuple(names), step=step.name,
+        prefill=tuple(names), steps=tuple(step_names),
         prompt=name_in("prompt", p_in, f"an input of {prefill.name!r}"),
         prompt_length=name_in("prompt_length", p_in, f"an input of {prefill.name!r}", optional=True),
         token=name_in("token", s_in, f"an input of {step.name!r}"),
@@ -248,7 +270,8 @@ def parse_spec(d, programs: dict) -> GenerationSpec:
     if caps != sorted(set(caps)):
         raise IntegrityError(f"{where}.prefill: list the prompt length classes smallest first, with distinct "
                              f"capacities (got {dict(zip(names, caps))})")
-    _check_state_shapes(spec, prefills, step, where)
+    for p in prefills:  # a shared step meets every class; a step per class, its own
+        _check_state_shapes(spec, [p], programs[spec.step_for(p.name)], where)
     return spec
 
 
@@ -385,7 +408,7 @@ class _Loop:
         self.cap, self.prefill = fits[0]
         self._pin = {s.name: s for s in self.prefill.spec.inputs}
         self._pout = [s.name for s in self.prefill.spec.outputs]
-        self.step_binding = session.program(spec.step)
+        self.step_binding = session.program(spec.step_for(self.prefill.spec.name))
         self.bound = None
         self.last_pos = -1
 

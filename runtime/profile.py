@@ -699,10 +699,13 @@ def _compute(sess: Session, program: str, samples: list[float], gen: dict | None
     out: dict = {"method": counted.get("method")}
     if gen is not None:
         g = sess.generation
-        out.update(flops=per.get(g.prefill), per="prefill (time to first token)")
+        caps = gen.get("capacities") or []
+        prefill = g.prefill[caps.index(gen["capacity"])] if gen.get("capacity") in caps else g.prefill[-1]
+        step = g.step_for(prefill)                              # the programs generate ran
+        out.update(flops=per.get(prefill), per="prefill (time to first token)")
         tp = (gen.get("tpot_ms") or {}).get("p50")
-        if per.get(g.step) and tp:
-            out.update(decode_flops=per[g.step], decode_gflops_per_s=per[g.step] / (tp * 1e6))
+        if per.get(step) and tp:
+            out.update(decode_flops=per[step], decode_gflops_per_s=per[step] / (tp * 1e6))
     else:
         out.update(flops=per.get(program), per="run")
     if not out.get("flops"):

@@ -124,17 +124,22 @@ def exported(tmp_path_factory):
     return get
 
 
-# ExecuTorch lowering costs ~25-60 s on a busy 2-core machine: slow suite
-@pytest.mark.parametrize("target", ["onnx-cpu", pytest.param("executorch-xnnpack", marks=pytest.mark.slow)])
+# ExecuTorch lowering costs ~25-60 s on a busy 2-core machine: slow suite. LiteRT stays in the
+# default suite: its converter once rejected the K/V split that the HTP needed (batch-matmul rank)
+@pytest.mark.parametrize("target", ["onnx-cpu", "litert-cpu", pytest.param("executorch-xnnpack", marks=pytest.mark.slow)])
 def test_export_verified_and_runtime_greedy_matches_pytorch(exported, target):
     from edgesdk import runtime
     m, art = exported(target)
     assert art.verification["passed"] and art.verification["max_abs_err"] < 1e-4
     sess = runtime.load(art.path)
-    assert set(sess.program_names) == {"encode_8", "encode_16", "decode_step"}
+    assert set(sess.program_names) == {"encode_8", "encode_16", "decode_step_8", "decode_step_16"}
     assert sess.generation.prefill == ("encode_8", "encode_16")
-    names = [s.name for s in sess.program("decode_step").spec.outputs]
+    assert sess.generation.steps == ("decode_step_8", "decode_step_16")  # a step per class: its cross K/V hold P
+    assert art.manifest.extra["generation"]["step"] == ["decode_step_8", "decode_step_16"]
+    names = [s.name for s in sess.program("decode_step_8").spec.outputs]
     assert names == ["logits", "new_self_k_0", "new_self_v_0"]      # only the new cache slot leaves the step
+    cross = {s.name: tuple(s.shape) for s in sess.program("decode_step_8").spec.inputs}["cross_k_0"]
+    assert cross == (m.cfg.n_kv_heads, m.cfg.d_head, 8)
     c = m.cfg
     g = torch.Generator().manual_seed(3)
     seen = set()
@@ -146,10 +151,37 @@ def test_export_verified_and_runtime_greedy_matches_pytorch(exported, target):
             ref = ref[:ref.index(m.cfg.eos_id) + 1]
         assert got.tokens == ref, (length, got.tokens, ref)
         assert len(got.tokens) == min(20, m.cfg.max_target) or got.finish_reason == "eos"
-        # every carried state counts: self cache (C slots) + cross K/V (16 slots) + src_len
-        assert got.state_bytes == 4 * 2 * c.n_dec_layers * c.n_kv_heads * c.d_head * (c.max_target + 16) + 8
+        # every carried state counts: self cache (C slots) + cross K/V (the class's P slots) + src_len
+        P = 8 if length <= 8 else 16
+        src_len = 4 if target == "litert-cpu" else 8          # LiteRT carries src_len as int32
+        assert got.state_bytes == 4 * 2 * c.n_dec_layers * c.n_kv_heads * c.d_head * (c.max_target + P) + src_len
         seen.update(ref)
     assert len(seen) > 3                                          # the model does not emit one token forever
+
+
+def test_an_artifact_with_one_step_for_every_class_still_generates(exported, tmp_path):
+    """Artifacts made before a step per class name one step for all classes: a short class's cross
+    K/V then fill the first slots of that step's longer cross inputs (masked by src_len)."""
+    import shutil
+    from edgesdk import runtime
+    m, art = exported("onnx-cpu")
+    shutil.copytree(art.path, tmp_path / "old")
+    mpath = tmp_path / "old" / "manifest.json"
+    man = json.loads(mpath.read_text())
+    man["generation"]["step"] = "decode_step_16"
+    mpath.write_text(json.dumps(man))
+    sess = runtime.load(tmp_path / "old")
+    assert sess.generation.steps == ("decode_step_16",)
+    for length in (5, 12):
+        src = torch.randint(0, 256, (1, length), generator=torch.Generator().manual_seed(length))
+        ref = m.generate(src, torch.tensor([length]), max_new_tokens=8, stop_at_eos=False)[0].tolist()
+        assert sess.generate(src[0].tolist(), 8, stop_at_eos=False).tokens == ref, length
+    man["generation"]["step"] = ["decode_step_8", "decode_step_16", "x"]  # neither one name nor one per class
+    mpath.write_text(json.dumps(man))
+    from edgesdk.runtime.errors import IntegrityError
+    with pytest.raises(IntegrityError, match=r"step: expected a program name or a list of distinct names, one per "
+                                        r"prefill class \(2: encode_8, encode_16\)"):
+        runtime.load(tmp_path / "old")
 
 
 # ------------------------------------------------------------------------------ data, recipe, teacher

@@ -47,6 +47,24 @@ def test_each_program_is_recorded_on_the_inputs_it_meets_while_generating(teache
     assert sorted(int(dict(zip(names, s))["pos"][0]) for s in rec["step"].samples) == sorted(list(range(20, 25)) * 3)
 
 
+def test_a_step_per_class_is_recorded_on_every_prompt_its_class_holds():
+    """An encoder-decoder has a step per prompt length class: each class's step is calibrated on
+    the prompts that class holds, also those a smaller class would have taken."""
+    import torch
+    from edgesdk.models.encdec import EncDec, EncDecConfig
+    torch.manual_seed(0)
+    m = EncDec(EncDecConfig(d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, max_source=16, max_target=8,
+                            prompt_lengths=(8, 16))).eval()
+    programs = collect(m, None)
+    rec = gc.record(programs, [np.arange(5) + 60, np.arange(12) + 70], new_tokens=4)
+    # 5 tokens: both classes (8 picked, 16 also fed); 12 tokens: class 16 only; 4 steps per generation
+    assert (len(rec["encode_8"]), len(rec["encode_16"])) == (1, 2)
+    assert (len(rec["decode_step_8"]), len(rec["decode_step_16"])) == (4, 8)
+    names = next(p for p in programs if p.name == "decode_step_16").input_names
+    lens = sorted({int(dict(zip(names, s))["src_len"][0]) for s in rec["decode_step_16"].samples})
+    assert lens == [5, 12]
+
+
 @pytest.mark.slow  # two exports, static calibration and the gate: ~1 min alone, ~4 on a busy machine
 def test_int8_static_generation_keeps_fp32_tokens(teacher, tmp_path):
     art = edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-static", calibration=_prompts(16, "train"),
