@@ -129,3 +129,22 @@ def test_explicit_tolerance_keeps_the_element_wise_check(tmp_path):
     m = _small_mamba()
     with pytest.raises(edgesdk.errors.ToleranceError, match="differ from PyTorch beyond atol=0.01"):
         edgesdk.convert(m, None, "qnn-htp", atol=1e-2, rtol=1e-2, out_dir=tmp_path)
+
+
+def test_accelerator_profile_reports_every_run_with_its_ops(tmp_path):
+    # The NPU comparison (benchmarks/qnn_generation.py) reads the emulator's own figures: per run,
+    # total cycles, execute µs and each op's cycles. Whether they scale with the work is that
+    # script's `scaling` phase (RESULTS.md); here: one figure per run, the op named, its cycles
+    # within the run's total.
+    import sys
+    from pathlib import Path
+    from edgesdk.runtime import qnn
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from qnn_generation import matmul_onnx
+    matmul_onnx(64, 128, 128, tmp_path / "mm.onnx")
+    x = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)
+    p = qnn.accelerator_profile(tmp_path / "mm.onnx", [x], runs=3)
+    assert len(p["cycles"]) == len(p["execute_us"]) == len(p["op_cycles"]) == 3
+    for total, ops in zip(p["cycles"], p["op_cycles"]):
+        assert 0 < ops["mm"] <= total and all(v >= 0 for v in ops.values())
+    assert all(us > 0 for us in p["execute_us"])
