@@ -52,6 +52,7 @@ class Converter:
     # measured-fastest scheme differs from ``recommended``
     recommended_by_kind: dict = {}
     default_tolerance: dict = {}  # scheme -> (atol, rtol) when the device computes at lower precision
+    float_compute = "fp32"  # "fp16": fp32 graphs run at fp16 there (generation models: converters.fp16_compute)
     description: str = ""
     convert_packages: tuple = ()  # python packages needed to export
     run_packages: tuple = ()      # python packages needed to execute
