@@ -577,11 +577,13 @@ def report(args) -> int:
         lines.append(f"| {r['model']} | {r.get('family', '')} | {r['target']} | {r['scheme']} | {r['status']} | "
                      f"{figure} | {_fmt(r.get('conversion_s'), '.1f')} | {_fmt(ratio, '.2f')} | "
                      f"{_fmt(r.get('p50_ms'), '.2f')} | {_fmt(pr, '.2f')} | {note} |")
-    timed = sorted({(r["model"], r["target"]) for r in rows if r.get("p50_ms")})
+    # model x target pairs with an int8 row: their ratio is the figure that matters
+    timed = sorted({(r["model"], r["target"]) for r in rows if r["scheme"] != "fp32"})
     if timed:
         lines.append("")
+        runs_p50 = sorted({r["p50_run"] for r in rows if r.get("p50_run")})
         lines.append(f"p50 ({rows[0].get('profile_threads') or 2} threads; fp32 and int8 of a model timed back to "
-                     "back in one process):")
+                     f"back in one process; timing runs: {', '.join(runs_p50) or 'unlabelled'}):")
         lines.append("")
         lines.append("int8/fp32 = p50 of the int8 artifact over p50 of the fp32 artifact of the same model and "
                      "target, same process, same threads. *best int8* = the fastest converted int8 row measured "
@@ -597,8 +599,9 @@ def report(args) -> int:
             timed_q = [r for r in qs if r.get("p50_ms")]
             best = min(timed_q, key=lambda r: r["p50_ms"]) if timed_q else {}
 
-            def ratio(r):
-                return r["p50_ms"] / fp["p50_ms"] if r.get("p50_ms") and fp.get("p50_ms") else None
+            def ratio(r):  # only from one timing run: never across runs
+                return r["p50_ms"] / fp["p50_ms"] if r.get("p50_ms") and fp.get("p50_ms") and \
+                    r.get("p50_run") == fp.get("p50_run") else None
             rr = ratio(rec)
             lines.append(f"| {m} | {t} | {_fmt(fp.get('p50_ms'), '.2f')} | {rec.get('scheme', 'not run')} | "
                          f"{_fmt(rec.get('p50_ms'), '.2f')} | {_fmt(rr, '.2f')} | {rec.get('status', '')} | "
@@ -613,6 +616,7 @@ def report(args) -> int:
             for fp in ratios[t]:
                 qs = [r for r in rows if r["model"] == fp["model"] and r["target"] == t and r["scheme"] != "fp32"
                       and r.get("p50_ms")]
+                qs = [r for r in qs if r.get("p50_run") == fp.get("p50_run")]
                 if qs and fp.get("p50_ms"):
                     rec = next((r for r in qs if r.get("recommended")), None)
                     pairs.append((min(r["p50_ms"] for r in qs) / fp["p50_ms"],
