@@ -7,6 +7,7 @@ Phases (each resumable; results accumulate in ``--out/zoo.json``, one row per mo
     python benchmarks/zoo.py convert --schemes int8-dynamic --models resnet18  # an extra scheme's rows
     python benchmarks/zoo.py dynamic            # dynamic batch / sequence at three shapes per target
     python benchmarks/zoo.py profile --budget-s 780   # p50 of every converted artifact, until the budget
+    python benchmarks/zoo.py margins --models repvit_m0_9   # fp32 top-1 margins in int8 steps (the gate's near ties)
     python benchmarks/zoo.py report                   # pass-rate table (markdown) and per-row table
 
 ``convert`` runs each model in a child process (a crash or a hang costs one model, not the run)
@@ -510,6 +511,32 @@ def run_profile(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- margins
+
+def run_margins(args) -> int:
+    """fp32 top-1 margins in int8 steps of each classifier output's range, on the zoo's held-out
+    inputs: the figure behind the gate's near-tie rule (margin < 1 step: not scored)."""
+    import numpy as np
+    import torch
+    from benchmarks.zoo_models import ZOO, build, enable_zoo_packages
+    from edgesdk.converters.accuracy import INT8_STEPS, _top1_margins
+    from edgesdk.converters.programs import collect, flatten_outputs
+    enable_zoo_packages()
+    print("| model | fp32 top-1 margin / int8 step, per input | near ties | input-dependent share of the logits |")
+    print("|---|---|---|---|")
+    for name in args.models or [n for n, z in ZOO.items() if z.family.startswith("vision")]:
+        model, example, kw = build(name)
+        ex = collect(model, example or None, kw.get("example_kwargs"))[0].example_inputs
+        with torch.no_grad():
+            ref = np.concatenate([flatten_outputs(model(*s))[0].numpy() for s in samples_like(ex, EVAL, 20)])
+        step = (ref.max() - ref.min()) / INT8_STEPS
+        m = _top1_margins(ref) / step  # (samples,)
+        share = np.linalg.norm(ref - ref.mean(0)) / np.linalg.norm(ref)  # how much the logits move with the input
+        print(f"| {name} | {' '.join(f'{v:.2f}' for v in m)} | {int((m < 1).sum())} of {m.size} | {share:.4f} |",
+              flush=True)
+    return 0
+
+
 # ------------------------------------------------------------------------------------- report
 
 def _fmt(v, spec=".3g"):
@@ -652,7 +679,7 @@ def report(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["convert", "dynamic", "profile", "report", "_child", "_dynamic"])
+    p.add_argument("phase", choices=["convert", "dynamic", "profile", "margins", "report", "_child", "_dynamic"])
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--models", type=lambda s: s.split(","), default=None)
     p.add_argument("--model")
@@ -673,7 +700,8 @@ def main(argv=None) -> int:
                         "from other runs only, so a run cut by its budget resumes where it stopped")
     p.add_argument("--pairs", type=lambda s: s.split(","), default=[], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    return {"convert": run_convert, "dynamic": run_dynamic, "profile": run_profile, "report": report,
+    return {"convert": run_convert, "dynamic": run_dynamic, "profile": run_profile, "margins": run_margins,
+            "report": report,
             "_child": child, "_dynamic": dynamic_child}[a.phase](a)
 
 
