@@ -3,8 +3,11 @@
 Phases (each resumable; results accumulate in ``--out/zoo.json``, one row per model x target x scheme):
 
     python benchmarks/zoo.py convert [--models resnet18,bert-tiny] [--targets onnx-cpu] [--schemes fp32]
+    python benchmarks/zoo.py convert --schemes int8 --budget-s 600   # recommended int8 per model kind
+    python benchmarks/zoo.py convert --schemes int8-dynamic --models resnet18  # an extra scheme's rows
     python benchmarks/zoo.py dynamic            # dynamic batch / sequence at three shapes per target
     python benchmarks/zoo.py profile --budget-s 780   # p50 of every converted artifact, until the budget
+    python benchmarks/zoo.py margins --models repvit_m0_9   # fp32 top-1 margins in int8 steps (the gate's near ties)
     python benchmarks/zoo.py report                   # pass-rate table (markdown) and per-row table
 
 ``convert`` runs each model in a child process (a crash or a hang costs one model, not the run)
@@ -13,6 +16,9 @@ error class, the verification's max error or the accuracy gate's figures, conver
 artifact size (int8 / fp32 ratio), the exporter used, ops left outside the delegate, and for
 failures whether the backend's own toolchain (called directly, without the SDK) fails too, so
 each failure is attributed to the SDK or to the backend. ``profile`` adds p50 (2 threads).
+``int8`` is the target's recommended scheme for the model's kind (`converters/recipes.py`:
+transformers get int8-dynamic on onnx-cpu and litert-cpu, the rest int8-static); other scheme names
+add rows that ``report`` weighs as candidates for the best int8 scheme.
 Models and configurations: `benchmarks/zoo_models.py` (random weights; MiniLM is the real one).
 """
 
@@ -54,9 +60,16 @@ def row_key(model: str, target: str, scheme: str) -> str:
     return f"{model}|{target}|{scheme}"
 
 
-def recommended_int8(target: str) -> str:
-    from edgesdk.converters.registry import get_converter
-    return get_converter(target).recommended
+def recommended_int8(target: str, model=None) -> str:
+    """The target's recommended int8 scheme for this model's kind (conv / transformer / mlp), as
+    ``edgesdk.converters.recipes.recommended_scheme`` (and a deploy config's ``recommended``) picks it."""
+    from edgesdk.converters.recipes import recommended_scheme
+    return recommended_scheme(target, model)
+
+
+def _int8_done(rows: dict, model: str, target: str) -> bool:
+    """The recommended int8 row of this model and target exists (other schemes are extra rows)."""
+    return any(k.startswith(f"{model}|{target}|") and r.get("recommended") for k, r in rows.items())
 
 
 # ------------------------------------------------------------------------------------- sample data
@@ -90,10 +103,15 @@ def convert_row(name: str, target: str, scheme: str, out: Path) -> dict:
     from benchmarks.zoo_models import ZOO, build
     from edgesdk.converters.programs import collect
     model, example, kw = build(name)
+    recommended = scheme == "int8"
+    if recommended:
+        scheme = recommended_int8(target, model)
     programs = collect(model, example or None, kw.get("example_kwargs"))
     ex = programs[0].example_inputs
     row = {"model": name, "family": ZOO[name].family, "source": ZOO[name].source, "target": target,
            "scheme": scheme, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+    if recommended:
+        row["recommended"] = True  # the target's recommended int8 for this model's kind
     real = kw.pop("samples", None)  # a model with real data (MiniLM) is calibrated and gated on it
     opts = dict(kw, verify_samples=1)  # the example + 1 random input set (the zoo runs ~200 conversions)
     if scheme != "fp32":
@@ -138,6 +156,11 @@ def convert_row(name: str, target: str, scheme: str, out: Path) -> dict:
         g = judge(v, "default", False)  # what edgesdk.convert's default gate decides on these figures
         row["gate"] = {k: g.get(k) for k in ("mode", "passed", "drop", "drop_basis", "not_scorable", "failing")}
         row["gate"]["min_cosine"] = v.get("min_cosine")
+        # per output, so that a report can re-judge the figures if the gate's rules change
+        row["gate"]["outputs"] = [{k: o.get(k) for k in ("name", "kind", "cosine_min", "top1_agreement",
+                                                         "top1_positions", "top1_near_ties", "ref_max_abs",
+                                                         "got_max_abs", "not_scorable", "collapsed")}
+                                  for o in v.get("outputs", [])]
         top1 = [o["top1_agreement"] for o in v.get("outputs", []) if "top1_agreement" in o]
         row["gate"]["top1_agreement"] = min(top1) if top1 else None
         row["status"] = {True: "ok", None: "not-scorable", False: "gate-failed"}[g.get("passed")]
@@ -278,6 +301,7 @@ def child(args) -> int:
             row = {"model": args.model, "target": target, "scheme": scheme, "status": "failed",
                    "error_class": type(e).__name__, "error": _short(e), "trace": traceback.format_exc()[-800:]}
         if row["status"] == "failed":
+            scheme = row["scheme"]
             row.update(raw_toolchain(args.model, target, scheme, out / "raw" / f"{args.model}-{target}-{scheme}"))
         print("ZOOROW " + json.dumps(row, default=str), flush=True)
     return 0
@@ -287,10 +311,17 @@ def run_convert(args) -> int:
     from benchmarks.zoo_models import ZOO
     out = Path(args.out)
     (out / "locks").mkdir(parents=True, exist_ok=True)
+    t_end = time.monotonic() + args.budget_s if args.budget_s else None
     for name in args.models or list(ZOO):
+        if t_end and time.monotonic() > t_end:
+            print(f"convert: --budget-s {args.budget_s:g} spent; the rest runs next time", flush=True)
+            break
         res = load_results(out)  # several workers may share the results file
-        pairs = [f"{t}:{recommended_int8(t) if s == 'int8' else s}" for t in args.targets for s in args.schemes]
-        pairs = [p for p in pairs if args.redo or row_key(name, *p.split(":")) not in res["rows"]]
+        # "int8" is resolved per model kind in the child (it builds the model)
+        pairs = [f"{t}:{s}" for t in args.targets for s in args.schemes]
+        pairs = [p for p in pairs if args.redo or not (
+            _int8_done(res["rows"], name, p.split(":")[0]) if p.endswith(":int8") else row_key(name, *p.split(":"))
+            in res["rows"])]
         if not pairs:
             continue
         lock = out / "locks" / name
@@ -322,14 +353,14 @@ def _convert_model(name: str, pairs: list[str], out: Path, args) -> None:
             for line in proc.stdout:
                 if line.startswith("ZOOROW "):
                     r = json.loads(line[7:])
-                    got.add((r["target"], r["scheme"]))
+                    got.add((r["target"], "fp32" if r["scheme"] == "fp32" else "int8"))
                     _save_row(out, r)
         finally:
             timer.cancel()
         proc.wait()
     for p in pairs:  # the first row the child never reported: it crashed or hung there
         t, s = p.split(":")
-        if (t, s) not in got:
+        if (t, "fp32" if s == "fp32" else "int8") not in got:
             why = "Timeout" if proc.returncode == -9 else f"exit {proc.returncode}"
             _save_row(out, {"model": name, "target": t, "scheme": s, "status": "failed", "error_class": why,
                             "error": "".join(err)[-600:]})
@@ -447,10 +478,15 @@ def run_profile(args) -> int:
     """p50 of every converted artifact without one, until ``--budget-s`` is spent (resumable)."""
     from edgesdk import runtime
     out = Path(args.out)
-    t_end = time.monotonic() + args.budget_s
+    t_end = time.monotonic() + (args.budget_s or 780)
+    run_id = args.run_id or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     res = load_results(out)
+    quant = {k.rsplit("|", 1)[0] for k, r in res["rows"].items() if r["scheme"] != "fp32" and r.get("path")}
     todo = [k for k, r in sorted(res["rows"].items())
-            if r.get("path") and (args.redo or "p50_ms" not in r) and Path(r["path"]).is_dir()]
+            if r.get("path") and Path(r["path"]).is_dir() and (
+                args.redo or "p50_ms" not in r
+                # --refresh-fp32: an fp32 row timed in an earlier run is timed again beside its int8 rows
+                or (args.refresh_fp32 and k.rsplit("|", 1)[0] in quant and r.get("p50_run") != run_id))]
     # fp32 and int8 of one model and target back to back (sorted keys), pairs first: their
     # int8/fp32 ratio is the figure that matters, and a budget cut then leaves whole pairs
     pair = {k.rsplit("|", 1)[0] for k in todo if not k.endswith("|fp32")}
@@ -462,7 +498,8 @@ def run_profile(args) -> int:
         r = res["rows"][k]
         try:
             rep = runtime.profile(r["path"], warmup=args.warmup, iters=args.iters, threads=args.threads, per_op=False)
-            r.update(p50_ms=rep.p50_ms, cv=rep.cv, profile_threads=rep.threads, profile_iters=args.iters)
+            r.update(p50_ms=rep.p50_ms, cv=rep.cv, profile_threads=rep.threads, profile_iters=args.iters,
+                     p50_run=run_id)
         except Exception as e:
             r.update(p50_ms=None, profile_error=_short(e))
         done += 1
@@ -471,6 +508,32 @@ def run_profile(args) -> int:
         cur["rows"][k] = r
         save_results(out, cur)
     print(f"profiled {done} of {len(todo)} pending artifacts", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------- margins
+
+def run_margins(args) -> int:
+    """fp32 top-1 margins in int8 steps of each classifier output's range, on the zoo's held-out
+    inputs: the figure behind the gate's near-tie rule (margin < 1 step: not scored)."""
+    import numpy as np
+    import torch
+    from benchmarks.zoo_models import ZOO, build, enable_zoo_packages
+    from edgesdk.converters.accuracy import INT8_STEPS, _top1_margins
+    from edgesdk.converters.programs import collect, flatten_outputs
+    enable_zoo_packages()
+    print("| model | fp32 top-1 margin / int8 step, per input | near ties | input-dependent share of the logits |")
+    print("|---|---|---|---|")
+    for name in args.models or [n for n, z in ZOO.items() if z.family.startswith("vision")]:
+        model, example, kw = build(name)
+        ex = collect(model, example or None, kw.get("example_kwargs"))[0].example_inputs
+        with torch.no_grad():
+            ref = np.concatenate([flatten_outputs(model(*s))[0].numpy() for s in samples_like(ex, EVAL, 20)])
+        step = (ref.max() - ref.min()) / INT8_STEPS
+        m = _top1_margins(ref) / step  # (samples,)
+        share = np.linalg.norm(ref - ref.mean(0)) / np.linalg.norm(ref)  # how much the logits move with the input
+        print(f"| {name} | {' '.join(f'{v:.2f}' for v in m)} | {int((m < 1).sum())} of {m.size} | {share:.4f} |",
+              flush=True)
     return 0
 
 
@@ -494,7 +557,8 @@ def report(args) -> int:
     lines.append("|---|---|---|---|---|---|---|---|")
     for target in TARGETS:
         for kind in ("fp32", "int8"):
-            rs = [r for r in rows if r["target"] == target and ((r["scheme"] == "fp32") == (kind == "fp32"))]
+            rs = [r for r in rows if r["target"] == target and (r["scheme"] == "fp32" if kind == "fp32"
+                                                                 else r.get("recommended"))]
             if not rs:
                 continue
             n = len(rs)
@@ -505,7 +569,9 @@ def report(args) -> int:
             fail = [r for r in rs if r["status"] == "failed"]
             ours = [r for r in fail if r.get("raw_ok")]
             theirs = [r for r in fail if r.get("raw_ok") is False]
-            scheme = rs[0]["scheme"] if kind == "int8" else "fp32"
+            schemes = sorted({r["scheme"] for r in rs if r["scheme"] != "int8"})
+            scheme = "fp32" if kind == "fp32" else "recommended: " + ", ".join(
+                f"{x} ×{sum(r['scheme'] == x for r in rs)}" for x in schemes)
             lines.append(f"| {target} | {scheme} | {len(conv)}/{n} ({100 * len(conv) / n:.0f}%) | {len(ok)} | "
                          f"{len(ns)} | {len(gf)} | {len(ours)} | {len(theirs)} |")
     lines.append("")
@@ -538,20 +604,54 @@ def report(args) -> int:
         lines.append(f"| {r['model']} | {r.get('family', '')} | {r['target']} | {r['scheme']} | {r['status']} | "
                      f"{figure} | {_fmt(r.get('conversion_s'), '.1f')} | {_fmt(ratio, '.2f')} | "
                      f"{_fmt(r.get('p50_ms'), '.2f')} | {_fmt(pr, '.2f')} | {note} |")
-    timed = sorted({(r["model"], r["target"]) for r in rows if r.get("p50_ms")})
+    # model x target pairs with an int8 row: their ratio is the figure that matters
+    timed = sorted({(r["model"], r["target"]) for r in rows if r["scheme"] != "fp32"})
     if timed:
         lines.append("")
+        runs_p50 = sorted({r["p50_run"] for r in rows if r.get("p50_run")})
         lines.append(f"p50 ({rows[0].get('profile_threads') or 2} threads; fp32 and int8 of a model timed back to "
-                     "back in one process):")
+                     f"back in one process; timing runs: {', '.join(runs_p50) or 'unlabelled'}):")
         lines.append("")
-        lines.append("| model | target | fp32 p50 ms | int8 scheme | int8 p50 ms | int8/fp32 | int8 status |")
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("int8/fp32 = p50 of the int8 artifact over p50 of the fp32 artifact of the same model and "
+                     "target, same process, same threads. *best int8* = the fastest converted int8 row measured "
+                     "(only the schemes the zoo ran for that model: usually the recommended one alone).")
+        lines.append("")
+        lines.append("| model | target | fp32 p50 ms | recommended | rec. p50 ms | rec./fp32 | rec. gate | "
+                     "rec. slower than fp32 | best int8 | best/fp32 | best gate |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for m, t in timed:
             fp = by.get((m, t, "fp32"), {})
-            q = next((r for r in rows if r["model"] == m and r["target"] == t and r["scheme"] != "fp32"), {})
-            pr = q["p50_ms"] / fp["p50_ms"] if q.get("p50_ms") and fp.get("p50_ms") else None
-            lines.append(f"| {m} | {t} | {_fmt(fp.get('p50_ms'), '.2f')} | {q.get('scheme', '')} | "
-                         f"{_fmt(q.get('p50_ms'), '.2f')} | {_fmt(pr, '.2f')} | {q.get('status', 'not run')} |")
+            qs = [r for r in rows if r["model"] == m and r["target"] == t and r["scheme"] != "fp32"]
+            rec = next((r for r in qs if r.get("recommended")), {})
+            timed_q = [r for r in qs if r.get("p50_ms")]
+            best = min(timed_q, key=lambda r: r["p50_ms"]) if timed_q else {}
+
+            def ratio(r):  # only from one timing run: never across runs
+                return r["p50_ms"] / fp["p50_ms"] if r.get("p50_ms") and fp.get("p50_ms") and \
+                    r.get("p50_run") == fp.get("p50_run") else None
+            rr = ratio(rec)
+            lines.append(f"| {m} | {t} | {_fmt(fp.get('p50_ms'), '.2f')} | {rec.get('scheme', 'not run')} | "
+                         f"{_fmt(rec.get('p50_ms'), '.2f')} | {_fmt(rr, '.2f')} | {rec.get('status', '')} | "
+                         f"{'' if rr is None else 'YES' if rr > 1 else 'no'} | {best.get('scheme', '')} | "
+                         f"{_fmt(ratio(best), '.2f')} | {best.get('status', '')} |")
+        ratios = {t: [by[(m, t, "fp32")] for m, tt in timed if tt == t and (m, t, "fp32") in by] for t in TARGETS}
+        lines.append("")
+        lines.append("| target | models with fp32 and int8 p50 | best int8 ≤ 0.7× fp32 | recommended slower than fp32 |")
+        lines.append("|---|---|---|---|")
+        for t in TARGETS:
+            pairs = []
+            for fp in ratios[t]:
+                qs = [r for r in rows if r["model"] == fp["model"] and r["target"] == t and r["scheme"] != "fp32"
+                      and r.get("p50_ms")]
+                qs = [r for r in qs if r.get("p50_run") == fp.get("p50_run")]
+                if qs and fp.get("p50_ms"):
+                    rec = next((r for r in qs if r.get("recommended")), None)
+                    pairs.append((min(r["p50_ms"] for r in qs) / fp["p50_ms"],
+                                  rec["p50_ms"] / fp["p50_ms"] if rec else None))
+            if pairs:
+                fast = sum(b <= 0.7 for b, _ in pairs)
+                slow = sum(1 for _, r in pairs if r is not None and r > 1)
+                lines.append(f"| {t} | {len(pairs)} | {fast} ({100 * fast / len(pairs):.0f}%) | {slow} |")
     runs = sorted({r.get("run", "this run") for r in rows})
     if len(runs) > 1:
         lines.append("")
@@ -579,7 +679,7 @@ def report(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["convert", "dynamic", "profile", "report", "_child", "_dynamic"])
+    p.add_argument("phase", choices=["convert", "dynamic", "profile", "margins", "report", "_child", "_dynamic"])
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--models", type=lambda s: s.split(","), default=None)
     p.add_argument("--model")
@@ -588,13 +688,20 @@ def main(argv=None) -> int:
                    help="fp32 and/or int8 (= each target's recommended int8 scheme)")
     p.add_argument("--redo", action="store_true", help="convert / profile rows already in the results again")
     p.add_argument("--timeout", type=int, default=900, help="seconds per model and target (child process)")
-    p.add_argument("--budget-s", type=float, default=780, help="profile: stop after this many seconds")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="profile: stop after this many seconds (default 780); convert: start no new model after it")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--refresh-fp32", action="store_true",
+                   help="profile: time the fp32 row of every model x target with int8 rows again, beside them")
+    p.add_argument("--run-id", default=None,
+                   help="profile: label of this timing run (default: its start time); --refresh-fp32 re-times fp32 rows "
+                        "from other runs only, so a run cut by its budget resumes where it stopped")
     p.add_argument("--pairs", type=lambda s: s.split(","), default=[], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    return {"convert": run_convert, "dynamic": run_dynamic, "profile": run_profile, "report": report,
+    return {"convert": run_convert, "dynamic": run_dynamic, "profile": run_profile, "margins": run_margins,
+            "report": report,
             "_child": child, "_dynamic": dynamic_child}[a.phase](a)
 
 

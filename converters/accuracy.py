@@ -11,6 +11,15 @@ all below ``NOT_SCORABLE_BELOW`` in magnitude (as with random-init BatchNorm sta
 are ~1e-9) cannot be compared meaningfully: it is reported as not scorable instead of scored, unless
 the quantized output collapsed to a constant (all zeros, say) where fp32 varies, which fails the gate.
 
+Two refinements keep top-1 agreement meaningful:
+- Embeddings are not class scores: an output whose every row has unit L2 norm (a normalised
+  sentence or image embedding, such as all-MiniLM-L6-v2's) is judged by cosine, whatever its name.
+- A near tie is no decision: top-1 agreement counts only the positions where fp32's top-1 margin
+  (best minus second-best score) is at least one int8 step of that output's fp32 range
+  (``(max - min) / 255``, the finest difference an int8 tensor over that range can hold). When no
+  position clears it (the flat logits of a random-weight classifier: RepViT's margins are ~0.8
+  step on every input), the output is reported as not scorable, with the figures, never as passed.
+
 ``drop`` is what a numeric ``max_drop=`` bounds:
 - with a user ``metric(outputs, inputs) -> float`` (higher is better; ``outputs`` is a list
   with one list of numpy arrays per sample): ``metric(fp32) - metric(quantized)``;
@@ -40,6 +49,8 @@ NOT_SCORABLE_BELOW = 1e-6   # fp32 |output| below this everywhere: too small to 
 DEFAULT_MIN_TOP1 = 0.99     # default gate, classifier-like outputs
 DEFAULT_MIN_COSINE = 0.99   # default gate, other float outputs
 DEFAULT_METRIC_DROP = 0.01  # default gate with a user metric: metric(fp32) - metric(quantized)
+INT8_STEPS = 255            # an output's fp32 range over this: the finest difference int8 can keep
+UNIT_NORM_TOL = 1e-3        # every row's L2 norm within this of 1: a normalised embedding
 GATE_MODES = ("default", "max_drop", "off")
 
 
@@ -53,6 +64,26 @@ def _classifier_like(a: np.ndarray, name: str = "") -> bool:
     """Class scores: float, last dim >= 2, and not named as features (``last_hidden_state``,
     ``pooler_output``, ``*_embeds``...), so top-1 agreement is what matters for it."""
     return a.dtype.kind == "f" and a.ndim >= 2 and a.shape[-1] >= 2 and not _NOT_SCORES.search(name)
+
+
+def _unit_norm_rows(arrays: list[np.ndarray]) -> bool:
+    """Every row (last dim) of every sample has L2 norm 1: a normalised embedding. Probability
+    rows (non-negative, summing to 1) are excluded: a confident softmax is nearly one-hot."""
+    for a in arrays:
+        if a.dtype.kind != "f" or a.ndim < 1 or a.shape[-1] < 2 or not a.size:
+            return False
+        a64 = a.astype(np.float64)
+        if not np.all(np.abs(np.linalg.norm(a64, axis=-1) - 1.0) <= UNIT_NORM_TOL):
+            return False
+        if a64.min() >= 0 and np.all(np.abs(a64.sum(-1) - 1.0) <= UNIT_NORM_TOL):
+            return False
+    return True
+
+
+def _top1_margins(a: np.ndarray) -> np.ndarray:
+    """fp32 best minus second-best score at each position (all dims but the last). (N,)"""
+    part = np.partition(a.astype(np.float64).reshape(-1, a.shape[-1]), -2, axis=-1)
+    return part[:, -1] - part[:, -2]
 
 
 def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
@@ -72,7 +103,10 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
         r = [s[i] for s in ref_all]
         g = [s[i] for s in got_all]
         cos, maxe, meane, refm, gotm = [], 0.0, [], 0.0, 0.0
-        agree = total = 0
+        agree = total = positions = 0
+        scores = bool(r) and _classifier_like(r[0], name) and not _unit_norm_rows(r)
+        # one int8 step of this output's fp32 range: margins below it are near ties, not decisions
+        step = (max(float(a.max()) for a in r) - min(float(a.min()) for a in r)) / INT8_STEPS if scores else 0.0
         for a, b in zip(r, g):
             a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
             na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
@@ -82,11 +116,19 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
             refm = max(refm, float(np.abs(a64).max()) if a64.size else 0.0)
             gotm = max(gotm, float(np.abs(b64).max()) if b64.size else 0.0)
             meane.append(float(d.mean()) if d.size else 0.0)
-            if _classifier_like(a, name):
-                agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-                total += int(np.prod(a.shape[:-1]))
+            if scores:
+                keep = _top1_margins(a) >= step  # (positions,)
+                same = a.reshape(-1, a.shape[-1]).argmax(-1) == b.reshape(-1, b.shape[-1]).argmax(-1)
+                agree += int(same[keep].sum())
+                total += int(keep.sum())
+                positions += int(keep.size)
         row = {"name": name, "cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos)),
                "max_abs_err": maxe, "mean_abs_err": float(np.mean(meane)), "ref_max_abs": refm, "got_max_abs": gotm}
+        if scores:
+            row.update(kind="class scores", top1_positions=positions, top1_near_ties=positions - total,
+                       int8_step=step)
+        elif r and _unit_norm_rows(r):
+            row["kind"] = "embedding (unit-norm rows): judged by cosine"
         if total:
             row["top1_agreement"] = agree / total
             row["drop"] = 1.0 - row["top1_agreement"]
@@ -96,6 +138,11 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
         if not row["scorable"]:
             row["not_scorable"] = (f"fp32 |values| <= {refm:.2g} everywhere (< {NOT_SCORABLE_BELOW:g}): too small "
                                    "to compare, as with random weights; judge it on trained weights or real inputs")
+        elif scores and not total:
+            row["scorable"] = False
+            row["not_scorable"] = (f"fp32 top-1 margin below one int8 step ({step:.2g} = range / {INT8_STEPS}) at "
+                                   f"all {positions} positions: near ties, no decision an int8 output can keep (flat "
+                                   "logits, as with random weights); judge it on trained weights or real inputs")
         # a quantized output that is constant (e.g. all zeros) where fp32 varies has lost the
         # output whatever its scale: the gate fails it even when it cannot score it finely
         row["collapsed"] = bool(all(np.ptp(b) == 0 for b in g if b.size) and any(np.ptp(a) > 0 for a in r if a.size))

@@ -96,6 +96,69 @@ def test_random_weights_are_reported_not_scorable(tmp_path):
     assert art.verification["outputs"][0]["cosine_min"] > 0.9  # measured all the same
 
 
+class _Embedder(nn.Module):
+    """A sentence-embedding head: (1, 16) -> unit-norm (1, 64), as all-MiniLM-L6-v2 returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 128), nn.GELU(), nn.Linear(128, 64))
+
+    def forward(self, x):
+        return nn.functional.normalize(self.net(x), dim=-1)
+
+
+def test_embeddings_are_judged_by_cosine_not_argmax(tmp_path):
+    """A unit-norm embedding named plainly 'output' is not class scores: the gate must judge its
+    cosine, not the argmax of its 64 dims (real MiniLM was rejected at 4% 'top-1 agreement')."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(1, 16, generator=g),) for _ in range(16)]
+    art = edgesdk.convert(_Embedder().eval(), data[0], "onnx-cpu", quantize="int8-static", calibration=data[:8],
+                          eval_data=data[8:], out_dir=tmp_path)
+    out = art.verification["outputs"][0]
+    assert out["name"] == "output" and out["kind"].startswith("embedding") and "top1_agreement" not in out
+    gate = art.manifest.quantization["gate"]
+    assert gate["passed"] is True and "mean cosine" in gate["drop_basis"] and out["cosine_min"] >= 0.99
+
+
+class _FlatClassifier(nn.Module):
+    """Logits = a fixed bias + a tiny input-dependent part: the top two classes lie `gap` apart,
+    far below one int8 step of the logits' range (10 / 255) when gap is small."""
+
+    def __init__(self, gap: float):
+        super().__init__()
+        self.fc = nn.Linear(8, 10)
+        with torch.no_grad():
+            self.fc.weight.mul_(gap / 10)
+            self.fc.bias.copy_(torch.linspace(-5, 5, 10))
+            self.fc.bias[-2] = 5 - gap
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("gap,scored", [(1e-3, False), (2.0, True)])
+def test_near_tie_logits_are_not_scorable(gap, scored, tmp_path):
+    """Top-1 is scored only where fp32's margin clears one int8 step of the output's range:
+    flat logits are reported as not scorable (never 'passed'); clear margins are scored."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(2)
+    data = [(torch.randn(1, 8, generator=g),) for _ in range(16)]
+    kw = dict(quantize="int8-static", calibration=data[:8], eval_data=data[8:], out_dir=tmp_path)
+    if scored:
+        art = edgesdk.convert(_FlatClassifier(gap).eval(), data[0], "onnx-cpu", **kw)
+        out = art.verification["outputs"][0]
+        assert out["top1_near_ties"] == 0 and out["top1_agreement"] == 1.0
+        assert art.manifest.quantization["gate"]["passed"] is True
+        return
+    with pytest.warns(GateWarning, match="not scored"):
+        art = edgesdk.convert(_FlatClassifier(gap).eval(), data[0], "onnx-cpu", **kw)
+    out = art.verification["outputs"][0]
+    assert out["top1_near_ties"] == out["top1_positions"] == 8 and "top1_agreement" not in out
+    gate = art.manifest.quantization["gate"]
+    assert gate["passed"] is None and "near ties" in gate["not_scorable"][0]["why"]
+
+
 def test_gate_off_warns_and_default_gate_passes_good_models(tmp_path):
     model = ConvNet().eval()
     x = torch.randn(1, 3, 32, 32)
