@@ -140,16 +140,9 @@ public class BenchmarkTest {
         FakeClock clock = new FakeClock();
         FakeBackend be = new FakeBackend(clock);
         be.msAtThreads = new double[] {4.0};       // every run 4 ms + the 1 ms clock step: 5 ms measured
-        Benchmark.Options o = new Benchmark.Options();
-        o.warmupAuto = true;
-        o.threads = 1;
-        o.iters = 20;
-        o.clock = clock;
-        ProfileReport r = Benchmark.profile(artifact(), be, o);
-        @SuppressWarnings("unchecked")
-        java.util.Map<String, Object> steady = (java.util.Map<String, Object>) r.extra.get("steady_state");
-        @SuppressWarnings("unchecked")
-        java.util.Map<String, Object> warm = (java.util.Map<String, Object>) steady.get("warmup");
+        ProfileReport r = autoWarmup(be, clock, 1, 20);
+        java.util.Map<String, Object> steady = obj(r.extra.get("steady_state"));
+        java.util.Map<String, Object> warm = obj(steady.get("warmup"));
         assertEquals("auto", warm.get("mode"));
         assertEquals(5L, warm.get("window"));              // ceil(25 ms / 5 ms)
         assertEquals(13L, warm.get("runs"));               // 3 to estimate + two windows that agree
@@ -164,15 +157,9 @@ public class BenchmarkTest {
     public void adaptiveWarmupThatNeverSettlesIsBoundedAndFlagged() throws Exception {
         FakeClock clock = new FakeClock();
         FakeBackend be = new FakeBackend(clock);   // the k-th run takes k ms: always slowing down
-        Benchmark.Options o = new Benchmark.Options();
-        o.warmupAuto = true;
-        o.iters = 8;
-        o.clock = clock;
-        ProfileReport r = Benchmark.profile(artifact(), be, o);
-        @SuppressWarnings("unchecked")
-        java.util.Map<String, Object> steady = (java.util.Map<String, Object>) r.extra.get("steady_state");
-        @SuppressWarnings("unchecked")
-        java.util.Map<String, Object> warm = (java.util.Map<String, Object>) steady.get("warmup");
+        ProfileReport r = autoWarmup(be, clock, 0, 8);
+        java.util.Map<String, Object> steady = obj(r.extra.get("steady_state"));
+        java.util.Map<String, Object> warm = obj(steady.get("warmup"));
         assertEquals(Boolean.FALSE, warm.get("settled"));
         assertEquals("3 s", warm.get("bound"));
         assertEquals(Boolean.FALSE, steady.get("settled"));
@@ -191,8 +178,7 @@ public class BenchmarkTest {
         o.iters = 5;
         o.clock = clock;
         ProfileReport r = Benchmark.profile(artifact(), be, o);
-        @SuppressWarnings("unchecked")
-        java.util.Map<String, Object> sweep = (java.util.Map<String, Object>) r.extra.get("threads_sweep");
+        java.util.Map<String, Object> sweep = obj(r.extra.get("threads_sweep"));
         assertEquals(2L, sweep.get("chosen"));
         assertEquals(java.util.Arrays.asList(1, 2, 3, 4, 4, 3, 2, 1, 2), be.openedWith); // 2 rounds, reversed, then the profile
         assertEquals(9, be.closed);
@@ -202,6 +188,20 @@ public class BenchmarkTest {
         assertEquals(java.util.Arrays.asList(6.1, 6.1, 6.1, 6.1, 6.1), roundAll(r.samplesMs));
         ProfileReport back = ProfileReport.fromJson(r.toJson());
         assertTrue(back.extra.containsKey("threads_sweep"));
+    }
+
+    ProfileReport autoWarmup(FakeBackend be, FakeClock clock, int threads, int iters) throws Exception {
+        Benchmark.Options o = new Benchmark.Options();
+        o.warmupAuto = true;
+        o.threads = threads;
+        o.iters = iters;
+        o.clock = clock;
+        return Benchmark.profile(artifact(), be, o);
+    }
+
+    @SuppressWarnings("unchecked")
+    static java.util.Map<String, Object> obj(Object o) {
+        return (java.util.Map<String, Object>) o;
     }
 
     static List<Double> roundAll(List<Double> xs) {
