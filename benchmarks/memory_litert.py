@@ -25,8 +25,19 @@ Generation artifacts (several signatures) are measured on their prefill signatur
 
 Prints one row per artifact: init and overall for both (median of ``--runs`` fresh processes
 each) and ours/LiteRT's; the issue's target is agreement within 20%. The tool's figures are
-also shown without creating its LiteRT Environment (which registers the CPU, GPU and NPU
-accelerators of the CompiledModel API, a fixed cost our Interpreter-based runtime does not pay).
+also shown without its LiteRT Environment (which registers the CPU, GPU and NPU accelerators of
+the CompiledModel API, a per-process cost our Interpreter-based runtime does not pay). That
+Environment is measured, not assumed, twice in the same run: inside every tool process (the
+high-water mark right after ``Environment.create``, before the model is read), and by the tool
+itself on a trivial model (one 4x4 linear layer, converted here) measured by both sides first:
+whatever the tool needs beyond ours for a model with no weights to speak of is its fixed cost.
+
+Which comparison is apples to apples: an app that embeds LiteRT through its Interpreter API
+(what our runtime, and so our report's memory column, measure) pays the model's load and
+arena but no Environment; an app on the CompiledModel API pays the Environment once per
+process, however many models it loads. The model's own footprint is therefore the tool's
+figure without its Environment, and that is the column the issue's 20% agreement is judged
+on; the tool's totals are printed beside it.
 """
 
 from __future__ import annotations
@@ -133,6 +144,19 @@ def ours(path: Path, program: str | None, threads: int, warmup: int, runs: int) 
             "torch_loaded": rep.extra["isolation"]["torch_loaded"]}
 
 
+def trivial_artifact(out: Path) -> Path:
+    """A litert-cpu artifact with next to no weights (Linear 4 -> 4): the fixed cost of each side."""
+    path = out / "trivial-litert-cpu"
+    if not (path / "manifest.json").is_file():
+        import torch
+
+        import edgesdk
+        torch.manual_seed(0)
+        edgesdk.convert(torch.nn.Linear(4, 4).eval(), (torch.randn(1, 4),), "litert-cpu", out_dir=out,
+                        name=path.name)
+    return path
+
+
 def artifacts(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("manifest.json")
                   if json.loads(p.read_text()).get("target") == "litert-cpu" and not p.parent.name.startswith("."))
@@ -145,6 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="fresh processes per side (median)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--match", default="", help="only artifacts whose folder name contains this")
+    ap.add_argument("--baseline-dir", default=str(ROOT / "edgesdk-out" / "bench-memory"),
+                    help="where the trivial baseline model is converted (once)")
     args = ap.parse_args(argv)
     from edgesdk.runtime.manifest import parse_manifest
     from edgesdk.runtime.machine import cpu_name
@@ -153,6 +179,7 @@ def main(argv=None) -> int:
         print(f"no litert-cpu artifacts under {args.artifacts}; run benchmarks/auto_pick.py convert first",
               file=sys.stderr)
         return 2
+    arts.insert(0, trivial_artifact(Path(args.baseline_dir)))
     from importlib.metadata import version
     print(f"# artifact's own memory: edgesdk isolated profile vs benchmark_litert_model "
           f"({time.strftime('%Y-%m-%d')}; {cpu_name()}; ai-edge-litert {version('ai-edge-litert')}; "
@@ -181,7 +208,8 @@ def main(argv=None) -> int:
         env = statistics.median(x["env_mb"] for x in v)
         load = statistics.median(x["init_mb"] - x["env_mb"] for x in v)
         rest = statistics.median(x["overall_mb"] - x["env_mb"] for x in v)
-        r = {"artifact": a.name + ("" if prog is None else f" ({sig})"), "file_mb": tfl.stat().st_size / 2**20,
+        label = "baseline: trivial model (Linear 4->4)" if a.name == "trivial-litert-cpu" else a.name
+        r = {"artifact": label + ("" if prog is None else f" ({sig})"), "file_mb": tfl.stat().st_size / 2**20,
              **{f"{k}_ours": med[k][0] for k in med}, **{f"{k}_litert": med[k][1] for k in med},
              "litert_environment_mb": env, "litert_init_without_env_mb": load,
              "litert_overall_without_env_mb": rest,
@@ -194,10 +222,19 @@ def main(argv=None) -> int:
               f"{med['overall_mb'][1]:.2f} | {r['overall_ratio']:.2f} | {rest:.2f} | {r['rest_ratio']:.2f} | "
               f"{med['start_mb'][0]:.0f} / {med['start_mb'][1]:.0f} |", flush=True)
 
+    base, rows = (rows[0], rows[1:]) if rows and rows[0]["artifact"].startswith("baseline") else (None, rows)
+
     def n(key):
         return sum(abs(r[key] - 1) <= 0.2 for r in rows)
-    print(f"\nwithin 20% of LiteRT's tool: init {n('init_ratio')}/{len(rows)}, overall {n('overall_ratio')}/{len(rows)}; "
-          f"without its environment: init {n('load_ratio')}/{len(rows)}, overall {n('rest_ratio')}/{len(rows)}; "
+    if base:
+        print(f"\nfixed cost on the trivial model: the tool {base['init_mb_litert']:.2f} MB at init "
+              f"({base['overall_mb_litert']:.2f} overall), ours {base['init_mb_ours']:.2f} "
+              f"({base['overall_mb_ours']:.2f}); the tool's excess over ours {base['init_mb_litert'] - base['init_mb_ours']:.2f} "
+              f"MB at init against its Environment measured in its own process {base['litert_environment_mb']:.2f} MB")
+    print(f"\nwithin 20% of LiteRT's tool (the model's own footprint: the tool without its Environment; the "
+          f"issue's criterion): init {n('load_ratio')}/{len(rows)}, overall {n('rest_ratio')}/{len(rows)}; "
+          f"against the tool's totals (with the Environment an Interpreter app never creates): init "
+          f"{n('init_ratio')}/{len(rows)}, overall {n('overall_ratio')}/{len(rows)}; "
           f"torch loaded in our child: {any(r['torch_loaded'] for r in rows)}")
     for f in failed:
         print(f"benchmark_litert_model failed on {f}")

@@ -10,6 +10,7 @@ the same ``edgesdk.profile/1`` schema. This module drives it with adb:
 4. ``adb push`` of the payload files and ``manifest.json`` to ``/data/local/tmp/edgesdk/NAME``
    (checked locally first: a corrupt artifact is never pushed);
 5. ``adb shell am start -W -S -n dev.edgesdk.demo/.MainActivity --es artifact DIR --ei warmup W
+   (or ``--es warmup auto``: the app's adaptive warm-up; ``--es threads auto``: its thread sweep)
    --ei iters N --es out OUT --ez finish true`` — the app's headless benchmark;
 6. a status probe until the app has written ``OUT`` (or ``OUT.error``, or died);
 7. ``adb exec-out cat OUT`` — the JSON, read with `ProfileReport.from_json`; ``device`` is set
@@ -266,8 +267,8 @@ def _app_error(text: str, serial: str) -> SdkError:
     return cls(f"on {serial}: {msg}")
 
 
-def profile_on_device(artifact, device: AdbDevice, *, warmup: int = 10, iters: int = 100,
-                      threads: int | None = None, program: str | None = None, timeout_s: float = 600.0,
+def profile_on_device(artifact, device: AdbDevice, *, warmup: int | str = 10, iters: int = 100,
+                      threads: int | str | None = None, program: str | None = None, timeout_s: float = 600.0,
                       poll_s: float = 0.5, log: Callable[[str], None] | None = None) -> ProfileReport:
     """Profile an artifact on an Android phone with the android_demo app; returns its ProfileReport.
 
@@ -278,10 +279,12 @@ def profile_on_device(artifact, device: AdbDevice, *, warmup: int = 10, iters: i
     """
     if not isinstance(iters, int) or iters < 1:
         raise ConfigError(f"iters must be a positive int, got {iters!r}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ConfigError(f"warmup must be a non-negative int, got {warmup!r}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads must be a positive int, got {threads!r}")
+    if warmup != "auto" and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
+        raise ConfigError(f"warmup must be a non-negative int or 'auto' (until the timings settle), got {warmup!r}")
+    if threads is not None and threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int)
+                                                     or threads < 1):
+        raise ConfigError(f"threads must be a positive int, 'auto' (the app times 1..the phone's cores and uses the "
+                          f"fastest) or None (the library's default), got {threads!r}")
     say = log or (lambda _msg: None)
     root, manifest = _local_artifact(artifact)
 
@@ -305,11 +308,13 @@ def profile_on_device(artifact, device: AdbDevice, *, warmup: int = 10, iters: i
 
     out = f"{REMOTE_OUT_DIR}/{_remote_name(manifest)}.json"
     device.shell("rm", "-f", out, out + ".error")
-    say(f"running {warmup} warm-up + {iters} timed runs on {phone}")
+    say(f"running {'adaptive' if warmup == 'auto' else warmup} warm-up + {iters} timed runs on {phone}"
+        + (" after a thread sweep" if threads == "auto" else ""))
     cmd = ["am", "start", "-W", "-S", "-n", APP_ACTIVITY, "--es", "artifact", remote,
-           "--ei", "warmup", str(warmup), "--ei", "iters", str(iters), "--es", "out", out, "--ez", "finish", "true"]
+           *(("--es", "warmup", "auto") if warmup == "auto" else ("--ei", "warmup", str(warmup))),
+           "--ei", "iters", str(iters), "--es", "out", out, "--ez", "finish", "true"]
     if threads:
-        cmd += ["--ei", "threads", str(threads)]
+        cmd += ["--es", "threads", "auto"] if threads == "auto" else ["--ei", "threads", str(threads)]
     if program:
         cmd += ["--es", "program", program]
     r = device.shell(*cmd)

@@ -9,8 +9,15 @@ fastest one that passed is published at ``out_dir/name``. ``quantize="auto"`` do
 within one target. The rules, applied by `choose` (the pipeline's recommendation uses them too):
 
 - only candidates that passed the gate count (fp32 artifacts are verified against PyTorch);
-- a quantized candidate slower than the same model's fp32 on its target never wins;
-- the lowest latency wins; candidates within 3% of it tie, and ties go to the smaller artifact.
+- a quantized candidate competes only if it is shown faster than the same model's fp32 on its
+  target: re-timed side by side with it (interleaved rounds), faster in enough paired rounds
+  that a coin would do as well at most 5% of the time (7 of 8; one-sided sign test) with a
+  median paired ratio below 1; without side-by-side rounds (the pipeline's profiles), faster
+  by more than the 3% noise band. Otherwise fp32 wins on that target: a scheme whose gain
+  is inside the noise is never worth the risk of being slower;
+- the lowest latency wins; candidates within 3% of it tie, and ties go to the smaller artifact
+  (every quantized one among them was shown faster than its target's fp32, so the pick never
+  is slower than that fp32).
 
 Latency is the p50 of a run, or for generation artifacts the p50 time to first token plus the
 new tokens at the p50 time per token (a whole generation). Candidates within 15% of the fastest
@@ -50,7 +57,8 @@ from edgesdk.runtime.errors import ConfigError, SdkError, TargetUnavailableError
 DEVICES = ("cpu", "npu", "gpu")
 TIE = 0.03             # latencies within 3% of the fastest tie; the smaller artifact wins
 CONFIRM_WITHIN = 0.15  # candidates within 15% of the fastest are re-timed side by side before the pick
-CONFIRM_ROUNDS = 6
+CONFIRM_ROUNDS = 8
+FASTER_P = 0.05        # a quantized candidate beats fp32 when a sign test on the paired rounds says so at this level
 AUTO_MAX_DROP = 0.01   # applied when a quantized artifact carries no gate threshold of its own
 _UNSET = object()
 
@@ -76,17 +84,18 @@ def latency_ms(profile: dict) -> float | None:
 
 def choose(cands: list[dict], tie: float = TIE) -> dict | None:
     """Pick among candidates (dicts with ``target``, ``scheme``, ``status``, ``latency_ms``,
-    ``size_bytes``); only ``status == "measured"`` ones compete. Sets ``picked`` and ``why``
-    on every competing candidate and returns the pick (None when none competes)."""
+    ``size_bytes``, and ``rounds_ms`` when `confirm` re-timed them side by side); only
+    ``status == "measured"`` ones compete. Sets ``picked`` and ``why`` on every competing
+    candidate and returns the pick (None when none competes)."""
     measured = [c for c in cands if c.get("status") == "measured" and c.get("latency_ms") is not None]
-    fp32 = {c["target"]: c["latency_ms"] for c in measured if c["scheme"] == "fp32"}
+    fp32 = {c["target"]: c for c in measured if c["scheme"] == "fp32"}
     eligible = []
     for c in measured:
         c["picked"] = False
         base = fp32.get(c["target"])
-        if c["scheme"] != "fp32" and base is not None and c["latency_ms"] > base:
-            c["why"] = (f"slower than fp32 on {c['target']} ({c['latency_ms']:.4g} vs {base:.4g} ms, "
-                        f"{c['latency_ms'] / base:.2f}x)")
+        why = None if c["scheme"] == "fp32" or base is None else _not_faster_than(c, base, tie)
+        if why:
+            c["why"] = why
         else:
             eligible.append(c)
     if not eligible:
@@ -106,8 +115,41 @@ def choose(cands: list[dict], tie: float = TIE) -> dict | None:
     pick["why"] = ("fastest that passed the gate" if len(tied) == 1 else
                    f"smallest of the {len(tied)} within {tie:.0%} of the fastest that passed the gate")
     if pick["scheme"] != "fp32" and pick["target"] in fp32:
-        pick["why"] += f"; {pick['latency_ms'] / fp32[pick['target']]:.2f}x fp32 on {pick['target']}"
+        pick["why"] += f"; {pick['latency_ms'] / fp32[pick['target']]['latency_ms']:.2f}x fp32 on {pick['target']}"
+        if pick.get("vs_fp32"):
+            pick["why"] += f" ({pick['vs_fp32']})"
     return pick
+
+
+def sign_test_p(wins: int, n: int) -> float:
+    """One-sided sign test: the chance of at least ``wins`` of ``n`` paired rounds going one way
+    when neither side is faster (each round a fair coin)."""
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
+
+
+def _not_faster_than(c: dict, base: dict, tie: float) -> str | None:
+    """Why a quantized candidate ``c`` may not compete against ``base`` (its target's fp32), or None
+    when it was shown faster: paired side-by-side rounds when both have them (same run of
+    `confirm`), else a lead larger than the noise band ``tie``. Records the evidence in
+    ``c["vs_fp32"]``."""
+    t, lat, ref = c["target"], c["latency_ms"], base["latency_ms"]
+    a, b = c.get("rounds_ms"), base.get("rounds_ms")
+    if a and b and len(a) == len(b):
+        ratios = sorted(x / y for x, y in zip(a, b))
+        wins, n = sum(r < 1 for r in ratios), len(ratios)
+        p, med = sign_test_p(wins, n), ratios[n // 2] if n % 2 else (ratios[n // 2 - 1] + ratios[n // 2]) / 2
+        c["vs_fp32"] = f"faster in {wins}/{n} side-by-side rounds, median ratio {med:.3f}, sign test p={p:.3f}"
+        if p <= FASTER_P and med < 1:
+            return None
+        return (f"not shown faster than fp32 on {t} side by side: {c['vs_fp32']} (needs p <= {FASTER_P:g}); "
+                f"fp32 keeps the target")
+    if lat > ref:
+        return f"slower than fp32 on {t} ({lat:.4g} vs {ref:.4g} ms, {lat / ref:.2f}x)"
+    if lat > ref * (1 - tie):
+        return (f"within the {tie:.0%} noise band of fp32 on {t} ({lat:.4g} vs {ref:.4g} ms, {lat / ref:.2f}x) and "
+                f"not re-timed side by side: fp32 keeps the target")
+    c["vs_fp32"] = f"{lat / ref:.2f}x fp32 in separate profiles"
+    return None
 
 
 def _kib(b) -> str:
@@ -330,13 +372,14 @@ def confirm(cands: list[dict], within: float = CONFIRM_WITHIN, rounds: int = CON
         blocks = interleaved([(c["path"], c["threads"]) for c in close], rounds=rounds)
         for c, b in zip(close, blocks):
             c.setdefault("profile_latency_ms", c["latency_ms"])
-            c.update(latency_ms=median(b), confirmed=True)
+            c.update(latency_ms=median(b), rounds_ms=list(b), confirmed=True)
             timed.add(id(c))
 
 
 def _summary(c: dict) -> dict:
     keys = ("target", "device", "scheme", "status", "why", "picked", "size_bytes", "latency_ms", "p50_ms", "threads",
-            "quality", "cv", "settled", "memory_mb", "gflops_per_s", "confirmed", "profile_latency_ms")
+            "quality", "cv", "settled", "memory_mb", "gflops_per_s", "confirmed", "profile_latency_ms", "rounds_ms",
+            "vs_fp32")
     return {k: c.get(k) for k in keys}
 
 
@@ -358,8 +401,9 @@ def table_md(cands: list[dict]) -> str:
 def _write_table(cand_dir: Path, name: str, cands: list[dict], pick: dict | None) -> dict:
     from edgesdk.runtime.profile import json_safe as _json_safe
     cand_dir.mkdir(parents=True, exist_ok=True)
-    selection = {"rule": f"fastest that passed the gate; a quantized scheme never slower than fp32 on its target; "
-                         f"within {TIE:.0%} the smaller artifact", "pick": None if pick is None else
+    selection = {"rule": f"fastest that passed the gate; a quantized scheme only where shown faster than fp32 on its "
+                         f"target (side by side: sign test p <= {FASTER_P:g}); within {TIE:.0%} the smaller artifact",
+                 "pick": None if pick is None else
                  {"target": pick["target"], "scheme": pick["scheme"], "latency_ms": pick["latency_ms"],
                   "threads": pick["threads"], "why": pick["why"]},
                  "candidates": [_summary(c) for c in cands], "table": str(cand_dir / "candidates.md")}

@@ -277,11 +277,10 @@ def cmd_profile(args) -> int:
             if args.inputs:
                 raise ConfigError(f"--inputs is not supported with --device {args.device}: the app generates "
                                   "inputs from the manifest's spec; drop --inputs")
-            if args.threads == "auto" or args.warmup == "auto":
-                args.threads = None if args.threads == "auto" else args.threads
-                args.warmup = 10 if args.warmup == "auto" else args.warmup
             prog = Progress(not args.quiet and not args.json)
-            prog.stage(f"profiling {args.artifact} on {device.name} ({args.warmup} warm-up + {args.iters} runs)")
+            warm = "adaptive warm-up" if args.warmup == "auto" else f"{args.warmup} warm-up"
+            prog.stage(f"profiling {args.artifact} on {device.name} ({warm} + {args.iters} runs"
+                       + (", sweeping thread counts first" if args.threads == "auto" else "") + ")")
             rep = profile_on_device(args.artifact, device, warmup=args.warmup, iters=args.iters,
                                     threads=args.threads, program=args.program, log=prog.stage)
             if args.out:

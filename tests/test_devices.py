@@ -22,6 +22,8 @@ from edgesdk.runtime.stats import summarize
 TRANSCRIPT = json.loads((ROOT / "tests/transcripts/adb_profile_pixel8.json").read_text())
 SERIAL = TRANSCRIPT["serial"]
 STEPS = TRANSCRIPT["commands"]
+# the same session with the app's adaptive warm-up and thread sweep (`--es warmup auto --es threads auto`)
+AUTO = json.loads((ROOT / "tests/transcripts/adb_profile_pixel8_auto.json").read_text())
 
 
 class Replay:
@@ -98,21 +100,42 @@ def test_profile_on_a_phone_replays_the_transcript(tmp_path):
     assert any("pushing 2 files" in line for line in lines)
 
 
+def test_a_phone_profile_gets_the_adaptive_warmup_and_the_thread_sweep(tmp_path):
+    art = make_artifact(tmp_path / "mlp-executorch-xnnpack")
+    replay, lines = Replay(AUTO["commands"], art), []
+    rep = profile_on_device(art, device(replay), warmup="auto", threads="auto", iters=50, log=lines.append)
+    assert replay.done  # `--es warmup auto ... --es threads auto` in the am start command, nothing else changed
+    warm = rep.steady_state["warmup"]
+    assert warm["mode"] == "auto" and warm["settled"] and rep.warmup == warm["runs"] == 3 + 4 * warm["window"]
+    assert rep.settled is True
+    sweep = rep.extra["threads_sweep"]
+    assert sweep["chosen"] == rep.threads == 2 and [r["threads"] for r in sweep["rows"]] == list(range(1, 9))
+    table = rep.table()
+    assert "warm-up settled after 331 runs" in table and "threads auto: 1: p50 0.4412 ms" in table and "→ 2" in table
+    assert any("adaptive warm-up + 50 timed runs" in ln and "thread sweep" in ln for ln in lines)
+    for bad, needle in (({"warmup": -1}, "warmup must be a non-negative int or 'auto'"),
+                        ({"threads": "all"}, "threads must be a positive int, 'auto'")):
+        with pytest.raises(ConfigError, match=needle):
+            profile_on_device(art, device(Replay([])), iters=5, **bad)
+
+
 def test_the_cli_prints_a_phone_profile_like_a_local_one(tmp_path, monkeypatch, capsys):
     import edgesdk.runtime.devices as devices
     from edgesdk.cli import main
 
     art = make_artifact(tmp_path / "mlp-executorch-xnnpack")
-    replay, clock = Replay(STEPS, art), FakeClock()
+    replay, clock = Replay(AUTO["commands"], art), FakeClock()  # the CLI's default warm-up is adaptive
     real_init = devices.AdbDevice.__init__
 
     def init(self, serial=None, **kw):
         real_init(self, serial, adb="adb", runner=replay, sleep=clock.sleep, clock=clock)
     monkeypatch.setattr(devices.AdbDevice, "__init__", init)
     out = tmp_path / "phone.json"
-    assert main(["profile", str(art), "--device", f"adb:{SERIAL}", "--iters", "50", "--json", "--out", str(out)]) == 0
+    assert main(["profile", str(art), "--device", f"adb:{SERIAL}", "--iters", "50", "--threads", "auto", "--json",
+                 "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert replay.done
+    assert printed["threads"] == printed["extra"]["threads_sweep"]["chosen"] == 2
     assert printed["schema"] == "edgesdk.profile/1" and printed["device"] == TRANSCRIPT["expected_device"]
     assert json.loads(out.read_text()) == printed
 

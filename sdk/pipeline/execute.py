@@ -229,11 +229,9 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
             + (f" on {device}" if device.startswith("adb:") else ""))
         if device.startswith("adb:"):  # a phone: the android_demo app measures, the report comes back
             from edgesdk.runtime.devices import parse_device, profile_on_device
-            # the phone app warms up a fixed count on the threads it is given (no sweep there)
-            reps[prog or "default"] = profile_on_device(art.path, parse_device(device),
-                                                        warmup=10 if warmup == "auto" else warmup, iters=iters,
-                                                        threads=None if cfg.profile.threads == "auto" else
-                                                        cfg.profile.threads, program=prog, log=say)
+            # the phone app has the same adaptive warm-up and thread sweep ("auto" passes through)
+            reps[prog or "default"] = profile_on_device(art.path, parse_device(device), warmup=warmup, iters=iters,
+                                                        threads=cfg.profile.threads, program=prog, log=say)
             continue
         reps[prog or "default"] = runtime.profile(art.path, warmup=warmup, iters=iters, threads=cfg.profile.threads,
                                                   program=prog, per_op=cfg.profile.per_op, isolate=cfg.profile.isolate,

@@ -8,8 +8,10 @@ import java.io.File
 data class BenchmarkRequest(
     val artifact: File,
     val warmup: Int,
+    val warmupAuto: Boolean,
     val iters: Int,
     val threads: Int,
+    val threadsAuto: Boolean,
     val program: String?,
     val out: File,
     val finish: Boolean,
@@ -26,9 +28,12 @@ data class BenchmarkRequest(
                 ?: File(File(context.getExternalFilesDir(null), "profiles"), "${dir.name}.json")
             return BenchmarkRequest(
                 artifact = dir,
+                // `--es warmup auto` / `--es threads auto`: adaptive warm-up, thread sweep (as runtime.profile)
                 warmup = intent.getIntExtra("warmup", DEFAULT_WARMUP),
+                warmupAuto = intent.getStringExtra("warmup") == "auto",
                 iters = intent.getIntExtra("iters", DEFAULT_ITERS),
                 threads = intent.getIntExtra("threads", 0),
+                threadsAuto = intent.getStringExtra("threads") == "auto",
                 program = intent.getStringExtra("program"),
                 out = out,
                 finish = intent.getBooleanExtra("finish", false),

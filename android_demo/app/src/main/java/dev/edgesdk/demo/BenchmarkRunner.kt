@@ -25,13 +25,16 @@ object BenchmarkRunner {
         return try {
             val opts = Benchmark.Options().apply {
                 warmup = req.warmup
+                warmupAuto = req.warmupAuto
                 iters = req.iters
                 threads = req.threads
+                threadsAuto = req.threadsAuto
                 program = req.program
                 device = deviceName()
                 this.progress = Benchmark.Progress { done, total -> progress(done, total) }
             }
-            Log.i(TAG, "profiling ${req.artifact} (${req.warmup} warm-up + ${req.iters} runs)")
+            Log.i(TAG, "profiling ${req.artifact} (${if (req.warmupAuto) "adaptive" else req.warmup.toString()} warm-up + " +
+                "${req.iters} runs${if (req.threadsAuto) ", thread sweep first" else ""})")
             val report = Benchmark.profile(req.artifact, AndroidBackend(), opts)
             val json = report.toJson()
             writeAtomically(File(context.filesDir, "profile.json"), json)   // app storage: the latest run

@@ -32,6 +32,8 @@ public class BenchmarkTest {
         int opened, runs, closed;
         List<Inputs.Tensor> bound;
         RuntimeException failOnRun;
+        double[] msAtThreads;            // when set: each run costs msAtThreads[threads - 1] ms
+        final List<Integer> openedWith = new ArrayList<Integer>();
 
         FakeBackend(FakeClock clock) {
             this.clock = clock;
@@ -48,8 +50,9 @@ public class BenchmarkTest {
         }
 
         @Override
-        public Benchmark.Program open(File dir, Manifest m, Manifest.ProgramSpec spec, int threads) {
+        public Benchmark.Program open(File dir, Manifest m, Manifest.ProgramSpec spec, final int threads) {
             opened++;
+            openedWith.add(threads);
             return new Benchmark.Program() {
                 @Override
                 public void bind(List<Inputs.Tensor> inputs) {
@@ -60,12 +63,16 @@ public class BenchmarkTest {
                 public void run() {
                     if (failOnRun != null) throw failOnRun;
                     runs++;
-                    clock.now += runs * 1_000_000L; // the k-th run takes k ms (+1 ms clock step)
+                    if (msAtThreads != null) {
+                        clock.now += (long) (msAtThreads[threads - 1] * 1e6);
+                    } else {
+                        clock.now += runs * 1_000_000L; // the k-th run takes k ms (+1 ms clock step)
+                    }
                 }
 
                 @Override
                 public int threads() {
-                    return 3;
+                    return threads > 0 ? threads : 3;
                 }
 
                 @Override
@@ -126,6 +133,81 @@ public class BenchmarkTest {
         assertEquals(3, be.bound.size());
         assertEquals("x", be.bound.get(0).name);
         assertFalse(r.toJson().isEmpty());
+    }
+
+    @Test
+    public void adaptiveWarmupStopsWhenTheWindowMedianSettles() throws Exception {
+        FakeClock clock = new FakeClock();
+        FakeBackend be = new FakeBackend(clock);
+        be.msAtThreads = new double[] {4.0};       // every run 4 ms + the 1 ms clock step: 5 ms measured
+        ProfileReport r = autoWarmup(be, clock, 1, 20);
+        java.util.Map<String, Object> steady = obj(r.extra.get("steady_state"));
+        java.util.Map<String, Object> warm = obj(steady.get("warmup"));
+        assertEquals("auto", warm.get("mode"));
+        assertEquals(5L, warm.get("window"));              // ceil(25 ms / 5 ms)
+        assertEquals(13L, warm.get("runs"));               // 3 to estimate + two windows that agree
+        assertEquals(13, r.warmup);
+        assertEquals(Boolean.TRUE, warm.get("settled"));
+        assertEquals(Boolean.TRUE, steady.get("settled"));
+        assertEquals(1 + 13 + 20, be.runs);
+        assertTrue(r.toJson().contains("\"steady_state\""));
+    }
+
+    @Test
+    public void adaptiveWarmupThatNeverSettlesIsBoundedAndFlagged() throws Exception {
+        FakeClock clock = new FakeClock();
+        FakeBackend be = new FakeBackend(clock);   // the k-th run takes k ms: always slowing down
+        ProfileReport r = autoWarmup(be, clock, 0, 8);
+        java.util.Map<String, Object> steady = obj(r.extra.get("steady_state"));
+        java.util.Map<String, Object> warm = obj(steady.get("warmup"));
+        assertEquals(Boolean.FALSE, warm.get("settled"));
+        assertEquals("3 s", warm.get("bound"));
+        assertEquals(Boolean.FALSE, steady.get("settled"));
+        assertTrue(steady.get("flags").toString(), steady.get("flags").toString().startsWith("[warm-up never settled within 3 s"));
+    }
+
+    @Test
+    public void threadSweepTimesEveryCountAndProfilesAtTheFastestWithFewerThreadsOnATie() throws Exception {
+        FakeClock clock = new FakeClock();
+        FakeBackend be = new FakeBackend(clock);
+        be.msAtThreads = new double[] {9.0, 5.1, 5.0, 7.0}; // measured 10, 6.1, 6.0, 8 ms: 2 threads ties with 3
+        Benchmark.Options o = new Benchmark.Options();
+        o.threadsAuto = true;
+        o.maxThreads = 4;
+        o.warmup = 1;
+        o.iters = 5;
+        o.clock = clock;
+        ProfileReport r = Benchmark.profile(artifact(), be, o);
+        java.util.Map<String, Object> sweep = obj(r.extra.get("threads_sweep"));
+        assertEquals(2L, sweep.get("chosen"));
+        assertEquals(java.util.Arrays.asList(1, 2, 3, 4, 4, 3, 2, 1, 2), be.openedWith); // 2 rounds, reversed, then the profile
+        assertEquals(9, be.closed);
+        assertEquals(2, r.threads);
+        assertEquals(4, ((List<?>) sweep.get("rows")).size());
+        assertEquals("lowest p50; fewer threads within 3%", sweep.get("rule"));
+        assertEquals(java.util.Arrays.asList(6.1, 6.1, 6.1, 6.1, 6.1), roundAll(r.samplesMs));
+        ProfileReport back = ProfileReport.fromJson(r.toJson());
+        assertTrue(back.extra.containsKey("threads_sweep"));
+    }
+
+    ProfileReport autoWarmup(FakeBackend be, FakeClock clock, int threads, int iters) throws Exception {
+        Benchmark.Options o = new Benchmark.Options();
+        o.warmupAuto = true;
+        o.threads = threads;
+        o.iters = iters;
+        o.clock = clock;
+        return Benchmark.profile(artifact(), be, o);
+    }
+
+    @SuppressWarnings("unchecked")
+    static java.util.Map<String, Object> obj(Object o) {
+        return (java.util.Map<String, Object>) o;
+    }
+
+    static List<Double> roundAll(List<Double> xs) {
+        List<Double> out = new ArrayList<Double>();
+        for (Double x : xs) out.add(Math.round(x * 1000) / 1000.0);
+        return out;
     }
 
     @Test
