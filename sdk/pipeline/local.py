@@ -57,6 +57,7 @@ class LocalExecutor(Executor):
         self.pool = None
         self.thread: threading.Thread | None = None
         self.scratch = Path(ctx.cfg.output.dir) / f".work-{uuid.uuid4().hex[:10]}"
+        self.exports = self.scratch / "exports"   # exports the run's conversions share (converters.export_memo)
         self.t_first: float | None = None
         self.t_last: float | None = None
         self.t_inline = 0.0                   # cache hits copied in this process
@@ -81,7 +82,8 @@ class LocalExecutor(Executor):
                 tag = ctx.tag(entry, job)
                 t0 = time.perf_counter()
                 self.results_by_job[job.index] = execute.convert(
-                    entry, job, ctx.cfg, ctx.art_dir, lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"), key)
+                    entry, job, ctx.cfg, ctx.art_dir, lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"), key,
+                    self.exports)
                 self.t_inline += time.perf_counter() - t0
                 continue
             with self.lock:
@@ -148,7 +150,7 @@ class LocalExecutor(Executor):
                     ctx.progress.stage(f"{tags[job.index]}: converting (worker {w.pid}"
                                        + (f", attempt {n + 1}" if n else "") + ")")
                     self.t_first = self.t_first or time.perf_counter()
-                    blob = cloudpickle.dumps((job, ctx.cfg, self.scratch / str(job.index), key))
+                    blob = cloudpickle.dumps((job, ctx.cfg, self.scratch / str(job.index), key, self.exports))
                     self.pool.run(w, job.index, job.entry, self._blob(job.entry), blob)
                 for ev in self.pool.poll(timeout=0.2):
                     self._event(ev, tags)

@@ -89,12 +89,12 @@ def serve(inp: Connection, out: Connection) -> None:
             return
         elif kind == "job":
             job_id, entry_id = msg[1], msg[2]
-            job, cfg, art_dir, key = cloudpickle.loads(msg[3])
+            job, cfg, art_dir, key, exports = cloudpickle.loads(msg[3])
 
             def say(text: str, job_id=job_id) -> None:
                 out.send(("say", job_id, text))
             try:
-                row, art = execute.convert(entries[entry_id], job, cfg, art_dir, say, key)
+                row, art = execute.convert(entries[entry_id], job, cfg, art_dir, say, key, exports)
                 out.send(("done", job_id, cloudpickle.dumps((row, str(art.path) if art is not None else None))))
             except BaseException as err:  # noqa: BLE001  (handed to the parent, which decides)
                 out.send(("error", job_id, dumps_error(err)))
