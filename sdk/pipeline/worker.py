@@ -101,8 +101,10 @@ def serve(inp: Connection, out: Connection) -> None:
 
 
 # Conversions fill the cores the parent's training leaves: the training of the next family is
-# the run's critical path, its students' conversions cannot start before it ends.
-NICE = 5
+# the run's critical path, its students' conversions cannot start before it ends. At nice 5 the
+# encdec student trained in 218 s beside two converting workers against 120 s alone (fresh demos,
+# RESULTS.md "Executors"); nice 19 leaves the trainer nearly its whole core.
+NICE = 19
 
 
 def main(argv: list[str]) -> int:
