@@ -10,6 +10,7 @@ print the table::
     python benchmarks/executors.py run local  --root /tmp/exec-bench
     python benchmarks/executors.py run ray    --root /tmp/exec-bench
     python benchmarks/executors.py table --root /tmp/exec-bench
+    python benchmarks/executors.py timeline local --root /tmp/exec-bench   # where the wall time went
 
 `table` prints, per executor: wall clock of the whole `edgesdk demo` process (interpreter start
 to exit), the pipeline's own breakdown (distill / convert / profile), the artifacts by status,
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -145,9 +147,55 @@ def table(root: Path) -> None:
             print("    differing every run: " + ", ".join(arts[int(k[len("/artifacts["):-1])]["key"] for k in keys))
 
 
+_LINE = re.compile(r"^\[\s*([\d.]+)s\] (.*)$")
+_CONV = re.compile(r"^\[\d+/\d+\] (\S+ \S+ \S+): (.*)$")
+
+
+def timeline(log: Path) -> None:
+    """Where a run's wall time went, from its progress log: each family's training, each
+    conversion (start, end, worker), the profiling queue, and how busy the workers were."""
+    train, conv, workers, prof = {}, {}, {}, [None, None]
+    for line in log.read_text().splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        t, msg = float(m.group(1)), m.group(2)
+        if msg.endswith(": distilling") or ": distilling (" in msg:
+            train[msg.split(":")[0]] = [t, None]
+        elif " student(s) ready in " in msg:
+            train.setdefault(msg.split(":")[0], [t, None])[1] = t
+        elif msg.startswith("[profile "):
+            prof[0] = prof[0] if prof[0] is not None else t
+        elif msg.startswith("writing the report"):
+            prof[1] = t
+        elif (c := _CONV.match(msg)):
+            tag, what = c.groups()
+            if what.startswith("converting"):
+                w = re.search(r"worker (\d+)", what)
+                conv[tag] = [t, None, w.group(1) if w else "this process"]
+            elif tag in conv and conv[tag][1] is None and (what.startswith(("done in", "failed", "rejected"))):
+                conv[tag][1] = t
+    print(f"timeline of {log}")
+    for fam, (a, b) in train.items():
+        print(f"  train {fam:<10} {a:7.1f} -> {b:7.1f}  ({b - a:6.1f} s)" if b is not None else f"  train {fam} {a:.1f} ->")
+    done = [(a, b, w, tag) for tag, (a, b, w) in conv.items() if b is not None]
+    if done:
+        first, last = min(d[0] for d in done), max(d[1] for d in done)
+        for w in sorted({d[2] for d in done}):
+            busy = sum(b - a for a, b, ww, _ in done if ww == w)
+            workers[w] = busy
+            print(f"  worker {w:<12} busy {busy:6.1f} s of the conversion span {first:.1f} -> {last:.1f} "
+                  f"({busy / max(last - first, 1e-9):.0%})")
+        print(f"  {'conversion':<44} {'start':>7} {'end':>7} {'s':>6}  worker")
+        for a, b, w, tag in sorted(done):
+            print(f"  {tag:<44} {a:7.1f} {b:7.1f} {b - a:6.1f}  {w}")
+    if prof[0] is not None and prof[1] is not None:
+        print(f"  profiling queue {prof[0]:7.1f} -> {prof[1]:7.1f}  ({prof[1] - prof[0]:6.1f} s)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["run", "table"])
+    ap.add_argument("step", choices=["run", "table", "timeline"])
     ap.add_argument("executor", nargs="?", choices=EXECUTORS)
     ap.add_argument("--root", default="/tmp/exec-bench", type=Path)
     args = ap.parse_args(argv)
@@ -155,6 +203,10 @@ def main(argv=None) -> int:
         if not args.executor:
             ap.error("run needs an executor: serial, local or ray")
         run(args.executor, args.root)
+    elif args.step == "timeline":
+        for ex in ([args.executor] if args.executor else EXECUTORS):
+            if (args.root / ex / "log.txt").is_file():
+                timeline(args.root / ex / "log.txt")
     else:
         table(args.root)
     return 0

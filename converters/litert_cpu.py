@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+from pathlib import Path
 
 from edgesdk.converters import litert_classes as size_classes
 from edgesdk.converters.calibration import is_mask_range
@@ -25,7 +26,17 @@ STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
 def export_tflite(programs, path) -> dict[str, str]:
-    """Write every program as a signature of one `.tflite`; returns program -> signature name."""
+    """Write every program as a signature of one `.tflite`; returns program -> signature name.
+    The fp32 file of litert-cpu's every scheme and of litert-gpu: made once per run where the
+    pipeline shares exports (`converters.export_memo`)."""
+    from importlib.metadata import version
+
+    from edgesdk.converters import export_memo
+    return export_memo.reuse("tflite", version("litert-torch"), programs, Path(path),
+                             lambda: _export_tflite(programs, path))
+
+
+def _export_tflite(programs, path) -> dict[str, str]:
     import litert_torch
     items = list(programs.items())
     if len(items) == 1:

@@ -91,6 +91,31 @@ def test_checkpoints_are_safetensors_and_resume_matches(tmp_path):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+class _Counting(torch.nn.Module):
+    """The fixture teacher, counting its forward calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.calls = teacher(), 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_stage_of_label_losses_skips_the_teacher_and_trains_the_same(monkeypatch):
+    from edgesdk.models.distill.losses import CrossEntropyLoss
+    stages = [Stage("ce-warmup", 10, [LossSpec("ce")]), Stage("kd", 10, [LossSpec(**k) for k in KD])]
+    t_skip, s_skip = _Counting(), student()
+    distill(t_skip, s_skip, data(), _cfg(stages=stages))
+    monkeypatch.setattr(CrossEntropyLoss, "reads_teacher", True)  # as before: the teacher runs every step
+    t_all, s_all = _Counting(), student()
+    distill(t_all, s_all, data(), _cfg(stages=stages))
+    assert (t_skip.calls, t_all.calls) == (10, 20)
+    assert _losses(s_skip) == _losses(s_all)
+    assert all(torch.equal(a, b) for a, b in zip(s_skip.state_dict().values(), s_all.state_dict().values()))
+
+
 def test_teacher_outputs_are_cached(tmp_path):
     cfg = _cfg(steps=10, cache_teacher=str(tmp_path / "cache"))
     a = distill(teacher(), student(), data(), cfg)

@@ -216,6 +216,7 @@ class DistillLoss(nn.Module):
 
     at_match: str | None = "zero"
     loss_name: str = ""
+    reads_teacher: bool = True   # False: the trainer skips the teacher's forward in stages made only of such losses
 
     def __init__(self, mask_key: str | None = "mask"):
         super().__init__()
@@ -886,6 +887,7 @@ class CrossEntropyLoss(_LogitLoss):
     The teacher is not read. 0 when no position counts."""
 
     at_match = None
+    reads_teacher = False
 
     def __init__(self, key: str = "logits", mask_key: str | None = "mask", labels_key: str = "labels",
                  ignore_index: int = -100, label_smoothing: float = 0.0):

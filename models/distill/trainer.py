@@ -424,6 +424,10 @@ def distill(teacher: nn.Module, student: nn.Module, data, config: DistillConfig,
             if dist is not None:  # re-wrapped per stage: DDP binds to the parameters that train
                 model = nn.parallel.DistributedDataParallel(student, find_unused_parameters=True)
             terms = {k: m for k, m in loss_modules.items() if k.startswith(f"s{si}_")}
+            # a stage whose losses never read the teacher (e.g. a CE warm-up) skips its forward: the
+            # teacher runs in eval mode under no_grad and draws no random numbers, so the student's
+            # training is the same, only cheaper
+            needs_teacher = bool(t_hooks) or any(getattr(m, "reads_teacher", True) for m in terms.values())
             params = [p for p in student.parameters() if p.requires_grad]
             params += [p for m in terms.values() for p in m.parameters()]
             base_lr = stage.lr or config.lr
@@ -440,8 +444,8 @@ def distill(teacher: nn.Module, student: nn.Module, data, config: DistillConfig,
                 batch = {k: v[rank::world] if isinstance(v, torch.Tensor) else v for k, v in full.items()}
                 inputs = [batch[k] for k in data.inputs]
                 # teacher (cached on disk when asked)
-                t_out = None
-                if cache is not None:
+                t_out = None if needs_teacher else {}
+                if cache is not None and needs_teacher:
                     key = cache.key(inputs)
                     t_out = cache.get(key)
                 if t_out is None:

@@ -108,9 +108,12 @@ def _convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say):
                        name=job.name, progress=say, **conv_kw)
 
 
-def convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say, key: str | None = None):
+def convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say, key: str | None = None,
+            exports: Path | None = None):
     """Convert (or reuse) one job's artifact into ``art_dir/<name>`` -> (row, artifact or None).
-    ``key``: its content address when the caller computed it already."""
+    ``key``: its content address when the caller computed it already. ``exports``: the run's
+    folder of shared exports (`converters.export_memo`), where conversions of one model that
+    write the same file make it once."""
     row = base_row(e, job)
     if job.skip:
         return row.update(status="skipped", message=job.skip), None
@@ -118,7 +121,9 @@ def convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say, key: str | Non
         key = key or (artifact_key(e, job, cfg) if cfg.output.use_cache else None)
         art = from_cache(e, job, cfg, art_dir, key, say) if key else None
         if art is None:
-            art = _convert(e, job, cfg, art_dir, say)
+            from edgesdk.converters.export_memo import shared_exports
+            with shared_exports(exports):
+                art = _convert(e, job, cfg, art_dir, say)
             if key:
                 ArtifactCache(cfg.output.cache).put(job.target.name, key, job.name, art.path)
             row.conversion_cached = False

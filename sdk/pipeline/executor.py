@@ -86,6 +86,15 @@ class SerialExecutor(Executor):
     name = "serial"
 
     def results(self) -> list[Row]:
+        import shutil
+        import tempfile
+        exports = Path(tempfile.mkdtemp(prefix="edgesdk-exports-"))  # shared exports (converters.export_memo)
+        try:
+            return self._results(exports)
+        finally:
+            shutil.rmtree(exports, ignore_errors=True)
+
+    def _results(self, exports: Path) -> list[Row]:
         ctx = self.ctx
         rows: list[Row] = []
         t_conv = t_prof = 0.0
@@ -98,7 +107,8 @@ class SerialExecutor(Executor):
             if not job.skip:
                 ctx.progress.stage(f"{tag}: converting")
             tc = time.perf_counter()
-            row, art = execute.convert(e, job, ctx.cfg, ctx.art_dir, lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"))
+            row, art = execute.convert(e, job, ctx.cfg, ctx.art_dir, lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"),
+                                       exports=exports)
             t_conv += time.perf_counter() - tc
             if art is not None:
                 if job.profile:

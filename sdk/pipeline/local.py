@@ -2,8 +2,10 @@
 run one at a time with nothing else of ours running.
 
 - A job whose conversion is cached is copied in place at once (payload re-checked); the
-  others go to a pool of worker processes (`edgesdk.pipeline.pool`), one per usable core, while
-  this process trains the next family.
+  others go to a pool of worker processes (`edgesdk.pipeline.pool`), one per usable core,
+  started with the run, while this process trains the next family. An idle worker takes the
+  costliest queued conversion first (`TARGET_COST`); a model's conversions that write the same
+  file share one export (`converters.export_memo`).
 - A worker writes into a scratch folder inside ``output.dir`` (and the cache); this process
   moves each finished artifact into ``artifacts/`` with one rename, so every artifact arrives
   once, whole.
@@ -34,6 +36,14 @@ from edgesdk.pipeline.row import Row
 MAX_ATTEMPTS = 3        # a job whose worker dies is tried at most this many times in all
 MAX_FAILED_STARTS = 3   # workers that die before they are ready: the pool cannot work here
 
+# Relative conversion cost per target, from a serial fresh demo's per-conversion times (the
+# generation students, 2026-12-01, RESULTS.md "Executors"): executorch-vulkan 54 s, executorch-xnnpack
+# 30 s (int8 41 s), litert 14-17 s, qnn-htp and onnx-cpu ~5 s, coreml-ane 4 s. Idle workers take
+# the costliest queued job first, so the run does not end on one long conversion while the other
+# worker idles. Only the order changes: every job still runs, with the same inputs.
+TARGET_COST = {"executorch-vulkan": 5.0, "executorch-xnnpack": 3.0, "litert-cpu": 1.5, "litert-gpu": 1.5,
+               "qnn-htp": 0.6, "onnx-cpu": 0.5, "coreml-ane": 0.4}
+
 
 def usable_cores() -> int:
     from edgesdk.runtime.session import default_threads
@@ -45,6 +55,8 @@ class LocalExecutor(Executor):
 
     def __init__(self, ctx: RunContext, workers: int | None = None):
         super().__init__(ctx)
+        self.costs: dict[int, float] = {}     # job index -> estimated conversion cost (scheduling order only)
+        self.tflite_leaders: set[int] = set() # entries whose first LiteRT export is queued (the others copy it)
         self.n_workers = max(1, workers or usable_cores())
         self.results_by_job: dict[int, tuple[Row, object]] = {}
         self.queue: list[tuple[Job, str | None]] = []      # (job, cache key) waiting for a worker
@@ -57,6 +69,7 @@ class LocalExecutor(Executor):
         self.pool = None
         self.thread: threading.Thread | None = None
         self.scratch = Path(ctx.cfg.output.dir) / f".work-{uuid.uuid4().hex[:10]}"
+        self.exports = self.scratch / "exports"   # exports the run's conversions share (converters.export_memo)
         self.t_first: float | None = None
         self.t_last: float | None = None
         self.t_inline = 0.0                   # cache hits copied in this process
@@ -81,13 +94,35 @@ class LocalExecutor(Executor):
                 tag = ctx.tag(entry, job)
                 t0 = time.perf_counter()
                 self.results_by_job[job.index] = execute.convert(
-                    entry, job, ctx.cfg, ctx.art_dir, lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"), key)
+                    entry, job, ctx.cfg, ctx.art_dir, lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"), key,
+                    self.exports)
                 self.t_inline += time.perf_counter() - t0
                 continue
+            self.costs[job.index] = self._cost(entry, job)
             with self.lock:
                 self.queue.append((job, key))
                 self.lock.notify_all()
         self._start()
+
+    def _cost(self, entry, job: Job) -> float:
+        """Estimated conversion cost: the target's (`TARGET_COST`), x1.3 for ExecuTorch's quantized
+        schemes, x10 for generation models (several programs). A model's LiteRT conversions after
+        its first copy that one's export (`converters.export_memo`): they count as cheap, so they
+        run after it rather than waiting for it on the other worker."""
+        t = job.target.name
+        cost = TARGET_COST.get(t, 1.0) * (1.3 if job.scheme != "fp32" and t.startswith("executorch") else 1.0)
+        if job.target.format == "tflite":
+            if job.entry in self.tflite_leaders:
+                cost = 0.3
+            else:
+                self.tflite_leaders.add(job.entry)
+        return cost * (10.0 if entry.multi else 1.0)
+
+    def _next(self) -> tuple[Job, str | None]:
+        """The costliest queued job (ties: plan order); a retried job waits at the front."""
+        i = max(range(len(self.queue)), key=lambda k: (self.queue[k][0].index in self.attempts,
+                                                       self.costs.get(self.queue[k][0].index, 1.0), -k))
+        return self.queue.pop(i)
 
     def _shippable(self, entry_index: int) -> bool:
         """Whether the entry can travel to a worker process; if not, its jobs convert here."""
@@ -105,6 +140,14 @@ class LocalExecutor(Executor):
     def _cached(self, job: Job, key: str) -> bool:
         from edgesdk.cache import ArtifactCache
         return (ArtifactCache(self.ctx.cfg.output.cache).path(job.target.name, key, job.name) / "manifest.json").is_file()
+
+    def __enter__(self) -> "LocalExecutor":
+        # the workers start now: they import torch and the converters (~10 s each) while the
+        # first family trains, not after it
+        from edgesdk.pipeline.pool import shared_pool
+        self.pool = shared_pool(self.n_workers)
+        self.pool.ensure()
+        return self
 
     def _start(self) -> None:
         if self.thread is None and self.queue:
@@ -140,7 +183,7 @@ class LocalExecutor(Executor):
                     with self.lock:
                         if not self.queue:
                             break
-                        job, key = self.queue.pop(0)
+                        job, key = self._next()
                         self.running[job.index] = (job, key)
                     e = self.entries[job.entry]
                     tags[job.index] = ctx.tag(e, job)
@@ -148,7 +191,7 @@ class LocalExecutor(Executor):
                     ctx.progress.stage(f"{tags[job.index]}: converting (worker {w.pid}"
                                        + (f", attempt {n + 1}" if n else "") + ")")
                     self.t_first = self.t_first or time.perf_counter()
-                    blob = cloudpickle.dumps((job, ctx.cfg, self.scratch / str(job.index), key))
+                    blob = cloudpickle.dumps((job, ctx.cfg, self.scratch / str(job.index), key, self.exports))
                     self.pool.run(w, job.index, job.entry, self._blob(job.entry), blob)
                 for ev in self.pool.poll(timeout=0.2):
                     self._event(ev, tags)
@@ -256,6 +299,10 @@ class LocalExecutor(Executor):
         t0 = time.perf_counter()
         self._preload_profiling()
         self._wait_conversions()
+        if self.thread is None and self.pool is not None:
+            # started early, but every conversion came from the cache: no worker may still be
+            # importing beside the profiles
+            self.pool.kill_all()
         t_conv_end = time.perf_counter()
         # conversion time: cache hits copied here + the span of the pool's work (wall clock)
         ctx.timings["convert_s"] = self.t_inline + ((self.t_last - self.t_first) if (self.t_first and self.t_last)

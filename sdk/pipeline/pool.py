@@ -1,7 +1,7 @@
 """Worker processes for the local executor: started once per Python process (importing torch
 and the converters takes seconds) and reused by every later pipeline in it.
 
-Each worker is ``python -m edgesdk.pipeline.worker`` in its own session (a terminal's Ctrl-C
+Each worker is ``python -m edgesdk.pipeline.worker`` in its own process group (a terminal's Ctrl-C
 reaches only the parent, which cancels), talking over two private pipes. `WorkerPool.poll`
 returns what the workers said and notices a worker that died (its pipe closes): the job it
 was running comes back as ``("died", job_id, why)`` and a fresh worker takes its place.
@@ -39,9 +39,14 @@ class Worker:
         # 2 threads took 7.85 ms with spinning waits, 0.053 ms with passive ones). Sleeping waits
         # change no result, only who gets the CPU.
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # Its own process group (a terminal's Ctrl-C reaches only the parent; `kill` ends the
+        # group), but the parent's session: Linux's autogroup scheduler gives every session an
+        # equal share of the CPU and applies nice only inside it, so in a session of their own
+        # (setsid) the nice-19 workers each took a share equal to the training's (measured: the
+        # training process held ~55% of a core beside two converting workers).
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "edgesdk.pipeline.worker", str(p2c_r), str(c2p_w)],
-                                         pass_fds=(p2c_r, c2p_w), start_new_session=True, env=env,
+                                         pass_fds=(p2c_r, c2p_w), process_group=0, env=env,
                                          stdin=subprocess.DEVNULL, stdout=2)
         finally:
             os.close(p2c_r)

@@ -1,0 +1,35 @@
+"""Shared exports (`converters.export_memo`): conversions of one model that write the same
+`.tflite` export it once inside `shared_exports`, and the artifacts are byte for byte what
+separate exports give."""
+
+import hashlib
+
+import torch
+
+import edgesdk
+from conftest import make_model
+from edgesdk.converters import export_memo, litert_cpu
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_one_export_serves_every_litert_conversion_with_identical_bytes(tmp_path, monkeypatch):
+    model, ex = make_model("mlp")
+    alone = edgesdk.convert(model, ex, "litert-cpu", out_dir=tmp_path / "alone", name="m")
+    calls = []
+    real = litert_cpu._export_tflite
+    monkeypatch.setattr(litert_cpu, "_export_tflite", lambda *a: calls.append(1) or real(*a))
+    with export_memo.shared_exports(tmp_path / "exports"):
+        fp32 = edgesdk.convert(model, ex, "litert-cpu", out_dir=tmp_path / "shared", name="fp32")
+        fp16 = edgesdk.convert(model, ex, "litert-cpu", quantize="fp16", out_dir=tmp_path / "shared", name="fp16")
+        other, ex2 = make_model("mlp")
+        with torch.no_grad():
+            next(other.parameters()).add_(1.0)       # other weights: another export
+        edgesdk.convert(other, ex2, "litert-cpu", out_dir=tmp_path / "shared", name="other")
+    assert len(calls) == 2
+    assert _sha(fp32.path / "model.tflite") == _sha(alone.path / "model.tflite")
+    assert fp16.manifest.quantization["scheme"] == "fp16" and fp16.size_bytes < fp32.size_bytes
+    edgesdk.convert(model, ex, "litert-cpu", out_dir=tmp_path / "after", name="m")  # outside the block: exports
+    assert len(calls) == 3
