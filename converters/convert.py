@@ -195,7 +195,8 @@ def _gate_reason(gate: dict) -> str:
 
 
 def _gate_message(target: str, quantize: str, gate: dict, acc: dict, sens: list, kept: list) -> str:
-    top = ", ".join(f"{r['layer']} ({r['rel_error']:.3g})" for r in sens[:3]) or "n/a"
+    top = ", ".join((f"{r['program']}." if "program" in r else "") + f"{r['layer']} ({r['rel_error']:.3g})"
+                    for r in sens[:3]) or "n/a"
     tried = f" after keeping {', '.join(kept)} in float" if kept else ""
     return (f"{target} {quantize}: {_gate_reason(gate)}{tried} "
             f"({acc['drop_basis']} = {acc['drop']:.4f}; min cosine {acc['min_cosine']:.4f} on {acc['samples']} "

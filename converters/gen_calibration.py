@@ -298,11 +298,13 @@ def token_threshold(max_drop, default="default"):
 
 
 def program_bounds(max_drop, programs, unnamed) -> dict:
-    """{program: bound} of a per-program ``max_drop`` (programs it does not name get ``unnamed``);
-    {} for one value (then only the end-to-end gate judges)."""
+    """{program: bound} of a per-program ``max_drop`` (programs it does not name get ``unnamed``; a
+    None bound is left out: that program is not judged on its own); {} for one value (then only the
+    end-to-end gate judges)."""
     if not isinstance(max_drop, dict):
         return {}
-    return {p.name: max_drop.get(p.name, unnamed) for p in programs}
+    bounds = {p.name: max_drop.get(p.name, unnamed) for p in programs}
+    return {n: b for n, b in bounds.items() if b is not None}
 
 
 def judge_programs(gate: dict, per: dict, bounds: dict) -> dict:

@@ -112,18 +112,18 @@ def test_per_program_auto_fallback_keeps_the_hostile_step_layer_in_float(teacher
     m = _hostile(teacher)
     art = edgesdk.convert(m, None, "onnx-cpu", quantize="int8-dynamic", calibration=_prompts(8, "train", 20),
                           eval_data=_prompts(3, length=20), out_dir=tmp_path,
-                          max_drop={"step": 0.02, "tokens": None}, auto_fallback={"step": True})
+                          max_drop={"step": 0.05, "tokens": None}, auto_fallback={"step": True})
     q = art.manifest.quantization
     first, last = q["attempts"][0], q["attempts"][-1]
     assert first["passed"] is False and first["programs"] == {"step": False}, q["attempts"]
     assert last["passed"] is True and last["programs"] == {"step": True}
     assert [k["program"] for k in q["kept_float"]] == ["step"] * len(q["kept_float"])
     assert q["kept_float"][0]["layer"].endswith("blocks.3.mlp.2"), q["kept_float"]
-    assert q["gate"]["programs"]["step"]["drop"] <= 0.02 and "prefill" not in q["gate"]["programs"]
+    assert q["gate"]["programs"]["step"]["drop"] <= 0.05 and "prefill" not in q["gate"]["programs"]
     fl = q["float_per_program"]
     assert fl["prefill"]["auto_fallback"] == [] and fl["step"]["auto_fallback"] == [k["layer"] for k in q["kept_float"]]
     # the prefill, never repaired, still carries the hostile layer: its own numbers show it
-    assert art.verification["programs"]["prefill"]["drop"] > 0.02
+    assert art.verification["programs"]["prefill"]["drop"] > 0.05
 
 
 def test_per_program_options_are_checked_at_the_boundary(teacher, tmp_path):
