@@ -71,7 +71,9 @@ def mamba_family(ctx: FamilyContext) -> FamilyResult:
     plen = min(64, prompt_len)
     train = corpus("train")
     cal = [train[i * 4099:i * 4099 + plen].long().tolist() for i in range(n_cal)]
-    held = [val[i * stride + stride // 2:i * stride + stride // 2 + plen].long().tolist() for i in range(n_gate)]
+    # midway between scored windows (stride >> span), side by side when there are more than windows
+    starts = [(j % n_windows) * stride + stride // 2 + (j // n_windows) * plen for j in range(n_gate)]
+    held = [val[a:a + plen].long().tolist() for a in starts]
 
     return FamilyResult(
         students={"mamba": student}, teacher=teacher, example_inputs=None, quality=quality,
