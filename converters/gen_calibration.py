@@ -314,6 +314,8 @@ def judge_programs(gate: dict, per: dict, bounds: dict) -> dict:
     if not bounds:
         return gate
     verdicts, failing = {}, list(gate.get("failing") or [])
+    if gate.get("passed") is False and not failing:  # a numeric bound on the end-to-end drop failed
+        failing.append(f"{gate['drop_basis']} {gate['drop']:.4f} > max_drop {gate['max_drop']:g}")
     for name, bound in bounds.items():
         v = judge(per[name], bound, False)
         verdicts[name] = {k: v.get(k) for k in ("mode", "max_drop", "drop", "drop_basis", "passed", "failing")
