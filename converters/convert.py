@@ -213,7 +213,8 @@ def _gate_reason(gate: dict) -> str:
 
 
 def _gate_message(target: str, quantize: str, gate: dict, acc: dict, sens: list, kept: list) -> str:
-    top = ", ".join(f"{r['layer']} ({r['rel_error']:.3g})" for r in sens[:3]) or "n/a"
+    top = ", ".join((f"{r['program']}." if "program" in r else "") + f"{r['layer']} ({r['rel_error']:.3g})"
+                    for r in sens[:3]) or "n/a"
     tried = f" after keeping {', '.join(kept)} in float" if kept else ""
     return (f"{target} {quantize}: {_gate_reason(gate)}{tried} "
             f"({acc['drop_basis']} = {acc['drop']:.4f}; min cosine {acc['min_cosine']:.4f} on {acc['samples']} "
@@ -239,8 +240,8 @@ def _with_points(ev: SampleSet, prog: Program) -> SampleSet:
 def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: str = "fp32",
             calibration=None, eval_data=None, out_dir="edgesdk-out", name: str | None = None,
             atol: float | None = None, rtol: float | None = None, verify_samples: int = 3,
-            max_drop: float | str | None = DEFAULT_GATE,
-            metric=None, auto_fallback: bool = False, max_fallback_layers: int = 4,
+            max_drop: float | str | dict | None = DEFAULT_GATE,
+            metric=None, auto_fallback: bool | dict = False, max_fallback_layers: int = 4,
             min_calibration: int = MIN_CALIBRATION_SAMPLES, progress=None, example_kwargs: dict | None = None,
             dynamic_shapes: dict | None = None, prompt_lengths=None, **options) -> Artifact:
     """Convert a PyTorch module for a target, verify it against PyTorch, and publish it.
@@ -300,6 +301,13 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     on the inputs it meets while the fp32 programs generate from them, and the gate compares greedy
     and teacher-forced tokens with fp32 on held-out prompts (`converters.gen_calibration`).
 
+    Models with several programs may take ``max_drop`` and ``auto_fallback`` per program:
+    ``max_drop={"step": 0.02, "tokens": "default"}`` bounds each named program's own outputs on
+    the inputs it met (``"tokens"``: a generation model's token gate), and
+    ``auto_fallback={"step": True}`` lets the fallback keep layers in float in those programs only
+    (a failing program's layers first). ``quantization["float_per_program"]`` in the manifest
+    lists per program what stayed in float (fallback layers and the target recipe's own).
+
     The gate is on by default (``max_drop="default"``): every output must keep top-1 agreement
     >= 99% (classifier-like) or min cosine >= 0.99 (otherwise), else ``ToleranceError`` names
     the most sensitive layers. ``max_drop=None`` turns it off (with a `GateWarning`); outputs too
@@ -327,10 +335,16 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     if not (isinstance(atol, (int, float)) and atol >= 0 and isinstance(rtol, (int, float)) and rtol >= 0):
         raise ConfigError(f"atol and rtol must be non-negative numbers, got atol={atol!r}, rtol={rtol!r}")
     _check_options(conv, options)
-    if max_drop is not None and max_drop != DEFAULT_GATE and not (
-            isinstance(max_drop, (int, float)) and not isinstance(max_drop, bool) and max_drop >= 0):
-        raise ConfigError(f"max_drop must be a non-negative number, {DEFAULT_GATE!r} (thresholds per kind of "
-                          f"output) or None (gate off), got {max_drop!r}")
+    for drop in (max_drop.values() if isinstance(max_drop, dict) else (max_drop,)):
+        if drop is not None and drop != DEFAULT_GATE and not (
+                isinstance(drop, (int, float)) and not isinstance(drop, bool) and drop >= 0):
+            raise ConfigError(f"max_drop must be a non-negative number, {DEFAULT_GATE!r} (thresholds per kind of "
+                              f"output), None (gate off) or, for models with several programs, a dict of those "
+                              f"per program ({{'step': 0.02}}), got {max_drop!r}")
+    if not (isinstance(auto_fallback, bool) or isinstance(auto_fallback, dict)
+            and all(isinstance(v, bool) for v in auto_fallback.values())):
+        raise ConfigError(f"auto_fallback must be True/False or, for models with several programs, a dict "
+                          f"{{program: True/False}}, got {auto_fallback!r}")
     if dynamic_shapes and not conv.dynamic_shapes:
         raise shapes.unsupported(target, conv.device)
     why = conv.convert_unavailable()
@@ -348,6 +362,7 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     t0 = time.perf_counter()
     try:
         programs = collect(model, example_inputs, example_kwargs, dynamic_shapes, prompt_lengths)
+        gen_calibration.check_per_program(max_drop, auto_fallback, programs)
         if quantize == "fp32":
             manifest, final = _convert_fp32(conv, programs, out_dir, name, options, log, say,
                                             atol=atol, rtol=rtol, verify_samples=verify_samples,
@@ -451,7 +466,8 @@ def _evaluate_programs(programs, sess, ev: SampleSet, metric) -> dict:
             "outputs": [{**o, "name": f"{n}.{o['name']}"} for n, r in per.items() for o in r["outputs"]],
             "drop": res["drop"], "drop_basis": f"program {worst!r}: {res['drop_basis']}",
             "min_cosine": min(r["min_cosine"] for r in per.values()),
-            "programs": {n: {"drop": r["drop"], "min_cosine": r["min_cosine"]} for n, r in per.items()}}
+            "programs": {n: {"drop": r["drop"], "drop_basis": r["drop_basis"], "min_cosine": r["min_cosine"],
+                             "outputs": r["outputs"]} for n, r in per.items()}}
 
 
 def _generated_eval(prog: Program, n: int = 15) -> SampleSet:
@@ -480,7 +496,10 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                           f"generated inputs, or convert each program's module separately")
     else:
         cal, ev = _single_program_data(conv, programs[0], quantize, calibration, eval_data, min_calibration)
-    threshold = max_drop
+    # a per-program max_drop ({program: bound}) judges each program on its own outputs; a generation
+    # model's token gate takes its "tokens" entry (default thresholds when absent)
+    threshold = gen_calibration.token_threshold(max_drop, DEFAULT_GATE if gen is not None else None)
+    bounds = gen_calibration.program_bounds(max_drop, programs, None if gen is not None else DEFAULT_GATE)
     if max_drop is None:
         _warn(say, f"{conv.name} {quantize}: accuracy gate off (max_drop=None): the artifact is handed back "
                    "whatever its accuracy; the figures are still recorded in the manifest")
@@ -495,7 +514,8 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
         sens = layer_sensitivity(programs[0].module, (cal or ev).samples, quantize)
     else:  # several programs without prompts: no per-layer fallback; the gate checks each program
         sens = []
-    candidates = [r for r in sens if r["rel_error"] > 0][:max_fallback_layers]
+    candidates = [r for r in sens if r["rel_error"] > 0 and gen_calibration.fallback_enabled(auto_fallback,
+                                                                                             r.get("program"))]
     kept: list[dict] = []
     attempts = []
     while True:
@@ -542,16 +562,22 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                     raise ToleranceError(f"{conv.name} {quantize}: outputs differ from PyTorch beyond atol={t_atol:g}, "
                                          f"rtol={t_rtol:g}: {worst}", acc)
             gate = (gen_calibration.judge_generation if gen is not None else judge)(acc, threshold, metric is not None)
+            gate = gen_calibration.judge_programs(gate, acc.get("programs") or {}, bounds)
             passed = gate["passed"] is not False
-            attempts.append({"kept_float": [k["layer"] for k in kept], "drop": acc["drop"], "passed": gate["passed"]})
-            if passed or not auto_fallback or len(kept) >= len(candidates):
+            attempts.append({"kept_float": [(f"{k['program']}." if "program" in k else "") + k["layer"] for k in kept],
+                             "drop": acc["drop"], "passed": gate["passed"],
+                             **({"programs": {n: v["passed"] for n, v in gate["programs"].items()}}
+                                if "programs" in gate else {})})
+            nxt = None if passed or len(kept) >= max_fallback_layers else \
+                gen_calibration.next_fallback(candidates, kept, gate)
+            if nxt is None:
                 manifest.quantization.update({
                     "calibration": cal.describe() if cal else None, "eval": ev.describe(), "gate": gate,
                     "kept_float": kept, "attempts": attempts,
                     "sensitivity": [{k: r[k] for k in ("program", "layer", "type", "rel_error") if k in r}
                                     for r in sens[:10]],
-                    **({"kept_float_per_program": {p.name: [k["layer"] for k in kept if k["program"] == p.name]
-                                                   for p in programs}} if gen is not None else {}),
+                    **({"float_per_program": gen_calibration.float_per_program(
+                        manifest.quantization.get("details"), kept, programs)} if len(programs) > 1 else {}),
                 })
                 manifest.verification = {"kind": "accuracy gate vs fp32 PyTorch", "passed": gate["passed"], **acc}
                 write_manifest(workdir, manifest)
@@ -566,7 +592,6 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                 final = out_dir / name
                 publish(workdir, final)
                 return manifest, final
-            nxt = candidates[len(kept)]
             kept.append({**({"program": nxt["program"]} if "program" in nxt else {}),
                          "layer": nxt["layer"], "rel_error": nxt["rel_error"],
                          "reason": f"auto-fallback: {_gate_reason(gate)}; most sensitive "

@@ -231,17 +231,19 @@ def evaluate_generation(programs, sess, prompts: list[np.ndarray], metric=None,
             prog = next(p for p in programs if p.name == name)
             r = evaluate(prog.module, sess.program(name), _spaced(seen, 64))
             per[name] = {"samples": r["samples"], "min_cosine": r["min_cosine"], "drop": r["drop"],
-                         "drop_basis": r["drop_basis"]}
+                         "drop_basis": r["drop_basis"], "outputs": r["outputs"]}
+    # the token figures, then every program's outputs (element-wise: a precision scheme's tolerance reads them)
     outputs = [{"name": "greedy tokens", "top1_agreement": greedy_agreement, "drop": 1 - greedy_agreement,
-                "scorable": True, "cosine_min": 1.0, "max_abs_err": 0.0},
+                "scorable": True, "cosine_min": 1.0, "max_abs_err": 0.0, "ref_max_abs": 0.0},
                {"name": "teacher-forced next token", "top1_agreement": tf_agreement, "drop": 1 - tf_agreement,
-                "scorable": True, "cosine_min": 1.0, "max_abs_err": 0.0}]
+                "scorable": True, "cosine_min": 1.0, "max_abs_err": 0.0, "ref_max_abs": 0.0}]
+    outputs += [{**o, "name": f"{n}.{o['name']}"} for n, r in per.items() for o in r["outputs"]]
     res = {"samples": len(prompts), "prompts": len(prompts), "new_tokens": new_tokens,
            "greedy_agreement": greedy_agreement, "teacher_forced_agreement": tf_agreement,
            "exact_sequences": exact / len(prompts), "fp32_tokens": greedy[1],
            "programs": per, "outputs": outputs,
            "min_cosine": min((p["min_cosine"] for p in per.values()), default=1.0),
-           "max_abs_err": 0.0}
+           "max_abs_err": max((o["max_abs_err"] for o in outputs), default=0.0)}
     if metric is not None:
         prompt_list = [p.tolist() for p in prompts]
         fp32, quant = float(metric(ref_tokens, prompt_list)), float(metric(got_tokens, prompt_list))
@@ -276,3 +278,96 @@ def judge_generation(acc: dict, max_drop, metric: bool) -> dict:
     bound = DEFAULT_METRIC_DROP if max_drop == "default" else max_drop
     gate.update(max_drop=bound, passed=acc["drop"] <= bound)
     return gate
+
+
+# ----------------------------------------------------------------------------- per-program gate options
+
+TOKENS_KEY = "tokens"  # in a per-program max_drop: the end-to-end token gate of a generation model
+
+
+def check_per_program(max_drop, auto_fallback, programs) -> None:
+    """``max_drop`` / ``auto_fallback`` given per program (``{program: value}``): only for models with
+    several programs, and every key names one of them (``"tokens"`` too, for a generation model's
+    end-to-end gate). ConfigError otherwise, listing the valid keys."""
+    names = [p.name for p in programs]
+    generation = bool(getattr(programs, "generation", None))
+    for what, value in (("max_drop", max_drop), ("auto_fallback", auto_fallback)):
+        if not isinstance(value, dict):
+            continue
+        if len(names) == 1:
+            raise ConfigError(f"{what} per program ({value!r}) needs a model with several programs; this one has "
+                              f"one ({names[0]!r}): give one value")
+        valid = names + ([TOKENS_KEY] if generation and what == "max_drop" else [])
+        unknown = [k for k in value if k not in valid]
+        if unknown:
+            raise ConfigError(f"{what}: unknown program{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))};"
+                              f" this model's keys are {', '.join(map(repr, valid))}"
+                              + (f" ({TOKENS_KEY!r}: the greedy / teacher-forced token gate)" if generation
+                                 and what == "max_drop" else ""))
+
+
+def token_threshold(max_drop, default="default"):
+    """The end-to-end (token) gate's bound: the one value, or a per-program dict's ``"tokens"``."""
+    return max_drop.get(TOKENS_KEY, default) if isinstance(max_drop, dict) else max_drop
+
+
+def program_bounds(max_drop, programs, unnamed) -> dict:
+    """{program: bound} of a per-program ``max_drop`` (programs it does not name get ``unnamed``; a
+    None bound is left out: that program is not judged on its own); {} for one value (then only the
+    end-to-end gate judges)."""
+    if not isinstance(max_drop, dict):
+        return {}
+    bounds = {p.name: max_drop.get(p.name, unnamed) for p in programs}
+    return {n: b for n, b in bounds.items() if b is not None}
+
+
+def judge_programs(gate: dict, per: dict, bounds: dict) -> dict:
+    """Adds each program's own verdict (its outputs vs fp32 on the inputs it met, `accuracy.judge`
+    with its bound) to ``gate``; a failing program fails the gate and is named in ``failing``."""
+    from edgesdk.converters.accuracy import judge
+    if not bounds:
+        return gate
+    verdicts, failing = {}, list(gate.get("failing") or [])
+    if gate.get("passed") is False and not failing:  # a numeric bound on the end-to-end drop failed
+        failing.append(f"{gate['drop_basis']} {gate['drop']:.4f} > max_drop {gate['max_drop']:g}")
+    for name, bound in bounds.items():
+        v = judge(per[name], bound, False)
+        verdicts[name] = {k: v.get(k) for k in ("mode", "max_drop", "drop", "drop_basis", "passed", "failing")
+                          if k == "passed" or v.get(k) is not None}
+        if v["passed"] is False:
+            failing.append(f"program {name!r}: " + ("; ".join(v.get("failing") or []) or
+                                                    f"drop {v['drop']:.4f} > max_drop {v['max_drop']:g}"))
+    gate = {**gate, "programs": verdicts, "failing": failing}
+    if any(v["passed"] is False for v in verdicts.values()):
+        gate["passed"] = False
+    elif gate.get("passed") is None and any(v["passed"] for v in verdicts.values()):
+        gate["passed"] = True
+    return gate
+
+
+def fallback_enabled(auto_fallback, program: str | None) -> bool:
+    """Whether auto_fallback may keep layers of ``program`` in float (one value, or ``{program: bool}``)."""
+    if isinstance(auto_fallback, dict):
+        return bool(auto_fallback.get(program, False))
+    return bool(auto_fallback)
+
+
+def next_fallback(candidates: list[dict], kept: list[dict], gate: dict) -> dict | None:
+    """The next layer to keep in float: the most sensitive one left in a program that failed its own
+    gate, else the most sensitive one left anywhere; None when none is left."""
+    taken = {(k.get("program"), k["layer"]) for k in kept}
+    left = [c for c in candidates if (c.get("program"), c["layer"]) not in taken]
+    failed = {n for n, v in (gate.get("programs") or {}).items() if v.get("passed") is False}
+    return next((c for c in left if c.get("program") in failed), left[0] if left else None)
+
+
+def float_per_program(details: dict | None, kept: list[dict], programs) -> dict:
+    """Per program, what stayed in float: the layers auto-fallback kept (``auto_fallback``) and what
+    the target's recipe keeps (its ``*kept_float`` lists: mask ranges, tied heads, blocked ops)."""
+    details = details or {}
+    out = {}
+    for p in programs:
+        d = details.get(p.name) if isinstance(details.get(p.name), dict) else {}
+        recipe = {k: list(v) for k, v in d.items() if k.endswith("kept_float") and v}
+        out[p.name] = {"auto_fallback": [k["layer"] for k in kept if k.get("program") == p.name], **recipe}
+    return out

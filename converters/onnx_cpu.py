@@ -91,7 +91,12 @@ def module_path(node) -> str | None:
                 scopes = ast.literal_eval(p.value)
             except (ValueError, SyntaxError):
                 return None
-            return ".".join(scopes[1:-1])
+            inner = scopes[1:-1]
+            # newer exporters name each scope by its full dotted path ('m.mlp', 'm.mlp.up'): the innermost
+            # is the module; older ones give one name per level ('m', 'mlp', 'up'): join them
+            if len(inner) > 1 and all(b.startswith(a + ".") for a, b in zip(inner, inner[1:])):
+                return inner[-1]
+            return ".".join(inner)
     return None
 
 

@@ -229,8 +229,9 @@ def _plan(target: str, quantize, device, calibration, multi_program: bool, model
                     why = "needs a quantization-aware trained model (converters.qat.convert_qat)"
             elif s in conv.calibrated and calibration is None:
                 why = f"needs calibration data (calibration=...) for {s}"
-            elif s in conv.calibrated and multi_program:
-                why = f"{s}: calibrated quantization of a model with several programs is not supported yet"
+            elif s in conv.calibrated and multi_program and not hasattr(model, "edge_generation"):
+                why = (f"{s}: calibrated quantization of a model with several programs needs a generation "
+                       "model (edge_generation) and calibration prompts")
             (skipped if why else todo).append(_row(t, s, "skipped" if why else "pending", why or ""))
     if not todo:
         raise TargetUnavailableError(

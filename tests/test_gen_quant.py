@@ -105,3 +105,106 @@ def test_calibration_prompts_are_checked_at_the_boundary(teacher, tmp_path):
         conv(calibration=["a", "b", "c"])
     with pytest.raises(ConfigError, match=r"expected a list of prompts"):
         conv(calibration="def f(): pass")
+
+
+def _hostile(teacher):
+    """The trained decoder with 4 hidden units of the last block's MLP that always output 5000 and that
+    its down-projection ignores: fp32 maths unchanged, but the down-projection's int8 input range is
+    ~1000x too wide for the other 508 units (one hostile layer, in both programs)."""
+    import copy
+    import torch
+    m = copy.deepcopy(teacher)
+    up, down = m.blocks[-1].mlp[0], m.blocks[-1].mlp[2]
+    with torch.no_grad():
+        up.weight[:4] = 0.0
+        up.bias[:4] = 5000.0
+        down.weight[:, :4] = 0.0
+    return m
+
+
+@pytest.mark.slow  # 2-3 exports of both programs and the token gate each time: ~1-2 min alone, ~8 on a busy machine
+def test_per_program_auto_fallback_keeps_the_hostile_step_layer_in_float(teacher, tmp_path):
+    """max_drop / auto_fallback per program, end to end: the step fails its own gate, auto-fallback may
+    only touch the step, keeps the hostile layer in float there and the step then passes; the manifest
+    says per program what stayed in float."""
+    m = _hostile(teacher)
+    art = edgesdk.convert(m, None, "onnx-cpu", quantize="int8-dynamic", calibration=_prompts(8, "train", 20),
+                          eval_data=_prompts(3, length=20), out_dir=tmp_path,
+                          max_drop={"step": 0.05, "tokens": None}, auto_fallback={"step": True})
+    q = art.manifest.quantization
+    first, last = q["attempts"][0], q["attempts"][-1]
+    assert first["passed"] is False and first["programs"] == {"step": False}, q["attempts"]
+    assert last["passed"] is True and last["programs"] == {"step": True}
+    assert [k["program"] for k in q["kept_float"]] == ["step"] * len(q["kept_float"])
+    assert q["kept_float"][0]["layer"].endswith("blocks.3.mlp.2"), q["kept_float"]
+    assert q["gate"]["programs"]["step"]["drop"] <= 0.05 and "prefill" not in q["gate"]["programs"]
+    fl = q["float_per_program"]
+    assert fl["prefill"]["auto_fallback"] == [] and fl["step"]["auto_fallback"] == [k["layer"] for k in q["kept_float"]]
+    assert "prefill" in art.verification["programs"]  # recorded, not judged on its own (no bound given)
+
+
+def test_per_program_options_are_checked_at_the_boundary(teacher, tmp_path):
+    with pytest.raises(ConfigError, match=r"max_drop: unknown program 'decode'; this model's keys are 'prefill', "
+                                          r"'step', 'tokens'"):
+        edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-dynamic", out_dir=tmp_path,
+                        max_drop={"decode": 0.1})
+    with pytest.raises(ConfigError, match=r"auto_fallback must be True/False or"):
+        edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-dynamic", out_dir=tmp_path,
+                        auto_fallback={"step": "yes"})
+
+
+def test_a_program_failing_its_own_bound_fails_the_gate_and_is_fixed_first():
+    out = [{"name": "logits", "top1_agreement": 0.9, "drop": 0.1, "scorable": True, "cosine_min": 0.9}]
+    per = {"prefill": {"outputs": out, "drop": 0.1, "drop_basis": "x"},
+           "step": {"outputs": [{**out[0], "top1_agreement": 1.0, "drop": 0.0}], "drop": 0.0, "drop_basis": "x"}}
+    acc = {"drop": 0.0, "drop_basis": "x", "greedy_agreement": 1.0, "teacher_forced_agreement": 1.0}
+    gate = gc.judge_programs(gc.judge_generation(acc, "default", False), per, {"prefill": 0.05, "step": 0.05})
+    assert gate["passed"] is False and gate["failing"] == ["program 'prefill': drop 0.1000 > max_drop 0.05"]
+    assert gate["programs"]["step"]["passed"] is True
+    cands = [{"program": "step", "layer": "a"}, {"program": "prefill", "layer": "b"}]
+    assert gc.next_fallback(cands, [], gate)["layer"] == "b"      # the failing program's layer first
+    assert gc.next_fallback(cands, cands[1:], gate)["layer"] == "a"
+    assert gc.next_fallback(cands, cands, gate) is None
+
+
+def test_the_plan_keeps_calibrated_schemes_for_generation_models_with_prompts(teacher):
+    """A pipeline entry of a generation family with prompts gets int8-static; without prompts (or not a
+    generation model) the plan still skips it, saying what it needs."""
+    from types import SimpleNamespace
+    from edgesdk.pipeline import PipelineConfig
+    from edgesdk.pipeline.plan import jobs_for, select_targets
+    cfg = PipelineConfig.from_dict({"distill": {"family": "mamba"}, "targets": ["onnx-cpu"],
+                                    "quantize": {"schemes": ["int8-static"]}})
+    targets = select_targets(cfg)
+
+    def job(**kw):
+        e = SimpleNamespace(**{"family": "mamba", "name": "mamba", "multi": True, "module": teacher,
+                               "calibration": None, **kw})
+        return jobs_for(e, 0, targets, cfg, quick=False, start=0)[0]
+    assert job(calibration=[[1, 2, 3]] * 8).skip is None
+    assert "needs a generation model (edge_generation) and calibration prompts" in job().skip
+
+
+def test_layers_nested_in_blocks_map_to_their_onnx_nodes(tmp_path):
+    """auto_fallback's exclusions reach layers nested in blocks (``blocks.1.mlp.2``): the exporter names each
+    scope by its full path, and joining them (``blocks.1.mlp.blocks.1.mlp.2``) matched nothing, so the layer
+    silently stayed int8 (found with the hostile decoder above: the step's drop did not move)."""
+    import torch
+    from torch import nn
+    from edgesdk.converters.onnx_cpu import export_onnx, nodes_of_modules
+    from edgesdk.converters.programs import collect
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList(nn.ModuleDict({"mlp": nn.Sequential(nn.Linear(8, 16), nn.GELU(),
+                                                                           nn.Linear(16, 8))}) for _ in range(2))
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = x + b["mlp"](x)
+            return x
+    prog = collect(Net().eval(), (torch.randn(1, 8),))[0]
+    export_onnx(prog, tmp_path / "m.onnx")
+    assert len(nodes_of_modules(tmp_path / "m.onnx", ["blocks.1.mlp.2"])) == 1
+    assert len(nodes_of_modules(tmp_path / "m.onnx", ["blocks.1"])) >= 2

@@ -147,8 +147,9 @@ class FamilyResult:
     metric: str
     reference_quality: float | None = None
     reference: str = "fp32 teacher"
-    calibration: list | None = None     # input tuples (exported shapes) for static quantization
-    eval_data: list | None = None       # input tuples for the quantization gate
+    calibration: list | None = None     # input tuples (exported shapes) for static quantization; prompts
+                                        # (token id lists) for generation models (edge_generation)
+    eval_data: list | None = None       # input tuples (or held-out prompts) for the quantization gate
     info: dict = field(default_factory=dict)
 
 

@@ -19,7 +19,7 @@ from edgesdk.families.base import FamilyContext, FamilyResult, Runner, torch_thr
 SOURCES = ("models/encdec.py", "models/distill/recipes/encdec.py", "models/data/funcname.py",
            "models/teachers/train_funcname.py", "models/teachers/decoder.py", "models/distill/trainer.py",
            "models/distill/losses.py", "sdk/families/encdec.py")
-OPTIONS = ("eval_pairs", "prompt_lengths", "kd")
+OPTIONS = ("eval_pairs", "prompt_lengths", "kd", "calibration_prompts", "gate_prompts")
 
 
 @register_family("encdec", sources=SOURCES,
@@ -61,8 +61,16 @@ def encdec_family(ctx: FamilyContext) -> FamilyResult:
         preds = [fn.decode_name(run.generate(s or [fn.TOK.pad_id], student.cfg.max_target - 1).tokens) for s in srcs]
         return fn.scores(preds, refs)["char_f1"]
 
+    # quantized schemes calibrate on training bodies and gate on validation bodies (prompts: each
+    # program meets its real inputs while the fp32 programs generate); a small set keeps the demo short
+    n_cal = int(opts.get("calibration_prompts", 8 if ctx.quick else 16))
+    n_gate = int(opts.get("gate_prompts", 4 if ctx.quick else 8))
+    cal = [list(s)[:prompt_len] or [fn.TOK.pad_id] for s, _ in fn.funcname_pairs("train")[:n_cal]]
+    held = [list(s)[:prompt_len] or [fn.TOK.pad_id] for s, _ in fn.funcname_pairs("val")[:n_gate]]
+
     return FamilyResult(
         students={"encdec": student}, teacher=teacher, example_inputs=None, quality=quality,
+        calibration=cal, eval_data=held,
         metric="char F1 of generated names", reference_quality=teacher_f1,
         reference="decoder-only function-name teacher (fp32 PyTorch, greedy)",
         info={"task": "stdlib function body -> name", "eval_pairs": len(pairs), "prompt_capacity": prompt_len,

@@ -18,7 +18,7 @@ from edgesdk.families.base import FamilyContext, FamilyResult, Runner, torch_thr
 
 SOURCES = ("models/mamba.py", "models/distill/recipes/mohawk.py", "models/teachers/decoder.py",
            "models/distill/trainer.py", "models/distill/losses.py", "models/data/stdlib.py", "sdk/families/mamba.py")
-OPTIONS = ("prompt_lengths", "windows", "continuation", "stages")
+OPTIONS = ("prompt_lengths", "windows", "continuation", "stages", "calibration_prompts", "gate_prompts")
 
 
 @register_family("mamba", sources=SOURCES,
@@ -64,8 +64,20 @@ def mamba_family(ctx: FamilyContext) -> FamilyResult:
         hits = sum(sum(run.score(w[:prompt_len], w[prompt_len:])["correct"]) for w in windows)
         return hits / (n_windows * n_cont)
 
+    # quantized schemes calibrate on training windows and gate on validation windows other than the
+    # scored ones (prompts: each program meets its real inputs while the fp32 programs generate)
+    n_cal = int(opts.get("calibration_prompts", 8 if ctx.quick else 16))
+    n_gate = int(opts.get("gate_prompts", 4 if ctx.quick else 8))
+    plen = min(64, prompt_len)
+    train = corpus("train")
+    cal = [train[i * 4099:i * 4099 + plen].long().tolist() for i in range(n_cal)]
+    # midway between scored windows (stride >> span), side by side when there are more than windows
+    starts = [(j % n_windows) * stride + stride // 2 + (j // n_windows) * plen for j in range(n_gate)]
+    held = [val[a:a + plen].long().tolist() for a in starts]
+
     return FamilyResult(
         students={"mamba": student}, teacher=teacher, example_inputs=None, quality=quality,
+        calibration=cal, eval_data=held,
         metric="next-byte accuracy (held-out stdlib)", reference_quality=teacher_acc,
         reference="attention decoder teacher (fp32 PyTorch, full forward)",
         info={"task": "byte LM on stdlib source", "windows": n_windows, "prompt_capacity": prompt_len,

@@ -165,6 +165,7 @@ def fill_artifact(row: Row, art, e) -> None:
     if "gate" in q:
         g = q["gate"]
         row.gate = {k: g.get(k) for k in ("max_drop", "drop", "passed", "drop_basis")}
+        row.gate.update({k: g[k] for k in ("greedy_agreement", "teacher_forced_agreement") if k in g})
         row.kept_float = [k["layer"] for k in q.get("kept_float", [])]
         if q.get("calibration"):
             row.calibration = {**q["calibration"], "source": e.calibration_source or q["calibration"].get("source")}

@@ -1,6 +1,7 @@
 """The plan: entries x targets x schemes -> `Job`s, decided before anything runs (pure: no
 conversion, no I/O). Each job is one row of ``results.json``, in plan order; jobs the plan
-alone settles (a scheme the target lacks, calibrated quantization of a multi-program model)
+alone settles (a scheme the target lacks, calibrated quantization of a multi-program model
+without prompts)
 carry their reason in ``skip``.
 
 Example::
@@ -112,6 +113,13 @@ class Job:
         return self.scheme in self.target.quantization
 
 
+def prompts_for(entry) -> bool:
+    """A generation model with calibration prompts: its calibrated schemes record each program's
+    inputs while the fp32 programs generate (`converters.gen_calibration`)."""
+    return bool(entry.multi and getattr(entry, "calibration", None) is not None
+                and hasattr(getattr(entry, "module", None), "edge_generation"))
+
+
 def artifact_name(entry, target, scheme: str) -> str:
     name = f"{entry.family}-{entry.name}-{target.name}-{scheme}" if entry.family != "model" else \
         f"{entry.name}-{target.name}-{scheme}"
@@ -136,9 +144,9 @@ def jobs_for(entry, entry_index: int, targets: list, cfg: PipelineConfig, quick:
                             skip=f"{t.name} has no scheme {s!r} (offers {', '.join(t.quantization)})"))
         for s in schemes:
             skip = None
-            if entry.multi and s in calibrated_schemes(t):
-                skip = (f"{s}: calibrated quantization of a model with several programs is not supported by the "
-                        "converters yet")
+            if entry.multi and s in calibrated_schemes(t) and not prompts_for(entry):
+                skip = (f"{s}: calibrated quantization of a model with several programs needs a generation model "
+                        "(edge_generation) and calibration prompts")
             jobs.append(Job(start + len(jobs), entry_index, t, s, artifact_name(entry, t, s), skip=skip,
                             profile=bool(t.runs_here and cfg.profile.enabled),
                             device=profile_device(t, cfg.profile.devices)))
