@@ -24,16 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PARTS = {"teacher forward (AlignedTeacher)": ("recipe_encdec.py", "forward", 82),
-         "student forward (PairedStudent)": ("recipe_encdec.py", "forward", 63),
+PARTS = {"teacher forward (AlignedTeacher)": ("recipes/encdec.py", "forward", 82),
+         "student forward (PairedStudent)": ("recipes/encdec.py", "forward", 63),
          "student backward": ("_tensor.py", "backward", None),
-         "on-policy sampling (EncDec.generate)": ("encdec.py", "generate", None),
-         "batches (OnPolicyNames.sample, incl. sampling)": ("recipe_encdec.py", "sample", None)}
+         "on-policy sampling (EncDec.generate)": ("models/encdec.py", "generate", None),
+         "batches (OnPolicyNames.sample, incl. sampling)": ("recipes/encdec.py", "sample", None)}
 
 
 def profile(steps: int) -> None:
     from edgesdk.models.data import funcname as fn
-    from edgesdk.models.distill.recipe_encdec import encdec_from_decoder
+    from edgesdk.models.distill.recipes.encdec import encdec_from_decoder
     from edgesdk.models.teachers.train_funcname import load_funcname_teacher
     t0 = time.perf_counter()
     fn.funcname_pairs("train")
@@ -57,7 +57,7 @@ def same(steps: int) -> None:
     import torch
 
     from edgesdk.models.distill.losses import CrossEntropyLoss
-    from edgesdk.models.distill.recipe_encdec import encdec_from_decoder
+    from edgesdk.models.distill.recipes.encdec import encdec_from_decoder
     from edgesdk.models.teachers.train_funcname import load_funcname_teacher
     teacher = load_funcname_teacher()
 
