@@ -65,8 +65,11 @@ def encdec_family(ctx: FamilyContext) -> FamilyResult:
     # program meets its real inputs while the fp32 programs generate); a small set keeps the demo short
     n_cal = int(opts.get("calibration_prompts", 8 if ctx.quick else 16))
     n_gate = int(opts.get("gate_prompts", 4 if ctx.quick else 8))
-    cal = [list(s)[:prompt_len] or [fn.TOK.pad_id] for s, _ in fn.funcname_pairs("train")[:n_cal]]
-    held = [list(s)[:prompt_len] or [fn.TOK.pad_id] for s, _ in fn.funcname_pairs("val")[:n_gate]]
+    # cut to each class in turn: a class's programs are calibrated only by prompts that fit it
+    cal = [list(s)[:classes[i % len(classes)]] or [fn.TOK.pad_id]
+           for i, (s, _) in enumerate(fn.funcname_pairs("train")[:n_cal])]
+    held = [list(s)[:classes[i % len(classes)]] or [fn.TOK.pad_id]
+            for i, (s, _) in enumerate(fn.funcname_pairs("val")[:n_gate])]
 
     return FamilyResult(
         students={"encdec": student}, teacher=teacher, example_inputs=None, quality=quality,

@@ -69,11 +69,14 @@ def mamba_family(ctx: FamilyContext) -> FamilyResult:
     n_cal = int(opts.get("calibration_prompts", 8 if ctx.quick else 16))
     n_gate = int(opts.get("gate_prompts", 4 if ctx.quick else 8))
     plen = min(64, prompt_len)
+    # prompt lengths cycle over the classes (each at most 64 bytes): a class's prefill is calibrated
+    # only by prompts that fit it, so the shortest class needs prompts of its own length
+    lens = sorted({min(c, plen) for c in classes})
     train = corpus("train")
-    cal = [train[i * 4099:i * 4099 + plen].long().tolist() for i in range(n_cal)]
+    cal = [train[i * 4099:i * 4099 + lens[i % len(lens)]].long().tolist() for i in range(n_cal)]
     # midway between scored windows (stride >> span), side by side when there are more than windows
     starts = [(j % n_windows) * stride + stride // 2 + (j // n_windows) * plen for j in range(n_gate)]
-    held = [val[a:a + plen].long().tolist() for a in starts]
+    held = [val[a:a + lens[j % len(lens)]].long().tolist() for j, a in enumerate(starts)]
 
     return FamilyResult(
         students={"mamba": student}, teacher=teacher, example_inputs=None, quality=quality,
