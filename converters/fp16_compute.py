@@ -48,10 +48,10 @@ def default_prompts(programs, n: int = DEFAULT_PROMPTS, seed: int = 0) -> list[l
     """``n`` deterministic random prompts of 8..32 tokens (printable ASCII for byte tokenizers,
     otherwise ids below the logits' width, skipping pad/eos/start), each fitting a prefill class."""
     gen = programs.generation
-    step = next(p for p in programs if p.name == gen["step"])
+    last = lambda names: names if isinstance(names, str) else names[-1]  # noqa: E731  (one name or one per class)
+    step = next(p for p in programs if p.name == last(gen["step"]))
     vocab = int(step.reference[step.output_names.index(gen["logits"])].shape[-1])
-    pre = next(p for p in programs if p.name == (gen["prefill"] if isinstance(gen["prefill"], str)
-                                                 else gen["prefill"][-1]))
+    pre = next(p for p in programs if p.name == last(gen["prefill"]))
     cap = int(pre.example_inputs[pre.input_names.index(gen["prompt"])].shape[1])
     rng = np.random.default_rng(seed)
     if gen.get("tokenizer") == "bytes":
