@@ -524,7 +524,10 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
             say(f"exporting for {conv.name} ({quantize}" + (f", {len(kept)} layers kept in float)" if kept else ")"))
             if gen is not None:  # per program: its own recorded inputs, its own layers kept in float
                 opts = {**options, "calibration": {n: c.samples for n, c in gen["recorded"].items()},
-                        "exclude": {p.name: [k["layer"] for k in kept if k["program"] == p.name] for p in programs}}
+                        # only programs with layers kept: an empty exclude means none (targets that cannot
+                        # keep layers in float refuse any non-empty one)
+                        "exclude": {p.name: ls for p in programs
+                                    if (ls := [k["layer"] for k in kept if k["program"] == p.name])}}
             else:
                 opts = {**options, "calibration": cal.samples if cal else None,
                         "exclude": [k["layer"] for k in kept]}

@@ -208,3 +208,18 @@ def test_layers_nested_in_blocks_map_to_their_onnx_nodes(tmp_path):
     export_onnx(prog, tmp_path / "m.onnx")
     assert len(nodes_of_modules(tmp_path / "m.onnx", ["blocks.1.mlp.2"])) == 1
     assert len(nodes_of_modules(tmp_path / "m.onnx", ["blocks.1"])) >= 2
+
+
+def test_a_precision_scheme_with_prompts_converts_where_layers_cannot_be_kept_in_float(tmp_path):
+    """Prompts make the gate per program; with nothing kept in float the export gets no exclusions,
+    so targets that cannot keep layers in float (Vulkan, Core ML, the LiteRT GPU) still take fp16
+    (the demo's encdec/mamba fp16 rows failed with 'cannot keep individual layers' before)."""
+    import torch
+    from edgesdk.models.encdec import EncDec, EncDecConfig
+    torch.manual_seed(0)
+    m = EncDec(EncDecConfig(d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, max_source=64, max_target=8,
+                            prompt_lengths=[8, 16])).eval()
+    prompts = [[65 + i, 66, 67, 68] * (1 + i % 4) for i in range(16)]
+    art = edgesdk.convert(m, None, "executorch-vulkan", quantize="fp16", calibration=prompts[:12],
+                          eval_data=prompts[12:], out_dir=tmp_path, auto_fallback=True, max_drop=0.05)
+    assert art.manifest.quantization["scheme"] == "fp16" and not art.manifest.quantization["kept_float"]
