@@ -44,14 +44,18 @@ NEW_TOKENS = 16
 KIND = "token agreement with fp32 PyTorch (the device computes float graphs at fp16)"
 
 
+def _longest(names) -> str:
+    """A generation entry's program: one name, or one per prompt class (shortest first): the last."""
+    return names if isinstance(names, str) else names[-1]
+
+
 def default_prompts(programs, n: int = DEFAULT_PROMPTS, seed: int = 0) -> list[list[int]]:
     """``n`` deterministic random prompts of 8..32 tokens (printable ASCII for byte tokenizers,
     otherwise ids below the logits' width, skipping pad/eos/start), each fitting a prefill class."""
     gen = programs.generation
-    last = lambda names: names if isinstance(names, str) else names[-1]  # noqa: E731  (one name or one per class)
-    step = next(p for p in programs if p.name == last(gen["step"]))
+    step = next(p for p in programs if p.name == _longest(gen["step"]))
     vocab = int(step.reference[step.output_names.index(gen["logits"])].shape[-1])
-    pre = next(p for p in programs if p.name == last(gen["prefill"]))
+    pre = next(p for p in programs if p.name == _longest(gen["prefill"]))
     cap = int(pre.example_inputs[pre.input_names.index(gen["prompt"])].shape[1])
     rng = np.random.default_rng(seed)
     if gen.get("tokenizer") == "bytes":
