@@ -19,8 +19,11 @@ Two stages, so conversions can share the machine while the measurements cannot:
 profiled in an isolated child at its best thread count: exactly what ``target="auto"`` does)
 and then re-measures all of them side by side in one process: rounds of short blocks, one
 block per candidate per round (loaded at the thread count auto chose, order reversed every
-other round). It prints, per model, the pick, the best candidate of the re-measurement and
-pick/best (target <= 1.05), and pick/fp32 on the pick's target (target <= 1.0).
+other round; as many rounds as auto's own side-by-side step, `edgesdk.auto.CONFIRM_ROUNDS`, so
+both sides are measured the same way). It prints, per model, the pick, the best candidate of
+the re-measurement and pick/best (target <= 1.05; also the median of the per-round ratios), and
+pick/fp32 on the pick's target (target <= 1.0), and how many head-to-head rounds auto's pick
+rested on.
 """
 
 from __future__ import annotations
@@ -129,6 +132,8 @@ def measure(out: Path, iters: int, rounds: int, only: list[str] | None = None) -
             "pick_threads": pick["threads"], "auto_ms": pick["latency_ms"], "pick_ms": med[id(pick)],
             "best": f"{best['target']} {best['scheme']}", "best_ms": med[id(best)],
             "pick_over_best": med[id(pick)] / med[id(best)], "pick_over_best_rounds": r_best,
+            "pick_over_best_paired": float(np.median([a / b for a, b in zip(per[id(pick)], per[id(best)])])),
+            "pick_rounds": len(pick.get("rounds_ms") or []),
             "fp32_ms": med[id(fp32)] if fp32 else None,
             "pick_over_fp32": med[id(pick)] / med[id(fp32)] if fp32 else None, "pick_over_fp32_rounds": r_fp32,
             "n_measured": len(measured), "n_candidates": len(cands), "candidates": cands})
@@ -142,16 +147,17 @@ def _f(x, fmt="{:.4g}"):
 def print_tables(summary: list[dict], meta: dict) -> None:
     print(f"# auto pick vs the best candidate, re-measured side by side ({meta['date']}; {meta['cpu']}, "
           f"{meta['cores']} usable cores; {meta['rounds']} rounds)\n")
-    print("| model | candidates (measured) | auto's pick (threads) | pick ms | best re-measured | best ms | "
-          "pick / best (worst round) | fp32 on pick's target ms | pick / fp32 (worst round) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | candidates (measured) | auto's pick (threads) | auto's rounds | pick ms | best re-measured | "
+          "best ms | pick / best (worst round) | paired median | fp32 on pick's target ms | pick / fp32 (worst round) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summary:
         if s.get("pick") is None:
-            print(f"| {s['model']} | – | no candidate passed and profiled | | | | | | |")
+            print(f"| {s['model']} | – | no candidate passed and profiled | | | | | | | | |")
             continue
         print(f"| {s['model']} | {s['n_candidates']} ({s['n_measured']}) | {s['pick']} ({s['pick_threads']}) | "
-              f"{_f(s['pick_ms'])} | {s['best']} | {_f(s['best_ms'])} | {_f(s['pick_over_best'], '{:.3f}')} "
-              f"({_f(max(s['pick_over_best_rounds']), '{:.3f}')}) | {_f(s['fp32_ms'])} | "
+              f"{s['pick_rounds'] or '–'} | {_f(s['pick_ms'])} | {s['best']} | {_f(s['best_ms'])} | "
+              f"{_f(s['pick_over_best'], '{:.3f}')} ({_f(max(s['pick_over_best_rounds']), '{:.3f}')}) | "
+              f"{_f(s['pick_over_best_paired'], '{:.3f}')} | {_f(s['fp32_ms'])} | "
               f"{_f(s['pick_over_fp32'], '{:.3f}')} "
               f"({_f(max(s['pick_over_fp32_rounds']) if s['pick_over_fp32_rounds'] else None, '{:.3f}')}) |")
     ok = [s for s in summary if s.get("pick")]
@@ -176,20 +182,22 @@ def main(argv=None) -> int:
     p.add_argument("--vision", default=",".join(VISION), help="vision architectures ('' for none)")
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--iters", type=int, default=100, help="timed runs per candidate in auto's profile")
-    p.add_argument("--rounds", type=int, default=6, help="side-by-side rounds")
+    from edgesdk.auto import CONFIRM_ROUNDS
+    p.add_argument("--rounds", type=int, default=CONFIRM_ROUNDS,
+                   help="side-by-side rounds (default: as many as auto's own side-by-side step)")
     p.add_argument("--models", default="", help="measure: only these models (comma-separated; default all); "
                                                 "each run writes summary-<models>.json")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.stage == "convert":
-        from edgesdk.runtime.profile import _json_safe
+        from edgesdk.runtime.profile import json_safe
         models = {}
         fams = [f for f in args.families.split(",") if f]
         if fams:
             models.update(convert_demo(out, fams))
         models.update(convert_vision(out, [v for v in args.vision.split(",") if v], args.resolution))
-        (out / "candidates.json").write_text(json.dumps(_json_safe({"models": models}), indent=1))
+        (out / "candidates.json").write_text(json.dumps(json_safe({"models": models}), indent=1))
         _say(f"wrote {out / 'candidates.json'}")
         return 0
     import datetime

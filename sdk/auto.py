@@ -23,6 +23,11 @@ Latency is the p50 of a run, or for generation artifacts the p50 time to first t
 new tokens at the p50 time per token (a whole generation). Candidates within 15% of the fastest
 (and the fp32 baselines of their targets) are then re-timed side by side, interleaved in one
 process (`runtime.profile.interleaved`), so a burst of load during one profile cannot decide.
+Where a comparison the rule makes is still a close call after those 8 rounds (median paired
+ratio within 5% of 1 and no sign test decides either way), the pick, the candidates within 5%
+of it and their targets' fp32 get more head-to-head rounds (8 at a time, at most 32 in all) and
+the decision is made on all of them (`auto_measure.settle`). The rule lives in
+`edgesdk.auto_rule`, the measuring in `edgesdk.auto_measure`.
 
 Every candidate, with its size, latency, quality and why it lost, is written to
 ``out_dir/<name>.candidates/candidates.{json,md}`` (the candidate artifacts stay there unless
@@ -43,7 +48,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -53,13 +57,10 @@ from edgesdk.converters import Artifact, convert as _convert, get_converter
 from edgesdk.converters.artifact import new_workdir, publish, write_manifest
 from edgesdk.converters.convert import default_name
 from edgesdk.runtime.errors import ConfigError, SdkError, TargetUnavailableError, ToleranceError
+from edgesdk.auto_measure import CONFIRM_ROUNDS, CONFIRM_WITHIN, confirm, measure_and_choose, settle  # noqa: F401
+from edgesdk.auto_rule import AUTO_MAX_DROP, FASTER_P, TIE, choose, gate_verdict, latency_ms, sign_test_p  # noqa: F401
 
 DEVICES = ("cpu", "npu", "gpu")
-TIE = 0.03             # latencies within 3% of the fastest tie; the smaller artifact wins
-CONFIRM_WITHIN = 0.15  # candidates within 15% of the fastest are re-timed side by side before the pick
-CONFIRM_ROUNDS = 8
-FASTER_P = 0.05        # a quantized candidate beats fp32 when a sign test on the paired rounds says so at this level
-AUTO_MAX_DROP = 0.01   # applied when a quantized artifact carries no gate threshold of its own
 _UNSET = object()
 
 
@@ -69,123 +70,6 @@ class AutoArtifact(Artifact):
     size, latency, quality and why it lost), ``selection["pick"]``, ``selection["table_md"]``."""
 
     selection: dict = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- the rule
-
-def latency_ms(profile: dict) -> float | None:
-    """What candidates are ranked by: p50 per run, or a whole generation's p50 time."""
-    gen = profile.get("generation")
-    if gen:
-        tp = (gen.get("tpot_ms") or {}).get("p50") or 0.0
-        return gen["ttft_ms"]["p50"] + tp * max(gen.get("new_tokens", 1) - 1, 0)
-    return profile.get("p50_ms")
-
-
-def choose(cands: list[dict], tie: float = TIE) -> dict | None:
-    """Pick among candidates (dicts with ``target``, ``scheme``, ``status``, ``latency_ms``,
-    ``size_bytes``, and ``rounds_ms`` when `confirm` re-timed them side by side); only
-    ``status == "measured"`` ones compete. Sets ``picked`` and ``why`` on every competing
-    candidate and returns the pick (None when none competes)."""
-    measured = [c for c in cands if c.get("status") == "measured" and c.get("latency_ms") is not None]
-    fp32 = {c["target"]: c for c in measured if c["scheme"] == "fp32"}
-    eligible = []
-    for c in measured:
-        c["picked"] = False
-        base = fp32.get(c["target"])
-        why = None if c["scheme"] == "fp32" or base is None else _not_faster_than(c, base, tie)
-        if why:
-            c["why"] = why
-        else:
-            eligible.append(c)
-    if not eligible:
-        return None
-    best = min(c["latency_ms"] for c in eligible)
-    tied = [c for c in eligible if c["latency_ms"] <= best * (1 + tie)]
-    pick = min(tied, key=lambda c: (c.get("size_bytes") or math.inf, c["latency_ms"]))
-    for c in eligible:
-        if c is pick:
-            continue
-        if c in tied:
-            c["why"] = (f"ties with the pick (within {tie:.0%}: {c['latency_ms']:.4g} vs {pick['latency_ms']:.4g} ms) "
-                        f"but is larger ({_kib(c.get('size_bytes'))} vs {_kib(pick.get('size_bytes'))})")
-        else:
-            c["why"] = f"slower: {c['latency_ms']:.4g} ms, {c['latency_ms'] / pick['latency_ms']:.2f}x the pick"
-    pick["picked"] = True
-    pick["why"] = ("fastest that passed the gate" if len(tied) == 1 else
-                   f"smallest of the {len(tied)} within {tie:.0%} of the fastest that passed the gate")
-    if pick["scheme"] != "fp32" and pick["target"] in fp32:
-        pick["why"] += f"; {pick['latency_ms'] / fp32[pick['target']]['latency_ms']:.2f}x fp32 on {pick['target']}"
-        if pick.get("vs_fp32"):
-            pick["why"] += f" ({pick['vs_fp32']})"
-    return pick
-
-
-def sign_test_p(wins: int, n: int) -> float:
-    """One-sided sign test: the chance of at least ``wins`` of ``n`` paired rounds going one way
-    when neither side is faster (each round a fair coin)."""
-    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
-
-
-def _not_faster_than(c: dict, base: dict, tie: float) -> str | None:
-    """Why a quantized candidate ``c`` may not compete against ``base`` (its target's fp32), or None
-    when it was shown faster: paired side-by-side rounds when both have them (same run of
-    `confirm`), else a lead larger than the noise band ``tie``. Records the evidence in
-    ``c["vs_fp32"]``."""
-    t, lat, ref = c["target"], c["latency_ms"], base["latency_ms"]
-    a, b = c.get("rounds_ms"), base.get("rounds_ms")
-    if a and b and len(a) == len(b):
-        ratios = sorted(x / y for x, y in zip(a, b))
-        wins, n = sum(r < 1 for r in ratios), len(ratios)
-        p, med = sign_test_p(wins, n), ratios[n // 2] if n % 2 else (ratios[n // 2 - 1] + ratios[n // 2]) / 2
-        c["vs_fp32"] = f"faster in {wins}/{n} side-by-side rounds, median ratio {med:.3f}, sign test p={p:.3f}"
-        if p <= FASTER_P and med < 1:
-            return None
-        return (f"not shown faster than fp32 on {t} side by side: {c['vs_fp32']} (needs p <= {FASTER_P:g}); "
-                f"fp32 keeps the target")
-    if lat > ref:
-        return f"slower than fp32 on {t} ({lat:.4g} vs {ref:.4g} ms, {lat / ref:.2f}x)"
-    if lat > ref * (1 - tie):
-        return (f"within the {tie:.0%} noise band of fp32 on {t} ({lat:.4g} vs {ref:.4g} ms, {lat / ref:.2f}x) and "
-                f"not re-timed side by side: fp32 keeps the target")
-    c["vs_fp32"] = f"{lat / ref:.2f}x fp32 in separate profiles"
-    return None
-
-
-def _kib(b) -> str:
-    return "?" if b is None else f"{b / 1024:.1f} KiB"
-
-
-def gate_verdict(manifest, max_drop=None) -> tuple[bool | None, str]:
-    """(passed, quality text) of a converted artifact, from the gate the conversion ran: fp32
-    artifacts passed verification; a quantized one passed its accuracy gate (the default
-    thresholds per kind of output, or a numeric ``max_drop``). Only an artifact converted with
-    the gate off (``max_drop=None``, or by a converter that records no threshold) is held here
-    to AUTO_MAX_DROP: auto never picks an artifact whose quality nobody checked."""
-    q = manifest.quantization or {}
-    v = manifest.verification or {}
-    g = q.get("gate")
-    if g is None:
-        err = v.get("max_abs_err")
-        return bool(v.get("passed", True)), ("verified vs PyTorch" + (f" (max abs diff {err:.2g})" if err is not None else ""))
-    basis = f" ({g['drop_basis']})" if g.get("drop_basis") else ""
-    drop = "" if g.get("drop") is None else f"drop {g['drop']:.4f}"
-    if g.get("mode") == "off" or (g.get("mode") is None and g.get("max_drop") is None):
-        if g.get("drop") is None:
-            return None, f"not scored: {g.get('drop_basis') or 'the gate could not score its outputs'}"
-        thr = AUTO_MAX_DROP if max_drop in (None, "default") else max_drop
-        return g["drop"] <= thr, f"{drop} vs max_drop {thr:g} (gate off at conversion; applied by auto){basis}"
-    if g.get("passed") is None:
-        why = "; ".join(f"{n['output']}: {n['why']}" for n in g.get("not_scorable") or []) or g.get("drop_basis")
-        return None, f"not scored: {why or 'the gate could not score its outputs'}"
-    if g.get("mode") == "default":
-        th = g.get("thresholds") or {}
-        rule = (f"default gate (top-1 >= {th.get('min_top1_agreement', 0.99):.0%}, min cosine >= "
-                f"{th.get('min_cosine', 0.99):g})")
-        if g.get("failing"):
-            return False, f"{rule} failed: {'; '.join(g['failing'])}"
-        return bool(g["passed"]), f"{drop}{basis}, {rule} passed" if drop else f"{rule} passed"
-    return bool(g["passed"]), f"{drop} vs max_drop {g['max_drop']:g}{basis}"
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -318,69 +202,10 @@ def convert_candidates(model, example_inputs, target: str = "auto", *, quantize=
     return todo + skipped
 
 
-def measure_and_choose(cands: list[dict], *, iters: int = 100, threads="auto", isolate: bool = True,
-                       progress=None) -> dict | None:
-    """Profile every converted candidate (isolated, ``threads``: ``"auto"`` sweeps the counts) and
-    `choose`; candidates that competed and did not win get status ``"lost"``."""
-    from edgesdk import runtime
-    say = progress or (lambda msg: None)
-    todo = [c for c in cands if c["status"] == "converted"]
-    for i, c in enumerate(todo, 1):
-        try:
-            say(f"[{i}/{len(todo)}] {c['target']} {c['scheme']}: profiling (isolated={isolate}, threads {threads})")
-            rep = runtime.profile(c["path"], iters=iters, threads=threads, isolate=isolate, per_op=False)
-        except SdkError as e:
-            c.update(status="failed", why=f"profiling: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
-            continue
-        prof = {"p50_ms": rep.p50_ms, "generation": rep.extra.get("generation")}
-        c.update(status="measured", p50_ms=rep.p50_ms, latency_ms=latency_ms(prof), threads=rep.threads,
-                 cv=rep.cv, settled=rep.settled, memory_mb=rep.memory.get("run_peak_mb"),
-                 gflops_per_s=rep.gflops_per_s)
-    confirm(cands, progress=say)
-    pick = choose(cands)
-    for c in cands:
-        if c["status"] == "measured" and not c.get("picked"):
-            c["status"] = "lost"
-    return pick
-
-
-def confirm(cands: list[dict], within: float = CONFIRM_WITHIN, rounds: int = CONFIRM_ROUNDS, progress=None) -> None:
-    """Re-time the close contenders side by side (`runtime.profile.interleaved`) so a burst of load
-    from other processes during one candidate's profile cannot decide the pick: every measured
-    candidate within ``within`` of the fastest, and the fp32 candidate of each of their targets
-    (the "never slower than fp32" baseline), again with any candidate that comes within reach once
-    they are re-timed. Their ``latency_ms`` becomes the median of the interleaved blocks; the
-    profile's figure stays in ``profile_latency_ms``."""
-    from edgesdk.runtime.profile import interleaved
-    from edgesdk.runtime.stats import median
-    measured = [c for c in cands if c.get("status") == "measured" and c.get("latency_ms") is not None]
-    if len(measured) < 2:
-        return
-    timed: set[int] = set()
-    # A candidate whose isolated profile was flattered by a quiet moment loses its lead once re-timed;
-    # then others come within reach of the new fastest, so repeat until the close set was all timed
-    # together (a few rounds at most: each adds at least one candidate).
-    for _ in range(len(measured)):
-        best = min(c["latency_ms"] for c in measured)
-        close = [c for c in measured if c["latency_ms"] <= best * (1 + within)]
-        targets = {c["target"] for c in close}
-        close += [c for c in measured if c["scheme"] == "fp32" and c["target"] in targets and c not in close]
-        close += [c for c in measured if id(c) in timed and c not in close]  # all the figures from one run
-        if len(close) < 2 or all(id(c) in timed for c in close):
-            return
-        if progress:
-            progress(f"confirming {len(close)} close candidates side by side ({rounds} rounds)")
-        blocks = interleaved([(c["path"], c["threads"]) for c in close], rounds=rounds)
-        for c, b in zip(close, blocks):
-            c.setdefault("profile_latency_ms", c["latency_ms"])
-            c.update(latency_ms=median(b), rounds_ms=list(b), confirmed=True)
-            timed.add(id(c))
-
-
 def _summary(c: dict) -> dict:
     keys = ("target", "device", "scheme", "status", "why", "picked", "size_bytes", "latency_ms", "p50_ms", "threads",
-            "quality", "cv", "settled", "memory_mb", "gflops_per_s", "confirmed", "profile_latency_ms", "rounds_ms",
-            "vs_fp32")
+            "quality", "cv", "settled", "memory_mb", "gflops_per_s", "confirmed", "settled_rounds",
+            "profile_latency_ms", "rounds_ms", "vs_fp32")
     return {k: c.get(k) for k in keys}
 
 

@@ -96,6 +96,31 @@ def test_auto_never_picks_a_copy_of_fp32_that_is_only_smaller(converted, tmp_pat
     assert pick is faster[1] and "side-by-side rounds" in pick["why"], [c["why"] for c in faster]
 
 
+def test_settle_gives_a_close_call_more_head_to_head_rounds_and_leaves_a_clear_one(converted, tmp_path):
+    """A copy of fp32 (the same file, so any lead is noise) gets more paired rounds, appended in
+    one pass for the pick, the contender and fp32; a genuinely different pair is decided as is."""
+    from edgesdk.auto import confirm, settle
+    mlp = converted("mlp", "onnx-cpu")[0]
+
+    def cand(scheme, path, target="onnx-cpu"):
+        return {"target": target, "scheme": scheme, "status": "measured", "path": str(path), "size_bytes": 100,
+                "latency_ms": 1.0, "threads": 1, "why": "", "picked": False}
+    tied = [cand("fp32", mlp.path), cand("fp16", mlp.path)]
+    # as if confirm had timed them level: identical rounds, so no sign test can decide
+    for c in tied:
+        c["rounds_ms"] = [1.0] * 8
+    settle(tied, max_rounds=16)
+    assert [len(c["rounds_ms"]) for c in tied] == [16, 16] and tied[0]["settled_rounds"] == 16
+    assert all(c["latency_ms"] != 1.0 for c in tied)  # re-timed for real: the median of all 16 rounds
+    pick = choose(tied)
+    assert pick is tied[0] or tied[1]["vs_fp32"].startswith("faster in"), tied[1]["why"]
+    chain = _matmul_chain(tmp_path / "chain.onnx")
+    apart = [cand("fp32", chain), cand("int8-dynamic", mlp.path)]
+    confirm(apart)
+    settle(apart, max_rounds=16)
+    assert [len(c["rounds_ms"]) for c in apart] == [8, 8] and "settled_rounds" not in apart[1]
+
+
 def test_gate_verdict_applies_a_threshold_when_the_converter_recorded_none(converted):
     class M:  # the manifest fields gate_verdict reads
         def __init__(self, q, v):
