@@ -195,6 +195,7 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
     details = extra.pop("quantization_details", None)
     manifest = Manifest(
         name=name, target=conv.name, backend=conv.backend, device=conv.device, format=conv.format, programs=specs,
+        placement=conv.placement(extra),
         files=[file_entry(workdir, f) for f in result["files"]],
         quantization={"scheme": quantize, **({"details": details} if details else {})},
         versions=tool_versions(conv.convert_packages + conv.run_packages),

@@ -28,6 +28,7 @@ import logging
 import re
 
 from edgesdk.converters.executorch_xnnpack import lower
+from edgesdk.converters.placement import from_partition
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError, ConversionError, IntegrityError
 
@@ -126,6 +127,10 @@ class ExecuTorchVulkan(Converter):
     recommended = "fp16"
     recommended_multi_program = "fp16"
     calibrated = ()
+
+    def placement(self, extra: dict) -> dict | None:
+        """The delegate's share of each method's nodes, from the partition report."""
+        return from_partition(extra.get("partition"))
 
     @classmethod
     def run_unavailable(cls) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from edgesdk.converters.gen_calibration import for_program
+from edgesdk.converters.placement import from_partition
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError
 
@@ -203,6 +204,10 @@ class ExecuTorchXnnpack(Converter):
     recommended_multi_program = "int8-dynamic"
     calibrated = ("int8-static",)
     dynamic_shapes = True
+
+    def placement(self, extra: dict) -> dict | None:
+        """The delegate's share of each method's nodes, from the partition report."""
+        return from_partition(extra.get("partition"))
 
     def export(self, programs, workdir, *, quantize, options):
         import dataclasses

@@ -17,6 +17,7 @@ import dataclasses
 from collections import Counter
 
 from edgesdk.converters.litert_cpu import export_tflite, signature_io
+from edgesdk.converters.placement import block
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError, ConversionError
 
@@ -83,6 +84,18 @@ class LiteRtGpu(Converter):
             extra["quantization_details"] = {**PRECISION_DETAILS[quantize], "payload": "the fp32 .tflite"}
         return {"files": ["model.tflite"], "programs": {p: ("model.tflite", s) for p, s in sigs.items()},
                 "extra": extra}
+
+    def placement(self, extra: dict) -> dict | None:
+        """What the GPU accelerator's compiler said (fully accelerated or not); no node counts."""
+        gpu = extra.get("gpu")
+        if not isinstance(gpu, dict) or "fully_accelerated" not in gpu:
+            return None  # not compiled here: nothing known
+        full = gpu["fully_accelerated"]
+        why = "LiteRT's CPU fallback took some ops (the compiler does not name them)"
+        return block("GPU", {"forward": {"fraction": 1.0 if full else None, "on_accelerator": None,
+                                         "compute_nodes": None,
+                                         "fallback": [] if full else [{"node": None, "op_type": None, "why": why}]}},
+                     fully_accelerated=full)
 
     def _gpu_facts(self, path, precision: str) -> dict:
         """Compile on this machine's GPU accelerator (when it has one): full acceleration, labels."""

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgesdk.converters.onnx_cpu import FeedReader as _Reader, export_onnx, nodes_of_modules, onnx_summary
 from edgesdk.converters.gen_calibration import for_program
+from edgesdk.converters.placement import block
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError, ConversionError
 
@@ -124,6 +125,19 @@ class QnnHtp(Converter):
         if details:
             extra["quantization_details"] = details
         return {"files": files, "programs": progs, "extra": extra}
+
+    def placement(self, extra: dict) -> dict | None:
+        """Per program, the share of compute nodes ONNX Runtime ran on the HTP (its profiler)."""
+        place = (extra.get("qnn") or {}).get("placement")
+        if not isinstance(place, dict):
+            return None
+        progs = {"forward": place} if "fraction" in place else place
+        return block("NPU", {name: {"fraction": p["fraction"], "on_accelerator": p.get("on_npu"),
+                                    "compute_nodes": p.get("compute_nodes"),
+                                    "fallback": [{"node": r.get("node"), "op_type": r.get("op_type"),
+                                                  "why": "ran on ONNX Runtime's CPU provider (no HTP kernel)"}
+                                                 for r in p.get("cpu_fallback", [])]}
+                             for name, p in progs.items() if isinstance(p, dict) and "fraction" in p})
 
     @staticmethod
     def _placement(model: Path, arrays, minimum, soc: dict) -> dict:

@@ -97,6 +97,12 @@ class Converter:
         """
         raise NotImplementedError(f"{self.name} cannot run here and defines no structural validation")
 
+    def placement(self, extra: dict) -> dict | None:
+        """The manifest's normalized placement block (`converters.placement`) from this target's
+        export facts (``extra`` as `export` returned it, or an older manifest's); None where all
+        the compute runs on the CPU."""
+        return None
+
     # -- work ---------------------------------------------------------------------------
     def export(self, programs: dict, workdir: Path, *, quantize: str, options: dict) -> dict:
         """Write the payload into ``workdir``.

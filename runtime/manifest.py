@@ -204,6 +204,10 @@ class Manifest:
     schema: str = SCHEMA
     # the runtime backend that opens it (`runtime.backends`); "" in manifests written before the field
     backend: str = ""
+    # where the compute runs, normalized over targets (`converters.placement`): kind, fraction on the
+    # accelerator, node counts, the nodes that fell back with why; None for plain-CPU targets and for
+    # manifests written before the field
+    placement: dict | None = None
     raw: dict | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -226,6 +230,7 @@ class Manifest:
             "versions": self.versions,
             "created_at": self.created_at,
             "verification": self.verification,
+            **({"placement": self.placement} if self.placement is not None else {}),
         }
         d.update(self.extra)
         return d
@@ -245,7 +250,7 @@ def _safe_relpath(p, where: str) -> str:
 
 
 _KNOWN = {"schema", "name", "target", "device", "format", "quantization", "programs",
-          "files", "versions", "created_at", "verification", "backend"}
+          "files", "versions", "created_at", "verification", "backend", "placement"}
 
 
 def parse_manifest(text: str | bytes) -> Manifest:
@@ -314,12 +319,17 @@ def parse_manifest(text: str | bytes) -> Manifest:
             raise IntegrityError(f"manifest.{key}: expected an object")
     if "backend" in d and (not isinstance(d["backend"], str) or not d["backend"]):
         raise IntegrityError(f"manifest.backend: expected a non-empty string, got {d['backend']!r}")
+    place = d.get("placement")
+    if place is not None and not (isinstance(place, dict) and isinstance(place.get("kind"), str)
+                                  and isinstance(place.get("fallback", []), list)):
+        raise IntegrityError(f"manifest.placement: expected an object with a 'kind' string and a 'fallback' list, "
+                             f"got {str(place)[:120]!r}")
     m = Manifest(
         name=d["name"], target=d["target"], format=d["format"], programs=programs, files=files,
         device=str(d.get("device", "cpu")), quantization=d.get("quantization", {"scheme": "fp32"}),
         versions=d.get("versions", {}), created_at=str(d.get("created_at", "")),
         verification=d.get("verification", {}), backend=d.get("backend", ""),
-        extra={k: v for k, v in d.items() if k not in _KNOWN},
+        placement=place, extra={k: v for k, v in d.items() if k not in _KNOWN},
     )
     m.raw = d  # the parsed JSON, for signature checks over exactly what was read
     return m

@@ -174,22 +174,27 @@ def fill_artifact(row: Row, art, e) -> None:
 
 
 def _placement(manifest) -> dict | None:
-    ex = manifest.extra
-    if "qnn" in ex and isinstance(ex["qnn"].get("placement"), dict) and "fraction" in ex["qnn"]["placement"]:
-        p = ex["qnn"]["placement"]
-        return {"kind": "NPU", "fraction": p["fraction"], "on_accelerator": p.get("on_npu"),
-                "compute_nodes": p.get("compute_nodes"),
-                "fallback": [f"{r.get('node')} ({r.get('op_type')})" for r in p.get("cpu_fallback", [])]}
-    if "gpu" in ex and isinstance(ex["gpu"], dict) and "fully_accelerated" in ex["gpu"]:
-        return {"kind": "GPU", "fraction": 1.0 if ex["gpu"]["fully_accelerated"] else None,
-                "fully_accelerated": ex["gpu"]["fully_accelerated"]}
-    part = ex.get("partition")
-    if isinstance(part, dict) and part:
-        fr = [p.get("delegated_fraction") for p in part.values() if isinstance(p, dict)]
-        fr = [f for f in fr if isinstance(f, (int, float))]
-        if fr:
-            return {"kind": "delegate", "fraction": min(fr)}
-    return None
+    """The row's placement from the manifest's normalized block (`converters.placement`): kind and
+    share on the accelerator, node counts and fallen-back nodes where the converter counted them,
+    the compiler's verdict where it gave one."""
+    from edgesdk.converters.placement import of
+    b = of(manifest)
+    if b is None:
+        return None
+    row = {"kind": b["kind"], "fraction": b.get("fraction")}
+    if b.get("compute_nodes") is not None:
+        row.update(on_accelerator=b.get("on_accelerator"), compute_nodes=b["compute_nodes"],
+                   fallback=[_fallback_text(f) for f in b.get("fallback", [])])
+    if b.get("fully_accelerated") is not None:
+        row["fully_accelerated"] = b["fully_accelerated"]
+    return row
+
+
+def _fallback_text(f: dict) -> str:
+    """``/Gather_3 (Gather)`` for a node, ``aten_gelu x3`` for an op type a delegate left out."""
+    node, op = f.get("node"), f.get("op_type")
+    text = f"{node}" if node == op else f"{node} ({op})"
+    return text + (f" x{f['count']}" if f.get("count", 1) > 1 else "")
 
 
 # ----------------------------------------------------------------------------- measurement
