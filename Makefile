@@ -84,7 +84,7 @@ GPU_SIM_DIR ?= .cache/gpu-sim
 
 gpu-sim: $(STAMP)
 	bash scripts/gpu-sim.sh $(GPU_SIM_DIR)
-	EDGESDK_GPU_SIM=$(abspath $(GPU_SIM_DIR)) $(PY) -m edgesdk.runtime.gpu_sim
+	EDGESDK_GPU_SIM=$(abspath $(GPU_SIM_DIR)) $(PY) -m edgesdk.runtime.litert_gpu
 
 # Longer fuzzing of the manifest parser and input validation (make test runs a bounded, seeded pass).
 FUZZ_SECONDS ?= 600

@@ -19,7 +19,8 @@ from edgesdk.runtime.errors import (
     TargetUnavailableError, ToleranceError,
 )
 from edgesdk.runtime.manifest import Manifest, ProgramSpec, TensorSpec, parse_manifest
-from edgesdk.runtime.profile import ProfileReport, example_inputs, profile
+from edgesdk.runtime.profile import ProfileReport, example_inputs
+from edgesdk.runtime.profiler import profile
 from edgesdk.runtime.session import Session, default_threads, load
 
 __all__ = [

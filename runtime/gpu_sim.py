@@ -273,23 +273,3 @@ def elf_needed(path) -> list[str]:
             return out
     except (OSError, struct.error):
         return []
-
-
-def main(argv=None) -> int:
-    """`python -m edgesdk.runtime.gpu_sim`: where the driver is, and whether LiteRT's GPU accelerator runs on it."""
-    import edgesdk.runtime.gpu_sim as this  # not __main__'s copy: the backend activates that module's state
-    import edgesdk.runtime.litert_gpu as gpu
-    why = gpu.unavailable()
-    d = this.active() or this.find()
-    if why:
-        print(f"litert-gpu cannot run here: {why}")
-        return 1
-    print(f"litert-gpu runs here on a {d.description} ({d.source}: {d.icd})")
-    for k, v in sorted(d.packages.items()):
-        print(f"  {k} {v}")
-    print(f"  probe: {gpu.probe_report()}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

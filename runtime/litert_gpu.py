@@ -326,3 +326,23 @@ def op_events(path: Path, spec: ProgramSpec, arrays, runs: int, threads: int, ma
         extra["mesa"] = d.mesa
     return [], ("LiteRT's compiled-model Python API exposes no per-op timings for the GPU accelerator "
                 "(whole-model latency only)"), extra
+
+
+def main(argv=None) -> int:
+    """`python -m edgesdk.runtime.litert_gpu`: where the Vulkan driver is (`runtime.gpu_sim`), and
+    whether LiteRT's GPU accelerator runs on it (the last step of ``make gpu-sim``)."""
+    import edgesdk.runtime.litert_gpu as gpu  # not __main__'s copy: the one the rest of the SDK uses
+    why = gpu.unavailable()
+    d = gpu_sim.active() or gpu_sim.find()
+    if why:
+        print(f"litert-gpu cannot run here: {why}")
+        return 1
+    print(f"litert-gpu runs here on a {d.description} ({d.source}: {d.icd})")
+    for k, v in sorted(d.packages.items()):
+        print(f"  {k} {v}")
+    print(f"  probe: {gpu.probe_report()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -76,8 +76,8 @@ class AutoArtifact(Artifact):
 
 def _plan(target: str, quantize, device, calibration, multi_program: bool, model) -> tuple[list, list]:
     """(candidates to convert, candidates skipped with why)."""
-    import edgesdk
-    all_t = {t.name: t for t in edgesdk.targets()}
+    from edgesdk.converters import targets
+    all_t = {t.name: t for t in targets()}
     if device is not None and device not in DEVICES:
         raise ConfigError(f"device {device!r} is not one of {', '.join(DEVICES)} (or None for every device class)")
     if target == "auto":
