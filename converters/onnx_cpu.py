@@ -15,9 +15,10 @@ import torch
 
 from edgesdk.converters.calibration import is_mask_range
 from edgesdk.converters.gen_calibration import for_program
+from edgesdk.converters.quant_configs import CONFIGS, Fp16, Int8Dynamic, Int8Static, QuantConfig
 from edgesdk.converters.recipes import int8_ops
 from edgesdk.converters.registry import Converter, register_target
-from edgesdk.runtime.errors import ConversionError
+from edgesdk.runtime.errors import ConfigError, ConversionError
 
 # Above this many parameter bytes the weights go to an external `.onnx.data` file
 # (protobuf's 2 GiB limit); below it one self-contained file is simpler to ship and hash.
@@ -124,34 +125,47 @@ class FeedReader:
         return next(self._it, None)
 
 
-def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration, exclude,
+def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exclude,
                   int8_ops: str = "compute") -> dict:
-    """Quantize an fp32 ONNX file per scheme; returns what was done (for the manifest)."""
+    """Quantize an fp32 ONNX file per scheme (a name or its typed config,
+    `converters.quant_configs`), dispatched by the config's type; returns what was done (for the
+    manifest)."""
+    cfg = scheme if isinstance(scheme, QuantConfig) else CONFIGS.get(scheme)
+    kind = cfg if isinstance(cfg, type) else type(cfg)
+    if kind not in QUANTIZERS:
+        raise ConfigError(f"onnx-cpu cannot quantize with {scheme!r}; it offers "
+                          f"{', '.join(c.scheme for c in QUANTIZERS)}")
+    return QUANTIZERS[kind](src, dst, blocked=nodes_of_modules(src, exclude), input_names=input_names,
+                            calibration=calibration, int8_ops=int8_ops)
+
+
+def _fp16(src: Path, dst: Path, *, blocked, **_) -> dict:
     import onnx
-    blocked = nodes_of_modules(src, exclude)
-    if scheme == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True,
-                                         node_block_list=blocked or None)
-        onnx.save(model, str(dst))
-        return {"tool": "onnxruntime.transformers.float16", "nodes_kept_float": blocked}
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
-    STATIC_ACTIVATIONS = QuantType.QUInt8  # see STATIC_OPS
-    if scheme == "int8-dynamic":
-        # MatMul/Gemm only: ONNX Runtime's dynamic ConvInteger ran ~40x slower than fp32 Conv on
-        # x86 (benchmarks/RESULTS.md); convolutions belong to int8-static
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=blocked, op_types_to_quantize=list(DYNAMIC_OPS))
-        return {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8 per-channel",
-                "ops": list(DYNAMIC_OPS), "nodes_kept_float": blocked}
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=blocked or None)
+    onnx.save(model, str(dst))
+    return {"tool": "onnxruntime.transformers.float16", "nodes_kept_float": blocked}
+
+
+def _int8_dynamic(src: Path, dst: Path, *, blocked, **_) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    # MatMul/Gemm only: ONNX Runtime's dynamic ConvInteger ran ~40x slower than fp32 Conv on
+    # x86 (benchmarks/RESULTS.md); convolutions belong to int8-static
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                     nodes_to_exclude=blocked, op_types_to_quantize=list(DYNAMIC_OPS))
+    return {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8 per-channel",
+            "ops": list(DYNAMIC_OPS), "nodes_kept_float": blocked}
+
+
+def _int8_static(src: Path, dst: Path, *, blocked, input_names, calibration, int8_ops) -> dict:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    from onnxruntime.quantization.calibrate import CalibrationDataReader
 
     class Reader(FeedReader, CalibrationDataReader):
         pass
 
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-
+    STATIC_ACTIVATIONS = QuantType.QUInt8  # see STATIC_OPS
     pre = dst.with_name(dst.stem + ".pre.onnx")
     # shape inference only: graph optimisation would rename the nodes we map to torch modules
     try:
@@ -184,6 +198,10 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
             "activations": f"{'uint8' if act == QuantType.QUInt8 else 'int8'} per-tensor (min-max)",
             "ops": "every supported op type" if ops is None else ops, "nodes_kept_float": blocked,
             "mask_nodes_kept_float": masks, "tied_weight_nodes_kept_float": tied}
+
+
+# the scheme's typed config -> how onnx-cpu quantizes it
+QUANTIZERS = {Fp16: _fp16, Int8Dynamic: _int8_dynamic, Int8Static: _int8_static}
 
 
 def tied_weight_nodes(path: Path) -> list[str]:

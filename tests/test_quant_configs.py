@@ -56,3 +56,17 @@ def test_a_config_converts_like_its_string(tmp_path):
     with pytest.raises(ConfigError, match="max_drop given both"):
         edgesdk.convert(model, (x,), "onnx-cpu", quantize=qc.Int8Static(max_drop=0.1), max_drop=0.2,
                         out_dir=tmp_path / "twice")
+
+
+def test_onnx_cpu_dispatches_each_scheme_by_its_config_type(tmp_path):
+    """One quantizer per typed config, covering exactly the schemes onnx-cpu offers; a scheme it
+    does not offer is refused by name before any work."""
+    from edgesdk.converters import get_converter
+    from edgesdk.converters.onnx_cpu import QUANTIZERS, quantize_onnx
+    from edgesdk.converters.quant_configs import CONFIGS
+    from edgesdk.runtime.errors import ConfigError
+    assert {c.scheme for c in QUANTIZERS} == set(get_converter("onnx-cpu").quantization) - {"fp32"}
+    assert all(CONFIGS[c.scheme] is c for c in QUANTIZERS)
+    with pytest.raises(ConfigError, match="onnx-cpu cannot quantize with 'int4-weight'; it offers fp16, int8-dynamic"):
+        quantize_onnx(tmp_path / "a.onnx", tmp_path / "b.onnx", "int4-weight", input_names=["x"], calibration=None,
+                      exclude=[])
