@@ -7,6 +7,7 @@ Phases (each resumable; results accumulate in ``--out/zoo.json``, one row per mo
     python benchmarks/zoo.py convert --schemes int8-dynamic --models resnet18  # an extra scheme's rows
     python benchmarks/zoo.py dynamic            # dynamic batch / sequence at three shapes per target
     python benchmarks/zoo.py profile --budget-s 780   # p50 of every converted artifact, until the budget
+    python benchmarks/zoo.py recommend          # stamp int8 rows with the current recipe's recommendation
     python benchmarks/zoo.py margins --models repvit_m0_9   # fp32 top-1 margins in int8 steps (the gate's near ties)
     python benchmarks/zoo.py report                   # pass-rate table (markdown) and per-row table
 
@@ -17,7 +18,9 @@ artifact size (int8 / fp32 ratio), the exporter used, ops left outside the deleg
 failures whether the backend's own toolchain (called directly, without the SDK) fails too, so
 each failure is attributed to the SDK or to the backend. ``profile`` adds p50 (2 threads).
 ``int8`` is the target's recommended scheme for the model's kind (`converters/recipes.py`:
-transformers get int8-dynamic on onnx-cpu and litert-cpu, the rest int8-static); other scheme names
+transformers get int8-dynamic on onnx-cpu and litert-cpu, the rest int8-static); where the recipe
+recommends fp32 (CNNs with HardSwish/SiLU on onnx-cpu: int8 measured slower) the row measures the
+kind's int8 candidate and records ``recommended_scheme: fp32`` with the reason. Other scheme names
 add rows that ``report`` weighs as candidates for the best int8 scheme.
 Models and configurations: `benchmarks/zoo_models.py` (random weights; MiniLM is the real one).
 """
@@ -60,11 +63,19 @@ def row_key(model: str, target: str, scheme: str) -> str:
     return f"{model}|{target}|{scheme}"
 
 
-def recommended_int8(target: str, model=None) -> str:
-    """The target's recommended int8 scheme for this model's kind (conv / transformer / mlp), as
-    ``edgesdk.converters.recipes.recommended_scheme`` (and a deploy config's ``recommended``) picks it."""
-    from edgesdk.converters.recipes import recommended_scheme
-    return recommended_scheme(target, model)
+def recommended_int8(target: str, model=None) -> tuple[str, dict]:
+    """The int8 scheme the zoo measures for this model on this target, and what the recipe
+    recommends (``edgesdk.converters.recipes.recommendation``, as a deploy config's ``recommended``
+    picks it). Where the recipe recommends fp32 (int8 measured slower on such models), the zoo still
+    measures the target's int8 candidate for the kind, so the row keeps its int8/fp32 figures."""
+    from edgesdk.converters.recipes import model_kind, recommendation
+    from edgesdk.converters.registry import get_converter
+    rec, why = recommendation(target, model)
+    info = {"recommended_scheme": rec, "recommendation": why}
+    if rec == "fp32":
+        conv = get_converter(target)
+        return conv.recommended_by_kind.get(model_kind(model)) or conv.recommended, info
+    return rec, info
 
 
 def _int8_done(rows: dict, model: str, target: str) -> bool:
@@ -119,13 +130,14 @@ def convert_row(name: str, target: str, scheme: str, out: Path) -> dict:
     model, example, kw = _build_once(name)
     recommended = scheme == "int8"
     if recommended:
-        scheme = recommended_int8(target, model)
+        scheme, rec_info = recommended_int8(target, model)
     programs = collect(model, example or None, kw.get("example_kwargs"))
     ex = programs[0].example_inputs
     row = {"model": name, "family": ZOO[name].family, "source": ZOO[name].source, "target": target,
            "scheme": scheme, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
     if recommended:
-        row["recommended"] = True  # the target's recommended int8 for this model's kind
+        row["recommended"] = True  # the zoo's int8 row: the recipe's scheme (or its int8 candidate)
+        row.update(rec_info)
     real = kw.pop("samples", None)  # a model with real data (MiniLM) is calibrated and gated on it
     opts = dict(kw, verify_samples=1)  # the example + 1 random input set (the zoo runs ~200 conversions)
     if scheme != "fp32":
@@ -525,6 +537,32 @@ def run_profile(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- recommend
+
+def run_recommend(args) -> int:
+    """Stamp every int8 row with what the current recipe recommends for its model and target
+    (`converters.recipes.recommendation`): rows converted before a recipe change get its verdict
+    without converting again (only the models are built)."""
+    from benchmarks.zoo_models import enable_zoo_packages
+    enable_zoo_packages()
+    out = Path(args.out)
+    res = load_results(out)
+    rows = [r for r in res["rows"].values() if r.get("recommended")]
+    for name in sorted({r["model"] for r in rows} & set(args.models or [r["model"] for r in rows])):
+        model = _build_once(name)[0]
+        for r in rows:
+            if r["model"] == name:
+                r.update(recommended_int8(r["target"], model)[1])
+                print(f"{name:24s} {r['target']:20s} measured {r['scheme']:13s} recommended {r['recommended_scheme']}",
+                      flush=True)
+    cur = load_results(out)  # other workers may have added rows meanwhile
+    for k, r in res["rows"].items():
+        if r.get("recommended") and k in cur["rows"]:
+            cur["rows"][k].update({x: r[x] for x in ("recommended_scheme", "recommendation") if x in r})
+    save_results(out, cur)
+    return 0
+
+
 # ------------------------------------------------------------------------------------- margins
 
 def run_margins(args) -> int:
@@ -644,6 +682,8 @@ def report(args) -> int:
                 return r["p50_ms"] / fp["p50_ms"] if r.get("p50_ms") and fp.get("p50_ms") and \
                     r.get("p50_run") == fp.get("p50_run") else None
             rr = ratio(rec)
+            if rec.get("recommended_scheme") == "fp32":  # the recipe deploys fp32 here: its ratio is 1
+                rec, rr = {"scheme": "fp32 (recipe)", "p50_ms": fp.get("p50_ms"), "status": "verified"}, 1.0
             lines.append(f"| {m} | {t} | {_fmt(fp.get('p50_ms'), '.2f')} | {rec.get('scheme', 'not run')} | "
                          f"{_fmt(rec.get('p50_ms'), '.2f')} | {_fmt(rr, '.2f')} | {rec.get('status', '')} | "
                          f"{'' if rr is None else 'YES' if rr > 1 else 'no'} | {best.get('scheme', '')} | "
@@ -661,6 +701,7 @@ def report(args) -> int:
                 if qs and fp.get("p50_ms"):
                     rec = next((r for r in qs if r.get("recommended")), None)
                     pairs.append((min(r["p50_ms"] for r in qs) / fp["p50_ms"],
+                                  1.0 if rec and rec.get("recommended_scheme") == "fp32" else
                                   rec["p50_ms"] / fp["p50_ms"] if rec else None))
             if pairs:
                 fast = sum(b <= 0.7 for b, _ in pairs)
@@ -693,7 +734,8 @@ def report(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["convert", "dynamic", "profile", "margins", "report", "_child", "_dynamic"])
+    p.add_argument("phase", choices=["convert", "dynamic", "profile", "recommend", "margins", "report", "_child",
+                                     "_dynamic"])
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--models", type=lambda s: s.split(","), default=None)
     p.add_argument("--model")
@@ -714,7 +756,8 @@ def main(argv=None) -> int:
                         "from other runs only, so a run cut by its budget resumes where it stopped")
     p.add_argument("--pairs", type=lambda s: s.split(","), default=[], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    return {"convert": run_convert, "dynamic": run_dynamic, "profile": run_profile, "margins": run_margins,
+    return {"convert": run_convert, "dynamic": run_dynamic, "profile": run_profile, "recommend": run_recommend,
+            "margins": run_margins,
             "report": report,
             "_child": child, "_dynamic": dynamic_child}[a.phase](a)
 
