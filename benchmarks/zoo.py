@@ -316,13 +316,34 @@ def _raw_result(prog, got, scheme: str, tried: list) -> dict:
 
 def child(args) -> int:
     """Convert one model for the requested target:scheme pairs; print one JSON row per line."""
+    import shutil
+    import tempfile
+
     from benchmarks.zoo_models import enable_zoo_packages
+    from edgesdk.converters.export_memo import shared_exports
     enable_zoo_packages()
     out = Path(args.out)
+    # a model's fp32 and int8 rows on litert-cpu export the same fp32 .tflite: made once per child
+    # (the int8 row quantizes a copy), as the pipeline shares it; the folder lives as long as the child
+    memo = Path(tempfile.mkdtemp(prefix=f"zoo-exports-{args.model}-"))
+    try:
+        with shared_exports(memo):
+            _child_rows(args, out)
+    finally:
+        shutil.rmtree(memo, ignore_errors=True)
+    return 0
+
+
+def _child_rows(args, out: Path) -> None:
+    exported = set()  # targets whose fp32 row ran in this child
     for pair in args.pairs:
         target, scheme = pair.split(":")
         try:
             row = convert_row(args.model, target, scheme, out)
+            if scheme == "fp32":
+                exported.add(target)
+            elif target == "litert-cpu" and target in exported:
+                row["fp32_export_shared"] = True  # conversion_s excludes the fp32 export (its fp32 row has it)
         except Exception as e:  # the model itself failed to build: a zoo problem, not a conversion one
             row = {"model": args.model, "target": target, "scheme": scheme, "status": "failed",
                    "error_class": type(e).__name__, "error": _short(e), "trace": traceback.format_exc()[-800:]}
@@ -330,7 +351,6 @@ def child(args) -> int:
             scheme = row["scheme"]
             row.update(raw_toolchain(args.model, target, scheme, out / "raw" / f"{args.model}-{target}-{scheme}"))
         print("ZOOROW " + json.dumps(row, default=str), flush=True)
-    return 0
 
 
 def run_convert(args) -> int:
