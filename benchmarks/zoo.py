@@ -642,8 +642,10 @@ def report(args) -> int:
             ours = [r for r in fail if r.get("raw_ok")]
             theirs = [r for r in fail if r.get("raw_ok") is False]
             schemes = sorted({r["scheme"] for r in rs if r["scheme"] != "int8"})
+            keep_fp32 = sum(r.get("recommended_scheme") == "fp32" for r in rs)
             scheme = "fp32" if kind == "fp32" else "recommended: " + ", ".join(
-                f"{x} ×{sum(r['scheme'] == x for r in rs)}" for x in schemes)
+                f"{x} ×{sum(r['scheme'] == x for r in rs)}" for x in schemes) + (
+                f" (of which the recipe deploys fp32 for {keep_fp32}: int8 measured slower)" if keep_fp32 else "")
             lines.append(f"| {target} | {scheme} | {len(conv)}/{n} ({100 * len(conv) / n:.0f}%) | {len(ok)} | "
                          f"{len(ns)} | {len(gf)} | {len(ours)} | {len(theirs)} |")
     lines.append("")
