@@ -415,7 +415,7 @@ def _convert_model(name: str, pairs: list[str], out: Path, args) -> None:
 
 
 def _save_row(out: Path, r: dict) -> None:
-    r.setdefault("run", time.strftime("converted %Y-%m-%d %H:00 UTC hour", time.gmtime()))  # provenance in reports
+    r.setdefault("run", time.strftime("%Y-%m-%d %H:xx UTC", time.gmtime()))  # provenance in reports
     res = load_results(out)  # other workers share the file
     res["rows"][row_key(r["model"], r["target"], r["scheme"])] = r
     save_results(out, res)
