@@ -7,6 +7,7 @@ Phases (each resumable; results accumulate in ``--out/zoo.json``, one row per mo
     python benchmarks/zoo.py convert --schemes int8-dynamic --models resnet18  # an extra scheme's rows
     python benchmarks/zoo.py dynamic            # dynamic batch / sequence at three shapes per target
     python benchmarks/zoo.py profile --budget-s 780   # p50 of every converted artifact, until the budget
+    python benchmarks/zoo.py recommend          # stamp int8 rows with the current recipe's recommendation
     python benchmarks/zoo.py margins --models repvit_m0_9   # fp32 top-1 margins in int8 steps (the gate's near ties)
     python benchmarks/zoo.py report                   # pass-rate table (markdown) and per-row table
 
@@ -17,7 +18,9 @@ artifact size (int8 / fp32 ratio), the exporter used, ops left outside the deleg
 failures whether the backend's own toolchain (called directly, without the SDK) fails too, so
 each failure is attributed to the SDK or to the backend. ``profile`` adds p50 (2 threads).
 ``int8`` is the target's recommended scheme for the model's kind (`converters/recipes.py`:
-transformers get int8-dynamic on onnx-cpu and litert-cpu, the rest int8-static); other scheme names
+transformers get int8-dynamic on onnx-cpu and litert-cpu, the rest int8-static); where the recipe
+recommends fp32 (CNNs with HardSwish/SiLU on onnx-cpu: int8 measured slower) the row measures the
+kind's int8 candidate and records ``recommended_scheme: fp32`` with the reason. Other scheme names
 add rows that ``report`` weighs as candidates for the best int8 scheme.
 Models and configurations: `benchmarks/zoo_models.py` (random weights; MiniLM is the real one).
 """
@@ -60,11 +63,19 @@ def row_key(model: str, target: str, scheme: str) -> str:
     return f"{model}|{target}|{scheme}"
 
 
-def recommended_int8(target: str, model=None) -> str:
-    """The target's recommended int8 scheme for this model's kind (conv / transformer / mlp), as
-    ``edgesdk.converters.recipes.recommended_scheme`` (and a deploy config's ``recommended``) picks it."""
-    from edgesdk.converters.recipes import recommended_scheme
-    return recommended_scheme(target, model)
+def recommended_int8(target: str, model=None) -> tuple[str, dict]:
+    """The int8 scheme the zoo measures for this model on this target, and what the recipe
+    recommends (``edgesdk.converters.recipes.recommendation``, as a deploy config's ``recommended``
+    picks it). Where the recipe recommends fp32 (int8 measured slower on such models), the zoo still
+    measures the target's int8 candidate for the kind, so the row keeps its int8/fp32 figures."""
+    from edgesdk.converters.recipes import model_kind, recommendation
+    from edgesdk.converters.registry import get_converter
+    rec, why = recommendation(target, model)
+    info = {"recommended_scheme": rec, "recommendation": why}
+    if rec == "fp32":
+        conv = get_converter(target)
+        return conv.recommended_by_kind.get(model_kind(model)) or conv.recommended, info
+    return rec, info
 
 
 def _int8_done(rows: dict, model: str, target: str) -> bool:
@@ -98,20 +109,35 @@ def _short(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())[:600]
 
 
+_BUILT: dict = {}
+
+
+def _build_once(name: str):
+    """One model object per child process: its targets share it, so what the SDK memoises per module
+    (the FLOP count's torch.export) is done once per model, not once per row, as for a user
+    converting one model to several targets."""
+    from benchmarks.zoo_models import build
+    if name not in _BUILT:
+        _BUILT[name] = build(name)
+    model, example, kw = _BUILT[name]
+    return model, example, dict(kw)
+
+
 def convert_row(name: str, target: str, scheme: str, out: Path) -> dict:
     import edgesdk
-    from benchmarks.zoo_models import ZOO, build
+    from benchmarks.zoo_models import ZOO
     from edgesdk.converters.programs import collect
-    model, example, kw = build(name)
+    model, example, kw = _build_once(name)
     recommended = scheme == "int8"
     if recommended:
-        scheme = recommended_int8(target, model)
+        scheme, rec_info = recommended_int8(target, model)
     programs = collect(model, example or None, kw.get("example_kwargs"))
     ex = programs[0].example_inputs
     row = {"model": name, "family": ZOO[name].family, "source": ZOO[name].source, "target": target,
            "scheme": scheme, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
     if recommended:
-        row["recommended"] = True  # the target's recommended int8 for this model's kind
+        row["recommended"] = True  # the zoo's int8 row: the recipe's scheme (or its int8 candidate)
+        row.update(rec_info)
     real = kw.pop("samples", None)  # a model with real data (MiniLM) is calibrated and gated on it
     opts = dict(kw, verify_samples=1)  # the example + 1 random input set (the zoo runs ~200 conversions)
     if scheme != "fp32":
@@ -290,13 +316,34 @@ def _raw_result(prog, got, scheme: str, tried: list) -> dict:
 
 def child(args) -> int:
     """Convert one model for the requested target:scheme pairs; print one JSON row per line."""
+    import shutil
+    import tempfile
+
     from benchmarks.zoo_models import enable_zoo_packages
+    from edgesdk.converters.export_memo import shared_exports
     enable_zoo_packages()
     out = Path(args.out)
+    # a model's fp32 and int8 rows on litert-cpu export the same fp32 .tflite: made once per child
+    # (the int8 row quantizes a copy), as the pipeline shares it; the folder lives as long as the child
+    memo = Path(tempfile.mkdtemp(prefix=f"zoo-exports-{args.model}-"))
+    try:
+        with shared_exports(memo):
+            _child_rows(args, out)
+    finally:
+        shutil.rmtree(memo, ignore_errors=True)
+    return 0
+
+
+def _child_rows(args, out: Path) -> None:
+    exported = set()  # targets whose fp32 row ran in this child
     for pair in args.pairs:
         target, scheme = pair.split(":")
         try:
             row = convert_row(args.model, target, scheme, out)
+            if scheme == "fp32":
+                exported.add(target)
+            elif target == "litert-cpu" and target in exported:
+                row["fp32_export_shared"] = True  # conversion_s excludes the fp32 export (its fp32 row has it)
         except Exception as e:  # the model itself failed to build: a zoo problem, not a conversion one
             row = {"model": args.model, "target": target, "scheme": scheme, "status": "failed",
                    "error_class": type(e).__name__, "error": _short(e), "trace": traceback.format_exc()[-800:]}
@@ -304,7 +351,6 @@ def child(args) -> int:
             scheme = row["scheme"]
             row.update(raw_toolchain(args.model, target, scheme, out / "raw" / f"{args.model}-{target}-{scheme}"))
         print("ZOOROW " + json.dumps(row, default=str), flush=True)
-    return 0
 
 
 def run_convert(args) -> int:
@@ -369,6 +415,7 @@ def _convert_model(name: str, pairs: list[str], out: Path, args) -> None:
 
 
 def _save_row(out: Path, r: dict) -> None:
+    r.setdefault("run", time.strftime("%Y-%m-%d %H:xx UTC", time.gmtime()))  # provenance in reports
     res = load_results(out)  # other workers share the file
     res["rows"][row_key(r["model"], r["target"], r["scheme"])] = r
     save_results(out, res)
@@ -511,6 +558,32 @@ def run_profile(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- recommend
+
+def run_recommend(args) -> int:
+    """Stamp every int8 row with what the current recipe recommends for its model and target
+    (`converters.recipes.recommendation`): rows converted before a recipe change get its verdict
+    without converting again (only the models are built)."""
+    from benchmarks.zoo_models import enable_zoo_packages
+    enable_zoo_packages()
+    out = Path(args.out)
+    res = load_results(out)
+    rows = [r for r in res["rows"].values() if r.get("recommended")]
+    for name in sorted({r["model"] for r in rows} & set(args.models or [r["model"] for r in rows])):
+        model = _build_once(name)[0]
+        for r in rows:
+            if r["model"] == name:
+                r.update(recommended_int8(r["target"], model)[1])
+                print(f"{name:24s} {r['target']:20s} measured {r['scheme']:13s} recommended {r['recommended_scheme']}",
+                      flush=True)
+    cur = load_results(out)  # other workers may have added rows meanwhile
+    for k, r in res["rows"].items():
+        if r.get("recommended") and k in cur["rows"]:
+            cur["rows"][k].update({x: r[x] for x in ("recommended_scheme", "recommendation") if x in r})
+    save_results(out, cur)
+    return 0
+
+
 # ------------------------------------------------------------------------------------- margins
 
 def run_margins(args) -> int:
@@ -570,8 +643,10 @@ def report(args) -> int:
             ours = [r for r in fail if r.get("raw_ok")]
             theirs = [r for r in fail if r.get("raw_ok") is False]
             schemes = sorted({r["scheme"] for r in rs if r["scheme"] != "int8"})
+            keep_fp32 = sum(r.get("recommended_scheme") == "fp32" for r in rs)
             scheme = "fp32" if kind == "fp32" else "recommended: " + ", ".join(
-                f"{x} ×{sum(r['scheme'] == x for r in rs)}" for x in schemes)
+                f"{x} ×{sum(r['scheme'] == x for r in rs)}" for x in schemes) + (
+                f" (of which the recipe deploys fp32 for {keep_fp32}: int8 measured slower)" if keep_fp32 else "")
             lines.append(f"| {target} | {scheme} | {len(conv)}/{n} ({100 * len(conv) / n:.0f}%) | {len(ok)} | "
                          f"{len(ns)} | {len(gf)} | {len(ours)} | {len(theirs)} |")
     lines.append("")
@@ -630,6 +705,8 @@ def report(args) -> int:
                 return r["p50_ms"] / fp["p50_ms"] if r.get("p50_ms") and fp.get("p50_ms") and \
                     r.get("p50_run") == fp.get("p50_run") else None
             rr = ratio(rec)
+            if rec.get("recommended_scheme") == "fp32":  # the recipe deploys fp32 here: its ratio is 1
+                rec, rr = {"scheme": "fp32 (recipe)", "p50_ms": fp.get("p50_ms"), "status": "verified"}, 1.0
             lines.append(f"| {m} | {t} | {_fmt(fp.get('p50_ms'), '.2f')} | {rec.get('scheme', 'not run')} | "
                          f"{_fmt(rec.get('p50_ms'), '.2f')} | {_fmt(rr, '.2f')} | {rec.get('status', '')} | "
                          f"{'' if rr is None else 'YES' if rr > 1 else 'no'} | {best.get('scheme', '')} | "
@@ -647,6 +724,7 @@ def report(args) -> int:
                 if qs and fp.get("p50_ms"):
                     rec = next((r for r in qs if r.get("recommended")), None)
                     pairs.append((min(r["p50_ms"] for r in qs) / fp["p50_ms"],
+                                  1.0 if rec and rec.get("recommended_scheme") == "fp32" else
                                   rec["p50_ms"] / fp["p50_ms"] if rec else None))
             if pairs:
                 fast = sum(b <= 0.7 for b, _ in pairs)
@@ -679,7 +757,8 @@ def report(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["convert", "dynamic", "profile", "margins", "report", "_child", "_dynamic"])
+    p.add_argument("phase", choices=["convert", "dynamic", "profile", "recommend", "margins", "report", "_child",
+                                     "_dynamic"])
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--models", type=lambda s: s.split(","), default=None)
     p.add_argument("--model")
@@ -700,7 +779,8 @@ def main(argv=None) -> int:
                         "from other runs only, so a run cut by its budget resumes where it stopped")
     p.add_argument("--pairs", type=lambda s: s.split(","), default=[], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    return {"convert": run_convert, "dynamic": run_dynamic, "profile": run_profile, "margins": run_margins,
+    return {"convert": run_convert, "dynamic": run_dynamic, "profile": run_profile, "recommend": run_recommend,
+            "margins": run_margins,
             "report": report,
             "_child": child, "_dynamic": dynamic_child}[a.phase](a)
 

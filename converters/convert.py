@@ -504,19 +504,31 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
     if max_drop is None:
         _warn(say, f"{conv.name} {quantize}: accuracy gate off (max_drop=None): the artifact is handed back "
                    "whatever its accuracy; the figures are still recorded in the manifest")
-    if gen is not None:  # per program, on its own recorded inputs; the fallback may pick from any program
-        say(f"ranking layer sensitivity for {quantize} per program on the recorded inputs")
-        sens = sorted(({**r, "program": n} for n, s in gen["recorded"].items()
-                       for r in layer_sensitivity(next(p for p in programs if p.name == n).module, s.samples,
-                                                  quantize)),
-                      key=lambda r: -r["rel_error"])
-    elif len(programs) == 1:
-        say(f"ranking layer sensitivity for {quantize} on {len(cal or ev)} samples")
-        sens = layer_sensitivity(programs[0].module, (cal or ev).samples, quantize)
-    else:  # several programs without prompts: no per-layer fallback; the gate checks each program
-        sens = []
-    candidates = [r for r in sens if r["rel_error"] > 0 and gen_calibration.fallback_enabled(auto_fallback,
-                                                                                             r.get("program"))]
+    ranked: list = []  # the sensitivity ranking, made on first use (a gate that fails, or no gate here)
+
+    def ranking() -> list[dict]:
+        """Layers by simulated quantization error, computed once; only a failed gate (its message
+        and auto-fallback) or a target that cannot run the gate here needs it."""
+        if not ranked:
+            if gen is not None:  # per program, on its own recorded inputs; the fallback may pick from any
+                say(f"ranking layer sensitivity for {quantize} per program on the recorded inputs")
+                ranked.append(sorted(({**r, "program": n} for n, s in gen["recorded"].items()
+                                      for r in layer_sensitivity(next(p for p in programs if p.name == n).module,
+                                                                 s.samples, quantize)),
+                                     key=lambda r: -r["rel_error"]))
+            elif len(programs) == 1:
+                say(f"ranking layer sensitivity for {quantize} on {len(cal or ev)} samples")
+                ranked.append(layer_sensitivity(programs[0].module, (cal or ev).samples, quantize))
+            else:  # several programs without prompts: no per-layer fallback; the gate checks each program
+                ranked.append([])
+        return ranked[0]
+
+    def candidates() -> list[dict]:
+        return [r for r in ranking() if r["rel_error"] > 0 and gen_calibration.fallback_enabled(auto_fallback,
+                                                                                                r.get("program"))]
+
+    def top(rows: list[dict]) -> list[dict]:
+        return [{k: r[k] for k in ("program", "layer", "type", "rel_error") if k in r} for r in rows[:10]]
     kept: list[dict] = []
     attempts = []
     while True:
@@ -540,8 +552,7 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                     "calibration": cal.describe() if cal else None, "eval": None,
                     "gate": {"mode": "not run", "max_drop": threshold, "drop": None, "passed": None,
                              "drop_basis": f"not evaluated: cannot run here ({cannot_run})"},
-                    "kept_float": [], "attempts": [],
-                    "sensitivity": [{k: r[k] for k in ("layer", "type", "rel_error")} for r in sens[:10]]})
+                    "kept_float": [], "attempts": [], "sensitivity": top(ranking())})
                 manifest.verification = _structural(conv, workdir, programs, manifest, cannot_run)
                 write_manifest(workdir, manifest)
                 final = out_dir / name
@@ -573,20 +584,20 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                              **({"programs": {n: v["passed"] for n, v in gate["programs"].items()}}
                                 if "programs" in gate else {})})
             nxt = None if passed or len(kept) >= max_fallback_layers else \
-                gen_calibration.next_fallback(candidates, kept, gate)
+                gen_calibration.next_fallback(candidates(), kept, gate)
             if nxt is None:
                 manifest.quantization.update({
                     "calibration": cal.describe() if cal else None, "eval": ev.describe(), "gate": gate,
                     "kept_float": kept, "attempts": attempts,
-                    "sensitivity": [{k: r[k] for k in ("program", "layer", "type", "rel_error") if k in r}
-                                    for r in sens[:10]],
+                    # ranked only when some gate failed: a first-try pass never needed it (null)
+                    "sensitivity": top(ranked[0]) if ranked else None,
                     **({"float_per_program": gen_calibration.float_per_program(
                         manifest.quantization.get("details"), kept, programs)} if len(programs) > 1 else {}),
                 })
                 manifest.verification = {"kind": "accuracy gate vs fp32 PyTorch", "passed": gate["passed"], **acc}
                 write_manifest(workdir, manifest)
                 if not passed:
-                    raise ToleranceError(_gate_message(conv.name, quantize, gate, acc, sens,
+                    raise ToleranceError(_gate_message(conv.name, quantize, gate, acc, ranking(),
                                                        [k["layer"] for k in kept]), acc)
                 if gate["not_scorable"] and threshold is not None:
                     _warn(say, f"{conv.name} {quantize}: output(s) {', '.join(n['output'] for n in gate['not_scorable'])}"

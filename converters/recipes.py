@@ -12,6 +12,8 @@ Example::
     cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3))
     model_kind(cnn)                          # 'conv'
     recommended_scheme("onnx-cpu", cnn)      # 'int8-static'
+    hs = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Hardswish(), torch.nn.Conv2d(8, 8, 3))
+    recommendation("onnx-cpu", hs)           # ('fp32', 'onnx-cpu: ... float activations ...')
 """
 
 from __future__ import annotations
@@ -54,12 +56,44 @@ def model_kind(module: nn.Module) -> str:
     return "transformer" if attention else "mlp"
 
 
+# Conv models whose activations ONNX Runtime's int8 (QDQ) graph cannot fuse into QLinearConv:
+# HardSwish (HardSigmoid x Mul) and SiLU (Sigmoid x Mul) then run in float between
+# Dequantize/QuantizeLinear pairs, unfused and outside the NCHWc layout. ORT per-op profile (zoo
+# artifacts, 2 threads, 2026-12-02 06:03, loaded machine): MobileNetV3-small fp32 Conv 17.6 ms + rest
+# 5.1; int8 QLinearConv 11.3 + HardSigmoid/Mul/Q/DQ/ReduceMean 29.1. EfficientNet-B0 fp32 Conv 51.8 +
+# fused SiLU 18.2; int8 QLinearConv 35.9 + DQ/Mul/ReduceMean/Sigmoid/Q 79.6. Side by side on a quiet
+# machine the int8-static p50 was 1.98x and 1.47x fp32 (benchmarks/zoo.py profile, RESULTS.md), so
+# fp32 is recommended there: int8 shrinks the file but runs slower.
+FLOAT_ACTIVATIONS = (nn.Hardswish, nn.SiLU)
+FLOAT_ACTIVATION_CONV_FP32 = {"onnx-cpu": "ONNX Runtime runs HardSwish/SiLU in float between Q/DQ pairs "
+                                          "(measured 1.47-1.98x fp32 p50 on EfficientNet-B0 and MobileNetV3-small)"}
+
+
+def _conv_with_float_activations(module: nn.Module) -> bool:
+    """The model has convolutions and HardSwish or SiLU activation modules (torchvision's and
+    timm's CNNs use the modules; MobileNetV3-small counts as "mlp" by weights, its head is large)."""
+    mods = list(module.modules())
+    return any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in mods) and \
+        any(isinstance(m, FLOAT_ACTIVATIONS) for m in mods)
+
+
+def recommendation(target: str, module: nn.Module | None = None) -> tuple[str | None, str]:
+    """``(scheme, why)``: the scheme to deploy first for ``module`` on ``target`` and the reason;
+    ``"fp32"`` where the target's int8 measured slower than fp32 on this kind of model."""
+    conv = get_converter(target)
+    if module is None:
+        return conv.recommended, f"{target}'s general recommendation (no model given)"
+    kind = model_kind(module)
+    if kind != "transformer" and target in FLOAT_ACTIVATION_CONV_FP32 and _conv_with_float_activations(module):
+        return "fp32", f"{target}: {FLOAT_ACTIVATION_CONV_FP32[target]}"
+    rec = conv.recommended_by_kind.get(kind)
+    if rec:
+        return rec, f"{target}'s choice for {kind} models"
+    return conv.recommended, f"{target}'s general recommendation"
+
+
 def recommended_scheme(target: str, module: nn.Module | None = None) -> str | None:
     """The scheme to try first for ``module`` on ``target``: the converter's per-kind choice, or
-    its general ``recommended`` when it has none for this kind (or no module is given)."""
-    conv = get_converter(target)
-    if module is not None:
-        rec = conv.recommended_by_kind.get(model_kind(module))
-        if rec:
-            return rec
-    return conv.recommended
+    its general ``recommended`` when it has none for this kind (or no module is given); ``"fp32"``
+    where int8 measured slower than fp32 on such models (`recommendation` says why)."""
+    return recommendation(target, module)[0]

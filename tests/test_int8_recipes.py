@@ -143,3 +143,23 @@ def test_a_pipelines_recommended_scheme_follows_the_model_kind():
         assert schemes_for(targets[t], "recommended", module=cnn) == (["fp32", "int8-static"], [])
     conv = edgesdk.converters.get_converter("executorch-xnnpack")
     assert schemes_for(targets["executorch-xnnpack"], "recommended", module=enc)[0] == ["fp32", conv.recommended]
+
+
+def test_cnn_with_hardswish_or_silu_recommends_fp32_on_onnx_cpu():
+    """ONNX Runtime runs HardSwish/SiLU in float between Q/DQ pairs, so int8-static measured slower
+    than fp32 on MobileNetV3-small and EfficientNet-B0: the recipe deploys fp32 there, says why,
+    and a deploy config's `recommended` converts fp32 only; other targets and ReLU CNNs keep int8."""
+    from edgesdk.converters.recipes import recommendation, recommended_scheme
+    from edgesdk.pipeline import schemes_for
+    targets = {t.name: t for t in edgesdk.targets()}
+    for act in (nn.Hardswish, nn.SiLU):
+        cnn = nn.Sequential(nn.Conv2d(3, 16, 3), act(), nn.Conv2d(16, 16, 3), nn.Flatten(), nn.Linear(16, 4))
+        scheme, why = recommendation("onnx-cpu", cnn)
+        assert scheme == "fp32" and "float between Q/DQ" in why and "1.98x" in why
+        assert schemes_for(targets["onnx-cpu"], "recommended", module=cnn) == (["fp32"], [])
+        for t in ("executorch-xnnpack", "litert-cpu"):
+            assert recommended_scheme(t, cnn) == "int8-static"
+    relu = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3))
+    assert recommended_scheme("onnx-cpu", relu) == "int8-static"
+    silu_mlp = nn.Sequential(nn.Linear(8, 16), nn.SiLU(), nn.Linear(16, 4))  # no convolution: unchanged
+    assert recommended_scheme("onnx-cpu", silu_mlp) == edgesdk.converters.get_converter("onnx-cpu").recommended
