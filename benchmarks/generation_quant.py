@@ -57,7 +57,8 @@ GOAL_AGREEMENT, GOAL_QUALITY, GOAL_SIZE, GOAL_SIZE_INT4 = 0.95, 0.02, 0.3, 0.2
 VERSION_PACKAGES = ("torch", "executorch", "torchao", "onnxruntime", "ai-edge-litert", "ai-edge-quantizer", "numpy")
 SOURCES = ("models/encdec.py", "models/mamba.py", "models/generation.py", "converters/convert.py",
            "converters/gen_calibration.py", "converters/calibration.py", "converters/onnx_cpu.py",
-           "converters/executorch_xnnpack.py", "converters/litert_cpu.py")
+           "converters/executorch_xnnpack.py", "converters/litert_cpu.py", "converters/onnx_weights.py",
+           "converters/litert_names.py")
 MAMBA_PROMPT, MAMBA_CLASS, MAMBA_CONT = 64, 128, 32
 
 

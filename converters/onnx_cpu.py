@@ -15,6 +15,7 @@ import torch
 
 from edgesdk.converters.calibration import is_mask_range
 from edgesdk.converters.gen_calibration import for_program
+from edgesdk.converters.onnx_weights import quantize_tied_table, strip_node_metadata
 from edgesdk.converters.recipes import int8_ops
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConversionError
@@ -135,6 +136,24 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
                                          node_block_list=blocked or None)
         onnx.save(model, str(dst))
         return {"tool": "onnxruntime.transformers.float16", "nodes_kept_float": blocked}
+    # a tied embedding / head table: int8 rows for the Gather, its own copy for the head's quantizer
+    model = onnx.load(str(src), load_external_data=False)
+    external = any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
+    tied_tables = [] if external else quantize_tied_table(model, skip_nodes=set(blocked))  # > 1 GiB: left as is
+    if tied_tables:
+        src = dst.with_name(dst.stem + ".untied.onnx")
+        onnx.save(model, str(src))
+    del model
+    try:
+        info = _quantize_int8(src, dst, scheme, input_names=input_names, calibration=calibration, blocked=blocked,
+                              int8_ops=int8_ops)
+    finally:
+        if tied_tables:
+            src.unlink()
+    return {**info, "tied_tables": tied_tables}
+
+
+def _quantize_int8(src: Path, dst: Path, scheme: str, *, input_names, calibration, blocked, int8_ops) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     STATIC_ACTIVATIONS = QuantType.QUInt8  # see STATIC_OPS
     if scheme == "int8-dynamic":
@@ -254,6 +273,7 @@ class OnnxCpu(Converter):
                 for f in written:
                     (workdir / f).unlink()
                 files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(fname))
+            strip_node_metadata(workdir / fname)  # the exporter's stack traces: ~9% of a small file
             progs[name] = (fname, name)
             summary[name] = onnx_summary(workdir / fname)
         return {"files": files, "programs": progs,
