@@ -145,15 +145,18 @@ def quantize_onnx(src: Path, dst: Path, scheme: str, *, input_names, calibration
         onnx.save(model, str(src))
     del model
     try:
+        # int8-static keeps a tied head in float as before (per-tensor uint8 logits flip argmaxes)
+        heads = [n for t in tied_tables for n in t["head_nodes"]] if scheme != "int8-dynamic" else []
         info = _quantize_int8(src, dst, scheme, input_names=input_names, calibration=calibration, blocked=blocked,
-                              int8_ops=int8_ops)
+                              int8_ops=int8_ops, keep_float=heads)
     finally:
         if tied_tables:
             src.unlink()
     return {**info, "tied_tables": tied_tables}
 
 
-def _quantize_int8(src: Path, dst: Path, scheme: str, *, input_names, calibration, blocked, int8_ops) -> dict:
+def _quantize_int8(src: Path, dst: Path, scheme: str, *, input_names, calibration, blocked, int8_ops,
+                   keep_float=()) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     STATIC_ACTIVATIONS = QuantType.QUInt8  # see STATIC_OPS
     if scheme == "int8-dynamic":
@@ -195,14 +198,15 @@ def _quantize_int8(src: Path, dst: Path, scheme: str, *, input_names, calibratio
         save_tensors_data(ranges, Path(tmp) / "ranges.json")
         quantize_static(str(pre), str(dst), None, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=act, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked + masks + tied,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=blocked + masks + tied + list(keep_float),
                         op_types_to_quantize=ops, calibration_cache_path=str(Path(tmp) / "ranges.json"))
     pre.unlink()
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "weights": "int8 per-channel", "preprocess": pre_info,
             "activations": f"{'uint8' if act == QuantType.QUInt8 else 'int8'} per-tensor (min-max)",
             "ops": "every supported op type" if ops is None else ops, "nodes_kept_float": blocked,
-            "mask_nodes_kept_float": masks, "tied_weight_nodes_kept_float": tied}
+            "mask_nodes_kept_float": masks, "tied_weight_nodes_kept_float": tied + list(keep_float)}
 
 
 def tied_weight_nodes(path: Path) -> list[str]:

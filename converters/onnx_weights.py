@@ -82,6 +82,7 @@ def quantize_tied_table(model, *, skip_nodes: set[str] = frozenset()) -> list[di
         if not head_ok:
             continue
         head_name = name + "_head_t"
+        head_nodes = []  # the nodes that now read the head's copy
         if heads:
             graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w.T), head_name))  # (D, V)
         for n in heads:
@@ -90,12 +91,14 @@ def quantize_tied_table(model, *, skip_nodes: set[str] = frozenset()) -> list[di
                     for i, x in enumerate(c.input):
                         if x == n.output[0]:
                             c.input[i] = head_name
+                            head_nodes.append(c.name)
                 for i, o in enumerate(graph.output):
                     if o.name == n.output[0]:
                         raise ValueError(f"{name}: its transpose is a graph output")
                 graph.node.remove(n)
             else:
                 n.input[1] = head_name
+                head_nodes.append(n.name)
                 for a in n.attribute:
                     if a.name == "transB":
                         a.i = 0
@@ -119,7 +122,7 @@ def quantize_tied_table(model, *, skip_nodes: set[str] = frozenset()) -> list[di
                 graph.node.insert(at + j, node)
         graph.initializer.remove(init)
         done.append({"table": name, "shape": list(init.dims), "gather": "int8 per-row (symmetric)",
-                     "head": "own copy, quantized with the other MatMuls" if heads else None})
+                     "head": "own copy" if heads else None, "head_nodes": head_nodes})
     return done
 
 

@@ -84,3 +84,17 @@ def test_int8_dynamic_onnx_has_no_fp32_embedding_and_no_node_metadata(tmp_path):
         return sum(numpy_helper.to_array(i).nbytes for i in onnx.load(str(art.path / "model.onnx")).graph.initializer
                    if i.data_type == onnx.TensorProto.FLOAT)
     assert float_bytes(q) < 0.05 * float_bytes(fp32)
+
+
+def test_int8_static_reads_int8_embedding_rows_and_keeps_the_tied_head_float(tmp_path):
+    """Static QDQ would give the logits one uint8 scale (argmaxes flip): the head keeps its fp32 copy."""
+    model = TiedLM().eval()
+    cal = [(torch.randint(0, V, (1, 7)),) for _ in range(8)]
+    q = edgesdk.convert(model, cal[0], "onnx-cpu", quantize="int8-static", calibration=cal, out_dir=tmp_path,
+                        max_drop=None)
+    m = onnx.load(str(q.path / "model.onnx"))
+    assert _float_tables(m) == [[D, V]]                    # the head's own copy, float
+    assert any(i.name.endswith("_int8_rows") and i.data_type == onnx.TensorProto.INT8 for i in m.graph.initializer)
+    (d,) = q.manifest.quantization["details"].values()
+    assert d["tied_tables"][0]["head_nodes"] and set(d["tied_tables"][0]["head_nodes"]) <= set(
+        d["tied_weight_nodes_kept_float"])
