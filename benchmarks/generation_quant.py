@@ -57,7 +57,8 @@ GOAL_AGREEMENT, GOAL_QUALITY, GOAL_SIZE, GOAL_SIZE_INT4 = 0.95, 0.02, 0.3, 0.2
 VERSION_PACKAGES = ("torch", "executorch", "torchao", "onnxruntime", "ai-edge-litert", "ai-edge-quantizer", "numpy")
 SOURCES = ("models/encdec.py", "models/mamba.py", "models/generation.py", "converters/convert.py",
            "converters/gen_calibration.py", "converters/calibration.py", "converters/onnx_cpu.py",
-           "converters/executorch_xnnpack.py", "converters/litert_cpu.py")
+           "converters/executorch_xnnpack.py", "converters/litert_cpu.py", "converters/onnx_weights.py",
+           "converters/litert_names.py")
 MAMBA_PROMPT, MAMBA_CLASS, MAMBA_CONT = 64, 128, 32
 
 
@@ -238,6 +239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-convert", action="store_true", help="measure only the artifacts already in --out")
     ap.add_argument("--targets", nargs="+", default=list(TARGETS))
     ap.add_argument("--families", nargs="+", default=list(STUDENTS))
+    ap.add_argument("--schemes", nargs="+", default=sorted({s for v in SCHEMES.values() for s in v}),
+                    help="quantized schemes to build / measure (fp32, the reference, always)")
     ap.add_argument("--prompts", type=int, default=100, help="held-out prompts for agreement and quality")
     ap.add_argument("--windows", type=int, default=100, help="mamba: held-out windows scored for next-byte accuracy")
     ap.add_argument("--new-tokens", type=int, default=32)
@@ -261,7 +264,7 @@ def main(argv=None) -> int:
         m, cal, held, q, metric = load_student(fam, students)
         data[fam] = (m, held, q, metric)
         for t in args.targets:
-            for scheme in ("fp32",) + SCHEMES[t]:
+            for scheme in ("fp32",) + tuple(x for x in SCHEMES[t] if x in args.schemes):
                 if args.no_convert and not (out / code_key() / f"{fam}-{t}-{scheme}" / "manifest.json").is_file():
                     log(f"{fam} {t} {scheme}: not converted yet (--no-convert): skipped")
                     continue

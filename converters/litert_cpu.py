@@ -10,6 +10,7 @@ from pathlib import Path
 from edgesdk.converters import litert_classes as size_classes
 from edgesdk.converters.calibration import is_mask_range
 from edgesdk.converters.gen_calibration import for_program
+from edgesdk.converters.litert_names import shorten_tensor_names
 from edgesdk.converters.recipes import int8_ops
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.manifest import natural_order
@@ -267,5 +268,6 @@ class LiteRtCpu(Converter):
                     src, path, quantize, signatures=qsigs, io=qio, calibration=calib,
                     exclude=_all_programs(options.get("exclude")), int8_ops=ops)
             src.unlink()
+        shorten_tensor_names(path)  # torch scope paths as tensor names: ~4% of a small quantized file
         return {"files": ["model.tflite"], "programs": {p: ("model.tflite", s) for p, s in sigs.items()},
                 "extra": extra}

@@ -15,6 +15,7 @@ import torch
 
 from edgesdk.converters.calibration import is_mask_range
 from edgesdk.converters.gen_calibration import for_program
+from edgesdk.converters.onnx_weights import quantize_tied_table, strip_node_metadata
 from edgesdk.converters.quant_configs import CONFIGS, Fp16, Int8Dynamic, Int8Static, QuantConfig
 from edgesdk.converters.recipes import int8_ops
 from edgesdk.converters.registry import Converter, register_target
@@ -135,8 +136,27 @@ def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exc
     if kind not in QUANTIZERS:
         raise ConfigError(f"onnx-cpu cannot quantize with {scheme!r}; it offers "
                           f"{', '.join(c.scheme for c in QUANTIZERS)}")
-    return QUANTIZERS[kind](src, dst, blocked=nodes_of_modules(src, exclude), input_names=input_names,
-                            calibration=calibration, int8_ops=int8_ops)
+    blocked = nodes_of_modules(src, exclude)
+    if kind is Fp16:
+        return _fp16(src, dst, blocked=blocked)
+    import onnx
+    # a tied embedding / head table: int8 rows for the Gather, its own copy for the head's quantizer
+    model = onnx.load(str(src), load_external_data=False)
+    external = any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
+    tied_tables = [] if external else quantize_tied_table(model, skip_nodes=set(blocked))  # > 1 GiB: left as is
+    if tied_tables:
+        src = dst.with_name(dst.stem + ".untied.onnx")
+        onnx.save(model, str(src))
+    del model
+    try:
+        # int8-static keeps a tied head in float as before (per-tensor uint8 logits flip argmaxes)
+        heads = [n for t in tied_tables for n in t["head_nodes"]] if kind is not Int8Dynamic else []
+        info = QUANTIZERS[kind](src, dst, blocked=blocked, input_names=input_names, calibration=calibration,
+                                int8_ops=int8_ops, keep_float=heads)
+    finally:
+        if tied_tables:
+            src.unlink()
+    return {**info, "tied_tables": tied_tables}
 
 
 def _fp16(src: Path, dst: Path, *, blocked, **_) -> dict:
@@ -157,7 +177,7 @@ def _int8_dynamic(src: Path, dst: Path, *, blocked, **_) -> dict:
             "ops": list(DYNAMIC_OPS), "nodes_kept_float": blocked}
 
 
-def _int8_static(src: Path, dst: Path, *, blocked, input_names, calibration, int8_ops) -> dict:
+def _int8_static(src: Path, dst: Path, *, blocked, input_names, calibration, int8_ops, keep_float=()) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -190,14 +210,14 @@ def _int8_static(src: Path, dst: Path, *, blocked, input_names, calibration, int
         save_tensors_data(ranges, Path(tmp) / "ranges.json")
         quantize_static(str(pre), str(dst), None, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=act, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked + masks + tied,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked + masks + tied + list(keep_float),
                         op_types_to_quantize=ops, calibration_cache_path=str(Path(tmp) / "ranges.json"))
     pre.unlink()
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "weights": "int8 per-channel", "preprocess": pre_info,
             "activations": f"{'uint8' if act == QuantType.QUInt8 else 'int8'} per-tensor (min-max)",
             "ops": "every supported op type" if ops is None else ops, "nodes_kept_float": blocked,
-            "mask_nodes_kept_float": masks, "tied_weight_nodes_kept_float": tied}
+            "mask_nodes_kept_float": masks, "tied_weight_nodes_kept_float": tied + list(keep_float)}
 
 
 # the scheme's typed config -> how onnx-cpu quantizes it
@@ -272,6 +292,7 @@ class OnnxCpu(Converter):
                 for f in written:
                     (workdir / f).unlink()
                 files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(fname))
+            strip_node_metadata(workdir / fname)  # the exporter's stack traces: ~9% of a small file
             progs[name] = (fname, name)
             summary[name] = onnx_summary(workdir / fname)
         return {"files": files, "programs": progs,

@@ -116,7 +116,8 @@ def segsum_exp(a: torch.Tensor) -> torch.Tensor:
     diff = cs[..., :, None] - cs[..., None, :]                                # (..., T, T)
     idx = torch.arange(T, device=a.device)
     causal = idx[:, None] >= idx[None, :]
-    return torch.exp(torch.where(causal, diff, torch.full_like(diff, float("-inf"))))
+    # a scalar fill: a full_like tensor here was folded into a (b, h, c, q, q) constant by the exporters
+    return torch.exp(torch.where(causal, diff, float("-inf")))
 
 
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
