@@ -217,31 +217,3 @@ def test_ctrl_c_cancels_and_keeps_delivered_artifacts(tmp_path):
     (done,) = list(arts.iterdir())
     runtime.load(done)  # payload hashes checked: whole
     assert not (tmp_path / "cancel" / "results.json").exists()
-
-
-@pytest.mark.slow
-def test_emulated_npu_generation_scored_early_matches_serial(tmp_path):
-    """The local executor scores a generation artifact on the emulated NPU while conversions
-    run (its profile and score are on one thread either way): the rows equal serial's. Slow
-    (trains a tiny Mamba and runs it on the HTP emulator twice: ~2 min quiet, ~10 min loaded)."""
-    from edgesdk import lockfile
-    from edgesdk.pipeline import pipeline
-
-    def cfg(name):
-        return {"name": "early", "distill": [{"family": "mamba", "steps": 3,
-                                           "options": {"windows": 1, "continuation": 4, "prompt_lengths": [16]}}],
-                "targets": ["qnn-htp", "onnx-cpu"], "quantize": {"schemes": ["fp32"]},
-                "profile": {"warmup": 1, "iters": 3, "per_op": False, "threads": 1},
-                "output": {"dir": str(tmp_path / name), "cache": str(tmp_path / "cache"), "report": False}}
-    import io
-
-    from edgesdk.progress import Progress
-    log = io.StringIO()
-    serial = pipeline(cfg("serial"), progress=False, executor="serial")
-    local = pipeline(cfg("local"), progress=Progress(True, stream=log), executor="local")
-    a, b = lockfile.read(serial.results_json), lockfile.read(local.results_json)
-    rows = {r["target"]: r for r in b["artifacts"]}
-    assert rows["qnn-htp"]["status"] == "ok" and rows["qnn-htp"]["quality"] is not None, rows["qnn-htp"].get("message")
-    assert lockfile.comparable(a) == lockfile.comparable(b)
-    early = [s for s in log.getvalue().splitlines() if "quality scored in" in s]
-    assert len(early) == 1 and "qnn-htp" in early[0], early  # the CPU artifact's score waits for its sweep

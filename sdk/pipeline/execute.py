@@ -199,42 +199,18 @@ def finish(row: Row, job: Job) -> Row:
     return row.update(status="ok" if job.target.runs_here else "convert-only")
 
 
-def early_quality_threads(row: Row, art, e) -> int | None:
-    """The thread count a row's quality is scored at when it is known before the profile: a
-    generation artifact on a simulated target is profiled and scored on one thread (see
-    `_profile_into`), so an executor may score it while other conversions still run (a score is
-    a deterministic function of the artifact and the inputs; no timing is taken). None: the
-    profile's thread sweep decides, so the score waits for it."""
-    if e.quality is not None and "generation" in art.manifest.extra and "simulated" in (row.runs or ""):
-        return 1
-    return None
-
-
-def score(row: Row, art, e, threads: int | None) -> Row:
-    """The entry's quality function on the artifact at ``threads`` -> ``row.quality`` (or
-    ``row.quality_error`` when it cannot run on this artifact: said, not raised)."""
-    try:
-        row.quality = float(e.quality(Runner.artifact(art.path, threads=threads)))
-    except Exception as err:  # a quality function that cannot run on this artifact: say so, keep going
-        row.quality_error = f"{type(err).__name__}: {_one_line(err)[:300]}"
-    return row
-
-
 def measure(row: Row, art, e, job: Job, cfg: PipelineConfig, warmup: int, iters: int, say, bar=None,
-            node: str | None = None, scored: bool = False) -> Row:
-    """Profile the artifact on the job's device and score its quality (unless ``scored``: the
-    executor ran `score` already, at `early_quality_threads`); a profiling failure is recorded
-    in the row (``quantize.on_fail: error`` raises it)."""
+            node: str | None = None) -> Row:
+    """Profile the artifact on the job's device and score its quality; a profiling failure is
+    recorded in the row (``quantize.on_fail: error`` raises it)."""
     t0 = time.perf_counter()
     try:
-        _profile_into(row, art, e, cfg, warmup, iters, say, bar, job.device, scored)
-        say(f"measured in {time.perf_counter() - t0:.1f}s ({'profile; quality scored before' if scored else 'profile and quality'})")
+        _profile_into(row, art, e, cfg, warmup, iters, say, bar, job.device)
+        say(f"measured in {time.perf_counter() - t0:.1f}s (profile and quality)")
     except SdkError as err:
         if cfg.quantize.on_fail == "error":
             raise
         row.update(status="failed", message=f"profiling: {type(err).__name__}: {_one_line(err)}")
-        if scored:  # as when the score comes after the profile: a row whose profile failed has none
-            row.update(quality=None, quality_error=None)
         say(row.message[:160])
     row.profiled_on = {"host": socket.gethostname(), "device": job.device, **({"node": node} if node else {})}
     return row
@@ -245,8 +221,7 @@ def _top_ops(rep, n: int = 10) -> list[dict]:
              "calls": r["calls"]} for r in rep.ops[:n]]
 
 
-def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str,
-                  scored: bool = False) -> None:
+def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str) -> None:
     from edgesdk import runtime
     if "generation" in art.manifest.extra:
         # one timed run is a whole generation (prefill + 32 steps): a fifth of the runs still
@@ -289,8 +264,10 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
                                     "samples_ms": [round(x, 6) for x in r.samples_ms], "ops": _top_ops(r)}
                                 for k, r in reps.items()}
     if e.quality is not None:
-        if not scored:
-            score(row, art, e, rep.threads)
+        try:
+            row.quality = float(e.quality(Runner.artifact(art.path, threads=rep.threads)))
+        except Exception as err:  # a quality function that cannot run on this artifact: say so, keep going
+            row.quality_error = f"{type(err).__name__}: {_one_line(err)[:300]}"
     elif row.gate is not None and row.gate.get("drop") is not None:
         row.quality = 1.0 - row.gate["drop"]
         row.metric = "agreement with fp32 (1 - gate drop)"

@@ -13,8 +13,7 @@ run one at a time with nothing else of ours running.
   worker, at most ``MAX_ATTEMPTS`` times in all; the row's ``attempts`` says what happened.
 - When every conversion is done, the profiling queue runs in this process, one job at a time
   (the CPU, the emulated NPU and the software GPU all share these cores), so a timing never
-  competes with a conversion. Scores that take no timing and whose thread count is known
-  before the profile (generation on the emulated NPU) run here while the last conversions do.
+  competes with a conversion.
 - Ctrl-C (or any error) kills the workers, removes the scratch folder and keeps the artifacts
   already delivered (and the cache).
 """
@@ -76,8 +75,6 @@ class LocalExecutor(Executor):
         self.t_inline = 0.0                   # cache hits copied in this process
         self.failed_starts = 0
         self.stopping = False
-        self.scored: set[int] = set()         # jobs whose quality was scored while conversions ran
-        self.not_early: set[int] = set()      # delivered jobs whose quality waits for their profile
 
     # ---- conversions
     def submit(self, entry, jobs: list[Job]) -> None:
@@ -277,44 +274,14 @@ class LocalExecutor(Executor):
         return Artifact.open(final)
 
     def _wait_conversions(self) -> None:
-        """Wait for every conversion; meanwhile score the delivered artifacts whose quality does
-        not wait for their profile (`execute.early_quality_threads`: generation on an emulated
-        NPU, whose scoring runs whole generations on the emulator). This process trains nothing
-        any more, and no timing is taken before the queue, so the score uses a core the
-        profiling queue (one thread for those) would leave idle."""
         want = {j.index for j in self.jobs}
-        while True:
-            with self.lock:
+        with self.lock:
+            while True:
                 if self.error is not None:
                     raise self.error
                 if want <= set(self.results_by_job):
                     return
-                todo = self._next_early_score()
-                if todo is None:
-                    self.lock.wait(timeout=0.5)
-                    continue
-            job, row, art, threads = todo
-            e = self.entries[job.entry]
-            t0 = time.perf_counter()
-            execute.score(row, art, e, threads)
-            self.scored.add(job.index)
-            self.ctx.progress.stage(f"{e.name} {job.target.name} {job.scheme}: quality scored in "
-                                    f"{time.perf_counter() - t0:.1f}s while the conversions run")
-
-    def _next_early_score(self):
-        """(job, row, artifact, threads) of a delivered artifact to score now, or None."""
-        for job in self.jobs:
-            if job.index in self.scored or job.index in self.not_early or not job.profile:
-                continue
-            row, art = self.results_by_job.get(job.index, (None, None))
-            if art is None:
-                continue
-            threads = execute.early_quality_threads(row, art, self.entries[job.entry])
-            if threads is None:
-                self.not_early.add(job.index)
-                continue
-            return job, row, art, threads
-        return None
+                self.lock.wait(timeout=0.5)
 
     def _preload_profiling(self) -> None:
         """While the workers convert, import what the profiling queue needs and this process
@@ -352,8 +319,7 @@ class LocalExecutor(Executor):
                     tag = f"[profile {profiled}] {e.name} {job.target.name} {job.scheme}"
                     execute.measure(row, art, e, job, ctx.cfg, ctx.warmup, ctx.iters,
                                     lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"),
-                                    ctx.progress.bar(f"{e.name} {job.target.name} {job.scheme}"),
-                                    scored=job.index in self.scored)
+                                    ctx.progress.bar(f"{e.name} {job.target.name} {job.scheme}"))
                 else:
                     execute.finish(row, job)
             rows.append(row)
