@@ -68,8 +68,8 @@ def _differences(a, b, path: str = "") -> list[str]:
 
 # Files whose bytes differ between any two processes converting the same model: Core ML
 # packages carry fresh UUIDs (Manifest.json and the model's identifiers), and QNN's EPContext
-# compile (model_ctx.onnx) differs run to run (same model, two processes: two hashes).
-NONDETERMINISTIC = (".mlpackage/", "model_ctx.onnx")
+# compile (*_ctx.onnx) differs run to run (same model, two processes: two hashes).
+NONDETERMINISTIC = (".mlpackage/", "_ctx.onnx")   # model_ctx.onnx, and one <program>_ctx.onnx per generation program
 
 
 def _converter_nondeterminism(path: str, base: dict, diffs: list[str]) -> bool:
@@ -95,14 +95,20 @@ def _by_key(results: dict) -> dict:
     return out
 
 
+TIMED_COLUMNS = ("p50", "p90", "p99", "cold", "memory", "GFLOP/s", "TTFT", "per token", "tokens/s")  # measured, not computed
+
+
 def _report_rows(md: Path) -> list[list[str]]:
-    """report.md's summary rows without the latency and memory columns (p50, p90, p99, cold, peak)."""
-    rows = []
+    """report.md's summary rows without the columns that come from timings or memory readings
+    (p50, p90, p99, cold, memory, GFLOP/s; the generation table's TTFT, per token, tokens/s:
+    found by their header)."""
+    rows, keep = [], None
     for line in md.read_text().splitlines():
-        if line.startswith("| ") and not line.startswith("| family"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if len(cells) >= 14:
-                rows.append(cells[:8] + cells[13:])
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| family"):
+            keep = [i for i, h in enumerate(cells) if not h.startswith(TIMED_COLUMNS)]
+        elif line.startswith("| ") and keep is not None and len(cells) >= len(keep):
+            rows.append([cells[i] for i in keep if i < len(cells)])
     return rows
 
 

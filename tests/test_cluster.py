@@ -196,3 +196,56 @@ def test_ray_cluster_pins_devices_and_survives_a_dead_worker(cluster, tmp_path, 
     assert [a["key"] for a in results["artifacts"]] == [r.key for r in res.rows]
     assert results["executor"]["name"] == "ray" and results["executor"]["retried_jobs"] == 1
     assert all(a["hashes"]["graph"] for a in results["artifacts"])
+
+
+def test_ray_client_address_runs_a_deploy(tmp_path, monkeypatch):
+    """``executor="ray://HOST:PORT"``: a driver that is not a node of the cluster (the Ray
+    client) runs a deploy on a local head started as the README says (client server port, fixed
+    runtime-env agent port); the rows equal the serial executor's."""
+    pytest.importorskip("ray")
+    from edgesdk import lockfile
+    from edgesdk.pipeline import pipeline
+    temp = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
+    port, client_port, agent_port = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the client's auth mode matches the head's
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    head = subprocess.Popen(
+        _ray_cli() + ["start", "--head", f"--port={port}", f"--ray-client-server-port={client_port}",
+                      f"--runtime-env-agent-port={agent_port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                      '--resources={"edgesdk-profiler": 1}', "--include-dashboard=false", "--disable-usage-stats",
+                      f"--temp-dir={temp}", "--object-store-memory=200000000", "--block"],
+        env=env, start_new_session=True, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT)
+
+    def cfg(name):
+        return {"name": "client", "model": {"source": f"{THIS}:build", "name": "net"}, "targets": ["onnx-cpu"],
+                "quantize": {"schemes": ["fp32"]}, "profile": {"warmup": 2, "iters": 10, "per_op": False},
+                "output": {"dir": str(tmp_path / name), "cache": str(tmp_path / f"cache-{name}"), "report": False}}
+    try:
+        address = f"ray://127.0.0.1:{client_port}"
+        deadline = time.time() + 120
+        while True:  # the head is up when the client server answers
+            try:
+                with socket.create_connection(("127.0.0.1", client_port), timeout=2):
+                    break
+            except OSError:
+                if time.time() > deadline or head.poll() is not None:
+                    raise AssertionError(f"the Ray head did not come up; see {tmp_path / 'head.log'}")
+                time.sleep(1)
+        res = pipeline(cfg("client"), progress=False, executor=address)
+        serial = pipeline(cfg("serial"), progress=False, executor="serial")
+        import ray
+        assert not ray.is_initialized()  # the client connection was closed with the run
+        a, b = lockfile.read(serial.results_json), lockfile.read(res.results_json)
+        assert b["executor"]["name"] == "ray" and b["executor"]["address"] == address
+        assert [r["status"] for r in b["artifacts"]] == ["ok"]
+        assert b["artifacts"][0]["profiled_on"]["node"]  # profiled by a Ray task on the head's node
+        assert lockfile.comparable(a) == lockfile.comparable(b)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
