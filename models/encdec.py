@@ -132,8 +132,13 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, swap: torch.Tens
     """Rotary positions on x (B, H, T, Dh): ``x * cos + (x @ swap) * sin`` where ``swap`` exchanges
     the two halves of a head and ``cos``/``sin`` are the full-width tables (``sin`` carries the
     sign: -sin on the first half) broadcasting to (B, H, T, Dh). The half swap is a constant
-    matmul rather than a split + concat, so it stays inside the XNNPACK delegate."""
-    return x * cos + (x @ swap) * sin
+    matmul rather than a split + concat, so it stays inside the XNNPACK delegate.
+
+    The swap runs on a (rows, Dh) view and is reshaped back before the multiply: written as
+    ``x @ swap`` LiteRT's converter emits a rank-3 FULLY_CONNECTED output multiplied by the
+    rank-4 table, and LiteRT's GPU delegate broadcasts that mixed-rank MUL wrongly (every head
+    but the first came out wrong on the GPU, in fp32 too)."""
+    return x * cos + (x.reshape(-1, x.shape[-1]) @ swap).reshape(x.shape) * sin
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
