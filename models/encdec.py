@@ -53,7 +53,12 @@ from edgesdk.models.generation import (K_AXIS, V_AXIS, attention_kt, cache_layou
 from edgesdk.models.registry import register_model
 
 _TOK = ByteTokenizer()
-NEG = -1e9  # additive mask value: finite (exact zeros after softmax, safe under quantization)
+# additive mask value. Finite, and small enough for fp16 (max 65504: -1e9 became -inf on LiteRT's
+# GPU in fp16 and the step's logits NaN) and for a 16-bit activation scale that also has to hold
+# real scores; large enough that exp(NEG + s - max) is exactly 0 in fp32 and fp16 (underflow below
+# ~-104) while real scores spread less than ~900, so softmax outputs are the same as with any
+# larger magnitude.
+NEG = -1e3
 
 
 @dataclass
@@ -132,8 +137,13 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, swap: torch.Tens
     """Rotary positions on x (B, H, T, Dh): ``x * cos + (x @ swap) * sin`` where ``swap`` exchanges
     the two halves of a head and ``cos``/``sin`` are the full-width tables (``sin`` carries the
     sign: -sin on the first half) broadcasting to (B, H, T, Dh). The half swap is a constant
-    matmul rather than a split + concat, so it stays inside the XNNPACK delegate."""
-    return x * cos + (x @ swap) * sin
+    matmul rather than a split + concat, so it stays inside the XNNPACK delegate.
+
+    The swap runs on a (rows, Dh) view and is reshaped back before the multiply: written as
+    ``x @ swap`` LiteRT's converter emits a rank-3 FULLY_CONNECTED output multiplied by the
+    rank-4 table, and LiteRT's GPU delegate broadcasts that mixed-rank MUL wrongly (every head
+    but the first came out wrong on the GPU, in fp32 too)."""
+    return x * cos + (x.reshape(-1, x.shape[-1]) @ swap).reshape(x.shape) * sin
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -124,9 +124,20 @@ def exported(tmp_path_factory):
     return get
 
 
+def _gpu_why():
+    from edgesdk.runtime import litert_gpu
+    return litert_gpu.unavailable()
+
+
+needs_gpu = pytest.mark.skipif(_gpu_why() is not None, reason="litert-gpu cannot run here (make gpu-sim)")
+
+
 # ExecuTorch lowering costs ~25-60 s on a busy 2-core machine: slow suite. LiteRT stays in the
-# default suite: its converter once rejected the K/V split that the HTP needed (batch-matmul rank)
-@pytest.mark.parametrize("target", ["onnx-cpu", "litert-cpu", pytest.param("executorch-xnnpack", marks=pytest.mark.slow)])
+# default suite: its converter once rejected the K/V split that the HTP needed (batch-matmul rank);
+# LiteRT's GPU (slow on lavapipe: ~4 min loaded) once computed every head but the first wrongly
+# (a mixed-rank broadcast in rope)
+@pytest.mark.parametrize("target", ["onnx-cpu", "litert-cpu", pytest.param("litert-gpu", marks=[needs_gpu, pytest.mark.slow]),
+                                    pytest.param("executorch-xnnpack", marks=pytest.mark.slow)])
 def test_export_verified_and_runtime_greedy_matches_pytorch(exported, target):
     from edgesdk import runtime
     m, art = exported(target)
@@ -153,7 +164,7 @@ def test_export_verified_and_runtime_greedy_matches_pytorch(exported, target):
         assert len(got.tokens) == min(20, m.cfg.max_target) or got.finish_reason == "eos"
         # every carried state counts: self cache (C slots) + cross K/V (the class's P slots) + src_len
         P = 8 if length <= 8 else 16
-        src_len = 4 if target == "litert-cpu" else 8          # LiteRT carries src_len as int32
+        src_len = 4 if target == "litert-cpu" else 8          # LiteRT's CPU runtime carries src_len as int32
         assert got.state_bytes == 4 * 2 * c.n_dec_layers * c.n_kv_heads * c.d_head * (c.max_target + P) + src_len
         seen.update(ref)
     assert len(seen) > 3                                          # the model does not emit one token forever
