@@ -141,10 +141,11 @@ def split(samples: SampleSet) -> tuple[SampleSet, SampleSet]:
             SampleSet(ev, samples.source + " (held-out split)", digest(ev)))
 
 
-# Activations whose calibrated range reaches this are masks (additive -1e9 / finfo.min attention
-# biases), not signals: one int8 scale over [-1e9, 10] rounds every real score to the same level
-# (attention turns uniform). Static schemes keep the ops that produce or consume them in float.
-MASK_RANGE = 1e6
+# Activations whose calibrated range reaches this are masks (additive -3e4 (fp16-safe) / -1e9 /
+# finfo.min attention biases), not signals: one int8 scale over [-3e4, 10] rounds every real score
+# to the same level (attention turns uniform). Static schemes keep the ops that produce or consume
+# them in float.
+MASK_RANGE = 1e4
 
 
 def is_mask_range(lo, hi) -> bool:

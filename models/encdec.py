@@ -53,12 +53,11 @@ from edgesdk.models.generation import (K_AXIS, V_AXIS, attention_kt, cache_layou
 from edgesdk.models.registry import register_model
 
 _TOK = ByteTokenizer()
-# additive mask value. Finite, and small enough for fp16 (max 65504: -1e9 became -inf on LiteRT's
-# GPU in fp16 and the step's logits NaN) and for a 16-bit activation scale that also has to hold
-# real scores; large enough that exp(NEG + s - max) is exactly 0 in fp32 and fp16 (underflow below
-# ~-104) while real scores spread less than ~900, so softmax outputs are the same as with any
-# larger magnitude.
-NEG = -1e3
+# additive mask value. Finite in fp16 (max 65504: -1e9 became -inf on LiteRT's GPU in fp16 and
+# the step's logits NaN); exp(NEG + s - max) is exactly 0 in fp32 and fp16 (underflow below ~-104),
+# so softmax outputs are those of any larger magnitude; and at least the converters' MASK_RANGE
+# (converters/calibration.py), so static int8 schemes still find the mask and keep it in float.
+NEG = -3e4
 
 
 @dataclass

@@ -308,3 +308,18 @@ def test_gqa_decoder_baseline_same_blocks_and_cache_mechanics():
                 seq.append(int(m(torch.tensor([seq]))[0, -1].argmax()))
         g = TorchPrograms(m).generate(prompt, 6, stop_at_eos=False)
         assert g.tokens == seq[n:], n
+
+
+def test_attention_mask_value_fits_fp16_and_is_found_by_static_int8():
+    """The additive mask stays finite in fp16 (-1e9 turned into -inf on the GPU in fp16 and NaN
+    logits) and is still wide enough for the static int8 schemes' mask rule to keep it in float
+    (narrower, one int8 scale would flatten every real score)."""
+    import numpy as np
+
+    from edgesdk.converters.calibration import is_mask_range
+    from edgesdk.models.encdec import NEG
+    assert np.isfinite(np.float16(NEG)) and np.isfinite(np.float16(NEG) + np.float16(-30.0))
+    assert is_mask_range(NEG + 30.0, 30.0)           # scores of +-30 plus the mask
+    assert not is_mask_range(-300.0, 300.0)          # large real activations are not a mask
+    # softmax: a masked score vanishes in fp16 and fp32 alike
+    assert torch.softmax(torch.tensor([0.0, NEG + 5.0], dtype=torch.float16), -1)[1] == 0
