@@ -34,6 +34,7 @@ from edgesdk.runtime.errors import ConfigError, TargetUnavailableError
 from edgesdk.pipeline import execute
 from edgesdk.pipeline.executor import Executor, RunContext
 from edgesdk.pipeline.plan import Job
+from edgesdk.pipeline.raynode import connect_driver
 from edgesdk.pipeline.row import Row
 
 MAX_ATTEMPTS = 3
@@ -141,24 +142,6 @@ def _profile_task(blob: bytes, job: Job, cfg, row: Row, key, files_box: list, wa
 
 # ----------------------------------------------------------------------------- on the driver
 
-def _connect(ray, address: str, kw: dict) -> None:
-    """Join an existing cluster: ``HOST:PORT`` (a driver on one of its nodes) or ``ray://HOST:PORT``
-    (the Ray client: this machine need not be part of the cluster)."""
-    if not address.startswith("ray://"):
-        ray.init(address=address, **kw)
-        return
-    try:  # the client passes unknown ray.init options on to the server: only what it understands
-        ray.init(address=address, logging_level=kw.get("logging_level", "warning"))
-    except (ConnectionError, RuntimeError) as err:
-        why = " ".join(str(err).split())[:300]
-        raise ConfigError(
-            f"executor {address!r}: the Ray client could not start a session on the head ({type(err).__name__}: "
-            f"{why}). Start the head with a client server port and a fixed runtime-env agent port, e.g. "
-            "`ray start --head --port 6379 --ray-client-server-port 10001 --runtime-env-agent-port 6380`, "
-            "with edgesdk importable there (its ray_client_server*.err log says more); or run on a node of "
-            "the cluster with --executor ray and RAY_ADDRESS=HEAD:6379") from None
-
-
 class RayExecutor(Executor):
     name = "ray"
 
@@ -173,7 +156,7 @@ class RayExecutor(Executor):
             if address and address.startswith("ray:") and not address.startswith("ray://"):
                 address = address[4:]
             if address or os.environ.get("RAY_ADDRESS"):
-                _connect(ray, address or os.environ["RAY_ADDRESS"], kw)
+                connect_driver(ray, address or os.environ["RAY_ADDRESS"], kw)
                 self.connected_here = True
             else:  # a cluster of this machine alone: its cores convert, its devices profile
                 from edgesdk.pipeline.devices import detect_resources

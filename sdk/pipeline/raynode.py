@@ -8,6 +8,7 @@ Example (on each machine of the lab, then a deploy from any machine)::
     ray start --head --port 6379                  # once, on the head machine
     edgesdk worker --ray HEAD:6379                # on every worker machine
     RAY_ADDRESS=HEAD:6379 edgesdk deploy deploy.yaml --executor ray
+    edgesdk deploy deploy.yaml --executor ray://HEAD:10001   # from a machine outside the cluster
 """
 
 from __future__ import annotations
@@ -58,3 +59,21 @@ def worker_command(address: str, *, num_cpus: int | None = None, extra: dict | N
     if block:
         argv.append("--block")
     return argv, resources
+
+
+def connect_driver(ray, address: str, kw: dict) -> None:
+    """Join an existing cluster: ``HOST:PORT`` (a driver on one of its nodes) or ``ray://HOST:PORT``
+    (the Ray client: this machine need not be part of the cluster)."""
+    if not address.startswith("ray://"):
+        ray.init(address=address, **kw)
+        return
+    try:  # the client passes unknown ray.init options on to the server: only what it understands
+        ray.init(address=address, logging_level=kw.get("logging_level", "warning"))
+    except (ConnectionError, RuntimeError) as err:
+        why = " ".join(str(err).split())[:300]
+        raise ConfigError(
+            f"executor {address!r}: the Ray client could not start a session on the head ({type(err).__name__}: "
+            f"{why}). Start the head with a client server port and a fixed runtime-env agent port, e.g. "
+            "`ray start --head --port 6379 --ray-client-server-port 10001 --runtime-env-agent-port 6380`, "
+            "with edgesdk importable there (its ray_client_server*.err log says more); or run on a node of "
+            "the cluster with --executor ray and RAY_ADDRESS=HEAD:6379") from None
