@@ -247,7 +247,13 @@ def test_uncalibrated_quantization_of_several_programs_gates_each_program(teache
     assert set(art.verification["programs"]) == {"prefill", "step"}
     g = runtime.load(art.path).generate(PROMPT, NEW)
     ref = _torch_greedy(teacher, PROMPT, NEW)
-    assert sum(a == b for a, b in zip(g.tokens, ref)) >= NEW - 1, (g.tokens, ref)
+    # greedy tokens follow fp32's until fp32 itself nearly tied: int8 noise may flip a top-2 gap of
+    # ~0.1 nats (measured: the 10th token, gap 0.09, after the tied head went int8), never a clear one
+    first = next((i for i, (a, b) in enumerate(zip(g.tokens, ref)) if a != b), None)
+    if first is not None:
+        with torch.no_grad():
+            top2 = torch.topk(teacher(torch.tensor([PROMPT + ref[:first]]))[0, -1], 2).values
+        assert float(top2[0] - top2[1]) < 0.25, (first, g.tokens, ref)
     with pytest.raises(ConfigError, match=r"int8-static needs calibration prompts for onnx-cpu"):
         edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-static", out_dir=tmp_path)
 
