@@ -116,8 +116,9 @@ def segsum_exp(a: torch.Tensor) -> torch.Tensor:
     diff = cs[..., :, None] - cs[..., None, :]                                # (..., T, T)
     idx = torch.arange(T, device=a.device)
     causal = idx[:, None] >= idx[None, :]
-    # a scalar fill: a full_like tensor here was folded into a (b, h, c, q, q) constant by the exporters
-    return torch.exp(torch.where(causal, diff, float("-inf")))
+    # a 0-d fill tensor: a full_like one was folded into a (b, h, c, q, q) constant by the exporters,
+    # and a Python scalar (where.ScalarOther) is an op Core ML's converter lacks
+    return torch.exp(torch.where(causal, diff, diff.new_full((), float("-inf"))))
 
 
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
