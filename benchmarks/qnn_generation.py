@@ -176,13 +176,16 @@ def quality_table(rows, markdown: bool) -> str:
         miss = []
         if r["placement_min"] < GOAL_PLACEMENT:
             miss.append(f"placement < {GOAL_PLACEMENT:.0%}")
-        if r.get("quality_delta", 0.0) < -GOAL_QUALITY:
+        judged = "quality_delta" in r or r["scheme"] == "fp32"  # no fp32 row: no reference to judge against
+        if judged and r.get("quality_delta", 0.0) < -GOAL_QUALITY:
             miss.append(f"quality < fp32 - {GOAL_QUALITY:.0%}")
         body.append([r["student"], r["scheme"] + (" (w8a16)" if r["scheme"] == "uint16-static" else ""),
                      ", ".join(f"{n} {a}/{b}" for n, (a, b) in r["placement"].items()),
                      f"{r['greedy_agreement']:.1%}", f"{r['metric']} {r['quality']:.4f}",
-                     f"{r.get('quality_delta', 0.0):+.1%}", f"{r.get('size_ratio', 1.0):.2f}x ({r['bytes'] / 1e6:.2f} MB)",
-                     "reference" if r["scheme"] == "fp32" else "meets both" if not miss else "misses: " + ", ".join(miss)])
+                     f"{r['quality_delta']:+.1%}" if "quality_delta" in r else "—",
+                     (f"{r['size_ratio']:.2f}x" if "size_ratio" in r else "—") + f" ({r['bytes'] / 1e6:.2f} MB)",
+                     "reference" if r["scheme"] == "fp32" else "not judged (no fp32 row)" if not judged
+                     else "meets both" if not miss else "misses: " + ", ".join(miss)])
     return table(head, body, markdown)
 
 
