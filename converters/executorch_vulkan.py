@@ -27,8 +27,7 @@ import contextlib
 import logging
 import re
 
-from edgesdk.converters.executorch_xnnpack import lower
-from edgesdk.converters.placement import from_partition
+from edgesdk.converters.executorch_xnnpack import ExecuTorchXnnpack, lower
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError, ConversionError, IntegrityError
 
@@ -128,9 +127,7 @@ class ExecuTorchVulkan(Converter):
     recommended_multi_program = "fp16"
     calibrated = ()
 
-    def placement(self, extra: dict) -> dict | None:
-        """The delegate's share of each method's nodes, from the partition report."""
-        return from_partition(extra.get("partition"))
+    placement = ExecuTorchXnnpack.placement  # the same partition report, the Vulkan delegate's share
 
     @classmethod
     def run_unavailable(cls) -> str | None:
