@@ -324,33 +324,8 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
         return _convert_config(dict(locals()))
     conv = get_converter(target)
     explicit_tolerance = atol is not None or rtol is not None
-    d_atol, d_rtol = conv.default_tolerance.get(quantize, (DEFAULT_ATOL, DEFAULT_RTOL))
-    atol = d_atol if atol is None else atol
-    rtol = d_rtol if rtol is None else rtol
-    if quantize not in conv.quantization:
-        raise ConfigError(f"target {target!r} has no quantization scheme {quantize!r}. "
-                          f"Available for {target}: {', '.join(conv.quantization)}")
-    if calibration is not None and quantize == "fp32":
-        raise ConfigError("calibration data is only used by quantized schemes; drop it or pick "
-                          f"one of {', '.join(conv.quantization[1:]) or '(none for this target)'}")
-    if not (isinstance(atol, (int, float)) and atol >= 0 and isinstance(rtol, (int, float)) and rtol >= 0):
-        raise ConfigError(f"atol and rtol must be non-negative numbers, got atol={atol!r}, rtol={rtol!r}")
-    _check_options(conv, options)
-    for drop in (max_drop.values() if isinstance(max_drop, dict) else (max_drop,)):
-        if drop is not None and drop != DEFAULT_GATE and not (
-                isinstance(drop, (int, float)) and not isinstance(drop, bool) and drop >= 0):
-            raise ConfigError(f"max_drop must be a non-negative number, {DEFAULT_GATE!r} (thresholds per kind of "
-                              f"output), None (gate off) or, for models with several programs, a dict of those "
-                              f"per program ({{'step': 0.02}}), got {max_drop!r}")
-    if not (isinstance(auto_fallback, bool) or isinstance(auto_fallback, dict)
-            and all(isinstance(v, bool) for v in auto_fallback.values())):
-        raise ConfigError(f"auto_fallback must be True/False or, for models with several programs, a dict "
-                          f"{{program: True/False}}, got {auto_fallback!r}")
-    if dynamic_shapes and not conv.dynamic_shapes:
-        raise shapes.unsupported(target, conv.device)
-    why = conv.convert_unavailable()
-    if why:
-        raise runtime.TargetUnavailableError(f"cannot convert for {target}: {why}")
+    atol, rtol = _check_arguments(conv, quantize, calibration, atol, rtol, options, max_drop, auto_fallback,
+                                  dynamic_shapes)
     name = name or default_name(model, target, quantize)
     if not _NAME_RE.match(name):
         raise ConfigError(f"artifact name {name!r}: use letters, digits, '.', '_' or '-' (max 128)")
@@ -363,6 +338,7 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
     t0 = time.perf_counter()
     try:
         programs = collect(model, example_inputs, example_kwargs, dynamic_shapes, prompt_lengths)
+        conv.check_model({p.name: p for p in programs})  # UnsupportedModelError before any export
         gen_calibration.check_per_program(max_drop, auto_fallback, programs)
         if quantize == "fp32":
             manifest, final = _convert_fp32(conv, programs, out_dir, name, options, log, say,
@@ -381,6 +357,40 @@ def convert(model: torch.nn.Module, example_inputs, target: str, *, quantize: st
         say(f"note: {line}")
     say(f"done in {time.perf_counter() - t0:.1f}s")
     return art
+
+
+def _check_arguments(conv, quantize: str, calibration, atol, rtol, options: dict, max_drop, auto_fallback,
+                     dynamic_shapes) -> tuple[float, float]:
+    """`convert`'s arguments checked at the boundary (ConfigError saying what is valid) before any
+    work; returns ``(atol, rtol)`` with the target's defaults filled in."""
+    d_atol, d_rtol = conv.default_tolerance.get(quantize, (DEFAULT_ATOL, DEFAULT_RTOL))
+    atol = d_atol if atol is None else atol
+    rtol = d_rtol if rtol is None else rtol
+    if quantize not in conv.quantization:
+        raise ConfigError(f"target {conv.name!r} has no quantization scheme {quantize!r}. "
+                          f"Available for {conv.name}: {', '.join(conv.quantization)}")
+    if calibration is not None and quantize == "fp32":
+        raise ConfigError("calibration data is only used by quantized schemes; drop it or pick "
+                          f"one of {', '.join(conv.quantization[1:]) or '(none for this target)'}")
+    if not (isinstance(atol, (int, float)) and atol >= 0 and isinstance(rtol, (int, float)) and rtol >= 0):
+        raise ConfigError(f"atol and rtol must be non-negative numbers, got atol={atol!r}, rtol={rtol!r}")
+    _check_options(conv, options)
+    for drop in (max_drop.values() if isinstance(max_drop, dict) else (max_drop,)):
+        if drop is not None and drop != DEFAULT_GATE and not (
+                isinstance(drop, (int, float)) and not isinstance(drop, bool) and drop >= 0):
+            raise ConfigError(f"max_drop must be a non-negative number, {DEFAULT_GATE!r} (thresholds per kind of "
+                              f"output), None (gate off) or, for models with several programs, a dict of those "
+                              f"per program ({{'step': 0.02}}), got {max_drop!r}")
+    if not (isinstance(auto_fallback, bool) or isinstance(auto_fallback, dict)
+            and all(isinstance(v, bool) for v in auto_fallback.values())):
+        raise ConfigError(f"auto_fallback must be True/False or, for models with several programs, a dict "
+                          f"{{program: True/False}}, got {auto_fallback!r}")
+    if dynamic_shapes and not conv.dynamic_shapes:
+        raise shapes.unsupported(conv.name, conv.device)
+    why = conv.convert_unavailable()
+    if why:
+        raise runtime.TargetUnavailableError(f"cannot convert for {conv.name}: {why}")
+    return atol, rtol
 
 
 def _check_options(conv, options: dict) -> None:

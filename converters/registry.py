@@ -10,6 +10,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesdk.runtime.errors import UnsupportedModelError
+from edgesdk.runtime.plugins import load_plugins
 from edgesdk.runtime.registry import Registry
 
 TARGETS: Registry[type["Converter"]] = Registry("target")
@@ -97,6 +99,21 @@ class Converter:
         """
         raise NotImplementedError(f"{self.name} cannot run here and defines no structural validation")
 
+    def unsupported(self, programs: dict) -> str | None:
+        """Why this target cannot take these programs (an op or input kind it does not offer), or
+        None when it can. `convert` asks before exporting and raises UnsupportedModelError with the
+        reason, so a target with a narrow op set says so up front instead of failing mid-export.
+        ``programs`` maps a name to a `converters.programs.Program` (``module``, ``example_inputs``)."""
+        return None
+
+    def check_model(self, programs: dict) -> None:
+        """UnsupportedModelError naming what this target lacks and the targets to try instead."""
+        why = self.unsupported(programs)
+        if why:
+            others = [n for n, cls in TARGETS.items() if n != self.name and cls.device == self.device]
+            raise UnsupportedModelError(f"{self.name} cannot take this model: {why}; fix: pick another target"
+                                        + (f" ({self.device}: {', '.join(others)})" if others else ""))
+
     def placement(self, extra: dict) -> dict | None:
         """The manifest's normalized placement block (`converters.placement`) from this target's
         export facts (``extra`` as `export` returned it, or an older manifest's); None where all
@@ -124,14 +141,18 @@ def register_target(cls: type[Converter]) -> type[Converter]:
 
 
 def target_names() -> list[str]:
+    load_plugins()
     return TARGETS.names()
 
 
 def get_converter(name: str) -> Converter:
     """A fresh converter of the target ``name`` (RegistryError, a ConfigError, lists the names)."""
+    load_plugins()
     return TARGETS.get(name)()
 
 
 def targets() -> list[Target]:
-    """Every registered target with its availability on this machine."""
+    """Every registered target with its availability on this machine (plug-ins included:
+    `runtime.plugins`)."""
+    load_plugins()
     return [cls.describe() for _, cls in TARGETS.items()]

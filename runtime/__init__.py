@@ -16,7 +16,7 @@ alone. Exception: opening a `.pte` loads ExecuTorch's Python bindings, which lin
 from edgesdk.runtime import errors
 from edgesdk.runtime.errors import (
     ConfigError, ConversionError, ExecutionError, InputError, IntegrityError, SdkError,
-    TargetUnavailableError, ToleranceError,
+    TargetUnavailableError, ToleranceError, UnsupportedModelError,
 )
 from edgesdk.runtime.manifest import Manifest, ProgramSpec, TensorSpec, parse_manifest
 from edgesdk.runtime.profile import ProfileReport, example_inputs
@@ -27,6 +27,6 @@ __all__ = [
     "load", "profile", "Session", "ProfileReport", "TensorSpec", "ProgramSpec", "Manifest",
     "parse_manifest", "example_inputs", "default_threads", "errors", "SdkError", "ConfigError",
     "InputError", "IntegrityError", "ConversionError", "ToleranceError", "TargetUnavailableError",
-    "ExecutionError",
+    "ExecutionError", "UnsupportedModelError",
 ]
 __version__ = "0.1.0"

@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from edgesdk.runtime.errors import TargetUnavailableError
 from edgesdk.runtime.manifest import FORMATS, Manifest, ProgramSpec
+from edgesdk.runtime.plugins import load_plugins
 from edgesdk.runtime.registry import Registry
 
 
@@ -107,6 +108,7 @@ def backend_for(fmt: str, target: str | None = None, backend: str | None = None)
     """The backend object that opens an artifact: the one named ``backend`` (what the manifest
     says), else the one registered for ``target``, else for ``fmt``. TargetUnavailableError when
     none is registered or it cannot run here."""
+    load_plugins()
     if backend:
         if backend not in BACKENDS:
             raise TargetUnavailableError(f"cannot run {target or fmt} artifacts: their backend {backend!r} is not "

@@ -40,3 +40,8 @@ class ExecutionError(SdkError):
 
 class TargetUnavailableError(SdkError):
     """A target cannot run (or convert) on this machine; the message says why and the fix."""
+
+
+class UnsupportedModelError(ConversionError):
+    """A target cannot take this model (an op or input kind it does not offer); the message names
+    what it lacks and the targets to try instead. Raised before anything is exported."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesdk.runtime.backends import backend_for
+from edgesdk.runtime.plugins import load_plugins
 from edgesdk.runtime.errors import ConfigError, InputError, IntegrityError
 from edgesdk.runtime.generate import KEY as GENERATION_KEY, parse_spec as parse_generation
 from edgesdk.runtime.manifest import (
@@ -301,6 +302,7 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
         raise ConfigError(f"threads must be a positive int, got {threads!r}")
     threads = threads or default_threads()
     t0 = time.perf_counter()
+    load_plugins()  # a plug-in backend may add the format this artifact uses
     root, manifest, bare = resolve(path)
     if require_signature:
         if manifest is None:

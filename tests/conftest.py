@@ -13,6 +13,41 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# Plug-in targets of the test suite: every module in tests/plugins/ (a converter and a runtime
+# backend per target) loads through EDGESDK_PLUGINS, here and in every subprocess a test starts,
+# so each suite parametrized over `edgesdk.targets()` picks a new one up with no other edit.
+PLUGINS = sorted(str(p) for p in (ROOT / "tests" / "plugins").glob("*.py"))
+
+
+def _load_plugins() -> None:
+    from edgesdk.runtime.plugins import ENV, load_plugins
+    have = [s for s in os.environ.get(ENV, "").split(os.pathsep) if s]
+    os.environ[ENV] = os.pathsep.join(have + [p for p in PLUGINS if p not in have])
+    load_plugins(force=True)
+
+
+_load_plugins()
+
+
+def _target_says_unsupported():
+    """A target that cannot take a suite's model says so with UnsupportedModelError (its own
+    `Converter.unsupported`): the test is skipped with that reason, in setup or in the test body."""
+    from edgesdk.runtime.errors import UnsupportedModelError
+    try:
+        return (yield)
+    except UnsupportedModelError as e:
+        pytest.skip(str(e))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _target_says_unsupported())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _target_says_unsupported())
+
 
 LAYERS = ("runtime", "models", "converters", "sdk")
 

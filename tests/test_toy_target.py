@@ -1,9 +1,12 @@
-"""A target added from outside the SDK: a converter and a runtime backend, both defined in this
-file, registered, then used through the public API with no other file touched. The toy target
-runs a `torch.nn.Linear` with numpy from one `.npy` payload."""
+"""A target added from outside the SDK: tests/plugins/ holds its two files, a converter and a
+runtime backend, loaded through ``EDGESDK_PLUGINS`` by the conftest (no other file names them).
+The toy runs chains of `nn.Linear` / ReLU with numpy; the parametrized suites (test_convert,
+test_inputs...) pick it up, and skip with its own reason the models it cannot take."""
 
 import json
-from pathlib import Path
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,100 +14,75 @@ import torch
 
 import edgesdk
 from edgesdk import runtime
-from edgesdk.converters.registry import TARGETS, Converter, register_target
-from edgesdk.runtime.backends import Backend, register_backend, unregister_backend
-from edgesdk.runtime.errors import ExecutionError, TargetUnavailableError
-from edgesdk.runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
+from edgesdk.converters.registry import TARGETS
+from edgesdk.runtime.backends import BACKENDS, Backend
+from edgesdk.runtime.errors import ConfigError, TargetUnavailableError, UnsupportedModelError
+from edgesdk.runtime.plugins import ENV, load_plugins
+
+from conftest import ROOT, TransformerBlock
 
 
-class ToyConverter(Converter):
-    name = "toy-numpy"
-    device = "cpu"
-    format = "npy"
-    backend = "toy-numpy"
-    description = "a Linear layer as one .npy file, run with numpy (test only)"
-
-    def export(self, programs, workdir: Path, *, quantize, options):
-        (prog,) = programs.values()
-        lin = prog.module
-        if not isinstance(lin, torch.nn.Linear):
-            raise TypeError("the toy target exports a torch.nn.Linear only")
-        # (out, in + 1): the weight with the bias as its last column
-        table = torch.cat([lin.weight, lin.bias[:, None]], 1).detach().numpy().astype(np.float32)
-        np.save(workdir / "model.npy", table, allow_pickle=False)
-        return {"files": ["model.npy"], "programs": {prog.name: ("model.npy", prog.name)}, "extra": {}}
-
-
-class _ToyProgram:
-    thread_safe = True
-
-    def __init__(self, table: np.ndarray):
-        self.w, self.b = table[:, :-1], table[:, -1]
-
-    def run(self, arrays):
-        try:
-            return [arrays[0] @ self.w.T + self.b]
-        except ValueError as e:
-            raise ExecutionError(f"toy backend: {e}") from None
-
-
-class ToyBackend:
-    NAME = "toy-numpy"
-
-    @staticmethod
-    def version():
-        return np.__version__
-
-    @staticmethod
-    def open_program(path, spec, *, threads, manifest, cache):
-        return _ToyProgram(np.load(path, allow_pickle=False))
-
-    @staticmethod
-    def manifest_for_file(path):
-        table = np.load(path, allow_pickle=False)
-        spec = ProgramSpec("forward", path.name, "forward", (TensorSpec("x", (1, table.shape[1] - 1), "float32"),),
-                           (TensorSpec("y", (1, table.shape[0]), "float32"),))
-        return Manifest(name=path.stem, target="toy-numpy", backend="toy-numpy", format="npy",
-                        programs={"forward": spec}, files=[FileEntry(path.name, path.stat().st_size, "0" * 64)])
-
-    @staticmethod
-    def op_events(path, spec, arrays, runs, threads, manifest=None):
-        return [], "the toy backend has no per-op timings"
-
-
-@pytest.fixture
-def toy_target():
-    register_target(ToyConverter)
-    register_backend("toy-numpy", ToyBackend, formats={".npy": "npy"})
-    try:
-        yield
-    finally:
-        TARGETS.unregister("toy-numpy")
-        unregister_backend("toy-numpy")
-
-
-def test_a_target_from_two_plugins_converts_runs_and_profiles(toy_target, tmp_path):
+def test_a_plugin_target_converts_runs_and_profiles(tmp_path):
     listed = {t.name: t for t in edgesdk.targets()}
     assert listed["toy-numpy"].runs_here and listed["toy-numpy"].backend == "toy-numpy"
 
     torch.manual_seed(0)
-    model, x = torch.nn.Linear(8, 4), torch.randn(1, 8)
+    model, x = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)), torch.randn(3, 8)
     art = edgesdk.convert(model, (x,), "toy-numpy", out_dir=tmp_path)  # verified against PyTorch on the way
     manifest = json.loads((art.path / "manifest.json").read_text())
-    assert manifest["backend"] == "toy-numpy" and manifest["format"] == "npy"
+    assert manifest["backend"] == "toy-numpy" and manifest["format"] == "toy"
+    assert manifest["verification"]["passed"] and manifest["verification"]["max_abs_err"] < 1e-5
 
     sess = runtime.load(art.path)
-    assert sess.backend_name == "toy-numpy" and sess.verified and isinstance(ToyBackend, Backend)
+    assert sess.backend_name == "toy-numpy" and sess.verified
+    assert isinstance(sys.modules["edgesdk_plugin_toy_numpy_backend"], Backend)
     (y,) = sess.run([x.numpy()])
     np.testing.assert_allclose(y, model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
     rep = runtime.profile(art.path, warmup=1, iters=3)
-    assert rep.p50_ms > 0 and len(rep.samples_ms) == 3
+    assert rep.p50_ms > 0 and len(rep.samples_ms) == 3 and rep.ops == []
 
 
-def test_the_toy_is_gone_after_unregistering(tmp_path):
-    assert "toy-numpy" not in {t.name for t in edgesdk.targets()}
-    with pytest.raises(edgesdk.errors.ConfigError, match="Unknown target 'toy-numpy'"):
-        edgesdk.convert(torch.nn.Linear(2, 2), (torch.randn(1, 2),), "toy-numpy", out_dir=tmp_path)
+def test_a_model_the_target_cannot_take_is_a_typed_error_before_export(tmp_path):
+    """The target declares what it takes; anything else is refused up front, naming the ops it
+    lacks and the targets to try."""
+    with pytest.raises(UnsupportedModelError, match=r"toy-numpy cannot take this model: GELU, LayerNorm, "
+                                                    r"MultiheadAttention, add, getitem, branches .*; it runs chains "
+                                                    r"of nn.Linear and ReLU only; fix: pick another target "
+                                                    r"\(cpu: .*onnx-cpu") as e:
+        edgesdk.convert(TransformerBlock().eval(), (torch.randn(1, 4, 64),), "toy-numpy", out_dir=tmp_path)
+    assert isinstance(e.value, edgesdk.errors.ConversionError)
+    with pytest.raises(UnsupportedModelError, match=r"inputs \(int64\); it takes one float32 tensor"):
+        edgesdk.convert(torch.nn.Embedding(4, 2), (torch.tensor([[1, 2]]),), "toy-numpy", out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing was exported
+
+
+def test_plugins_load_in_subprocesses_and_a_broken_one_says_which(tmp_path, monkeypatch):
+    """A fresh interpreter (the CLI, a pipeline worker) loads the same plug-ins from the variable;
+    one that fails to import is a ConfigError naming it and where it came from."""
+    r = subprocess.run([sys.executable, "-m", "edgesdk.cli", "targets", "--json"], capture_output=True, text=True,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "toy-numpy" in {t["name"] for t in json.loads(r.stdout)}
+    bad = tmp_path / "broken_plugin.py"
+    bad.write_text("raise RuntimeError('no device here')\n")
+    monkeypatch.setenv(ENV, f"{os.environ[ENV]}{os.pathsep}{bad}")
+    with pytest.raises(ConfigError, match=r"plug-in '.*broken_plugin.py' \(from EDGESDK_PLUGINS\) failed to import: "
+                                          r"RuntimeError: no device here; fix: "):
+        load_plugins(force=True)
+    monkeypatch.setenv(ENV, os.environ[ENV].rsplit(os.pathsep, 1)[0])
+    assert load_plugins(force=True)  # the others stay loaded
+
+
+def test_unregistering_the_plugin_removes_it(tmp_path):
+    conv, entry = TARGETS.get("toy-numpy"), BACKENDS.get("toy-numpy")
+    TARGETS.unregister("toy-numpy")
+    try:
+        assert "toy-numpy" not in {t.name for t in edgesdk.targets()}
+        with pytest.raises(edgesdk.errors.ConfigError, match="Unknown target 'toy-numpy'"):
+            edgesdk.convert(torch.nn.Linear(2, 2), (torch.randn(1, 2),), "toy-numpy", out_dir=tmp_path)
+    finally:
+        TARGETS.register("toy-numpy", conv)
+    assert BACKENDS.get("toy-numpy") is entry
 
 
 def test_a_manifest_names_a_backend_that_is_not_registered(tmp_path):
@@ -123,7 +101,8 @@ def test_a_manifest_names_a_backend_that_is_not_registered(tmp_path):
 
 
 def test_every_builtin_backend_meets_the_protocol():
-    """Each registered backend whose library is installed provides what `Backend` lists."""
+    """Each registered backend (plug-ins included) whose library is installed provides what
+    `Backend` lists."""
     import importlib
     import importlib.util
 
