@@ -141,18 +141,18 @@ def register_target(cls: type[Converter]) -> type[Converter]:
 
 
 def target_names() -> list[str]:
-    load_plugins()
+    load_plugins("targets")
     return TARGETS.names()
 
 
 def get_converter(name: str) -> Converter:
     """A fresh converter of the target ``name`` (RegistryError, a ConfigError, lists the names)."""
-    load_plugins()
+    load_plugins("targets")
     return TARGETS.get(name)()
 
 
 def targets() -> list[Target]:
     """Every registered target with its availability on this machine (plug-ins included:
     `runtime.plugins`)."""
-    load_plugins()
+    load_plugins("targets")
     return [cls.describe() for _, cls in TARGETS.items()]

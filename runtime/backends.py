@@ -108,7 +108,7 @@ def backend_for(fmt: str, target: str | None = None, backend: str | None = None)
     """The backend object that opens an artifact: the one named ``backend`` (what the manifest
     says), else the one registered for ``target``, else for ``fmt``. TargetUnavailableError when
     none is registered or it cannot run here."""
-    load_plugins()
+    load_plugins("backends")
     if backend:
         if backend not in BACKENDS:
             raise TargetUnavailableError(f"cannot run {target or fmt} artifacts: their backend {backend!r} is not "

@@ -302,7 +302,7 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
         raise ConfigError(f"threads must be a positive int, got {threads!r}")
     threads = threads or default_threads()
     t0 = time.perf_counter()
-    load_plugins()  # a plug-in backend may add the format this artifact uses
+    load_plugins("backends")  # a plug-in backend may add the format this artifact uses
     root, manifest, bare = resolve(path)
     if require_signature:
         if manifest is None:

@@ -13,17 +13,21 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Plug-in targets of the test suite: every module in tests/plugins/ (a converter and a runtime
-# backend per target) loads through EDGESDK_PLUGINS, here and in every subprocess a test starts,
-# so each suite parametrized over `edgesdk.targets()` picks a new one up with no other edit.
-PLUGINS = sorted(str(p) for p in (ROOT / "tests" / "plugins").glob("*.py"))
+# Plug-in targets of the test suite: each is a converter in tests/plugins/targets/ and a runtime
+# backend in tests/plugins/backends/, loaded through EDGESDK_TARGETS / EDGESDK_BACKENDS
+# (`runtime.plugins`) here and in every subprocess a test starts, so each suite parametrized over
+# `edgesdk.targets()` picks a new one up with no other edit.
+PLUGINS = {kind: sorted(str(p) for p in (ROOT / "tests" / "plugins" / kind).glob("*.py"))
+           for kind in ("targets", "backends")}
 
 
 def _load_plugins() -> None:
-    from edgesdk.runtime.plugins import ENV, load_plugins
-    have = [s for s in os.environ.get(ENV, "").split(os.pathsep) if s]
-    os.environ[ENV] = os.pathsep.join(have + [p for p in PLUGINS if p not in have])
-    load_plugins(force=True)
+    from edgesdk.runtime.plugins import KINDS, load_plugins
+    for kind, files in PLUGINS.items():
+        env = KINDS[kind][0]
+        have = [s for s in os.environ.get(env, "").split(os.pathsep) if s]
+        os.environ[env] = os.pathsep.join(have + [p for p in files if p not in have])
+        load_plugins(kind, force=True)
 
 
 _load_plugins()

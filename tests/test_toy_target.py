@@ -1,5 +1,6 @@
-"""A target added from outside the SDK: tests/plugins/ holds its two files, a converter and a
-runtime backend, loaded through ``EDGESDK_PLUGINS`` by the conftest (no other file names them).
+"""A target added from outside the SDK: its two files, a converter (tests/plugins/targets/) and a
+runtime backend (tests/plugins/backends/), loaded through ``EDGESDK_TARGETS`` /
+``EDGESDK_BACKENDS`` by the conftest (no other file names them).
 The toy runs chains of `nn.Linear` / ReLU with numpy; the parametrized suites (test_convert,
 test_inputs...) pick it up, and skip with its own reason the models it cannot take."""
 
@@ -17,7 +18,7 @@ from edgesdk import runtime
 from edgesdk.converters.registry import TARGETS
 from edgesdk.runtime.backends import BACKENDS, Backend
 from edgesdk.runtime.errors import ConfigError, TargetUnavailableError, UnsupportedModelError
-from edgesdk.runtime.plugins import ENV, load_plugins
+from edgesdk.runtime.plugins import KINDS, load_plugins
 
 from conftest import ROOT, TransformerBlock
 
@@ -35,7 +36,7 @@ def test_a_plugin_target_converts_runs_and_profiles(tmp_path):
 
     sess = runtime.load(art.path)
     assert sess.backend_name == "toy-numpy" and sess.verified
-    assert isinstance(sys.modules["edgesdk_plugin_toy_numpy_backend"], Backend)
+    assert isinstance(BACKENDS.get("toy-numpy").load("toy artifacts"), Backend)
     (y,) = sess.run([x.numpy()])
     np.testing.assert_allclose(y, model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
     rep = runtime.profile(art.path, warmup=1, iters=3)
@@ -57,7 +58,7 @@ def test_a_model_the_target_cannot_take_is_a_typed_error_before_export(tmp_path)
 
 
 def test_plugins_load_in_subprocesses_and_a_broken_one_says_which(tmp_path, monkeypatch):
-    """A fresh interpreter (the CLI, a pipeline worker) loads the same plug-ins from the variable;
+    """A fresh interpreter (the CLI, a pipeline worker) loads the same plug-ins from the variables;
     one that fails to import is a ConfigError naming it and where it came from."""
     r = subprocess.run([sys.executable, "-m", "edgesdk.cli", "targets", "--json"], capture_output=True, text=True,
                        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
@@ -65,12 +66,15 @@ def test_plugins_load_in_subprocesses_and_a_broken_one_says_which(tmp_path, monk
     assert "toy-numpy" in {t["name"] for t in json.loads(r.stdout)}
     bad = tmp_path / "broken_plugin.py"
     bad.write_text("raise RuntimeError('no device here')\n")
-    monkeypatch.setenv(ENV, f"{os.environ[ENV]}{os.pathsep}{bad}")
-    with pytest.raises(ConfigError, match=r"plug-in '.*broken_plugin.py' \(from EDGESDK_PLUGINS\) failed to import: "
-                                          r"RuntimeError: no device here; fix: "):
-        load_plugins(force=True)
-    monkeypatch.setenv(ENV, os.environ[ENV].rsplit(os.pathsep, 1)[0])
-    assert load_plugins(force=True)  # the others stay loaded
+    env = KINDS["backends"][0]
+    monkeypatch.setenv(env, f"{os.environ[env]}{os.pathsep}{bad}")
+    with pytest.raises(ConfigError, match=r"backend plug-in '.*broken_plugin.py' \(from EDGESDK_BACKENDS\) failed to "
+                                          r"import: RuntimeError: no device here; fix: "):
+        load_plugins("backends", force=True)
+    with pytest.raises(ConfigError, match="broken_plugin.py"):  # said again on the next look-up
+        runtime.load(tmp_path)
+    monkeypatch.setenv(env, os.environ[env].rsplit(os.pathsep, 1)[0])
+    assert load_plugins("backends", force=True)  # the others stay loaded
 
 
 def test_unregistering_the_plugin_removes_it(tmp_path):

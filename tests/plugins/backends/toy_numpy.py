@@ -1,5 +1,6 @@
-"""The test suite's plug-in target, runtime half: runs the ``.toy`` files `toy_numpy_converter`
-writes (a chain of Linear / ReLU steps in an ``.npz`` archive) with numpy. No torch.
+"""The test suite's plug-in target, runtime half: runs the ``.toy`` files that
+tests/plugins/targets/toy_numpy.py writes (a chain of Linear / ReLU steps in an ``.npz`` archive)
+with numpy. No torch: an app with the runtime alone opens them.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The test suite's plug-in target, converter half: a chain of `nn.Linear` / ReLU layers written
-as one ``model.toy`` file (a numpy ``.npz`` archive) that `toy_numpy_backend` runs with numpy.
+as one ``model.toy`` file (a numpy ``.npz`` archive) that tests/plugins/backends/toy_numpy.py
+runs with numpy.
 
-It exists to prove that a target is two new files: the conftest loads every module in
-tests/plugins/ through ``EDGESDK_PLUGINS``, and every suite parametrized over
-``edgesdk.targets()`` picks the target up. It declares what it takes (`unsupported`), so suites
+It exists to prove that a target is two new files: the conftest loads tests/plugins/targets/ and
+tests/plugins/backends/ through ``EDGESDK_TARGETS`` / ``EDGESDK_BACKENDS`` (`runtime.plugins`),
+and every suite parametrized over ``edgesdk.targets()`` picks the target up. It declares what it takes (`unsupported`), so suites
 whose model has other ops get a typed skip from the target itself.
 """
 
