@@ -2,7 +2,8 @@
 
 The per-target quantization recipes live in each target's converter (one line per decision,
 citing the measurement); this module only answers "which scheme for this model here", from the
-``recommended_by_kind`` table each converter keeps (``benchmarks/int8_recipes.py`` measures it).
+``recommended_by_kind`` table each converter keeps (``benchmarks/int8_recipes.py`` measures it) and
+its ``fp32_for_float_activation_convs`` (CNNs whose int8 measured slower than fp32).
 `quantize="auto"` (`edgesdk.auto`) still times every scheme and confirms or overrules the guess.
 
 Example::
@@ -56,17 +57,15 @@ def model_kind(module: nn.Module) -> str:
     return "transformer" if attention else "mlp"
 
 
-# Conv models whose activations ONNX Runtime's int8 (QDQ) graph cannot fuse into QLinearConv:
-# HardSwish (HardSigmoid x Mul) and SiLU (Sigmoid x Mul) then run in float between
-# Dequantize/QuantizeLinear pairs, unfused and outside the NCHWc layout. ORT per-op profile (zoo
-# artifacts, 2 threads, 2026-12-02 06:03, loaded machine): MobileNetV3-small fp32 Conv 17.6 ms + rest
-# 5.1; int8 QLinearConv 11.3 + HardSigmoid/Mul/Q/DQ/ReduceMean 29.1. EfficientNet-B0 fp32 Conv 51.8 +
-# fused SiLU 18.2; int8 QLinearConv 35.9 + DQ/Mul/ReduceMean/Sigmoid/Q 79.6. Side by side on a quiet
-# machine the int8-static p50 was 1.98x and 1.47x fp32 (benchmarks/zoo.py profile, RESULTS.md), so
-# fp32 is recommended there: int8 shrinks the file but runs slower.
+# Conv models whose HardSwish / SiLU activations a target's int8 graph cannot fuse run them in
+# float between dequantize / quantize pairs, and may run slower than fp32: a converter that
+# measured so sets ``fp32_for_float_activation_convs`` to the reason (onnx-cpu: ORT per-op profile
+# of the zoo artifacts, 2 threads, 2026-12-02 06:03, loaded machine: MobileNetV3-small fp32 Conv
+# 17.6 ms + rest 5.1; int8 QLinearConv 11.3 + HardSigmoid/Mul/Q/DQ/ReduceMean 29.1. EfficientNet-B0
+# fp32 Conv 51.8 + fused SiLU 18.2; int8 QLinearConv 35.9 + DQ/Mul/ReduceMean/Sigmoid/Q 79.6. Side
+# by side on a quiet machine the int8-static p50 was 1.98x and 1.47x fp32: benchmarks/zoo.py
+# profile, RESULTS.md), and fp32 is recommended there: int8 shrinks the file but runs slower.
 FLOAT_ACTIVATIONS = (nn.Hardswish, nn.SiLU)
-FLOAT_ACTIVATION_CONV_FP32 = {"onnx-cpu": "ONNX Runtime runs HardSwish/SiLU in float between Q/DQ pairs "
-                                          "(measured 1.47-1.98x fp32 p50 on EfficientNet-B0 and MobileNetV3-small)"}
 
 
 def _conv_with_float_activations(module: nn.Module) -> bool:
@@ -84,8 +83,8 @@ def recommendation(target: str, module: nn.Module | None = None) -> tuple[str | 
     if module is None:
         return conv.recommended, f"{target}'s general recommendation (no model given)"
     kind = model_kind(module)
-    if kind != "transformer" and target in FLOAT_ACTIVATION_CONV_FP32 and _conv_with_float_activations(module):
-        return "fp32", f"{target}: {FLOAT_ACTIVATION_CONV_FP32[target]}"
+    if kind != "transformer" and conv.fp32_for_float_activation_convs and _conv_with_float_activations(module):
+        return "fp32", f"{target}: {conv.fp32_for_float_activation_convs}"
     rec = conv.recommended_by_kind.get(kind)
     if rec:
         return rec, f"{target}'s choice for {kind} models"

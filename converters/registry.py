@@ -53,6 +53,9 @@ class Converter:
     # per kind of model ("conv" | "transformer" | "mlp", converters.recipes.model_kind) where the
     # measured-fastest scheme differs from ``recommended``
     recommended_by_kind: dict = {}
+    # why fp32 is recommended for conv models with HardSwish / SiLU activations (their int8 measured
+    # slower here: converters.recipes), or None
+    fp32_for_float_activation_convs: str | None = None
     default_tolerance: dict = {}  # scheme -> (atol, rtol) when the device computes at lower precision
     float_compute = "fp32"  # "fp16": fp32 graphs run at fp16 there (generation models: converters.fp16_compute)
     description: str = ""

@@ -73,7 +73,8 @@ def _add_model_commands(sub, common) -> None:
                                    "(model, example_inputs)) and verify it against PyTorch.")
     s.add_argument("model", help="FILE.pt2 | MODULE:FUNCTION | path/to/file.py:FUNCTION")
     s.add_argument("--target", "-t", action="append", required=True,
-                   help="target name (repeatable), 'all', or 'auto': convert to every target that runs here with "
+                   help="target name (repeatable), 'all' (every registered target; one that cannot take the model "
+                        "is listed as skipped, with why), or 'auto': convert to every target that runs here with "
                         "each scheme, gate, profile, and keep the fastest that passed; see `edgesdk targets`")
     s.add_argument("--device", choices=["cpu", "npu", "gpu"],
                    help="with --target auto: only this device class's targets")

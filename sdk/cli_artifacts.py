@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from edgesdk.runtime.errors import ConfigError
+from edgesdk.runtime.errors import ConfigError, UnsupportedModelError
 from edgesdk.loaders import load_model_spec
 from edgesdk.progress import Progress
 
@@ -88,13 +88,19 @@ def cmd_convert(args) -> int:
     results = []
     for t in targets:
         name = args.name if args.name and len(targets) == 1 else None
-        art = edgesdk.convert(model, example, t, quantize=args.quantize, out_dir=args.out,
-                          name=name or f"{stem}-{t}" + ("" if args.quantize == "fp32" else f"-{args.quantize}"),
-                          atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
-                          calibration=args.calib, eval_data=args.eval, max_drop=args.max_drop,
-                          auto_fallback=args.auto_fallback, min_calibration=args.min_calibration,
-                          prompt_lengths=args.prompt_lengths,
-                          progress=lambda s, t=t: prog.stage(f"{t}: {s}"), **kwargs, **options)
+        try:
+            art = edgesdk.convert(model, example, t, quantize=args.quantize, out_dir=args.out,
+                              name=name or f"{stem}-{t}" + ("" if args.quantize == "fp32" else f"-{args.quantize}"),
+                              atol=args.atol, rtol=args.rtol, verify_samples=args.verify_samples,
+                              calibration=args.calib, eval_data=args.eval, max_drop=args.max_drop,
+                              auto_fallback=args.auto_fallback, min_calibration=args.min_calibration,
+                              prompt_lengths=args.prompt_lengths,
+                              progress=lambda s, t=t: prog.stage(f"{t}: {s}"), **kwargs, **options)
+        except UnsupportedModelError as e:  # --target all: a target that cannot take the model says why
+            if args.target != ["all"]:
+                raise
+            results.append({"target": t, "quantize": args.quantize, "skipped": str(e)})
+            continue
         v, q = art.verification, art.manifest.quantization
         row = {"path": str(art.path), "target": t, "quantize": args.quantize, "size_bytes": art.size_bytes,
                "max_abs_err": v["max_abs_err"], "min_cosine": v["min_cosine"],
@@ -106,11 +112,15 @@ def cmd_convert(args) -> int:
             row.update(gate=q["gate"], kept_float=[k["layer"] for k in q["kept_float"]],
                        outputs=v["outputs"], calibration=q.get("calibration"), eval=q.get("eval"))
         results.append(row)
+    if all("skipped" in r for r in results):
+        raise UnsupportedModelError("no registered target can take this model: " + "; ".join(r["skipped"] for r in results))
     if args.json:
         emit_json(results if len(results) > 1 else results[0])
     else:
         for r in results:
-            if r["max_abs_err"] is None:
+            if "skipped" in r:
+                print(f"{r['target']}: skipped ({r['skipped']})")
+            elif r["max_abs_err"] is None:
                 print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, {r['quantize']}; {r['verification_kind']})")
             elif "gate" in r:
                 g = r["gate"]
@@ -128,7 +138,7 @@ def cmd_convert(args) -> int:
             else:
                 print(f"{r['path']}  ({r['size_bytes'] / 1024:.1f} KiB, verified: max |diff| {r['max_abs_err']:.2e}, "
                       f"cosine {r['min_cosine']:.6f})")
-            for note in r["notes"]:
+            for note in r.get("notes", ()):
                 print(f"  note: {note}")
     return 0
 

@@ -156,6 +156,7 @@ def test_cnn_with_hardswish_or_silu_recommends_fp32_on_onnx_cpu():
         cnn = nn.Sequential(nn.Conv2d(3, 16, 3), act(), nn.Conv2d(16, 16, 3), nn.Flatten(), nn.Linear(16, 4))
         scheme, why = recommendation("onnx-cpu", cnn)
         assert scheme == "fp32" and "float between Q/DQ" in why and "1.98x" in why
+        assert why.endswith(edgesdk.converters.get_converter("onnx-cpu").fp32_for_float_activation_convs)
         assert schemes_for(targets["onnx-cpu"], "recommended", module=cnn) == (["fp32"], [])
         for t in ("executorch-xnnpack", "litert-cpu"):
             assert recommended_scheme(t, cnn) == "int8-static"

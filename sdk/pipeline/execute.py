@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from edgesdk.runtime.errors import SdkError, ToleranceError
+from edgesdk.runtime.errors import SdkError, ToleranceError, UnsupportedModelError
 from edgesdk.cache import ArtifactCache, code_version, fingerprint, key_of
 from edgesdk.families import Runner
 from edgesdk.pipeline.config import PipelineConfig
@@ -141,6 +141,10 @@ def convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say, key: str | Non
         else:  # verification against PyTorch failed
             row.update(status="failed", message=f"ToleranceError: {_one_line(err)}")
             say(f"failed verification ({row.message[:160]})")
+        return row, None
+    except UnsupportedModelError as err:  # the target declared it cannot take this model: not a failure
+        row.update(status="skipped", message=_one_line(err))
+        say("skipped: the target cannot take this model")
         return row, None
     except SdkError as err:
         if cfg.quantize.on_fail == "error":
