@@ -9,7 +9,8 @@ One file per target backend, each registering itself with `@register_target`::
 
 A converter writes its ``backend`` into the manifest; the runtime opens the artifact with the
 backend registered under that name (`edgesdk.runtime.backends`). A new target is a converter
-class and a runtime backend, registered from their own files (tests/test_toy_target.py).
+class and a runtime backend, registered from their own files and loaded by entry point or
+environment variable (`edgesdk.runtime.plugins`; the test suite's tests/plugins/).
 
 Imports `runtime` (to verify what it wrote) and nothing else of ours. Heavy exporters
 (torch.onnx, ExecuTorch, litert-torch) are imported only inside the converter that needs them.

@@ -558,16 +558,8 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
             cannot_run = conv.run_unavailable()
             if cannot_run:  # convert-only target: no numbers can be measured here, say so
                 say(f"validating structure ({conv.name} cannot run here)")
-                manifest.quantization.update({
-                    "calibration": cal.describe() if cal else None, "eval": None,
-                    "gate": {"mode": "not run", "max_drop": threshold, "drop": None, "passed": None,
-                             "drop_basis": f"not evaluated: cannot run here ({cannot_run})"},
-                    "kept_float": [], "attempts": [], "sensitivity": top(ranking())})
-                manifest.verification = _structural(conv, workdir, programs, manifest, cannot_run)
-                write_manifest(workdir, manifest)
-                final = out_dir / name
-                publish(workdir, final)
-                return manifest, final
+                return _publish_unmeasured(conv, programs, manifest, workdir, out_dir / name, cannot_run,
+                                           cal, threshold, top(ranking()))
             sess = runtime.load(workdir, nan_policy="allow")
             if gen is not None:
                 say(f"accuracy gate: generating from {len(gen['eval_prompts'])} held-out prompts (fp32 and {quantize})")
@@ -577,15 +569,7 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
                 acc = _evaluate_programs(programs, sess, ev, metric)
                 acc["max_abs_err"] = max(r["max_abs_err"] for r in acc["outputs"])
             if tolerance is not None:  # a precision scheme (e.g. GPU fp16) also has an element-wise bound
-                t_atol, t_rtol = tolerance
-                for r in acc["outputs"]:
-                    r["ok"] = r["max_abs_err"] <= t_atol + t_rtol * r["ref_max_abs"]
-                acc.update(atol=t_atol, rtol=t_rtol, within_tolerance=all(r["ok"] for r in acc["outputs"]))
-                if not acc["within_tolerance"]:
-                    worst = "; ".join(f"{r['name']}: max |diff| {r['max_abs_err']:.3g}" for r in acc["outputs"]
-                                      if not r["ok"])
-                    raise ToleranceError(f"{conv.name} {quantize}: outputs differ from PyTorch beyond atol={t_atol:g}, "
-                                         f"rtol={t_rtol:g}: {worst}", acc)
+                _check_tolerance(conv, quantize, acc, tolerance)
             gate = (gen_calibration.judge_generation if gen is not None else judge)(acc, threshold, metric is not None)
             gate = gen_calibration.judge_programs(gate, acc.get("programs") or {}, bounds)
             passed = gate["passed"] is not False
@@ -627,6 +611,34 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
+
+
+def _publish_unmeasured(conv, programs, manifest: Manifest, workdir: Path, final: Path, why: str, cal,
+                        threshold, sensitivity: list) -> tuple[Manifest, Path]:
+    """A quantized artifact of a target that cannot run here: validated structurally, its gate
+    recorded as not run (and why), published."""
+    manifest.quantization.update({
+        "calibration": cal.describe() if cal else None, "eval": None,
+        "gate": {"mode": "not run", "max_drop": threshold, "drop": None, "passed": None,
+                 "drop_basis": f"not evaluated: cannot run here ({why})"},
+        "kept_float": [], "attempts": [], "sensitivity": sensitivity})
+    manifest.verification = _structural(conv, workdir, programs, manifest, why)
+    write_manifest(workdir, manifest)
+    publish(workdir, final)
+    return manifest, final
+
+
+def _check_tolerance(conv, quantize: str, acc: dict, tolerance: tuple) -> None:
+    """A precision scheme's element-wise bound on the gate's outputs (marks each row ``ok``);
+    ToleranceError naming the outputs beyond it."""
+    t_atol, t_rtol = tolerance
+    for r in acc["outputs"]:
+        r["ok"] = r["max_abs_err"] <= t_atol + t_rtol * r["ref_max_abs"]
+    acc.update(atol=t_atol, rtol=t_rtol, within_tolerance=all(r["ok"] for r in acc["outputs"]))
+    if not acc["within_tolerance"]:
+        worst = "; ".join(f"{r['name']}: max |diff| {r['max_abs_err']:.3g}" for r in acc["outputs"] if not r["ok"])
+        raise ToleranceError(f"{conv.name} {quantize}: outputs differ from PyTorch beyond atol={t_atol:g}, "
+                             f"rtol={t_rtol:g}: {worst}", acc)
 
 
 def _single_program_data(conv, prog, quantize, calibration, eval_data, min_calibration):

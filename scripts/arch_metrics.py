@@ -12,7 +12,10 @@ models/ ``edgesdk.models``, converters/ ``edgesdk.converters``); ``from P import
 submodule ``P.N`` when there is one, otherwise to ``P``. "Files that name a target" counts the source
 files of the four packages whose code holds the target's name or its runtime backend's name as a
 string constant, or imports its backend module (for a family: its plug-in module): a proxy for the
-files a new target or family must touch.
+files a new target or family must touch. "Plug-in targets" are those of tests/plugins/ (a converter
+in targets/, a backend in backends/, loaded by the test suite through `runtime.plugins`): for each,
+its own files there and the other files of the repository (packages, tests, scripts) naming it,
+its own test file ``tests/test_<converter file stem>_target.py`` aside.
 """
 
 from __future__ import annotations
@@ -227,6 +230,27 @@ def _registered(decorator: str, modules: dict) -> dict[str, Path]:
     return out
 
 
+def plugin_targets(root: Path = ROOT) -> dict[str, dict]:
+    """For each plug-in target in tests/plugins/targets/: ``{"own": files there and in
+    tests/plugins/backends/ naming it, "elsewhere": other .py files naming it}``."""
+    out = {}
+    plugins = root / "tests" / "plugins"
+    for path in sorted((plugins / "targets").glob("*.py")):
+        name = _registered("register_target", {path.stem: path})
+        for target in name:
+            own_test = root / "tests" / f"test_{path.stem}_target.py"
+            hits = []
+            for f in sorted(root.rglob("*.py")):
+                if f == own_test or ".venv" in f.parts or ".cache" in f.parts:
+                    continue
+                tree = ast.parse(f.read_text(encoding="utf-8"), str(f))
+                if any(isinstance(n, ast.Constant) and n.value == target for n in ast.walk(tree)):
+                    hits.append(f)
+            out[target] = {"own": [str(f.relative_to(root)) for f in hits if plugins in f.parents],
+                           "elsewhere": [str(f.relative_to(root)) for f in hits if plugins not in f.parents]}
+    return out
+
+
 def measure(root: Path = ROOT) -> dict:
     modules = module_files(root)
     graph = import_graph(modules)
@@ -239,6 +263,7 @@ def measure(root: Path = ROOT) -> dict:
     by_path = {path: mod for mod, path in modules.items()}
     families = {name: files_naming({name}, {by_path[path]}, modules)
                 for name, path in sorted(_registered("register_family", modules).items())}
+    plugins = plugin_targets(root)
     funcs = longest_functions(modules)
     sdk_files = longest_files("sdk")
     return {
@@ -253,10 +278,13 @@ def measure(root: Path = ROOT) -> dict:
         "sdk_files_over_400": sum(1 for n, _ in longest_files("sdk", 1000) if n > 400),
         "files_naming_a_target_max": max(len(v) for v in targets.values()),
         "files_naming_a_target": {k: len(v) for k, v in targets.items()},
+        "plugin_target_files": {k: f"{len(v['own'])} new, {len(v['elsewhere'])} existing"
+                                for k, v in plugins.items()},
         "files_naming_a_family_max": max(len(v) for v in families.values()),
         "files_naming_a_family": {k: len(v) for k, v in families.items()},
         "_detail": {"cycles": cyc, "private": [f"{a} imports {b}.{n} (line {ln})" for a, b, n, ln in priv],
-                    "functions": funcs, "sdk_files": sdk_files, "targets": targets, "families": families},
+                    "functions": funcs, "sdk_files": sdk_files, "targets": targets, "families": families,
+                    "plugin targets": {k: v["own"] + v["elsewhere"] for k, v in plugins.items()}},
     }
 
 
@@ -287,7 +315,7 @@ def main(argv=None) -> int:
         print("longest functions:")
         for n, where in detail["functions"]:
             print(f"  {n:4d} {where}")
-        for kind in ("targets", "families"):
+        for kind in ("targets", "families", "plugin targets"):
             print(f"files naming each of the {kind}:")
             for k, files in detail[kind].items():
                 print(f"  {k}: {' '.join(files)}")

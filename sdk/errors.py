@@ -2,5 +2,5 @@
 
 from edgesdk.runtime.errors import (  # noqa: F401
     ConfigError, ConversionError, ExecutionError, InputError, IntegrityError, SdkError,
-    TargetUnavailableError, ToleranceError,
+    TargetUnavailableError, ToleranceError, UnsupportedModelError,
 )
