@@ -14,7 +14,7 @@ files of the four packages whose code holds the target's name or its runtime bac
 string constant, or imports its backend module (for a family: its plug-in module): a proxy for the
 files a new target or family must touch. "Plug-in targets" are those of tests/plugins/ (a converter
 in targets/, a backend in backends/, loaded by the test suite through `runtime.plugins`): for each,
-its own files there and the other files of the repository (packages, tests, scripts) naming it,
+its own files there and the other files (packages, tests, scripts, benchmarks) naming it,
 its own test file ``tests/test_<converter file stem>_target.py`` aside.
 """
 
@@ -240,8 +240,9 @@ def plugin_targets(root: Path = ROOT) -> dict[str, dict]:
         for target in name:
             own_test = root / "tests" / f"test_{path.stem}_target.py"
             hits = []
-            for f in sorted(root.rglob("*.py")):
-                if f == own_test or ".venv" in f.parts or ".cache" in f.parts:
+            files = [f for folder in (*PACKAGES, "tests", "scripts", "benchmarks") for f in (root / folder).rglob("*.py")]
+            for f in sorted(files):
+                if f == own_test:
                     continue
                 tree = ast.parse(f.read_text(encoding="utf-8"), str(f))
                 if any(isinstance(n, ast.Constant) and n.value == target for n in ast.walk(tree)):

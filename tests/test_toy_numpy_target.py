@@ -133,3 +133,12 @@ def test_a_manifest_records_its_converters_own_tools():
         got = tool_versions(conv.convert_packages + conv.run_packages)
         assert (dist in got) == (importlib.util.find_spec(module) is not None)
         assert dist not in tool_versions()
+
+
+def test_adding_the_plugin_target_touches_no_existing_file():
+    """Its two files in tests/plugins/ are all it takes: nothing else in the packages, tests,
+    scripts or benchmarks names it (this test file aside)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import arch_metrics
+    assert arch_metrics.plugin_targets()["toy-numpy"] == {
+        "own": ["tests/plugins/backends/toy_numpy.py", "tests/plugins/targets/toy_numpy.py"], "elsewhere": []}
