@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesdk.runtime.errors import IntegrityError
+from edgesdk.runtime.plugins import load_plugins
 
 SCHEMA = "edgesdk.manifest/1"
 MANIFEST_NAME = "manifest.json"
@@ -268,6 +269,8 @@ def parse_manifest(text: str | bytes) -> Manifest:
     for key in ("name", "target", "format"):
         if not isinstance(d.get(key), str) or not d.get(key):
             raise IntegrityError(f"manifest.{key}: expected a non-empty string, got {d.get(key)!r}")
+    if d["format"] not in FORMATS.values():
+        load_plugins("backends")  # a plug-in backend may register it
     if d["format"] not in FORMATS.values():
         raise IntegrityError(f"manifest.format {d['format']!r} is not one of {sorted(set(FORMATS.values()))}")
     files_raw = d.get("files")

@@ -256,6 +256,7 @@ def _read_manifest(path: Path) -> Manifest:
 
 def resolve(path) -> tuple[Path, Manifest | None, Path | None]:
     """Return (artifact root, manifest or None, bare model file or None) for what a user passed."""
+    load_plugins("backends")  # a plug-in backend may add the format this artifact uses
     p = Path(path)
     if not p.exists():
         raise ConfigError(
@@ -302,7 +303,6 @@ def load(path, *, threads: int | None = None, nan_policy: str = "reject",
         raise ConfigError(f"threads must be a positive int, got {threads!r}")
     threads = threads or default_threads()
     t0 = time.perf_counter()
-    load_plugins("backends")  # a plug-in backend may add the format this artifact uses
     root, manifest, bare = resolve(path)
     if require_signature:
         if manifest is None:
