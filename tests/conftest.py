@@ -30,8 +30,6 @@ def _load_plugins() -> None:
         load_plugins(kind, force=True)
 
 
-_load_plugins()
-
 
 def _target_says_unsupported():
     """A target that cannot take a suite's model says so with UnsupportedModelError (its own
@@ -167,3 +165,4 @@ def converted(artifact_root):
 
 def pytest_configure(config):
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    _load_plugins()  # before collection: module-level target lists see the plug-ins
