@@ -30,7 +30,6 @@ def _load_plugins() -> None:
         load_plugins(kind, force=True)
 
 
-
 def _target_says_unsupported():
     """A target that cannot take a suite's model says so with UnsupportedModelError (its own
     `Converter.unsupported`): the test is skipped with that reason, in setup or in the test body."""
