@@ -30,6 +30,15 @@ def _load_plugins() -> None:
         load_plugins(kind, force=True)
 
 
+def cpu_targets(**declares) -> list[str]:
+    """Registered CPU targets that run natively here (plug-ins included), for suites parametrized
+    over them; ``declares`` keeps those whose converter sets each attribute so
+    (``cpu_targets(dynamic_shapes=True)``). Call at collection time (after `pytest_configure`)."""
+    from edgesdk.converters import get_converter, targets
+    return [t.name for t in targets() if t.device == "cpu" and t.runs == "yes"
+            and all(getattr(get_converter(t.name), k) == v for k, v in declares.items())]
+
+
 def _target_says_unsupported():
     """A target that cannot take a suite's model says so with UnsupportedModelError (its own
     `Converter.unsupported`): the test is skipped with that reason, in setup or in the test body."""

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from edgesdk import runtime
+from conftest import cpu_targets
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def _payload(path):
     return path / m["files"][0]["path"], m
 
 
-@pytest.mark.parametrize("target", ["onnx-cpu", "executorch-xnnpack", "litert-cpu"])
+@pytest.mark.parametrize("target", cpu_targets())
 def test_bit_flip_is_caught(copy, target):
     art = copy(target)
     payload, _ = _payload(art)

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from edgesdk import runtime
-from conftest import ROOT
+from conftest import ROOT, cpu_targets
 from hostile import build_corpus, run_corpus
 from edgesdk.runtime.signing import generate_keypair, sign_artifact
 from edgesdk.cli import main
 
-CPU = ["onnx-cpu", "executorch-xnnpack", "litert-cpu"]
+CPU = cpu_targets()
 
 
 @pytest.fixture

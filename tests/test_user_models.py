@@ -16,12 +16,12 @@ from torch import nn
 
 from edgesdk import runtime
 import edgesdk
-from conftest import ConvNet, cli_in_process
+from conftest import ConvNet, cli_in_process, cpu_targets
 from edgesdk.converters.convert import GateWarning
 from edgesdk.runtime.errors import ConfigError, InputError, IntegrityError, ToleranceError
 from edgesdk.runtime.manifest import parse_manifest
 
-CPU_TARGETS = ("onnx-cpu", "executorch-xnnpack", "litert-cpu")
+CPU_TARGETS = cpu_targets(dynamic_shapes=True)
 
 
 def _zoo(name):
