@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgesdk.runtime.errors import UnsupportedModelError
-from edgesdk.runtime.plugins import load_plugins
+from edgesdk.runtime.backends import BACKENDS
+from edgesdk.runtime.plugins import KINDS, load_plugins
 from edgesdk.runtime.registry import Registry
 
 TARGETS: Registry[type["Converter"]] = Registry("target")
@@ -85,6 +86,12 @@ class Converter:
         miss = cls.missing(cls.run_packages)
         if miss:
             return f"runtime package {', '.join(miss)} not installed; fix: {cls.install_hint}"
+        if not cls.backend:
+            return None
+        load_plugins("backends")  # a plug-in may register it
+        if cls.backend not in BACKENDS:
+            return (f"its runtime backend {cls.backend!r} is not registered here; fix: load the plug-in that "
+                    f"registers it ({KINDS['backends'][0]} or the {KINDS['backends'][1]!r} entry-point group)")
         return None
 
     @classmethod

@@ -64,13 +64,14 @@ def test_a_model_the_target_cannot_take_is_a_typed_error_before_export(tmp_path)
 def test_plugins_load_in_subprocesses_and_a_broken_one_says_which(tmp_path, monkeypatch):
     """A fresh interpreter (the CLI, a pipeline worker) loads the same plug-ins from the variables;
     one that fails to import is a ConfigError naming it and where it came from."""
+    env = KINDS["backends"][0]
     r = subprocess.run([sys.executable, "-m", "edgesdk.cli", "targets", "--json"], capture_output=True, text=True,
-                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), env: ""}, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "toy-numpy" in {t["name"] for t in json.loads(r.stdout)}
+    toy = {t["name"]: t for t in json.loads(r.stdout)}["toy-numpy"]  # the converter loaded; its backend not
+    assert not toy["runs_here"] and "its runtime backend 'toy-numpy' is not registered here" in toy["why_not"]
     bad = tmp_path / "broken_plugin.py"
     bad.write_text("raise RuntimeError('no device here')\n")
-    env = KINDS["backends"][0]
     monkeypatch.setenv(env, f"{os.environ[env]}{os.pathsep}{bad}")
     with pytest.raises(ConfigError, match=r"backend plug-in '.*broken_plugin.py' \(from EDGESDK_BACKENDS\) failed to "
                                           r"import: RuntimeError: no device here; fix: "):
