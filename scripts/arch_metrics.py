@@ -244,8 +244,9 @@ def plugin_targets(root: Path = ROOT) -> dict[str, dict]:
             for f in sorted(files):
                 if f == own_test:
                     continue
-                tree = ast.parse(f.read_text(encoding="utf-8"), str(f))
-                if any(isinstance(n, ast.Constant) and n.value == target for n in ast.walk(tree)):
+                text = f.read_text(encoding="utf-8")
+                if target in text and any(isinstance(n, ast.Constant) and n.value == target
+                                          for n in ast.walk(ast.parse(text, str(f)))):
                     hits.append(f)
             out[target] = {"own": [str(f.relative_to(root)) for f in hits if plugins in f.parents],
                            "elsewhere": [str(f.relative_to(root)) for f in hits if plugins not in f.parents]}
