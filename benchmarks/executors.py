@@ -120,9 +120,11 @@ def table(root: Path) -> None:
         if w.is_file():
             res[ex] = json.loads(w.read_text())
             res[ex]["results"] = lockfile.read(root / ex / "out")
-    if "serial" not in res:
-        raise SystemExit("run the serial step first")
-    base = res["serial"]["results"]
+    if not res:
+        raise SystemExit(f"no runs under {root}: run a step first")
+    # without a serial run (~16 min on 2 cores) the table has no ratio and no comparison
+    serial = res.get("serial")
+    base = (serial or next(iter(res.values())))["results"]
     print(f"machine: {base['machine']['cpu']}, {base['machine']['usable_cores']} usable cores; "
           f"torch {base['versions']['torch']}")
     for ex, r in res.items():
@@ -133,10 +135,10 @@ def table(root: Path) -> None:
         t = r["results"]["timings"]
         status = Counter(a["status"] for a in r["results"]["artifacts"])
         print(f"{ex:<8} {r['date']:<21} {int(r['wall_s'] // 60):>5d}m{int(r['wall_s'] % 60):02d}s "
-              f"{r['wall_s'] / res['serial']['wall_s']:>9.2f} {t.get('distill_s', 0):>9.0f} {t.get('convert_s', 0):>9.0f} "
+              + (f"{r['wall_s'] / serial['wall_s']:>9.2f}" if serial else f"{'-':>9}") + f" {t.get('distill_s', 0):>9.0f} {t.get('convert_s', 0):>9.0f} "
               f"{t.get('profile_s', 0):>9.0f}  " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())))
     for ex, r in res.items():
-        if ex == "serial":
+        if ex == "serial" or serial is None:
             continue
         diffs = _differences(_by_key(lockfile.comparable(base)), _by_key(lockfile.comparable(r["results"])))
         known = [d for d in diffs if _converter_nondeterminism(d, base, diffs)]

@@ -2,7 +2,9 @@
 
 Four conversions of a model write the same fp32 `.tflite`: `litert-cpu` fp32, `litert-cpu`'s
 quantized schemes (they quantize that file), and `litert-gpu` fp32 and fp16 (the GPU runs the
-CPU twin's file). Inside `shared_exports(folder)` the first of them exports and leaves a copy in
+CPU twin's file). Likewise three write the same fp32 ONNX program: `onnx-cpu` fp32, its quantized
+schemes and `qnn-htp` (each quantizes or compiles that file; single-file exports only: a model
+whose weights go to external data exports in each conversion). Inside `shared_exports(folder)` the first of them exports and leaves a copy in
 ``folder``; the others copy it (a few ms instead of seconds to minutes for a generation model).
 Processes share the folder: a file lock per export makes a second process wait for the first
 one's result rather than export the same thing at the same time.
@@ -75,9 +77,12 @@ def fingerprint(kind: str, programs: dict) -> str:
     return h.hexdigest()
 
 
-def reuse(kind: str, version: str, programs: dict, path: Path, export: Callable[[], dict]) -> dict:
+def reuse(kind: str, version: str, programs: dict, path: Path, export: Callable[[], dict],
+          keep: Callable[[dict], bool] = lambda facts: True) -> dict:
     """``export()`` writes ``path`` and returns JSON-able facts; inside `shared_exports` the
-    first call per fingerprint runs it and keeps a copy, later ones copy ``path`` back instead."""
+    first call per fingerprint runs it and keeps a copy, later ones copy ``path`` back instead.
+    ``keep(facts)`` False: this export is not kept (e.g. it wrote files beside ``path``), so the
+    next call exports again."""
     if _FOLDER is None:
         return export()
     import fcntl
@@ -91,6 +96,8 @@ def reuse(kind: str, version: str, programs: dict, path: Path, export: Callable[
             shutil.copyfile(entry / "payload", path)
             return json.loads(done.read_text())["facts"]
         facts = export()
+        if not keep(facts):
+            return facts
         tmp = _FOLDER / f".{key}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

@@ -63,7 +63,23 @@ def _export_with(exporter: str, program, path: Path) -> None:
 
 def export_onnx(program, path: Path, exporter: str | None = None) -> tuple[list[str], dict]:
     """Export one program to `path` with ``exporter`` (default: dynamo, falling back to TorchScript
-    when dynamo fails); returns the files written (model plus external data) and what was used."""
+    when dynamo fails); returns the files written (model plus external data) and what was used.
+    Inside the pipeline, conversions of one model share a single-file export (`converters.export_memo`)."""
+    from edgesdk.converters import export_memo
+    # the default (None) is dynamo with a TorchScript fallback: it shares dynamo's exports, and keeps
+    # its own only when dynamo made it
+    facts = export_memo.reuse(f"onnx|{exporter or 'dynamo'}", torch.__version__, {program.name: program}, Path(path),
+                              lambda: _facts(*_export_onnx(program, Path(path), exporter), path=Path(path)),
+                              keep=lambda f: f["kept"])
+    return ([Path(path).name] if facts["kept"] else facts["files"]), facts["info"]
+
+
+def _facts(files: list[str], info: dict, path: Path) -> dict:
+    # kept for later conversions only as one file (weights in external data would need renaming)
+    return {"files": files, "info": info, "kept": files == [path.name] and "fallback_from" not in info}
+
+
+def _export_onnx(program, path: Path, exporter: str | None = None) -> tuple[list[str], dict]:
     order = EXPORTERS if exporter is None else (exporter,)
     errors = []
     for name in order:

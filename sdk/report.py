@@ -61,7 +61,14 @@ def _quality(r) -> str:
     d = r.get("quality_drop")
     if d is not None:
         s += " (±0)" if abs(d) < 5e-5 else f" ({-d:+.4f})"
-    return s
+    return s + (" †" if r.get("quality_subset") else "")
+
+
+def _subset_notes(arts) -> list[str]:
+    """One line per subset that some rows' quality was measured on (emulated-NPU generation)."""
+    subsets = sorted({(r["target"], r["quality_subset"]["samples"]) for r in arts if r.get("quality_subset")})
+    return [f"† quality on {samples} ({target}: one generation takes seconds on the emulator); Δ against fp32 "
+            f"PyTorch on the same subset" for target, samples in subsets]
 
 
 def _placement(r) -> str:
@@ -229,7 +236,8 @@ def render_html(results: dict, plots: list[dict]) -> str:
                  "share of this machine's fp32 GEMM peak at the same thread count; "
                  "placement = share of compute on the NPU (QNN), in the delegate (XNNPACK/Vulkan) or on the "
                  "GPU.</li>"
-                 + "".join(f"<li>{e(LABEL_NOTES[n])}</li>" for n in notes) + "</ul>")
+                 + "".join(f"<li>{e(LABEL_NOTES[n])}</li>" for n in notes)
+                 + "".join(f"<li>{e(t)}</li>" for t in _subset_notes(arts)) + "</ul>")
     gen = generation_rows(results)
     if gen:
         parts.append("<h2>Generation: time to first token and per token</h2><p class=\"meta\">For generation "
@@ -306,7 +314,7 @@ def render_md(results: dict, plots: list[dict], plot_dir: str = "plots") -> str:
     lines += ["", "| " + " | ".join(HEADERS) + " |", "|" + "|".join("---" for _ in HEADERS) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in summary_rows(results)]
     notes = sorted({r["runs"] for r in arts if r["runs"] in LABEL_NOTES})
-    lines += [""] + [f"- {LABEL_NOTES[n]}" for n in notes]
+    lines += [""] + [f"- {LABEL_NOTES[n]}" for n in notes] + [f"- {t}" for t in _subset_notes(arts)]
     gen = generation_rows(results)
     if gen:
         lines += ["", "## Generation: time to first token and per token", "",

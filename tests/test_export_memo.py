@@ -33,3 +33,20 @@ def test_one_export_serves_every_litert_conversion_with_identical_bytes(tmp_path
     assert fp16.manifest.quantization["scheme"] == "fp16" and fp16.size_bytes < fp32.size_bytes
     edgesdk.convert(model, ex, "litert-cpu", out_dir=tmp_path / "after", name="m")  # outside the block: exports
     assert len(calls) == 3
+
+
+def test_one_onnx_export_serves_onnx_cpu_and_qnn_htp_with_identical_bytes(tmp_path, monkeypatch):
+    from edgesdk.converters import onnx_cpu
+    model, ex = make_model("mlp")
+    alone = {s: edgesdk.convert(model, ex, "onnx-cpu", quantize=s, out_dir=tmp_path / "alone", name=s)
+             for s in ("fp32", "int8-dynamic")}
+    calls = []
+    real = onnx_cpu._export_onnx
+    monkeypatch.setattr(onnx_cpu, "_export_onnx", lambda *a: calls.append(1) or real(*a))
+    with export_memo.shared_exports(tmp_path / "exports"):
+        shared = {s: edgesdk.convert(model, ex, "onnx-cpu", quantize=s, out_dir=tmp_path / "shared", name=s)
+                  for s in ("fp32", "int8-dynamic")}
+        npu = edgesdk.convert(model, ex, "qnn-htp", out_dir=tmp_path / "shared", name="npu")
+    assert len(calls) == 1 and npu.manifest.verification["passed"]
+    for s in alone:  # what a separate export gives, byte for byte (the quantized file too)
+        assert _sha(shared[s].path / "model.onnx") == _sha(alone[s].path / "model.onnx")

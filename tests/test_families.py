@@ -38,3 +38,25 @@ def test_generation_family_through_the_pipeline(family, tmp_path):
     assert results["artifacts"][0]["generation"]["prompt_tokens"] == 64
     html = res.report_html.read_text()
     assert "Generation: time to first token and per token" in html
+
+
+def test_emulated_npu_generation_quality_on_the_familys_subset(tmp_path):
+    """On the emulated NPU a generation takes seconds: the row scores the family's spread subset of
+    held-out windows, against fp32 PyTorch on that same subset, and says so in the row and report."""
+    from edgesdk.families.base import spread
+    assert spread(list(range(12)), 4) == [0, 3, 6, 9] and spread([1, 2], 5) == [1, 2]
+    cfg = {"name": "smoke-mamba-npu", "distill": [{"family": "mamba", "steps": 3, "options": {
+               "windows": 3, "continuation": 6, "prompt_lengths": [32], "emulator_windows": 1}}],
+           "targets": ["qnn-htp", "onnx-cpu"], "quantize": {"schemes": ["fp32"]},
+           "profile": {"warmup": 1, "iters": 3, "per_op": False, "threads": 1, "isolate": False},
+           "output": {"dir": str(tmp_path / "out"), "cache": str(tmp_path / "cache")}}
+    res = edgesdk.pipeline(cfg, progress=False)
+    rows = {r["target"]: r for r in res.rows}
+    npu, cpu = rows["qnn-htp"], rows["onnx-cpu"]
+    assert npu["status"] == "ok" and cpu["status"] == "ok", [(r["target"], r.get("message")) for r in res.rows]
+    assert npu["quality_subset"]["samples"] == "1 of 3 held-out windows"
+    sub = npu["quality_subset"]["fp32_quality"]
+    assert npu["quality_drop"] == pytest.approx(sub - npu["quality"], abs=1e-12)
+    assert cpu.get("quality_subset") is None and cpu["quality"] == pytest.approx(cpu["fp32_quality"], abs=1e-9)
+    md = res.report_md.read_text()
+    assert "† quality on 1 of 3 held-out windows (qnn-htp" in md

@@ -223,3 +223,28 @@ def test_a_precision_scheme_with_prompts_converts_where_layers_cannot_be_kept_in
     art = edgesdk.convert(m, None, "executorch-vulkan", quantize="fp16", calibration=prompts[:12],
                           eval_data=prompts[12:], out_dir=tmp_path, auto_fallback=True, max_drop=0.05)
     assert art.manifest.quantization["scheme"] == "fp16" and not art.manifest.quantization["kept_float"]
+
+
+@pytest.mark.slow  # an int8-dynamic export with its gate, then every prompt scored: ~2 min on a busy machine
+def test_teacher_forcing_is_skipped_only_where_it_cannot_change_the_figure(teacher, tmp_path):
+    """The gate skips the teacher-forced pass for a prompt whose greedy tokens equal fp32's (its
+    inputs would be the greedy run's own): the agreement must equal scoring every prompt."""
+    from edgesdk import runtime
+    from edgesdk.runtime.generate import generate, score
+    art = edgesdk.convert(teacher, None, "onnx-cpu", quantize="int8-dynamic", calibration=_prompts(8, "train"),
+                          out_dir=tmp_path, max_drop=None)
+    programs = collect(teacher, None)
+    sess = runtime.load(art.path)
+    prompts = [np.asarray(p) for p in _prompts(6, length=24)]
+    acc = gc.evaluate_generation(programs, sess, prompts, new_tokens=NEW)
+    ref = gc.Reference(programs)
+    hits = total = exact = 0
+    for ids in prompts:
+        r = generate(ref, ids, NEW).tokens
+        s = score(sess, ids, r)
+        hits, total = hits + sum(s["correct"]), total + len(s["correct"])
+        if generate(sess, ids, NEW).tokens == r:
+            exact += 1
+            assert all(s["correct"])    # the premise of the shortcut, on a real runtime
+    assert exact >= 1                   # the shortcut was taken at least once
+    assert acc["teacher_forced_agreement"] == hits / total

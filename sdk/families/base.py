@@ -29,6 +29,9 @@ A family is a function registered by name that takes a `FamilyContext` and retur
 - ``quality(run) -> float`` scores a student (higher is better) through a `Runner`: the fp32
   PyTorch module and every converted artifact that runs here get the same function.
   ``reference_quality`` is the fp32 teacher/reference on the same data (None if not meaningful).
+- ``quality_subset`` (optional): ``(function, "4 of 12 held-out windows")``, the same metric on a
+  spread subset, used for generation artifacts on an emulated NPU (one generation takes seconds
+  there); their rows compare it with fp32 on the same subset and say so (``quality_subset``).
 - Students implementing ``edge_programs()`` pass ``example_inputs=None``.
 """
 
@@ -151,6 +154,9 @@ class FamilyResult:
                                         # (token id lists) for generation models (edge_generation)
     eval_data: list | None = None       # input tuples (or held-out prompts) for the quantization gate
     info: dict = field(default_factory=dict)
+    # (quality function, what it scores): the same metric on a spread subset of the held-out data,
+    # used where one generation takes seconds (an emulated NPU) and compared with fp32 on that subset
+    quality_subset: tuple[Callable[[Runner], float], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,12 @@ def get_family(name: str) -> Family:
 def accuracy(logits: np.ndarray, labels) -> float:
     y = np.asarray(labels)
     return float((np.asarray(logits).argmax(-1) == y).mean()) if len(y) else float("nan")
+
+
+def spread(items: list, n: int) -> list:
+    """``n`` of ``items`` spread evenly over the list (all of them when ``n >= len(items)``)."""
+    k = len(items)
+    return list(items) if n >= k else [items[(i * k) // n] for i in range(n)]
 
 
 def family_options(ctx: "FamilyContext", family: str, valid: tuple) -> dict:

@@ -45,6 +45,8 @@ class Entry:
     prompt_lengths: list | None = None    # generation models: edgesdk.convert(..., prompt_lengths=)
     multi: bool = False                   # several programs (edge_programs) rather than one forward
     fp32_quality: float | None = None     # the quality function on the fp32 PyTorch module
+    quality_subset: Any = None            # (quality function, "4 of 12 ...") for devices where a run takes seconds
+    fp32_quality_subset: float | None = None
     weights_sha256: str | None = None
     n_params: int | None = None
 
@@ -58,6 +60,9 @@ class Entry:
             # thread at every op (the encdec student's 40 greedy decodes: the run's critical path)
             with torch_threads(1):
                 self.fp32_quality = float(self.quality(Runner.pytorch(self.module, self.example_inputs)))
+                if self.quality_subset is not None:
+                    self.fp32_quality_subset = float(self.quality_subset[0](Runner.pytorch(self.module,
+                                                                                           self.example_inputs)))
         self.weights_sha256 = fingerprint(self.module)
         self.n_params = sum(p.numel() for p in self.module.parameters())
         return self
@@ -190,7 +195,8 @@ def _distill(spec, cfg: PipelineConfig, base: Path, user_model, progress: Progre
                    f"(cache: {len(cache.hits)} hit, {len(cache.misses)} trained); reference {res.metric} "
                    + (f"{res.reference_quality:.4f}" if res.reference_quality is not None else "n/a"))
     return [Entry(family=fam.name, name=name, module=_eval(st), example_inputs=res.example_inputs,
-                  quality=res.quality, metric=res.metric, reference_quality=res.reference_quality,
+                  quality=res.quality, quality_subset=res.quality_subset, metric=res.metric,
+                  reference_quality=res.reference_quality,
                   reference=res.reference, calibration=res.calibration,
                   calibration_source=f"{fam.name} family data", eval_data=res.eval_data,
                   profile_programs=res.info.get("profile_programs"), info=res.info)

@@ -238,7 +238,8 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
         warmup = warmup if warmup == "auto" else min(warmup, max(1, warmup // 5))
         iters = min(iters, max(5, iters // 5))
     threads = cfg.profile.threads
-    if "generation" in art.manifest.extra and "simulated" in (row.runs or ""):
+    emulated_generation = "generation" in art.manifest.extra and "simulated" in (row.runs or "")
+    if emulated_generation:
         # an emulated NPU runs one generation step in ~0.1-1 s of host time and its latency is not a
         # phone's: three whole generations after one warm-up, on one thread (no sweep)
         warmup, iters, threads = 1, min(iters, 3), 1
@@ -272,9 +273,16 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
         row.program_profiles = {k: {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms,
                                     "samples_ms": [round(x, 6) for x in r.samples_ms], "ops": _top_ops(r)}
                                 for k, r in reps.items()}
-    if e.quality is not None:
+    quality, fp32_quality = e.quality, row.fp32_quality
+    if emulated_generation and e.quality_subset is not None and e.quality is not None:
+        # one generation takes seconds on the emulator: the family's spread subset of its held-out
+        # data, compared with fp32 PyTorch on the same subset (the row says which)
+        quality, note = e.quality_subset
+        fp32_quality = e.fp32_quality_subset
+        row.quality_subset = {"samples": note, "fp32_quality": fp32_quality}
+    if quality is not None:
         try:
-            row.quality = float(e.quality(Runner.artifact(art.path, threads=rep.threads)))
+            row.quality = float(quality(Runner.artifact(art.path, threads=rep.threads)))
         except Exception as err:  # a quality function that cannot run on this artifact: say so, keep going
             row.quality_error = f"{type(err).__name__}: {_one_line(err)[:300]}"
     elif row.gate is not None and row.gate.get("drop") is not None:
@@ -283,7 +291,7 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
     elif row.min_cosine is not None:
         row.quality = row.min_cosine
         row.metric = "min cosine vs fp32"
-    if row.quality is not None and row.fp32_quality is not None:
-        row.quality_drop = row.fp32_quality - row.quality
-    if row.quality is not None and row.reference_quality is not None:
+    if row.quality is not None and fp32_quality is not None:
+        row.quality_drop = fp32_quality - row.quality
+    if row.quality is not None and row.reference_quality is not None and row.quality_subset is None:
         row.quality_vs_reference = row.quality - row.reference_quality

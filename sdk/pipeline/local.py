@@ -163,7 +163,8 @@ class LocalExecutor(Executor):
             import dataclasses
 
             from edgesdk.pipeline.worker import dump_entry
-            self.blobs[entry_index] = dump_entry(dataclasses.replace(self.entries[entry_index], quality=None))
+            self.blobs[entry_index] = dump_entry(dataclasses.replace(self.entries[entry_index], quality=None,
+                                                                       quality_subset=None))
         return self.blobs[entry_index]
 
     def _dispatch(self) -> None:

@@ -90,6 +90,7 @@ class Row:
     program_profiles: dict | None = None
     quality_error: str | None = None
     quality_drop: float | None = None
+    quality_subset: dict | None = None      # quality on a subset of the held-out data (emulated-NPU generation)
     quality_vs_reference: float | None = None
     profiled_on: dict | None = None         # host, device (and Ray node) that measured the latency
     attempts: list | None = None            # earlier tries that a lost worker ended, when there were any
