@@ -38,16 +38,59 @@ def quantize_qnn(src: Path, dst: Path, scheme: str, *, input_names, calibration,
 
     pre = dst.with_name("model.qnnpre.onnx")
     model_in = pre if qnn_preprocess_model(str(src), str(pre)) else src
+    untied_path = dst.with_name("model.untied.onnx")
+    untied = untie_head(model_in, untied_path)
+    if untied:
+        model_in = untied_path
     blocked = nodes_of_modules(model_in, exclude)
     act = getattr(QuantType, ACTIVATIONS[scheme])
     cfg = get_qnn_qdq_config(str(model_in), Reader(input_names, calibration), activation_type=act,
                              weight_type=QuantType.QUInt8, nodes_to_exclude=blocked or None)
     quantize(str(model_in), str(dst), cfg)
-    if pre.exists():
-        pre.unlink()
-    return {"tool": "onnxruntime.quantization get_qnn_qdq_config + quantize", "format": "QDQ",
+    for tmp in (pre, untied_path):
+        if tmp.exists():
+            tmp.unlink()
+    info = {"tool": "onnxruntime.quantization get_qnn_qdq_config + quantize", "format": "QDQ",
             "activations": f"{ACTIVATIONS[scheme][1:].lower()} per-tensor (min-max)", "weights": "uint8",
             "nodes_kept_float": blocked}
+    if untied:
+        info["untied_heads"] = untied
+    return info
+
+
+def untie_head(src: Path, dst: Path) -> list[dict]:
+    """Give a head that shares its table with an embedding Gather (tied weights) its own copy.
+
+    Why: the quantizer scales a table shared with a Gather as an activation (uint16, asymmetric
+    with 16-bit activations), and the HTP's FullyConnected refuses a 16-bit weight that is not
+    symmetric ("incorrect Value -34350, expected equal to -32768"), so the head fell back to the
+    CPU. Its own copy is quantized as a weight (uint8). Same values; writes ``dst`` only when a
+    head was untied, and returns what was done."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for x in n.input:
+            if x in inits:
+                readers.setdefault(x, []).append(n)
+    done = []
+    for name, nodes in readers.items():
+        init = inits[name]
+        gathers = [n for n in nodes if n.op_type == "Gather" and n.input[0] == name]
+        heads = [n for n in nodes if n.op_type in ("Gemm", "MatMul") and n.input[1] == name]
+        if init.data_type != TensorProto.FLOAT or len(init.dims) != 2 or not gathers or not heads:
+            continue
+        copy = numpy_helper.from_array(numpy_helper.to_array(init).copy(), name + "_head")  # (V, D)
+        graph.initializer.append(copy)
+        for n in heads:
+            n.input[1] = copy.name
+        done.append({"table": name, "shape": list(init.dims), "head_nodes": [n.name for n in heads]})
+    if done:
+        onnx.save(model, str(dst))
+    return done
 
 
 def compile_epcontext(model: Path, ctx: Path, provider_options: dict) -> None:
