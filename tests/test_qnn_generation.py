@@ -125,6 +125,26 @@ def test_token_check_rejects_an_artifact_that_generates_other_tokens(mamba_fp32)
     assert "greedy agreement" in fp16_compute.message("qnn-htp", rec)
 
 
+def test_mamba_w8a16_programs_compose_whole_on_the_htp(tmp_path):
+    # Quantized Mamba used to fail to compose: the SSD mask's -inf fill cannot be scaled to 16 bits
+    # (QNN refused the Where node, error 6007), and the tied head's table, scaled as a 16-bit
+    # activation for the embedding Gather, was an asymmetric 16-bit weight the HTP's
+    # FullyConnected refuses (the head fell back to the CPU). Quality on the trained student:
+    # benchmarks/qnn_generation.py quality (RESULTS.md).
+    from edgesdk.converters.onnx_cpu import export_onnx
+    from edgesdk.converters.programs import collect
+    from edgesdk.converters.qnn_htp import quantize_qnn
+    from edgesdk.runtime import qnn
+    for p in collect(_small_mamba(), None):
+        fp32, q = tmp_path / f"{p.name}.fp32.onnx", tmp_path / f"{p.name}.onnx"
+        export_onnx(p, fp32)
+        info = quantize_qnn(fp32, q, "uint16-static", input_names=p.input_names, calibration=[p.example_inputs],
+                            exclude=[])
+        assert [u["table"] for u in info["untied_heads"]] == ["model.lm_head.weight"], info
+        place = qnn.placement(q, [t.numpy() for t in p.example_inputs])
+        assert place["fraction"] == 1.0 and place["cpu_fallback"] == [], (p.name, place)
+
+
 @pytest.mark.slow
 def test_explicit_tolerance_keeps_the_element_wise_check(tmp_path):
     m = _small_mamba()
