@@ -169,3 +169,11 @@ def test_accelerator_profile_reports_every_run_with_its_ops(tmp_path):
     for total, ops in zip(p["cycles"], p["op_cycles"]):
         assert 0 < ops["mm"] <= total and all(v >= 0 for v in ops.values())
     assert all(us > 0 for us in p["execute_us"])
+
+
+def test_generation_models_get_w8a16_on_the_htp():
+    # the demo's `schemes: recommended` for a model with several programs: fp32 and w8a16
+    from edgesdk.pipeline import schemes_for
+    t = {t.name: t for t in edgesdk.targets()}["qnn-htp"]
+    assert schemes_for(t, "recommended", multi_program=True) == (["fp32", "uint16-static"], [])
+    assert schemes_for(t, "recommended") == (["fp32", "uint8-static"], [])   # one program: uint8
