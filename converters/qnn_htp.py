@@ -10,6 +10,10 @@ Options (``edgesdk.convert(..., option=value)``):
   the ops that fell back to CPU.
 - ``soc_model`` / ``htp_arch``: the phone to compile the EPContext model for (default
   Snapdragon 8 Gen 3: soc_model 57, htp_arch 75).
+
+Generation models (several programs) get w8a16 (``uint16-static``) by default. Quantized Mamba failed to
+compose on the HTP because of a -inf mask fill that cannot be scaled to 16 bits (now a 0/1 multiply in
+models/mamba.py) and because its tied head had an asymmetric 16-bit table (`untie_head`).
 """
 
 from __future__ import annotations
