@@ -91,7 +91,9 @@ def cycle_scaling(base=(256, 512, 512), runs: int = 7, tmp: Path | None = None) 
 
 
 def scales(rows: list[dict]) -> bool:
-    return all(SCALE_RATIO[0] <= r["cycles_ratio"] <= SCALE_RATIO[1] for r in rows[1:]) \
+    """Every doubled case within SCALE_RATIO of base, every case's spread within SCALE_SPREAD, over
+    at least 3 runs each (one run has no spread to judge)."""
+    return all(len(r["cycles"]) >= 3 for r in rows) and all(SCALE_RATIO[0] <= r["cycles_ratio"] <= SCALE_RATIO[1] for r in rows[1:]) \
         and all(r["cycles_spread"] <= SCALE_SPREAD for r in rows)
 
 

@@ -48,8 +48,8 @@ class Converter:
     quantization: tuple = ("fp32",)
     calibrated: tuple = ()        # schemes that need calibration data
     recommended: str | None = None  # the quantized scheme to deploy by default (None: the first one)
-    # the same for models with several programs (prefill + step), which cannot be calibrated per
-    # program yet: an uncalibrated scheme, or None for fp32 only
+    # the same for models with several programs (prefill + step; a calibrated scheme needs
+    # calibration prompts, `converters.gen_calibration`), or None for fp32 only
     recommended_multi_program: str | None = None
     # per kind of model ("conv" | "transformer" | "mlp", converters.recipes.model_kind) where the
     # measured-fastest scheme differs from ``recommended``

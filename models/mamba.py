@@ -115,10 +115,10 @@ def segsum_exp(a: torch.Tensor) -> torch.Tensor:
     cs = torch.cumsum(a, dim=-1)
     diff = cs[..., :, None] - cs[..., None, :]                                # (..., T, T)
     idx = torch.arange(T, device=a.device)
-    causal = idx[:, None] >= idx[None, :]
-    # a 0-d fill tensor: a full_like one was folded into a (b, h, c, q, q) constant by the exporters,
-    # and a Python scalar (where.ScalarOther) is an op Core ML's converter lacks
-    return torch.exp(torch.where(causal, diff, diff.new_full((), float("-inf"))))
+    causal = (idx[:, None] >= idx[None, :]).to(a.dtype)                       # (T, T) 1 on/below the diagonal
+    # masked by multiplying with 0/1 rather than a -inf fill: the same values, but a quantizer
+    # cannot scale a -inf tensor (QNN's HTP then refuses the Where node), and no Where node is left
+    return torch.exp(diff * causal) * causal
 
 
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
