@@ -138,6 +138,22 @@ def op_scopes(path, modules) -> list[str]:
     return scopes
 
 
+def module_scopes(path, module: str) -> tuple[str, list[str]]:
+    """(the name matched, op scopes) for keeping one torch module in float. LiteRT names tensors by the
+    modules the traced forward passed through, so a block reached by iterating a ModuleList (Mamba's
+    ``model.blocks.2.mixer.in_proj``) appears without its index and root (``.../Mamba2Mixer_mixer/
+    Linear_in_proj``): leading parts are dropped until a suffix matches, which keeps that module of every
+    block in float (more than asked, never less). None matching: ``(module, [])``."""
+    parts = module.split(".")
+    for i in range(len(parts)):
+        if parts[i].isdigit():
+            continue
+        scopes = op_scopes(path, [".".join(parts[i:])])
+        if scopes:
+            return ".".join(parts[i:]), scopes
+    return module, []
+
+
 def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibration, exclude,
                     int8_ops: str = "compute") -> dict:
     """Quantize an fp32 .tflite with ai-edge-quantizer (float I/O kept where the scheme allows)."""
@@ -170,9 +186,12 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
         qt = quantizer.Quantizer(str(src), rm.get_quantization_recipe())
         desc = {"tool": "ai-edge-quantizer static (int8 weights and activations)", "weights": "int8 per-channel",
                 "activations": "int8 per-tensor static", "ops": list(STATIC_OPS)}
-    for scope in op_scopes(src, exclude) if exclude else []:
+    matched = {m: module_scopes(src, m) for m in exclude or []}
+    for scope in sorted({s for _, scopes in matched.values() for s in scopes}):
         qt.update_quantization_recipe(regex="^" + re.escape(scope) + "$", operation_name="*",
                                       algorithm_key="no_quantize")
+    if any(as_ != m for m, (as_, _) in matched.items()):  # said in the manifest: more may stay float than asked
+        desc["modules_matched_as"] = {m: {"as": as_, "ops": len(scopes)} for m, (as_, scopes) in matched.items()}
     result = None
     if qt.need_calibration:
         data = {}
