@@ -24,6 +24,11 @@ SINGLE_SIGNATURE = "serving_default"
 # - FULLY_CONNECTED and convolutions only: one partition, the rest float inside XNNPACK: 0.50x fp32.
 #   (MobileNetV3-small with random weights stays slow and collapses in int8 either way: not fixed.)
 STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+# int8-dynamic keeps depthwise convolutions float: their weights are k x C (Mamba's conv1d: 4 x 384, 1% of
+# the student), but the hybrid kernel quantizes their activations per tensor; with every other group float,
+# an int8 conv1d alone cost the Mamba student 5.3 points of greedy agreement (92.7% vs 98.0%, 40 held-out
+# prompts; benchmarks/litert_groups.py)
+DYNAMIC_FLOAT_OPS = ("DEPTHWISE_CONV_2D",)
 
 
 def export_tflite(programs, path) -> dict[str, str]:
@@ -168,14 +173,11 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
         desc = {"tool": "ai-edge-quantizer float_casting", "weights": "float16"}
     elif scheme == "int8-dynamic":
         qt = quantizer.Quantizer(str(src), recipe.dynamic_wi8_afp32())
-        # depthwise convolutions stay float: their weights are k x C (Mamba's conv1d: 4 x 384, 1% of the
-        # student), but the hybrid kernel quantizes their activations per tensor; with everything else
-        # float, an int8 conv1d alone cost the Mamba student 5.3 points of greedy agreement (92.7% vs 98.0%,
-        # 40 held-out prompts, one module group int8 at a time)
-        qt.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.DEPTHWISE_CONV_2D,
-                                      algorithm_key="no_quantize")
+        for op in DYNAMIC_FLOAT_OPS:
+            qt.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                          algorithm_key="no_quantize")
         desc = {"tool": "ai-edge-quantizer dynamic_wi8_afp32", "weights": "int8 per-channel",
-                "activations": "int8 dynamic", "float_ops": ["DEPTHWISE_CONV_2D"]}
+                "activations": "int8 dynamic", "float_ops": list(DYNAMIC_FLOAT_OPS)}
     elif scheme == "int8-weight":
         qt = quantizer.Quantizer(str(src), recipe.weight_only_wi8_afp32())
         desc = {"tool": "ai-edge-quantizer weight_only_wi8_afp32", "weights": "int8 per-channel",
