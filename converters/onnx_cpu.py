@@ -155,19 +155,26 @@ def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exc
         info = QUANTIZERS[kind](src, dst, blocked=blocked, input_names=input_names, calibration=calibration,
                                 int8_ops=int8_ops, keep_float=heads)
         if heads and kind is Int8Static:
-            info["tied_head"] = _dynamic_head(dst, heads)
+            info["tied_head"] = _dynamic_head(dst, [t["table"] + "_head_t" for t in tied_tables if t["head_nodes"]])
     finally:
         if tied_tables:
             src.unlink()
     return {**info, "tied_tables": tied_tables}
 
 
-def _dynamic_head(path: Path, heads: list[str]) -> str:
+def _dynamic_head(path: Path, weights: list[str]) -> str:
     """Quantize the static model's tied head like int8-dynamic does (int8 per-channel weights, activations
     quantized per call), in place. Its fp32 copy was 0.09 of the encdec student's int8-static payload
     (133 KB of 1.64 MB; benchmarks/generation_quant.py), and int8-dynamic's per-channel head keeps
     98.2% greedy agreement where a per-tensor static one flips argmaxes."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    # by the weight it reads: the static pass may rename the node (a Gemm head became '<name>_MatMul')
+    graph = onnx.load(str(path), load_external_data=False).graph
+    heads = [n.name for n in graph.node if n.op_type in DYNAMIC_OPS and set(n.input) & set(weights)]
+    del graph
+    if not heads:  # an empty nodes_to_quantize would mean every node
+        return "float (no MatMul/Gemm reads the head's copy)"
     tmp = path.with_name(path.stem + ".head.onnx")
     root = logging.getLogger()
     level = root.level
