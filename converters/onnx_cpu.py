@@ -169,9 +169,11 @@ def _dynamic_head(path: Path, weights: list[str]) -> str:
     98.2% greedy agreement where a per-tensor static one flips argmaxes."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    # by the weight it reads: the static pass may rename the node (a Gemm head became '<name>_MatMul')
+    # by the weight it reads; ONNX Runtime's quantizer turns a Gemm into a MatMul named '<name>_MatMul'
+    # before it matches nodes_to_quantize, so both names go in (Mamba's head is a Gemm: it stayed fp32)
     graph = onnx.load(str(path), load_external_data=False).graph
     heads = [n.name for n in graph.node if n.op_type in DYNAMIC_OPS and set(n.input) & set(weights)]
+    heads += [h + "_MatMul" for h in heads]
     del graph
     if not heads:  # an empty nodes_to_quantize would mean every node
         return "float (no MatMul/Gemm reads the head's copy)"
@@ -181,7 +183,7 @@ def _dynamic_head(path: Path, weights: list[str]) -> str:
     root.setLevel(logging.ERROR)  # its "model is already quantized" warning: expected, the QDQ body is
     try:
         quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_quantize=list(heads), op_types_to_quantize=list(DYNAMIC_OPS))
+                         nodes_to_quantize=heads, op_types_to_quantize=list(DYNAMIC_OPS))
     finally:
         root.setLevel(level)
     tmp.replace(path)

@@ -29,6 +29,11 @@ class TiedLM(nn.Module):
         return self.lm_head(torch.tanh(self.mix(self.wte(ids))))
 
 
+class TiedLM2D(TiedLM):
+    def forward(self, ids):  # ids (B, T) -> logits (B*T, V): a head on 2-D input exports as a Gemm
+        return self.lm_head(torch.tanh(self.mix(self.wte(ids))).reshape(-1, D))
+
+
 @pytest.fixture(scope="module")
 def tied_onnx(tmp_path_factory):
     from edgesdk.converters.onnx_cpu import export_onnx
@@ -89,8 +94,9 @@ def test_int8_dynamic_onnx_has_no_fp32_embedding_and_no_node_metadata(tmp_path):
 
 def test_int8_static_reads_int8_embedding_rows_and_quantizes_the_tied_head_per_channel(tmp_path):
     """Static QDQ would give the logits one uint8 scale (argmaxes flip): the head is left out of the static
-    pass and quantized as int8-dynamic does (per-channel weights, activations per call)."""
-    model = TiedLM().eval()
+    pass and quantized as int8-dynamic does (per-channel weights, activations per call). A Gemm head, as
+    Mamba's: ONNX Runtime renames it when it turns it into a MatMul, and it once stayed fp32 that way."""
+    model = TiedLM2D().eval()
     cal = [(torch.randint(0, V, (1, 7)),) for _ in range(8)]
     q = edgesdk.convert(model, cal[0], "onnx-cpu", quantize="int8-static", calibration=cal, out_dir=tmp_path,
                         max_drop=None)
