@@ -7,7 +7,6 @@ the manifest's ``onnx_exporter`` says which one made each file and why the first
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -150,44 +149,16 @@ def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exc
         onnx.save(model, str(src))
     del model
     try:
-        # int8-static: a tied head stays out of the static pass (per-tensor uint8 logits flip argmaxes)
+        # int8-static keeps a tied head fp32: per-tensor uint8 logits flip argmaxes, and the head quantized
+        # as int8-dynamic does inside the static model cut the encdec student's greedy agreement from 99.7%
+        # to 43.9% (benchmarks/generation_quant.py, 2026-12-02 09:44; RESULTS.md)
         heads = [n for t in tied_tables for n in t["head_nodes"]] if kind is not Int8Dynamic else []
         info = QUANTIZERS[kind](src, dst, blocked=blocked, input_names=input_names, calibration=calibration,
                                 int8_ops=int8_ops, keep_float=heads)
-        if heads and kind is Int8Static:
-            info["tied_head"] = _dynamic_head(dst, [t["table"] + "_head_t" for t in tied_tables if t["head_nodes"]])
     finally:
         if tied_tables:
             src.unlink()
     return {**info, "tied_tables": tied_tables}
-
-
-def _dynamic_head(path: Path, weights: list[str]) -> str:
-    """Quantize the static model's tied head like int8-dynamic does (int8 per-channel weights, activations
-    quantized per call), in place. Its fp32 copy was 0.09 of the encdec student's int8-static payload
-    (133 KB of 1.64 MB; benchmarks/generation_quant.py), and int8-dynamic's per-channel head keeps
-    98.2% greedy agreement where a per-tensor static one flips argmaxes."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    # by the weight it reads; ONNX Runtime's quantizer turns a Gemm into a MatMul named '<name>_MatMul'
-    # before it matches nodes_to_quantize, so both names go in (Mamba's head is a Gemm: it stayed fp32)
-    graph = onnx.load(str(path), load_external_data=False).graph
-    heads = [n.name for n in graph.node if n.op_type in DYNAMIC_OPS and set(n.input) & set(weights)]
-    heads += [h + "_MatMul" for h in heads]
-    del graph
-    if not heads:  # an empty nodes_to_quantize would mean every node
-        return "float (no MatMul/Gemm reads the head's copy)"
-    tmp = path.with_name(path.stem + ".head.onnx")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # its "model is already quantized" warning: expected, the QDQ body is
-    try:
-        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_quantize=heads, op_types_to_quantize=list(DYNAMIC_OPS))
-    finally:
-        root.setLevel(level)
-    tmp.replace(path)
-    return "int8 per-channel weights, dynamic activations (as int8-dynamic)"
 
 
 def _fp16(src: Path, dst: Path, *, blocked, **_) -> dict:
