@@ -24,6 +24,11 @@ SINGLE_SIGNATURE = "serving_default"
 # - FULLY_CONNECTED and convolutions only: one partition, the rest float inside XNNPACK: 0.50x fp32.
 #   (MobileNetV3-small with random weights stays slow and collapses in int8 either way: not fixed.)
 STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+# int8-dynamic keeps depthwise convolutions float: their weights are k x C (Mamba's conv1d: 4 x 384, 1% of
+# the student), but the hybrid kernel quantizes their activations per tensor; with every other group float,
+# an int8 conv1d alone cost the Mamba student 5.3 points of greedy agreement (92.7% vs 98.0%, 40 held-out
+# prompts; benchmarks/litert_groups.py)
+DYNAMIC_FLOAT_OPS = ("DEPTHWISE_CONV_2D",)
 
 
 def export_tflite(programs, path) -> dict[str, str]:
@@ -138,6 +143,22 @@ def op_scopes(path, modules) -> list[str]:
     return scopes
 
 
+def module_scopes(path, module: str) -> tuple[str, list[str]]:
+    """(the name matched, op scopes) for keeping one torch module in float. LiteRT names tensors by the
+    modules the traced forward passed through, so a block reached by iterating a ModuleList (Mamba's
+    ``model.blocks.2.mixer.in_proj``) appears without its index and root (``.../Mamba2Mixer_mixer/
+    Linear_in_proj``): leading parts are dropped until a suffix matches, which keeps that module of every
+    block in float (more than asked, never less). None matching: ``(module, [])``."""
+    parts = module.split(".")
+    for i in range(len(parts)):
+        if parts[i].isdigit():
+            continue
+        scopes = op_scopes(path, [".".join(parts[i:])])
+        if scopes:
+            return ".".join(parts[i:]), scopes
+    return module, []
+
+
 def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibration, exclude,
                     int8_ops: str = "compute") -> dict:
     """Quantize an fp32 .tflite with ai-edge-quantizer (float I/O kept where the scheme allows)."""
@@ -152,8 +173,11 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
         desc = {"tool": "ai-edge-quantizer float_casting", "weights": "float16"}
     elif scheme == "int8-dynamic":
         qt = quantizer.Quantizer(str(src), recipe.dynamic_wi8_afp32())
+        for op in DYNAMIC_FLOAT_OPS:
+            qt.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                          algorithm_key="no_quantize")
         desc = {"tool": "ai-edge-quantizer dynamic_wi8_afp32", "weights": "int8 per-channel",
-                "activations": "int8 dynamic"}
+                "activations": "int8 dynamic", "float_ops": list(DYNAMIC_FLOAT_OPS)}
     elif scheme == "int8-weight":
         qt = quantizer.Quantizer(str(src), recipe.weight_only_wi8_afp32())
         desc = {"tool": "ai-edge-quantizer weight_only_wi8_afp32", "weights": "int8 per-channel",
@@ -170,9 +194,12 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
         qt = quantizer.Quantizer(str(src), rm.get_quantization_recipe())
         desc = {"tool": "ai-edge-quantizer static (int8 weights and activations)", "weights": "int8 per-channel",
                 "activations": "int8 per-tensor static", "ops": list(STATIC_OPS)}
-    for scope in op_scopes(src, exclude) if exclude else []:
+    matched = {m: module_scopes(src, m) for m in exclude or []}
+    for scope in sorted({s for _, scopes in matched.values() for s in scopes}):
         qt.update_quantization_recipe(regex="^" + re.escape(scope) + "$", operation_name="*",
                                       algorithm_key="no_quantize")
+    if any(as_ != m for m, (as_, _) in matched.items()):  # said in the manifest: more may stay float than asked
+        desc["modules_matched_as"] = {m: {"as": as_, "ops": len(scopes)} for m, (as_, scopes) in matched.items()}
     result = None
     if qt.need_calibration:
         data = {}

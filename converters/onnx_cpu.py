@@ -165,7 +165,9 @@ def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exc
         onnx.save(model, str(src))
     del model
     try:
-        # int8-static keeps a tied head in float as before (per-tensor uint8 logits flip argmaxes)
+        # int8-static keeps a tied head fp32: per-tensor uint8 logits flip argmaxes, and the head quantized
+        # as int8-dynamic does inside the static model cut the encdec student's greedy agreement from 99.7%
+        # to 43.9% (benchmarks/generation_quant.py, 2026-12-02 09:44; RESULTS.md)
         heads = [n for t in tied_tables for n in t["head_nodes"]] if kind is not Int8Dynamic else []
         info = QUANTIZERS[kind](src, dst, blocked=blocked, input_names=input_names, calibration=calibration,
                                 int8_ops=int8_ops, keep_float=heads)

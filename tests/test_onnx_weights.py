@@ -29,6 +29,11 @@ class TiedLM(nn.Module):
         return self.lm_head(torch.tanh(self.mix(self.wte(ids))))
 
 
+class TiedLM2D(TiedLM):
+    def forward(self, ids):  # ids (B, T) -> logits (B*T, V): a head on 2-D input exports as a Gemm
+        return self.lm_head(torch.tanh(self.mix(self.wte(ids))).reshape(-1, D))
+
+
 @pytest.fixture(scope="module")
 def tied_onnx(tmp_path_factory):
     from edgesdk.converters.onnx_cpu import export_onnx
@@ -75,6 +80,7 @@ def test_int8_dynamic_onnx_has_no_fp32_embedding_and_no_node_metadata(tmp_path):
     for art in (fp32, q):
         m = onnx.load(str(art.path / "model.onnx"))
         assert not any(n.metadata_props or n.doc_string for n in m.graph.node)
+        assert not m.graph.value_info                      # inner shapes: ONNX Runtime infers them
     m = onnx.load(str(q.path / "model.onnx"))
     assert _float_tables(m) == []                          # embedding int8 rows, head int8 per channel
     details = q.manifest.quantization["details"]                 # per program: what the manifest records
@@ -87,8 +93,9 @@ def test_int8_dynamic_onnx_has_no_fp32_embedding_and_no_node_metadata(tmp_path):
 
 
 def test_int8_static_reads_int8_embedding_rows_and_keeps_the_tied_head_float(tmp_path):
-    """Static QDQ would give the logits one uint8 scale (argmaxes flip): the head keeps its fp32 copy."""
-    model = TiedLM().eval()
+    """Static QDQ would give the logits one uint8 scale (argmaxes flip): the head keeps its fp32 copy. A Gemm
+    head, as Mamba's."""
+    model = TiedLM2D().eval()
     cal = [(torch.randint(0, V, (1, 7)),) for _ in range(8)]
     q = edgesdk.convert(model, cal[0], "onnx-cpu", quantize="int8-static", calibration=cal, out_dir=tmp_path,
                         max_drop=None)
@@ -98,3 +105,30 @@ def test_int8_static_reads_int8_embedding_rows_and_keeps_the_tied_head_float(tmp
     (d,) = q.manifest.quantization["details"].values()
     assert d["tied_tables"][0]["head_nodes"] and set(d["tied_tables"][0]["head_nodes"]) <= set(
         d["tied_weight_nodes_kept_float"])
+
+
+def test_identical_initializers_are_stored_once_and_the_graph_computes_the_same(tmp_path):
+    """The exporter writes one zeros state / causal mask per layer: one copy each, same outputs."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgesdk.converters.onnx_weights import strip_node_metadata
+    rng = np.random.default_rng(0)
+    same, other = rng.standard_normal((64, 64)).astype(np.float32), rng.standard_normal((64, 64)).astype(np.float32)
+    inits = [numpy_helper.from_array(same, "a"), numpy_helper.from_array(same.copy(), "b"),
+             numpy_helper.from_array(other, "c"), numpy_helper.from_array(same.astype(np.float64), "d")]
+    nodes = [helper.make_node("MatMul", ["x", "a"], ["y1"]), helper.make_node("MatMul", ["y1", "b"], ["y2"]),
+             helper.make_node("MatMul", ["y2", "c"], ["y3"]), helper.make_node("Cast", ["d"], ["d32"], to=1),
+             helper.make_node("Add", ["y3", "d32"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 64])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                                opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    feed = {"x": rng.standard_normal((64, 64)).astype(np.float32)}
+    want = ort.InferenceSession(str(path)).run(None, feed)[0]
+    assert strip_node_metadata(path) >= same.nbytes
+    m = onnx.load(str(path))
+    assert sorted(i.name for i in m.graph.initializer) == ["a", "c", "d"]  # float64 'd' differs by dtype
+    assert [n.input[1] for n in m.graph.node[:2]] == ["a", "a"]
+    np.testing.assert_array_equal(ort.InferenceSession(str(path)).run(None, feed)[0], want)
