@@ -8,25 +8,11 @@ passes through, and greedy agreement fell to 73.9% (converters/executorch_xnnpac
 import numpy as np
 import pytest
 import torch
+from test_onnx_weights import D, V, TiedLM  # the tied-table pattern (lm_head.weight = wte.weight)
 from torch import nn
 
 import edgesdk
 from edgesdk.converters.embedding_rows import Int8RowEmbedding, int8_rows, tied_heads
-
-V, D = 300, 64
-
-
-class TiedLM(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.wte = nn.Embedding(V, D)
-        self.mix = nn.Linear(D, D)
-        self.lm_head = nn.Linear(D, V, bias=False)
-        self.lm_head.weight = self.wte.weight  # tied
-
-    def forward(self, ids):  # ids (B, T) -> logits (B, T, V)
-        return self.lm_head(torch.tanh(self.mix(self.wte(ids))))
 
 
 def test_int8_rows_dequantize_only_the_rows_looked_up_within_half_a_step():
