@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     print(f"{len(tie)} of {len(steps)} recorded step calls are the tie state ('_' at position 1); "
           f"{args.prompts} held-out prompts x 32 tokens")
     print(text_table(["decode step", "margin s-c min", "median", "max", "flipped (margin < 0)", "argmax flips, all steps",
-                      "median max|logit err|"], rows, args.markdown))
+                      "median max abs logit error"], rows, args.markdown))
     return 0
 
 
