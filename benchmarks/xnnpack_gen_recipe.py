@@ -38,8 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    m = load_student(args.family, Path(args.students))[0]
-    held = load_student(args.family, Path(args.students))[2][:args.prompts]
+    m, _, held, _, _ = load_student(args.family, Path(args.students))
+    held = held[:args.prompts]
     want = [TorchPrograms(m).generate(p, 32).tokens for p in held]
     programs = collect(m, None)
     rows = []
