@@ -58,7 +58,7 @@ VERSION_PACKAGES = ("torch", "executorch", "torchao", "onnxruntime", "ai-edge-li
 SOURCES = ("models/encdec.py", "models/mamba.py", "models/generation.py", "converters/convert.py",
            "converters/gen_calibration.py", "converters/calibration.py", "converters/onnx_cpu.py",
            "converters/executorch_xnnpack.py", "converters/litert_cpu.py", "converters/onnx_weights.py",
-           "converters/litert_names.py")
+           "converters/litert_names.py", "converters/embedding_rows.py")
 MAMBA_PROMPT, MAMBA_CLASS, MAMBA_CONT = 64, 128, 32
 
 

@@ -1,0 +1,73 @@
+"""Embedding tables as int8 rows in torch programs (ExecuTorch), and which heads share a table.
+
+ExecuTorch's XNNPACK delegate has no gather, so an ``nn.Embedding`` runs on ExecuTorch's portable
+kernels and its table is stored beside the delegate, in fp32, even when every linear layer is int8.
+A language model's embedding is often tied to its output head: the int8 ``.pte`` then held the
+table twice (an fp32 copy for the lookup and an int8 copy for the head).
+
+`int8_rows` swaps every ``nn.Embedding`` of a module (a copy) for `Int8RowEmbedding`, which stores the
+table as int8 with one fp32 scale per row (symmetric, what the int8 head quantizer does per output
+channel) and dequantizes only the rows it looks up; the same maths as onnx-cpu's int8 Gather
+(`converters.onnx_weights`). `tied_heads` names the ``nn.Linear`` layers that share an embedding's
+weight, so a caller can keep them in float.
+
+>>> import torch
+>>> emb = torch.nn.Embedding(300, 64)
+>>> m, report = int8_rows(torch.nn.Sequential(emb))
+>>> report
+[{'module': '0', 'shape': [300, 64], 'lookup': 'int8 rows, one fp32 scale per row'}]
+>>> ids = torch.tensor([[1, 2, 299]])
+>>> bool((m(ids) - emb(ids)).abs().max() < emb.weight.abs().max() / 127)
+True
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MIN_TABLE_ELEMENTS = 1024  # below this a table is too small to matter
+
+
+class Int8RowEmbedding(nn.Module):
+    """``ids (...) -> (..., D)``: an embedding table (V, D) held as int8 rows, one scale per row."""
+
+    def __init__(self, emb: nn.Embedding):
+        super().__init__()
+        w = emb.weight.detach().float()                                           # (V, D)
+        scale = (w.abs().amax(1, keepdim=True) / 127).clamp(min=torch.finfo(torch.float32).tiny)  # (V, 1)
+        self.register_buffer("rows", torch.round(w / scale).clamp(-127, 127).to(torch.int8))       # (V, D)
+        self.register_buffer("scale", scale)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.rows).to(torch.float32) * F.embedding(ids, self.scale)
+
+
+def tied_heads(module: nn.Module) -> list[str]:
+    """Names of the ``nn.Linear`` layers whose weight is an ``nn.Embedding``'s (a tied output head)."""
+    tables = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+    return [name for name, m in module.named_modules() if isinstance(m, nn.Linear) and id(m.weight) in tables]
+
+
+def int8_rows(module: nn.Module, exclude=()) -> tuple[nn.Module, list[dict]]:
+    """A copy of ``module`` whose embeddings (of at least `MIN_TABLE_ELEMENTS`, not under ``exclude``
+    module names) read int8 rows (`Int8RowEmbedding`) -> (copy, [{module, shape, lookup}]). A head tied
+    to a swapped table keeps the fp32 weight (the tie is gone in the copy: the head owns it)."""
+    def excluded(name):
+        return any(name == e or name.startswith(e + ".") for e in exclude or ())
+    names = [n for n, m in module.named_modules() if isinstance(m, nn.Embedding)
+             and m.weight.numel() >= MIN_TABLE_ELEMENTS and not excluded(n)]
+    if not names:
+        return module, []
+    out = copy.deepcopy(module)
+    report = []
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        owner = out.get_submodule(parent) if parent else out
+        emb = getattr(owner, leaf)
+        setattr(owner, leaf, Int8RowEmbedding(emb))
+        report.append({"module": name, "shape": list(emb.weight.shape), "lookup": "int8 rows, one fp32 scale per row"})
+    return out, report
