@@ -5,6 +5,7 @@ Phases (each resumable; results accumulate in ``--out/zoo.json``, one row per mo
     python benchmarks/zoo.py convert [--models resnet18,bert-tiny] [--targets onnx-cpu] [--schemes fp32]
     python benchmarks/zoo.py convert --schemes int8 --budget-s 600   # recommended int8 per model kind
     python benchmarks/zoo.py convert --schemes int8-dynamic --models resnet18  # an extra scheme's rows
+    python benchmarks/zoo.py repair             # rows the default gate rejected, again with auto_fallback=True
     python benchmarks/zoo.py dynamic            # dynamic batch / sequence at three shapes per target
     python benchmarks/zoo.py profile --budget-s 780   # p50 of every converted artifact, until the budget
     python benchmarks/zoo.py recommend          # stamp int8 rows with the current recipe's recommendation
@@ -138,15 +139,8 @@ def convert_row(name: str, target: str, scheme: str, out: Path) -> dict:
     if recommended:
         row["recommended"] = True  # the zoo's int8 row: the recipe's scheme (or its int8 candidate)
         row.update(rec_info)
-    real = kw.pop("samples", None)  # a model with real data (MiniLM) is calibrated and gated on it
-    opts = dict(kw, verify_samples=1)  # the example + 1 random input set (the zoo runs ~200 conversions)
+    opts = _convert_options(kw, ex, scheme, row)
     if scheme != "fp32":
-        # in the artifact's input order (keyword inputs after the positional ones)
-        if real:
-            opts.update(calibration=real[:16], eval_data=real[16:])
-            row["data"] = f"real text: {len(real[:16])} calibration, {len(real[16:])} held-out sentences"
-        else:
-            opts.update(calibration=samples_like(ex, CALIBRATION, 10), eval_data=samples_like(ex, EVAL, 20))
         # the gate's figures are measured with the gate off and judged below with the default
         # thresholds (the same `judge` edgesdk.convert applies): a rejected artifact is kept so
         # that its p50 is still measured for the int8/fp32 baseline, and its row says rejected
@@ -195,6 +189,45 @@ def convert_row(name: str, target: str, scheme: str, out: Path) -> dict:
             row["error"] = "rejected by the default gate (edgesdk.convert raises ToleranceError): " + \
                 "; ".join(g.get("failing") or [])[:500]
     return row
+
+
+def _convert_options(kw: dict, ex, scheme: str, row: dict) -> dict:
+    """edgesdk.convert's options for a zoo row: a model with real data (MiniLM) is calibrated and
+    gated on it, the others on seeded random inputs shaped like the example."""
+    real = kw.pop("samples", None)
+    opts = dict(kw, verify_samples=1)  # the example + 1 random input set (the zoo runs ~200 conversions)
+    if scheme != "fp32":
+        # in the artifact's input order (keyword inputs after the positional ones)
+        if real:
+            opts.update(calibration=real[:16], eval_data=real[16:])
+            row["data"] = f"real text: {len(real[:16])} calibration, {len(real[16:])} held-out sentences"
+        else:
+            opts.update(calibration=samples_like(ex, CALIBRATION, 10), eval_data=samples_like(ex, EVAL, 20))
+    return opts
+
+
+def repair_row(name: str, target: str, scheme: str, out: Path) -> dict:
+    """What a user gets with ``auto_fallback=True`` for a row the default gate rejected: the same
+    conversion under the default gate, keeping the most sensitive layers in float (up to 4, the
+    SDK's default) until it passes. Returns the row's ``repair`` record."""
+    import edgesdk
+    from edgesdk.converters.programs import collect
+    model, example, kw = _build_once(name)
+    ex = collect(model, example or None, kw.get("example_kwargs"))[0].example_inputs
+    opts = _convert_options(kw, ex, scheme, {})
+    t0 = time.perf_counter()
+    try:
+        art = edgesdk.convert(model, example or None, target, quantize=scheme, out_dir=out / "artifacts",
+                              name=f"{name}-{target}-{scheme}-fallback", auto_fallback=True, **opts)
+    except Exception as e:
+        return {"status": "gate-failed" if type(e).__name__ == "ToleranceError" else "failed",
+                "error_class": type(e).__name__, "error": _short(e), "wall_s": round(time.perf_counter() - t0, 1)}
+    q = art.manifest.quantization or {}
+    gate = q.get("gate") or {}
+    kept = [k.get("layer", k) if isinstance(k, dict) else k for k in q.get("kept_float", [])]
+    return {"status": "ok" if gate.get("passed") else "not-scorable", "kept_float": kept,
+            "drop": gate.get("drop"), "min_cosine": (art.manifest.verification or {}).get("min_cosine"),
+            "path": str(art.path), "size_bytes": art.size_bytes, "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def _gate_from_error(e) -> dict:
@@ -335,6 +368,16 @@ def child(args) -> int:
 
 
 def _child_rows(args, out: Path) -> None:
+    if args.repair:
+        for pair in args.pairs:
+            target, scheme = pair.split(":")
+            try:
+                rep = repair_row(args.model, target, scheme, out)
+            except Exception as e:  # the model itself failed to build
+                rep = {"status": "failed", "error_class": type(e).__name__, "error": _short(e)}
+            print("ZOOREPAIR " + json.dumps({"key": row_key(args.model, target, scheme), "repair": rep},
+                                            default=str), flush=True)
+        return
     exported = set()  # targets whose fp32 row ran in this child
     for pair in args.pairs:
         target, scheme = pair.split(":")
@@ -380,6 +423,46 @@ def run_convert(args) -> int:
             _convert_model(name, pairs, out, args)
         finally:
             lock.unlink(missing_ok=True)
+    return 0
+
+
+def run_repair(args) -> int:
+    """Convert every row the default gate rejected again with ``auto_fallback=True`` (the repair a
+    user can ask for) and record the outcome under the row's ``repair``; one child per model."""
+    out = Path(args.out)
+    rows = load_results(out)["rows"]
+    todo: dict[str, list[str]] = {}
+    for r in rows.values():
+        if r["status"] == "gate-failed" and r["scheme"] != "fp32" and (args.redo or "repair" not in r) and \
+                (not args.models or r["model"] in args.models) and r["target"] in args.targets:
+            todo.setdefault(r["model"], []).append(f"{r['target']}:{r['scheme']}")
+    for name, pairs in sorted(todo.items()):
+        t0 = time.perf_counter()
+        cmd = [sys.executable, __file__, "_child", "--repair", "--model", name, "--pairs", ",".join(pairs),
+               "--out", str(out)]
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout * len(pairs))
+            lines, err = proc.stdout.splitlines(), proc.stderr
+        except subprocess.TimeoutExpired as e:
+            lines, err = (e.stdout or b"").decode(errors="replace").splitlines(), "Timeout"
+        got = set()
+        for line in lines:
+            if line.startswith("ZOOREPAIR "):
+                rec = json.loads(line[10:])
+                got.add(rec["key"])
+                res = load_results(out)
+                res["rows"][rec["key"]]["repair"] = rec["repair"]
+                save_results(out, res)
+                print(f"{rec['key']:<60} repair: {rec['repair']['status']} kept float: "
+                      f"{rec['repair'].get('kept_float')}", flush=True)
+        for p in pairs:
+            key = row_key(name, *p.split(":"))
+            if key not in got:
+                res = load_results(out)
+                res["rows"][key]["repair"] = {"status": "failed", "error_class": "crash", "error": err[-600:]}
+                save_results(out, res)
+        print(f"  {name}: {time.perf_counter() - t0:.0f}s", flush=True)
     return 0
 
 
@@ -625,8 +708,8 @@ def report(args) -> int:
     lines.append(f"{len(models)} of {len(ZOO)} registered models have rows; rows: {len(rows)} of "
                  f"{len(ZOO) * len(TARGETS) * 2} (models x CPU targets x {{fp32, int8}})")
     lines.append("")
-    lines.append("| target | scheme | converts | verified / passes gate | not scorable | gate failed | "
-                 "failed: SDK only | failed: backend too |")
+    lines.append("| target | scheme | converts | verified / passes gate | not scorable | gate failed "
+                 "(of which auto_fallback repairs) | failed: SDK only | failed: backend too |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for target in TARGETS:
         for kind in ("fp32", "int8"):
@@ -639,6 +722,8 @@ def report(args) -> int:
             ok = [r for r in rs if r["status"] == "ok"]
             ns = [r for r in rs if r["status"] == "not-scorable"]
             gf = [r for r in rs if r["status"] == "gate-failed"]
+            fixed = [r for r in gf if (r.get("repair") or {}).get("status") in ("ok", "not-scorable")]
+            tried = [r for r in gf if r.get("repair")]
             fail = [r for r in rs if r["status"] == "failed"]
             ours = [r for r in fail if r.get("raw_ok")]
             theirs = [r for r in fail if r.get("raw_ok") is False]
@@ -648,7 +733,8 @@ def report(args) -> int:
                 f"{x} ×{sum(r['scheme'] == x for r in rs)}" for x in schemes) + (
                 f" (of which the recipe deploys fp32 for {keep_fp32}: int8 measured slower)" if keep_fp32 else "")
             lines.append(f"| {target} | {scheme} | {len(conv)}/{n} ({100 * len(conv) / n:.0f}%) | {len(ok)} | "
-                         f"{len(ns)} | {len(gf)} | {len(ours)} | {len(theirs)} |")
+                         f"{len(ns)} | {len(gf)}" + (f" ({len(fixed)} of {len(tried)} tried)" if tried else "") +
+                         f" | {len(ours)} | {len(theirs)} |")
     lines.append("")
     lines.append("| model | family | target | scheme | status | max err / gate | conv s | size ratio | p50 ms | "
                  "int8/fp32 p50 | note |")
@@ -668,13 +754,18 @@ def report(args) -> int:
                 f"top-1 {g['top1_agreement'] * 100:.0f}%" if g.get("top1_agreement") is not None else "",
                 f"min cos {g['min_cosine']:.3f}" if g.get("min_cosine") is not None else "") if x)
         note = ""
+        rep = r.get("repair")
+        if rep:
+            note = (f"auto_fallback: {rep['status']}, {len(rep.get('kept_float') or [])} layer(s) kept float"
+                    + (f", size {rep['size_bytes'] / fp['size_bytes']:.2f}" if rep.get("size_bytes")
+                       and fp.get("size_bytes") else "") + "; ")
         if r["status"] == "failed":
-            note = f"{r.get('error_class')}: " + ("backend toolchain fails too" if r.get("raw_ok") is False else
+            note += f"{r.get('error_class')}: " + ("backend toolchain fails too" if r.get("raw_ok") is False else
                                                    "backend toolchain works: SDK bug" if r.get("raw_ok") else "")
         elif r.get("exporter_fallback"):
-            note = "TorchScript exporter (dynamo failed)"
+            note += "TorchScript exporter (dynamo failed)"
         elif r.get("delegated_fraction") is not None and r["delegated_fraction"] < 0.9 and r.get("outside_delegate"):
-            note = "outside XNNPACK: " + ", ".join(f"{o['op'].split('.')[-1]}×{o['count']}"
+            note += "outside XNNPACK: " + ", ".join(f"{o['op'].split('.')[-1]}×{o['count']}"
                                                    for o in r["outside_delegate"][:3])
         lines.append(f"| {r['model']} | {r.get('family', '')} | {r['target']} | {r['scheme']} | {r['status']} | "
                      f"{figure} | {_fmt(r.get('conversion_s'), '.1f')} | {_fmt(ratio, '.2f')} | "
@@ -757,8 +848,8 @@ def report(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["convert", "dynamic", "profile", "recommend", "margins", "report", "_child",
-                                     "_dynamic"])
+    p.add_argument("phase", choices=["convert", "repair", "dynamic", "profile", "recommend", "margins", "report",
+                                     "_child", "_dynamic"])
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--models", type=lambda s: s.split(","), default=None)
     p.add_argument("--model")
@@ -778,9 +869,10 @@ def main(argv=None) -> int:
                    help="profile: label of this timing run (default: its start time); --refresh-fp32 re-times fp32 rows "
                         "from other runs only, so a run cut by its budget resumes where it stopped")
     p.add_argument("--pairs", type=lambda s: s.split(","), default=[], help=argparse.SUPPRESS)
+    p.add_argument("--repair", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    return {"convert": run_convert, "dynamic": run_dynamic, "profile": run_profile, "recommend": run_recommend,
-            "margins": run_margins,
+    return {"convert": run_convert, "repair": run_repair, "dynamic": run_dynamic, "profile": run_profile,
+            "recommend": run_recommend, "margins": run_margins,
             "report": report,
             "_child": child, "_dynamic": dynamic_child}[a.phase](a)
 
