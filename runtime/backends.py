@@ -98,7 +98,7 @@ def unregister_backend(name: str) -> None:
     entry = BACKENDS.get(name) if name in BACKENDS else None
     BACKENDS.unregister(name)
     if entry is not None:
-        still = {f for _, e in BACKENDS.items() for f in e.formats} | set(_BUILTIN_FORMATS.values())
+        still = {f for _, e in BACKENDS.items() for f in e.formats} | set(BUILTIN_FORMATS.values())
         for suffix, fmt in list(FORMATS.items()):
             if fmt in entry.formats and fmt not in still:
                 del FORMATS[suffix]
@@ -125,7 +125,7 @@ def backend_for(fmt: str, target: str | None = None, backend: str | None = None)
     raise TargetUnavailableError(f"format {fmt!r} has no runtime backend here (runnable formats: {', '.join(runnable)})")
 
 
-_BUILTIN_FORMATS = dict(FORMATS)
+BUILTIN_FORMATS = dict(FORMATS)  # the formats the SDK opens without plug-ins (the Android core's set)
 _EXECUTORCH = "pip install 'edge-sdk-runtime[executorch]'"
 _LITERT = "pip install 'edge-sdk-runtime[litert]'"
 _COREML = "pip install 'coremltools>=9,<10' (Core ML runs on macOS)"
