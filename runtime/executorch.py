@@ -91,7 +91,10 @@ def registered_backend_names() -> list[str]:
 def load_program(path: Path, etdump: bool = False):
     try:
         with native_output("ExecuTorch"):
-            loaded = _Loaded(_C._load_program(str(path), enable_etdump=etdump, debug_buffer_size=0))
+            # InternalConsistency runs the flatbuffer verifier (the binding's default, Minimal, does not:
+            # a bit-flipped bare .pte then crashed the process instead of raising)
+            loaded = _Loaded(_C._load_program(str(path), enable_etdump=etdump, debug_buffer_size=0,
+                                              program_verification=_C.Verification.InternalConsistency))
     except Exception as e:
         raise IntegrityError(f"{path}: ExecuTorch could not load the program: {e}") from None
     _LIVE.add(loaded)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,9 +46,17 @@ def session_options(threads: int, profile_prefix: str | None = None) -> ort.Sess
     return so
 
 
+def inference_session(path: Path, so: ort.SessionOptions, **kwargs) -> ort.InferenceSession:
+    """``ort.InferenceSession`` with its Python-level prints sent to stderr: when a session fails to
+    build, ONNX Runtime prints an "EP Error" banner to stdout before retrying on its fallback
+    providers, which would land in an embedding app's (or a JSON-speaking child's) stdout."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return ort.InferenceSession(str(path), so, **kwargs)
+
+
 def _session(path: Path, threads: int, profile_prefix: str | None = None) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(str(path), session_options(threads, profile_prefix), providers=PROVIDERS)
+        return inference_session(path, session_options(threads, profile_prefix), providers=PROVIDERS)
     except Exception as e:  # ORT raises its own pybind exception types
         raise IntegrityError(f"{path}: ONNX Runtime could not load the model: {e}") from None
 

@@ -81,7 +81,7 @@ def session(path: Path, *, threads: int, provider_options: dict | None = None, c
             **{k: str(v) for k, v in (provider_options or {}).items()}}
     so.add_provider_for_devices([_qnn_device()], opts)
     try:
-        return ort.InferenceSession(str(path), so)
+        return _ort.inference_session(path, so)
     except Exception as e:
         msg = str(e)
         if "finalize QNN graph" in msg:

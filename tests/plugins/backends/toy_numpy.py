@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesdk.runtime.backends import register_backend
-from edgesdk.runtime.errors import ExecutionError
+from edgesdk.runtime.errors import ExecutionError, IntegrityError
 from edgesdk.runtime.manifest import FileEntry, Manifest, ProgramSpec, TensorSpec
 
 NAME = "toy-numpy"
@@ -21,9 +21,12 @@ class _Program:
     thread_safe = True
 
     def __init__(self, path: Path):
-        with np.load(path, allow_pickle=False) as z:
-            self.steps = [(op, z.get(f"w{i}"), z.get(f"b{i}")) for i, op in enumerate(z["ops"].tolist())]
-            self.input_shape = tuple(int(d) for d in z["input_shape"])
+        try:  # a damaged file is a typed error, as the contract asks of every backend
+            with np.load(path, allow_pickle=False) as z:
+                self.steps = [(op, z.get(f"w{i}"), z.get(f"b{i}")) for i, op in enumerate(z["ops"].tolist())]
+                self.input_shape = tuple(int(d) for d in z["input_shape"])
+        except Exception as e:  # zipfile / numpy raise their own types for a damaged archive
+            raise IntegrityError(f"{path}: not a readable .toy archive ({type(e).__name__}: {e})") from None
 
     def run(self, arrays):
         x = np.asarray(arrays[0], np.float32)  # (B, in)
