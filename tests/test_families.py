@@ -40,6 +40,7 @@ def test_generation_family_through_the_pipeline(family, tmp_path):
     assert "Generation: time to first token and per token" in html
 
 
+@pytest.mark.slow  # trains a tiny Mamba and runs the HTP emulator: ~35-75 s, the default suite is at its 15 min budget
 def test_emulated_npu_generation_quality_on_the_familys_subset(tmp_path):
     """On the emulated NPU a generation takes seconds: the row scores the family's spread subset of
     held-out windows, against fp32 PyTorch on that same subset, and says so in the row and report."""
