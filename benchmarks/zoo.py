@@ -665,8 +665,19 @@ def run_recommend(args) -> int:
                       flush=True)
     def stamp(cur):  # other workers may have added rows meanwhile
         for k, r in res["rows"].items():
-            if r.get("recommended") and k in cur["rows"]:
-                cur["rows"][k].update({x: r[x] for x in ("recommended_scheme", "recommendation") if x in r})
+            if not (r.get("recommended") and k in cur["rows"]):
+                continue
+            info = {x: r[x] for x in ("recommended_scheme", "recommendation") if x in r}
+            new = row_key(r["model"], r["target"], r.get("recommended_scheme") or "")
+            if r.get("recommended_scheme") not in (None, "fp32", r["scheme"]):
+                if new in cur["rows"]:  # the recipe moved to a scheme the zoo already measured: that row is the int8 row
+                    cur["rows"][k].pop("recommended", None)
+                    cur["rows"][new].update(recommended=True, **info)
+                    print(f"{r['model']:24s} {r['target']:20s} the int8 row is now {r['recommended_scheme']}")
+                    continue
+                print(f"{r['model']:24s} {r['target']:20s} recommended {r['recommended_scheme']} has no row: "
+                      f"convert --schemes {r['recommended_scheme']} --models {r['model']} --targets {r['target']}")
+            cur["rows"][k].update(info)
     update_results(out, stamp)
     return 0
 
