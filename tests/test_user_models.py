@@ -184,6 +184,15 @@ def test_t5_converts_to_onnx_through_the_torchscript_exporter(tmp_path):
     assert art.verification["passed"] and any("exporter 'dynamo' did not work" in n for n in art.summary())
 
 
+@pytest.mark.slow  # a BART export, dynamic quantization and two lowerings: ~1 min alone
+def test_bart_int8_dynamic_lowers_on_xnnpack_when_one_partitioner_forms_a_cycle(tmp_path):
+    model, example, _ = _zoo("bart-tiny")
+    art = edgesdk.convert(model, example, "executorch-xnnpack", quantize="int8-dynamic", out_dir=tmp_path,
+                          max_drop=None)
+    assert "dependency cycle" in art.manifest.extra["partitioning"]
+    assert art.manifest.quantization["gate"]["min_cosine"] > 0.9
+
+
 # ----------------------------------------------------------------------------- dynamic shapes
 
 @pytest.mark.parametrize("target", CPU_TARGETS)
