@@ -509,7 +509,12 @@ def _convert_model(name: str, pairs: list[str], out: Path, args) -> None:
 
 def _save_row(out: Path, r: dict) -> None:
     r.setdefault("run", time.strftime("%Y-%m-%d %H:xx UTC", time.gmtime()))  # provenance in reports
-    update_results(out, lambda res: res["rows"].__setitem__(row_key(r["model"], r["target"], r["scheme"]), r))
+    def put(res):  # a row converted again (--redo) stays the zoo's int8 row if it was
+        old = res["rows"].get(row_key(r["model"], r["target"], r["scheme"]), {})
+        if old.get("recommended"):
+            r.update({k: old[k] for k in ("recommended", "recommended_scheme", "recommendation") if k in old})
+        res["rows"][row_key(r["model"], r["target"], r["scheme"])] = r
+    update_results(out, put)
     print(f"{r['model']:24s} {r['target']:20s} {r['scheme']:12s} {r['status']:13s} {r.get('error_class', '')}",
           flush=True)
 
