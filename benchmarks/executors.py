@@ -157,12 +157,14 @@ def table(root: Path) -> None:
 
 _LINE = re.compile(r"^\[\s*([\d.]+)s\] (.*)$")
 _CONV = re.compile(r"^\[\d+/\d+\] (\S+ \S+ \S+): (.*)$")
+# "[profile 3] mlp-small litert-cpu fp32: measured in 0.5s (profile 0.4s, quality 0.1s)" (older logs: "(profile and quality)")
+_MEASURED = re.compile(r"^\[profile \d+\] (\S+ \S+ \S+): measured in ([\d.]+)s \((?:profile ([\d.]+)s, quality ([\d.]+)s|profile and quality)\)$")
 
 
 def timeline(log: Path) -> None:
     """Where a run's wall time went, from its progress log: each family's training, each
     conversion (start, end, worker), the profiling queue, and how busy the workers were."""
-    train, conv, workers, prof = {}, {}, {}, [None, None]
+    train, conv, workers, prof, measured = {}, {}, {}, [None, None], []
     for line in log.read_text().splitlines():
         m = _LINE.match(line)
         if not m:
@@ -174,6 +176,8 @@ def timeline(log: Path) -> None:
             train.setdefault(msg.split(":")[0], [t, None])[1] = t
         elif msg.startswith("[profile "):
             prof[0] = prof[0] if prof[0] is not None else t
+            if (pm := _MEASURED.match(msg)):
+                measured.append(pm.groups())
         elif msg.startswith("writing the report"):
             prof[1] = t
         elif (c := _CONV.match(msg)):
@@ -199,6 +203,10 @@ def timeline(log: Path) -> None:
             print(f"  {tag:<44} {a:7.1f} {b:7.1f} {b - a:6.1f}  {w}")
     if prof[0] is not None and prof[1] is not None:
         print(f"  profiling queue {prof[0]:7.1f} -> {prof[1]:7.1f}  ({prof[1] - prof[0]:6.1f} s)")
+    if measured:
+        print(f"  {'profile job':<44} {'s':>6} {'profile':>8} {'quality':>8}")
+        for tag, total, timing, quality in measured:
+            print(f"  {tag:<44} {float(total):6.1f} {timing or '-':>8} {quality or '-':>8}")
 
 
 def main(argv=None) -> int:
