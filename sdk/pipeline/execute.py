@@ -221,21 +221,34 @@ def finish(row: Row, job: Job) -> Row:
 
 
 def measure(row: Row, art, e, job: Job, cfg: PipelineConfig, warmup: int, iters: int, say, bar=None,
-            node: str | None = None) -> Row:
+            node: str | None = None, defer_quality: bool = False):
     """Profile the artifact on the job's device and score its quality; a profiling failure is
-    recorded in the row (``quantize.on_fail: error`` raises it)."""
+    recorded in the row (``quantize.on_fail: error`` raises it). Returns the row, or with
+    ``defer_quality`` ``(row, score)``: ``score()`` scores the quality into the row later (None
+    when the profile failed), so an executor can time every artifact first and then score several
+    at once (a score is correctness, not timing: it needs no quiet machine)."""
     t0 = time.perf_counter()
+    score = None
     try:
-        q_s = _profile_into(row, art, e, cfg, warmup, iters, say, bar, job.device)
-        total = time.perf_counter() - t0
-        say(f"measured in {total:.1f}s (profile {total - q_s:.1f}s, quality {q_s:.1f}s)")
+        score = _profile_into(row, art, e, cfg, warmup, iters, say, bar, job.device)
     except SdkError as err:
         if cfg.quantize.on_fail == "error":
             raise
         row.update(status="failed", message=f"profiling: {type(err).__name__}: {_one_line(err)}")
         say(row.message[:160])
     row.profiled_on = {"host": socket.gethostname(), "device": job.device, **({"node": node} if node else {})}
-    return row
+    done = None
+    if score is not None:
+        t_profile = time.perf_counter() - t0
+
+        def done():
+            t = time.perf_counter()
+            score()
+            q = time.perf_counter() - t
+            say(f"measured in {t_profile + q:.1f}s (profile {t_profile:.1f}s, quality {q:.1f}s)")
+        if not defer_quality:
+            done()
+    return (row, done) if defer_quality else row
 
 
 def _top_ops(rep, n: int = 10) -> list[dict]:
@@ -248,8 +261,8 @@ def _top_ops(rep, n: int = 10) -> list[dict]:
 EMULATED_RUNS = ("simulated", "software GPU")
 
 
-def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str) -> float:
-    """Profile and score into ``row``; returns the seconds the quality score took."""
+def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str):
+    """Profile into ``row``; returns ``score()``, which scores the quality into it."""
     from edgesdk import runtime
     if "generation" in art.manifest.extra:
         # one timed run is a whole generation (prefill + 32 steps): a fifth of the runs still
@@ -293,6 +306,12 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
         row.program_profiles = {k: {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms,
                                     "samples_ms": [round(x, 6) for x in r.samples_ms], "ops": _top_ops(r)}
                                 for k, r in reps.items()}
+    return lambda: _score_into(row, art, e, emulated_generation, rep.threads)
+
+
+def _score_into(row: Row, art, e, emulated_generation: bool, threads: int) -> None:
+    """The artifact's quality (the family's function through the runtime, at the profile's thread
+    count), its drop against fp32 and its distance to the reference."""
     quality, fp32_quality = e.quality, row.fp32_quality
     if emulated_generation and e.quality_subset is not None and e.quality is not None:
         # one generation takes seconds on an emulated device: the family's spread subset of its
@@ -300,10 +319,9 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
         quality, note = e.quality_subset
         fp32_quality = e.fp32_quality_subset
         row.quality_subset = {"samples": note, "fp32_quality": fp32_quality}
-    t_quality = time.perf_counter()
     if quality is not None:
         try:
-            row.quality = float(quality(Runner.artifact(art.path, threads=rep.threads)))
+            row.quality = float(quality(Runner.artifact(art.path, threads=threads)))
         except Exception as err:  # a quality function that cannot run on this artifact: say so, keep going
             row.quality_error = f"{type(err).__name__}: {_one_line(err)[:300]}"
     elif row.gate is not None and row.gate.get("drop") is not None:
@@ -316,4 +334,3 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
         row.quality_drop = fp32_quality - row.quality
     if row.quality is not None and row.reference_quality is not None and row.quality_subset is None:
         row.quality_vs_reference = row.quality - row.reference_quality
-    return time.perf_counter() - t_quality
