@@ -55,9 +55,22 @@ def load_results(out: Path) -> dict:
 
 def save_results(out: Path, res: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "zoo.json.tmp"
+    tmp = out / f"zoo.json.{os.getpid()}.tmp"  # one per writer: phases may run side by side
     tmp.write_text(json.dumps(res, indent=1, sort_keys=True, default=str))
     os.replace(tmp, out / "zoo.json")
+
+
+def update_results(out: Path, change) -> dict:
+    """Read, ``change(res)`` and write the results file under an exclusive lock, so phases that
+    run side by side (convert, repair, profile) never drop each other's rows."""
+    import fcntl
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "zoo.json.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = load_results(out)
+        change(res)
+        save_results(out, res)
+    return res
 
 
 def row_key(model: str, target: str, scheme: str) -> str:
@@ -451,17 +464,14 @@ def run_repair(args) -> int:
             if line.startswith("ZOOREPAIR "):
                 rec = json.loads(line[10:])
                 got.add(rec["key"])
-                res = load_results(out)
-                res["rows"][rec["key"]]["repair"] = rec["repair"]
-                save_results(out, res)
+                update_results(out, lambda res: res["rows"][rec["key"]].__setitem__("repair", rec["repair"]))
                 print(f"{rec['key']:<60} repair: {rec['repair']['status']} kept float: "
                       f"{rec['repair'].get('kept_float')}", flush=True)
         for p in pairs:
             key = row_key(name, *p.split(":"))
             if key not in got:
-                res = load_results(out)
-                res["rows"][key]["repair"] = {"status": "failed", "error_class": "crash", "error": err[-600:]}
-                save_results(out, res)
+                crash = {"status": "failed", "error_class": "crash", "error": err[-600:]}
+                update_results(out, lambda res: res["rows"][key].__setitem__("repair", crash))
         print(f"  {name}: {time.perf_counter() - t0:.0f}s", flush=True)
     return 0
 
@@ -499,9 +509,7 @@ def _convert_model(name: str, pairs: list[str], out: Path, args) -> None:
 
 def _save_row(out: Path, r: dict) -> None:
     r.setdefault("run", time.strftime("%Y-%m-%d %H:xx UTC", time.gmtime()))  # provenance in reports
-    res = load_results(out)  # other workers share the file
-    res["rows"][row_key(r["model"], r["target"], r["scheme"])] = r
-    save_results(out, res)
+    update_results(out, lambda res: res["rows"].__setitem__(row_key(r["model"], r["target"], r["scheme"]), r))
     print(f"{r['model']:24s} {r['target']:20s} {r['scheme']:12s} {r['status']:13s} {r.get('error_class', '')}",
           flush=True)
 
@@ -594,9 +602,7 @@ def run_dynamic(args) -> int:
             rows = [json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("ZOOROW ")]
             row = rows[0] if rows else {"model": name, "target": target, "status": "failed",
                                         "error_class": f"exit {proc.returncode}", "error": proc.stderr[-600:]}
-            res = load_results(out)
-            res["dynamic"][key] = row
-            save_results(out, res)
+            update_results(out, lambda res: res["dynamic"].__setitem__(key, row))
             print(f"{name:12s} {target:20s} {row['status']} "
                   + " ".join(f"{c['size']}:{c['max_abs_err']:.1e}" for c in row.get("checks", [])), flush=True)
     return 0
@@ -634,9 +640,7 @@ def run_profile(args) -> int:
             r.update(p50_ms=None, profile_error=_short(e))
         done += 1
         print(f"{k:60s} p50 {r.get('p50_ms') or float('nan'):9.3f} ms", flush=True)
-        cur = load_results(out)
-        cur["rows"][k] = r
-        save_results(out, cur)
+        update_results(out, lambda cur: cur["rows"].__setitem__(k, r))
     print(f"profiled {done} of {len(todo)} pending artifacts", flush=True)
     return 0
 
@@ -659,11 +663,22 @@ def run_recommend(args) -> int:
                 r.update(recommended_int8(r["target"], model)[1])
                 print(f"{name:24s} {r['target']:20s} measured {r['scheme']:13s} recommended {r['recommended_scheme']}",
                       flush=True)
-    cur = load_results(out)  # other workers may have added rows meanwhile
-    for k, r in res["rows"].items():
-        if r.get("recommended") and k in cur["rows"]:
-            cur["rows"][k].update({x: r[x] for x in ("recommended_scheme", "recommendation") if x in r})
-    save_results(out, cur)
+    def stamp(cur):  # other workers may have added rows meanwhile
+        for k, r in res["rows"].items():
+            if not (r.get("recommended") and k in cur["rows"]):
+                continue
+            info = {x: r[x] for x in ("recommended_scheme", "recommendation") if x in r}
+            new = row_key(r["model"], r["target"], r.get("recommended_scheme") or "")
+            if r.get("recommended_scheme") not in (None, "fp32", r["scheme"]):
+                if new in cur["rows"]:  # the recipe moved to a scheme the zoo already measured: that row is the int8 row
+                    cur["rows"][k].pop("recommended", None)
+                    cur["rows"][new].update(recommended=True, **info)
+                    print(f"{r['model']:24s} {r['target']:20s} the int8 row is now {r['recommended_scheme']}")
+                    continue
+                print(f"{r['model']:24s} {r['target']:20s} recommended {r['recommended_scheme']} has no row: "
+                      f"convert --schemes {r['recommended_scheme']} --models {r['model']} --targets {r['target']}")
+            cur["rows"][k].update(info)
+    update_results(out, stamp)
     return 0
 
 

@@ -522,7 +522,7 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
         if not ranked:
             if gen is not None:  # per program, on its own recorded inputs; the fallback may pick from any
                 say(f"ranking layer sensitivity for {quantize} per program on the recorded inputs")
-                ranked.append(sorted(({**r, "program": n} for n, s in gen["recorded"].items()
+                ranked.append(sorted(({**r, "program": n} for n, s in gen["record"]().items()
                                       for r in layer_sensitivity(next(p for p in programs if p.name == n).module,
                                                                  s.samples, quantize)),
                                      key=lambda r: -r["rel_error"]))
@@ -546,7 +546,8 @@ def _convert_quantized(conv, programs, out_dir, name, quantize, options, log, sa
         try:
             say(f"exporting for {conv.name} ({quantize}" + (f", {len(kept)} layers kept in float)" if kept else ")"))
             if gen is not None:  # per program: its own recorded inputs, its own layers kept in float
-                opts = {**options, "calibration": {n: c.samples for n, c in gen["recorded"].items()},
+                calibrated = gen["record"]() if quantize in conv.calibrated else {}
+                opts = {**options, "calibration": {n: c.samples for n, c in calibrated.items()} or None,
                         # only programs with layers kept: an empty exclude means none (targets that cannot
                         # keep layers in float refuse any non-empty one)
                         "exclude": {p.name: ls for p in programs
@@ -679,18 +680,26 @@ def _generation_data(conv, programs, quantize, calibration, eval_data, min_calib
     if quantize in conv.calibrated and len(prompts) < max(2, min(min_calibration, gen_calibration.MIN_PROMPTS)):
         raise ConfigError(f"{quantize}: {len(prompts)} calibration prompts; give at least "
                           f"{gen_calibration.MIN_PROMPTS}")
-    recorded = {}
-    if prompts:
-        say(f"recording each program's inputs while generating from {len(prompts)} calibration prompts (fp32)")
-        recorded = gen_calibration.record(programs, prompts)
-    describe = {"source": f"{len(prompts)} prompts, generated through the fp32 programs",
-                "prompts_sha256": gen_calibration.prompts_digest(prompts),
-                "per_program": {n: s.describe() for n, s in recorded.items()}} if prompts else None
-    cal = _Described(describe) if describe else None
+    recorded: dict = {}
+
+    def record() -> dict:
+        """Each program's inputs met while generating the prompts through fp32, recorded once: at
+        once for a calibrated scheme, else only if the fallback's sensitivity ranking asks (an
+        uncalibrated scheme's export never reads them; recording costs ~1 s per prompt)."""
+        if prompts and not recorded:
+            say(f"recording each program's inputs while generating from {len(prompts)} calibration prompts (fp32)")
+            recorded.update(gen_calibration.record(programs, prompts))
+            if cal is not None:
+                cal.describe()["per_program"] = {n: s.describe() for n, s in recorded.items()}
+        return recorded
+    cal = _Described({"source": f"{len(prompts)} prompts, generated through the fp32 programs",
+                      "prompts_sha256": gen_calibration.prompts_digest(prompts)}) if prompts else None
+    if quantize in conv.calibrated:
+        record()
     ev = _Described({"source": f"{len(held)} held-out prompts" + (" (eval_data)" if eval_data is not None else
                                                                   " (a quarter of the calibration prompts)"),
                      "prompts": len(held), "prompts_sha256": gen_calibration.prompts_digest(held)})
-    return {"calibration": cal, "eval": ev, "recorded": recorded, "eval_prompts": held}
+    return {"calibration": cal, "eval": ev, "record": record, "eval_prompts": held}
 
 
 class _Described:

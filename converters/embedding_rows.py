@@ -5,7 +5,7 @@ kernels and its table is stored beside the delegate, in fp32, even when every li
 A language model's embedding is often tied to its output head: the int8 ``.pte`` then held the
 table twice (an fp32 copy for the lookup and an int8 copy for the head).
 
-`int8_rows` swaps every ``nn.Embedding`` of a module (a copy) for `Int8RowEmbedding`, which stores the
+`int8_rows` swaps every plain ``nn.Embedding`` of a module (a copy) for `Int8RowEmbedding`, which stores the
 table as int8 with one fp32 scale per row (symmetric, what the int8 head quantizer does per output
 channel) and dequantizes only the rows it looks up; the same maths as onnx-cpu's int8 Gather
 (`converters.onnx_weights`). `tied_heads` names the ``nn.Linear`` layers that share an embedding's
@@ -41,9 +41,24 @@ class Int8RowEmbedding(nn.Module):
         scale = (w.abs().amax(1, keepdim=True) / 127).clamp(min=torch.finfo(torch.float32).tiny)  # (V, 1)
         self.register_buffer("rows", torch.round(w / scale).clamp(-127, 127).to(torch.int8))       # (V, D)
         self.register_buffer("scale", scale)
+        # what model code reads from an nn.Embedding besides calling it
+        self.num_embeddings, self.embedding_dim, self.padding_idx = emb.num_embeddings, emb.embedding_dim, emb.padding_idx
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole table, dequantized (V, D): for model code that slices ``.weight`` instead of
+        calling the embedding (e.g. learned positions read as ``embed_positions.weight[:n]``)."""
+        return self.rows.to(torch.float32) * self.scale
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.rows).to(torch.float32) * F.embedding(ids, self.scale)
+
+
+def _swappable(m: nn.Module) -> bool:
+    """A plain ``nn.Embedding`` whose lookup is the whole of its maths: subclasses with their own
+    ``forward`` (scaled word embeddings, learned positions taking ``position_ids``) and ``max_norm``
+    tables (renormalised at lookup) keep their module and fp32 table."""
+    return type(m) is nn.Embedding and m.max_norm is None and m.weight.numel() >= MIN_TABLE_ELEMENTS
 
 
 def tied_heads(module: nn.Module) -> list[str]:
@@ -58,8 +73,7 @@ def int8_rows(module: nn.Module, exclude=()) -> tuple[nn.Module, list[dict]]:
     to a swapped table keeps the fp32 weight (the tie is gone in the copy: the head owns it)."""
     def excluded(name):
         return any(name == e or name.startswith(e + ".") for e in exclude or ())
-    names = [n for n, m in module.named_modules() if isinstance(m, nn.Embedding)
-             and m.weight.numel() >= MIN_TABLE_ELEMENTS and not excluded(n)]
+    names = [n for n, m in module.named_modules() if _swappable(m) and not excluded(n)]
     if not names:
         return module, []
     out = copy.deepcopy(module)

@@ -35,6 +35,35 @@ def test_a_tied_head_is_found_and_keeps_the_fp32_table_in_the_copy():
     assert int8_rows(m, exclude=["wte"]) == (m, [])                                     # a user's float layer
 
 
+class _Positions(nn.Embedding):
+    """A learned-position table with its own forward (the pattern of OPT's and BART's)."""
+
+    def forward(self, mask, position_ids=None):
+        return super().forward(mask.cumsum(-1) - 1 if position_ids is None else position_ids)
+
+
+class _ReadsWeight(nn.Module):
+    """Model code that slices an embedding's ``.weight`` and reads its sizes (Whisper's encoder)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos, self.tok, self.scaled = nn.Embedding(V, D), _Positions(V, D), nn.Embedding(V, D, max_norm=1.0)
+
+    def forward(self, ids):  # (B, T) -> (B, T, D)
+        assert self.pos.num_embeddings == V and self.pos.embedding_dim == D
+        return self.pos.weight[: ids.shape[1]] + self.tok(torch.ones_like(ids))
+
+
+def test_only_plain_lookups_are_swapped_and_weight_readers_still_work():
+    m = _ReadsWeight()
+    out, report = int8_rows(m)
+    assert [r["module"] for r in report] == ["pos"]   # a subclass with its own forward and a max_norm table stay
+    assert type(out.tok) is _Positions and type(out.scaled) is nn.Embedding
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    err = (out(ids) - m(ids)).abs().max()
+    assert 0 < err <= float(out.pos.scale.max()) / 2 + 1e-6  # the sliced table is the int8 rows, dequantized
+
+
 @pytest.mark.parametrize("scheme", ["int8-dynamic", pytest.param("int4-weight", marks=pytest.mark.slow)])
 def test_xnnpack_int8_pte_keeps_the_tied_head_float_and_the_table_once_in_int8(scheme, tmp_path):
     from edgesdk import runtime

@@ -132,17 +132,16 @@ def test_model_kind_and_recommendation_per_kind():
 
 def test_a_pipelines_recommended_scheme_follows_the_model_kind():
     """`schemes: recommended` in a deploy config asks the converter for the model's kind: a
-    transformer gets int8-dynamic on onnx-cpu and litert-cpu (measured faster there and within the
-    gate on real MiniLM), a CNN the target's int8-static."""
+    transformer gets int8-dynamic on the three CPU targets (measured faster on onnx-cpu and litert-cpu and
+    within the gate on real MiniLM; on ExecuTorch the zoo's transformers passed the default gate with it,
+    most failed it in int8-static), a CNN the target's int8-static."""
     from edgesdk.pipeline import schemes_for
     targets = {t.name: t for t in edgesdk.targets()}
     cnn = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.Flatten(), nn.Linear(16, 4))
     enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 1)
-    for t in ("onnx-cpu", "litert-cpu"):
+    for t in ("onnx-cpu", "litert-cpu", "executorch-xnnpack"):
         assert schemes_for(targets[t], "recommended", module=enc) == (["fp32", "int8-dynamic"], [])
         assert schemes_for(targets[t], "recommended", module=cnn) == (["fp32", "int8-static"], [])
-    conv = edgesdk.converters.get_converter("executorch-xnnpack")
-    assert schemes_for(targets["executorch-xnnpack"], "recommended", module=enc)[0] == ["fp32", conv.recommended]
 
 
 def test_cnn_with_hardswish_or_silu_recommends_fp32_on_onnx_cpu():
