@@ -11,6 +11,8 @@ print the table::
     python benchmarks/executors.py run ray    --root /tmp/exec-bench
     python benchmarks/executors.py table --root /tmp/exec-bench
     python benchmarks/executors.py timeline local --root /tmp/exec-bench   # where the wall time went
+    python benchmarks/executors.py compare local --root /tmp/exec-bench --against /tmp/older-bench
+                                        # results.json of two runs of one executor (before/after a change)
 
 `table` prints, per executor: wall clock of the whole `edgesdk demo` process (interpreter start
 to exit), the pipeline's own breakdown (distill / convert / profile), the artifacts by status,
@@ -157,12 +159,34 @@ def table(root: Path) -> None:
 
 _LINE = re.compile(r"^\[\s*([\d.]+)s\] (.*)$")
 _CONV = re.compile(r"^\[\d+/\d+\] (\S+ \S+ \S+): (.*)$")
+# "[profile 3] mlp-small litert-cpu fp32: measured in 0.5s (profile 0.4s, quality 0.1s)" (older logs: "(profile and quality)")
+_MEASURED = re.compile(r"^\[profile \d+\] (\S+ \S+ \S+): measured in ([\d.]+)s \((?:profile ([\d.]+)s, quality ([\d.]+)s|profile and quality)\)$")
+
+
+def compare(new: Path, old: Path) -> None:
+    """Two runs of one executor (e.g. before and after a change): every field of ``results.json``
+    that differs apart from timings, memory, hosts and paths, and the files the converters write
+    differently in every process."""
+    from edgesdk import lockfile
+    a, b = lockfile.read(old / "out"), lockfile.read(new / "out")
+    diffs = _differences(_by_key(lockfile.comparable(a)), _by_key(lockfile.comparable(b)))
+    known = [d for d in diffs if _converter_nondeterminism(d, a, diffs)]
+    other = [d for d in diffs if d not in known]
+    arts_a, arts_b = _by_key(a)["artifacts"], _by_key(b)["artifacts"]
+    print(f"{new} vs {old}: {len(other)} field(s) differ apart from timings/memory/hosts/paths, plus {len(known)} "
+          f"from files the converters write differently in every process")
+    for d in other:
+        i = int(d[len("/artifacts["):].split("]")[0]) if d.startswith("/artifacts[") else None
+        where = f" ({arts_b[i]['key']})" if i is not None and i < len(arts_b) else ""
+        print(f"    {d}{where}")
+    if len(arts_a) != len(arts_b):
+        print(f"    artifacts: {len(arts_a)} -> {len(arts_b)}")
 
 
 def timeline(log: Path) -> None:
     """Where a run's wall time went, from its progress log: each family's training, each
     conversion (start, end, worker), the profiling queue, and how busy the workers were."""
-    train, conv, workers, prof = {}, {}, {}, [None, None]
+    train, conv, workers, prof, measured = {}, {}, {}, [None, None], []
     for line in log.read_text().splitlines():
         m = _LINE.match(line)
         if not m:
@@ -174,6 +198,8 @@ def timeline(log: Path) -> None:
             train.setdefault(msg.split(":")[0], [t, None])[1] = t
         elif msg.startswith("[profile "):
             prof[0] = prof[0] if prof[0] is not None else t
+            if (pm := _MEASURED.match(msg)):
+                measured.append(pm.groups())
         elif msg.startswith("writing the report"):
             prof[1] = t
         elif (c := _CONV.match(msg)):
@@ -199,18 +225,27 @@ def timeline(log: Path) -> None:
             print(f"  {tag:<44} {a:7.1f} {b:7.1f} {b - a:6.1f}  {w}")
     if prof[0] is not None and prof[1] is not None:
         print(f"  profiling queue {prof[0]:7.1f} -> {prof[1]:7.1f}  ({prof[1] - prof[0]:6.1f} s)")
+    if measured:
+        print(f"  {'profile job':<44} {'s':>6} {'profile':>8} {'quality':>8}")
+        for tag, total, timing, quality in measured:
+            print(f"  {tag:<44} {float(total):6.1f} {timing or '-':>8} {quality or '-':>8}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["run", "table", "timeline"])
+    ap.add_argument("step", choices=["run", "table", "timeline", "compare"])
     ap.add_argument("executor", nargs="?", choices=EXECUTORS)
     ap.add_argument("--root", default="/tmp/exec-bench", type=Path)
+    ap.add_argument("--against", type=Path, help="compare: the other run's --root")
     args = ap.parse_args(argv)
     if args.step == "run":
         if not args.executor:
             ap.error("run needs an executor: serial, local or ray")
         run(args.executor, args.root)
+    elif args.step == "compare":
+        if not (args.executor and args.against):
+            ap.error("compare needs an executor and --against ROOT (the other run's --root)")
+        compare(args.root / args.executor, args.against / args.executor)
     elif args.step == "timeline":
         for ex in ([args.executor] if args.executor else EXECUTORS):
             if (args.root / ex / "log.txt").is_file():

@@ -65,10 +65,12 @@ def _quality(r) -> str:
 
 
 def _subset_notes(arts) -> list[str]:
-    """One line per subset that some rows' quality was measured on (emulated-NPU generation)."""
-    subsets = sorted({(r["target"], r["quality_subset"]["samples"]) for r in arts if r.get("quality_subset")})
-    return [f"† quality on {samples} ({target}: one generation takes seconds on the emulator); Δ against fp32 "
-            f"PyTorch on the same subset" for target, samples in subsets]
+    """One line per subset that some rows' quality was measured on (generation on an emulated device:
+    the NPU emulator, a software GPU)."""
+    subsets = sorted({(r["target"], r.get("runs", "emulated"), r["quality_subset"]["samples"]) for r in arts
+                      if r.get("quality_subset")})
+    return [f"† quality on {samples} ({target}, {runs}: one generation takes seconds on this emulated device); "
+            f"Δ against fp32 PyTorch on the same subset" for target, runs, samples in subsets]
 
 
 def _placement(r) -> str:

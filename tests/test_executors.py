@@ -217,3 +217,32 @@ def test_ctrl_c_cancels_and_keeps_delivered_artifacts(tmp_path):
     (done,) = list(arts.iterdir())
     runtime.load(done)  # payload hashes checked: whole
     assert not (tmp_path / "cancel" / "results.json").exists()
+
+
+def test_quality_scores_run_chains_side_by_side():
+    """The local executor's scores after the timings: two chains (runtimes) run at the same time,
+    one chain's scores one after another in order, emulated devices first, errors come back."""
+    import threading
+    from edgesdk.pipeline.scores import score_all
+    both, log, lock = threading.Barrier(2, timeout=10), [], threading.Lock()
+
+    def score(name, meet=False):
+        def fn():
+            if meet:
+                both.wait()  # only returns when the other target's chain is running too
+            with lock:
+                log.append(name)
+        return fn
+    score_all([("onnx-cpu", False, score("cpu-1", meet=True)), ("qnn-htp", True, score("npu-1", meet=True)),
+               ("qnn-htp", True, score("npu-2")), ("onnx-cpu", False, score("cpu-2"))], workers=2)
+    assert sorted(log) == ["cpu-1", "cpu-2", "npu-1", "npu-2"]
+    assert log.index("npu-1") < log.index("npu-2") and log.index("cpu-1") < log.index("cpu-2")
+    order = []
+    score_all([("onnx-cpu", False, lambda: order.append("cpu")), ("litert-gpu", True, lambda: order.append("gpu"))],
+              workers=1)
+    assert order == ["gpu", "cpu"]
+
+    def boom():
+        raise RuntimeError("a score failed")
+    with pytest.raises(RuntimeError, match="a score failed"):
+        score_all([("onnx-cpu", False, boom), ("qnn-htp", True, lambda: None)], workers=2)

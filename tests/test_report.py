@@ -113,3 +113,20 @@ def test_report_in_headless_chromium(run, tmp_path):
                   f"--screenshot={shot}", res.report_html.as_uri()], tmp_path)
     assert p.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000, p.stderr[-1000:]
     assert [ln for ln in p.stderr.splitlines() if ":CONSOLE" in ln] == []
+
+
+def test_subset_notes_name_each_emulated_device_once():
+    """Rows scored on a subset (generation on the NPU emulator or a software GPU) get one † note
+    per target and subset, naming the device's kind; rows on the whole set get none."""
+    from edgesdk.report import _quality, _subset_notes
+    sub = {"samples": "10 of 40 held-out functions", "fp32_quality": 0.53}
+    arts = [{"target": "qnn-htp", "runs": "simulated", "quality": 0.53, "quality_drop": 0.0, "quality_subset": sub},
+            {"target": "litert-gpu", "runs": "software GPU", "quality": 0.52, "quality_drop": 0.01,
+             "quality_subset": sub},
+            {"target": "litert-gpu", "runs": "software GPU", "quality": 0.53, "quality_drop": 0.0,
+             "quality_subset": sub},
+            {"target": "onnx-cpu", "runs": "yes", "quality": 0.50, "quality_drop": 0.0}]
+    notes = _subset_notes(arts)
+    assert len(notes) == 2 and notes[0].startswith("† quality on 10 of 40 held-out functions (litert-gpu, software GPU")
+    assert "(qnn-htp, simulated" in notes[1] and all("fp32 PyTorch on the same subset" in n for n in notes)
+    assert _quality(arts[1]).endswith(" †") and not _quality(arts[3]).endswith("†")

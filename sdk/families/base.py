@@ -30,8 +30,9 @@ A family is a function registered by name that takes a `FamilyContext` and retur
   PyTorch module and every converted artifact that runs here get the same function.
   ``reference_quality`` is the fp32 teacher/reference on the same data (None if not meaningful).
 - ``quality_subset`` (optional): ``(function, "4 of 12 held-out windows")``, the same metric on a
-  spread subset, used for generation artifacts on an emulated NPU (one generation takes seconds
-  there); their rows compare it with fp32 on the same subset and say so (``quality_subset``).
+  spread subset, used for generation artifacts on an emulated device (the NPU emulator, a software
+  GPU: one generation takes seconds there); their rows compare it with fp32 on the same subset and
+  say so (``quality_subset``).
 - Students implementing ``edge_programs()`` pass ``example_inputs=None``.
 """
 

@@ -69,7 +69,17 @@ def artifact_key(e, job: Job, cfg: PipelineConfig) -> str:
                      eval=fingerprint(e.eval_data) if e.eval_data is not None else None,
                      max_drop=cfg.quantize.max_drop, auto_fallback=cfg.quantize.auto_fallback,
                      min_calibration=cfg.calibration.min_samples)
+    elif _fp32_prompts(e):
+        parts["eval"] = fingerprint(e.eval_data)
     return key_of(parts)
+
+
+def _fp32_prompts(e) -> bool:
+    """Whether an fp32 conversion gets the family's held-out prompts: a generation model (several
+    programs), where a device computing float graphs at fp16 judges the artifact by the tokens it
+    generates (`converters.fp16_compute`) and real prompts are the stronger evidence (and agree
+    more often than random ones, so the teacher-forced second pass is skipped more often)."""
+    return e.multi and e.eval_data is not None
 
 
 def from_cache(e, job: Job, cfg: PipelineConfig, art_dir: Path, key: str, say):
@@ -102,6 +112,8 @@ def _convert(e, job: Job, cfg: PipelineConfig, art_dir: Path, say):
             conv_kw["calibration"] = e.calibration
         if e.eval_data is not None:
             conv_kw["eval_data"] = e.eval_data
+    elif _fp32_prompts(e):
+        conv_kw["eval_data"] = e.eval_data
     if e.prompt_lengths is not None:
         conv_kw["prompt_lengths"] = e.prompt_lengths
     return edgesdk.convert(e.module, e.example_inputs, job.target.name, quantize=job.scheme, out_dir=art_dir,
@@ -209,20 +221,34 @@ def finish(row: Row, job: Job) -> Row:
 
 
 def measure(row: Row, art, e, job: Job, cfg: PipelineConfig, warmup: int, iters: int, say, bar=None,
-            node: str | None = None) -> Row:
+            node: str | None = None, defer_quality: bool = False):
     """Profile the artifact on the job's device and score its quality; a profiling failure is
-    recorded in the row (``quantize.on_fail: error`` raises it)."""
+    recorded in the row (``quantize.on_fail: error`` raises it). Returns the row, or with
+    ``defer_quality`` ``(row, score)``: ``score()`` scores the quality into the row later (None
+    when the profile failed), so an executor can time every artifact first and then score several
+    at once (a score is correctness, not timing: it needs no quiet machine)."""
     t0 = time.perf_counter()
+    score = None
     try:
-        _profile_into(row, art, e, cfg, warmup, iters, say, bar, job.device)
-        say(f"measured in {time.perf_counter() - t0:.1f}s (profile and quality)")
+        score = _profile_into(row, art, e, cfg, warmup, iters, say, bar, job.device)
     except SdkError as err:
         if cfg.quantize.on_fail == "error":
             raise
         row.update(status="failed", message=f"profiling: {type(err).__name__}: {_one_line(err)}")
         say(row.message[:160])
     row.profiled_on = {"host": socket.gethostname(), "device": job.device, **({"node": node} if node else {})}
-    return row
+    done = None
+    if score is not None:
+        t_profile = time.perf_counter() - t0
+
+        def done():
+            t = time.perf_counter()
+            score()
+            q = time.perf_counter() - t
+            say(f"measured in {t_profile + q:.1f}s (profile {t_profile:.1f}s, quality {q:.1f}s)")
+        if not defer_quality:
+            done()
+    return (row, done) if defer_quality else row
 
 
 def _top_ops(rep, n: int = 10) -> list[dict]:
@@ -230,7 +256,13 @@ def _top_ops(rep, n: int = 10) -> list[dict]:
              "calls": r["calls"]} for r in rep.ops[:n]]
 
 
-def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str) -> None:
+# where a target's row says its device is emulated on this machine's CPU (`plan.runs_label`): the
+# HTP emulator, a software GPU (lavapipe); a real GPU driver makes litert-gpu's row "yes"
+EMULATED_RUNS = ("simulated", "software GPU")
+
+
+def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str):
+    """Profile into ``row``; returns ``score()``, which scores the quality into it."""
     from edgesdk import runtime
     if "generation" in art.manifest.extra:
         # one timed run is a whole generation (prefill + 32 steps): a fifth of the runs still
@@ -238,10 +270,11 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
         warmup = warmup if warmup == "auto" else min(warmup, max(1, warmup // 5))
         iters = min(iters, max(5, iters // 5))
     threads = cfg.profile.threads
-    emulated_generation = "generation" in art.manifest.extra and "simulated" in (row.runs or "")
+    emulated_generation = "generation" in art.manifest.extra and row.runs in EMULATED_RUNS
     if emulated_generation:
-        # an emulated NPU runs one generation step in ~0.1-1 s of host time and its latency is not a
-        # phone's: three whole generations after one warm-up, on one thread (no sweep)
+        # an emulated device (the NPU emulator, a software GPU) runs one generation in ~0.5-5 s of
+        # host time and its latency is not the device's: three whole generations after one warm-up,
+        # on one thread (no sweep)
         warmup, iters, threads = 1, min(iters, 3), 1
     programs = e.profile_programs or [None]
     reps = {}
@@ -273,16 +306,22 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
         row.program_profiles = {k: {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms,
                                     "samples_ms": [round(x, 6) for x in r.samples_ms], "ops": _top_ops(r)}
                                 for k, r in reps.items()}
+    return lambda: _score_into(row, art, e, emulated_generation, rep.threads)
+
+
+def _score_into(row: Row, art, e, emulated_generation: bool, threads: int) -> None:
+    """The artifact's quality (the family's function through the runtime, at the profile's thread
+    count), its drop against fp32 and its distance to the reference."""
     quality, fp32_quality = e.quality, row.fp32_quality
     if emulated_generation and e.quality_subset is not None and e.quality is not None:
-        # one generation takes seconds on the emulator: the family's spread subset of its held-out
-        # data, compared with fp32 PyTorch on the same subset (the row says which)
+        # one generation takes seconds on an emulated device: the family's spread subset of its
+        # held-out data, compared with fp32 PyTorch on the same subset (the row says which)
         quality, note = e.quality_subset
         fp32_quality = e.fp32_quality_subset
         row.quality_subset = {"samples": note, "fp32_quality": fp32_quality}
     if quality is not None:
         try:
-            row.quality = float(quality(Runner.artifact(art.path, threads=rep.threads)))
+            row.quality = float(quality(Runner.artifact(art.path, threads=threads)))
         except Exception as err:  # a quality function that cannot run on this artifact: say so, keep going
             row.quality_error = f"{type(err).__name__}: {_one_line(err)[:300]}"
     elif row.gate is not None and row.gate.get("drop") is not None:

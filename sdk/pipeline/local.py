@@ -13,7 +13,9 @@ run one at a time with nothing else of ours running.
   worker, at most ``MAX_ATTEMPTS`` times in all; the row's ``attempts`` says what happened.
 - When every conversion is done, the profiling queue runs in this process, one job at a time
   (the CPU, the emulated NPU and the software GPU all share these cores), so a timing never
-  competes with a conversion.
+  competes with a conversion. The quality scores come after every timing, one thread per
+  usable core, never two of one target at once (`edgesdk.pipeline.scores`): a score is
+  correctness, not timing.
 - Ctrl-C (or any error) kills the workers, removes the scratch folder and keeps the artifacts
   already delivered (and the cache).
 """
@@ -309,7 +311,7 @@ class LocalExecutor(Executor):
         ctx.timings["convert_s"] = self.t_inline + ((self.t_last - self.t_first) if (self.t_first and self.t_last)
                                                     else t_conv_end - t0)
         tp = time.perf_counter()
-        rows = []
+        rows, scores = [], []
         profiled = 0
         for job in self.jobs:
             row, art = self.results_by_job[job.index]
@@ -318,12 +320,27 @@ class LocalExecutor(Executor):
                 if job.profile:
                     profiled += 1
                     tag = f"[profile {profiled}] {e.name} {job.target.name} {job.scheme}"
-                    execute.measure(row, art, e, job, ctx.cfg, ctx.warmup, ctx.iters,
-                                    lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"),
-                                    ctx.progress.bar(f"{e.name} {job.target.name} {job.scheme}"))
+                    # timings one at a time on a quiet machine; the quality scores after them
+                    _, score = execute.measure(row, art, e, job, ctx.cfg, ctx.warmup, ctx.iters,
+                                               lambda msg, tag=tag: ctx.progress.stage(f"{tag}: {msg}"),
+                                               ctx.progress.bar(f"{e.name} {job.target.name} {job.scheme}"),
+                                               defer_quality=True)
+                    if score is not None:
+                        # one chain per runtime library, which may keep process-wide state (ExecuTorch
+                        # one thread pool, LiteRT its accelerator environment); ONNX Runtime sessions are
+                        # independent, so onnx-cpu and the HTP emulator score side by side
+                        chain = job.target.backend if job.target.format == "onnx" else job.target.format
+                        scores.append((chain, row.runs in execute.EMULATED_RUNS, score))
                 else:
                     execute.finish(row, job)
             rows.append(row)
+        if scores:
+            from edgesdk.pipeline.scores import score_all
+            t_scores = time.perf_counter()
+            ctx.progress.stage(f"scoring the quality of {len(scores)} artifacts ({self.n_workers} at once, "
+                               f"one per runtime)")
+            score_all(scores, self.n_workers)
+            ctx.progress.stage(f"scored in {time.perf_counter() - t_scores:.1f}s")
         ctx.timings["profile_s"] = time.perf_counter() - tp
         return rows
 

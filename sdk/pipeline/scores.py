@@ -1,0 +1,57 @@
+"""Quality scores of profiled artifacts, several at once, after every timing.
+
+A score is correctness (the family's metric through the runtime), not timing, so it needs no quiet
+machine: the local executor times every artifact alone, one at a time, then scores them on
+``workers`` threads (the runtimes release the GIL while a program runs; a generation step on the
+HTP emulator is ~0.1 s of native code). Scores of one chain (the caller's key: one per runtime
+library, which may keep process-wide state, e.g. ExecuTorch's thread pool) never run at once, and
+chains holding an emulated device (one generation takes seconds there) start first, as they are
+the longest.
+
+>>> calls = []
+>>> score_all([("qnn-htp", True, lambda: calls.append("npu")),
+...            ("onnx-cpu", False, lambda: calls.append("cpu"))], workers=1)
+>>> calls
+['npu', 'cpu']
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+
+def score_all(scores: list[tuple[str, bool, Callable[[], None]]], workers: int) -> None:
+    """Run each ``(chain, emulated, score)``'s ``score()``: the scores of one chain one after
+    another in the given order, chains on ``workers`` threads (those with an emulated device first).
+    The first error raised by a score (or Ctrl-C) is raised here at once, and no further score
+    starts."""
+    chains: dict[str, list] = {}
+    emulated: set[str] = set()
+    for chain, emu, fn in scores:
+        chains.setdefault(chain, []).append(fn)
+        if emu:
+            emulated.add(chain)
+    order = sorted(chains, key=lambda t: (t not in emulated, -len(chains[t])))
+
+    stop = threading.Event()
+
+    def run(chain: list) -> None:
+        for fn in chain:
+            if stop.is_set():
+                return
+            fn()
+    if workers <= 1 or len(chains) <= 1:
+        for t in order:
+            run(chains[t])
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgesdk-score")
+    try:
+        for f in [pool.submit(run, chains[t]) for t in order]:
+            f.result()
+    except BaseException:
+        stop.set()  # Ctrl-C or an error: no further score starts (a running one ends on its own)
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
