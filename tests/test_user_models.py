@@ -190,7 +190,7 @@ def test_bart_int8_dynamic_lowers_on_xnnpack_when_one_partitioner_forms_a_cycle(
     art = edgesdk.convert(model, example, "executorch-xnnpack", quantize="int8-dynamic", out_dir=tmp_path,
                           max_drop=None)
     assert "dependency cycle" in art.manifest.extra["partitioning"]
-    assert art.manifest.quantization["gate"]["min_cosine"] > 0.9
+    assert art.manifest.verification["min_cosine"] > 0.9
 
 
 # ----------------------------------------------------------------------------- dynamic shapes
