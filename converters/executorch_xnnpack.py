@@ -36,16 +36,45 @@ def outside_delegate(not_delegated: dict, total: int) -> list[dict]:
     return sorted(rows, key=lambda r: -r["count"])
 
 
-def lower(programs, partitioners, caller_owned_inputs: bool = False) -> tuple[bytes, dict]:
+def layer_norm_as_mean(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5, cudnn_enable=True):
+    """``aten.layer_norm`` as means over a (rows, 1, n, 1) view: the same maths in ops XNNPACK takes.
+
+    The XNNPACK partitioner has no layer norm, and its mean takes only the two innermost dims of a
+    4-D tensor, so a layer norm left whole runs on the portable kernels and splits the delegated
+    graph at every norm (the Mamba student's step: 37 delegate calls before, 2 with this and its
+    graph written for the delegate).
+
+    Only for inputs of rank <= 2 (one row per batch item: a generation step, a final norm): with the
+    Mamba prefill's (1, 128, 128) norms decomposed the same way, the lowered program crashed the
+    XNNPACK runtime (SIGSEGV in the pybinding's method call; each piece alone runs). Those stay
+    whole (on the portable kernels) until that is isolated."""
+    import math
+    if x.dim() > 2:
+        return torch.ops.aten.native_layer_norm.default(x, normalized_shape, weight, bias, eps)[0]
+    n = math.prod(normalized_shape)
+    rows = x.reshape(-1, 1, n, 1)                                             # (rows, 1, n, 1)
+    centred = rows - rows.mean((-2, -1), keepdim=True)
+    var = (centred * centred).mean((-2, -1), keepdim=True)                    # biased, as LayerNorm
+    y = (centred * torch.rsqrt(var + eps)).reshape(x.shape)
+    if weight is not None:
+        y = y * weight
+    return y if bias is None else y + bias
+
+
+def lower(programs, partitioners, caller_owned_inputs: bool = False,
+          decompositions: dict | None = None) -> tuple[bytes, dict]:
     """torch.export every program, lower with the given partitioners, return (pte bytes, report).
 
     ``caller_owned_inputs``: leave graph inputs out of memory planning, so the program reads its
     inputs where the caller keeps them instead of copying them in at every call (what a
-    generation step's multi-MB caches need; `runtime.executorch` then feeds it padded buffers)."""
+    generation step's multi-MB caches need; `runtime.executorch` then feeds it padded buffers).
+    ``decompositions``: {aten op: function} applied to the exported programs before lowering."""
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     eps = {name: torch.export.export(p.module, p.example_inputs, dynamic_shapes=export_shapes(p))
            for name, p in programs.items()}
+    if decompositions:
+        eps = {name: ep.run_decompositions(decompositions) for name, ep in eps.items()}
     edge = to_edge_transform_and_lower(eps, partitioner=partitioners)
     report = {name: delegation_report(edge, name) for name in eps}
     config = ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=not caller_owned_inputs))
@@ -206,6 +235,9 @@ def int8_tables(prog, exclude):
     return dataclasses.replace(prog, module=module), {"embedding_int8_rows": rows, "tied_heads_kept_float": heads}
 
 
+XNNPACK_DECOMPOSITIONS = {torch.ops.aten.layer_norm.default: layer_norm_as_mean}
+
+
 @register_target
 class ExecuTorchXnnpack(Converter):
     name = "executorch-xnnpack"
@@ -263,7 +295,8 @@ class ExecuTorchXnnpack(Converter):
             programs = quantized
         # several programs (prefill + step): the step's caches stay where the runtime keeps them
         shared = len(programs) > 1
-        buffer, report = lower(programs, [XnnpackPartitioner()], caller_owned_inputs=shared)
+        buffer, report = lower(programs, [XnnpackPartitioner()], caller_owned_inputs=shared,
+                               decompositions=XNNPACK_DECOMPOSITIONS)
         (workdir / "model.pte").write_bytes(buffer)
         extra = {"partition": report}
         if shared:
