@@ -15,7 +15,7 @@ int8-dynamic, Vulkan fp16), one `edgesdk.convert` with the SDK's defaults for th
 ``--code DIR`` imports the SDK from another checkout (e.g. the previous commit in a worktree), so the
 same script measures before and after side by side:
 
-    git worktree add /tmp/before main
+    git archive main | tar -x -C /tmp/before      # the code before
     cpu-exclusive python benchmarks/xnnpack_lowering.py --students /tmp/demo3/cache --code /tmp/before
     cpu-exclusive python benchmarks/xnnpack_lowering.py --students /tmp/demo3/cache
 """
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     from runtime_overhead import text_table
     torch.set_num_threads(1)
     commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+                            text=True).stdout.strip() or "(not a git checkout)"
     rows = []
     for fam in args.families:
         model = load_student(fam, Path(args.students))[0]

@@ -44,12 +44,13 @@ def layer_norm_as_mean(x, normalized_shape, weight=None, bias=None, eps: float =
     graph at every norm (the Mamba student's step: 37 delegate calls before, 2 with this and its
     graph written for the delegate).
 
-    Only for inputs of rank <= 2 (one row per batch item: a generation step, a final norm): with the
+    Only for a single row (a generation step's norms, a final norm on the last position): with the
     Mamba prefill's (1, 128, 128) norms decomposed the same way, the lowered program crashed the
-    XNNPACK runtime (SIGSEGV in the pybinding's method call; each piece alone runs). Those stay
-    whole (on the portable kernels) until that is isolated."""
+    XNNPACK runtime (SIGSEGV in the pybinding's method call; reproduced with a 1-layer, width-32
+    student; a LayerNorm between two linears alone runs). Norms over several rows stay whole (on the
+    portable kernels) until that is isolated."""
     import math
-    if x.dim() > 2:
+    if math.prod(x.shape[:-len(normalized_shape)]) > 1:
         return torch.ops.aten.native_layer_norm.default(x, normalized_shape, weight, bias, eps)[0]
     n = math.prod(normalized_shape)
     rows = x.reshape(-1, 1, n, 1)                                             # (rows, 1, n, 1)
@@ -170,6 +171,36 @@ def is_quantized_graph(module) -> bool:
     return any(n.op == "call_function" and "quantize_per" in str(n.target) for n in graph.nodes)
 
 
+def _module_of(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else node.name
+
+
+def kept_float_by_rule(gm: torch.fx.GraphModule) -> set:
+    """Names of the nodes that int8 leaves float on XNNPACK, whatever the user excludes:
+
+    - a ``linear`` whose weight is a buffer, not a parameter: a constant of the model's maths (the
+      Mamba SSD's cumulative sum is a linear with a 0/1 triangle), not a learned layer; an int8
+      activation would round the running sums that the decays exponentiate;
+    - a depthwise convolution (one input channel per group): one per-tensor int8 scale for every
+      channel's few taps is the coarse case (LiteRT's Mamba student: its conv1d alone in int8 cost
+      about 4 points of greedy agreement in a 40-prompt ablation), and its weights are ~1% of it."""
+    buffers = {name for name, _ in gm.named_buffers(remove_duplicate=False)}
+    convs = (torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default)
+    out = set()
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or len(n.args) < 2:
+            continue
+        if n.target == torch.ops.aten.linear.default and getattr(n.args[1], "op", None) == "get_attr" \
+                and n.args[1].target in buffers:
+            out.add(n.name)
+        elif n.target in convs and len(n.args) > 6 and n.args[6] > 1:
+            w = n.args[1].meta.get("val") if hasattr(n.args[1], "meta") else None
+            if w is not None and w.shape[1] == 1:
+                out.add(n.name)
+    return out
+
+
 def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
     """XNNPACKQuantizer (per-channel symmetric int8) that leaves the `exclude` modules in float.
 
@@ -183,14 +214,17 @@ def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
 
     class _Quantizer(XNNPACKQuantizer):
         skip_nodes: set = set()  # node names kept in float (mask-range activations, see pt2e_quantize)
+        by_rule: list = []        # modules of the nodes `kept_float_by_rule` left float (last annotate)
 
         def transform_for_annotation(self, model):
             return float_scalars_to_attrs(model)
 
         def annotate(self, model):
+            constants = kept_float_by_rule(model)
+            self.by_rule = sorted({_module_of(n) for n in model.graph.nodes if n.name in constants})
             for node in model.graph.nodes:
                 if node.op == "call_function" and ((exclude and in_modules(node, exclude))
-                                                   or node.name in self.skip_nodes):
+                                                   or node.name in self.skip_nodes or node.name in constants):
                     node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
             return super().annotate(model)
 
@@ -283,12 +317,13 @@ class ExecuTorchXnnpack(Converter):
                                      "layers_quantized": layers}
                 else:
                     masks = [] if quantize == "int8-static" else None
-                    module = pt2e_quantize(prog, xnnpack_quantizer(quantize, exclude),
-                                           for_program(options.get("calibration"), name), masks)
+                    quantizer = xnnpack_quantizer(quantize, exclude)
+                    module = pt2e_quantize(prog, quantizer, for_program(options.get("calibration"), name), masks)
                     details[name] = {"tool": "torchao pt2e + XNNPACKQuantizer", "weights": "int8 per-channel",
                                      "activations": "int8 per-tensor " + ("dynamic" if quantize == "int8-dynamic"
                                                                           else "static (min-max observers)"),
-                                     **({"mask_nodes_kept_float": masks} if masks else {})}
+                                     **({"mask_nodes_kept_float": masks} if masks else {}),
+                                     **({"kept_float_by_rule": quantizer.by_rule} if quantizer.by_rule else {})}
                 if quantize != "int8-qat":
                     details[name].update(kept)
                 quantized[name] = dataclasses.replace(prog, module=module)
