@@ -177,28 +177,14 @@ def _module_of(node) -> str:
 
 
 def kept_float_by_rule(gm: torch.fx.GraphModule) -> set:
-    """Names of the nodes that int8 leaves float on XNNPACK, whatever the user excludes:
-
-    - a ``linear`` whose weight is a buffer, not a parameter: a constant of the model's maths (the
-      Mamba SSD's cumulative sum is a linear with a 0/1 triangle), not a learned layer; an int8
-      activation would round the running sums that the decays exponentiate;
-    - a depthwise convolution (one input channel per group): one per-tensor int8 scale for every
-      channel's few taps is the coarse case (LiteRT's Mamba student: its conv1d alone in int8 cost
-      about 4 points of greedy agreement in a 40-prompt ablation), and its weights are ~1% of it."""
+    """Names of the nodes that int8 leaves float on XNNPACK, whatever the user excludes: a ``linear``
+    whose weight is a buffer, not a parameter, i.e. a constant of the model's maths (the Mamba SSD's
+    cumulative sum is a linear with a 0/1 triangle), not a learned layer; an int8 activation would
+    round the running sums that the decays exponentiate, and the weights cost nothing to keep."""
     buffers = {name for name, _ in gm.named_buffers(remove_duplicate=False)}
-    convs = (torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default)
-    out = set()
-    for n in gm.graph.nodes:
-        if n.op != "call_function" or len(n.args) < 2:
-            continue
-        if n.target == torch.ops.aten.linear.default and getattr(n.args[1], "op", None) == "get_attr" \
-                and n.args[1].target in buffers:
-            out.add(n.name)
-        elif n.target in convs and len(n.args) > 6 and n.args[6] > 1:
-            w = n.args[1].meta.get("val") if hasattr(n.args[1], "meta") else None
-            if w is not None and w.shape[1] == 1:
-                out.add(n.name)
-    return out
+    return {n.name for n in gm.graph.nodes
+            if n.op == "call_function" and n.target == torch.ops.aten.linear.default and len(n.args) > 1
+            and getattr(n.args[1], "op", None) == "get_attr" and n.args[1].target in buffers}
 
 
 def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
