@@ -115,7 +115,7 @@ def main(argv=None) -> int:
                                       **kw)
                 total = time.perf_counter() - t0
                 size = payload_bytes(art.path)
-                part = json.loads((art.path / "manifest.json").read_text())["extra"]["partition"]
+                part = art.manifest.extra["partition"]
             calls = {p: r["delegated_subgraphs"] for p, r in part.items()}
             outside = {p: 1 - r["delegated_fraction"] for p, r in part.items()}
             rows.append({"student": fam, "target": target, "scheme": scheme, "delegate_calls": calls,
