@@ -36,16 +36,46 @@ def outside_delegate(not_delegated: dict, total: int) -> list[dict]:
     return sorted(rows, key=lambda r: -r["count"])
 
 
-def lower(programs, partitioners, caller_owned_inputs: bool = False) -> tuple[bytes, dict]:
+def layer_norm_as_mean(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5, cudnn_enable=True):
+    """``aten.layer_norm`` as means over a (rows, 1, n, 1) view: the same maths in ops XNNPACK takes.
+
+    The XNNPACK partitioner has no layer norm, and its mean takes only the two innermost dims of a
+    4-D tensor, so a layer norm left whole runs on the portable kernels and splits the delegated
+    graph at every norm (the Mamba student's step: 37 delegate calls before, 2 with this and its
+    graph written for the delegate).
+
+    Only for a single row (a generation step's norms, a final norm on the last position): with the
+    Mamba prefill's (1, 128, 128) norms decomposed the same way, the lowered program crashed the
+    XNNPACK runtime (SIGSEGV in the pybinding's method call; reproduced with a 1-layer, width-32
+    student; a LayerNorm between two linears alone runs). Norms over several rows stay whole (on the
+    portable kernels) until that is isolated."""
+    import math
+    if math.prod(x.shape[:-len(normalized_shape)]) > 1:
+        return torch.ops.aten.native_layer_norm.default(x, normalized_shape, weight, bias, eps)[0]
+    n = math.prod(normalized_shape)
+    rows = x.reshape(-1, 1, n, 1)                                             # (rows, 1, n, 1)
+    centred = rows - rows.mean((-2, -1), keepdim=True)
+    var = (centred * centred).mean((-2, -1), keepdim=True)                    # biased, as LayerNorm
+    y = (centred * torch.rsqrt(var + eps)).reshape(x.shape)
+    if weight is not None:
+        y = y * weight
+    return y if bias is None else y + bias
+
+
+def lower(programs, partitioners, caller_owned_inputs: bool = False,
+          decompositions: dict | None = None) -> tuple[bytes, dict]:
     """torch.export every program, lower with the given partitioners, return (pte bytes, report).
 
     ``caller_owned_inputs``: leave graph inputs out of memory planning, so the program reads its
     inputs where the caller keeps them instead of copying them in at every call (what a
-    generation step's multi-MB caches need; `runtime.executorch` then feeds it padded buffers)."""
+    generation step's multi-MB caches need; `runtime.executorch` then feeds it padded buffers).
+    ``decompositions``: {aten op: function} applied to the exported programs before lowering."""
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     eps = {name: torch.export.export(p.module, p.example_inputs, dynamic_shapes=export_shapes(p))
            for name, p in programs.items()}
+    if decompositions:
+        eps = {name: ep.run_decompositions(decompositions) for name, ep in eps.items()}
     edge = to_edge_transform_and_lower(eps, partitioner=partitioners)
     report = {name: delegation_report(edge, name) for name in eps}
     config = ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=not caller_owned_inputs))
@@ -63,11 +93,12 @@ def _lower_xnnpack(programs, quantize: str, caller_owned_inputs: bool) -> tuple[
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
         XnnpackDynamicallyQuantizedPartitioner, XnnpackPartitioner)
     try:
-        return (*lower(programs, [XnnpackPartitioner()], caller_owned_inputs), None)
+        return (*lower(programs, [XnnpackPartitioner()], caller_owned_inputs, XNNPACK_DECOMPOSITIONS), None)
     except AssertionError as e:
         if quantize != "int8-dynamic" or "dependency cycles" not in str(e):
             raise
-    return (*lower(programs, [XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()], caller_owned_inputs),
+    return (*lower(programs, [XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()], caller_owned_inputs,
+                   XNNPACK_DECOMPOSITIONS),
             "dynamically quantized ops first, then the rest (one partitioner formed a dependency cycle)")
 
 
@@ -160,6 +191,22 @@ def is_quantized_graph(module) -> bool:
     return any(n.op == "call_function" and "quantize_per" in str(n.target) for n in graph.nodes)
 
 
+def _module_of(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else node.name
+
+
+def kept_float_by_rule(gm: torch.fx.GraphModule) -> set:
+    """Names of the nodes that int8 leaves float on XNNPACK, whatever the user excludes: a ``linear``
+    whose weight is a buffer, not a parameter, i.e. a constant of the model's maths (the Mamba SSD's
+    cumulative sum is a linear with a 0/1 triangle), not a learned layer; an int8 activation would
+    round the running sums that the decays exponentiate, and the weights cost nothing to keep."""
+    buffers = {name for name, _ in gm.named_buffers(remove_duplicate=False)}
+    return {n.name for n in gm.graph.nodes
+            if n.op == "call_function" and n.target == torch.ops.aten.linear.default and len(n.args) > 1
+            and getattr(n.args[1], "op", None) == "get_attr" and n.args[1].target in buffers}
+
+
 def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
     """XNNPACKQuantizer (per-channel symmetric int8) that leaves the `exclude` modules in float.
 
@@ -173,14 +220,17 @@ def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
 
     class _Quantizer(XNNPACKQuantizer):
         skip_nodes: set = set()  # node names kept in float (mask-range activations, see pt2e_quantize)
+        by_rule: list = []        # modules of the nodes `kept_float_by_rule` left float (last annotate)
 
         def transform_for_annotation(self, model):
             return float_scalars_to_attrs(model)
 
         def annotate(self, model):
+            constants = kept_float_by_rule(model)
+            self.by_rule = sorted({_module_of(n) for n in model.graph.nodes if n.name in constants})
             for node in model.graph.nodes:
                 if node.op == "call_function" and ((exclude and in_modules(node, exclude))
-                                                   or node.name in self.skip_nodes):
+                                                   or node.name in self.skip_nodes or node.name in constants):
                     node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
             return super().annotate(model)
 
@@ -223,6 +273,9 @@ def int8_tables(prog, exclude):
     heads = [h for h in tied_heads(prog.module) if not any(h == e or h.startswith(e + ".") for e in exclude)]
     module, rows = int8_rows(prog.module, exclude)
     return dataclasses.replace(prog, module=module), {"embedding_int8_rows": rows, "tied_heads_kept_float": heads}
+
+
+XNNPACK_DECOMPOSITIONS = {torch.ops.aten.layer_norm.default: layer_norm_as_mean}
 
 
 @register_target
@@ -273,12 +326,13 @@ class ExecuTorchXnnpack(Converter):
                                      "layers_quantized": layers}
                 else:
                     masks = [] if quantize == "int8-static" else None
-                    module = pt2e_quantize(prog, xnnpack_quantizer(quantize, exclude),
-                                           for_program(options.get("calibration"), name), masks)
+                    quantizer = xnnpack_quantizer(quantize, exclude)
+                    module = pt2e_quantize(prog, quantizer, for_program(options.get("calibration"), name), masks)
                     details[name] = {"tool": "torchao pt2e + XNNPACKQuantizer", "weights": "int8 per-channel",
                                      "activations": "int8 per-tensor " + ("dynamic" if quantize == "int8-dynamic"
                                                                           else "static (min-max observers)"),
-                                     **({"mask_nodes_kept_float": masks} if masks else {})}
+                                     **({"mask_nodes_kept_float": masks} if masks else {}),
+                                     **({"kept_float_by_rule": quantizer.by_rule} if quantizer.by_rule else {})}
                 if quantize != "int8-qat":
                     details[name].update(kept)
                 quantized[name] = dataclasses.replace(prog, module=module)

@@ -109,25 +109,56 @@ class MambaConfig:
 
 # ------------------------------------------------------------------------------------------ SSD
 
-def segsum_exp(a: torch.Tensor) -> torch.Tensor:
-    """(..., T) -> (..., T, T): exp(Σ_{j<k<=i} a_k) on and below the diagonal, 0 above."""
+# The graph is written for the delegates (XNNPACK, Vulkan): tensors of rank <= 4, batched matmuls
+# as explicit 3-D ``bmm``, cumulative sums as a matmul with a constant triangle, views instead of
+# ``None``-indexing / ``expand`` / ``split`` / ``select``: ops that ExecuTorch's XNNPACK partitioner
+# does not take split a program into many delegate calls (78 for the student before). Same maths.
+
+def _lower(n: int, like: torch.Tensor) -> torch.Tensor:
+    """(n, n) ones on and below the diagonal: ``F.linear(a, lower)`` is the cumulative sum of ``a``
+    over its last dim (a linear layer with a constant weight, which every delegate takes)."""
+    return torch.ones(n, n, dtype=like.dtype, device=like.device).tril()
+
+
+def _narrow(t: torch.Tensor, dim: int, start: int, stop: int) -> torch.Tensor:
+    # a full-length slice is exported as aten.alias, which coremltools cannot convert
+    return t if start == 0 and stop == t.shape[dim] else t.narrow(dim, start, stop - start)
+
+
+def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(..., M, K) @ (..., K, N) with equal leading dims, as one 3-D ``bmm`` (a 4/5-D ``@`` is
+    exported as expand + bmm, and XNNPACK does not take ``expand``)."""
+    lead = a.shape[:-2]
+    out = torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]))
+    return out.reshape(*lead, a.shape[-2], b.shape[-1])
+
+
+def segsum_exp(a: torch.Tensor, lower: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., T) -> (..., T, T): exp(Σ_{j<k<=i} a_k) on and below the diagonal, 0 above.
+    ``lower``: `_lower(n)` for some n >= T, a constant (built here when None)."""
     T = a.shape[-1]
-    cs = torch.cumsum(a, dim=-1)
-    diff = cs[..., :, None] - cs[..., None, :]                                # (..., T, T)
-    idx = torch.arange(T, device=a.device)
-    causal = (idx[:, None] >= idx[None, :]).to(a.dtype)                       # (T, T) 1 on/below the diagonal
+    lower = _lower(T, a) if lower is None else lower
+    n = lower.shape[0]
+    # a shorter sequence is zero-padded to the constant's size (the first T sums are unchanged)
+    cs = _narrow(F.linear(F.pad(a, (0, n - T)) if n > T else a, lower), a.dim() - 1, 0, T)  # (..., T)
+    causal = _narrow(_narrow(lower, 0, 0, T), 1, 0, T)                        # (T, T) 1 on/below the diagonal
+    lead = cs.shape[:-1]
+    diff = cs.reshape(*lead, T, 1) - cs.reshape(*lead, 1, T)                  # (..., T, T)
     # masked by multiplying with 0/1 rather than a -inf fill: the same values, but a quantizer
     # cannot scale a -inf tensor (QNN's HTP then refuses the Where node), and no Where node is left
     return torch.exp(diff * causal) * causal
 
 
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                chunk: int, init_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                chunk: int, init_state: torch.Tensor | None = None,
+                lower: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked SSD as pairwise matmuls.
 
     x (b, l, h, p), dt (b, l, h), A (h,), B/C (b, l, h, n), init_state (b, h, n, p) or None
     -> y (b, l, h, p) (without the D skip), final state (b, h, n, p). ``l`` is padded to a
-    multiple of ``chunk`` with dt = 0 (no decay, no input), so any length works."""
+    multiple of ``chunk`` with dt = 0 (no decay, no input), so any length works. Every tensor
+    has rank <= 4 (batch and chunk folded into one dim, ``bc`` = b * c). ``lower``: `_lower(chunk)`
+    as a constant (a module buffer; built here when None)."""
     b, l, h, p = x.shape
     n = B.shape[-1]
     pad = (-l) % chunk
@@ -135,30 +166,39 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
         x, B, C = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
         dt = F.pad(dt, (0, 0, 0, pad))
     c = (l + pad) // chunk
-    q = chunk
-    xd = (x * dt[..., None]).reshape(b, c, q, h, p).permute(0, 3, 1, 2, 4)    # (b, h, c, q, p)
-    a = (dt * A).reshape(b, c, q, h).permute(0, 3, 1, 2)                      # (b, h, c, q)
-    Bc = B.reshape(b, c, q, h, n).permute(0, 3, 1, 2, 4)                      # (b, h, c, q, n)
-    Cc = C.reshape(b, c, q, h, n).permute(0, 3, 1, 2, 4)                      # (b, h, c, q, n)
-    a_cs = torch.cumsum(a, dim=-1)                                            # (b, h, c, q)
+    q, bc = chunk, b * c
+    Lq = _lower(q, x) if lower is None else lower                             # (q, q)
+    xd = (x * dt.reshape(b, l + pad, h, 1)).reshape(bc, q, h, p).permute(0, 2, 1, 3)  # (bc, h, q, p)
+    a = (dt * A).reshape(bc, q, h).permute(0, 2, 1)                           # (bc, h, q)
+    Bc = B.reshape(bc, q, h, n).permute(0, 2, 1, 3)                           # (bc, h, q, n)
+    Cc = C.reshape(bc, q, h, n).permute(0, 2, 1, 3)                           # (bc, h, q, n)
+    a_cs = F.linear(a, Lq)                                                    # (bc, h, q) cumulative sum
     # intra-chunk: G = (C Bᵀ) ∘ L, y = G X
-    G = (Cc @ Bc.transpose(-1, -2)) * segsum_exp(a)                          # (b, h, c, q, q)
-    y_diag = G @ xd                                                           # (b, h, c, q, p)
+    G = bmm(Cc, Bc.transpose(-1, -2)) * segsum_exp(a, Lq)                     # (bc, h, q, q)
+    y_diag = bmm(G, xd)                                                       # (bc, h, q, p)
     # each chunk's own contribution to the state at its end
-    decay = torch.exp(a_cs[..., -1:] - a_cs)                                  # (b, h, c, q)
-    states = (Bc * decay[..., None]).transpose(-1, -2) @ xd                   # (b, h, c, n, p)
-    init = (torch.zeros(b, h, 1, n, p, dtype=x.dtype, device=x.device) if init_state is None
-            else init_state[:, :, None])
-    states = torch.cat([init, states], dim=2)                                 # (b, h, c+1, n, p)
+    a_end = _narrow(a_cs, 2, q - 1, q)                                        # (bc, h, 1)
+    decay = torch.exp(a_end - a_cs)                                           # (bc, h, q)
+    states = bmm((Bc * decay.reshape(bc, h, q, 1)).transpose(-1, -2), xd)     # (bc, h, n, p)
+    states = states.reshape(b, c, h, n * p).permute(0, 2, 1, 3)               # (b, h, c, n*p)
+    if init_state is None:
+        states = F.pad(states, (0, 0, 1, 0))                                  # (b, h, c+1, n*p)
+    else:
+        states = torch.cat([init_state.reshape(b, h, 1, n * p), states], dim=2)
     # across chunks: state entering chunk z = Σ_c exp(decay from c to z) · states[c]
-    chunk_decay = segsum_exp(F.pad(a_cs[..., -1], (1, 0)))                    # (b, h, c+1, c+1)
-    states = (chunk_decay @ states.reshape(b, h, c + 1, n * p)).reshape(b, h, c + 1, n, p)
-    final = states[:, :, -1]                                                  # (b, h, n, p)
-    y_off = (Cc @ states[:, :, :-1]) * torch.exp(a_cs)[..., None]             # (b, h, c, q, p)
-    y = (y_diag + y_off).permute(0, 2, 3, 1, 4).reshape(b, c * q, h, p)
-    # no slice when nothing was padded: torch.export writes a full slice as aten.alias, which
-    # coremltools cannot convert
-    return (y[:, :l] if pad else y), final
+    ends = F.pad(a_end.reshape(b, c, h).permute(0, 2, 1), (1, 0))             # (b, h, c+1)
+    states = bmm(segsum_exp(ends, Lq if c + 1 <= q else None), states)       # (b, h, c+1, n*p)
+    final = _narrow(states, 2, c, c + 1).reshape(b, h, n, p)
+    prev = _narrow(states, 2, 0, c).permute(0, 2, 1, 3).reshape(bc, h, n, p)  # state entering each chunk
+    y_off = bmm(Cc, prev) * torch.exp(a_cs).reshape(bc, h, q, 1)              # (bc, h, q, p)
+    y = (y_diag + y_off).permute(0, 2, 1, 3).reshape(b, c * q, h, p)
+    return _narrow(y, 1, 0, l), final
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 + exp(x))`` written as ``relu(x) + log(1 + exp(-|x|))``: no overflow, and only ops the
+    delegates take (``F.softplus`` becomes a where + log1p that XNNPACK and Vulkan leave out)."""
+    return F.relu(x) + torch.log(1 + torch.exp(-x.abs()))
 
 
 def ssd_naive(x, dt, A, B, C, init_state=None):
@@ -182,6 +222,18 @@ def ssd_matrix(dt, A, B, C) -> torch.Tensor:
     return CB * segsum_exp(a) * dt.transpose(1, 2)[:, :, None, :]
 
 
+def conv_picker(length: torch.Tensor, L: int, K: int) -> torch.Tensor:
+    """(B, L+K-1, K-1) 0/1: column k selects padded position length + k (the conv state's inputs)."""
+    rows = torch.arange(L + K - 1, device=length.device).reshape(1, L + K - 1, 1)
+    want = length.reshape(-1, 1, 1) + torch.arange(K - 1, device=length.device).reshape(1, 1, K - 1)
+    return (rows == want).float()
+
+
+def stack(ts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(ts)`` as a concatenation of views (no unsqueeze node)."""
+    return torch.cat([t.reshape(1, *t.shape) for t in ts])
+
+
 # ------------------------------------------------------------------------------------------ layers
 
 class GatedRMSNorm(nn.Module):
@@ -195,8 +247,10 @@ class GatedRMSNorm(nn.Module):
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:     # (..., D), (..., D)
         y = y * F.silu(z)
         shp = y.shape
-        g = y.reshape(*shp[:-1], self.groups, shp[-1] // self.groups)
-        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        # (rows, groups, D/groups, 1) with the mean over the last two dims: the 4-D innermost-dims
+        # mean is the one XNNPACK delegates (global average pooling)
+        g = y.reshape(-1, self.groups, shp[-1] // self.groups, 1)
+        g = g * torch.rsqrt(g.pow(2).mean((-2, -1), keepdim=True) + self.eps)
         return g.reshape(shp) * self.weight
 
 
@@ -213,19 +267,32 @@ class Mamba2Mixer(nn.Module):
         self.D = nn.Parameter(torch.ones(H))
         self.norm = GatedRMSNorm(cfg.d_inner, G)
         self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=cfg.bias)
+        # the SSD's cumulative-sum triangle, a constant (not in the state dict; `Mamba` shares one)
+        self.register_buffer("lower", _lower(cfg.chunk_size, self.D.detach()), persistent=False)
+
+    @staticmethod
+    def _cut(t: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+        """``t.split(sizes, -1)`` as slices (XNNPACK takes slices, not split_with_sizes)."""
+        out, at = [], 0
+        for n in sizes:
+            out.append(_narrow(t, t.dim() - 1, at, at + n))
+            at += n
+        return out
 
     def _split(self, zxbcdt: torch.Tensor):
         c = self.cfg
-        return zxbcdt.split([c.d_inner, c.conv_dim, c.n_heads], dim=-1)       # z, xBC, dt
+        return self._cut(zxbcdt, [c.d_inner, c.conv_dim, c.n_heads])         # z, xBC, dt
 
     def _heads(self, xBC: torch.Tensor):
         """(..., conv_dim) -> x (..., H, P), B (..., H, N), C (..., H, N): groups broadcast to heads."""
         c = self.cfg
-        x, Bm, Cm = xBC.split([c.d_inner, c.n_groups * c.d_state, c.n_groups * c.d_state], dim=-1)
+        x, Bm, Cm = self._cut(xBC, [c.d_inner, c.n_groups * c.d_state, c.n_groups * c.d_state])
         lead = x.shape[:-1]
         rep = c.n_heads // c.n_groups
 
         def expand(t):
+            if rep == 1:  # one head per group: nothing to broadcast (no expand node)
+                return t.reshape(*lead, c.n_heads, c.d_state)
             t = t.reshape(*lead, c.n_groups, 1, c.d_state).expand(*lead, c.n_groups, rep, c.d_state)
             return t.reshape(*lead, c.n_heads, c.d_state)
         return x.reshape(*lead, c.n_heads, c.head_dim), expand(Bm), expand(Cm)
@@ -237,9 +304,10 @@ class Mamba2Mixer(nn.Module):
         z, xBC_raw, dt = self._split(self.in_proj(u))
         xBC = F.silu(self.conv1d(F.pad(xBC_raw.transpose(1, 2), (K - 1, 0))).transpose(1, 2))  # (B, L, conv_dim)
         x, Bm, Cm = self._heads(xBC)
-        dt = F.softplus(dt + self.dt_bias)                                    # (B, L, H)
+        dt = softplus(dt + self.dt_bias)                                      # (B, L, H)
         if valid is not None:
-            dt = dt * valid[..., None].to(dt.dtype)
+            keep = valid.reshape(*valid.shape, 1)
+            dt = dt * (keep if keep.dtype == dt.dtype else keep.to(dt.dtype))
         return z, xBC_raw, x, dt, Bm, Cm
 
     @property
@@ -247,27 +315,27 @@ class Mamba2Mixer(nn.Module):
         return -torch.exp(self.A_log)                                         # (H,)
 
     def _out(self, y: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        y = y + x * self.D[:, None]                                           # (..., H, P)
+        y = y + x * self.D.reshape(-1, 1)                                     # (..., H, P)
         y = y.reshape(*y.shape[:-2], self.cfg.d_inner)
         return self.out_proj(self.norm(y, z))
 
     def forward(self, u: torch.Tensor, valid: torch.Tensor | None = None, length: torch.Tensor | None = None,
-                return_state: bool = False):
+                return_state: bool = False, conv_pick: torch.Tensor | None = None):
         """u (B, L, D) -> (B, L, D); with ``return_state`` also the conv state (B, conv_dim, d_conv-1)
-        at position ``length`` (default L) and the SSM state (B, H, N, P)."""
+        at position ``length`` (default L) and the SSM state (B, H, N, P). ``conv_pick``
+        (B, L+d_conv-1, d_conv-1): `conv_picker(length, L)`, computed once for all layers."""
         z, xBC_raw, x, dt, Bm, Cm = self.ssd_inputs(u, valid)
-        y, state = ssd_chunked(x, dt, self.A, Bm, Cm, self.cfg.chunk_size)
+        y, state = ssd_chunked(x, dt, self.A, Bm, Cm, self.cfg.chunk_size, lower=self.lower)
         out = self._out(y, x, z)
         if not return_state:
             return out
         K = self.cfg.d_conv
         xp = F.pad(xBC_raw.transpose(1, 2), (K - 1, 0))                       # (B, conv_dim, L+K-1)
         if length is None:
-            conv_state = xp[..., -(K - 1):]
-        else:  # the K-1 inputs before `length`: padded positions length .. length+K-2
-            idx = length.reshape(-1, 1) + torch.arange(K - 1, device=u.device)  # (B, K-1)
-            idx = idx[:, None, :].expand(xp.shape[0], xp.shape[1], K - 1)
-            conv_state = torch.gather(xp, 2, idx)
+            conv_state = _narrow(xp, 2, xp.shape[2] - (K - 1), xp.shape[2])
+        else:  # the K-1 inputs before `length`: padded positions length .. length+K-2, as a 0/1 matmul
+            pick = conv_picker(length, u.shape[1], K) if conv_pick is None else conv_pick
+            conv_state = torch.bmm(xp, pick)                                  # (B, conv_dim, K-1)
         return out, conv_state, state
 
     def mixing_matrix(self, u: torch.Tensor) -> torch.Tensor:
@@ -279,17 +347,21 @@ class Mamba2Mixer(nn.Module):
         """One token: u (B, D), conv_state (B, conv_dim, K-1), ssm_state (B, H, N, P)
         -> y (B, D), new conv_state, new ssm_state."""
         z, xBC, dt = self._split(self.in_proj(u))
-        window = torch.cat([conv_state, xBC[..., None]], dim=-1)              # (B, conv_dim, K)
+        Bn, Cd = xBC.shape
+        H, N, P = self.cfg.n_heads, self.cfg.d_state, self.cfg.head_dim
+        window = torch.cat([conv_state, xBC.reshape(Bn, Cd, 1)], dim=-1)      # (B, conv_dim, K)
         # rank 3 until after the SiLU: on the HTP a per-channel bias added to the rank-2 tap sum
         # (ReduceSum without keepdims) corrupted the values downstream (logits cosine 0.98)
-        conv = (window * self.conv1d.weight[:, 0]).sum(-1, keepdim=True) + self.conv1d.bias[:, None]  # (B, C, 1)
-        xBC = F.silu(conv)[..., 0]
+        # the depthwise conv over the K-tap window (XNNPACK takes a conv, not a sum over the taps)
+        conv = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=Cd)  # (B, C, 1)
+        xBC = F.silu(conv).reshape(Bn, Cd)
         x, Bm, Cm = self._heads(xBC)                                          # (B, H, P), (B, H, N)
-        dt = F.softplus(dt + self.dt_bias)                                    # (B, H)
+        dt = softplus(dt + self.dt_bias)                                      # (B, H)
         dA = torch.exp(dt * self.A)
-        ssm_state = ssm_state * dA[..., None, None] + Bm[..., :, None] * (dt[..., None] * x)[..., None, :]
-        y = (Cm[..., None, :] @ ssm_state).squeeze(-2)                        # (B, H, P)
-        return self._out(y, x, z), window[..., 1:], ssm_state
+        ssm_state = (ssm_state * dA.reshape(Bn, H, 1, 1)
+                     + Bm.reshape(Bn, H, N, 1) * (dt.reshape(Bn, H, 1) * x).reshape(Bn, H, 1, P))
+        y = bmm(Cm.reshape(Bn, H, 1, N), ssm_state).reshape(Bn, H, P)        # (B, H, P)
+        return self._out(y, x, z), _narrow(window, 2, 1, window.shape[2]), ssm_state
 
 
 class MambaBlock(nn.Module):
@@ -307,8 +379,8 @@ class MambaBlock(nn.Module):
         x = x + self.mixer(self.ln1(x), valid)
         return x + self.mlp(self.ln2(x))
 
-    def prefill(self, x, valid=None, length=None):
-        y, conv, ssm = self.mixer(self.ln1(x), valid, length, return_state=True)
+    def prefill(self, x, valid=None, length=None, conv_pick=None):
+        y, conv, ssm = self.mixer(self.ln1(x), valid, length, return_state=True, conv_pick=conv_pick)
         x = x + y
         return x + self.mlp(self.ln2(x)), conv, ssm
 
@@ -331,6 +403,8 @@ class Mamba(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied, like the teacher
+        for blk in self.blocks[1:]:  # one constant triangle for all layers (exported once)
+            blk.mixer.lower = self.blocks[0].mixer.lower
         for name, p in self.named_parameters():
             if name.endswith(("in_proj.weight", "out_proj.weight", "mlp.0.weight", "mlp.2.weight")):
                 nn.init.normal_(p, 0.0, 0.02 / (math.sqrt(2 * cfg.n_layers) if "out" in name or "mlp.2" in name else 1))
@@ -362,21 +436,23 @@ class Mamba(nn.Module):
         real token (B, V), conv_state (n_layers, B, conv_dim, d_conv-1), ssm_state
         (n_layers, B, H, N, P)."""
         B, P = tokens.shape
-        valid = None
-        if length is not None:
-            valid = torch.arange(P, device=tokens.device)[None, :] < length.reshape(-1, 1)  # (B, P)
+        valid = pick = None
+        if length is not None:  # masks from `length`, once for all layers (0/1 floats)
+            pos = torch.arange(P, device=tokens.device).reshape(1, P)
+            valid = (pos < length.reshape(-1, 1)).float()                     # (B, P)
+            last_pick = (pos == length.reshape(-1, 1) - 1).float().reshape(B, 1, P)
+            pick = conv_picker(length, P, self.cfg.d_conv)
         x = self.wte(tokens)
         convs, ssms = [], []
         for blk in self.blocks:
-            x, conv, ssm = blk.prefill(x, valid, length)
+            x, conv, ssm = blk.prefill(x, valid, length, pick)
             convs.append(conv)
             ssms.append(ssm)
         if length is None:
-            last = x[:, -1]                                                   # (B, D)
-        else:
-            idx = (length.reshape(-1, 1, 1) - 1).expand(B, 1, x.shape[-1])
-            last = torch.gather(x, 1, idx)[:, 0]
-        return self.lm_head(self.ln_f(last)), torch.stack(convs), torch.stack(ssms)
+            last = _narrow(x, 1, P - 1, P).reshape(B, -1)                     # (B, D)
+        else:  # the row at length-1, as a 0/1 matmul (no gather)
+            last = torch.bmm(last_pick, x).reshape(B, -1)
+        return self.lm_head(self.ln_f(last)), stack(convs), stack(ssms)
 
     # -- recurrent decoding ------------------------------------------------------------------
     def init_state(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -386,13 +462,15 @@ class Mamba(nn.Module):
 
     def step(self, token: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor):
         """token (B, 1) int64, states as from `prefill` -> logits (B, V), new conv_state, new ssm_state."""
-        x = self.wte(token[:, 0])                                             # (B, D)
+        x = self.wte(token.reshape(-1))                                       # (B, D)
         convs, ssms = [], []
         for i, blk in enumerate(self.blocks):
-            x, conv, ssm = blk.step(x, conv_state[i], ssm_state[i])
+            conv_i = _narrow(conv_state, 0, i, i + 1).reshape(conv_state.shape[1:])
+            ssm_i = _narrow(ssm_state, 0, i, i + 1).reshape(ssm_state.shape[1:])
+            x, conv, ssm = blk.step(x, conv_i, ssm_i)
             convs.append(conv)
             ssms.append(ssm)
-        return self.lm_head(self.ln_f(x)), torch.stack(convs), torch.stack(ssms)
+        return self.lm_head(self.ln_f(x)), stack(convs), stack(ssms)
 
     def state_bytes(self, batch: int = 1) -> int:
         """Bytes of decoding state per sequence (float32): independent of the context length."""

@@ -1,0 +1,65 @@
+"""Generation students' graphs stay in the ops the mobile delegates take, with the same maths.
+
+ExecuTorch's XNNPACK partitioner cuts a program wherever an op it lacks runs (expand, split, select,
+gather, cumsum, squeeze, non-trailing unsqueeze, layer norm), and each piece is a separate delegate
+blob and call; Vulkan refuses tensors of rank > 4. The Mamba student's programs went from 37 + 37
+XNNPACK delegate calls to 9 + 2 when written without them (benchmarks/xnnpack_lowering.py)."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from edgesdk.converters.executorch_xnnpack import layer_norm_as_mean
+from edgesdk.models.mamba import Mamba, MambaConfig
+
+# ops a Mamba program must not contain after torch.export (core ATen, before the delegate's own passes)
+LACKING = ("expand", "split_with_sizes", "select.int", "gather", "cumsum", "squeeze", "softplus", "alias")
+
+
+def _nodes(program):
+    ep = torch.export.export(program.module, program.example_inputs).run_decompositions({})
+    return [n for n in ep.graph_module.graph.nodes if n.op == "call_function"]
+
+
+def test_mamba_programs_have_no_op_the_delegates_lack_and_rank_at_most_4():
+    from edgesdk.converters.programs import collect
+    m = Mamba(MambaConfig(d_model=32, n_layers=2, n_heads=2, head_dim=16, d_state=8, n_groups=2, chunk_size=16,
+                          prompt_lengths=(40,))).eval()
+    for p in collect(m, None):
+        nodes = _nodes(p)
+        assert len(nodes) > 50, p.name                                          # not vacuous
+        lacking = sorted({str(n.target) for n in nodes if any(op in str(n.target) for op in LACKING)})
+        assert lacking == [], (p.name, lacking)
+        unsqueeze = [n.name for n in nodes if "unsqueeze" in str(n.target)
+                     and n.args[1] not in (-1, n.args[0].meta["val"].dim())]
+        assert unsqueeze == [], (p.name, unsqueeze)
+        # the stacked (n_layers, ...) state inputs/outputs are rank 5 by contract; the maths is <= 4
+        high = [n.name for n in nodes if isinstance(n.meta.get("val"), torch.Tensor) and n.meta["val"].dim() > 4
+                and not any(k in str(n.target) for k in ("cat", "slice", "view"))]
+        assert high == [], (p.name, high)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_norm_as_mean_is_layer_norm(bias):
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(3, 48, generator=g) * 3 + 1, torch.randn(48, generator=g), torch.randn(48, generator=g)
+    x = x[:1]                                                                   # one row (a step)
+    got = layer_norm_as_mean(x, [48], w, b if bias else None, 1e-5)
+    assert torch.allclose(got, F.layer_norm(x, (48,), w, b if bias else None, 1e-5), atol=1e-5)
+    x3 = torch.randn(2, 5, 48, generator=g)                                     # several rows: left whole
+    assert torch.equal(layer_norm_as_mean(x3, [48], w, b, 1e-5), F.layer_norm(x3, (48,), w, b, 1e-5))
+
+
+def test_int8_leaves_the_ssd_triangle_linears_float():
+    # the SSD's cumulative sums are linears with a constant 0/1 triangle (a buffer): quantizing their
+    # activations would round the sums that the decays exponentiate; the learned linears stay int8
+    from edgesdk.converters.executorch_xnnpack import kept_float_by_rule
+    from edgesdk.converters.programs import collect
+    m = Mamba(MambaConfig(d_model=32, n_layers=2, n_heads=2, head_dim=16, d_state=8, n_groups=2, chunk_size=16,
+                          prompt_lengths=(40,))).eval()
+    prefill = next(p for p in collect(m, None) if p.name == "prefill")
+    gm = torch.export.export(prefill.module, prefill.example_inputs).module()
+    linears = [n for n in gm.graph.nodes if n.op == "call_function" and n.target == torch.ops.aten.linear.default]
+    kept = kept_float_by_rule(gm)
+    assert len(linears) == 7 * 2 + 1                                           # 3 triangles + 4 learned per layer, head
+    assert len(kept) == 3 * 2 and all(n.args[1].target.endswith("lower") for n in linears if n.name in kept)
