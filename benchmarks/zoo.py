@@ -302,12 +302,14 @@ def raw_toolchain(name: str, target: str, scheme: str, work: Path) -> dict:
                 from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
                     XNNPACKQuantizer, get_symmetric_quantization_config)
                 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-                q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+                dynamic = scheme == "int8-dynamic"
+                q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
+                                                                                    is_dynamic=dynamic))
                 prepared = prepare_pt2e(torch.export.export(module, args).module(), q)
                 for s in calib:
                     prepared(*s)
                 ep_module = convert_pt2e(prepared)
-                tried.append("pt2e XNNPACKQuantizer")
+                tried.append("pt2e XNNPACKQuantizer" + (" (dynamic)" if dynamic else ""))
             ep = torch.export.export(ep_module, args)
             pte = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
             from executorch.runtime import Runtime
