@@ -291,9 +291,9 @@ class ExecuTorchXnnpack(Converter):
     quantization = ("fp32", "int8-static", "int8-dynamic", "int4-weight", "int8-qat")
     recommended = "int8-static"
     recommended_multi_program = "int8-dynamic"
-    # transformers: on the zoo (random weights, benchmarks/zoo.py, p50 2 threads, 2026-12-02 12:55) int8-dynamic
-    # passed the default gate on 12 of 12 converted models, int8-static on 6 of 13 (Llama, Qwen2, GPT-2, Phi,
-    # OPT, ALBERT, MiniLM below it); p50 int8-dynamic/fp32 0.34-0.99 (median 0.56; OPT 2.8x with either scheme)
+    # transformers: on the zoo (random weights, benchmarks/zoo.py, 2026-12-02) int8-dynamic passed the default
+    # gate on 12 of 12 converted models, int8-static on 6 of 13 (Llama, Qwen2, GPT-2, Phi, OPT, ALBERT, MiniLM
+    # below it); p50 int8-dynamic/fp32 (2 threads, 14:11 run) 0.39-0.95 on the 16 transformers that convert
     recommended_by_kind = {"transformer": "int8-dynamic"}
     calibrated = ("int8-static",)
     dynamic_shapes = True

@@ -49,8 +49,8 @@ def test_emulated_device_generation_quality_on_the_familys_subset(tmp_path):
     report. A CPU target keeps the whole set and its profile settings."""
     from edgesdk.families.base import spread
     assert spread(list(range(12)), 4) == [0, 3, 6, 9] and spread([1, 2], 5) == [1, 2]
-    emulated = [t.name for t in edgesdk.targets() if t.name in ("qnn-htp", "litert-gpu")
-                and t.runs in ("simulated", "software GPU")]
+    from edgesdk.pipeline.execute import EMULATED_RUNS
+    emulated = [t.name for t in edgesdk.targets() if t.name in ("qnn-htp", "litert-gpu") and t.runs in EMULATED_RUNS]
     if not emulated:
         pytest.skip("neither the HTP emulator nor a software GPU runs here")
     cfg = {"name": "smoke-mamba-npu", "distill": [{"family": "mamba", "steps": 3, "options": {

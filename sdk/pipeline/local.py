@@ -14,7 +14,7 @@ run one at a time with nothing else of ours running.
 - When every conversion is done, the profiling queue runs in this process, one job at a time
   (the CPU, the emulated NPU and the software GPU all share these cores), so a timing never
   competes with a conversion. The quality scores come after every timing, one thread per
-  usable core, never two of one target at once (`edgesdk.pipeline.scores`): a score is
+  usable core, never two of one runtime library at once (`edgesdk.pipeline.scores`): a score is
   correctness, not timing.
 - Ctrl-C (or any error) kills the workers, removes the scratch folder and keeps the artifacts
   already delivered (and the cache).
