@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import re
 
@@ -54,6 +55,33 @@ class _SkipLog(logging.Handler):
             node = m.group("node").strip()
             op = _OP.search(node)
             self.skips.append((op.group("op") if op else node.split("(")[0], m.group("reason"), node))
+
+
+def _build_pattern_library_once() -> None:
+    """Make Vulkan's fusion pattern graphs build once per process instead of once per partition.
+
+    ExecuTorch 1.5.1 registers its RoPE pattern builders (``patterns/rope.py``, ``rope_hf.py``) in
+    the pattern registry *before* their ``lru_cache`` wraps them, so the registry holds the uncached
+    functions: the partitioner and the ``FusePatternsPass`` of every partition's preprocessing
+    re-run two ``torch.export`` + ``to_edge`` each time. Measured on the trained Mamba student's
+    fp16 lowering (cProfile, 2026-12-02): 98 of 127 s of Vulkan's preprocessing was that pass, 75 s of
+    it in 20 ``get_hf_rope_graphs`` calls. The graphs are only read (``SubgraphMatcher`` patterns),
+    so one build serves every call. The builders draw their example inputs from torch's global RNG;
+    they run under ``fork_rng`` so the caller's random stream is the same whether or not they ran.
+    """
+    from executorch.backends.vulkan.patterns.pattern_registry import fusable_patterns
+    for entry in fusable_patterns.values():
+        fn = entry.get_graphs_fn
+        if fn is None or getattr(fn, "_edgesdk_once", False):
+            continue
+
+        @functools.cache
+        def once(fn=fn):
+            import torch
+            with torch.random.fork_rng(devices=[]):
+                return fn()
+        once._edgesdk_once = True
+        entry.get_graphs_fn = once
 
 
 @contextlib.contextmanager
@@ -148,6 +176,7 @@ class ExecuTorchVulkan(Converter):
         level = root.level
         from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
         root.setLevel(level)  # importing the partitioner sets the root logger to INFO; undo it
+        _build_pattern_library_once()
         compile_options = {**COMPILE_OPTIONS[quantize], **extra_opts}
         with _capture_partitioner_log() as log:
             buffer, report = lower(programs, [VulkanPartitioner(compile_options)])

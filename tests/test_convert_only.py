@@ -152,6 +152,24 @@ def test_several_programs(target, tmp_path):
         assert set(art.verification["methods"]) == {"encode", "step"}
 
 
+@pytest.mark.skipif("executorch-vulkan" not in BY_NAME, reason="ExecuTorch not installed")
+def test_vulkan_pattern_graphs_are_built_once_and_leave_the_rng_alone():
+    """Vulkan's fusion pattern graphs are built once per process (its registry held uncached builders
+    that re-exported them for every partition); building them draws nothing from torch's global RNG."""
+    from executorch.backends.vulkan.patterns.pattern_registry import fusable_patterns
+
+    from edgesdk.converters.executorch_vulkan import _build_pattern_library_once
+    _build_pattern_library_once()
+    _build_pattern_library_once()  # idempotent: no cache around a cache
+    builders = [e.get_graphs_fn for e in fusable_patterns.values() if e.get_graphs_fn is not None]
+    assert builders and all(getattr(fn, "_edgesdk_once", False) for fn in builders)
+    for fn in builders:
+        before = torch.random.get_rng_state()
+        first = fn()
+        assert torch.equal(torch.random.get_rng_state(), before)
+        assert fn() is first and first and all(isinstance(g, torch.fx.GraphModule) for g in first)
+
+
 @pytest.mark.skipif("coreml-ane" not in {t.name for t in CONVERT_ONLY}, reason="coreml-ane runs here")
 def test_coreml_int64_and_bool_inputs_are_cast(tmp_path):
     torch.manual_seed(0)

@@ -1,0 +1,103 @@
+"""Before/after seconds of the generation students' ExecuTorch conversions, and whether the `.pte` stayed the same.
+
+Measures the demo's costliest conversions (the trained students' XNNPACK fp32 / int8-dynamic and Vulkan
+fp16 lowerings) in one process per code checkout, in order, the way a pool worker of the local executor
+runs them one after another: the seconds of each whole `edgesdk.convert` and of its `lower` part, and
+the SHA-256 of the `.pte` and of the manifest's verification numbers, so that a cut can be shown to
+change the time and nothing else.
+
+``--code DIR`` imports the SDK from another checkout, so the same script measures before and after:
+
+    git archive main | tar -x -C /tmp/before
+    cpu-shared python benchmarks/executorch_cuts.py --students /tmp/demo3/cache --code /tmp/before --json /tmp/b.json
+    cpu-shared python benchmarks/executorch_cuts.py --students /tmp/demo3/cache --json /tmp/a.json
+    python benchmarks/executorch_cuts.py compare /tmp/b.json /tmp/a.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVERSIONS = ("executorch-vulkan:fp16", "executorch-xnnpack:fp32", "executorch-xnnpack:int8-dynamic")
+
+
+def measure(args) -> int:
+    code = Path(args.code).resolve()
+    sys.path[:0] = [str(code), str(ROOT / "benchmarks")]
+    import torch
+
+    import edgesdk
+    from generation_quant import load_student
+    from xnnpack_lowering import timed_lowering
+    torch.set_num_threads(1)
+    commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "(not a git checkout)"
+    rows = []
+    for fam in args.families:
+        model = load_student(fam, Path(args.students))[0]
+        for conv in args.conversions:
+            target, scheme = conv.split(":")
+            stats = {"lower_s": 0.0, "subprocess_s": 0.0, "subprocesses": 0}
+            with tempfile.TemporaryDirectory() as tmp, timed_lowering(stats, False):
+                t0 = time.perf_counter()
+                kw = {} if scheme in ("fp32", "fp16") else {"max_drop": None}
+                art = edgesdk.convert(model, None, target, quantize=scheme, out_dir=tmp, name="a", verify_samples=1,
+                                      **kw)
+                total = time.perf_counter() - t0
+                pte = hashlib.sha256((Path(art.path) / "model.pte").read_bytes()).hexdigest()
+                verification = json.dumps(art.manifest.verification, sort_keys=True, default=str)
+            row = {"student": fam, "conversion": conv, "convert_s": round(total, 2),
+                   "lower_s": round(stats["lower_s"], 2), "pte_sha256": pte,
+                   "verification_sha256": hashlib.sha256(verification.encode()).hexdigest(),
+                   "verification": json.loads(verification)}
+            rows.append(row)
+            print(f"# {fam} {conv}: convert {total:.1f}s, lower {stats['lower_s']:.1f}s, pte {pte[:12]}",
+                  file=sys.stderr, flush=True)
+    out = {"code": str(code), "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "rows": rows}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    print(json.dumps({**out, "rows": [{k: v for k, v in r.items() if k != "verification"} for r in rows]}, indent=2))
+    return 0
+
+
+def compare(before_path: str, after_path: str) -> int:
+    before, after = (json.loads(Path(p).read_text()) for p in (before_path, after_path))
+    idx = {(r["student"], r["conversion"]): r for r in before["rows"]}
+    print(f"before: {before['commit']} ({before['date']}); after: {after['commit']} ({after['date']})\n")
+    print("| student | conversion | convert s before | after | lower s before | after | .pte | verification |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in after["rows"]:
+        b = idx.get((r["student"], r["conversion"]))
+        if b is None:
+            continue
+        same = ["identical" if b[k] == r[k] else "DIFFERS" for k in ("pte_sha256", "verification_sha256")]
+        print(f"| {r['student']} | {r['conversion']} | {b['convert_s']:.1f} | {r['convert_s']:.1f} | "
+              f"{b['lower_s']:.1f} | {r['lower_s']:.1f} | {same[0]} | {same[1]} |")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        return compare(*argv[1:3])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--students", required=True, help="the pipeline's training cache holding the trained students")
+    ap.add_argument("--families", nargs="+", default=["mamba"])
+    ap.add_argument("--conversions", nargs="+", default=list(CONVERSIONS), help="TARGET:SCHEME pairs, run in order")
+    ap.add_argument("--code", default=str(ROOT), help="checkout whose SDK is imported (default: this one)")
+    ap.add_argument("--json", metavar="PATH")
+    return measure(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
