@@ -3,7 +3,8 @@
 Measures the demo's costliest conversions (the trained students' XNNPACK fp32 / int8-dynamic and Vulkan
 fp16 lowerings) in one process per code checkout, in order, the way a pool worker of the local executor
 runs them one after another: the seconds of each whole `edgesdk.convert` and of its `lower` part, and
-the SHA-256 of the `.pte` and of the manifest's verification numbers, so that a cut can be shown to
+the SHA-256 of the artifact's files (the `.pte`, the ONNX programs; QNN's EPContext binaries
+aside, which differ in every process) and of the manifest's verification and `extra` records, so that a cut can be shown to
 change the time and nothing else.
 
 ``--code DIR`` imports the SDK from another checkout, so the same script measures before and after:
@@ -29,6 +30,18 @@ ROOT = Path(__file__).resolve().parents[1]
 CONVERSIONS = ("executorch-vulkan:fp16", "executorch-xnnpack:fp32", "executorch-xnnpack:int8-dynamic")
 
 
+def payload_sha256(art: Path) -> str:
+    """sha256 over the artifact's files (name and bytes), without its manifest and without the QNN
+    EPContext binaries (`*_ctx.onnx`, `model_ctx.onnx`), which QNN writes differently in every process."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in art.rglob("*") if p.is_file()):
+        if f.name == "manifest.json" or f.name.endswith("_ctx.onnx"):
+            continue
+        h.update(str(f.relative_to(art)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def measure(args) -> int:
     code = Path(args.code).resolve()
     sys.path[:0] = [str(code), str(ROOT / "benchmarks")]
@@ -52,12 +65,14 @@ def measure(args) -> int:
                 art = edgesdk.convert(model, None, target, quantize=scheme, out_dir=tmp, name="a", verify_samples=1,
                                       **kw)
                 total = time.perf_counter() - t0
-                pte = hashlib.sha256((Path(art.path) / "model.pte").read_bytes()).hexdigest()
+                pte = payload_sha256(Path(art.path))
                 verification = json.dumps(art.manifest.verification, sort_keys=True, default=str)
+                extra = json.dumps(art.manifest.extra, sort_keys=True, default=str)
             row = {"student": fam, "conversion": conv, "convert_s": round(total, 2),
                    "lower_s": round(stats["lower_s"], 2), "pte_sha256": pte,
                    "verification_sha256": hashlib.sha256(verification.encode()).hexdigest(),
-                   "verification": json.loads(verification)}
+                   "verification": json.loads(verification), "extra_sha256": hashlib.sha256(extra.encode()).hexdigest(),
+                   "extra": json.loads(extra)}
             rows.append(row)
             print(f"# {fam} {conv}: convert {total:.1f}s, lower {stats['lower_s']:.1f}s, pte {pte[:12]}",
                   file=sys.stderr, flush=True)
@@ -65,7 +80,8 @@ def measure(args) -> int:
            "rows": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
-    print(json.dumps({**out, "rows": [{k: v for k, v in r.items() if k != "verification"} for r in rows]}, indent=2))
+    print(json.dumps({**out, "rows": [{k: v for k, v in r.items() if k not in ("verification", "extra")}
+                                      for r in rows]}, indent=2))
     return 0
 
 
@@ -73,15 +89,17 @@ def compare(before_path: str, after_path: str) -> int:
     before, after = (json.loads(Path(p).read_text()) for p in (before_path, after_path))
     idx = {(r["student"], r["conversion"]): r for r in before["rows"]}
     print(f"before: {before['commit']} ({before['date']}); after: {after['commit']} ({after['date']})\n")
-    print("| student | conversion | convert s before | after | lower s before | after | .pte | verification |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| student | conversion | convert s before | after | lower s before | after | files | verification | "
+          "manifest extra |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in after["rows"]:
         b = idx.get((r["student"], r["conversion"]))
         if b is None:
             continue
-        same = ["identical" if b[k] == r[k] else "DIFFERS" for k in ("pte_sha256", "verification_sha256")]
+        same = ["identical" if b.get(k) == r.get(k) else "DIFFERS" if k in b else "-"
+                for k in ("pte_sha256", "verification_sha256", "extra_sha256")]
         print(f"| {r['student']} | {r['conversion']} | {b['convert_s']:.1f} | {r['convert_s']:.1f} | "
-              f"{b['lower_s']:.1f} | {r['lower_s']:.1f} | {same[0]} | {same[1]} |")
+              f"{b['lower_s']:.1f} | {r['lower_s']:.1f} | {same[0]} | {same[1]} | {same[2]} |")
     return 0
 
 

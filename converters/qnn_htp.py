@@ -208,8 +208,9 @@ class QnnHtp(Converter):
                     (workdir / f).unlink()
                 files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(model.name))
             arrays = [t.detach().cpu().contiguous().numpy() for t in prog.example_inputs]
-            placement[name] = self._placement(model, arrays, options.get("min_npu_fraction"), soc)
-            epcontext[name] = self._epcontext(model, workdir / f"{stem}_ctx.onnx", arrays, soc)
+            ran: list = []  # the placement run's outputs: the reference the EPContext model must give back
+            placement[name] = self._placement(model, arrays, options.get("min_npu_fraction"), soc, ran)
+            epcontext[name] = self._epcontext(model, workdir / f"{stem}_ctx.onnx", arrays, soc, ran)
             files.append(epcontext[name]["file"])
             progs[name] = (model.name, name)
             summary[name] = onnx_summary(model)
@@ -239,8 +240,8 @@ class QnnHtp(Converter):
                              for name, p in progs.items() if isinstance(p, dict) and "fraction" in p})
 
     @staticmethod
-    def _placement(model: Path, arrays, minimum, soc: dict) -> dict:
-        place = qnn_runtime().placement(model, arrays, provider_options=soc)
+    def _placement(model: Path, arrays, minimum, soc: dict, outputs: list) -> dict:
+        place = qnn_runtime().placement(model, arrays, provider_options=soc, outputs=outputs)
         if minimum is not None and place["fraction"] < minimum:
             ops = ", ".join(f"{r['node']} ({r['op_type']})" for r in place["cpu_fallback"])
             raise ConversionError(
@@ -250,10 +251,12 @@ class QnnHtp(Converter):
         return place
 
     @staticmethod
-    def _epcontext(model: Path, ctx: Path, arrays, soc: dict) -> dict:
+    def _epcontext(model: Path, ctx: Path, arrays, soc: dict, ref: list) -> dict:
+        """Compile ``ctx`` and check it gives back ``ref``: ``model``'s outputs on ``arrays`` from the
+        placement run (same options; running the model again gave the same bits and cost seconds per
+        generation program on the emulator)."""
         qnn = qnn_runtime()
         compile_epcontext(model, ctx, soc)
-        ref = qnn.session(model, threads=1, provider_options=soc).run(None, _feed(model, arrays))
         got = qnn.session(ctx, threads=1, provider_options=soc).run(None, _feed(ctx, arrays))
         roundtrip = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
                         for a, b in zip(ref, got))

@@ -107,12 +107,15 @@ def _is_io_conversion(op: str) -> bool:
     return op in ("QuantizeLinear", "DequantizeLinear", "Cast")
 
 
-def placement(path: Path, arrays: list[np.ndarray], *, threads: int = 1, provider_options: dict | None = None) -> dict:
+def placement(path: Path, arrays: list[np.ndarray], *, threads: int = 1, provider_options: dict | None = None,
+              outputs: list | None = None) -> dict:
     """Which graph nodes ran on the HTP and which fell back to CPU, from ONNX Runtime's profiler.
 
     QDQ models quantize their inputs and dequantize their outputs on the CPU by design; those
     boundary conversions are listed but not counted as fallback. ``fraction`` is the share of
     the graph's compute nodes (all but Quantize/DequantizeLinear/Cast) that ran on the HTP.
+    ``outputs`` (a list, filled in): the run's outputs, for a caller that needs them too (a run on
+    the emulator costs seconds for a generation program).
     """
     import onnx
     model = onnx.load(str(path), load_external_data=False)
@@ -120,7 +123,9 @@ def placement(path: Path, arrays: list[np.ndarray], *, threads: int = 1, provide
     with tempfile.TemporaryDirectory(prefix="edgesdk-qnnplace-") as tmp:
         sess = session(path, threads=threads, provider_options=provider_options,
                        profile_prefix=os.path.join(tmp, "p"))
-        sess.run(None, dict(zip([i.name for i in sess.get_inputs()], arrays)))
+        got = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], arrays)))
+        if outputs is not None:
+            outputs.extend(got)
         with open(sess.end_profiling()) as f:
             events = json.load(f)
     on_cpu, seen = [], set()

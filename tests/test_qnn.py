@@ -52,6 +52,19 @@ def test_epcontext_model_is_shipped_and_round_trips(conv_uint8):
     assert "EPContext" in ops
 
 
+def test_placement_hands_back_what_a_plain_session_computes(conv_uint8):
+    """The EPContext round trip is checked against the placement run's outputs (no third run of the
+    model): they are the bits a plain session of the model gives."""
+    from edgesdk.runtime import qnn
+    art, _, ex = conv_uint8
+    arrays = [t.numpy() for t in ex]
+    got: list = []
+    qnn.placement(art.path / "model.onnx", arrays, outputs=got)
+    sess = qnn.session(art.path / "model.onnx", threads=1)
+    plain = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], arrays)))
+    assert len(got) == len(plain) >= 1 and all(np.array_equal(a, b) for a, b in zip(got, plain))
+
+
 @pytest.mark.parametrize("kind", ["convnet", "transformer"])
 def test_uint16_activations_keep_cosine_above_099(tmp_path, kind):
     model, ex = make_model(kind)
