@@ -5,8 +5,10 @@ For each model (from `benchmarks/zoo_models.py`, random weights; its fp32 ``.tfl
 `edgesdk.convert`), the fp32 graph is quantized with ai-edge-quantizer in these ways:
 
 - ``all int8``: every op type the quantizer supports (its ``static_wi8_ai8`` recipe);
-- ``before``: FULLY_CONNECTED and convolutions only (the SDK's recipe until 2026-12-02);
-- ``sdk``: the SDK's recipe (`converters.litert_cpu.STATIC_FLOAT_OPS` float, model I/O float);
+- ``before``: FULLY_CONNECTED and convolutions only (the SDK's recipe until 2026-12-02, and still its
+  recipe for transformers, `converters.litert_cpu.TRANSFORMER_STATIC_OPS`);
+- ``sdk``: the SDK's recipe for CNNs and MLPs (`converters.litert_cpu.STATIC_FLOAT_OPS` float, model
+  I/O float);
 - ``sdk but OP int8``: the SDK's recipe with one of its float op types quantized after all, for each
   such op type the model has: the partitions it adds are why that op type stays float.
 
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, {args.threads} threads, "
           f"{args.rounds} interleaved rounds; float op types of the SDK recipe: {', '.join(STATIC_FLOAT_OPS)}")
     print("| model | partitions: all int8 / before / sdk | sdk but one op type int8: partitions | "
-          "before / fp32 | sdk / fp32 | fp32 p50 ms |")
+          "before / fp32 | sdk (CNN recipe) / fp32 | fp32 p50 ms |")
     print("|---|---|---|---|---|---|")
     for name in args.models:
         src = fp32_tflite(name, out)
