@@ -71,9 +71,11 @@ def _calibration(src: Path, n: int = 8) -> dict:
     return {sig: [{k: sample(d) for k, d in inputs.items()} for _ in range(n)]}
 
 
-def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None) -> Path:
+def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None, redo: bool = False) -> Path:
     """Write ``dst`` quantized the ``variant`` way (``all``, ``before``, ``sdk``; ``int8_op``: that
-    one of the SDK's float op types quantized after all)."""
+    one of the SDK's float op types quantized after all); an existing ``dst`` is kept unless ``redo``."""
+    if dst.exists() and not redo:
+        return dst
     from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
 
     from edgesdk.converters.litert_cpu import STATIC_FLOAT_IO, STATIC_FLOAT_OPS
@@ -144,6 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-time", action="store_true", help="partitions only")
+    ap.add_argument("--redo", action="store_true", help="quantize again (default: reuse the files of an earlier run)")
     args = ap.parse_args(argv)
     from edgesdk.converters.litert_cpu import STATIC_FLOAT_OPS
     out = Path(args.out)
@@ -156,12 +159,12 @@ def main(argv=None) -> int:
     for name in args.models:
         src = fp32_tflite(name, out)
         d = src.parent
-        paths = {v: quantize(src, d / f"{v}.tflite", v) for v in ("all", "before", "sdk")}
+        paths = {v: quantize(src, d / f"{v}.tflite", v, redo=args.redo) for v in ("all", "before", "sdk")}
         present = op_types(src)
         sweep = []
         for op in STATIC_FLOAT_OPS:
             if op in present:
-                p = quantize(src, d / f"sdk-{op}.tflite", "sdk", int8_op=op)
+                p = quantize(src, d / f"sdk-{op}.tflite", "sdk", int8_op=op, redo=args.redo)
                 sweep.append(f"{op} {partitions(p)}")
         parts = " / ".join(str(partitions(paths[v])) for v in ("all", "before", "sdk"))
         cells = ["", "", ""]

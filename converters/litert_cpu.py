@@ -26,8 +26,8 @@ SINGLE_SIGNATURE = "serving_default"
 #   split BERT-tiny into 24 when int8 (the first measurement);
 # - FULLY_CONNECTED and convolutions only (the recipe before): one partition, but each float op between
 #   two convolutions (MUL, MEAN, PAD, HARD_SWISH ...) costs a dequantize/quantize pair: MobileNetV3-small
-#   1.44x, MnasNet 1.16x, BERT-tiny 0.46x fp32;
-# - every op int8 but these: one partition (EfficientFormerV2: 2, as in fp32): 0.58x, 0.62x, 0.31x.
+#   1.45x, MnasNet 1.20x, MobileNetV4-conv-small 1.20x fp32 (2 threads, 15:41 UTC, alone on the machine);
+# - every op int8 but these: one partition on 12 of 15 CNNs: 0.65x, 0.61x, 0.51x (zoo CNNs 0.34-1.22x).
 STATIC_FLOAT_OPS = ("HARD_SWISH", "GELU", "SOFTMAX", "SQUARED_DIFFERENCE", "RSQRT", "BATCH_MATMUL",
                     "ADD", "SUB", "DIV", "MAXIMUM")
 # transformers keep the recipe before: with the ops between the FULLY_CONNECTEDs int8 as well (LayerNorm
