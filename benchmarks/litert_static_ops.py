@@ -78,7 +78,15 @@ def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None, red
         return dst
     from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
 
-    from edgesdk.converters.litert_cpu import STATIC_FLOAT_IO, STATIC_FLOAT_OPS
+    from edgesdk.converters.litert_cpu import DYNAMIC_FLOAT_OPS, STATIC_FLOAT_IO, STATIC_FLOAT_OPS
+    if variant.startswith("dynamic"):  # int8-dynamic: before (depthwise float) or the SDK's float ops
+        qt = quantizer.Quantizer(str(src), recipe.dynamic_wi8_afp32())
+        for op in ("DEPTHWISE_CONV_2D",) if variant == "dynamic-before" else DYNAMIC_FLOAT_OPS:
+            qt.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                          algorithm_key="no_quantize")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            qt.quantize().export_model(str(dst), overwrite=True)
+        return dst
     if variant == "before":
         rm = recipe_manager.RecipeManager()
         for op in BEFORE_OPS:
@@ -139,6 +147,24 @@ def interleaved(paths: dict[str, Path], rounds: int, threads: int) -> dict[str, 
     return out
 
 
+def dynamic_table(args, out: Path) -> int:
+    """int8-dynamic: depthwise convolutions float (before) vs every convolution float (the SDK)."""
+    from edgesdk.converters.litert_cpu import DYNAMIC_FLOAT_OPS
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, {args.rounds} interleaved "
+          f"rounds; int8-dynamic float op types: before DEPTHWISE_CONV_2D, sdk {', '.join(DYNAMIC_FLOAT_OPS)}")
+    print("| model | dynamic before / fp32 | dynamic sdk / fp32 | size before / sdk vs fp32 | fp32 p50 ms |")
+    print("|---|---|---|---|---|")
+    for name in args.models:
+        src = fp32_tflite(name, out)
+        paths = {"fp32": src, **{v: quantize(src, src.parent / f"{v}.tflite", v, redo=args.redo)
+                                 for v in ("dynamic-before", "dynamic-sdk")}}
+        t = interleaved(paths, args.rounds, args.threads)
+        size = " / ".join(f"{paths[v].stat().st_size / src.stat().st_size:.2f}" for v in ("dynamic-before", "dynamic-sdk"))
+        cells = [f"{t[v][1]:.2f}x ({t[v][2]:.2f}-{t[v][3]:.2f})" for v in ("dynamic-before", "dynamic-sdk")]
+        print(f"| {name} | {' | '.join(cells)} | {size} | {t['fp32'][0]:.3f} |", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=lambda s: s.split(","), required=True, help="zoo model names, comma-separated")
@@ -146,11 +172,15 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-time", action="store_true", help="partitions only")
+    ap.add_argument("--dynamic", action="store_true",
+                    help="int8-dynamic instead: depthwise convolutions float (before) vs the SDK's DYNAMIC_FLOAT_OPS")
     ap.add_argument("--redo", action="store_true", help="quantize again (default: reuse the files of an earlier run)")
     args = ap.parse_args(argv)
     from edgesdk.converters.litert_cpu import STATIC_FLOAT_OPS
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.dynamic:
+        return dynamic_table(args, out)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, {args.threads} threads, "
           f"{args.rounds} interleaved rounds; float op types of the SDK recipe: {', '.join(STATIC_FLOAT_OPS)}")
     print("| model | partitions: all int8 / before / sdk | sdk but one op type int8: partitions | "

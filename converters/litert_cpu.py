@@ -40,7 +40,10 @@ STATIC_FLOAT_IO = ("INPUT", "OUTPUT")
 # the student), but the hybrid kernel quantizes their activations per tensor; with every other group float,
 # an int8 conv1d alone cost the Mamba student 5.3 points of greedy agreement (92.7% vs 98.0%, 40 held-out
 # prompts; benchmarks/litert_groups.py)
-DYNAMIC_FLOAT_OPS = ("DEPTHWISE_CONV_2D",)
+# It keeps the other convolutions float too: LiteRT's dynamic-range (hybrid) convolution made LeViT-128S's
+# int8-dynamic 1.21x fp32, with its convolutions float 0.65x (DeiT-tiny, one patch conv, 0.54x either way;
+# benchmarks/litert_static_ops.py --dynamic, RESULTS.md "int8-static on LiteRT CNNs").
+DYNAMIC_FLOAT_OPS = ("DEPTHWISE_CONV_2D", "CONV_2D")
 
 
 def export_tflite(programs, path) -> dict[str, str]:
