@@ -38,9 +38,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BEFORE_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
-
-
 def fp32_tflite(name: str, out: Path) -> Path:
     """The model's fp32 .tflite, converted by the SDK once and kept under ``out``."""
     dst = out / f"{name}-litert-cpu-fp32" / "model.tflite"
@@ -76,9 +73,9 @@ def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None, red
     one of the SDK's float op types quantized after all); an existing ``dst`` is kept unless ``redo``."""
     if dst.exists() and not redo:
         return dst
-    from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
+    from ai_edge_quantizer import qtyping, quantizer, recipe
 
-    from edgesdk.converters.litert_cpu import DYNAMIC_FLOAT_OPS, STATIC_FLOAT_IO, STATIC_FLOAT_OPS
+    from edgesdk.converters.litert_cpu import DYNAMIC_FLOAT_OPS, STATIC_FLOAT_OPS, static_quantizer
     if variant.startswith("dynamic"):  # int8-dynamic: before (depthwise float) or the SDK's float ops
         qt = quantizer.Quantizer(str(src), recipe.dynamic_wi8_afp32())
         for op in ("DEPTHWISE_CONV_2D",) if variant == "dynamic-before" else DYNAMIC_FLOAT_OPS:
@@ -87,19 +84,12 @@ def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None, red
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             qt.quantize().export_model(str(dst), overwrite=True)
         return dst
-    if variant == "before":
-        rm = recipe_manager.RecipeManager()
-        for op in BEFORE_OPS:
-            rm.add_static_config(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
-                                 activation_num_bits=8, weight_num_bits=8)
-        qt = quantizer.Quantizer(str(src), rm.get_quantization_recipe())
+    if variant == "before":  # the recipe transformers keep
+        qt, _ = static_quantizer(src, "transformer")
+    elif variant == "sdk":
+        qt, _ = static_quantizer(src, "conv", [op for op in STATIC_FLOAT_OPS if op != int8_op])
     else:
         qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
-        if variant == "sdk":
-            for op in STATIC_FLOAT_OPS + STATIC_FLOAT_IO:
-                if op != int8_op:
-                    qt.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
-                                                  algorithm_key="no_quantize")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         qt.quantize(qt.calibrate(_calibration(src))).export_model(str(dst), overwrite=True)
     return dst

@@ -174,11 +174,33 @@ def module_scopes(path, module: str) -> tuple[str, list[str]]:
     return module, []
 
 
+def static_quantizer(src, kind: str, float_ops=STATIC_FLOAT_OPS):
+    """(ai-edge-quantizer `Quantizer`, description) of the int8-static recipe for a model of ``kind``
+    (`recipes.model_kind`): a transformer's FULLY_CONNECTEDs and convolutions, or every op type but
+    ``float_ops`` (and the model's I/O)."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
+    if kind == "transformer":
+        rm = recipe_manager.RecipeManager()
+        for op in TRANSFORMER_STATIC_OPS:
+            rm.add_static_config(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                 activation_num_bits=8, weight_num_bits=8)
+        return quantizer.Quantizer(str(src), rm.get_quantization_recipe()), {
+            "tool": "ai-edge-quantizer static (int8 weights and activations)", "weights": "int8 per-channel",
+            "activations": "int8 per-tensor static", "ops": list(TRANSFORMER_STATIC_OPS)}
+    qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
+    for op in tuple(float_ops) + STATIC_FLOAT_IO:
+        qt.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                      algorithm_key="no_quantize")
+    return qt, {"tool": "ai-edge-quantizer static_wi8_ai8", "weights": "int8 per-channel",
+                "activations": "int8 per-tensor static", "ops": "every supported op type but the float ones",
+                "float_ops": list(float_ops), "io": "float32"}
+
+
 def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibration, exclude,
                     int8_ops: str = "compute", kind: str = "conv") -> dict:
     """Quantize an fp32 .tflite with ai-edge-quantizer (float I/O kept where the scheme allows);
     ``kind`` (`recipes.model_kind`) picks the int8-static op set."""
-    from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
+    from ai_edge_quantizer import qtyping, quantizer, recipe
     if scheme == "fp16":
         qt = quantizer.Quantizer(str(src))
         qt.update_quantization_recipe(
@@ -202,22 +224,8 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
         qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
         desc = {"tool": "ai-edge-quantizer static_wi8_ai8", "weights": "int8 per-channel",
                 "activations": "int8 per-tensor static", "ops": "every supported op type"}
-    elif kind == "transformer":
-        rm = recipe_manager.RecipeManager()
-        for op in TRANSFORMER_STATIC_OPS:
-            rm.add_static_config(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
-                                 activation_num_bits=8, weight_num_bits=8)
-        qt = quantizer.Quantizer(str(src), rm.get_quantization_recipe())
-        desc = {"tool": "ai-edge-quantizer static (int8 weights and activations)", "weights": "int8 per-channel",
-                "activations": "int8 per-tensor static", "ops": list(TRANSFORMER_STATIC_OPS)}
     else:
-        qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
-        for op in STATIC_FLOAT_OPS + STATIC_FLOAT_IO:
-            qt.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
-                                          algorithm_key="no_quantize")
-        desc = {"tool": "ai-edge-quantizer static_wi8_ai8", "weights": "int8 per-channel",
-                "activations": "int8 per-tensor static", "ops": "every supported op type but the float ones",
-                "float_ops": list(STATIC_FLOAT_OPS), "io": "float32"}
+        qt, desc = static_quantizer(src, kind)
     matched = {m: module_scopes(src, m) for m in exclude or []}
     for scope in sorted({s for _, scopes in matched.values() for s in scopes}):
         qt.update_quantization_recipe(regex="^" + re.escape(scope) + "$", operation_name="*",
