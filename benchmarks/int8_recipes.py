@@ -86,6 +86,8 @@ def convert(args) -> int:
         cal, ev = (real[:16], real[16:]) if real else (samples_like(ex, CALIBRATION, 10), samples_like(ex, EVAL, 20))
         for target in args.targets:
             for scheme in schemes(target):
+                if args.schemes and scheme not in args.schemes:
+                    continue
                 key = f"{name}|{target}|{scheme}"
                 res = _load(out)
                 if key in res["rows"] and not args.redo:
@@ -219,6 +221,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--block-s", type=float, default=0.2)
     ap.add_argument("--redo", action="store_true")
+    ap.add_argument("--schemes", type=lambda s: s.split(","), default=None,
+                    help=f"convert only these (comma-separated; e.g. fp32,int8-static,{BEFORE}); default: all")
     args = ap.parse_args(argv)
     return {"convert": convert, "time": time_all, "report": report, "ops": ops}[args.phase](args)
 

@@ -11,24 +11,39 @@ from edgesdk.converters import litert_classes as size_classes
 from edgesdk.converters.calibration import is_mask_range
 from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.litert_names import shorten_tensor_names
-from edgesdk.converters.recipes import int8_ops
+from edgesdk.converters.recipes import int8_ops, model_kind
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.manifest import natural_order
 
 SINGLE_SIGNATURE = "serving_default"
-# int8-static recipe: only the ops with int8 XNNPACK kernels that pay off; measured in
-# benchmarks/int8_recipes.py (RESULTS.md "int8 recipes"):
-# - with every op type quantized (static_wi8_ai8), int8 LayerNorm pieces (MEAN, SQUARED_DIFFERENCE,
-#   RSQRT), GELU, SOFTMAX and BATCH_MATMUL split BERT-tiny's graph into 24 delegate partitions with
-#   TFLite's own int8 kernels between them: 2.46x fp32;
-# - FULLY_CONNECTED and convolutions only: one partition, the rest float inside XNNPACK: 0.50x fp32.
-#   (MobileNetV3-small with random weights stays slow and collapses in int8 either way: not fixed.)
-STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+# int8-static recipe ("compute", the default): every op type the quantizer supports except those that
+# LiteRT's XNNPACK delegate does not take in int8 in these graphs, with float model I/O. Found by counting
+# delegate partitions while leaving one op type float at a time (benchmarks/litert_static_ops.py,
+# RESULTS.md "int8 recipes"; 2026-12-02, ai-edge-litert 2.3.0, ai-edge-quantizer 0.10.0):
+# - every op type int8 (static_wi8_ai8): an int8 HARD_SWISH splits MobileNetV3-small into 20 partitions
+#   (3.4x fp32); on BERT-tiny int8 ADD and SUB (15 partitions), on EfficientFormerV2 also DIV and MAXIMUM
+#   (29), with TFLite's own int8 kernels between them; LayerNorm pieces, GELU, SOFTMAX and BATCH_MATMUL
+#   split BERT-tiny into 24 when int8 (the first measurement);
+# - FULLY_CONNECTED and convolutions only (the recipe before): one partition, but each float op between
+#   two convolutions (MUL, MEAN, PAD, HARD_SWISH ...) costs a dequantize/quantize pair: MobileNetV3-small
+#   1.45x, MnasNet 1.20x, MobileNetV4-conv-small 1.20x fp32 (2 threads, 15:41 UTC, alone on the machine);
+# - every op int8 but these: one partition on 12 of 15 CNNs: 0.65x, 0.61x, 0.51x (zoo CNNs 0.34-1.22x).
+STATIC_FLOAT_OPS = ("HARD_SWISH", "GELU", "SOFTMAX", "SQUARED_DIFFERENCE", "RSQRT", "BATCH_MATMUL",
+                    "ADD", "SUB", "DIV", "MAXIMUM")
+# transformers keep the recipe before: with the ops between the FULLY_CONNECTEDs int8 as well (LayerNorm
+# means, scales) the real MiniLM's sentence embeddings fell to mean cosine 0.64 of fp32 (0.94 min with
+# FULLY_CONNECTED only; int8-dynamic, their recommended scheme, 0.998)
+TRANSFORMER_STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+# the model's own inputs and outputs stay float: the runtime would otherwise quantize them in numpy
+STATIC_FLOAT_IO = ("INPUT", "OUTPUT")
 # int8-dynamic keeps depthwise convolutions float: their weights are k x C (Mamba's conv1d: 4 x 384, 1% of
 # the student), but the hybrid kernel quantizes their activations per tensor; with every other group float,
 # an int8 conv1d alone cost the Mamba student 5.3 points of greedy agreement (92.7% vs 98.0%, 40 held-out
 # prompts; benchmarks/litert_groups.py)
-DYNAMIC_FLOAT_OPS = ("DEPTHWISE_CONV_2D",)
+# It keeps the other convolutions float too: LiteRT's dynamic-range (hybrid) convolution made LeViT-128S's
+# int8-dynamic 1.21x fp32, with its convolutions float 0.65x (DeiT-tiny, one patch conv, 0.54x either way;
+# benchmarks/litert_static_ops.py --dynamic, RESULTS.md "int8-static on LiteRT CNNs").
+DYNAMIC_FLOAT_OPS = ("DEPTHWISE_CONV_2D", "CONV_2D")
 
 
 def export_tflite(programs, path) -> dict[str, str]:
@@ -159,10 +174,33 @@ def module_scopes(path, module: str) -> tuple[str, list[str]]:
     return module, []
 
 
-def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibration, exclude,
-                    int8_ops: str = "compute") -> dict:
-    """Quantize an fp32 .tflite with ai-edge-quantizer (float I/O kept where the scheme allows)."""
+def static_quantizer(src, kind: str, float_ops=STATIC_FLOAT_OPS):
+    """(ai-edge-quantizer `Quantizer`, description) of the int8-static recipe for a model of ``kind``
+    (`recipes.model_kind`): a transformer's FULLY_CONNECTEDs and convolutions, or every op type but
+    ``float_ops`` (and the model's I/O)."""
     from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
+    if kind == "transformer":
+        rm = recipe_manager.RecipeManager()
+        for op in TRANSFORMER_STATIC_OPS:
+            rm.add_static_config(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                 activation_num_bits=8, weight_num_bits=8)
+        return quantizer.Quantizer(str(src), rm.get_quantization_recipe()), {
+            "tool": "ai-edge-quantizer static (int8 weights and activations)", "weights": "int8 per-channel",
+            "activations": "int8 per-tensor static", "ops": list(TRANSFORMER_STATIC_OPS)}
+    qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
+    for op in tuple(float_ops) + STATIC_FLOAT_IO:
+        qt.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                      algorithm_key="no_quantize")
+    return qt, {"tool": "ai-edge-quantizer static_wi8_ai8", "weights": "int8 per-channel",
+                "activations": "int8 per-tensor static", "ops": "every supported op type but the float ones",
+                "float_ops": list(float_ops), "io": "float32"}
+
+
+def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibration, exclude,
+                    int8_ops: str = "compute", kind: str = "conv") -> dict:
+    """Quantize an fp32 .tflite with ai-edge-quantizer (float I/O kept where the scheme allows);
+    ``kind`` (`recipes.model_kind`) picks the int8-static op set."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
     if scheme == "fp16":
         qt = quantizer.Quantizer(str(src))
         qt.update_quantization_recipe(
@@ -187,13 +225,7 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
         desc = {"tool": "ai-edge-quantizer static_wi8_ai8", "weights": "int8 per-channel",
                 "activations": "int8 per-tensor static", "ops": "every supported op type"}
     else:
-        rm = recipe_manager.RecipeManager()
-        for op in STATIC_OPS:
-            rm.add_static_config(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
-                                 activation_num_bits=8, weight_num_bits=8)
-        qt = quantizer.Quantizer(str(src), rm.get_quantization_recipe())
-        desc = {"tool": "ai-edge-quantizer static (int8 weights and activations)", "weights": "int8 per-channel",
-                "activations": "int8 per-tensor static", "ops": list(STATIC_OPS)}
+        qt, desc = static_quantizer(src, kind)
     matched = {m: module_scopes(src, m) for m in exclude or []}
     for scope in sorted({s for _, scopes in matched.values() for s in scopes}):
         qt.update_quantization_recipe(regex="^" + re.escape(scope) + "$", operation_name="*",
@@ -296,7 +328,8 @@ class LiteRtCpu(Converter):
             with contextlib.redirect_stdout(sys.stderr):  # the quantizer prints a size summary
                 extra["quantization_details"] = quantize_tflite(
                     src, path, quantize, signatures=qsigs, io=qio, calibration=calib,
-                    exclude=_all_programs(options.get("exclude")), int8_ops=ops)
+                    exclude=_all_programs(options.get("exclude")), int8_ops=ops,
+                    kind=model_kind(next(iter(programs.values())).module))
             src.unlink()
         shorten_tensor_names(path)  # torch scope paths as tensor names: ~4% of a small quantized file
         return {"files": ["model.tflite"], "programs": {p: ("model.tflite", s) for p, s in sigs.items()},

@@ -88,8 +88,10 @@ def test_onnx_static_recipe_quantizes_compute_ops_with_uint8_activations(tmp_pat
     assert gathers and acts == {onnx.TensorProto.INT8}
 
 
-def test_litert_static_recipe_keeps_non_compute_ops_float(tmp_path):
-    """Tuned LiteRT recipe: FULLY_CONNECTED int8; GELU (and the rest) float inside XNNPACK."""
+def test_litert_static_recipe_keeps_ops_without_int8_xnnpack_kernels_float(tmp_path):
+    """Tuned LiteRT recipe: FULLY_CONNECTED and ops between (MUL, SUM) int8; GELU and ADD (not taken in int8
+    by LiteRT's XNNPACK delegate) float, the model's output float; ``"all"`` quantizes GELU too; a
+    transformer gets FULLY_CONNECTED and convolutions only."""
     from ai_edge_litert.interpreter import Interpreter
 
     from edgesdk.converters.litert_cpu import export_tflite, quantize_tflite, signature_io
@@ -97,17 +99,21 @@ def test_litert_static_recipe_keeps_non_compute_ops_float(tmp_path):
     sigs = export_tflite({"forward": prog}, tmp_path / "fp32.tflite")
     io = signature_io(tmp_path / "fp32.tflite", sigs)
 
-    def op_dtypes(int8_ops):
-        dst = tmp_path / f"{int8_ops}.tflite"
+    def op_dtypes(int8_ops, kind="conv"):
+        dst = tmp_path / f"{int8_ops}-{kind}.tflite"
         quantize_tflite(tmp_path / "fp32.tflite", dst, "int8-static", signatures=sigs, io=io, calibration=cal,
-                        exclude=[], int8_ops=int8_ops)
+                        exclude=[], int8_ops=int8_ops, kind=kind)
         it = Interpreter(model_path=str(dst))
         td = {t["index"]: t["dtype"].__name__ for t in it.get_tensor_details()}
-        return {(o["op_name"], td[o["outputs"][0]]) for o in it._get_ops_details() if len(o["outputs"])}
+        ops = {(o["op_name"], td[o["outputs"][0]]) for o in it._get_ops_details() if len(o["outputs"])}
+        return ops, it.get_output_details()[0]["dtype"].__name__
 
-    tuned = op_dtypes("compute")
-    assert ("FULLY_CONNECTED", "int8") in tuned and ("GELU", "float32") in tuned
-    assert ("GELU", "int8") in op_dtypes("all")
+    tuned, out_dtype = op_dtypes("compute")
+    assert {("FULLY_CONNECTED", "int8"), ("MUL", "int8"), ("ADD", "float32"), ("GELU", "float32")} <= tuned, tuned
+    assert out_dtype == "float32"
+    assert ("GELU", "int8") in op_dtypes("all")[0]
+    # a transformer keeps the ops between its FULLY_CONNECTEDs float (accuracy, measured on MiniLM)
+    assert {("FULLY_CONNECTED", "int8"), ("MUL", "float32")} <= op_dtypes("compute", "transformer")[0]
 
 
 def test_bad_int8_ops_is_a_config_error(tmp_path):
