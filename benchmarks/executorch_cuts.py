@@ -22,7 +22,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,35 +46,22 @@ def measure(args) -> int:
     sys.path[:0] = [str(code), str(ROOT / "benchmarks")]
     import torch
 
-    import edgesdk
-    from generation_quant import load_student
-    from xnnpack_lowering import timed_lowering
+    from xnnpack_lowering import timed_conversions
     torch.set_num_threads(1)
     commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "(not a git checkout)"
     rows = []
-    for fam in args.families:
-        model = load_student(fam, Path(args.students))[0]
-        for conv in args.conversions:
-            target, scheme = conv.split(":")
-            stats = {"lower_s": 0.0, "subprocess_s": 0.0, "subprocesses": 0}
-            with tempfile.TemporaryDirectory() as tmp, timed_lowering(stats, False):
-                t0 = time.perf_counter()
-                kw = {} if scheme in ("fp32", "fp16") else {"max_drop": None}
-                art = edgesdk.convert(model, None, target, quantize=scheme, out_dir=tmp, name="a", verify_samples=1,
-                                      **kw)
-                total = time.perf_counter() - t0
-                pte = payload_sha256(Path(art.path))
-                verification = json.dumps(art.manifest.verification, sort_keys=True, default=str)
-                extra = json.dumps(art.manifest.extra, sort_keys=True, default=str)
-            row = {"student": fam, "conversion": conv, "convert_s": round(total, 2),
-                   "lower_s": round(stats["lower_s"], 2), "pte_sha256": pte,
-                   "verification_sha256": hashlib.sha256(verification.encode()).hexdigest(),
-                   "verification": json.loads(verification), "extra_sha256": hashlib.sha256(extra.encode()).hexdigest(),
-                   "extra": json.loads(extra)}
-            rows.append(row)
-            print(f"# {fam} {conv}: convert {total:.1f}s, lower {stats['lower_s']:.1f}s, pte {pte[:12]}",
-                  file=sys.stderr, flush=True)
+    for fam, conv, art, total, stats in timed_conversions(args):
+        pte = payload_sha256(Path(art.path))
+        verification = json.dumps(art.manifest.verification, sort_keys=True, default=str)
+        extra = json.dumps(art.manifest.extra, sort_keys=True, default=str)
+        rows.append({"student": fam, "conversion": conv, "convert_s": round(total, 2),
+                     "lower_s": round(stats["lower_s"], 2), "pte_sha256": pte,
+                     "verification_sha256": hashlib.sha256(verification.encode()).hexdigest(),
+                     "verification": json.loads(verification),
+                     "extra_sha256": hashlib.sha256(extra.encode()).hexdigest(), "extra": json.loads(extra)})
+        print(f"# {fam} {conv}: convert {total:.1f}s, lower {stats['lower_s']:.1f}s, pte {pte[:12]}",
+              file=sys.stderr, flush=True)
     out = {"code": str(code), "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "rows": rows}
     if args.json:

@@ -72,6 +72,27 @@ def timed_lowering(stats: dict, profile: bool):
         subprocess.run = orig_run
 
 
+def timed_conversions(args, profile: bool = False):
+    """Yield ``(student, "TARGET:SCHEME", artifact, convert seconds, lowering stats)`` for every
+    ``args.families`` x ``args.conversions`` (``args.students``: the training cache), each converted by
+    `edgesdk.convert` with ``verify_samples=1`` and no quality gate into a temporary directory that
+    lives until the next item. The caller imports this after putting the checkout under test on
+    ``sys.path``."""
+    import edgesdk
+    from generation_quant import load_student
+    for fam in args.families:
+        model = load_student(fam, Path(args.students))[0]
+        for conv in args.conversions:
+            target, scheme = conv.split(":")
+            stats = {"lower_s": 0.0, "subprocess_s": 0.0, "subprocesses": 0}
+            with tempfile.TemporaryDirectory() as tmp, timed_lowering(stats, profile):
+                t0 = time.perf_counter()
+                kw = {} if scheme in ("fp32", "fp16") else {"max_drop": None}
+                art = edgesdk.convert(model, None, target, quantize=scheme, out_dir=tmp, name="a", verify_samples=1,
+                                      **kw)
+                yield fam, conv, art, time.perf_counter() - t0, stats
+
+
 def top_rows(prof, n: int = 14) -> str:
     import io
     import pstats
@@ -96,36 +117,26 @@ def main(argv=None) -> int:
     sys.path[:0] = [str(code), str(ROOT / "benchmarks")]
     import torch
 
-    import edgesdk
-    from generation_quant import load_student, payload_bytes
+    from generation_quant import payload_bytes
     from runtime_overhead import text_table
     torch.set_num_threads(1)
     commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "(not a git checkout)"
     rows = []
-    for fam in args.families:
-        model = load_student(fam, Path(args.students))[0]
-        for conv in args.conversions:
-            target, scheme = conv.split(":")
-            stats = {"lower_s": 0.0, "subprocess_s": 0.0, "subprocesses": 0}
-            with tempfile.TemporaryDirectory() as tmp, timed_lowering(stats, args.profile):
-                t0 = time.perf_counter()
-                kw = {} if scheme in ("fp32", "fp16") else {"max_drop": None}
-                art = edgesdk.convert(model, None, target, quantize=scheme, out_dir=tmp, name="a", verify_samples=1,
-                                      **kw)
-                total = time.perf_counter() - t0
-                size = payload_bytes(art.path)
-                part = art.manifest.extra["partition"]
-            calls = {p: r["delegated_subgraphs"] for p, r in part.items()}
-            outside = {p: 1 - r["delegated_fraction"] for p, r in part.items()}
-            rows.append({"student": fam, "target": target, "scheme": scheme, "delegate_calls": calls,
-                         "outside_share": outside, "convert_s": total, "lower_s": stats["lower_s"],
-                         "flatc_s": stats["subprocess_s"], "flatc_calls": stats["subprocesses"], "bytes": size})
-            print(f"# {fam} {target} {scheme}: {calls} delegate calls, convert {total:.1f}s, lower "
-                  f"{stats['lower_s']:.1f}s, flatc {stats['subprocesses']} calls {stats['subprocess_s']:.1f}s, "
-                  f"{size} bytes", file=sys.stderr, flush=True)
-            if args.profile and "profile" in stats:
-                print(top_rows(stats["profile"]), file=sys.stderr)
+    for fam, conv, art, total, stats in timed_conversions(args, args.profile):
+        target, scheme = conv.split(":")
+        size = payload_bytes(art.path)
+        part = art.manifest.extra["partition"]
+        calls = {p: r["delegated_subgraphs"] for p, r in part.items()}
+        outside = {p: 1 - r["delegated_fraction"] for p, r in part.items()}
+        rows.append({"student": fam, "target": target, "scheme": scheme, "delegate_calls": calls,
+                     "outside_share": outside, "convert_s": total, "lower_s": stats["lower_s"],
+                     "flatc_s": stats["subprocess_s"], "flatc_calls": stats["subprocesses"], "bytes": size})
+        print(f"# {fam} {target} {scheme}: {calls} delegate calls, convert {total:.1f}s, lower "
+              f"{stats['lower_s']:.1f}s, flatc {stats['subprocesses']} calls {stats['subprocess_s']:.1f}s, "
+              f"{size} bytes", file=sys.stderr, flush=True)
+        if args.profile and "profile" in stats:
+            print(top_rows(stats["profile"]), file=sys.stderr)
     print(f"Code: {code} at {commit}; torch {torch.__version__}; 1 intra-op thread; {time.strftime('%Y-%m-%d %H:%M')}")
     head = ["student", "target", "scheme", "delegate calls (per program)", "nodes outside", "convert s", "lower s",
             "flatc calls / s", ".pte bytes"]
