@@ -260,19 +260,24 @@ def int4_weight(module: torch.nn.Module, exclude, group: int = 32) -> tuple[torc
 
 
 def int8_tables(prog, exclude):
-    """Embeddings read int8 rows (`converters.embedding_rows`); a head tied to one stays in float.
+    """Embeddings read int8 rows (`converters.embedding_rows`); a head tied to one reads the same rows.
 
-    Why the head stays float: on the encdec student, every int8-dynamic greedy divergence from fp32
-    (29 of 100 held-out prompts, 73.9% agreement) sat at one state that every prompt passes through,
-    where fp32's top two logits are 0.0128 nats apart; the int8 head's rounding alone moved that gap
-    by about -0.011 (flipped on 13 of 100 prompts with only the head int8, 75 of 100 with every
-    linear int8), and re-drawing the rounding (1e-4 weight noise) flipped 0-33 of 100: a coin. With
-    the head in float the gap stayed >= 0.0122 on all 100 and greedy agreement was 100%. -> (program
-    with the swapped module, {"embedding_int8_rows": [...], "tied_heads_kept_float": [...]})."""
+    The tied head (`embedding_rows.Int8RowHead`) is weight-only int8: the table is stored once, in int8
+    with one scale per row, and the head's activations stay fp32 (its matmul runs outside the delegate,
+    ~V x D multiply-adds per token). Why not the quantizer's int8-dynamic head: on the encdec student
+    every int8-dynamic greedy divergence from fp32 (73.9% agreement) sat at one fp32 near-tie (top two
+    logits 0.0128 nats apart) that every prompt passes through, and the dynamic head flipped it; with
+    the head reading int8 rows and fp32 activations the greedy agreement is 100% (encdec) and 96.3%
+    (Mamba; 94.4% with the head in fp32, whose file was 0.33x fp32 for it). -> (program with the
+    swapped modules, {"embedding_int8_rows": [...], "tied_heads_int8_rows": [...],
+    "tied_heads_kept_float": [...]}); every tied head is left out of the quantizer."""
     import dataclasses
     heads = [h for h in tied_heads(prog.module) if not any(h == e or h.startswith(e + ".") for e in exclude)]
-    module, rows = int8_rows(prog.module, exclude)
-    return dataclasses.replace(prog, module=module), {"embedding_int8_rows": rows, "tied_heads_kept_float": heads}
+    module, rows = int8_rows(prog.module, exclude, heads="int8-rows")
+    shared = [r["module"] for r in rows if "head" in r]
+    return dataclasses.replace(prog, module=module), {
+        "embedding_int8_rows": [r for r in rows if "lookup" in r], "tied_heads_int8_rows": shared,
+        "tied_heads_kept_float": [h for h in heads if h not in shared], "tied_heads": heads}
 
 
 XNNPACK_DECOMPOSITIONS = {torch.ops.aten.layer_norm.default: layer_norm_as_mean}
@@ -312,7 +317,7 @@ class ExecuTorchXnnpack(Converter):
                 exclude = list(for_program(options.get("exclude"), name) or [])
                 if quantize != "int8-qat":
                     prog, kept = int8_tables(prog, exclude)
-                    exclude += kept["tied_heads_kept_float"]
+                    exclude += kept.pop("tied_heads")
                 if quantize == "int8-qat":
                     if not is_quantized_graph(prog.module):
                         raise ConfigError("int8-qat expects the output of converters.qat.convert_qat(); "
