@@ -57,14 +57,25 @@ class Int8RowEmbedding(nn.Module):
 class Int8RowHead(nn.Module):
     """``x (..., D) -> logits (..., V)``: an output head tied to an `Int8RowEmbedding`, reading its int8
     rows (one table in the file, not an int8 copy beside it). Weight-only int8: the activations stay
-    fp32, and each row's scale multiplies the logit after the matmul (``x @ (q * s)ᵀ = (x @ qᵀ) * sᵀ``)."""
+    fp32, and each row's scale multiplies the logit after the matmul (``x @ (q * s)ᵀ = (x @ qᵀ) * sᵀ``).
+
+    Written for ExecuTorch's XNNPACK delegate: the int8 -> fp32 step is a standalone dequantize (scale
+    1, exact) and the product a ``bmm``, both of which the delegate takes with a non-parameter operand;
+    a dtype cast runs on the portable kernels (3.3x slower per call for a 260 x 128 table,
+    `benchmarks/xnnpack_tied_head.py`), and a ``linear`` is delegated only with a parameter weight."""
 
     def __init__(self, table: Int8RowEmbedding):
         super().__init__()
+        import torchao.quantization.pt2e  # noqa: F401  (registers torch.ops.quantized_decomposed)
         self.table = table  # shared with the lookup: its buffers are stored once
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.table.rows.to(torch.float32)) * self.table.scale.reshape(-1)   # (..., V)
+        V, D = self.table.rows.shape
+        q = torch.ops.quantized_decomposed.dequantize_per_tensor.default(
+            self.table.rows, 1.0, 0, -127, 127, torch.int8)                                   # (V, D), exact
+        rows = x.reshape(-1, D)                                                               # (N, D)
+        logits = torch.bmm(q.reshape(1, V, D), rows.t().reshape(1, D, -1)).reshape(V, -1).t()  # (N, V)
+        return (logits * self.table.scale.reshape(-1)).reshape(*x.shape[:-1], V)
 
 
 def _swappable(m: nn.Module) -> bool:
