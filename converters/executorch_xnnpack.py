@@ -240,23 +240,32 @@ def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
     return q
 
 
-def int4_weight(module: torch.nn.Module, exclude, group: int = 32) -> tuple[torch.nn.Module, list[str]]:
-    """8-bit dynamic activations, 4-bit grouped weights on every eligible Linear (torchao)."""
+def dynamic_linears(module: torch.nn.Module, exclude, bits: int = 4,
+                    group: int | None = 32) -> tuple[torch.nn.Module, list[str]]:
+    """Every eligible Linear with 8-bit per-token dynamic activations and ``bits``-bit symmetric weights
+    (torchao): in groups of ``group`` input channels, or per output channel with ``group=None``.
+    -> (quantized copy, names of the layers quantized)."""
     import copy
 
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
-    from torchao.quantization.granularity import PerGroup
+    from torchao.quantization.granularity import PerAxis, PerGroup
     m = copy.deepcopy(module)
     done = []
 
     def eligible(mod, fqn):
-        ok = isinstance(mod, torch.nn.Linear) and fqn not in exclude and mod.in_features % group == 0
+        ok = isinstance(mod, torch.nn.Linear) and fqn not in exclude and (not group or mod.in_features % group == 0)
         if ok:
             done.append(fqn)
         return ok
-    quantize_(m, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group)),
-              filter_fn=eligible)
+    config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4 if bits == 4 else torch.int8,
+                                                   weight_granularity=PerGroup(group) if group else PerAxis(0))
+    quantize_(m, config, filter_fn=eligible)
     return m, done
+
+
+def int4_weight(module: torch.nn.Module, exclude, group: int = 32) -> tuple[torch.nn.Module, list[str]]:
+    """8-bit dynamic activations, 4-bit grouped weights on every eligible Linear (torchao)."""
+    return dynamic_linears(module, exclude, 4, group)
 
 
 def int8_tables(prog, exclude):
@@ -328,6 +337,14 @@ class ExecuTorchXnnpack(Converter):
                 elif quantize == "int4-weight":
                     module, layers = int4_weight(prog.module, exclude)
                     details[name] = {"tool": "torchao Int8DynamicActivationIntxWeightConfig(int4, PerGroup(32))",
+                                     "layers_quantized": layers}
+                elif quantize == "int8-dynamic" and len(programs) > 1:
+                    # generation models: per-token activation scales (one per row, where XNNPACKQuantizer's
+                    # dynamic scheme has one per tensor). Mamba student, 100 held-out prompts: greedy
+                    # agreement 94.2% -> 97.6%, same int8 weights' size (encdec: 100% either way)
+                    module, layers = dynamic_linears(prog.module, exclude, 8, None)
+                    details[name] = {"tool": "torchao Int8DynamicActivationIntxWeightConfig(int8, PerAxis(0))",
+                                     "weights": "int8 per-channel", "activations": "int8 per-token dynamic",
                                      "layers_quantized": layers}
                 else:
                     masks = [] if quantize == "int8-static" else None

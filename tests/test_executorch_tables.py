@@ -101,3 +101,41 @@ def test_xnnpack_int8_pte_stores_the_tied_table_once_in_int8(scheme, tmp_path):
     # random N(0, 1) tables: int8 ``mix`` moves the logits by ~7% of their range (measured, int8-dynamic)
     assert np.abs(got - ref).max() < 0.15 * np.abs(ref).max()
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 6 / 7
+
+
+def test_dynamic_linears_int8_per_channel_or_int4_groups():
+    from edgesdk.converters.executorch_xnnpack import dynamic_linears
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 8), nn.Linear(8, 4)).eval()
+    x = torch.randn(5, 64)
+    q8, done8 = dynamic_linears(m, ["3"], bits=8, group=None)
+    q4, done4 = dynamic_linears(m, [], bits=4, group=32)
+    assert done8 == ["0", "2"]                                     # "3" excluded by name
+    assert done4 == ["0"]                                          # 48 and 8 input channels: not groups of 32
+    assert type(q8[3].weight) is nn.Parameter and type(q8[0].weight) is not nn.Parameter
+    with torch.no_grad():
+        ref = m(x)
+        assert 0 < (q8(x) - ref).abs().max() < 0.05 * ref.abs().max()   # int8 per-token: ~1% here
+        assert (q4(x) - ref).abs().max() > (q8(x) - ref).abs().max()    # int4 rounds coarser
+
+
+@pytest.mark.slow  # two ExecuTorch lowerings of a two-program model: ~1 min
+def test_xnnpack_int8_dynamic_generation_model_is_per_token_and_tables_once(tmp_path):
+    from test_mamba import small_model
+
+    from edgesdk import runtime
+    m = small_model(prompt_lengths=16)                             # its head is tied to its embedding
+    fp32 = edgesdk.convert(m, None, "executorch-xnnpack", out_dir=tmp_path, name="fp32")
+    q = edgesdk.convert(m, None, "executorch-xnnpack", quantize="int8-dynamic", out_dir=tmp_path, name="q",
+                        max_drop=None)
+    details = q.manifest.quantization["details"]
+    assert set(details) == {"prefill", "step"}
+    for d in details.values():
+        assert d["activations"] == "int8 per-token dynamic" and d["tied_heads_int8_rows"] == ["model.lm_head"]
+        assert len(d["layers_quantized"]) == 4 * m.cfg.n_layers                 # in/out projections, MLP
+        assert "model.lm_head" not in d["layers_quantized"]
+    size = [(a.path / "model.pte").stat().st_size for a in (fp32, q)]
+    assert size[1] < 0.35 * size[0], size
+    assert q.verification["min_cosine"] > 0.99, q.verification
+    g = runtime.load(q.path, threads=1).generate(list(range(65, 81)), 8, stop_at_eos=False)
+    assert len(g.tokens) == 8
