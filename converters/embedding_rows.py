@@ -61,7 +61,7 @@ class Int8RowHead(nn.Module):
 
     Written for ExecuTorch's XNNPACK delegate: the int8 -> fp32 step is a standalone dequantize (scale
     1, exact) and the product a ``bmm``, both of which the delegate takes with a non-parameter operand;
-    a dtype cast runs on the portable kernels (3.3x slower per call for a 260 x 128 table,
+    a dtype cast runs on the portable kernels (3-5x slower per call for a 260 x 128 table,
     `benchmarks/xnnpack_tied_head.py`), and a ``linear`` is delegated only with a parameter weight."""
 
     def __init__(self, table: Int8RowEmbedding):
