@@ -3,10 +3,12 @@
 For a trained student (``--family``), both programs quantized int8-dynamic the way `executorch-xnnpack`
 does it (torchao PT2E + XNNPACKQuantizer; the PT2E reference graph run in PyTorch, no lowering), in the
 four combinations of: the embedding read as int8 rows (`converters.embedding_rows`) or fp32, and the head
-tied to it kept float or int8. Greedy agreement with the fp32 programs over the held-out prompts, the
+tied to it kept float or int8 (the quantizer's int8-dynamic linear); and a fifth, the converter's recipe:
+int8 rows, and the head reading those rows with fp32 activations (`Int8RowHead`). Greedy agreement with the fp32 programs over the held-out prompts, the
 same loop and prompts as `benchmarks/generation_quant.py`.
 
     cpu-shared python benchmarks/xnnpack_gen_recipe.py --students /tmp/demo3/cache --family mamba
+    cpu-shared python benchmarks/xnnpack_gen_recipe.py --family encdec --only "int8 rows/float" "int8 rows/int8 rows"
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--family", default="mamba", choices=("mamba", "encdec"))
     ap.add_argument("--prompts", type=int, default=100)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--only", nargs="+", metavar="EMBEDDING/HEAD", help="rows to run, e.g. 'int8 rows/int8 rows'")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     m, _, held, _, _ = load_student(args.family, Path(args.students))
@@ -43,15 +46,20 @@ def main(argv=None) -> int:
     want = [TorchPrograms(m).generate(p, 32).tokens for p in held]
     programs = collect(m, None)
     rows = []
-    for int8_table, head_float in ((False, False), (True, False), (False, True), (True, True)):
+    recipes = (("fp32", "int8"), ("int8 rows", "int8"), ("fp32", "float"), ("int8 rows", "float"),
+               ("int8 rows", "int8 rows"))
+    for table, head in recipes:
+        if args.only and f"{table}/{head}" not in args.only:
+            continue
         ref = TorchPrograms(m)
         for prog in programs:
-            exclude = tied_heads(prog.module) if head_float else []
-            if int8_table:
-                prog = dataclasses.replace(prog, module=int8_rows(prog.module)[0])
+            exclude = tied_heads(prog.module) if head != "int8" else []
+            if table == "int8 rows":
+                rows_of_head = "int8-rows" if head == "int8 rows" else "float"
+                prog = dataclasses.replace(prog, module=int8_rows(prog.module, heads=rows_of_head)[0])
             ref._programs[prog.name]._module = ex.pt2e_quantize(prog, ex.xnnpack_quantizer("int8-dynamic", exclude), None)
         got = [ref.generate(p, 32).tokens for p in held]
-        rows.append(["int8 rows" if int8_table else "fp32", "float" if head_float else "int8", f"{agreement(want, got):.1%}"])
+        rows.append([table, head + (" (fp32 activations)" if head == "int8 rows" else ""), f"{agreement(want, got):.1%}"])
         print(f"# {rows[-1]}", file=sys.stderr, flush=True)
     print(f"{args.family}: int8-dynamic (PT2E reference graph), {len(held)} held-out prompts x 32 tokens")
     print(text_table(["embedding", "tied head", "greedy agreement"], rows, args.markdown))

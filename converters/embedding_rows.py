@@ -54,6 +54,30 @@ class Int8RowEmbedding(nn.Module):
         return F.embedding(ids, self.rows).to(torch.float32) * F.embedding(ids, self.scale)
 
 
+class Int8RowHead(nn.Module):
+    """``x (..., D) -> logits (..., V)``: an output head tied to an `Int8RowEmbedding`, reading its int8
+    rows (one table in the file, not an int8 copy beside it). Weight-only int8: the activations stay
+    fp32, and each row's scale multiplies the logit after the matmul (``x @ (q * s)ᵀ = (x @ qᵀ) * sᵀ``).
+
+    Written for ExecuTorch's XNNPACK delegate: the int8 -> fp32 step is a standalone dequantize (scale
+    1, exact) and the product a ``bmm``, both of which the delegate takes with a non-parameter operand;
+    a dtype cast runs on the portable kernels (3-5x slower per call for a 260 x 128 table,
+    `benchmarks/xnnpack_tied_head.py`), and a ``linear`` is delegated only with a parameter weight."""
+
+    def __init__(self, table: Int8RowEmbedding):
+        super().__init__()
+        import torchao.quantization.pt2e  # noqa: F401  (registers torch.ops.quantized_decomposed)
+        self.table = table  # shared with the lookup: its buffers are stored once
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        V, D = self.table.rows.shape
+        q = torch.ops.quantized_decomposed.dequantize_per_tensor.default(
+            self.table.rows, 1.0, 0, -127, 127, torch.int8)                                   # (V, D), exact
+        rows = x.reshape(-1, D)                                                               # (N, D)
+        logits = torch.bmm(q.reshape(1, V, D), rows.t().reshape(1, D, -1)).reshape(V, -1).t()  # (N, V)
+        return (logits * self.table.scale.reshape(-1)).reshape(*x.shape[:-1], V)
+
+
 def _swappable(m: nn.Module) -> bool:
     """A plain ``nn.Embedding`` whose lookup is the whole of its maths: subclasses with their own
     ``forward`` (scaled word embeddings, learned positions taking ``position_ids``) and ``max_norm``
@@ -67,21 +91,33 @@ def tied_heads(module: nn.Module) -> list[str]:
     return [name for name, m in module.named_modules() if isinstance(m, nn.Linear) and id(m.weight) in tables]
 
 
-def int8_rows(module: nn.Module, exclude=()) -> tuple[nn.Module, list[dict]]:
+def int8_rows(module: nn.Module, exclude=(), heads: str = "float") -> tuple[nn.Module, list[dict]]:
     """A copy of ``module`` whose embeddings (of at least `MIN_TABLE_ELEMENTS`, not under ``exclude``
-    module names) read int8 rows (`Int8RowEmbedding`) -> (copy, [{module, shape, lookup}]). A head tied
-    to a swapped table keeps the fp32 weight (the tie is gone in the copy: the head owns it)."""
+    module names) read int8 rows (`Int8RowEmbedding`) -> (copy, [{module, shape, lookup}]).
+
+    A bias-free head tied to a swapped table: ``heads="float"`` keeps its fp32 weight (the tie is gone
+    in the copy: the head owns it); ``heads="int8-rows"`` makes it an `Int8RowHead` reading the same
+    int8 rows (reported as {module, shape, head: ...})."""
     def excluded(name):
         return any(name == e or name.startswith(e + ".") for e in exclude or ())
     names = [n for n, m in module.named_modules() if _swappable(m) and not excluded(n)]
     if not names:
         return module, []
+    tied = {id(m.weight): n for n, m in module.named_modules()
+            if isinstance(m, nn.Linear) and m.bias is None and not excluded(n)} if heads == "int8-rows" else {}
+    head_of = {name: tied.get(id(module.get_submodule(name).weight)) for name in names}
     out = copy.deepcopy(module)
     report = []
     for name in names:
         parent, _, leaf = name.rpartition(".")
         owner = out.get_submodule(parent) if parent else out
         emb = getattr(owner, leaf)
-        setattr(owner, leaf, Int8RowEmbedding(emb))
+        table = Int8RowEmbedding(emb)
+        setattr(owner, leaf, table)
         report.append({"module": name, "shape": list(emb.weight.shape), "lookup": "int8 rows, one fp32 scale per row"})
+        if head_of[name]:
+            hp, _, hl = head_of[name].rpartition(".")
+            setattr(out.get_submodule(hp) if hp else out, hl, Int8RowHead(table))
+            report.append({"module": head_of[name], "shape": list(emb.weight.shape),
+                           "head": f"reads {name}'s int8 rows, fp32 activations"})
     return out, report
