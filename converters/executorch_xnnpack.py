@@ -272,8 +272,8 @@ def int8_tables(prog, exclude):
     """Embeddings read int8 rows (`converters.embedding_rows`); a head tied to one reads the same rows.
 
     The tied head (`embedding_rows.Int8RowHead`) is weight-only int8: the table is stored once, in int8
-    with one scale per row, and the head's activations stay fp32 (its matmul runs outside the delegate,
-    ~V x D multiply-adds per token). Why not the quantizer's int8-dynamic head: on the encdec student
+    with one scale per row, and the head's activations stay fp32 (the delegate dequantizes the table and
+    runs the matmul: ~V x D elements and multiply-adds per token). Why not the quantizer's int8-dynamic head: on the encdec student
     every int8-dynamic greedy divergence from fp32 (73.9% agreement) sat at one fp32 near-tie (top two
     logits 0.0128 nats apart) that every prompt passes through, and the dynamic head flipped it; with
     the head reading int8 rows and fp32 activations the greedy agreement is 100% (encdec) and 96.3%
