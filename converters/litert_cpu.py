@@ -27,7 +27,8 @@ SINGLE_SIGNATURE = "serving_default"
 # - FULLY_CONNECTED and convolutions only (the recipe before): one partition, but each float op between
 #   two convolutions (MUL, MEAN, PAD, HARD_SWISH ...) costs a dequantize/quantize pair: MobileNetV3-small
 #   1.45x, MnasNet 1.20x, MobileNetV4-conv-small 1.20x fp32 (2 threads, 15:41 UTC, alone on the machine);
-# - every op int8 but these: one partition on 12 of 15 CNNs: 0.65x, 0.61x, 0.51x (zoo CNNs 0.34-1.22x).
+# - every op int8 but these: as many partitions as before on 14 of 15 zoo CNNs (EdgeNeXt 4 -> 7): 0.65x,
+#   0.61x, 0.51x (the 15 CNNs: 0.34-1.22x).
 STATIC_FLOAT_OPS = ("HARD_SWISH", "GELU", "SOFTMAX", "SQUARED_DIFFERENCE", "RSQRT", "BATCH_MATMUL",
                     "ADD", "SUB", "DIV", "MAXIMUM")
 # transformers keep the recipe before: with the ops between the FULLY_CONNECTEDs int8 as well (LayerNorm
@@ -41,8 +42,9 @@ STATIC_FLOAT_IO = ("INPUT", "OUTPUT")
 # an int8 conv1d alone cost the Mamba student 5.3 points of greedy agreement (92.7% vs 98.0%, 40 held-out
 # prompts; benchmarks/litert_groups.py)
 # It keeps the other convolutions float too: LiteRT's dynamic-range (hybrid) convolution made LeViT-128S's
-# int8-dynamic 1.21x fp32, with its convolutions float 0.65x (DeiT-tiny, one patch conv, 0.54x either way;
-# benchmarks/litert_static_ops.py --dynamic, RESULTS.md "int8-static on LiteRT CNNs").
+# int8-dynamic 1.12x fp32, with its convolutions float 0.78x (DeiT-tiny, one patch conv, 0.53x either way;
+# Whisper's encoder 0.64x -> 0.70x; benchmarks/litert_static_ops.py --dynamic, 2026-12-02 15:55, RESULTS.md
+# "int8-static on LiteRT CNNs").
 DYNAMIC_FLOAT_OPS = ("DEPTHWISE_CONV_2D", "CONV_2D")
 
 
