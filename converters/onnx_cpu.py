@@ -17,7 +17,7 @@ from edgesdk.converters.calibration import is_mask_range
 from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.onnx_weights import quantize_tied_table, strip_node_metadata
 from edgesdk.converters.quant_configs import CONFIGS, Fp16, Int8Dynamic, Int8Static, QuantConfig
-from edgesdk.converters.recipes import int8_ops
+from edgesdk.converters.recipes import int8_ops, model_kind
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError, ConversionError
 
@@ -34,6 +34,12 @@ DYNAMIC_OPS = ("MatMul", "Gemm")
 #   uint8 all 52 Convs and all 16 MatMuls became QLinearConv / QLinearMatMul.
 #   (x86 without VNNI can saturate u8 x s8 products; the accuracy gate catches that.)
 STATIC_OPS = ("Conv", "MatMul", "Gemm")
+# CNNs (one program, convolutions, no attention) also quantize what sits between the convolutions: with
+# Conv/MatMul/Gemm only, a Relu/Clip between two QLinearConvs left a DequantizeLinear -> QuantizeLinear
+# requantization (34 on MnasNet-0.5) and Concat/Add ran float; with these int8 ORT folds the activations into
+# the convolutions' output scales and runs QLinearConcat/QLinearAdd (benchmarks/onnx_static_ops.py, RESULTS.md
+# "int8-static on ONNX Runtime CNNs"). Transformers keep STATIC_OPS (their recommended scheme is int8-dynamic).
+CNN_STATIC_OPS = STATIC_OPS + ("Relu", "Clip", "Concat", "Add")
 
 
 def _param_bytes(module: torch.nn.Module) -> int:
@@ -143,10 +149,10 @@ class FeedReader:
 
 
 def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exclude,
-                  int8_ops: str = "compute") -> dict:
+                  int8_ops: str = "compute", cnn: bool = False) -> dict:
     """Quantize an fp32 ONNX file per scheme (a name or its typed config,
     `converters.quant_configs`), dispatched by the config's type; returns what was done (for the
-    manifest)."""
+    manifest). ``cnn``: int8-static quantizes `CNN_STATIC_OPS` instead of `STATIC_OPS`."""
     cfg = scheme if isinstance(scheme, QuantConfig) else CONFIGS.get(scheme)
     kind = cfg if isinstance(cfg, type) else type(cfg)
     if kind not in QUANTIZERS:
@@ -170,7 +176,7 @@ def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exc
         # to 43.9% (benchmarks/generation_quant.py, 2026-12-02 09:44; RESULTS.md)
         heads = [n for t in tied_tables for n in t["head_nodes"]] if kind is not Int8Dynamic else []
         info = QUANTIZERS[kind](src, dst, blocked=blocked, input_names=input_names, calibration=calibration,
-                                int8_ops=int8_ops, keep_float=heads)
+                                int8_ops=int8_ops, keep_float=heads, cnn=cnn)
     finally:
         if tied_tables:
             src.unlink()
@@ -195,7 +201,8 @@ def _int8_dynamic(src: Path, dst: Path, *, blocked, **_) -> dict:
             "ops": list(DYNAMIC_OPS), "nodes_kept_float": blocked}
 
 
-def _int8_static(src: Path, dst: Path, *, blocked, input_names, calibration, int8_ops, keep_float=()) -> dict:
+def _int8_static(src: Path, dst: Path, *, blocked, input_names, calibration, int8_ops, keep_float=(),
+                 cnn: bool = False) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -215,7 +222,7 @@ def _int8_static(src: Path, dst: Path, *, blocked, input_names, calibration, int
     if int8_ops == "all":  # the tool's defaults: every op type it supports, int8 activations
         act, ops = QuantType.QInt8, None
     else:
-        act, ops = STATIC_ACTIVATIONS, list(STATIC_OPS)
+        act, ops = STATIC_ACTIVATIONS, list(CNN_STATIC_OPS if cnn else STATIC_OPS)
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         # calibrate once here, so that mask-range tensors can be found before quantizing
         cal = create_calibrator(pre, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
@@ -298,6 +305,9 @@ class OnnxCpu(Converter):
     def export(self, programs, workdir, *, quantize, options):
         ops = int8_ops(options)
         files, progs, summary, extra, used = [], {}, {}, {}, {}
+        module = next(iter(programs.values())).module
+        cnn = len(programs) == 1 and model_kind(module) != "transformer" and any(
+            isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) for m in module.modules())
         for name, prog in programs.items():
             fname = "model.onnx" if len(programs) == 1 else f"{name}.onnx"
             if quantize == "fp32":
@@ -309,7 +319,7 @@ class OnnxCpu(Converter):
                 extra[name] = quantize_onnx(fp32, workdir / fname, quantize, input_names=prog.input_names,
                                             calibration=for_program(options.get("calibration"), name),
                                             exclude=for_program(options.get("exclude"), name) or [],
-                                            int8_ops=ops)
+                                            int8_ops=ops, cnn=cnn)
                 for f in written:
                     (workdir / f).unlink()
                 files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(fname))

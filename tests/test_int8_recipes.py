@@ -88,6 +88,47 @@ def test_onnx_static_recipe_quantizes_compute_ops_with_uint8_activations(tmp_pat
     assert gathers and acts == {onnx.TensorProto.INT8}
 
 
+class _ReluCnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):  # (B, 3, 16, 16)
+        h = torch.relu(self.a(x))
+        return torch.relu(self.c(torch.relu(self.b(h)) + h)).mean((2, 3))  # (B, 8)
+
+
+def test_onnx_cnn_recipe_leaves_no_requantization_between_convolutions(tmp_path):
+    """A CNN's int8-static also quantizes Relu/Add (CNN_STATIC_OPS): ORT folds the activations into the
+    convolutions' output scales, where Conv/MatMul/Gemm alone left DequantizeLinear -> QuantizeLinear."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgesdk.converters.onnx_cpu import export_onnx, quantize_onnx
+    from edgesdk.converters.programs import collect
+    torch.manual_seed(0)
+    (prog,) = collect(_ReluCnn().eval(), (torch.randn(1, 3, 16, 16),), None)
+    export_onnx(prog, tmp_path / "fp32.onnx")
+    cal = [(torch.randn(1, 3, 16, 16),) for _ in range(8)]
+
+    def requantizations(cnn):
+        dst = tmp_path / f"{cnn}.onnx"
+        info = quantize_onnx(tmp_path / "fp32.onnx", dst, "int8-static", input_names=prog.input_names,
+                             calibration=cal, exclude=[], cnn=cnn)
+        o = ort.SessionOptions()
+        o.optimized_model_filepath = str(tmp_path / f"{cnn}.opt.onnx")
+        ort.InferenceSession(str(dst), o, providers=["CPUExecutionProvider"])
+        g = onnx.load(o.optimized_model_filepath).graph
+        users = {i: n.op_type for n in g.node for i in n.input}
+        return info["ops"], sum(n.op_type == "DequantizeLinear" and users.get(n.output[0]) == "QuantizeLinear"
+                                for n in g.node)
+
+    ops, before = requantizations(False)
+    assert ops == ["Conv", "MatMul", "Gemm"] and before > 0
+    ops, after = requantizations(True)
+    assert {"Relu", "Add"} <= set(ops) and after == 0
+
+
 def test_litert_static_recipe_keeps_ops_without_int8_xnnpack_kernels_float(tmp_path):
     """Tuned LiteRT recipe: FULLY_CONNECTED and ops between (MUL, SUM) int8; GELU and ADD (not taken in int8
     by LiteRT's XNNPACK delegate) float, the model's output float; ``"all"`` quantizes GELU too; a

@@ -1,0 +1,138 @@
+"""ONNX Runtime int8-static on CNNs: Conv/MatMul/Gemm only vs the SDK's CNN op set, side by side.
+
+For each model (from `benchmarks/zoo_models.py`, random weights; its fp32 ONNX file made by
+`edgesdk.convert`), `converters.onnx_cpu.quantize_onnx` builds two int8-static files from 8 random
+calibration inputs: ``before`` quantizes `STATIC_OPS` (the recipe until 2026-12-02, still the one for
+transformers) and ``sdk`` `CNN_STATIC_OPS`. For each: how many DequantizeLinear -> QuantizeLinear
+requantizations and float nodes are left after ONNX Runtime's own graph optimization (the session's
+optimized model), and p50 against fp32, interleaved in one process (2 threads, order reversed every
+round, the median of the per-round ratios with min-max).
+
+    PYTHONPATH=. python benchmarks/onnx_static_ops.py --models mnasnet0_5,mobilenetv4_conv_small
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def fp32_onnx(name: str, out: Path) -> Path:
+    dst = out / f"{name}-onnx-cpu-fp32" / "model.onnx"
+    if not dst.exists():
+        import edgesdk
+        from benchmarks.zoo_models import build, enable_zoo_packages
+        enable_zoo_packages()
+        model, example, kw = build(name)
+        kw.pop("samples", None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            edgesdk.convert(model, example or None, "onnx-cpu", quantize="fp32", out_dir=out,
+                            name=f"{name}-onnx-cpu-fp32", verify_samples=1, **kw)
+    return dst
+
+
+def _session(path: Path, threads: int = 2, optimized: Path | None = None):
+    import onnxruntime as ort
+    o = ort.SessionOptions()
+    o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = threads, 1, 3
+    if optimized is not None:
+        o.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+
+
+def _inputs(sess, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+            for i in sess.get_inputs()}
+
+
+def quantize(src: Path, variant: str) -> Path:
+    import torch
+
+    from edgesdk.converters.onnx_cpu import quantize_onnx
+    dst = src.with_name(f"{variant}.onnx")
+    if not dst.exists():
+        s = _session(src)
+        cal = [tuple(torch.from_numpy(a) for a in _inputs(s, k).values()) for k in range(8)]
+        quantize_onnx(src, dst, "int8-static", input_names=[i.name for i in s.get_inputs()], calibration=cal,
+                      exclude=[], cnn=variant == "sdk")
+    return dst
+
+
+def after_ort(path: Path) -> tuple[int, list[str]]:
+    """(DequantizeLinear -> QuantizeLinear pairs, float op types) in ORT's optimized graph."""
+    import onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        opt = Path(tmp) / "opt.onnx"
+        _session(path, 1, opt)
+        g = onnx.load(str(opt)).graph
+    users = collections.defaultdict(list)
+    for n in g.node:
+        for i in n.input:
+            users[i].append(n.op_type)
+    requant = sum(1 for n in g.node if n.op_type == "DequantizeLinear" and users[n.output[0]] == ["QuantizeLinear"])
+    quantized = ("QLinear", "QGemm", "Quantize", "Dequantize", "Reorder", "Transpose", "Reshape", "Flatten")
+    floats = collections.Counter(n.op_type for n in g.node if not n.op_type.startswith(quantized))
+    return requant, [f"{op}x{c}" for op, c in floats.most_common(4)]
+
+
+def interleaved(paths: dict[str, Path], rounds: int, threads: int) -> dict[str, tuple[float, float, float, float]]:
+    sess = {k: _session(p, threads) for k, p in paths.items()}
+    feed = {k: _inputs(s, 99) for k, s in sess.items()}
+    ms = {k: [] for k in sess}
+    keys = list(sess)
+    for r in range(rounds):
+        for k in keys if r % 2 == 0 else keys[::-1]:
+            for _ in range(3):
+                sess[k].run(None, feed[k])
+            n, t0 = 0, time.perf_counter()
+            while n < 5 or time.perf_counter() - t0 < 0.2:
+                sess[k].run(None, feed[k])
+                n += 1
+            ms[k].append((time.perf_counter() - t0) / n * 1e3)
+    out = {}
+    for k, v in ms.items():
+        ratios = [a / b for a, b in zip(v, ms["fp32"])]
+        out[k] = (statistics.median(v), statistics.median(ratios), min(ratios), max(ratios))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=lambda s: s.split(","), required=True, help="zoo model names, comma-separated")
+    ap.add_argument("--out", default=str(ROOT / "edgesdk-out" / "onnx_static_ops"))
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    from edgesdk.converters.onnx_cpu import CNN_STATIC_OPS
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, {args.rounds} interleaved "
+          f"rounds; sdk op set: {', '.join(CNN_STATIC_OPS)}")
+    print("| model | requantizations before / sdk | float ops left: before ; sdk | before / fp32 | sdk / fp32 | fp32 p50 ms |")
+    print("|---|---|---|---|---|---|")
+    for name in args.models:
+        src = fp32_onnx(name, out)
+        paths = {"fp32": src, "before": quantize(src, "before"), "sdk": quantize(src, "sdk")}
+        (rb, fb), (rs, fs) = after_ort(paths["before"]), after_ort(paths["sdk"])
+        t = interleaved(paths, args.rounds, args.threads)
+        cells = [f"{t[v][1]:.2f}x ({t[v][2]:.2f}-{t[v][3]:.2f})" for v in ("before", "sdk")]
+        print(f"| {name} | {rb} / {rs} | {', '.join(fb) or '-'} ; {', '.join(fs) or '-'} | {' | '.join(cells)} | "
+              f"{t['fp32'][0]:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
