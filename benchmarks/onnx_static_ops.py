@@ -3,7 +3,7 @@
 For each model (from `benchmarks/zoo_models.py`, random weights; its fp32 ONNX file made by
 `edgesdk.convert`), `converters.onnx_cpu.quantize_onnx` builds two int8-static files from 8 random
 calibration inputs: ``before`` quantizes `STATIC_OPS` (the recipe until 2026-12-02, still the one for
-transformers) and ``sdk`` `CNN_STATIC_OPS`. For each: how many DequantizeLinear -> QuantizeLinear
+transformers), ``sdk`` `CNN_STATIC_OPS`, and ``+Concat`` the same with Concat quantized too (why it is not). For each: how many DequantizeLinear -> QuantizeLinear
 requantizations and float nodes are left after ONNX Runtime's own graph optimization (the session's
 optimized model), and p50 against fp32, interleaved in one process (2 threads, order reversed every
 round, the median of the per-round ratios with min-max).
@@ -61,13 +61,19 @@ def _inputs(sess, seed: int) -> dict:
 def quantize(src: Path, variant: str) -> Path:
     import torch
 
-    from edgesdk.converters.onnx_cpu import quantize_onnx
+    from edgesdk.converters import onnx_cpu
     dst = src.with_name(f"{variant}.onnx")
     if not dst.exists():
         s = _session(src)
         cal = [tuple(torch.from_numpy(a) for a in _inputs(s, k).values()) for k in range(8)]
-        quantize_onnx(src, dst, "int8-static", input_names=[i.name for i in s.get_inputs()], calibration=cal,
-                      exclude=[], cnn=variant == "sdk")
+        kept = onnx_cpu.CNN_STATIC_OPS
+        if variant == "concat":
+            onnx_cpu.CNN_STATIC_OPS = kept + ("Concat",)
+        try:
+            onnx_cpu.quantize_onnx(src, dst, "int8-static", input_names=[i.name for i in s.get_inputs()],
+                                   calibration=cal, exclude=[], cnn=variant != "before")
+        finally:
+            onnx_cpu.CNN_STATIC_OPS = kept
     return dst
 
 
@@ -121,14 +127,15 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, {args.rounds} interleaved "
           f"rounds; sdk op set: {', '.join(CNN_STATIC_OPS)}")
-    print("| model | requantizations before / sdk | float ops left: before ; sdk | before / fp32 | sdk / fp32 | fp32 p50 ms |")
-    print("|---|---|---|---|---|---|")
+    print("| model | requantizations before / sdk | float ops left: before ; sdk | before / fp32 | sdk / fp32 | "
+          "+Concat / fp32 | fp32 p50 ms |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.models:
         src = fp32_onnx(name, out)
-        paths = {"fp32": src, "before": quantize(src, "before"), "sdk": quantize(src, "sdk")}
+        paths = {"fp32": src, **{v: quantize(src, v) for v in ("before", "sdk", "concat")}}
         (rb, fb), (rs, fs) = after_ort(paths["before"]), after_ort(paths["sdk"])
         t = interleaved(paths, args.rounds, args.threads)
-        cells = [f"{t[v][1]:.2f}x ({t[v][2]:.2f}-{t[v][3]:.2f})" for v in ("before", "sdk")]
+        cells = [f"{t[v][1]:.2f}x ({t[v][2]:.2f}-{t[v][3]:.2f})" for v in ("before", "sdk", "concat")]
         print(f"| {name} | {rb} / {rs} | {', '.join(fb) or '-'} ; {', '.join(fs) or '-'} | {' | '.join(cells)} | "
               f"{t['fp32'][0]:.3f} |", flush=True)
     return 0

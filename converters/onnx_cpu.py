@@ -34,12 +34,14 @@ DYNAMIC_OPS = ("MatMul", "Gemm")
 #   uint8 all 52 Convs and all 16 MatMuls became QLinearConv / QLinearMatMul.
 #   (x86 without VNNI can saturate u8 x s8 products; the accuracy gate catches that.)
 STATIC_OPS = ("Conv", "MatMul", "Gemm")
-# CNNs (one program, convolutions, no attention) also quantize what sits between the convolutions: with
+# CNNs (one program, 2-D convolutions, no attention) also quantize what sits between the convolutions: with
 # Conv/MatMul/Gemm only, a Relu/Clip between two QLinearConvs left a DequantizeLinear -> QuantizeLinear
-# requantization (34 on MnasNet-0.5) and Concat/Add ran float; with these int8 ORT folds the activations into
-# the convolutions' output scales and runs QLinearConcat/QLinearAdd (benchmarks/onnx_static_ops.py, RESULTS.md
-# "int8-static on ONNX Runtime CNNs"). Transformers keep STATIC_OPS (their recommended scheme is int8-dynamic).
-CNN_STATIC_OPS = STATIC_OPS + ("Relu", "Clip", "Concat", "Add")
+# requantization (34 on MnasNet-0.5) and residual Adds ran float; with these int8, ORT folds the activations
+# into the convolutions' output scales and runs QLinearAdd (benchmarks/onnx_static_ops.py, RESULTS.md
+# "int8-static on ONNX Runtime CNNs"). Concat stays float: QLinearConcat requantized ShuffleNet-v2's
+# branches (the +Concat column of benchmarks/onnx_static_ops.py). Transformers, and models whose
+# convolutions are 1-D (Mamba's, wav2vec2's feature extractor), keep STATIC_OPS.
+CNN_STATIC_OPS = STATIC_OPS + ("Relu", "Clip", "Add")
 
 
 def _param_bytes(module: torch.nn.Module) -> int:
@@ -307,7 +309,7 @@ class OnnxCpu(Converter):
         files, progs, summary, extra, used = [], {}, {}, {}, {}
         module = next(iter(programs.values())).module
         cnn = len(programs) == 1 and model_kind(module) != "transformer" and any(
-            isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) for m in module.modules())
+            isinstance(m, torch.nn.Conv2d) for m in module.modules())
         for name, prog in programs.items():
             fname = "model.onnx" if len(programs) == 1 else f"{name}.onnx"
             if quantize == "fp32":
