@@ -36,11 +36,12 @@ DYNAMIC_OPS = ("MatMul", "Gemm")
 STATIC_OPS = ("Conv", "MatMul", "Gemm")
 # CNNs (one program, 2-D convolutions, no attention) also quantize what sits between the convolutions: with
 # Conv/MatMul/Gemm only, a Relu/Clip between two QLinearConvs left a DequantizeLinear -> QuantizeLinear
-# requantization (34 on MnasNet-0.5) and residual Adds ran float; with these int8, ORT folds the activations
-# into the convolutions' output scales and runs QLinearAdd (benchmarks/onnx_static_ops.py, RESULTS.md
-# "int8-static on ONNX Runtime CNNs"). Concat stays float: QLinearConcat requantized ShuffleNet-v2's
-# branches (the +Concat column of benchmarks/onnx_static_ops.py). Transformers, and models whose
-# convolutions are 1-D (Mamba's, wav2vec2's feature extractor), keep STATIC_OPS.
+# requantization (34 on MnasNet-0.5 and MobileNetV2) and residual Adds ran float; with these int8, ORT folds
+# the activations into the convolutions' output scales and runs QLinearAdd: MobileNetV2 0.97x -> 0.53x fp32,
+# MobileNetV4-conv-small 0.85x -> 0.59x (benchmarks/onnx_static_ops.py, 2 threads, 2026-12-02 16:47, RESULTS.md
+# "int8-static on ONNX Runtime CNNs"). Concat stays float for now: with it ShuffleNet-v2 measured 1.02x against
+# 0.81x without, though most other CNNs measured a little faster with it (the +Concat column; a noisy run).
+# Transformers, and models whose convolutions are 1-D (Mamba's, wav2vec2's feature extractor), keep STATIC_OPS.
 CNN_STATIC_OPS = STATIC_OPS + ("Relu", "Clip", "Add")
 
 
