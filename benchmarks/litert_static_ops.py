@@ -38,9 +38,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-def fp32_tflite(name: str, out: Path) -> Path:
-    """The model's fp32 .tflite, converted by the SDK once and kept under ``out``."""
-    dst = out / f"{name}-litert-cpu-fp32" / "model.tflite"
+def fp32_artifact(name: str, target: str, out: Path, filename: str) -> Path:
+    """The zoo model's fp32 file on ``target``, converted by the SDK once and kept under ``out``."""
+    dst = out / f"{name}-{target}-fp32" / filename
     if not dst.exists():
         import edgesdk
         from benchmarks.zoo_models import build, enable_zoo_packages
@@ -49,9 +49,13 @@ def fp32_tflite(name: str, out: Path) -> Path:
         kw.pop("samples", None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            edgesdk.convert(model, example or None, "litert-cpu", quantize="fp32", out_dir=out,
-                            name=f"{name}-litert-cpu-fp32", verify_samples=1, **kw)
+            edgesdk.convert(model, example or None, target, quantize="fp32", out_dir=out,
+                            name=f"{name}-{target}-fp32", verify_samples=1, **kw)
     return dst
+
+
+def fp32_tflite(name: str, out: Path) -> Path:
+    return fp32_artifact(name, "litert-cpu", out, "model.tflite")
 
 
 def _calibration(src: Path, n: int = 8) -> dict:
@@ -115,19 +119,18 @@ def partitions(path: Path) -> int:
     return sum(o["op_name"] == "DELEGATE" for o in _interpreter(path)._get_ops_details())
 
 
-def interleaved(paths: dict[str, Path], rounds: int, threads: int) -> dict[str, tuple[float, float, float, float]]:
-    """{variant: (p50 ms, ratio to fp32 median, min, max)} over ``rounds`` interleaved rounds."""
-    its = {k: _interpreter(p, threads) for k, p in paths.items()}
-    ms = {k: [] for k in its}
-    keys = list(its)
+def interleaved_runs(runs: dict, rounds: int) -> dict[str, tuple[float, float, float, float]]:
+    """{name: (p50 ms, ratio to ``runs["fp32"]`` median, min, max)}: each callable in ``runs`` timed in turn
+    (3 warm-up calls, then >= 5 calls and >= 0.2 s per turn), order reversed every round."""
+    ms = {k: [] for k in runs}
+    keys = list(runs)
     for r in range(rounds):
         for k in keys if r % 2 == 0 else keys[::-1]:
-            it = its[k]
             for _ in range(3):
-                it.invoke()
+                runs[k]()
             n, t0 = 0, time.perf_counter()
             while n < 5 or time.perf_counter() - t0 < 0.2:
-                it.invoke()
+                runs[k]()
                 n += 1
             ms[k].append((time.perf_counter() - t0) / n * 1e3)
     out = {}
@@ -135,6 +138,11 @@ def interleaved(paths: dict[str, Path], rounds: int, threads: int) -> dict[str, 
         ratios = [a / b for a, b in zip(v, ms["fp32"])]
         out[k] = (statistics.median(v), statistics.median(ratios), min(ratios), max(ratios))
     return out
+
+
+def interleaved(paths: dict[str, Path], rounds: int, threads: int) -> dict[str, tuple[float, float, float, float]]:
+    """{variant: (p50 ms, ratio to fp32 median, min, max)} over ``rounds`` interleaved rounds."""
+    return interleaved_runs({k: _interpreter(p, threads).invoke for k, p in paths.items()}, rounds)
 
 
 def dynamic_table(args, out: Path) -> int:

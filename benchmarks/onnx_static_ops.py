@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def fp32_onnx(name: str, out: Path) -> Path:
-    dst = out / f"{name}-onnx-cpu-fp32" / "model.onnx"
-    if not dst.exists():
-        import edgesdk
-        from benchmarks.zoo_models import build, enable_zoo_packages
-        enable_zoo_packages()
-        model, example, kw = build(name)
-        kw.pop("samples", None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            edgesdk.convert(model, example or None, "onnx-cpu", quantize="fp32", out_dir=out,
-                            name=f"{name}-onnx-cpu-fp32", verify_samples=1, **kw)
-    return dst
+from benchmarks.litert_static_ops import fp32_artifact, interleaved_runs  # noqa: E402
 
 
 def _session(path: Path, threads: int = 2, optimized: Path | None = None):
@@ -96,23 +81,7 @@ def after_ort(path: Path) -> tuple[int, list[str]]:
 
 def interleaved(paths: dict[str, Path], rounds: int, threads: int) -> dict[str, tuple[float, float, float, float]]:
     sess = {k: _session(p, threads) for k, p in paths.items()}
-    feed = {k: _inputs(s, 99) for k, s in sess.items()}
-    ms = {k: [] for k in sess}
-    keys = list(sess)
-    for r in range(rounds):
-        for k in keys if r % 2 == 0 else keys[::-1]:
-            for _ in range(3):
-                sess[k].run(None, feed[k])
-            n, t0 = 0, time.perf_counter()
-            while n < 5 or time.perf_counter() - t0 < 0.2:
-                sess[k].run(None, feed[k])
-                n += 1
-            ms[k].append((time.perf_counter() - t0) / n * 1e3)
-    out = {}
-    for k, v in ms.items():
-        ratios = [a / b for a, b in zip(v, ms["fp32"])]
-        out[k] = (statistics.median(v), statistics.median(ratios), min(ratios), max(ratios))
-    return out
+    return interleaved_runs({k: (lambda s=s, f=_inputs(s, 99): s.run(None, f)) for k, s in sess.items()}, rounds)
 
 
 def main(argv=None) -> int:
@@ -131,7 +100,7 @@ def main(argv=None) -> int:
           "+Concat / fp32 | fp32 p50 ms |")
     print("|---|---|---|---|---|---|---|")
     for name in args.models:
-        src = fp32_onnx(name, out)
+        src = fp32_artifact(name, "onnx-cpu", out, "model.onnx")
         paths = {"fp32": src, **{v: quantize(src, v) for v in ("before", "sdk", "concat")}}
         (rb, fb), (rs, fs) = after_ort(paths["before"]), after_ort(paths["sdk"])
         t = interleaved(paths, args.rounds, args.threads)
