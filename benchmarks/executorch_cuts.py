@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,14 +41,9 @@ def payload_sha256(art: Path) -> str:
 
 
 def measure(args) -> int:
-    code = Path(args.code).resolve()
-    sys.path[:0] = [str(code), str(ROOT / "benchmarks")]
-    import torch
-
-    from xnnpack_lowering import timed_conversions
-    torch.set_num_threads(1)
-    commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "(not a git checkout)"
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from xnnpack_lowering import timed_conversions, use_checkout
+    code, commit = use_checkout(args.code)
     rows = []
     for fam, conv, art, total, stats in timed_conversions(args):
         pte = payload_sha256(Path(art.path))

@@ -72,6 +72,18 @@ def timed_lowering(stats: dict, profile: bool):
         subprocess.run = orig_run
 
 
+def use_checkout(code: str) -> tuple[Path, str]:
+    """Import the SDK from checkout ``code`` from now on (and this folder's benchmarks), one torch thread
+    -> (resolved path, its short commit)."""
+    path = Path(code).resolve()
+    sys.path[:0] = [str(path), str(ROOT / "benchmarks")]
+    import torch
+    torch.set_num_threads(1)
+    commit = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "(not a git checkout)"
+    return path, commit
+
+
 def timed_conversions(args, profile: bool = False):
     """Yield ``(student, "TARGET:SCHEME", artifact, convert seconds, lowering stats)`` for every
     ``args.families`` x ``args.conversions`` (``args.students``: the training cache), each converted by
@@ -113,15 +125,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
-    code = Path(args.code).resolve()
-    sys.path[:0] = [str(code), str(ROOT / "benchmarks")]
+    code, commit = use_checkout(args.code)
     import torch
 
     from generation_quant import payload_bytes
     from runtime_overhead import text_table
-    torch.set_num_threads(1)
-    commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "(not a git checkout)"
     rows = []
     for fam, conv, art, total, stats in timed_conversions(args, args.profile):
         target, scheme = conv.split(":")
