@@ -11,10 +11,10 @@ Options (``edgesdk.convert(..., option=value)``):
 - ``soc_model`` / ``htp_arch``: the phone to compile the EPContext model for (default
   Snapdragon 8 Gen 3: soc_model 57, htp_arch 75).
 
-Generation models (several programs) get w8a16 (``uint16-static``) by default, except those in
-``QnnHtp.multi_program_float``. Quantized Mamba failed to
-compose on the HTP because of a -inf mask fill that cannot be scaled to 16 bits (now a 0/1 multiply in
-models/mamba.py) and because its tied head had an asymmetric 16-bit table (`untie_head`).
+Generation models (several programs) get w8a16 (``uint16-static``) by default. Three fixes made
+quantized Mamba right on the HTP, the maths unchanged: the SSD mask's -inf fill became a 0/1
+multiply (models/mamba.py), its tied head gets its own uint8 copy (`untie_head`), and every Log
+runs in fp16 under 16-bit activations (`log_islands`: the emulator's 16-bit Log returns a constant).
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ def quantize_qnn(src: Path, dst: Path, scheme: str, *, input_names, calibration,
     if untied:
         model_in = untied_path
     blocked = nodes_of_modules(model_in, exclude)
+    logs = [n for n in log_islands(model_in) if n not in blocked] if scheme == "uint16-static" else []
     act = getattr(QuantType, ACTIVATIONS[scheme])
     cfg = get_qnn_qdq_config(str(model_in), Reader(input_names, calibration), activation_type=act,
-                             weight_type=QuantType.QUInt8, nodes_to_exclude=blocked or None)
+                             weight_type=QuantType.QUInt8, nodes_to_exclude=(blocked + logs) or None)
     quantize(str(model_in), str(dst), cfg)
     for tmp in (pre, untied_path):
         if tmp.exists():
@@ -58,7 +59,10 @@ def quantize_qnn(src: Path, dst: Path, scheme: str, *, input_names, calibration,
     concats = concat_inputs_share_encoding(dst)
     info = {"tool": "onnxruntime.quantization get_qnn_qdq_config + quantize", "format": "QDQ",
             "activations": f"{ACTIVATIONS[scheme][1:].lower()} per-tensor (min-max)", "weights": "uint8",
-            "nodes_kept_float": blocked}
+            "nodes_kept_float": blocked + logs}
+    if logs:
+        info["float_log_islands"] = {"nodes": logs, "why": "the HTP's 16-bit Log returns a constant (emulator); "
+                                     "each Log runs in fp16 with its neighbours"}
     if untied:
         info["untied_heads"] = untied
     if concats:
@@ -101,6 +105,30 @@ def concat_inputs_share_encoding(path: Path) -> int:
     if changed:
         onnx.save(model, str(path))
     return changed
+
+
+def log_islands(path: Path) -> list[str]:
+    """The nodes to keep in float (fp16 on the HTP) under 16-bit activations: every Log, with the
+    node that makes its input and the nodes that read its output.
+
+    Why: the HTP emulator's 16-bit Log returns the bottom of its output range whatever the input
+    (a lone Q/DQ Log on [1, 1.07], [1, 2] and [0.5, 2] came back constant; 8-bit was exact). Mamba's
+    dt = softplus(...) = relu(x) + log(1 + exp(-|x|)) was then wrong in every layer under w8a16, and
+    the student lost 74% of its next-byte accuracy. A Log excluded alone still sits between a
+    DequantizeLinear and a QuantizeLinear, and ONNX Runtime's QNN provider fuses that back into a
+    quantized Log; with its neighbours float too, the Log runs in fp16. (A fused Softplus node,
+    the other way out, was within 3-9% of dt on the emulator; the fp16 Log is exact to fp16.)"""
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    names: list[str] = []
+    for n in graph.node:
+        if n.op_type != "Log":
+            continue
+        island = [producer[x] for x in n.input if x in producer] + [n]
+        island += [r for r in graph.node if n.output[0] in r.input]
+        names += [m.name for m in island if m.name not in names]
+    return names
 
 
 def untie_head(src: Path, dst: Path) -> list[dict]:
@@ -162,13 +190,6 @@ class QnnHtp(Converter):
     # trained demo students uint8 lost the encdec's char F1 by 41% where w8a16 kept it (RESULTS.md)
     recommended_multi_program = "uint16-static"
     # models (by class name) whose quantized programs lose their behaviour here: fp32, and why
-    multi_program_float = {
-        "Mamba": "w8a16 composes (100% on the HTP) but the trained student's quantized step goes wrong on the "
-                 "emulator (SSM state off from layer 0; greedy agreement 7.8%, next-byte accuracy -74%, "
-                 "RESULTS.md), while ONNX Runtime's CPU provider runs the same QDQ graph within 0.12 of the logits",
-        "EncDec": "w8a16 keeps 100% greedy agreement and char F1 on 12 test prompts (RESULTS.md), but the demo's "
-                  "gate on its 8 validation prompts measured 90% teacher-forced agreement (drop 0.10 > max_drop 0.05, "
-                  "min cosine 0.998) even with 4 layers kept in float, so the row would be rejected"}
     calibrated = ("uint8-static", "uint16-static")
     convert_packages = ("onnx", "onnxscript", "onnxruntime", "onnxruntime_qnn")
     run_packages = ("onnxruntime_qnn",)

@@ -51,8 +51,6 @@ class Converter:
     # the same for models with several programs (prefill + step; a calibrated scheme needs
     # calibration prompts, `converters.gen_calibration`), or None for fp32 only
     recommended_multi_program: str | None = None
-    # model class names whose quantized programs lose their behaviour on this target -> why (kept fp32)
-    multi_program_float: dict = {}
     # per kind of model ("conv" | "transformer" | "mlp", converters.recipes.model_kind) where the
     # measured-fastest scheme differs from ``recommended``
     recommended_by_kind: dict = {}

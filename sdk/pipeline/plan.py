@@ -39,8 +39,6 @@ def recommended_scheme(target, multi_program: bool = False, module=None) -> str 
     conv = get_converter(target.name)
     if multi_program:
         rec = conv.recommended_multi_program
-        if module is not None and type(module).__name__ in conv.multi_program_float:
-            return None  # this target keeps such models in fp32 (the converter says why)
         return rec if rec in target.quantization else None
     rec = for_model(target.name, module)
     if rec in target.quantization:
