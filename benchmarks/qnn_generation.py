@@ -14,6 +14,10 @@ Three phases, each printing one table:
              program, greedy agreement with the fp32 PyTorch programs over ``--prompts`` held-out
              prompts, quality (encdec char F1, mamba next-byte accuracy) and its change against
              the fp32 artifact, size against fp32. Goal: placement >= 95%, quality within 2%.
+``ops``      One element-wise op between Q/DQ pairs (uint16 and uint8 activations, scales from the
+             range given) on ONNX Runtime's CPU provider and on the HTP: max |CPU - HTP| and the
+             HTP output's spread (0 = one value whatever the input). Found the emulator's 16-bit Log
+             returning a constant (`qnn_htp.log_islands`).
 ``npu``      The paper's comparison on the NPU: the encoder-decoder vs the equal-parameter GQA
              decoder-only model (benchmarks/encdec.py `latency_models`, random weights) at P=512,
              both converted to qnn-htp with the same scheme (``--scheme``). TTFT = encode + first
@@ -26,6 +30,7 @@ Three phases, each printing one table:
     cpu-shared python benchmarks/qnn_generation.py scaling
     cpu-shared python benchmarks/qnn_generation.py quality --prompts 100
     cpu-shared python benchmarks/qnn_generation.py npu --scheme uint16-static
+    python benchmarks/qnn_generation.py ops
 """
 
 from __future__ import annotations
@@ -103,6 +108,60 @@ def scaling_table(rows, markdown: bool) -> str:
     body = [[f"{r['case']} {r['shape']}", f"{r['flops'] / rows[0]['flops']:.1f}x", f"{r['cycles_p50']:.3g}",
              f"{r['cycles_spread']:.2f}", f"{r['cycles_ratio']:.2f}x", f"{r['us_p50']:.0f}", f"{r['us_spread']:.2f}",
              f"{r['us_ratio']:.2f}x"] for r in rows]
+    return table(head, body, markdown)
+
+
+# ----------------------------------------------------------------------------- ops
+
+# (op, input range, output range): Mamba's softplus feeds Log values in [1, 1 + e^-|x|]
+OP_CASES = (("Log", 1.0, 1.07, 0.0, 0.068), ("Log", 1.0, 2.0, 0.0, 0.694), ("Log", 0.5, 2.0, -0.694, 0.694),
+            ("Exp", -5.0, 0.0, 0.0, 1.0), ("Softplus", -5.0, 5.0, 0.0, 5.0))
+
+
+def qdq_op_onnx(op: str, lo: float, hi: float, out_lo: float, out_hi: float, bits: int, path: Path, n: int = 64):
+    """x -> Q/DQ -> op -> Q/DQ -> y, asymmetric uint8/uint16 with min-max scales over [lo, hi] and
+    [out_lo, out_hi] (each range widened to hold 0, as ONNX Runtime's calibrator does)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    levels, dt, npdt = (65535, TensorProto.UINT16, np.uint16) if bits == 16 else (255, TensorProto.UINT8, np.uint8)
+
+    def qparams(a, b, tag):
+        a, b = min(a, 0.0), max(b, 0.0)
+        scale = (b - a) / levels
+        return [numpy_helper.from_array(np.array(scale, np.float32), f"s{tag}"),
+                numpy_helper.from_array(np.array(round(-a / scale), npdt), f"z{tag}")]
+    inits = qparams(lo, hi, "i") + qparams(out_lo, out_hi, "o")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "si", "zi"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "si", "zi"], ["xd"]), helper.make_node(op, ["xd"], ["f"]),
+             helper.make_node("QuantizeLinear", ["f", "so", "zo"], ["fq"]),
+             helper.make_node("DequantizeLinear", ["fq", "so", "zo"], ["y"])]
+    g = helper.make_graph(nodes, op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)]), str(path))
+    return np.linspace(lo, hi, n, dtype=np.float32).reshape(1, n)
+
+
+def run_ops(tmp: Path | None = None) -> list[dict]:
+    import onnxruntime as ort
+    tmp = Path(tmp or tempfile.mkdtemp(prefix="qnn-ops-"))
+    rows = []
+    for op, lo, hi, out_lo, out_hi in OP_CASES:
+        for bits in (16, 8):
+            path = tmp / f"{op}_{lo}_{hi}_{bits}.onnx"
+            x = qdq_op_onnx(op, lo, hi, out_lo, out_hi, bits, path)
+            cpu = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+            htp = qnn.session(path, threads=1).run(None, {"x": x})[0]
+            rows.append({"op": op, "range": [lo, hi], "bits": bits, "cpu_vs_htp": float(np.abs(cpu - htp).max()),
+                         "cpu_spread": float(np.ptp(cpu)), "htp_spread": float(np.ptp(htp))})
+    return rows
+
+
+def ops_table(rows, markdown: bool) -> str:
+    head = ["op", "input range", "activations", "max |CPU - HTP|", "CPU output spread", "HTP output spread", "verdict"]
+    body = [[r["op"], f"[{r['range'][0]:g}, {r['range'][1]:g}]", f"uint{r['bits']}", f"{r['cpu_vs_htp']:.3g}",
+             f"{r['cpu_spread']:.3g}", f"{r['htp_spread']:.3g}",
+             "HTP constant" if r["htp_spread"] == 0.0 < r["cpu_spread"] else
+             "close" if r["cpu_vs_htp"] <= 0.01 * r["cpu_spread"] else "differs"] for r in rows]
     return table(head, body, markdown)
 
 
@@ -276,7 +335,7 @@ def npu_table(res: dict, markdown: bool, cycles_scale: bool) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Method: /work/shared/BENCHMARKING.md")
-    ap.add_argument("phase", choices=("scaling", "quality", "npu"))
+    ap.add_argument("phase", choices=("scaling", "quality", "npu", "ops"))
     ap.add_argument("--out", default="/tmp/edgesdk-qnn-generation", help="artifact folder (reused)")
     ap.add_argument("--students", default=str(ROOT / ".cache" / "edgesdk"))
     ap.add_argument("--families", nargs="+", default=["encdec", "mamba"])
@@ -304,6 +363,9 @@ def main(argv=None) -> int:
         text = scaling_table(rows, args.markdown) + (
             f"\n\nverdict: the emulator's cycles {'scale' if res['scales'] else 'do NOT scale'} with the work "
             f"(goal: doubled/base in [{SCALE_RATIO[0]}, {SCALE_RATIO[1]}], run-to-run max/min <= {SCALE_SPREAD})")
+    elif args.phase == "ops":
+        res = {"rows": run_ops()}
+        text = ops_table(res["rows"], args.markdown)
     elif args.phase == "quality":
         res = {"rows": run_quality(args, log)}
         text = quality_table(res["rows"], args.markdown)

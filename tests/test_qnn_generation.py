@@ -188,33 +188,22 @@ def test_generation_models_get_w8a16_on_the_htp():
         assert schemes_for(t, "recommended", multi_program=True, module=m) == (["fp32", "uint16-static"], [])
 
 
-def _qdq_log(path, lo: float, hi: float):
-    """x -> Q/DQ (uint16) -> Log -> Q/DQ (uint16): a lone quantized Log."""
-    from onnx import TensorProto, helper, numpy_helper
-    s_in, s_out = hi / 65535, float(np.log(hi)) / 65535
-    inits = [numpy_helper.from_array(np.array(s_in, np.float32), "si"), numpy_helper.from_array(np.array(0, np.uint16), "z"),
-             numpy_helper.from_array(np.array(s_out, np.float32), "so")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "si", "z"], ["xq"]), helper.make_node("DequantizeLinear", ["xq", "si", "z"], ["xd"]),
-             helper.make_node("Log", ["xd"], ["l"]),
-             helper.make_node("QuantizeLinear", ["l", "so", "z"], ["lq"]), helper.make_node("DequantizeLinear", ["lq", "so", "z"], ["y"])]
-    g = helper.make_graph(nodes, "log16", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], inits)
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)]), str(path))
-
-
 def test_w8a16_runs_log_in_fp16_on_the_htp(tmp_path):
     # The emulator's 16-bit Log returns one value whatever its input (the canary below: if it fails,
     # the HTP got a real 16-bit Log and `log_islands` may go). Mamba's dt = softplus(...) =
     # relu(x) + log(1 + exp(-|x|)) was wrong in every layer, and the trained student lost 74% of its
     # next-byte accuracy under w8a16. qnn-htp keeps each Log float with its neighbours (fp16 there).
+    import sys
+    from pathlib import Path
     import onnxruntime as ort
     from edgesdk.converters.onnx_cpu import export_onnx
     from edgesdk.converters.programs import collect
     from edgesdk.converters.qnn_htp import quantize_qnn
     from edgesdk.models.mamba import softplus
     from edgesdk.runtime import qnn
-    _qdq_log(tmp_path / "log16.onnx", 1.0, 2.0)
-    x = np.linspace(1.0, 2.0, 64, dtype=np.float32).reshape(1, 64)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from qnn_generation import qdq_op_onnx
+    x = qdq_op_onnx("Log", 1.0, 2.0, 0.0, float(np.log(2.0)), 16, tmp_path / "log16.onnx")
     cpu = ort.InferenceSession(str(tmp_path / "log16.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     htp = qnn.session(tmp_path / "log16.onnx", threads=1).run(None, {"x": x})[0]
     assert np.abs(cpu - np.log(x)).max() < 1e-3 and np.ptp(htp) == 0.0, htp   # canary: the emulator's fault
