@@ -189,7 +189,6 @@ class QnnHtp(Converter):
     # generation models (several programs, each calibrated on its own recorded inputs): w8a16. On the
     # trained demo students uint8 lost the encdec's char F1 by 41% where w8a16 kept it (RESULTS.md)
     recommended_multi_program = "uint16-static"
-    # models (by class name) whose quantized programs lose their behaviour here: fp32, and why
     calibrated = ("uint8-static", "uint16-static")
     convert_packages = ("onnx", "onnxscript", "onnxruntime", "onnxruntime_qnn")
     run_packages = ("onnxruntime_qnn",)
