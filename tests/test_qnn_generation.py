@@ -189,8 +189,8 @@ def test_generation_models_get_w8a16_on_the_htp():
 
 
 def test_w8a16_runs_log_in_fp16_on_the_htp(tmp_path):
-    # The emulator's 16-bit Log returns one value whatever its input below a 2^-14 output scale (the canary: if it fails,
-    # the HTP got a real 16-bit Log and `log_islands` may go). Mamba's dt = softplus(...) =
+    # Below a 2^-14 output scale, the emulator's 16-bit Log returns one value whatever its input (the
+    # canary: if it fails, the HTP got a right 16-bit Log and `log_islands` may go). Mamba's dt = softplus(...) =
     # relu(x) + log(1 + exp(-|x|)) was wrong in every layer, and the trained student lost 74% of its
     # next-byte accuracy under w8a16. qnn-htp keeps each Log float with its neighbours (fp16 there).
     import sys
