@@ -32,8 +32,12 @@ SINGLE_SIGNATURE = "serving_default"
 STATIC_FLOAT_OPS = ("HARD_SWISH", "GELU", "SOFTMAX", "SQUARED_DIFFERENCE", "RSQRT", "BATCH_MATMUL",
                     "ADD", "SUB", "DIV", "MAXIMUM")
 # depthwise convolutions with a kernel side above this stay float in int8-static (`large_depthwise_scopes`):
-# int8 ones made ConvNeXt-atto (7x7) 4.3x fp32, float ones 0.77x; MnasNet's and MobileNetV2's 3x3 and 5x5
-# int8 ones pay (RESULTS.md "#17, sixth session": MEASURED)
+# with int8 7x7 ones the zoo's int8-static ran 4.62x fp32 on ConvNeXt-atto, 2.78x EdgeNeXt, 4.87x FastViT;
+# with them float 0.79x, 0.93x, 1.03x (benchmarks/recommended_vs_fp32.py, 10 interleaved rounds, 2 threads,
+# cpu-exclusive, 2026-12-02 19:45 / 19:58). Depthwise ones with a depth multiplier (FastViT's grouped 3x3 and 7x7,
+# 2 outputs per group) stay float too: FastViT 1.02x -> 0.90x. Not all depthwise ones: plain 3x3/5x5 int8 ones
+# pay (MobileNetV2 0.73x, all float 0.88x; EfficientNet 0.59x / 0.67x; benchmarks/litert_static_ops.py
+# --depthwise, 8 rounds, cpu-exclusive, 20:01 and 20:03; RESULTS.md "#17, sixth session")
 FLOAT_DEPTHWISE_ABOVE = 5
 # transformers keep the recipe before: with the ops between the FULLY_CONNECTEDs int8 as well (LayerNorm
 # means, scales) the real MiniLM's sentence embeddings fell to mean cosine 0.64 of fp32 (0.94 min with
@@ -181,8 +185,8 @@ def module_scopes(path, module: str) -> tuple[str, list[str]]:
 
 
 def large_depthwise_scopes(path, above: int | None = FLOAT_DEPTHWISE_ABOVE) -> list[str]:
-    """ai-edge-quantizer scopes of the DEPTHWISE_CONV_2D ops whose kernel side is above ``above``
-    (None: none)."""
+    """ai-edge-quantizer scopes of the DEPTHWISE_CONV_2D ops whose kernel side is above ``above``, or
+    that have more than one output channel per input channel (a depth multiplier; None: none)."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu
     if above is None:
         return []
@@ -193,8 +197,9 @@ def large_depthwise_scopes(path, above: int | None = FLOAT_DEPTHWISE_ABOVE) -> l
             code = model.operatorCodes[op.opcodeIndex]
             if tfu.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "DEPTHWISE_CONV_2D":
                 continue
-            shape = list(sg.tensors[op.inputs[1]].shape)  # [1, kh, kw, channels]
-            if len(shape) == 4 and max(shape[1:3]) > above:
+            shape = list(sg.tensors[op.inputs[1]].shape)  # [1, kh, kw, out channels]
+            cin = list(sg.tensors[op.inputs[0]].shape)[-1:]
+            if len(shape) == 4 and (max(shape[1:3]) > above or (cin and 0 < cin[0] < shape[3])):
                 scope = tfu.get_op_scope(op, sg.tensors)
                 if scope not in scopes:
                     scopes.append(scope)

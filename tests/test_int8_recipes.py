@@ -242,26 +242,29 @@ def test_cnn_with_gelu_recommends_fp32_on_onnx_cpu():
 
 
 def test_litert_static_keeps_large_depthwise_convolutions_float(tmp_path):
-    """LiteRT int8-static keeps depthwise convolutions with kernels above 5x5 float (int8 7x7 ones made
-    ConvNeXt-atto 4x fp32), and quantizes the 3x3 ones (they pay on MobileNetV2 and EfficientNet)."""
+    """LiteRT int8-static keeps depthwise convolutions with kernels above 5x5 or a depth multiplier float
+    (int8 7x7 ones made ConvNeXt-atto 4.6x fp32; FastViT has both kinds), and quantizes the plain 3x3
+    ones (they pay on MobileNetV2 and EfficientNet)."""
     from ai_edge_litert.interpreter import Interpreter
 
     from edgesdk.converters.litert_cpu import export_tflite, large_depthwise_scopes, quantize_tflite, signature_io
     from edgesdk.converters.programs import collect
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 7, padding=3, groups=8), nn.ReLU(),
-                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+                          nn.Conv2d(8, 16, 5, padding=2, groups=8), nn.ReLU(), nn.Conv2d(16, 4, 1)).eval()
     (prog,) = collect(model, (torch.randn(1, 3, 16, 16),), None)
     src = tmp_path / "fp32.tflite"
     sigs = export_tflite({"forward": prog}, src)
-    assert len(large_depthwise_scopes(src)) == 1 and large_depthwise_scopes(src, None) == []
-    assert len(large_depthwise_scopes(src, 0)) == 2
+    assert len(large_depthwise_scopes(src)) == 2 and large_depthwise_scopes(src, None) == []
+    assert len(large_depthwise_scopes(src, 0)) == 3
     dst = tmp_path / "int8.tflite"
     info = quantize_tflite(src, dst, "int8-static", signatures=sigs, io=signature_io(src, sigs),
                            calibration=[(torch.randn(1, 3, 16, 16),) for _ in range(8)], exclude=[])
-    assert info["large_depthwise_convs_kept_float"] == 1
+    assert info["large_depthwise_convs_kept_float"] == 2
     it = Interpreter(model_path=str(dst))
     td = {t["index"]: t for t in it.get_tensor_details()}
-    dw = sorted((td[o["inputs"][1]]["shape"][1], td[o["inputs"][1]]["dtype"].__name__)
+    dw = sorted((int(td[o["inputs"][1]]["shape"][1]), int(td[o["inputs"][1]]["shape"][3]),
+                 td[o["inputs"][1]]["dtype"].__name__)
                 for o in it._get_ops_details() if o["op_name"] == "DEPTHWISE_CONV_2D")
-    assert dw == [(3, "int8"), (7, "float32")], dw
+    assert dw == [(3, 8, "int8"), (5, 16, "float32"), (7, 8, "float32")], dw
