@@ -19,6 +19,12 @@ per-round ratios against fp32, with min-max. Calibration: 8 random inputs (timin
 them; accuracy is the SDK's gate's job, not this script's).
 
     PYTHONPATH=. python benchmarks/litert_static_ops.py --models mobilenet_v3_small,bert-tiny
+
+``--depthwise`` prints another table: the SDK's CNN recipe with every depthwise convolution int8, with
+the SDK's choice float (kernels above 5x5, `converters.litert_cpu.FLOAT_DEPTHWISE_ABOVE`, or a depth
+multiplier above 1) and with all of them float, each against fp32, interleaved the same way.
+
+    PYTHONPATH=. python benchmarks/litert_static_ops.py --depthwise --models convnext_atto,mobilenet_v2
 """
 
 from __future__ import annotations
@@ -72,6 +78,11 @@ def _calibration(src: Path, n: int = 8) -> dict:
     return {sig: [{k: sample(d) for k, d in inputs.items()} for _ in range(n)]}
 
 
+# --depthwise: which depthwise convolutions the CNN recipe keeps float (`large_depthwise_scopes`: kernel side
+# above this or a depth multiplier; None: none; 0: all)
+DEPTHWISE_VARIANTS = {"dw-int8": None, "dw-sdk-float": 5, "dw-all-float": 0}
+
+
 def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None, redo: bool = False) -> Path:
     """Write ``dst`` quantized the ``variant`` way (``all``, ``before``, ``sdk``; ``int8_op``: that
     one of the SDK's float op types quantized after all); an existing ``dst`` is kept unless ``redo``."""
@@ -92,6 +103,8 @@ def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None, red
         qt, _ = static_quantizer(src, "transformer")
     elif variant == "sdk":
         qt, _ = static_quantizer(src, "conv", [op for op in STATIC_FLOAT_OPS if op != int8_op])
+    elif variant in DEPTHWISE_VARIANTS:
+        qt, _ = static_quantizer(src, "conv", float_depthwise_above=DEPTHWISE_VARIANTS[variant])
     else:
         qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -163,6 +176,24 @@ def dynamic_table(args, out: Path) -> int:
     return 0
 
 
+def depthwise_table(args, out: Path) -> int:
+    """int8-static with every depthwise convolution int8, those above 5x5 float, all float."""
+    from edgesdk.converters.litert_cpu import large_depthwise_scopes
+    names = list(DEPTHWISE_VARIANTS)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, {args.rounds} interleaved "
+          "rounds; the SDK's CNN recipe with these depthwise convolutions float")
+    print("| model | depthwise convs: the SDK's float ones / all | " + " | ".join(f"{v} / fp32" for v in names) + " | fp32 p50 ms |")
+    print("|---|---|" + "---|" * len(names) + "---|")
+    for name in args.models:
+        src = fp32_tflite(name, out)
+        paths = {"fp32": src, **{v: quantize(src, src.parent / f"{v}.tflite", v, redo=args.redo) for v in names}}
+        t = interleaved(paths, args.rounds, args.threads)
+        cells = [f"{t[v][1]:.2f}x ({t[v][2]:.2f}-{t[v][3]:.2f})" for v in names]
+        print(f"| {name} | {len(large_depthwise_scopes(src))} / {len(large_depthwise_scopes(src, 0))} | "
+              f"{' | '.join(cells)} | {t['fp32'][0]:.3f} |", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=lambda s: s.split(","), required=True, help="zoo model names, comma-separated")
@@ -172,6 +203,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-time", action="store_true", help="partitions only")
     ap.add_argument("--dynamic", action="store_true",
                     help="int8-dynamic instead: depthwise convolutions float (before) vs the SDK's DYNAMIC_FLOAT_OPS")
+    ap.add_argument("--depthwise", action="store_true",
+                    help="int8-static with depthwise convolutions int8, above 5x5 float, all float, against fp32")
     ap.add_argument("--redo", action="store_true", help="quantize again (default: reuse the files of an earlier run)")
     args = ap.parse_args(argv)
     from edgesdk.converters.litert_cpu import STATIC_FLOAT_OPS
@@ -179,6 +212,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.dynamic:
         return dynamic_table(args, out)
+    if args.depthwise:
+        return depthwise_table(args, out)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, {args.threads} threads, "
           f"{args.rounds} interleaved rounds; float op types of the SDK recipe: {', '.join(STATIC_FLOAT_OPS)}")
     print("| model | partitions: all int8 / before / sdk | sdk but one op type int8: partitions | "

@@ -20,7 +20,7 @@ failures whether the backend's own toolchain (called directly, without the SDK) 
 each failure is attributed to the SDK or to the backend. ``profile`` adds p50 (2 threads).
 ``int8`` is the target's recommended scheme for the model's kind (`converters/recipes.py`:
 transformers get int8-dynamic on onnx-cpu and litert-cpu, the rest int8-static); where the recipe
-recommends fp32 (CNNs with HardSwish/SiLU on onnx-cpu: int8 measured slower) the row measures the
+recommends fp32 (CNNs with HardSwish/SiLU/GELU on onnx-cpu: int8 measured slower) the row measures the
 kind's int8 candidate and records ``recommended_scheme: fp32`` with the reason. Other scheme names
 add rows that ``report`` weighs as candidates for the best int8 scheme.
 Models and configurations: `benchmarks/zoo_models.py` (random weights; MiniLM is the real one).

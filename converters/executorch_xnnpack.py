@@ -62,6 +62,31 @@ def layer_norm_as_mean(x, normalized_shape, weight=None, bias=None, eps: float =
     return y if bias is None else y + bias
 
 
+def pow_as_mul(ep) -> int:
+    """Rewrite ``x ** 2`` / ``x ** 3`` (aten ``pow.Tensor_Scalar``) in an exported program as
+    multiplications, which XNNPACK takes; returns how many were rewritten. The XNNPACK partitioner has
+    no pow, so it ran on ExecuTorch's portable kernel: on phi-tiny (tanh-GELU cubes its input) 4.21 ms
+    a call in the int8-dynamic program, 84% of its run, 4.24x fp32 (RESULTS.md "#17, sixth session").
+    Other exponents stay pow (an aten decomposition cannot fall back to the op it replaces)."""
+    g = ep.graph_module.graph
+    done = 0
+    for n in list(g.nodes):
+        if n.op != "call_function" or n.target != torch.ops.aten.pow.Tensor_Scalar or n.args[1] not in (2, 3):
+            continue
+        with g.inserting_before(n):
+            y = g.call_function(torch.ops.aten.mul.Tensor, (n.args[0], n.args[0]))
+            if n.args[1] == 3:
+                y.meta = dict(n.meta)
+                y = g.call_function(torch.ops.aten.mul.Tensor, (y, n.args[0]))
+        y.meta = dict(n.meta)
+        n.replace_all_uses_with(y)
+        g.erase_node(n)
+        done += 1
+    if done:
+        ep.graph_module.recompile()
+    return done
+
+
 def lower(programs, partitioners, caller_owned_inputs: bool = False,
           decompositions: dict | None = None) -> tuple[bytes, dict]:
     """torch.export every program, lower with the given partitioners, return (pte bytes, report).
@@ -76,6 +101,8 @@ def lower(programs, partitioners, caller_owned_inputs: bool = False,
            for name, p in programs.items()}
     if decompositions:
         eps = {name: ep.run_decompositions(decompositions) for name, ep in eps.items()}
+    for ep in eps.values():
+        pow_as_mul(ep)
     edge = to_edge_transform_and_lower(eps, partitioner=partitioners)
     report = {name: delegation_report(edge, name) for name in eps}
     config = ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=not caller_owned_inputs))

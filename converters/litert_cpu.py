@@ -31,6 +31,14 @@ SINGLE_SIGNATURE = "serving_default"
 #   0.61x, 0.51x (the 15 CNNs: 0.34-1.22x).
 STATIC_FLOAT_OPS = ("HARD_SWISH", "GELU", "SOFTMAX", "SQUARED_DIFFERENCE", "RSQRT", "BATCH_MATMUL",
                     "ADD", "SUB", "DIV", "MAXIMUM")
+# depthwise convolutions with a kernel side above this stay float in int8-static (`large_depthwise_scopes`):
+# with int8 7x7 ones the zoo's int8-static ran 4.62x fp32 on ConvNeXt-atto, 2.78x EdgeNeXt, 4.87x FastViT;
+# with them float 0.79x, 0.93x, 1.03x (benchmarks/recommended_vs_fp32.py, 10 interleaved rounds, 2 threads,
+# cpu-exclusive, 2026-12-02 19:45 / 19:58). Depthwise ones with a depth multiplier (FastViT's grouped 3x3 and 7x7,
+# 2 outputs per group) stay float too: FastViT 1.02x -> 0.90x. Not all depthwise ones: plain 3x3/5x5 int8 ones
+# pay (MobileNetV2 0.73x, all float 0.88x; EfficientNet 0.59x / 0.67x; benchmarks/litert_static_ops.py
+# --depthwise, 8 rounds, cpu-exclusive, 20:01 and 20:03; RESULTS.md "#17, sixth session")
+FLOAT_DEPTHWISE_ABOVE = 5
 # transformers keep the recipe before: with the ops between the FULLY_CONNECTEDs int8 as well (LayerNorm
 # means, scales) the real MiniLM's sentence embeddings fell to mean cosine 0.64 of fp32 (0.94 min with
 # FULLY_CONNECTED only; int8-dynamic, their recommended scheme, 0.998)
@@ -176,26 +184,58 @@ def module_scopes(path, module: str) -> tuple[str, list[str]]:
     return module, []
 
 
-def static_quantizer(src, kind: str, float_ops=STATIC_FLOAT_OPS):
+def large_depthwise_scopes(path, above: int | None = FLOAT_DEPTHWISE_ABOVE) -> list[str]:
+    """ai-edge-quantizer scopes of the DEPTHWISE_CONV_2D ops whose kernel side is above ``above``, or
+    that have more than one output channel per input channel (a depth multiplier; None: none)."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu
+    if above is None:
+        return []
+    model = tfu.read_model(str(path))
+    scopes = []
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if tfu.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "DEPTHWISE_CONV_2D":
+                continue
+            shape = list(sg.tensors[op.inputs[1]].shape)  # [1, kh, kw, out channels]
+            cin = list(sg.tensors[op.inputs[0]].shape)[-1:]
+            if len(shape) == 4 and (max(shape[1:3]) > above or (cin and 0 < cin[0] < shape[3])):
+                scope = tfu.get_op_scope(op, sg.tensors)
+                if scope not in scopes:
+                    scopes.append(scope)
+    return scopes
+
+
+def static_quantizer(src, kind: str, float_ops=STATIC_FLOAT_OPS, float_depthwise_above=FLOAT_DEPTHWISE_ABOVE):
     """(ai-edge-quantizer `Quantizer`, description) of the int8-static recipe for a model of ``kind``
     (`recipes.model_kind`): a transformer's FULLY_CONNECTEDs and convolutions, or every op type but
-    ``float_ops`` (and the model's I/O)."""
+    ``float_ops`` (and the model's I/O); either way depthwise convolutions with kernels above
+    ``float_depthwise_above`` stay float."""
     from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
+    dw = large_depthwise_scopes(src, float_depthwise_above)
     if kind == "transformer":
         rm = recipe_manager.RecipeManager()
         for op in TRANSFORMER_STATIC_OPS:
             rm.add_static_config(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
                                  activation_num_bits=8, weight_num_bits=8)
-        return quantizer.Quantizer(str(src), rm.get_quantization_recipe()), {
-            "tool": "ai-edge-quantizer static (int8 weights and activations)", "weights": "int8 per-channel",
-            "activations": "int8 per-tensor static", "ops": list(TRANSFORMER_STATIC_OPS)}
-    qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
-    for op in tuple(float_ops) + STATIC_FLOAT_IO:
-        qt.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
-                                      algorithm_key="no_quantize")
-    return qt, {"tool": "ai-edge-quantizer static_wi8_ai8", "weights": "int8 per-channel",
+        qt = quantizer.Quantizer(str(src), rm.get_quantization_recipe())
+        desc = {"tool": "ai-edge-quantizer static (int8 weights and activations)", "weights": "int8 per-channel",
+                "activations": "int8 per-tensor static", "ops": list(TRANSFORMER_STATIC_OPS)}
+    else:
+        qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
+        for op in tuple(float_ops) + STATIC_FLOAT_IO:
+            qt.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                          algorithm_key="no_quantize")
+        desc = {"tool": "ai-edge-quantizer static_wi8_ai8", "weights": "int8 per-channel",
                 "activations": "int8 per-tensor static", "ops": "every supported op type but the float ones",
                 "float_ops": list(float_ops), "io": "float32"}
+    for scope in dw:
+        qt.update_quantization_recipe(regex="^" + re.escape(scope) + "$",
+                                      operation_name=qtyping.TFLOperationName.DEPTHWISE_CONV_2D,
+                                      algorithm_key="no_quantize")
+    if dw:
+        desc["large_depthwise_convs_kept_float"] = len(dw)
+    return qt, desc
 
 
 def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibration, exclude,

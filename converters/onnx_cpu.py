@@ -296,9 +296,10 @@ class OnnxCpu(Converter):
     recommended_multi_program = "int8-dynamic"
     # transformers: dynamic MatMuls beat static QDQ on BERT-tiny (benchmarks/int8_recipes.py, RESULTS.md)
     recommended_by_kind = {"transformer": "int8-dynamic"}
-    # CNNs with HardSwish/SiLU: int8 ran slower than fp32 (measurements: converters/recipes.py)
-    fp32_for_float_activation_convs = ("ONNX Runtime runs HardSwish/SiLU in float between Q/DQ pairs (measured "
-                                       "1.47-1.98x fp32 p50 on EfficientNet-B0 and MobileNetV3-small)")
+    # CNNs with HardSwish/SiLU/GELU: int8 ran slower than fp32 (measurements: converters/recipes.py)
+    fp32_for_float_activation_convs = ("ONNX Runtime runs HardSwish/SiLU/GELU in float between Q/DQ pairs (measured "
+                                       "1.47-1.98x fp32 p50 on EfficientNet-B0 and MobileNetV3-small, 1.02-2.96x "
+                                       "on the zoo's GELU CNNs)")
     calibrated = ("int8-static",)
     dynamic_shapes = True
     exporters = EXPORTERS

@@ -3,7 +3,8 @@
 The per-target quantization recipes live in each target's converter (one line per decision,
 citing the measurement); this module only answers "which scheme for this model here", from the
 ``recommended_by_kind`` table each converter keeps (``benchmarks/int8_recipes.py`` measures it) and
-its ``fp32_for_float_activation_convs`` (CNNs whose int8 measured slower than fp32).
+its ``fp32_for_float_activation_convs`` (CNNs with HardSwish / SiLU / GELU, whose int8 measured
+slower than fp32 there).
 `quantize="auto"` (`edgesdk.auto`) still times every scheme and confirms or overrules the guess.
 
 Example::
@@ -57,7 +58,7 @@ def model_kind(module: nn.Module) -> str:
     return "transformer" if attention else "mlp"
 
 
-# Conv models whose HardSwish / SiLU activations a target's int8 graph cannot fuse run them in
+# Conv models whose HardSwish / SiLU / GELU activations a target's int8 graph cannot fuse run them in
 # float between dequantize / quantize pairs, and may run slower than fp32: a converter that
 # measured so sets ``fp32_for_float_activation_convs`` to the reason (onnx-cpu: ORT per-op profile
 # of the zoo artifacts, 2 threads, 2026-12-02 06:03, loaded machine: MobileNetV3-small fp32 Conv
@@ -65,15 +66,25 @@ def model_kind(module: nn.Module) -> str:
 # fp32 Conv 51.8 + fused SiLU 18.2; int8 QLinearConv 35.9 + DQ/Mul/ReduceMean/Sigmoid/Q 79.6. Side
 # by side on a quiet machine the int8-static p50 was 1.98x and 1.47x fp32: benchmarks/zoo.py
 # profile, RESULTS.md), and fp32 is recommended there: int8 shrinks the file but runs slower.
-FLOAT_ACTIVATIONS = (nn.Hardswish, nn.SiLU)
+# GELU: ORT has no int8 Gelu either; the zoo's five GELU CNNs ran int8-static 1.02-2.96x fp32 on
+# onnx-cpu (ConvNeXt 1.05x, RepViT 1.02x, EdgeNeXt 1.27x, EfficientFormerV2 1.38x, FastViT 2.96x;
+# benchmarks/recommended_vs_fp32.py, 10 interleaved rounds, cpu-exclusive, 2026-12-02 19:45, RESULTS.md
+# "#17, sixth session").
+FLOAT_ACTIVATIONS = (nn.Hardswish, nn.SiLU, nn.GELU)
+# the same activations as other libraries' own module classes (timm's ``GELU`` / ``GELUTanh`` are
+# ``nn.Module`` subclasses, not ``nn.GELU``), by class name
+FLOAT_ACTIVATION_NAMES = ("GELU", "GELUTanh", "HardSwish")
+
+
+def _float_activation(m: nn.Module) -> bool:
+    return isinstance(m, FLOAT_ACTIVATIONS) or type(m).__name__ in FLOAT_ACTIVATION_NAMES
 
 
 def _conv_with_float_activations(module: nn.Module) -> bool:
-    """The model has convolutions and HardSwish or SiLU activation modules (torchvision's and
+    """The model has convolutions and HardSwish, SiLU or GELU activation modules (torchvision's and
     timm's CNNs use the modules; MobileNetV3-small counts as "mlp" by weights, its head is large)."""
     mods = list(module.modules())
-    return any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in mods) and \
-        any(isinstance(m, FLOAT_ACTIVATIONS) for m in mods)
+    return any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in mods) and any(_float_activation(m) for m in mods)
 
 
 def recommendation(target: str, module: nn.Module | None = None) -> tuple[str | None, str]:

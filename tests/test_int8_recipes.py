@@ -210,3 +210,61 @@ def test_cnn_with_hardswish_or_silu_recommends_fp32_on_onnx_cpu():
     assert recommended_scheme("onnx-cpu", relu) == "int8-static"
     silu_mlp = nn.Sequential(nn.Linear(8, 16), nn.SiLU(), nn.Linear(16, 4))  # no convolution: unchanged
     assert recommended_scheme("onnx-cpu", silu_mlp) == edgesdk.converters.get_converter("onnx-cpu").recommended
+
+
+class _TimmGELU(nn.Module):
+    """A library's own GELU module (timm's ``GELU`` is an ``nn.Module``, not an ``nn.GELU``)."""
+
+    def forward(self, x):
+        return nn.functional.gelu(x)
+
+
+_TimmGELU.__name__ = "GELU"
+
+
+def test_cnn_with_gelu_recommends_fp32_on_onnx_cpu():
+    """ORT has no int8 Gelu either: the zoo's five GELU CNNs (ConvNeXt, RepViT, EdgeNeXt, EfficientFormerV2,
+    FastViT) ran int8-static 1.02-2.96x fp32 on onnx-cpu, so a CNN with GELU (torch's or a library's own
+    class) deploys fp32 there; LiteRT and ExecuTorch keep int8-static, a transformer with GELU keeps
+    int8-dynamic, a GELU MLP without convolutions keeps the target's recommendation."""
+    from edgesdk.converters.recipes import recommendation, recommended_scheme
+    for act in (nn.GELU, _TimmGELU):
+        cnn = nn.Sequential(nn.Conv2d(3, 16, 3), act(), nn.Conv2d(16, 16, 3), nn.Flatten(), nn.Linear(16, 4))
+        scheme, why = recommendation("onnx-cpu", cnn)
+        assert scheme == "fp32" and "GELU" in why and "2.96x" in why, why
+        for t in ("executorch-xnnpack", "litert-cpu"):
+            assert recommended_scheme(t, cnn) == "int8-static"
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, activation="gelu", batch_first=True), 1)
+    vit = nn.Sequential(nn.Conv2d(3, 32, 4, 4), enc)  # a patch embedding + GELU blocks: a transformer
+    assert recommended_scheme("onnx-cpu", vit) == "int8-dynamic"
+    gelu_mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))
+    assert recommended_scheme("onnx-cpu", gelu_mlp) == edgesdk.converters.get_converter("onnx-cpu").recommended
+
+
+def test_litert_static_keeps_large_depthwise_convolutions_float(tmp_path):
+    """LiteRT int8-static keeps depthwise convolutions with kernels above 5x5 or a depth multiplier float
+    (int8 7x7 ones made ConvNeXt-atto 4.6x fp32; FastViT has both kinds), and quantizes the plain 3x3
+    ones (they pay on MobileNetV2 and EfficientNet)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgesdk.converters.litert_cpu import export_tflite, large_depthwise_scopes, quantize_tflite, signature_io
+    from edgesdk.converters.programs import collect
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 7, padding=3, groups=8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+                          nn.Conv2d(8, 16, 5, padding=2, groups=8), nn.ReLU(), nn.Conv2d(16, 4, 1)).eval()
+    (prog,) = collect(model, (torch.randn(1, 3, 16, 16),), None)
+    src = tmp_path / "fp32.tflite"
+    sigs = export_tflite({"forward": prog}, src)
+    assert len(large_depthwise_scopes(src)) == 2 and large_depthwise_scopes(src, None) == []
+    assert len(large_depthwise_scopes(src, 0)) == 3
+    dst = tmp_path / "int8.tflite"
+    info = quantize_tflite(src, dst, "int8-static", signatures=sigs, io=signature_io(src, sigs),
+                           calibration=[(torch.randn(1, 3, 16, 16),) for _ in range(8)], exclude=[])
+    assert info["large_depthwise_convs_kept_float"] == 2
+    it = Interpreter(model_path=str(dst))
+    td = {t["index"]: t for t in it.get_tensor_details()}
+    dw = sorted((int(td[o["inputs"][1]]["shape"][1]), int(td[o["inputs"][1]]["shape"][3]),
+                 td[o["inputs"][1]]["dtype"].__name__)
+                for o in it._get_ops_details() if o["op_name"] == "DEPTHWISE_CONV_2D")
+    assert dw == [(3, 8, "int8"), (5, 16, "float32"), (7, 8, "float32")], dw
