@@ -69,6 +69,13 @@ class Int8RowHead(nn.Module):
         import torchao.quantization.pt2e  # noqa: F401  (registers torch.ops.quantized_decomposed)
         self.table = table  # shared with the lookup: its buffers are stored once
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The table, dequantized (V, D): for model code that reads the head's ``.weight`` (transformers'
+        MambaForCausalLM casts to ``lm_head.weight.dtype``; without it the zoo's mamba-tiny failed to
+        convert with an AttributeError). ``forward`` does not use it."""
+        return self.table.weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         V, D = self.table.rows.shape
         q = torch.ops.quantized_decomposed.dequantize_per_tensor.default(

@@ -48,6 +48,8 @@ def test_a_tied_head_can_read_the_int8_rows_weight_only():
         assert torch.allclose(out.lm_head(x), exact, atol=1e-5)
         assert (out.lm_head(x) - m.lm_head(x)).abs().max() > 0                               # rounded, not fp32
     assert isinstance(int8_rows(m, exclude=["lm_head"], heads="int8-rows")[0].lm_head, nn.Linear)
+    # model code that reads the head's weight (transformers' Mamba casts to lm_head.weight.dtype) still works
+    assert out.lm_head.weight.dtype == torch.float32 and torch.equal(out.lm_head.weight, out.wte.weight)
 
 
 class _Positions(nn.Embedding):
