@@ -25,6 +25,12 @@ def delegation_report(edge, method: str) -> dict:
             "outside_delegate": outside_delegate(not_delegated, total)}
 
 
+# int8-static keeps depthwise convolutions float when their kernel side is above this, or when they have a
+# depth multiplier (None: none float), as litert-cpu does (the same XNNPACK kernels): ConvNeXt-atto 0.95x ->
+# 0.80x fp32, EdgeNeXt 0.94x -> 0.84x, FastViT-T8 1.03x -> 0.83x; MobileNetV2 (3x3 only) 0.69x either way,
+# all float 0.77x (benchmarks/xnnpack_depthwise.py, 8 interleaved rounds, cpu-exclusive, 2026-12-03 06:34)
+FLOAT_DEPTHWISE_ABOVE = 5
+
 # bookkeeping nodes that cost nothing at run time: not worth listing as "outside the delegate"
 FREE_OPS = ("getitem", "executorch_call_delegate", "alloc", "view_copy", "sym_size", "_assert")
 
@@ -223,15 +229,33 @@ def _module_of(node) -> str:
     return list(stack.values())[-1][0] if stack else node.name
 
 
-def kept_float_by_rule(gm: torch.fx.GraphModule) -> set:
-    """Names of the nodes that int8 leaves float on XNNPACK, whatever the user excludes: a ``linear``
-    whose weight is a buffer, not a parameter, i.e. a constant of the model's maths (the Mamba SSD's
-    cumulative sum is a linear with a 0/1 triangle), not a learned layer; an int8 activation would
-    round the running sums that the decays exponentiate, and the weights cost nothing to keep."""
+def _large_depthwise(n: torch.fx.Node, above: int | None) -> bool:
+    """A 2-D depthwise convolution (one input channel per group) with a kernel side above ``above``
+    or a depth multiplier (more output channels than groups)."""
+    if above is None or n.target != torch.ops.aten.conv2d.default or len(n.args) < 7:
+        return False
+    w = getattr(n.args[1], "meta", {}).get("val")
+    groups = n.args[6]
+    if not isinstance(w, torch.Tensor) or w.dim() != 4 or not isinstance(groups, int) or groups < 2:
+        return False
+    return w.shape[1] == 1 and (max(w.shape[2:]) > above or w.shape[0] > groups)
+
+
+def kept_float_by_rule(gm: torch.fx.GraphModule, depthwise_above: int | None = None) -> set:
+    """Names of the nodes that int8 leaves float on XNNPACK, whatever the user excludes:
+
+    - a ``linear`` whose weight is a buffer, not a parameter, i.e. a constant of the model's maths
+      (the Mamba SSD's cumulative sum is a linear with a 0/1 triangle), not a learned layer; an int8
+      activation would round the running sums that the decays exponentiate, and the weights cost
+      nothing to keep;
+    - with ``depthwise_above``, depthwise convolutions with a larger kernel or a depth multiplier
+      (`FLOAT_DEPTHWISE_ABOVE`)."""
     buffers = {name for name, _ in gm.named_buffers(remove_duplicate=False)}
     return {n.name for n in gm.graph.nodes
-            if n.op == "call_function" and n.target == torch.ops.aten.linear.default and len(n.args) > 1
-            and getattr(n.args[1], "op", None) == "get_attr" and n.args[1].target in buffers}
+            if n.op == "call_function" and ((n.target == torch.ops.aten.linear.default and len(n.args) > 1
+                                             and getattr(n.args[1], "op", None) == "get_attr"
+                                             and n.args[1].target in buffers)
+                                            or _large_depthwise(n, depthwise_above))}
 
 
 def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
@@ -253,7 +277,7 @@ def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
             return float_scalars_to_attrs(model)
 
         def annotate(self, model):
-            constants = kept_float_by_rule(model)
+            constants = kept_float_by_rule(model, FLOAT_DEPTHWISE_ABOVE if scheme == "int8-static" else None)
             self.by_rule = sorted({_module_of(n) for n in model.graph.nodes if n.name in constants})
             for node in model.graph.nodes:
                 if node.op == "call_function" and ((exclude and in_modules(node, exclude))

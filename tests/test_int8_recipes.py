@@ -170,6 +170,10 @@ def test_model_kind_and_recommendation_per_kind():
     enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 1)
     mlp = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
     assert [model_kind(m) for m in (cnn, enc, mlp)] == ["conv", "transformer", "mlp"]
+    # a state-space model mixes tokens too: the SDK's Mamba student counts as a transformer
+    from edgesdk.models.mamba import Mamba, MambaConfig
+    ssm = Mamba(MambaConfig(d_model=32, n_layers=1, n_heads=2, head_dim=16, d_state=8, n_groups=2, chunk_size=16))
+    assert model_kind(ssm) == "transformer"
     for t in CPU:
         conv = edgesdk.converters.get_converter(t)
         assert recommended_scheme(t) == conv.recommended
@@ -268,3 +272,23 @@ def test_litert_static_keeps_large_depthwise_convolutions_float(tmp_path):
                  td[o["inputs"][1]]["dtype"].__name__)
                 for o in it._get_ops_details() if o["op_name"] == "DEPTHWISE_CONV_2D")
     assert dw == [(3, 8, "int8"), (5, 16, "float32"), (7, 8, "float32")], dw
+
+
+def test_executorch_static_keeps_large_depthwise_convolutions_float(tmp_path):
+    """ExecuTorch's XNNPACK int8-static follows the same rule (the same library under both targets): 7x7
+    depthwise and depth-multiplier convolutions stay float, plain 3x3 ones int8 (ConvNeXt-atto 0.95x ->
+    0.80x fp32, FastViT-T8 1.03x -> 0.83x, MobileNetV2 0.69x either way; benchmarks/xnnpack_depthwise.py)."""
+    from edgesdk.converters.executorch_xnnpack import kept_float_by_rule
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 7, padding=3, groups=8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+                          nn.Conv2d(8, 16, 5, padding=2, groups=8), nn.ReLU(), nn.Conv2d(16, 4, 1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    gm = torch.export.export(model, (x,)).module()
+    convs = {n.name for n in gm.graph.nodes if n.op == "call_function" and n.target == torch.ops.aten.conv2d.default}
+    assert len(convs) == 5 and kept_float_by_rule(gm) == set()
+    assert len(kept_float_by_rule(gm, 5)) == 2 and len(kept_float_by_rule(gm, 0)) == 3
+    art = edgesdk.convert(model, (x,), "executorch-xnnpack", quantize="int8-static", out_dir=tmp_path,
+                          calibration=[(torch.randn(1, 3, 16, 16),) for _ in range(8)], max_drop=None)
+    details = art.manifest.quantization["details"]["forward"]
+    assert details["kept_float_by_rule"] == ["2", "6"], details  # the 7x7 one and the depth-multiplier one
