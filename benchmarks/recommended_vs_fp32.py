@@ -29,11 +29,12 @@ from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
 from benchmarks.zoo import load_results  # noqa: E402
 
 
-def pairs(res: dict, models=None, targets=None) -> list[tuple[dict, dict]]:
-    """(fp32 row, recommended int8 row) of every model x target where both have an artifact."""
+def pairs(res: dict, models=None, targets=None, every: bool = False) -> list[tuple[dict, dict]]:
+    """(fp32 row, recommended int8 row) of every model x target where both have an artifact; with
+    ``every``, each other quantized row of theirs too (the zoo's extra schemes)."""
     out = []
     for k, r in sorted(res["rows"].items()):
-        if not (r.get("recommended") and r.get("path") and r["scheme"] != "fp32"):
+        if not ((r.get("recommended") or every) and r.get("path") and r["scheme"] != "fp32"):
             continue
         if (models and r["model"] not in models) or (targets and r["target"] not in targets):
             continue
@@ -66,27 +67,29 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", type=lambda s: s.split(","), default=None)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--every-scheme", action="store_true",
+                    help="also time the zoo's other quantized rows of these models against fp32, not only the recommended one")
     args = ap.parse_args(argv)
     from benchmarks.zoo_models import build, enable_zoo_packages
     from edgesdk.converters.recipes import recommendation
     enable_zoo_packages()
     res = load_results(Path(args.out))
-    todo = pairs(res, args.models, args.targets)
+    todo = pairs(res, args.models, args.targets, args.every_scheme)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, {args.rounds} interleaved "
           f"rounds, {len(todo)} model x target pairs from {args.out}")
-    print("| model | target | int8 row | int8 / fp32 (min-max) | verdict | fp32 p50 ms | recipe now deploys |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | target | int8 row | int8 / fp32 (min-max) | verdict | gate | fp32 p50 ms | recipe now deploys |")
+    print("|---|---|---|---|---|---|---|---|")
     for f, r in todo:
         try:
             t = interleaved_runs({"fp32": runner(f["path"], args.threads), "int8": runner(r["path"], args.threads)},
                                  args.rounds)
         except Exception as e:  # one model's failure costs its row, not the run
-            print(f"| {r['model']} | {r['target']} | {r['scheme']} | failed: {type(e).__name__}: {str(e)[:120]} | | | |")
+            print(f"| {r['model']} | {r['target']} | {r['scheme']} | failed: {type(e).__name__}: {str(e)[:120]} | | | | |")
             continue
         ratio, lo, hi = t["int8"][1:]
         now = recommendation(r["target"], build(r["model"])[0])[0]
         print(f"| {r['model']} | {r['target']} | {r['scheme']} | {ratio:.2f}x ({lo:.2f}-{hi:.2f}) | "
-              f"{verdict(ratio, lo, hi)} | {t['fp32'][0]:.3f} | {now} |", flush=True)
+              f"{verdict(ratio, lo, hi)} | {r.get('status')} | {t['fp32'][0]:.3f} | {now} |", flush=True)
     return 0
 
 

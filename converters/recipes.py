@@ -40,10 +40,18 @@ def int8_ops(options: dict) -> str:
     return v
 
 
+# class-name parts of the token mixers that make a model a sequence model ("transformer" kind): attention,
+# and state-space mixers (transformers' MambaMixer / Mamba2Mixer, the SDK's Mamba2Mixer). As "mlp", the
+# zoo's mamba-tiny got int8-static: 1.18x fp32 on onnx-cpu, where int8-dynamic is 0.89x (ExecuTorch 0.98x vs
+# 0.96x, LiteRT 0.77x vs 0.76x, gate-failed vs passed; benchmarks/recommended_vs_fp32.py --every-scheme,
+# 10 interleaved rounds, cpu-exclusive, 2026-12-03 06:48)
+SEQUENCE_MIXERS = ("attention", "mamba")
+
+
 def model_kind(module: nn.Module) -> str:
     """``"conv"`` when convolutions hold most of the Linear/Conv weights, ``"transformer"`` when
-    the model has attention (a module whose class name mentions attention, or
-    ``nn.MultiheadAttention``), else ``"mlp"``."""
+    the model mixes tokens with attention or a state-space layer (a module whose class name mentions
+    one of `SEQUENCE_MIXERS`, or ``nn.MultiheadAttention``), else ``"mlp"``."""
     conv = lin = 0
     attention = False
     for m in module.modules():
@@ -51,7 +59,8 @@ def model_kind(module: nn.Module) -> str:
             conv += m.weight.numel()
         elif isinstance(m, nn.Linear):
             lin += m.weight.numel()
-        if isinstance(m, nn.MultiheadAttention) or "attention" in type(m).__name__.lower():
+        name = type(m).__name__.lower()
+        if isinstance(m, nn.MultiheadAttention) or any(k in name for k in SEQUENCE_MIXERS):
             attention = True
     if conv and conv >= lin:
         return "conv"
