@@ -85,9 +85,27 @@ def _register(name, family, source, config, dynamic=None):
     return deco
 
 
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+
+
 def _seeded(fn):
     torch.manual_seed(0)
-    return fn()
+    return _no_zero_norms(fn())
+
+
+def _no_zero_norms(model: nn.Module) -> nn.Module:
+    """Norm layers that a library initialises with a zero scale (timm's RepViT, LeViT and MobileViT zero the
+    last norm of each residual branch, so the untrained branch adds exactly 0) start at 1 instead, as a
+    trained model's are non-zero. Otherwise a converter may fold the dead branches away on one target only:
+    LiteRT's RepViT-M0.9 kept 25 of its 77 convolutions and 1 of 27 GELUs (fp32 and int8 alike), while ONNX
+    and ExecuTorch ran them all, so LiteRT's rows timed a smaller network, mostly depthwise convolutions and
+    adds, where int8 gains least (RESULTS.md "#17, seventh session")."""
+    with torch.no_grad():
+        for m in model.modules():
+            w = getattr(m, "weight", None)
+            if isinstance(m, NORMS) and isinstance(w, torch.Tensor) and w.numel() and not bool(w.any()):
+                w.fill_(1.0)
+    return model
 
 
 # ----------------------------------------------------------------------------------- vision
