@@ -25,6 +25,13 @@ the SDK's choice float (kernels above 5x5, `converters.litert_cpu.FLOAT_DEPTHWIS
 multiplier above 1) and with all of them float, each against fp32, interleaved the same way.
 
     PYTHONPATH=. python benchmarks/litert_static_ops.py --depthwise --models convnext_atto,mobilenet_v2
+
+``--adds``: the SDK's CNN recipe with every ADD float (before 2026-12-03), with the ADDs XNNPACK would not
+take in int8 float (a constant input, two input shapes, or a calibrated input-to-output scale ratio outside
+XNNPACK's range: `converters.litert_cpu.float_add_scopes`, the SDK's choice) and with every ADD int8;
+partitions and time against fp32.
+
+    PYTHONPATH=. python benchmarks/litert_static_ops.py --adds --models mnasnet0_5,convnext_atto
 """
 
 from __future__ import annotations
@@ -81,6 +88,9 @@ def _calibration(src: Path, n: int = 8) -> dict:
 # --depthwise: which depthwise convolutions the CNN recipe keeps float (`large_depthwise_scopes`: kernel side
 # above this or a depth multiplier; None: none; 0: all)
 DEPTHWISE_VARIANTS = {"dw-int8": None, "dw-sdk-float": 5, "dw-all-float": 0}
+# --adds: every ADD float (the recipe until 2026-12-03), the ones XNNPACK would not take in int8 float
+# (`float_add_scopes`: broadcast, or a scale ratio out of its range; the SDK's), every ADD int8
+ADD_VARIANTS = ("add-all-float", "add-sdk-float", "add-int8")
 
 
 def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None, redo: bool = False) -> Path:
@@ -90,7 +100,7 @@ def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None, red
         return dst
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
-    from edgesdk.converters.litert_cpu import DYNAMIC_FLOAT_OPS, STATIC_FLOAT_OPS, static_quantizer
+    from edgesdk.converters.litert_cpu import DYNAMIC_FLOAT_OPS, STATIC_FLOAT_OPS, keep_adds_float, static_quantizer
     if variant.startswith("dynamic"):  # int8-dynamic: before (depthwise float) or the SDK's float ops
         qt = quantizer.Quantizer(str(src), recipe.dynamic_wi8_afp32())
         for op in ("DEPTHWISE_CONV_2D",) if variant == "dynamic-before" else DYNAMIC_FLOAT_OPS:
@@ -103,6 +113,14 @@ def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None, red
         qt, _ = static_quantizer(src, "transformer")
     elif variant == "sdk":
         qt, _ = static_quantizer(src, "conv", [op for op in STATIC_FLOAT_OPS if op != int8_op])
+    elif variant in ADD_VARIANTS:
+        qt, _ = static_quantizer(src, "conv", STATIC_FLOAT_OPS + (("ADD",) if variant == "add-all-float" else ()))
+        if variant == "add-sdk-float":
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                ranges = qt.calibrate(_calibration(src))
+                keep_adds_float(qt, src, ranges)
+                qt.quantize(ranges).export_model(str(dst), overwrite=True)
+            return dst
     elif variant in DEPTHWISE_VARIANTS:
         qt, _ = static_quantizer(src, "conv", float_depthwise_above=DEPTHWISE_VARIANTS[variant])
     else:
@@ -194,6 +212,27 @@ def depthwise_table(args, out: Path) -> int:
     return 0
 
 
+def adds_table(args, out: Path) -> int:
+    """int8-static with every ADD float, the broadcast ones float (the SDK), every ADD int8: partitions and time."""
+    from edgesdk.converters.litert_cpu import float_add_scopes
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, {args.rounds} interleaved "
+          "rounds; the SDK's CNN recipe with these ADDs float")
+    print("| model | ADDs: broadcast / all | partitions " + " / ".join(ADD_VARIANTS) + " | "
+          + " | ".join(f"{v} / fp32" for v in ADD_VARIANTS) + " | fp32 p50 ms |")
+    print("|---|---|---|" + "---|" * len(ADD_VARIANTS) + "---|")
+    for name in args.models:
+        src = fp32_tflite(name, out)
+        paths = {"fp32": src, **{v: quantize(src, src.parent / f"{v}.tflite", v, redo=args.redo) for v in ADD_VARIANTS}}
+        n_add = sum(o["op_name"] == "ADD" for o in _interpreter(src)._get_ops_details())
+        parts = " / ".join(str(partitions(paths[v])) for v in ADD_VARIANTS)
+        cells = ["" for _ in ADD_VARIANTS] + [""]
+        if not args.no_time:
+            t = interleaved(paths, args.rounds, args.threads)
+            cells = [f"{t[v][1]:.2f}x ({t[v][2]:.2f}-{t[v][3]:.2f})" for v in ADD_VARIANTS] + [f"{t['fp32'][0]:.3f}"]
+        print(f"| {name} | {len(float_add_scopes(src))} / {n_add} | {parts} | {' | '.join(cells)} |", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=lambda s: s.split(","), required=True, help="zoo model names, comma-separated")
@@ -206,6 +245,8 @@ def main(argv=None) -> int:
     ap.add_argument("--depthwise", action="store_true",
                     help="int8-static with depthwise convolutions int8, above 5x5 float, all float, against fp32")
     ap.add_argument("--redo", action="store_true", help="quantize again (default: reuse the files of an earlier run)")
+    ap.add_argument("--adds", action="store_true",
+                    help="int8-static with every ADD float, the broadcast ones float (the SDK), all int8, against fp32")
     args = ap.parse_args(argv)
     from edgesdk.converters.litert_cpu import STATIC_FLOAT_OPS
     out = Path(args.out)
@@ -214,6 +255,8 @@ def main(argv=None) -> int:
         return dynamic_table(args, out)
     if args.depthwise:
         return depthwise_table(args, out)
+    if args.adds:
+        return adds_table(args, out)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, {args.threads} threads, "
           f"{args.rounds} interleaved rounds; float op types of the SDK recipe: {', '.join(STATIC_FLOAT_OPS)}")
     print("| model | partitions: all int8 / before / sdk | sdk but one op type int8: partitions | "

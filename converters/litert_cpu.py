@@ -29,8 +29,13 @@ SINGLE_SIGNATURE = "serving_default"
 #   1.45x, MnasNet 1.20x, MobileNetV4-conv-small 1.20x fp32 (2 threads, 15:41 UTC, alone on the machine);
 # - every op int8 but these: as many partitions as before on 14 of 15 zoo CNNs (EdgeNeXt 4 -> 7): 0.65x,
 #   0.61x, 0.51x (the 15 CNNs: 0.34-1.22x).
+# ADD is not in the list: the ADDs that split the delegate stay float after calibration (`float_add_scopes`): those
+# that broadcast (a bias, a mask, LayerNorm's eps and shift) and those whose scale ratio XNNPACK refuses. A residual
+# ADD of two activations is int8: MnasNet-0.5 1.09x -> 1.04x fp32, GhostNet 0.89x -> 0.84x, RepViT 0.49x -> 0.41x,
+# MobileNetV3-small 1.01x -> 0.96x, partitions unchanged on 15 zoo CNNs (with every ADD int8: ConvNeXt-atto 1 -> 31,
+# EdgeNeXt 7 -> 39, FastViT 1 -> 21; benchmarks/litert_static_ops.py --adds, 8 rounds, cpu-exclusive, 2026-12-03 07:38)
 STATIC_FLOAT_OPS = ("HARD_SWISH", "GELU", "SOFTMAX", "SQUARED_DIFFERENCE", "RSQRT", "BATCH_MATMUL",
-                    "ADD", "SUB", "DIV", "MAXIMUM")
+                    "SUB", "DIV", "MAXIMUM")
 # depthwise convolutions with a kernel side above this stay float in int8-static (`large_depthwise_scopes`):
 # with int8 7x7 ones the zoo's int8-static ran 4.62x fp32 on ConvNeXt-atto, 2.78x EdgeNeXt, 4.87x FastViT;
 # with them float 0.79x, 0.93x, 1.03x (benchmarks/recommended_vs_fp32.py, 10 interleaved rounds, 2 threads,
@@ -206,11 +211,62 @@ def large_depthwise_scopes(path, above: int | None = FLOAT_DEPTHWISE_ABOVE) -> l
     return scopes
 
 
+# XNNPACK's int8 ADD takes each input-to-output scale ratio in [2**-10, 2**8) only (xnn_create_add_nd_qs8); an
+# ADD outside it runs on TFLite's own kernel and splits the delegate. A random-weight layer-scale branch (ConvNeXt's
+# gamma starts at 1e-6) is 1e-6 of the skip path: ConvNeXt-atto 1 -> 13 partitions with such ADDs int8
+XNNPACK_ADD_SCALE_RATIO = (2.0 ** -10, 2.0 ** 8)
+
+
+def float_add_scopes(path, ranges: dict | None = None) -> list[str]:
+    """ai-edge-quantizer scopes of the ADD ops that int8-static keeps float: those that broadcast (one input
+    is a constant, or the two inputs' shapes differ, which a residual ADD of two activations never does)
+    and, given calibrated ``ranges`` (tensor name -> min / max), those whose input-to-output range ratio is
+    outside `XNNPACK_ADD_SCALE_RATIO` (with a factor 2 of margin)."""
+    import numpy as np
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu
+    lo, hi = XNNPACK_ADD_SCALE_RATIO[0] * 2, XNNPACK_ADD_SCALE_RATIO[1] / 2
+
+    def span(t):
+        q = (ranges or {}).get(tfu.get_tensor_name(t)) or {}
+        return float(np.max(q["max"]) - np.min(q["min"])) if "min" in q and "max" in q else None
+    model = tfu.read_model(str(path))
+    scopes = []
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if tfu.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "ADD":
+                continue
+            a, b = (sg.tensors[i] for i in op.inputs[:2])
+            const = any(t.buffer and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data)
+                        for t in (a, b))
+            keep = const or list(a.shape) != list(b.shape)
+            if not keep and ranges:
+                out = span(sg.tensors[op.outputs[0]])
+                spans = [span(a), span(b)]
+                keep = bool(out) and any(x is not None and not lo <= x / out < hi for x in spans)
+            if keep:
+                scope = tfu.get_op_scope(op, sg.tensors)
+                if scope not in scopes:
+                    scopes.append(scope)
+    return scopes
+
+
+def keep_adds_float(qt, src, ranges: dict) -> int:
+    """After calibration: the CNN recipe's ADDs that XNNPACK would not take in int8 stay float; returns how many."""
+    from ai_edge_quantizer import qtyping
+    scopes = float_add_scopes(src, ranges)
+    for scope in scopes:
+        qt.update_quantization_recipe(regex="^" + re.escape(scope) + "$", operation_name=qtyping.TFLOperationName.ADD,
+                                      algorithm_key="no_quantize")
+    return len(scopes)
+
+
 def static_quantizer(src, kind: str, float_ops=STATIC_FLOAT_OPS, float_depthwise_above=FLOAT_DEPTHWISE_ABOVE):
     """(ai-edge-quantizer `Quantizer`, description) of the int8-static recipe for a model of ``kind``
     (`recipes.model_kind`): a transformer's FULLY_CONNECTEDs and convolutions, or every op type but
-    ``float_ops`` (and the model's I/O); either way depthwise convolutions with kernels above
-    ``float_depthwise_above`` stay float."""
+    ``float_ops`` (and the model's I/O; the ADDs XNNPACK would not take follow after calibration,
+    `keep_adds_float`); either way depthwise convolutions with kernels above ``float_depthwise_above`` stay
+    float."""
     from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
     dw = large_depthwise_scopes(src, float_depthwise_above)
     if kind == "transformer":
@@ -283,6 +339,8 @@ def quantize_tflite(src, dst, scheme: str, *, signatures: dict, io: dict, calibr
             data[sig] = [{n: _litert_dtype(t) for n, t in zip(names, sample)}
                          for sample in for_program(calibration, prog)]
         result = qt.calibrate(data)
+        if scheme == "int8-static" and int8_ops == "compute" and kind != "transformer":
+            desc["adds_kept_float"] = keep_adds_float(qt, src, result)
         masks = mask_scopes(src, result)
         for scope in masks:  # int8 cannot hold a -1e9 mask and the scores it is added to
             qt.update_quantization_recipe(regex="^" + re.escape(scope) + "$", operation_name="*",
