@@ -189,26 +189,33 @@ def module_scopes(path, module: str) -> tuple[str, list[str]]:
     return module, []
 
 
-def large_depthwise_scopes(path, above: int | None = FLOAT_DEPTHWISE_ABOVE) -> list[str]:
-    """ai-edge-quantizer scopes of the DEPTHWISE_CONV_2D ops whose kernel side is above ``above``, or
-    that have more than one output channel per input channel (a depth multiplier; None: none)."""
+def _scopes_of(path, op_name: str, keep) -> list[str]:
+    """ai-edge-quantizer scopes of the ``op_name`` ops for which ``keep(model, subgraph, op)`` is true."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu
-    if above is None:
-        return []
     model = tfu.read_model(str(path))
     scopes = []
     for sg in model.subgraphs:
         for op in sg.operators:
             code = model.operatorCodes[op.opcodeIndex]
-            if tfu.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "DEPTHWISE_CONV_2D":
-                continue
-            shape = list(sg.tensors[op.inputs[1]].shape)  # [1, kh, kw, out channels]
-            cin = list(sg.tensors[op.inputs[0]].shape)[-1:]
-            if len(shape) == 4 and (max(shape[1:3]) > above or (cin and 0 < cin[0] < shape[3])):
+            if tfu.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode)) == op_name \
+                    and keep(model, sg, op):
                 scope = tfu.get_op_scope(op, sg.tensors)
                 if scope not in scopes:
                     scopes.append(scope)
     return scopes
+
+
+def large_depthwise_scopes(path, above: int | None = FLOAT_DEPTHWISE_ABOVE) -> list[str]:
+    """ai-edge-quantizer scopes of the DEPTHWISE_CONV_2D ops whose kernel side is above ``above``, or
+    that have more than one output channel per input channel (a depth multiplier; None: none)."""
+    if above is None:
+        return []
+
+    def large(model, sg, op):
+        shape = list(sg.tensors[op.inputs[1]].shape)  # [1, kh, kw, out channels]
+        cin = list(sg.tensors[op.inputs[0]].shape)[-1:]
+        return len(shape) == 4 and (max(shape[1:3]) > above or bool(cin and 0 < cin[0] < shape[3]))
+    return _scopes_of(path, "DEPTHWISE_CONV_2D", large)
 
 
 # XNNPACK's int8 ADD takes each input-to-output scale ratio in [2**-10, 2**8) only (xnn_create_add_nd_qs8); an
@@ -229,26 +236,16 @@ def float_add_scopes(path, ranges: dict | None = None) -> list[str]:
     def span(t):
         q = (ranges or {}).get(tfu.get_tensor_name(t)) or {}
         return float(np.max(q["max"]) - np.min(q["min"])) if "min" in q and "max" in q else None
-    model = tfu.read_model(str(path))
-    scopes = []
-    for sg in model.subgraphs:
-        for op in sg.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            if tfu.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "ADD":
-                continue
-            a, b = (sg.tensors[i] for i in op.inputs[:2])
-            const = any(t.buffer and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data)
-                        for t in (a, b))
-            keep = const or list(a.shape) != list(b.shape)
-            if not keep and ranges:
-                out = span(sg.tensors[op.outputs[0]])
-                spans = [span(a), span(b)]
-                keep = bool(out) and any(x is not None and not lo <= x / out < hi for x in spans)
-            if keep:
-                scope = tfu.get_op_scope(op, sg.tensors)
-                if scope not in scopes:
-                    scopes.append(scope)
-    return scopes
+
+    def refused(model, sg, op):
+        a, b = (sg.tensors[i] for i in op.inputs[:2])
+        if list(a.shape) != list(b.shape) or any(
+                t.buffer and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data)
+                for t in (a, b)):
+            return True
+        out = span(sg.tensors[op.outputs[0]]) if ranges else None
+        return bool(out) and any(x is not None and not lo <= x / out < hi for x in (span(a), span(b)))
+    return _scopes_of(path, "ADD", refused)
 
 
 def keep_adds_float(qt, src, ranges: dict) -> int:
