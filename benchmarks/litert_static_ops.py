@@ -115,18 +115,15 @@ def quantize(src: Path, dst: Path, variant: str, int8_op: str | None = None, red
         qt, _ = static_quantizer(src, "conv", [op for op in STATIC_FLOAT_OPS if op != int8_op])
     elif variant in ADD_VARIANTS:
         qt, _ = static_quantizer(src, "conv", STATIC_FLOAT_OPS + (("ADD",) if variant == "add-all-float" else ()))
-        if variant == "add-sdk-float":
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                ranges = qt.calibrate(_calibration(src))
-                keep_adds_float(qt, src, ranges)
-                qt.quantize(ranges).export_model(str(dst), overwrite=True)
-            return dst
     elif variant in DEPTHWISE_VARIANTS:
         qt, _ = static_quantizer(src, "conv", float_depthwise_above=DEPTHWISE_VARIANTS[variant])
     else:
         qt = quantizer.Quantizer(str(src), recipe.static_wi8_ai8())
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        qt.quantize(qt.calibrate(_calibration(src))).export_model(str(dst), overwrite=True)
+        ranges = qt.calibrate(_calibration(src))
+        if variant == "add-sdk-float":  # the SDK's rule, applied after calibration as quantize_tflite does
+            keep_adds_float(qt, src, ranges)
+        qt.quantize(ranges).export_model(str(dst), overwrite=True)
     return dst
 
 
@@ -213,7 +210,8 @@ def depthwise_table(args, out: Path) -> int:
 
 
 def adds_table(args, out: Path) -> int:
-    """int8-static with every ADD float, the broadcast ones float (the SDK), every ADD int8: partitions and time."""
+    """int8-static with every ADD float, the ones XNNPACK refuses float (the SDK), every ADD int8: partitions and
+    time. The "broadcast" count is of the ADDs the rule keeps float before calibration."""
     from edgesdk.converters.litert_cpu import float_add_scopes
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, {args.rounds} interleaved "
           "rounds; the SDK's CNN recipe with these ADDs float")
@@ -246,7 +244,7 @@ def main(argv=None) -> int:
                     help="int8-static with depthwise convolutions int8, above 5x5 float, all float, against fp32")
     ap.add_argument("--redo", action="store_true", help="quantize again (default: reuse the files of an earlier run)")
     ap.add_argument("--adds", action="store_true",
-                    help="int8-static with every ADD float, the broadcast ones float (the SDK), all int8, against fp32")
+                    help="int8-static with every ADD float, the ones XNNPACK refuses float (the SDK), all int8, against fp32")
     args = ap.parse_args(argv)
     from edgesdk.converters.litert_cpu import STATIC_FLOAT_OPS
     out = Path(args.out)
