@@ -29,6 +29,7 @@ from edgesdk.converters.capture import captured_output
 from edgesdk.converters import fp16_compute, gen_calibration
 from edgesdk.converters.flops import count as count_flops
 from edgesdk.converters.programs import Program, collect, flatten_outputs, set_mode
+from edgesdk.converters.provenance import shared_provenance
 from edgesdk.converters.registry import get_converter
 from edgesdk.runtime.errors import ConfigError, ConversionError, SdkError, ToleranceError
 from edgesdk.runtime.generate import KEY as GENERATION_KEY
@@ -179,7 +180,7 @@ def _convert_config(args: dict) -> Artifact:
 def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize: str, options: dict, log) -> Manifest:
     """Export into workdir and write its manifest (verification still empty)."""
     t0 = time.perf_counter()
-    with captured_output(options.get("capture", True)) as captured:
+    with captured_output(options.get("capture", True)) as captured, shared_provenance():
         try:
             result = conv.export({p.name: p for p in programs}, workdir, quantize=quantize,
                                  options={k: v for k, v in options.items() if k != "capture"})
@@ -193,6 +194,8 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
                                  p.dynamic.manifest_dims() if p.dynamic else None, p.structure) for p in programs}
     extra = dict(result.get("extra", {}))
     details = extra.pop("quantization_details", None)
+    with shared_provenance():
+        flops = count_flops(programs)
     manifest = Manifest(
         name=name, target=conv.name, backend=conv.backend, device=conv.device, format=conv.format, programs=specs,
         placement=conv.placement(extra),
@@ -200,7 +203,7 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
         quantization={"scheme": quantize, **({"details": details} if details else {})},
         versions=tool_versions(conv.convert_packages + conv.run_packages),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        extra={**extra, "conversion_s": round(time.perf_counter() - t0, 3), "flops": count_flops(programs),
+        extra={**extra, "conversion_s": round(time.perf_counter() - t0, 3), "flops": flops,
                **({GENERATION_KEY: programs.generation} if getattr(programs, "generation", None) else {})},
     )
     write_manifest(workdir, manifest)
