@@ -27,7 +27,8 @@ from edgesdk.converters.artifact import Artifact, new_workdir, publish, write_ma
 from edgesdk.converters.calibration import MIN_CALIBRATION_SAMPLES, SampleSet, digest, load_samples, require, split
 from edgesdk.converters.capture import captured_output
 from edgesdk.converters import fp16_compute, gen_calibration
-from edgesdk.converters.flops import count as count_flops
+from edgesdk.converters.export_memo import remembered
+from edgesdk.converters.flops import METHOD as FLOPS_METHOD, count as count_flops
 from edgesdk.converters.programs import Program, collect, flatten_outputs, set_mode
 from edgesdk.converters.provenance import shared_provenance
 from edgesdk.converters.registry import get_converter
@@ -195,7 +196,8 @@ def _build(conv, programs: list[Program], workdir: Path, *, name: str, quantize:
     extra = dict(result.get("extra", {}))
     details = extra.pop("quantization_details", None)
     with shared_provenance():
-        flops = count_flops(programs)
+        flops = remembered("flops", f"{torch.__version__}|{FLOPS_METHOD}", {p.name: p for p in programs},
+                           lambda: count_flops(programs))
     manifest = Manifest(
         name=name, target=conv.name, backend=conv.backend, device=conv.device, format=conv.format, programs=specs,
         placement=conv.placement(extra),

@@ -77,12 +77,12 @@ def fingerprint(kind: str, programs: dict) -> str:
     return h.hexdigest()
 
 
-def reuse(kind: str, version: str, programs: dict, path: Path, export: Callable[[], dict],
+def reuse(kind: str, version: str, programs: dict, path: Path | None, export: Callable[[], dict],
           keep: Callable[[dict], bool] = lambda facts: True) -> dict:
     """``export()`` writes ``path`` and returns JSON-able facts; inside `shared_exports` the
     first call per fingerprint runs it and keeps a copy, later ones copy ``path`` back instead.
     ``keep(facts)`` False: this export is not kept (e.g. it wrote files beside ``path``), so the
-    next call exports again."""
+    next call exports again. ``path`` None: ``export()`` only computes facts (`remembered`)."""
     if _FOLDER is None:
         return export()
     import fcntl
@@ -93,7 +93,8 @@ def reuse(kind: str, version: str, programs: dict, path: Path, export: Callable[
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (also if this process dies)
         done = entry / "facts.json"
         if done.is_file():
-            shutil.copyfile(entry / "payload", path)
+            if path is not None:
+                shutil.copyfile(entry / "payload", path)
             return json.loads(done.read_text())["facts"]
         facts = export()
         if not keep(facts):
@@ -101,8 +102,16 @@ def reuse(kind: str, version: str, programs: dict, path: Path, export: Callable[
         tmp = _FOLDER / f".{key}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        shutil.copyfile(path, tmp / "payload")
+        if path is not None:
+            shutil.copyfile(path, tmp / "payload")
         (tmp / "facts.json").write_text(json.dumps({"kind": kind, "facts": facts}))
         shutil.rmtree(entry, ignore_errors=True)
         os.rename(tmp, entry)  # whole or absent
         return facts
+
+
+def remembered(kind: str, version: str, programs: dict, compute: Callable[[], dict]) -> dict:
+    """JSON-able facts that every conversion of ``programs`` computes alike (their FLOPs, from a
+    torch.export and a core-ATen decomposition: ~4 s for the Mamba student): inside
+    `shared_exports` the first conversion computes them, the others read them."""
+    return reuse(kind, version, programs, None, compute)

@@ -50,3 +50,22 @@ def test_one_onnx_export_serves_onnx_cpu_and_qnn_htp_with_identical_bytes(tmp_pa
     assert len(calls) == 1 and npu.manifest.verification["passed"]
     for s in alone:  # what a separate export gives, byte for byte (the quantized file too)
         assert _sha(shared[s].path / "model.onnx") == _sha(alone[s].path / "model.onnx")
+
+
+def test_flops_are_counted_once_per_model_inside_shared_exports(tmp_path, monkeypatch):
+    import copy
+    import importlib
+    convert_mod = importlib.import_module("edgesdk.converters.convert")   # the module, not the function
+    model, ex = make_model("mlp")
+    twin = copy.deepcopy(model)            # another module object, as in another worker process
+    calls = []
+    real = convert_mod.count_flops
+    monkeypatch.setattr(convert_mod, "count_flops", lambda progs: calls.append(1) or real(progs))
+    with export_memo.shared_exports(tmp_path / "exports"):
+        a = edgesdk.convert(model, ex, "onnx-cpu", out_dir=tmp_path / "a", name="a")
+        b = edgesdk.convert(twin, ex, "litert-cpu", out_dir=tmp_path / "b", name="b")
+    assert len(calls) == 1
+    assert a.manifest.extra["flops"] == b.manifest.extra["flops"]
+    assert sum(a.manifest.extra["flops"]["per_program"].values()) > 0
+    edgesdk.convert(model, ex, "onnx-cpu", out_dir=tmp_path / "c", name="c")   # outside: counted again
+    assert len(calls) == 2
