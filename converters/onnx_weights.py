@@ -159,17 +159,19 @@ def dedupe_initializers(graph) -> int:
     return saved
 
 
-def strip_node_metadata(path: Path) -> int:
+def strip_node_metadata(path: Path, metadata_only: bool = False) -> int:
     """Drop every node's metadata_props and doc_string, the intermediate ``value_info`` and duplicate
-    initializers in the ONNX file at ``path`` (rewritten in place, atomically); returns the bytes saved."""
+    initializers in the ONNX file at ``path`` (rewritten in place, atomically); returns the bytes saved.
+    ``metadata_only``: the node metadata only (shapes and initializers as the exporter wrote them)."""
     import onnx
     before = path.stat().st_size
     m = onnx.load(str(path), load_external_data=False)
     for n in m.graph.node:
         del n.metadata_props[:]
         n.doc_string = ""
-    del m.graph.value_info[:]  # shapes of inner tensors: ONNX Runtime infers them again
-    dedupe_initializers(m.graph)
+    if not metadata_only:
+        del m.graph.value_info[:]  # shapes of inner tensors: ONNX Runtime infers them again
+        dedupe_initializers(m.graph)
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(m, str(tmp))
     tmp.replace(path)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgesdk.converters.onnx_cpu import FeedReader as _Reader, export_onnx, nodes_of_modules, onnx_summary
+from edgesdk.converters.onnx_weights import strip_node_metadata
 from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.placement import block
 from edgesdk.converters.registry import Converter, register_target
@@ -229,6 +230,10 @@ class QnnHtp(Converter):
                 for f in tmp_files:
                     (workdir / f).unlink()
                 files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(model.name))
+            # the exporter's stack traces name this checkout's absolute paths: a model.onnx that differed
+            # by checkout (two trees, same model: two hashes) and leaked them into what ships. Only those: the
+            # shapes and initializers the QNN EP partitions stay as exported
+            strip_node_metadata(model, metadata_only=True)
             arrays = [t.detach().cpu().contiguous().numpy() for t in prog.example_inputs]
             ran: list = []  # the placement run's outputs: the reference the EPContext model must give back
             placement[name] = self._placement(model, arrays, options.get("min_npu_fraction"), soc, ran)

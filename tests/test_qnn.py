@@ -50,6 +50,8 @@ def test_epcontext_model_is_shipped_and_round_trips(conv_uint8):
     import onnx
     ops = {n.op_type for n in onnx.load(str(art.path / "model_ctx.onnx")).graph.node}
     assert "EPContext" in ops
+    # no exporter stack traces (absolute paths of this checkout) in the graph that ships
+    assert not any(n.metadata_props or n.doc_string for n in onnx.load(str(art.path / "model.onnx")).graph.node)
 
 
 def test_placement_hands_back_what_a_plain_session_computes(conv_uint8):
