@@ -241,6 +241,11 @@ def test_quality_scores_run_chains_side_by_side():
     score_all([("onnx-cpu", False, lambda: order.append("cpu")), ("litert-gpu", True, lambda: order.append("gpu"))],
               workers=1)
     assert order == ["gpu", "cpu"]
+    order = []  # inside a chain, the early ones (whole generations on an emulated device) first
+    score_all([("qnn-htp", True, lambda: order.append("mlp")), ("qnn-htp", True, lambda: order.append("gen-1"), True),
+               ("qnn-htp", True, lambda: order.append("mlp-2"), False), ("qnn-htp", True, lambda: order.append("gen-2"), True)],
+              workers=2)
+    assert order == ["gen-1", "gen-2", "mlp", "mlp-2"]
 
     def boom():
         raise RuntimeError("a score failed")

@@ -330,7 +330,8 @@ class LocalExecutor(Executor):
                         # one thread pool, LiteRT its accelerator environment); ONNX Runtime sessions are
                         # independent, so onnx-cpu and the HTP emulator score side by side
                         chain = job.target.backend if job.target.format == "onnx" else job.target.format
-                        scores.append((chain, row.runs in execute.EMULATED_RUNS, score))
+                        emulated = row.runs in execute.EMULATED_RUNS
+                        scores.append((chain, emulated, score, emulated and "generation" in art.manifest.extra))
                 else:
                     execute.finish(row, job)
             rows.append(row)

@@ -6,7 +6,11 @@ machine: the local executor times every artifact alone, one at a time, then scor
 HTP emulator is ~0.1 s of native code). Scores of one chain (the caller's key: one per runtime
 library, which may keep process-wide state, e.g. ExecuTorch's thread pool) never run at once, and
 chains holding an emulated device (one generation takes seconds there) start first, as they are
-the longest.
+the longest. Inside a chain, scores marked ``early`` (whole generations on an emulated device:
+seconds of native code per call) run before the others (per-sample loops of small models, which
+take the GIL at every call): those then run once the other chains are done instead of waiting on
+them. In a demo, mlp-small's qnn-htp score took 0.4 s alone and 6.7 s while another chain ran, and
+that chain (the HTP emulator's) bounds the scoring phase (RESULTS.md, #21 eighth session).
 
 >>> calls = []
 >>> score_all([("qnn-htp", True, lambda: calls.append("npu")),
@@ -19,20 +23,20 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 
-def score_all(scores: list[tuple[str, bool, Callable[[], None]]], workers: int) -> None:
-    """Run each ``(chain, emulated, score)``'s ``score()``: the scores of one chain one after
-    another in the given order, chains on ``workers`` threads (those with an emulated device first).
-    The first error raised by a score (or Ctrl-C) is raised here at once, and no further score
-    starts."""
+def score_all(scores: list[tuple], workers: int) -> None:
+    """Run each ``(chain, emulated, score[, early])``'s ``score()``: the scores of one chain one after
+    another, its ``early`` ones first, otherwise in the given order; chains on ``workers`` threads
+    (those with an emulated device first). The first error raised by a score (or Ctrl-C) is raised
+    here at once, and no further score starts."""
     chains: dict[str, list] = {}
     emulated: set[str] = set()
-    for chain, emu, fn in scores:
-        chains.setdefault(chain, []).append(fn)
+    for chain, emu, fn, *early in scores:
+        chains.setdefault(chain, []).append((not (early and early[0]), len(chains.get(chain, [])), fn))
         if emu:
             emulated.add(chain)
+    chains = {t: [fn for *_, fn in sorted(c, key=lambda x: x[:2])] for t, c in chains.items()}
     order = sorted(chains, key=lambda t: (t not in emulated, -len(chains[t])))
 
     stop = threading.Event()
