@@ -71,7 +71,7 @@ def cmd_distill(args) -> int:
     trained = distill(teacher, student, data, config, eval_fn=eval_fn)
     if int(os.environ.get("RANK", "0")) != 0:
         finish_distributed()
-        return 0
+        _leave_worker(0)
     path = save_student(trained, args.out, config)
     finish_distributed()
     hist = trained.distill_history
@@ -83,7 +83,22 @@ def cmd_distill(args) -> int:
     else:
         print(f"{path}  (final loss {result['final_loss']:.4f} after {result['steps']} steps"
               + "".join(f", {k} {v:.4g}" for k, v in result["metrics"].items()) + ")")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _leave_worker(0)
     return 0
+
+
+def _leave_worker(code: int) -> None:
+    """End a torchrun worker without the interpreter's teardown, once its files and output are out.
+
+    Even after barrier + destroy_process_group, finalizing the interpreter can free tensors that
+    gloo's threads still reference; that needs the GIL mid-teardown and aborts the rank
+    ("terminate called without an active exception"), and torchrun then fails the whole job
+    (CI, 2026-12-03: rank 1 SIGABRT after both ranks had finished). Nothing is left to run.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 
