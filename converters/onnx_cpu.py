@@ -152,10 +152,11 @@ class FeedReader:
 
 
 def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exclude,
-                  int8_ops: str = "compute", cnn: bool = False) -> dict:
+                  int8_ops: str = "compute", cnn: bool = False, reduce_range: bool = True) -> dict:
     """Quantize an fp32 ONNX file per scheme (a name or its typed config,
     `converters.quant_configs`), dispatched by the config's type; returns what was done (for the
-    manifest). ``cnn``: int8-static quantizes `CNN_STATIC_OPS` instead of `STATIC_OPS`."""
+    manifest). ``cnn``: int8-static quantizes `CNN_STATIC_OPS` instead of `STATIC_OPS`;
+    ``reduce_range``: int8 weights in 7 bits (`reduce_range`)."""
     cfg = scheme if isinstance(scheme, QuantConfig) else CONFIGS.get(scheme)
     kind = cfg if isinstance(cfg, type) else type(cfg)
     if kind not in QUANTIZERS:
@@ -179,7 +180,7 @@ def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exc
         # to 43.9% (benchmarks/generation_quant.py, 2026-12-02 09:44; RESULTS.md)
         heads = [n for t in tied_tables for n in t["head_nodes"]] if kind is not Int8Dynamic else []
         info = QUANTIZERS[kind](src, dst, blocked=blocked, input_names=input_names, calibration=calibration,
-                                int8_ops=int8_ops, keep_float=heads, cnn=cnn)
+                                int8_ops=int8_ops, keep_float=heads, cnn=cnn, reduce_range=reduce_range)
     finally:
         if tied_tables:
             src.unlink()
@@ -194,18 +195,37 @@ def _fp16(src: Path, dst: Path, *, blocked, **_) -> dict:
     return {"tool": "onnxruntime.transformers.float16", "nodes_kept_float": blocked}
 
 
-def _int8_dynamic(src: Path, dst: Path, *, blocked, **_) -> dict:
+def reduce_range(options: dict) -> bool:
+    """The ``reduce_range`` option, validated (default True). ONNX Runtime's u8s8 kernels on x86 without
+    VNNI multiply-add byte pairs into int16 (vpmaddubsw), which saturates once 255 x |w| x 2 exceeds
+    32767: with full-range int8 weights the gate failed on an AVX2 EPYC where it passed on an AVX-512 VNNI
+    Xeon (an MLP's top-1 agreement 93.3% for int8-dynamic, an embedding's min cosine 0.83 for int8-static;
+    CI 2026-12-04, tests/test_export_memo.py, tests/test_user_models.py). 7-bit weights (|w| <= 64) cannot
+    saturate, run the same kernels, and an artifact verified on one host keeps its accuracy on another
+    (onnxruntime's quantize_static docstring recommends it for x86 without VNNI)."""
+    v = options.get("reduce_range", True)
+    if not isinstance(v, bool):
+        raise ConfigError(f"reduce_range must be True or False, got {v!r}")
+    return v
+
+
+def _weights(reduce_range: bool) -> str:
+    return "int8 per-channel" + (", 7-bit range (reduce_range: no int16 saturation on x86 without VNNI)"
+                                 if reduce_range else "")
+
+
+def _int8_dynamic(src: Path, dst: Path, *, blocked, reduce_range: bool = True, **_) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     # MatMul/Gemm only: ONNX Runtime's dynamic ConvInteger ran ~40x slower than fp32 Conv on
     # x86 (benchmarks/RESULTS.md); convolutions belong to int8-static
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
                      nodes_to_exclude=blocked, op_types_to_quantize=list(DYNAMIC_OPS))
-    return {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": "int8 per-channel",
+    return {"tool": "onnxruntime.quantization.quantize_dynamic", "weights": _weights(reduce_range),
             "ops": list(DYNAMIC_OPS), "nodes_kept_float": blocked}
 
 
 def _int8_static(src: Path, dst: Path, *, blocked, input_names, calibration, int8_ops, keep_float=(),
-                 cnn: bool = False) -> dict:
+                 cnn: bool = False, reduce_range: bool = True) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -237,12 +257,12 @@ def _int8_static(src: Path, dst: Path, *, blocked, input_names, calibration, int
         tied = tied_weight_nodes(pre)
         save_tensors_data(ranges, Path(tmp) / "ranges.json")
         quantize_static(str(pre), str(dst), None, quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=act, weight_type=QuantType.QInt8,
+                        per_channel=True, reduce_range=reduce_range, activation_type=act, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=blocked + masks + tied + list(keep_float),
                         op_types_to_quantize=ops, calibration_cache_path=str(Path(tmp) / "ranges.json"))
     pre.unlink()
     return {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-            "weights": "int8 per-channel", "preprocess": pre_info,
+            "weights": _weights(reduce_range), "preprocess": pre_info,
             "activations": f"{'uint8' if act == QuantType.QUInt8 else 'int8'} per-tensor (min-max)",
             "ops": "every supported op type" if ops is None else ops, "nodes_kept_float": blocked,
             "mask_nodes_kept_float": masks, "tied_weight_nodes_kept_float": tied + list(keep_float)}
@@ -304,10 +324,14 @@ class OnnxCpu(Converter):
     dynamic_shapes = True
     exporters = EXPORTERS
     options = {"int8_ops": "int8-static: 'compute' (default: Conv/MatMul/Gemm with uint8 activations, the measured "
-                           "faster recipe) or 'all' (every op type onnxruntime can quantize, int8 activations)"}
+                           "faster recipe) or 'all' (every op type onnxruntime can quantize, int8 activations)",
+               "reduce_range": "int8 schemes: 7-bit weights (default True), so that x86 CPUs without VNNI (AVX2, "
+                               "AVX-512 before Cascade Lake) do not saturate; False only for a fleet known to have "
+                               "VNNI or Arm dot-product"}
 
     def export(self, programs, workdir, *, quantize, options):
         ops = int8_ops(options)
+        reduce = reduce_range(options)
         files, progs, summary, extra, used = [], {}, {}, {}, {}
         module = next(iter(programs.values())).module
         cnn = len(programs) == 1 and model_kind(module) != "transformer" and any(
@@ -323,7 +347,7 @@ class OnnxCpu(Converter):
                 extra[name] = quantize_onnx(fp32, workdir / fname, quantize, input_names=prog.input_names,
                                             calibration=for_program(options.get("calibration"), name),
                                             exclude=for_program(options.get("exclude"), name) or [],
-                                            int8_ops=ops, cnn=cnn)
+                                            int8_ops=ops, cnn=cnn, reduce_range=reduce)
                 for f in written:
                     (workdir / f).unlink()
                 files += sorted(p.name for p in workdir.iterdir() if p.name.startswith(fname))
