@@ -320,6 +320,13 @@ class OnnxCpu(Converter):
     fp32_for_float_activation_convs = ("ONNX Runtime runs HardSwish/SiLU/GELU in float between Q/DQ pairs (measured "
                                        "1.47-1.98x fp32 p50 on EfficientNet-B0 and MobileNetV3-small, 1.02-2.96x "
                                        "on the zoo's GELU CNNs)")
+    # CNNs on a CPU without int8 dot-product instructions (x86 without VNNI/AMX): int8 ran slower too
+    fp32_for_convs_without_int8_dot = (
+        "the deployment CPU has no int8 dot-product instructions (x86 without VNNI or AMX; this machine's unless "
+        "EDGESDK_CPU_INT8_DOT=1 says the deployment CPU has them), where ONNX Runtime's int8 convolutions run no "
+        "faster than fp32 ones (0.89-1.25x on the zoo's ReLU CNNs, AVX2 EPYC) and int8-static measured 1.05-1.35x fp32 p50 on "
+        "ResNet-18, GhostNet, MnasNet, ShuffleNetV2 and RegNetY (benchmarks/onnx_int8_headroom.py, RESULTS.md "
+        "\"#17, ninth session\")")
     calibrated = ("int8-static",)
     dynamic_shapes = True
     exporters = EXPORTERS

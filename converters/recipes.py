@@ -4,7 +4,8 @@ The per-target quantization recipes live in each target's converter (one line pe
 citing the measurement); this module only answers "which scheme for this model here", from the
 ``recommended_by_kind`` table each converter keeps (``benchmarks/int8_recipes.py`` measures it) and
 its ``fp32_for_float_activation_convs`` (CNNs with HardSwish / SiLU / GELU, whose int8 measured
-slower than fp32 there).
+slower than fp32 there) and ``fp32_for_convs_without_int8_dot`` (any CNN, where the deployment CPU has
+no int8 dot-product instructions: `runtime.machine.int8_dot_product`, ``EDGESDK_CPU_INT8_DOT``).
 `quantize="auto"` (`edgesdk.auto`) still times every scheme and confirms or overrules the guess.
 
 Example::
@@ -23,6 +24,7 @@ from __future__ import annotations
 from torch import nn
 
 from edgesdk.converters.registry import get_converter
+from edgesdk.runtime.machine import int8_dot_product
 from edgesdk.runtime.errors import ConfigError
 
 KINDS = ("conv", "transformer", "mlp")
@@ -89,11 +91,14 @@ def _float_activation(m: nn.Module) -> bool:
     return isinstance(m, FLOAT_ACTIVATIONS) or type(m).__name__ in FLOAT_ACTIVATION_NAMES
 
 
+def _has_convs(module: nn.Module) -> bool:
+    return any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in module.modules())
+
+
 def _conv_with_float_activations(module: nn.Module) -> bool:
     """The model has convolutions and HardSwish, SiLU or GELU activation modules (torchvision's and
     timm's CNNs use the modules; MobileNetV3-small counts as "mlp" by weights, its head is large)."""
-    mods = list(module.modules())
-    return any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in mods) and any(_float_activation(m) for m in mods)
+    return _has_convs(module) and any(_float_activation(m) for m in module.modules())
 
 
 def recommendation(target: str, module: nn.Module | None = None) -> tuple[str | None, str]:
@@ -105,6 +110,9 @@ def recommendation(target: str, module: nn.Module | None = None) -> tuple[str | 
     kind = model_kind(module)
     if kind != "transformer" and conv.fp32_for_float_activation_convs and _conv_with_float_activations(module):
         return "fp32", f"{target}: {conv.fp32_for_float_activation_convs}"
+    if kind != "transformer" and conv.fp32_for_convs_without_int8_dot and _has_convs(module) \
+            and int8_dot_product() is False:
+        return "fp32", f"{target}: {conv.fp32_for_convs_without_int8_dot}"
     rec = conv.recommended_by_kind.get(kind)
     if rec:
         return rec, f"{target}'s choice for {kind} models"

@@ -38,6 +38,34 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that give int8 matrix products a dot-product instruction (x86: VNNI, AMX; Arm: dotprod, i8mm).
+# Without one, x86 int8 GEMMs multiply-add byte pairs into int16 and ran no faster than fp32 SGEMM
+# (ONNX Runtime on an AVX2 EPYC: 0.77-1.35x; benchmarks/onnx_int8_headroom.py, RESULTS.md "#17, ninth session").
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+# "1" / "0": the CPU the artifacts will run on has / lacks them, where it is not this one
+INT8_DOT_ENV = "EDGESDK_CPU_INT8_DOT"
+
+
+def int8_dot_product(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool | None:
+    """Whether the deployment CPU has int8 dot-product instructions: ``EDGESDK_CPU_INT8_DOT`` (``1`` or
+    ``0``) when set, else this machine's ``/proc/cpuinfo`` flags (`INT8_DOT_FLAGS`); None where it
+    cannot tell (no /proc)."""
+    v = os.environ.get(INT8_DOT_ENV)
+    if v is not None:
+        if v.strip() not in ("0", "1"):
+            from edgesdk.runtime.errors import ConfigError
+            raise ConfigError(f"{INT8_DOT_ENV} must be 1 (the deployment CPU has int8 dot-product instructions: "
+                              f"x86 VNNI/AMX, Arm dotprod) or 0 (it has not), got {v!r}")
+        return v.strip() == "1"
+    try:
+        with open(cpuinfo) as f:
+            flags = {w for line in f if line.split(":", 1)[0].strip() in ("flags", "Features")
+                     for w in line.split(":", 1)[1].split()}
+    except OSError:
+        return None
+    return any(f in flags for f in INT8_DOT_FLAGS) if flags else None
+
+
 def usable_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))

@@ -164,7 +164,8 @@ def test_bad_int8_ops_is_a_config_error(tmp_path):
                         calibration=[(torch.randint(1, 64, (1, 12)),) for _ in range(8)])
 
 
-def test_model_kind_and_recommendation_per_kind():
+def test_model_kind_and_recommendation_per_kind(monkeypatch):
+    monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", "1")  # a deployment CPU with VNNI / dotprod, whatever runs the test
     from edgesdk.converters.recipes import model_kind, recommended_scheme
     cnn = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.Flatten(), nn.Linear(16, 4))
     enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 1)
@@ -181,11 +182,12 @@ def test_model_kind_and_recommendation_per_kind():
             assert recommended_scheme(t, m) in conv.quantization[1:]
 
 
-def test_a_pipelines_recommended_scheme_follows_the_model_kind():
+def test_a_pipelines_recommended_scheme_follows_the_model_kind(monkeypatch):
     """`schemes: recommended` in a deploy config asks the converter for the model's kind: a
     transformer gets int8-dynamic on the three CPU targets (measured faster on onnx-cpu and litert-cpu and
     within the gate on real MiniLM; on ExecuTorch the zoo's transformers passed the default gate with it,
-    most failed it in int8-static), a CNN the target's int8-static."""
+    most failed it in int8-static), a CNN the target's int8-static (on a CPU with int8 dot products)."""
+    monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", "1")
     from edgesdk.pipeline import schemes_for
     targets = {t.name: t for t in edgesdk.targets()}
     cnn = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.Flatten(), nn.Linear(16, 4))
@@ -195,10 +197,11 @@ def test_a_pipelines_recommended_scheme_follows_the_model_kind():
         assert schemes_for(targets[t], "recommended", module=cnn) == (["fp32", "int8-static"], [])
 
 
-def test_cnn_with_hardswish_or_silu_recommends_fp32_on_onnx_cpu():
+def test_cnn_with_hardswish_or_silu_recommends_fp32_on_onnx_cpu(monkeypatch):
     """ONNX Runtime runs HardSwish/SiLU in float between Q/DQ pairs, so int8-static measured slower
     than fp32 on MobileNetV3-small and EfficientNet-B0: the recipe deploys fp32 there, says why,
     and a deploy config's `recommended` converts fp32 only; other targets and ReLU CNNs keep int8."""
+    monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", "1")
     from edgesdk.converters.recipes import recommendation, recommended_scheme
     from edgesdk.pipeline import schemes_for
     targets = {t.name: t for t in edgesdk.targets()}
@@ -214,6 +217,38 @@ def test_cnn_with_hardswish_or_silu_recommends_fp32_on_onnx_cpu():
     assert recommended_scheme("onnx-cpu", relu) == "int8-static"
     silu_mlp = nn.Sequential(nn.Linear(8, 16), nn.SiLU(), nn.Linear(16, 4))  # no convolution: unchanged
     assert recommended_scheme("onnx-cpu", silu_mlp) == edgesdk.converters.get_converter("onnx-cpu").recommended
+
+
+def test_cnn_on_a_cpu_without_int8_dot_products_recommends_fp32_on_onnx_cpu(monkeypatch, tmp_path):
+    """On x86 without VNNI/AMX ONNX Runtime's int8 convolutions run no faster than fp32 ones and int8-static
+    measured 1.05-1.35x fp32 on the zoo's ReLU CNNs: onnx-cpu recommends fp32 for a CNN where the deployment
+    CPU (``EDGESDK_CPU_INT8_DOT``, else this machine's /proc/cpuinfo) lacks them, and says why; transformers,
+    MLPs and the other targets keep their int8 scheme, and a CPU with them keeps int8-static."""
+    from edgesdk.converters.recipes import recommendation, recommended_scheme
+    from edgesdk.runtime.machine import int8_dot_product
+    relu = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3))
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 1)
+    mlp = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", "0")
+    scheme, why = recommendation("onnx-cpu", relu)
+    assert scheme == "fp32" and "no int8 dot-product" in why and "1.05-1.35x" in why, why
+    assert recommended_scheme("onnx-cpu", enc) == "int8-dynamic"
+    assert recommended_scheme("onnx-cpu", mlp) == edgesdk.converters.get_converter("onnx-cpu").recommended
+    for t in ("executorch-xnnpack", "litert-cpu"):
+        assert recommended_scheme(t, relu) == "int8-static"
+    monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", "1")
+    assert recommended_scheme("onnx-cpu", relu) == "int8-static"
+    monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", "yes")
+    with pytest.raises(edgesdk.errors.ConfigError, match="EDGESDK_CPU_INT8_DOT must be 1"):
+        recommended_scheme("onnx-cpu", relu)
+    # unset: this machine's flags (x86 "flags", Arm "Features"); no /proc: cannot tell, int8 stays
+    monkeypatch.delenv("EDGESDK_CPU_INT8_DOT")
+    for flags, has in (("flags\t\t: fpu sse2 avx2 fma", False), ("flags\t\t: avx2 avx512f avx512_vnni", True),
+                       ("flags\t\t: avx2 avx_vnni", True), ("Features\t: fp asimd asimddp", True),
+                       ("Features\t: fp asimd", False)):
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\n{flags}\n\nprocessor\t: 1\n{flags}\n")
+        assert int8_dot_product(tmp_path / "cpuinfo") is has, flags
+    assert int8_dot_product(tmp_path / "missing") is None
 
 
 class _TimmGELU(nn.Module):
