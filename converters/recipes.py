@@ -55,18 +55,20 @@ def model_kind(module: nn.Module) -> str:
     the model mixes tokens with attention or a state-space layer (a module whose class name mentions
     one of `SEQUENCE_MIXERS`, or ``nn.MultiheadAttention``), else ``"mlp"``."""
     conv = lin = 0
-    attention = False
     for m in module.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             conv += m.weight.numel()
         elif isinstance(m, nn.Linear):
             lin += m.weight.numel()
-        name = type(m).__name__.lower()
-        if isinstance(m, nn.MultiheadAttention) or any(k in name for k in SEQUENCE_MIXERS):
-            attention = True
     if conv and conv >= lin:
         return "conv"
-    return "transformer" if attention else "mlp"
+    return "transformer" if mixes_tokens(module) else "mlp"
+
+
+def mixes_tokens(module: nn.Module) -> bool:
+    """The model has an attention or state-space layer (`SEQUENCE_MIXERS`, ``nn.MultiheadAttention``)."""
+    return any(isinstance(m, nn.MultiheadAttention) or any(k in type(m).__name__.lower() for k in SEQUENCE_MIXERS)
+               for m in module.modules())
 
 
 # Conv models whose HardSwish / SiLU / GELU activations a target's int8 graph cannot fuse run them in
@@ -110,8 +112,9 @@ def recommendation(target: str, module: nn.Module | None = None) -> tuple[str | 
     kind = model_kind(module)
     if kind != "transformer" and conv.fp32_for_float_activation_convs and _conv_with_float_activations(module):
         return "fp32", f"{target}: {conv.fp32_for_float_activation_convs}"
+    # a pure CNN only: wav2vec2-tiny (convolutions + attention, "conv" by weights) ran int8-static 0.90x fp32 there
     if kind != "transformer" and conv.fp32_for_convs_without_int8_dot and _has_convs(module) \
-            and int8_dot_product() is False:
+            and not mixes_tokens(module) and int8_dot_product() is False:
         return "fp32", f"{target}: {conv.fp32_for_convs_without_int8_dot}"
     rec = conv.recommended_by_kind.get(kind)
     if rec:

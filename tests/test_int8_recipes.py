@@ -236,6 +236,10 @@ def test_cnn_on_a_cpu_without_int8_dot_products_recommends_fp32_on_onnx_cpu(monk
     assert recommended_scheme("onnx-cpu", mlp) == edgesdk.converters.get_converter("onnx-cpu").recommended
     for t in ("executorch-xnnpack", "litert-cpu"):
         assert recommended_scheme(t, relu) == "int8-static"
+    # convolutions that hold most weights, plus attention (wav2vec2-like: its int8-static ran 0.90x fp32 there)
+    speech = nn.Sequential(nn.Conv1d(1, 256, 10, 5), nn.ReLU(), nn.Conv1d(256, 256, 3),
+                           nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 16, batch_first=True), 1))
+    assert recommended_scheme("onnx-cpu", speech) == "int8-static"
     monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", "1")
     assert recommended_scheme("onnx-cpu", relu) == "int8-static"
     monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", "yes")
