@@ -4,7 +4,7 @@ The per-target quantization recipes live in each target's converter (one line pe
 citing the measurement); this module only answers "which scheme for this model here", from the
 ``recommended_by_kind`` table each converter keeps (``benchmarks/int8_recipes.py`` measures it) and
 its ``fp32_for_float_activation_convs`` (CNNs with HardSwish / SiLU / GELU, whose int8 measured
-slower than fp32 there) and ``fp32_for_convs_without_int8_dot`` (any CNN, where the deployment CPU has
+slower than fp32 there) and ``fp32_for_convs_without_int8_dot`` (a CNN without attention, where the deployment CPU has
 no int8 dot-product instructions: `runtime.machine.int8_dot_product`, ``EDGESDK_CPU_INT8_DOT``).
 `quantize="auto"` (`edgesdk.auto`) still times every scheme and confirms or overrules the guess.
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 from torch import nn
 
 from edgesdk.converters.registry import get_converter
-from edgesdk.runtime.machine import int8_dot_product
 from edgesdk.runtime.errors import ConfigError
+from edgesdk.runtime.machine import int8_dot_product
 
 KINDS = ("conv", "transformer", "mlp")
 # the ``int8_ops`` option of the CPU targets: which ops their int8-static recipe quantizes
