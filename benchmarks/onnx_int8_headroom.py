@@ -19,7 +19,7 @@ and reports, per model:
 - ``int8 kernels / their fp32``: the int8 kernels' time over the fp32 time of the GEMMs they replaced;
 - ``quant``: the added conversions, as a share of the fp32 kernel time;
 - ``measured``: the wall-clock int8 / fp32 of the two files timed interleaved (median of per-round
-  ratios, min-max), without the profiler.
+  ratios, min-max), without the profiler, each through the same ONNX Runtime call (`ort_runner`).
 
 Kernel times come from the profiler (which adds a little per node); the wall ratio does not. Second table,
 with ``--weight-only``: ONNX Runtime's own weight-only int8 for MatMuls (`MatMulNBitsQuantizer`, 8 bits,
@@ -62,7 +62,7 @@ def split(rows: list[dict]) -> dict[str, float]:
 
 
 def profile_split(path: str, threads: int, runs: int):
-    """(ms per run by class, once callable, arrays) of one artifact."""
+    """(ms per run by class, the example arrays) of one artifact."""
     from edgesdk import runtime
     from edgesdk.runtime.profile import op_pass, program_runner
     sess = runtime.load(path, threads=threads)
@@ -70,7 +70,7 @@ def profile_split(path: str, threads: int, runs: int):
     for _ in range(3):
         once()
     rows, _, _ = op_pass(sess, spec, arrays, 0, runs)
-    return {k: v / runs for k, v in split(rows).items()}, once, arrays, sess
+    return {k: v / runs for k, v in split(rows).items()}, arrays
 
 
 def headroom(f: dict, q: dict) -> dict:
@@ -100,10 +100,12 @@ def weight_only(src: Path, dst: Path, block: int) -> tuple[Path, int]:
 
 
 def ort_runner(path: Path, threads: int, feeds: list):
+    """One ONNX Runtime call of ``path`` on ``feeds``, with the runtime's session options: every file of a
+    row (fp32, int8, weight-only) is timed through this same call."""
     from edgesdk.runtime.ort import inference_session, session_options
     s = inference_session(path, session_options(threads), providers=["CPUExecutionProvider"])
     feed = dict(zip([i.name for i in s.get_inputs()], feeds))
-    return (lambda: s.run(None, feed)), (lambda: s.run(None, feed)[0])
+    return lambda: s.run(None, feed)
 
 
 def main(argv=None) -> int:
@@ -126,16 +128,18 @@ def main(argv=None) -> int:
     wo_rows, wo_lines = [], []
     for f, r in todo:
         try:
-            sf, once_f, arrays, _ = profile_split(f["path"], args.threads, args.op_runs)
-            sq, once_q, _, _ = profile_split(r["path"], args.threads, args.op_runs)
-            runs = {"fp32": once_f, "int8": once_q}
+            sf, arrays = profile_split(f["path"], args.threads, args.op_runs)
+            sq, _ = profile_split(r["path"], args.threads, args.op_runs)
+            src = _onnx_file(f["path"])
+            runs = {"fp32": ort_runner(src, args.threads, arrays),
+                    "int8": ort_runner(_onnx_file(r["path"]), args.threads, arrays)}
             if args.weight_only:
-                src = _onnx_file(f["path"])
+                ref = runs["fp32"]()[0]
                 for b in NBITS_BLOCKS:
                     p, n = weight_only(src, Path(args.out) / "weight-only" / f"{r['model']}-b{b}.onnx", b)
-                    runs[f"b{b}"], out = ort_runner(p, args.threads, arrays)
-                    _, ref = ort_runner(src, args.threads, arrays)
-                    wo_rows.append((r["model"], b, float(np.abs(out() - ref()).max()), float(np.abs(ref()).max()), n))
+                    runs[f"b{b}"] = ort_runner(p, args.threads, arrays)
+                    out = runs[f"b{b}"]()[0]
+                    wo_rows.append((r["model"], b, float(np.abs(out - ref).max()), float(np.abs(ref).max()), n))
             t = interleaved_runs(runs, args.rounds)
         except Exception as e:  # one model's failure costs its row, not the run
             print(f"| {r['model']} | {r['scheme']} | failed: {type(e).__name__}: {str(e)[:160]} | | | | | | |", flush=True)

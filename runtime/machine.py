@@ -19,6 +19,8 @@ import platform
 import time
 from pathlib import Path
 
+from edgesdk.runtime.errors import ConfigError
+
 # A series is blamed on other processes when they kept at least this much of a core busy, on the
 # hypervisor when it stole this much, on frequency scaling when the clock moved by this much.
 OTHERS_CORES = 0.25
@@ -40,7 +42,7 @@ def cpu_name() -> str:
 
 # CPU features that give int8 matrix products a dot-product instruction (x86: VNNI, AMX; Arm: dotprod, i8mm).
 # Without one, x86 int8 GEMMs multiply-add byte pairs into int16 and ran no faster than fp32 SGEMM
-# (ONNX Runtime on an AVX2 EPYC: 0.77-1.35x; benchmarks/onnx_int8_headroom.py, RESULTS.md "#17, ninth session").
+# (ONNX Runtime on an AVX2 EPYC: 0.74-1.39x on 29 of 34 zoo models; benchmarks/onnx_int8_headroom.py, RESULTS.md "#17, ninth session").
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 # "1" / "0": the CPU the artifacts will run on has / lacks them, where it is not this one
 INT8_DOT_ENV = "EDGESDK_CPU_INT8_DOT"
@@ -53,7 +55,6 @@ def int8_dot_product(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool | Non
     v = os.environ.get(INT8_DOT_ENV)
     if v is not None:
         if v.strip() not in ("0", "1"):
-            from edgesdk.runtime.errors import ConfigError
             raise ConfigError(f"{INT8_DOT_ENV} must be 1 (the deployment CPU has int8 dot-product instructions: "
                               f"x86 VNNI/AMX, Arm dotprod) or 0 (it has not), got {v!r}")
         return v.strip() == "1"
