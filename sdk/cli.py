@@ -36,10 +36,11 @@ def _int_or_auto(v: str):
 
 
 def _executor_arg(s) -> None:
-    s.add_argument("--executor", default="local", metavar="local|serial|ray|ray://HOST:PORT",
-                   help="where the jobs run: local (default: conversions in a process pool sized to the usable "
-                        "cores, then profiles one at a time), serial (one process), ray (the cluster in RAY_ADDRESS, "
-                        "else a local one) or ray://HOST:PORT (a cluster's Ray client address)")
+    s.add_argument("--executor", default=None, metavar="local|serial|ray|ray://HOST:PORT",
+                   help="where the jobs run: local (default, or what EDGESDK_EXECUTOR names: conversions in a "
+                        "process pool sized to the usable cores, then profiles one at a time), serial (one process), "
+                        "ray (the cluster in RAY_ADDRESS, else a local one) or ray://HOST:PORT (a cluster's Ray client "
+                        "address)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -154,6 +154,26 @@ def test_unknown_executor():
         pipeline({"model": f"{THIS}:build", "targets": ["onnx-cpu"]}, progress=False, executor="threads")
 
 
+def test_edgesdk_executor_names_the_default_and_a_named_executor_wins(tmp_path, monkeypatch):
+    from edgesdk.runtime.errors import ConfigError
+    from edgesdk.pipeline import pipeline
+    from edgesdk.pipeline.executor import default_executor
+    monkeypatch.delenv("EDGESDK_EXECUTOR", raising=False)
+    assert default_executor() == "local"
+    monkeypatch.setenv("EDGESDK_EXECUTOR", "threads")
+    with pytest.raises(ConfigError, match=r"executor 'threads' \(from EDGESDK_EXECUTOR\): expected one of local"):
+        pipeline({"model": f"{THIS}:build", "targets": ["onnx-cpu"]}, progress=False)
+    monkeypatch.setenv("EDGESDK_EXECUTOR", "serial")
+    cfg = {"model": f"{THIS}:build", "targets": ["onnx-cpu"], "quantize": {"schemes": ["fp32"]},
+           "profile": {"warmup": 1, "iters": 2, "per_op": False},
+           "output": {"dir": str(tmp_path / "out"), "cache": str(tmp_path / "cache"), "report": False}}
+    assert json.loads(pipeline(cfg, progress=False).results_json.read_text())["executor"]["name"] == "serial"
+    monkeypatch.setenv("EDGESDK_EXECUTOR", "threads")  # a named executor does not read the variable
+    cfg["output"]["dir"] = str(tmp_path / "named")
+    res = pipeline(cfg, progress=False, executor="serial")
+    assert json.loads(res.results_json.read_text())["executor"]["name"] == "serial"
+
+
 def test_row_round_trip():
     """A Row writes the keys results.json always had (no latency keys on an unprofiled row) and
     reads back, unknown keys included."""

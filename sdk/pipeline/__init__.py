@@ -50,7 +50,8 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
 
     ``config``: a `PipelineConfig`, a mapping, or a YAML path. ``quick=True`` shrinks training
     and profiling to a smoke run (also ``quick: true`` in the config). ``executor``: ``"local"``
-    (default: conversions in a process pool, then profiling one job at a time), ``"serial"``,
+    (the default unless ``EDGESDK_EXECUTOR`` names another: conversions in a process pool, then
+    profiling one job at a time), ``"serial"``,
     ``"ray"`` (the cluster in ``RAY_ADDRESS``, else a local one) or ``"ray://HOST:PORT"``.
     """
     from edgesdk.pipeline.entries import entries

@@ -9,6 +9,9 @@
 - ``ray`` / ``ray://HOST:PORT``: the same plan as Ray tasks on a cluster; profiling jobs ask for
   their device's resource (`edgesdk.pipeline.cluster`).
 
+A run that names no executor takes ``EDGESDK_EXECUTOR`` if set (a CI job whose cores are already
+shared out, e.g. the test suite under pytest-xdist, sets ``serial``), else ``local``.
+
 An executor is used as a context manager: ``submit(entry, jobs)`` as each family's students
 are ready, then ``results()``; leaving the block early (an error, Ctrl-C) cancels what is
 still running and keeps the artifacts already delivered.
@@ -16,6 +19,7 @@ still running and keeps the artifacts already delivered.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,12 @@ from edgesdk.progress import Progress
 
 EXECUTORS = ("local", "serial", "ray", "ray://HOST:PORT")
 DEFAULT = "local"
+ENV = "EDGESDK_EXECUTOR"
+
+
+def default_executor() -> str:
+    """The executor of a run that names none: ``EDGESDK_EXECUTOR``, else ``local``."""
+    return os.environ.get(ENV, "").strip() or DEFAULT
 
 
 @dataclass
