@@ -28,7 +28,7 @@ def _peak_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "edgesdk-cache"))
 
 
-def test_flops_are_counted_from_the_exported_graph(converted):
+def test_flops_are_counted_per_program_with_attention_as_matmuls(converted):
     conv = converted("convnet", "onnx-cpu")[0].manifest.extra["flops"]
     assert conv["per_program"] == {"forward": CONVNET_FLOPS}
     assert set(conv["by_op"]["forward"]) == {"convolution", "addmm"} and "2 per multiply-accumulate" in conv["method"]
