@@ -5,9 +5,9 @@ the fx graph's matmul/conv/attention nodes counted with the same per-op formulas
 For each model (the test suite's MLP / ConvNet / transformer block and a bare scaled-dot-product
 attention, every program of the shipped decoder teacher and of a Mamba-2 and an encoder-decoder
 student shaped after it, and ``--zoo`` architectures from `benchmarks/zoo_models.py`; a model
-with keyword inputs goes through a wrapper that passes them by position and returns its first
-output, as `edgesdk.convert` does) it prints both totals, whether they agree, and the seconds each
-took, in this one process at the machine's torch threads, the export side first::
+with keyword inputs goes through `converters.programs.with_keywords`, as in `edgesdk.convert`) it
+prints both totals, whether they agree, and the seconds each took, in this one process at the
+machine's torch threads, the export side first::
 
     PYTHONPATH=. python benchmarks/flops_count.py
     PYTHONPATH=. python benchmarks/flops_count.py --zoo resnet18,bert-tiny,whisper-tiny-encoder
@@ -57,18 +57,6 @@ class _Sdpa(nn.Module):
         return nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
-class _Positional(nn.Module):
-    """A keyword-input model called by position; its first output (as `edgesdk.convert` keeps)."""
-
-    def __init__(self, model: nn.Module, keys: list[str]):
-        super().__init__()
-        self.model, self.keys = model, keys
-
-    def forward(self, *args):
-        out = self.model(**dict(zip(self.keys, args)))
-        return out[0] if isinstance(out, (tuple, list)) else getattr(out, "last_hidden_state", out)
-
-
 def cases(zoo: list[str]):
     from conftest import make_model
     from edgesdk.models.encdec import EncDec, EncDecConfig
@@ -86,11 +74,12 @@ def cases(zoo: list[str]):
             yield f"{family}:{name}", module, ex
     if zoo:
         from benchmarks.zoo_models import build, enable_zoo_packages
+        from edgesdk.converters.programs import with_keywords
         enable_zoo_packages()
         for name in zoo:
             m, ex, kw = build(name)
-            if kw.get("example_kwargs"):
-                m, ex = _Positional(m.eval(), list(kw["example_kwargs"])), tuple(kw["example_kwargs"].values())
+            if kw.get("example_kwargs"):  # keyword inputs by position, as edgesdk.convert passes them
+                m, ex, _ = with_keywords(m.eval(), ex, kw["example_kwargs"])
             yield name, m.eval(), ex
 
 

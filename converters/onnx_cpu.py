@@ -324,9 +324,10 @@ class OnnxCpu(Converter):
     fp32_for_convs_without_int8_dot = (
         "the deployment CPU has no int8 dot-product instructions (x86 without VNNI or AMX; this machine's unless "
         "EDGESDK_CPU_INT8_DOT=1 says the deployment CPU has them), where ONNX Runtime's int8 convolutions run no "
-        "faster than fp32 ones (0.89-1.35x on the zoo's ReLU CNNs, AVX2 EPYC) and int8-static measured 1.05-1.35x fp32 p50 "
-        "on ResNet-18, GhostNet, MnasNet, MobileNetV2, ShuffleNetV2, SqueezeNet and RegNetY, each in at least one of two "
-        "runs (benchmarks/onnx_int8_headroom.py, RESULTS.md \"#17, ninth session\")")
+        "faster than fp32 ones (1.05-1.35x the fp32 kernels they replace on the zoo's ReLU CNNs, AVX2 EPYC) and "
+        "int8-static measured 1.05-1.35x fp32 p50 on ResNet-18, GhostNet, MnasNet, MobileNetV2, ShuffleNetV2, "
+        "SqueezeNet and RegNetY, each in at least one of two runs (benchmarks/onnx_int8_headroom.py, RESULTS.md "
+        "\"#17, ninth session\")")
     calibrated = ("int8-static",)
     dynamic_shapes = True
     exporters = EXPORTERS
