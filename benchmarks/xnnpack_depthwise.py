@@ -4,8 +4,10 @@ For each zoo model (`benchmarks/zoo_models.py`, random weights) the SDK converts
 three int8-static ones that differ only in `converters.executorch_xnnpack.FLOAT_DEPTHWISE_ABOVE`:
 
 - ``dw-int8``: every depthwise convolution int8 (the recipe before 2026-12-03);
-- ``dw-sdk-float``: the SDK's rule, float when the kernel side is above 5 or with a depth multiplier;
-- ``dw-all-float``: every depthwise convolution float.
+- ``dw-sdk-float``: float when the kernel side is above 5 or with a depth multiplier (the SDK's rule where
+  the deployment CPU has int8 dot-product instructions, `FLOAT_DEPTHWISE_ABOVE`);
+- ``dw-all-float``: every depthwise convolution float (the SDK's rule where it has none,
+  `FLOAT_DEPTHWISE_WITHOUT_INT8_DOT`).
 
 All four run interleaved in one process (`litert_static_ops.interleaved_runs`: order reversed every
 round, 3 warm-up calls then >= 5 calls and >= 0.2 s per turn, the same inputs, ``--threads``), and the
@@ -51,14 +53,16 @@ def convert(name: str, scheme: str, above, out: Path) -> tuple[Path, str]:
     opts = _convert_options(dict(kw), ex, scheme, {})
     if scheme != "fp32":
         opts["max_drop"] = None
-    before, xnn.FLOAT_DEPTHWISE_ABOVE = xnn.FLOAT_DEPTHWISE_ABOVE, above
+    # the variant holds on any CPU: with and without int8 dot-product instructions
+    before = xnn.FLOAT_DEPTHWISE_ABOVE, xnn.FLOAT_DEPTHWISE_WITHOUT_INT8_DOT
+    xnn.FLOAT_DEPTHWISE_ABOVE = xnn.FLOAT_DEPTHWISE_WITHOUT_INT8_DOT = above
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             art = edgesdk.convert(model, example or None, TARGET, quantize=scheme, out_dir=out,
                                   name=f"{name}-{label}", **opts)
     finally:
-        xnn.FLOAT_DEPTHWISE_ABOVE = before
+        xnn.FLOAT_DEPTHWISE_ABOVE, xnn.FLOAT_DEPTHWISE_WITHOUT_INT8_DOT = before
     if scheme == "fp32":
         return art.path, "verified"
     passed = judge(art.manifest.verification, "default", False).get("passed")

@@ -30,6 +30,14 @@ def delegation_report(edge, method: str) -> dict:
 # 0.80x fp32, EdgeNeXt 0.94x -> 0.84x, FastViT-T8 1.03x -> 0.83x; MobileNetV2 (3x3 only) 0.69x either way,
 # all float 0.77x (benchmarks/xnnpack_depthwise.py, 8 interleaved rounds, cpu-exclusive, 2026-12-03 06:34)
 FLOAT_DEPTHWISE_ABOVE = 5
+# Where the deployment CPU has no int8 dot-product instructions (x86 without VNNI or AMX; `recipes.float_depthwise_above`)
+# every depthwise convolution stays float: there XNNPACK's int8 depthwise kernels ran 2.4x its fp32 ones on
+# MobileNetV2 (1.38 -> 3.25 ms over its 17, per-op profile) and its int8 1x1 convolutions no faster than fp32 (8.45 ->
+# 8.79 ms). int8-static / fp32, depthwise int8 -> float: MobileNetV2 1.23x -> 1.15x, MNASNet-0.5 1.32x -> 1.11x,
+# MobileNetV3-small 1.24x -> 1.02x, EfficientNet-B0 1.32x -> 1.07x, GhostNet 0.92x -> 0.88x, ShuffleNetV2 0.92x ->
+# 0.93x (benchmarks/xnnpack_depthwise.py, 6 interleaved rounds, AVX2 EPYC, 2026-12-04 10:00; RESULTS.md "#17,
+# eleventh session"). With VNNI, MobileNetV2's 3x3 ones pay in int8 (0.69x, all float 0.77x, above).
+FLOAT_DEPTHWISE_WITHOUT_INT8_DOT = 0
 
 # bookkeeping nodes that cost nothing at run time: not worth listing as "outside the delegate"
 FREE_OPS = ("getitem", "executorch_call_delegate", "alloc", "view_copy", "sym_size", "_assert")
@@ -269,16 +277,24 @@ def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
         XNNPACKQuantizer, get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
+    from edgesdk.converters.recipes import float_depthwise_above
+
     class _Quantizer(XNNPACKQuantizer):
         skip_nodes: set = set()  # node names kept in float (mask-range activations, see pt2e_quantize)
         by_rule: list = []        # modules of the nodes `kept_float_by_rule` left float (last annotate)
+        depthwise_rule: str | None = None  # which depthwise convolutions that was (int8-static)
 
         def transform_for_annotation(self, model):
             return float_scalars_to_attrs(model)
 
         def annotate(self, model):
-            constants = kept_float_by_rule(model, FLOAT_DEPTHWISE_ABOVE if scheme == "int8-static" else None)
+            above = float_depthwise_above(FLOAT_DEPTHWISE_ABOVE, FLOAT_DEPTHWISE_WITHOUT_INT8_DOT)
+            constants = kept_float_by_rule(model, above if scheme == "int8-static" else None)
             self.by_rule = sorted({_module_of(n) for n in model.graph.nodes if n.name in constants})
+            self.depthwise_rule = (None if scheme != "int8-static" or above is None else
+                                   "all float: the deployment CPU has no int8 dot-product instructions "
+                                   "(EDGESDK_CPU_INT8_DOT=1 says it has)" if above == 0 else
+                                   f"float above {above}x{above} or with a depth multiplier")
             for node in model.graph.nodes:
                 if node.op == "call_function" and ((exclude and in_modules(node, exclude))
                                                    or node.name in self.skip_nodes or node.name in constants):
@@ -362,6 +378,14 @@ class ExecuTorchXnnpack(Converter):
     # gate on 12 of 12 converted models, int8-static on 6 of 13 (Llama, Qwen2, GPT-2, Phi, OPT, ALBERT, MiniLM
     # below it); p50 int8-dynamic/fp32 (2 threads, 14:11 run) 0.39-0.95 on the 16 transformers that convert
     recommended_by_kind = {"transformer": "int8-dynamic"}
+    # inverted-residual CNNs on a CPU without int8 dot-product instructions: int8-static measured slower (recipes.py)
+    fp32_for_inverted_residuals_without_int8_dot = (
+        "an inverted-residual CNN (MobileNetV2-style blocks) on a deployment CPU without int8 dot-product instructions "
+        "(x86 without VNNI or AMX; this machine's unless EDGESDK_CPU_INT8_DOT=1 says the deployment CPU has them): "
+        "XNNPACK's int8 1x1 convolutions run no faster than fp32 there and its int8 depthwise ones 2.4x slower; "
+        "int8-static measured 1.02-1.15x fp32 p50 on MobileNetV2, MNASNet, MobileNetV3-small and EfficientNet-B0 "
+        "even with every depthwise convolution float (benchmarks/xnnpack_depthwise.py, RESULTS.md \"#17, eleventh "
+        "session\")")
     calibrated = ("int8-static",)
     dynamic_shapes = True
 
@@ -407,7 +431,9 @@ class ExecuTorchXnnpack(Converter):
                                      "activations": "int8 per-tensor " + ("dynamic" if quantize == "int8-dynamic"
                                                                           else "static (min-max observers)"),
                                      **({"mask_nodes_kept_float": masks} if masks else {}),
-                                     **({"kept_float_by_rule": quantizer.by_rule} if quantizer.by_rule else {})}
+                                     **({"kept_float_by_rule": quantizer.by_rule} if quantizer.by_rule else {}),
+                                     **({"depthwise_convs": quantizer.depthwise_rule} if quantizer.depthwise_rule
+                                        else {})}
                 if quantize != "int8-qat":
                     details[name].update(kept)
                 quantized[name] = dataclasses.replace(prog, module=module)

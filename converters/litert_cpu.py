@@ -398,6 +398,14 @@ class LiteRtCpu(Converter):
     # transformers: on the real MiniLM int8-static kept min cosine 0.937 (below the 0.99 gate),
     # int8-dynamic 0.997 at ~0.6x fp32 on BERT-tiny (benchmarks/int8_recipes.py, RESULTS.md)
     recommended_by_kind = {"transformer": "int8-dynamic"}
+    # inverted-residual CNNs on a CPU without int8 dot-product instructions: int8-static measured slower (recipes.py);
+    # EfficientNet-B0, 0.92x there (depthwise int8 or float alike), is the gain this rule gives up
+    fp32_for_inverted_residuals_without_int8_dot = (
+        "an inverted-residual CNN (MobileNetV2-style blocks) on a deployment CPU without int8 dot-product instructions "
+        "(x86 without VNNI or AMX; this machine's unless EDGESDK_CPU_INT8_DOT=1 says the deployment CPU has them): "
+        "int8-static measured 1.11-1.19x fp32 p50 on MobileNetV2, MNASNet and MobileNetV3-small, and keeping their "
+        "depthwise convolutions float made it worse (benchmarks/litert_static_ops.py --depthwise, RESULTS.md \"#17, "
+        "eleventh session\")")
     calibrated = ("int8-static",)
     dynamic_shapes = True
     options = {"int8_ops": "int8-static: 'compute' (default: FULLY_CONNECTED and convolutions, the measured faster "

@@ -5,7 +5,8 @@ citing the measurement); this module only answers "which scheme for this model h
 ``recommended_by_kind`` table each converter keeps (``benchmarks/int8_recipes.py`` measures it) and
 its ``fp32_for_float_activation_convs`` (CNNs with HardSwish / SiLU / GELU, whose int8 measured
 slower than fp32 there) and ``fp32_for_convs_without_int8_dot`` (a CNN without attention, where the deployment CPU has
-no int8 dot-product instructions: `runtime.machine.int8_dot_product`, ``EDGESDK_CPU_INT8_DOT``).
+no int8 dot-product instructions: `runtime.machine.int8_dot_product`, ``EDGESDK_CPU_INT8_DOT``) and
+``fp32_for_inverted_residuals_without_int8_dot`` (the same, for MobileNetV2-style CNNs: `inverted_residuals`).
 `quantize="auto"` (`edgesdk.auto`) still times every scheme and confirms or overrules the guess.
 
 Example::
@@ -103,6 +104,44 @@ def _conv_with_float_activations(module: nn.Module) -> bool:
     return _has_convs(module) and any(_float_activation(m) for m in module.modules())
 
 
+# An inverted-residual CNN (MobileNetV2, MNASNet, MobileNetV3, EfficientNet): most of its depthwise convolutions
+# read a 1x1 convolution's output that is at least EXPANSION times wider than its input. Without int8 dot-product
+# instructions its int8 1x1 convolutions run no faster than fp32 and its depthwise ones slower, on both XNNPACK
+# targets (measurements: `executorch_xnnpack`, `litert_cpu`). The share separates the zoo's MBConv networks
+# (0.91-0.94) from GhostNet (0.20), ShuffleNetV2 and the 7x7-depthwise CNNs (0-0.03), whose int8 measured faster
+# there (benchmarks/inverted_residuals.py share)
+INVERTED_RESIDUAL_EXPANSION = 3
+INVERTED_RESIDUAL_SHARE = 0.5
+
+
+def inverted_residual_share(module: nn.Module) -> float:
+    """Of the model's 2-D depthwise convolutions, the share whose previous convolution (in module order, as
+    torchvision's and timm's blocks register them) is a 1x1 one that widens its input at least
+    `INVERTED_RESIDUAL_EXPANSION` times into exactly the depthwise convolution's channels; 0.0 without any."""
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    dw = fed = 0
+    for prev, m in zip([None] + convs, convs):
+        if m.groups > 1 and m.groups == m.in_channels:
+            dw += 1
+            fed += (prev is not None and prev.groups == 1 and tuple(prev.kernel_size) == (1, 1)
+                    and prev.out_channels == m.in_channels
+                    and prev.out_channels >= INVERTED_RESIDUAL_EXPANSION * prev.in_channels)
+    return fed / dw if dw else 0.0
+
+
+def inverted_residuals(module: nn.Module) -> bool:
+    """Mostly inverted-residual blocks (`inverted_residual_share` >= `INVERTED_RESIDUAL_SHARE`)."""
+    return inverted_residual_share(module) >= INVERTED_RESIDUAL_SHARE
+
+
+def float_depthwise_above(with_int8_dot: int | None, without_int8_dot: int | None) -> int | None:
+    """The kernel side above which a target's int8-static keeps depthwise convolutions float (None:
+    none float, 0: all): ``without_int8_dot`` where the deployment CPU has no int8 dot-product
+    instructions (`runtime.machine.int8_dot_product`, ``EDGESDK_CPU_INT8_DOT``), else ``with_int8_dot``
+    (also where that cannot be told). Each converter keeps both values beside their measurements."""
+    return without_int8_dot if int8_dot_product() is False else with_int8_dot
+
+
 def recommendation(target: str, module: nn.Module | None = None) -> tuple[str | None, str]:
     """``(scheme, why)``: the scheme to deploy first for ``module`` on ``target`` and the reason;
     ``"fp32"`` where the target's int8 measured slower than fp32 on this kind of model."""
@@ -116,6 +155,9 @@ def recommendation(target: str, module: nn.Module | None = None) -> tuple[str | 
     if kind != "transformer" and conv.fp32_for_convs_without_int8_dot and _has_convs(module) \
             and not mixes_tokens(module) and int8_dot_product() is False:
         return "fp32", f"{target}: {conv.fp32_for_convs_without_int8_dot}"
+    if kind != "transformer" and conv.fp32_for_inverted_residuals_without_int8_dot and not mixes_tokens(module) \
+            and int8_dot_product() is False and inverted_residuals(module):
+        return "fp32", f"{target}: {conv.fp32_for_inverted_residuals_without_int8_dot}"
     rec = conv.recommended_by_kind.get(kind)
     if rec:
         return rec, f"{target}'s choice for {kind} models"

@@ -60,6 +60,9 @@ class Converter:
     # why fp32 is recommended for conv models when the CPU has no int8 dot-product instructions
     # (`runtime.machine.int8_dot_product`: its int8 convolutions measured slower here), or None
     fp32_for_convs_without_int8_dot: str | None = None
+    # why fp32 is recommended for inverted-residual CNNs (MobileNetV2-style blocks, `recipes.inverted_residuals`)
+    # when the CPU has no int8 dot-product instructions, or None
+    fp32_for_inverted_residuals_without_int8_dot: str | None = None
     default_tolerance: dict = {}  # scheme -> (atol, rtol) when the device computes at lower precision
     float_compute = "fp32"  # "fp16": fp32 graphs run at fp16 there (generation models: converters.fp16_compute)
     description: str = ""

@@ -247,6 +247,35 @@ def test_cnn_with_hardswish_or_silu_recommends_fp32_on_onnx_cpu(monkeypatch):
     assert recommended_scheme("onnx-cpu", silu_mlp) == edgesdk.converters.get_converter("onnx-cpu").recommended
 
 
+def _block(c: int, wide: int) -> list:
+    """1x1 (c -> wide), depthwise 3x3 on ``wide`` channels, 1x1 (wide -> c): an inverted residual when wide > c."""
+    return [nn.Conv2d(c, wide, 1), nn.ReLU6(), nn.Conv2d(wide, wide, 3, padding=1, groups=wide), nn.ReLU6(),
+            nn.Conv2d(wide, c, 1)]
+
+
+def test_inverted_residual_cnn_without_int8_dot_products_recommends_fp32_on_the_xnnpack_targets(monkeypatch):
+    """MobileNetV2-style blocks (a 1x1 widening >= 3x into a depthwise convolution) ran int8-static 1.02-1.19x
+    fp32 on executorch-xnnpack and litert-cpu where the CPU has no int8 dot-product instructions: both recommend
+    fp32 there and say why. A CPU with them keeps int8-static; so do depthwise CNNs without the widening
+    (ShuffleNet-like, GhostNet's share 0.20: their int8 measured faster) and a model with attention."""
+    from edgesdk.converters.recipes import inverted_residual_share, recommendation, recommended_scheme
+    mbconv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *_block(8, 48), *_block(8, 48), *_block(8, 16))
+    shuffle = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *_block(8, 8), *_block(8, 8))
+    assert inverted_residual_share(mbconv) == pytest.approx(2 / 3) and inverted_residual_share(shuffle) == 0.0
+    assert inverted_residual_share(nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3))) == 0.0  # no depthwise
+    monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", "0")
+    for t in ("executorch-xnnpack", "litert-cpu"):
+        scheme, why = recommendation(t, mbconv)
+        assert scheme == "fp32" and "inverted-residual" in why and "without int8 dot-product" in why, (t, why)
+        assert recommended_scheme(t, shuffle) == "int8-static"
+    with_attention = nn.Sequential(*_block(8, 48), nn.Flatten(2))
+    with_attention.attn = nn.MultiheadAttention(8, 2)
+    assert recommended_scheme("executorch-xnnpack", with_attention) == "int8-static"
+    monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", "1")
+    for t in ("executorch-xnnpack", "litert-cpu"):
+        assert recommended_scheme(t, mbconv) == "int8-static"
+
+
 def test_cnn_on_a_cpu_without_int8_dot_products_recommends_fp32_on_onnx_cpu(monkeypatch, tmp_path):
     """On x86 without VNNI/AMX ONNX Runtime's int8 convolutions run no faster than fp32 ones and int8-static
     measured 1.05-1.35x fp32 on the zoo's ReLU CNNs: onnx-cpu recommends fp32 for a CNN where the deployment
@@ -341,11 +370,15 @@ def test_litert_static_keeps_large_depthwise_convolutions_float(tmp_path):
     assert dw == [(3, 8, "int8"), (5, 16, "float32"), (7, 8, "float32")], dw
 
 
-def test_executorch_static_keeps_large_depthwise_convolutions_float(tmp_path):
-    """ExecuTorch's XNNPACK int8-static follows the same rule (the same library under both targets): 7x7
+@pytest.mark.parametrize("int8_dot", ["1", "0"])
+def test_executorch_static_keeps_depthwise_convolutions_float_by_the_deployment_cpu(tmp_path, monkeypatch, int8_dot):
+    """ExecuTorch's XNNPACK int8-static follows litert-cpu's rule (the same library under both targets): 7x7
     depthwise and depth-multiplier convolutions stay float, plain 3x3 ones int8 (ConvNeXt-atto 0.95x ->
-    0.80x fp32, FastViT-T8 1.03x -> 0.83x, MobileNetV2 0.69x either way; benchmarks/xnnpack_depthwise.py)."""
+    0.80x fp32, FastViT-T8 1.03x -> 0.83x, MobileNetV2 0.69x either way; benchmarks/xnnpack_depthwise.py).
+    On a deployment CPU without int8 dot-product instructions every depthwise one stays float (its int8
+    depthwise kernels ran 2.4x the fp32 ones: MobileNetV3-small 1.24x -> 1.02x fp32), and the manifest says why."""
     from edgesdk.converters.executorch_xnnpack import kept_float_by_rule
+    monkeypatch.setenv("EDGESDK_CPU_INT8_DOT", int8_dot)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 7, padding=3, groups=8), nn.ReLU(),
                           nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
@@ -358,7 +391,16 @@ def test_executorch_static_keeps_large_depthwise_convolutions_float(tmp_path):
     art = edgesdk.convert(model, (x,), "executorch-xnnpack", quantize="int8-static", out_dir=tmp_path,
                           calibration=[(torch.randn(1, 3, 16, 16),) for _ in range(8)], max_drop=None)
     details = art.manifest.quantization["details"]["forward"]
-    assert details["kept_float_by_rule"] == ["2", "6"], details  # the 7x7 one and the depth-multiplier one
+    if int8_dot == "1":
+        assert details["kept_float_by_rule"] == ["2", "6"], details  # the 7x7 one and the depth-multiplier one
+        assert details["depthwise_convs"] == "float above 5x5 or with a depth multiplier", details
+    else:
+        assert details["kept_float_by_rule"] == ["2", "4", "6"], details
+        assert "no int8 dot-product instructions" in details["depthwise_convs"], details
+    # the float ones run as float convolutions inside the delegate, the 3x3 one as int8 there or not at all
+    assert art.manifest.extra["partition"]["forward"]["delegated_fraction"] > 0.5
+    out = runtime.load(art.path).run(x.numpy())
+    assert all(bool(torch.isfinite(torch.as_tensor(o)).all()) for o in out)
 
 
 class _Residuals(nn.Module):
