@@ -54,8 +54,10 @@ def _convert_code_version() -> str:
 
 def artifact_key(e, job: Job, cfg: PipelineConfig) -> str:
     """Content address of a conversion: everything that goes into it (weights, inputs, target,
-    scheme, calibration, gate settings, converter/runtime code, tool versions)."""
+    scheme, calibration, gate settings, whether the deployment CPU has int8 dot products,
+    converter/runtime code, tool versions)."""
     from edgesdk.lockfile import tool_versions
+    from edgesdk.runtime.machine import int8_dot_product
     parts = {"name": job.name, "weights": e.weights_sha256, "class": type(e.module).__qualname__,
              "example": fingerprint(e.example_inputs) if e.example_inputs is not None else
              fingerprint([ex for _, ex in e.module.edge_programs().values()]),
@@ -68,7 +70,9 @@ def artifact_key(e, job: Job, cfg: PipelineConfig) -> str:
         parts.update(calibration=fingerprint(cal) if not isinstance(cal, str) else fingerprint(Path(cal).read_bytes()),
                      eval=fingerprint(e.eval_data) if e.eval_data is not None else None,
                      max_drop=cfg.quantize.max_drop, auto_fallback=cfg.quantize.auto_fallback,
-                     min_calibration=cfg.calibration.min_samples)
+                     min_calibration=cfg.calibration.min_samples,
+                     # int8 recipes follow the deployment CPU (ExecuTorch's depthwise rule): not one artifact for both
+                     int8_dot=int8_dot_product())
     elif _fp32_prompts(e):
         parts["eval"] = fingerprint(e.eval_data)
     return key_of(parts)
