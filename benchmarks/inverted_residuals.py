@@ -33,7 +33,6 @@ def share(models: list[str]) -> None:
     from benchmarks.zoo import _build_once
     from benchmarks.zoo_models import enable_zoo_packages
     from edgesdk.converters import recipes
-    from torch import nn
     enable_zoo_packages()
     print("| model | depthwise convs | fed by a widening 1x1 | share | " + " | ".join(
         f"{t} with / without int8 dot" for t in TARGETS) + " |")
@@ -42,8 +41,7 @@ def share(models: list[str]) -> None:
     try:
         for name in models:
             model = _build_once(name)[0]
-            dw = sum(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in model.modules())
-            s = recipes.inverted_residual_share(model)
+            fed, dw = recipes.inverted_residual_counts(model)
             picks = []
             for t in TARGETS:
                 got = []
@@ -51,7 +49,8 @@ def share(models: list[str]) -> None:
                     os.environ["EDGESDK_CPU_INT8_DOT"] = dot
                     got.append(recipes.recommended_scheme(t, model))
                 picks.append(" / ".join(got))
-            print(f"| {name} | {dw} | {round(s * dw)} | {s:.2f} | " + " | ".join(picks) + " |", flush=True)
+            print(f"| {name} | {dw} | {fed} | {recipes.inverted_residual_share(model):.2f} | " + " | ".join(picks)
+                  + " |", flush=True)
     finally:
         if before is None:
             os.environ.pop("EDGESDK_CPU_INT8_DOT", None)

@@ -9,6 +9,7 @@ from edgesdk.converters.gen_calibration import for_program
 from edgesdk.converters.placement import from_partition
 from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError
+from edgesdk.runtime.machine import int8_dot_product
 
 
 def delegation_report(edge, method: str) -> dict:
@@ -30,10 +31,11 @@ def delegation_report(edge, method: str) -> dict:
 # 0.80x fp32, EdgeNeXt 0.94x -> 0.84x, FastViT-T8 1.03x -> 0.83x; MobileNetV2 (3x3 only) 0.69x either way,
 # all float 0.77x (benchmarks/xnnpack_depthwise.py, 8 interleaved rounds, cpu-exclusive, 2026-12-03 06:34)
 FLOAT_DEPTHWISE_ABOVE = 5
-# Where the deployment CPU has no int8 dot-product instructions (x86 without VNNI or AMX; `recipes.float_depthwise_above`)
+# Where the deployment CPU has no int8 dot-product instructions (x86 without VNNI or AMX; `depthwise_rule`)
 # every depthwise convolution stays float: there XNNPACK's int8 depthwise kernels ran 2.2-3.0x its fp32 ones
 # (MobileNetV2's 17: 1.61 -> 3.49 ms; benchmarks/inverted_residuals.py kernels) and its int8 1x1 convolutions no
-# faster than fp32 (9.72 -> 9.60 ms). int8-static / fp32, depthwise int8 -> float: MobileNetV2 1.23x -> 1.15x, MNASNet-0.5 1.32x -> 1.11x,
+# faster than fp32 (9.72 -> 9.60 ms). int8-static / fp32, depthwise int8 -> float: MobileNetV2 1.23x -> 1.15x,
+# MNASNet-0.5 1.32x -> 1.11x,
 # MobileNetV3-small 1.24x -> 1.02x, EfficientNet-B0 1.32x -> 1.07x, GhostNet 0.92x -> 0.88x, ShuffleNetV2 0.92x ->
 # 0.93x (benchmarks/xnnpack_depthwise.py, 6 interleaved rounds, AVX2 EPYC, 2026-12-04 10:00; RESULTS.md "#17,
 # eleventh session"). With VNNI, MobileNetV2's 3x3 ones pay in int8 (0.69x, all float 0.77x, above).
@@ -249,6 +251,19 @@ def _large_depthwise(n: torch.fx.Node, above: int | None) -> bool:
     return w.shape[1] == 1 and (max(w.shape[2:]) > above or w.shape[0] > groups)
 
 
+def depthwise_rule() -> tuple[int | None, str | None]:
+    """(kernel side above which int8-static keeps depthwise convolutions float, what the manifest says of it):
+    `FLOAT_DEPTHWISE_WITHOUT_INT8_DOT` where the deployment CPU has no int8 dot-product instructions
+    (`runtime.machine.int8_dot_product`, ``EDGESDK_CPU_INT8_DOT``), else `FLOAT_DEPTHWISE_ABOVE`."""
+    no_dot = int8_dot_product() is False
+    above = FLOAT_DEPTHWISE_WITHOUT_INT8_DOT if no_dot else FLOAT_DEPTHWISE_ABOVE
+    if above is None:
+        return None, None
+    why = (": the deployment CPU has no int8 dot-product instructions (EDGESDK_CPU_INT8_DOT=1 says it has)"
+           if no_dot else "")
+    return above, ("all float" if above == 0 else f"float above {above}x{above} or with a depth multiplier") + why
+
+
 def kept_float_by_rule(gm: torch.fx.GraphModule, depthwise_above: int | None = None) -> set:
     """Names of the nodes that int8 leaves float on XNNPACK, whatever the user excludes:
 
@@ -277,24 +292,18 @@ def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
         XNNPACKQuantizer, get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
-    from edgesdk.converters.recipes import float_depthwise_above
-
     class _Quantizer(XNNPACKQuantizer):
         skip_nodes: set = set()  # node names kept in float (mask-range activations, see pt2e_quantize)
         by_rule: list = []        # modules of the nodes `kept_float_by_rule` left float (last annotate)
-        depthwise_rule: str | None = None  # which depthwise convolutions that was (int8-static)
+        depthwise_note: str | None = None  # which depthwise rule applied (int8-static), for the manifest
 
         def transform_for_annotation(self, model):
             return float_scalars_to_attrs(model)
 
         def annotate(self, model):
-            above = float_depthwise_above(FLOAT_DEPTHWISE_ABOVE, FLOAT_DEPTHWISE_WITHOUT_INT8_DOT)
-            constants = kept_float_by_rule(model, above if scheme == "int8-static" else None)
+            above, self.depthwise_note = depthwise_rule() if scheme == "int8-static" else (None, None)
+            constants = kept_float_by_rule(model, above)
             self.by_rule = sorted({_module_of(n) for n in model.graph.nodes if n.name in constants})
-            self.depthwise_rule = (None if scheme != "int8-static" or above is None else
-                                   "all float: the deployment CPU has no int8 dot-product instructions "
-                                   "(EDGESDK_CPU_INT8_DOT=1 says it has)" if above == 0 else
-                                   f"float above {above}x{above} or with a depth multiplier")
             for node in model.graph.nodes:
                 if node.op == "call_function" and ((exclude and in_modules(node, exclude))
                                                    or node.name in self.skip_nodes or node.name in constants):
@@ -432,7 +441,7 @@ class ExecuTorchXnnpack(Converter):
                                                                           else "static (min-max observers)"),
                                      **({"mask_nodes_kept_float": masks} if masks else {}),
                                      **({"kept_float_by_rule": quantizer.by_rule} if quantizer.by_rule else {}),
-                                     **({"depthwise_convs": quantizer.depthwise_rule} if quantizer.depthwise_rule
+                                     **({"depthwise_convs": quantizer.depthwise_note} if quantizer.depthwise_note
                                         else {})}
                 if quantize != "int8-qat":
                     details[name].update(kept)

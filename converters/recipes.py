@@ -114,10 +114,10 @@ INVERTED_RESIDUAL_EXPANSION = 3
 INVERTED_RESIDUAL_SHARE = 0.5
 
 
-def inverted_residual_share(module: nn.Module) -> float:
-    """Of the model's 2-D depthwise convolutions, the share whose previous convolution (in module order, as
-    torchvision's and timm's blocks register them) is a 1x1 one that widens its input at least
-    `INVERTED_RESIDUAL_EXPANSION` times into exactly the depthwise convolution's channels; 0.0 without any."""
+def inverted_residual_counts(module: nn.Module) -> tuple[int, int]:
+    """(depthwise convolutions fed by a widening 1x1, all 2-D depthwise convolutions): a depthwise one is fed
+    when the convolution before it (in module order, as torchvision's and timm's blocks register them) is a 1x1
+    one that widens its input at least `INVERTED_RESIDUAL_EXPANSION` times into exactly its channels."""
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
     dw = fed = 0
     for prev, m in zip([None] + convs, convs):
@@ -126,20 +126,19 @@ def inverted_residual_share(module: nn.Module) -> float:
             fed += (prev is not None and prev.groups == 1 and tuple(prev.kernel_size) == (1, 1)
                     and prev.out_channels == m.in_channels
                     and prev.out_channels >= INVERTED_RESIDUAL_EXPANSION * prev.in_channels)
+    return fed, dw
+
+
+def inverted_residual_share(module: nn.Module) -> float:
+    """The share of the model's depthwise convolutions fed by a widening 1x1 (`inverted_residual_counts`);
+    0.0 without any."""
+    fed, dw = inverted_residual_counts(module)
     return fed / dw if dw else 0.0
 
 
 def inverted_residuals(module: nn.Module) -> bool:
     """Mostly inverted-residual blocks (`inverted_residual_share` >= `INVERTED_RESIDUAL_SHARE`)."""
     return inverted_residual_share(module) >= INVERTED_RESIDUAL_SHARE
-
-
-def float_depthwise_above(with_int8_dot: int | None, without_int8_dot: int | None) -> int | None:
-    """The kernel side above which a target's int8-static keeps depthwise convolutions float (None:
-    none float, 0: all): ``without_int8_dot`` where the deployment CPU has no int8 dot-product
-    instructions (`runtime.machine.int8_dot_product`, ``EDGESDK_CPU_INT8_DOT``), else ``with_int8_dot``
-    (also where that cannot be told). Each converter keeps both values beside their measurements."""
-    return without_int8_dot if int8_dot_product() is False else with_int8_dot
 
 
 def recommendation(target: str, module: nn.Module | None = None) -> tuple[str | None, str]:
