@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from edgesdk.converters.embedding_rows import int8_rows, tied_heads
@@ -103,14 +105,68 @@ def pow_as_mul(ep) -> int:
     return done
 
 
+def _same_shape(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two (fake) tensors have the same shape; a symbolic size matches only the same expression."""
+    return [str(d) for d in a.shape] == [str(d) for d in b.shape]
+
+
+def delegable_views(gm: torch.fx.GraphModule):
+    """Edge-dialect pass: rewrite two ops the XNNPACK partitioner lacks, each of which ended a delegated
+    partition and ran on ExecuTorch's portable kernels, as what it takes (the same values):
+
+    - an ``expand_copy`` to the shape it already has (what ``aten.matmul`` of two 4-D tensors becomes:
+      every attention product) -> its input;
+    - a ``split_with_sizes_copy`` into static sizes (a fused QKV projection's ``chunk`` / ``split``) ->
+      one ``slice_copy`` per piece.
+
+    The shipped decoder's prefill went from 23 delegate calls to 3 and its step from 7 to 3
+    (`benchmarks/xnnpack_views.py`)."""
+    from torch.fx.passes.infra.pass_base import PassResult
+    from executorch.exir.dialects._ops import ops as exir_ops
+    aten = exir_ops.edge.aten
+    g, changed = gm.graph, False
+    for n in list(g.nodes):
+        if n.op != "call_function":
+            continue
+        if n.target == aten.expand_copy.default:
+            src = n.args[0]
+            if _same_shape(src.meta["val"], n.meta["val"]):
+                n.replace_all_uses_with(src)
+                g.erase_node(n)
+                changed = True
+        elif n.target == aten.split_with_sizes_copy.default:
+            src, sizes = n.args[0], list(n.args[1])
+            dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+            if not all(isinstance(s, int) for s in sizes) or any(u.target is not operator.getitem for u in n.users):
+                continue
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            for u in list(n.users):
+                i = u.args[1]
+                with g.inserting_before(u):
+                    piece = g.call_function(aten.slice_copy.Tensor, (src, dim, starts[i], starts[i] + sizes[i], 1))
+                piece.meta = dict(u.meta)
+                u.replace_all_uses_with(piece)
+                g.erase_node(u)
+            g.erase_node(n)
+            changed = True
+    if changed:
+        gm.recompile()
+    return PassResult(gm, changed)
+
+
+# whether `lower` runs `delegable_views` for XNNPACK (a switch for benchmarks/xnnpack_views.py's "before")
+DELEGABLE_VIEWS = True
+
+
 def lower(programs, partitioners, caller_owned_inputs: bool = False,
-          decompositions: dict | None = None) -> tuple[bytes, dict]:
+          decompositions: dict | None = None, passes: list | None = None) -> tuple[bytes, dict]:
     """torch.export every program, lower with the given partitioners, return (pte bytes, report).
 
     ``caller_owned_inputs``: leave graph inputs out of memory planning, so the program reads its
     inputs where the caller keeps them instead of copying them in at every call (what a
     generation step's multi-MB caches need; `runtime.executorch` then feeds it padded buffers).
-    ``decompositions``: {aten op: function} applied to the exported programs before lowering."""
+    ``decompositions``: {aten op: function} applied to the exported programs before lowering;
+    ``passes``: edge-dialect passes run before partitioning."""
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     eps = {name: torch.export.export(p.module, p.example_inputs, dynamic_shapes=export_shapes(p))
@@ -119,7 +175,7 @@ def lower(programs, partitioners, caller_owned_inputs: bool = False,
         eps = {name: ep.run_decompositions(decompositions) for name, ep in eps.items()}
     for ep in eps.values():
         pow_as_mul(ep)
-    edge = to_edge_transform_and_lower(eps, partitioner=partitioners)
+    edge = to_edge_transform_and_lower(eps, transform_passes=passes or None, partitioner=partitioners)
     report = {name: delegation_report(edge, name) for name in eps}
     config = ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=not caller_owned_inputs))
     return edge.to_executorch(config).buffer, report
@@ -135,13 +191,14 @@ def _lower_xnnpack(programs, quantize: str, caller_owned_inputs: bool) -> tuple[
     (BART-tiny: converts, 59% of nodes delegated; one partition per op would give 49%)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
         XnnpackDynamicallyQuantizedPartitioner, XnnpackPartitioner)
+    passes = [delegable_views] if DELEGABLE_VIEWS else None
     try:
-        return (*lower(programs, [XnnpackPartitioner()], caller_owned_inputs, XNNPACK_DECOMPOSITIONS), None)
+        return (*lower(programs, [XnnpackPartitioner()], caller_owned_inputs, XNNPACK_DECOMPOSITIONS, passes), None)
     except AssertionError as e:
         if quantize != "int8-dynamic" or "dependency cycles" not in str(e):
             raise
     return (*lower(programs, [XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()], caller_owned_inputs,
-                   XNNPACK_DECOMPOSITIONS),
+                   XNNPACK_DECOMPOSITIONS, passes),
             "dynamically quantized ops first, then the rest (one partitioner formed a dependency cycle)")
 
 

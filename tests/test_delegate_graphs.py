@@ -5,6 +5,7 @@ gather, cumsum, squeeze, non-trailing unsqueeze, layer norm), and each piece is 
 blob and call; Vulkan refuses tensors of rank > 4. The Mamba student's programs went from 37 + 37
 XNNPACK delegate calls to 9 + 2 when written without them (benchmarks/xnnpack_lowering.py)."""
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -79,3 +80,38 @@ def test_int8_leaves_the_ssd_triangle_linears_float():
     kept = kept_float_by_rule(gm)
     assert len(linears) == 7 * 2 + 1                                           # 3 triangles + 4 learned per layer, head
     assert len(kept) == 3 * 2 and all(n.args[1].target.endswith("lower") for n in linears if n.name in kept)
+
+
+class _FusedQkvAttention(torch.nn.Module):
+    """A transformer layer as users write it: one QKV projection split in three, 4-D matmuls."""
+
+    def __init__(self, d=32, heads=4):
+        super().__init__()
+        self.qkv, self.out, self.h = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d), heads
+
+    def forward(self, x):                                                        # (B, T, d)
+        B, T, d = x.shape
+        q, k, v = (t.reshape(B, T, self.h, d // self.h).transpose(1, 2) for t in self.qkv(x).split(d, dim=-1))
+        att = torch.softmax(q @ k.transpose(-1, -2) / (d // self.h) ** 0.5, dim=-1)
+        return self.out((att @ v).transpose(1, 2).reshape(B, T, d)) + x
+
+
+@pytest.mark.parametrize("views", [True, False])
+def test_no_op_expands_and_static_splits_stay_inside_the_xnnpack_delegate(views, tmp_path, monkeypatch):
+    """`delegable_views` rewrites the no-op expand of every 4-D matmul and the QKV split as ops XNNPACK
+    takes: one delegate call instead of one per piece between them, the same outputs."""
+    import edgesdk
+    from edgesdk import runtime
+    from edgesdk.converters import executorch_xnnpack as xnn
+    monkeypatch.setattr(xnn, "DELEGABLE_VIEWS", views)
+    torch.manual_seed(0)
+    m, x = _FusedQkvAttention().eval(), torch.randn(1, 10, 32)
+    art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path)
+    part = art.manifest.extra["partition"]["forward"]
+    outside = {r["op"] for r in part["outside_delegate"]}
+    if views:
+        assert part["delegated_subgraphs"] == 1 and outside == set(), part
+    else:  # what the pass removes (the test fails if the partitioner starts taking them itself)
+        assert part["delegated_subgraphs"] > 1 and {"aten_expand_copy_default", "aten_split_with_sizes_copy_default"} <= outside
+    with torch.no_grad():
+        assert np.allclose(runtime.load(art.path).run([x.numpy()])[0], m(x).numpy(), atol=1e-5)

@@ -1,0 +1,105 @@
+"""ExecuTorch XNNPACK: delegate calls and p50 with and without `converters.executorch_xnnpack.delegable_views`.
+
+The pass rewrites, before partitioning, the no-op ``expand_copy`` that every 4-D ``matmul`` becomes and
+the ``split_with_sizes_copy`` of a fused QKV projection as ops the XNNPACK partitioner takes; each had
+ended a delegated partition and run on the portable kernels. For each model (the shipped decoder
+teacher and the encoder-decoder student with random weights, and zoo transformers from
+`benchmarks/zoo_models.py`) the SDK converts the ``.pte`` twice, ``DELEGABLE_VIEWS`` off ("before") and
+on ("after"), same scheme and options, and per program prints the delegate calls (partitions) and the
+p50 of both, run interleaved in one process (`litert_static_ops.interleaved_runs`: order reversed every
+round, 3 warm-up calls then >= 5 calls and >= 0.2 s per turn, the same inputs, ``--threads``), with the
+median of the per-round after/before ratios, min-max in brackets. The outputs of both are compared on
+the same inputs (max abs difference).
+
+    PYTHONPATH=. python benchmarks/xnnpack_views.py --models decoder,encdec,bert-tiny --out /tmp/xv
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
+
+TARGET = "executorch-xnnpack"
+
+
+def build(name: str):
+    """(model, example inputs or None, edgesdk.convert keywords)."""
+    import torch
+    torch.manual_seed(0)
+    if name == "decoder":  # the shipped teacher, two prompt classes as the tests convert it
+        from edgesdk.models.teachers import load_teacher
+        m = load_teacher("decoder")
+        m.cfg.prompt_lengths, m.cfg.max_new_tokens = (40,), 12
+        return m, None, {"prompt_lengths": [16, 40]}
+    if name == "encdec":
+        from edgesdk.models.encdec import EncDec
+        return EncDec().eval(), None, {"prompt_lengths": [32, 64]}
+    from benchmarks.zoo_models import build as zoo_build
+    return zoo_build(name)
+
+
+def convert(name: str, views: bool, scheme: str, out: Path):
+    import edgesdk
+    from edgesdk.converters import executorch_xnnpack as xnn
+    model, example, kw = build(name)
+    opts = dict(kw, verify_samples=1)
+    opts.pop("samples", None)
+    if scheme != "fp32":
+        opts.update(quantize=scheme, max_drop=None)
+    before, xnn.DELEGABLE_VIEWS = xnn.DELEGABLE_VIEWS, views
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            art = edgesdk.convert(model, example, TARGET, out_dir=out / f"{name}-{scheme}-{'after' if views else 'before'}",
+                                  **opts)
+    finally:
+        xnn.DELEGABLE_VIEWS = before
+    return art, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=lambda s: s.split(","), default=["decoder", "encdec", "bert-tiny"])
+    ap.add_argument("--scheme", default="fp32")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    from edgesdk import runtime
+    from edgesdk.runtime.profile import program_runner
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {TARGET} {args.scheme}, {args.threads} threads, "
+          f"{args.rounds} interleaved rounds")
+    print("| model | program | delegate calls before -> after | p50 ms before | after / before | max abs diff | "
+          "convert s before / after |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models:
+        arts = {v: convert(name, v == "after", args.scheme, args.out) for v in ("before", "after")}
+        sessions = {v: runtime.load(a.path, threads=args.threads) for v, (a, _) in arts.items()}
+        for prog in arts["after"][0].manifest.programs:
+            calls = {v: a.manifest.extra["partition"][prog]["delegated_subgraphs"] for v, (a, _) in arts.items()}
+            once, arrays, _ = program_runner(sessions["before"], prog, None, 0, None, 32)
+            after = sessions["after"].program(prog)
+            diff = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+                       for x, y in zip(once(), after.run(arrays)))
+            t = interleaved_runs({"fp32": once, "after": lambda: after.run(arrays)}, args.rounds)
+            secs = " / ".join(f"{arts[v][1]:.0f}" for v in ("before", "after"))
+            print(f"| {name} | {prog} | {calls['before']} -> {calls['after']} | {t['fp32'][0]:.3f} | "
+                  f"{t['after'][1]:.2f}x ({t['after'][2]:.2f}-{t['after'][3]:.2f}) | {diff:.1e} | {secs} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
