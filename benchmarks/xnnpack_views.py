@@ -94,6 +94,7 @@ def main(argv=None) -> int:
             after = sessions["after"].program(prog)
             diff = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
                        for x, y in zip(once(), after.run(arrays)))
+            # interleaved_runs divides by its "fp32" entry: here that is the program before the pass
             t = interleaved_runs({"fp32": once, "after": lambda: after.run(arrays)}, args.rounds)
             secs = " / ".join(f"{arts[v][1]:.0f}" for v in ("before", "after"))
             print(f"| {name} | {prog} | {calls['before']} -> {calls['after']} | {t['fp32'][0]:.3f} | "
