@@ -399,6 +399,36 @@ def dynamic_linears(module: torch.nn.Module, exclude, bits: int = 4,
     return m, done
 
 
+def conv1d_as_linear(module: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
+    """Hugging Face's ``Conv1D`` (GPT-2's projections: ``addmm(bias, x, weight)``, weight stored (in, out)) as
+    the ``nn.Linear`` it computes, on a copy. -> (module, names swapped).
+
+    ExecuTorch's quantizers see ``nn.Linear`` / ``aten.linear`` only (XNNPACKQuantizer's patterns, torchao's
+    ``quantize_`` filter), so GPT-2's matrix products stayed fp32 in every int8 scheme: gpt2-tiny
+    int8-dynamic measured 1.01x fp32 p50 with its fully connected kernels still F32, where ONNX Runtime and
+    LiteRT, which quantize the same MatMuls by graph, measured 0.57x and 0.40x (`benchmarks/int8_ceiling.py`,
+    RESULTS.md "#17, thirteenth session")."""
+    import copy
+
+    names = [n for n, m in module.named_modules()
+             if type(m).__name__ == "Conv1D" and getattr(m, "weight", None) is not None and m.weight.dim() == 2
+             and m.weight.shape[1] == getattr(m, "nf", None)]
+    if not names:
+        return module, []
+    module = copy.deepcopy(module)
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        old = module.get_submodule(name)
+        new = torch.nn.Linear(old.weight.shape[0], old.nf, bias=old.bias is not None,
+                              device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(old.weight.t())
+            if old.bias is not None:
+                new.bias.copy_(old.bias)
+        setattr(module.get_submodule(parent), child, new)
+    return module, names
+
+
 def int4_weight(module: torch.nn.Module, exclude, group: int = 32) -> tuple[torch.nn.Module, list[str]]:
     """8-bit dynamic activations, 4-bit grouped weights on every eligible Linear (torchao)."""
     return dynamic_linears(module, exclude, 4, group)
@@ -471,8 +501,12 @@ class ExecuTorchXnnpack(Converter):
             for name, prog in programs.items():
                 exclude = list(for_program(options.get("exclude"), name) or [])
                 if quantize != "int8-qat":
+                    swapped_module, swapped = conv1d_as_linear(prog.module)
+                    prog = dataclasses.replace(prog, module=swapped_module)
                     prog, kept = int8_tables(prog, exclude)
                     exclude += kept.pop("tied_heads")
+                    if swapped:
+                        kept["conv1d_as_linear"] = len(swapped)
                 if quantize == "int8-qat":
                     if not is_quantized_graph(prog.module):
                         raise ConfigError("int8-qat expects the output of converters.qat.convert_qat(); "
