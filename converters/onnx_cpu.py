@@ -15,7 +15,7 @@ import torch
 
 from edgesdk.converters.calibration import is_mask_range
 from edgesdk.converters.gen_calibration import for_program
-from edgesdk.converters.onnx_weights import quantize_tied_table, strip_node_metadata
+from edgesdk.converters.onnx_weights import fold_weight_transposes, quantize_tied_table, strip_node_metadata
 from edgesdk.converters.quant_configs import CONFIGS, Fp16, Int8Dynamic, Int8Static, QuantConfig
 from edgesdk.converters.recipes import int8_ops, model_kind
 from edgesdk.converters.registry import Converter, register_target
@@ -170,7 +170,9 @@ def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exc
     model = onnx.load(str(src), load_external_data=False)
     external = any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
     tied_tables = [] if external else quantize_tied_table(model, skip_nodes=set(blocked))  # > 1 GiB: left as is
-    if tied_tables:
+    folded = 0 if external else fold_weight_transposes(model.graph)
+    rewritten = bool(tied_tables or folded)
+    if rewritten:
         src = dst.with_name(dst.stem + ".untied.onnx")
         onnx.save(model, str(src))
     del model
@@ -182,9 +184,9 @@ def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exc
         info = QUANTIZERS[kind](src, dst, blocked=blocked, input_names=input_names, calibration=calibration,
                                 int8_ops=int8_ops, keep_float=heads, cnn=cnn, reduce_range=reduce_range)
     finally:
-        if tied_tables:
+        if rewritten:
             src.unlink()
-    return {**info, "tied_tables": tied_tables}
+    return {**info, "tied_tables": tied_tables, **({"weight_transposes_folded": folded} if folded else {})}
 
 
 def _fp16(src: Path, dst: Path, *, blocked, **_) -> dict:

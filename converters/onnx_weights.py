@@ -128,6 +128,43 @@ def quantize_tied_table(model, *, skip_nodes: set[str] = frozenset()) -> list[di
     return done
 
 
+def fold_weight_transposes(graph) -> int:
+    """``Transpose(initializer)`` becomes a transposed initializer, once per (initializer, perm), so that a
+    MatMul reads its weight directly; returns the Transposes removed. Exact (a copy of the same values).
+
+    ONNX Runtime's quantizers quantize a MatMul only when its weight is an initializer. The exporter leaves
+    a weight that several layers share behind a Transpose (ALBERT's one layer reused: 14 of its 17 MatMuls),
+    so int8-dynamic quantized 2 MatMuls of ALBERT-base and ran at 0.96x fp32 p50; folded, 14 and 0.37x
+    (`benchmarks/int8_ceiling.py`, RESULTS.md "#17, thirteenth session"). Shared stays shared: one
+    transposed copy per weight, read by every layer that read it."""
+    from onnx import TensorProto, numpy_helper
+    inits = {i.name: i for i in graph.initializer if i.data_location != TensorProto.EXTERNAL}
+    graph_io = {x.name for x in list(graph.input) + list(graph.output)}
+    made: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    folded = [n for n in graph.node if n.op_type == "Transpose" and n.input[0] in inits
+              and n.input[0] not in graph_io and n.output[0] not in graph_io]
+    for n in folded:
+        perm = _attr(n, "perm")
+        key = (n.input[0], tuple(perm) if perm is not None else None)
+        if key in made:
+            rename[n.output[0]] = made[key]
+            continue
+        arr = numpy_helper.to_array(inits[n.input[0]])
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(np.transpose(arr, perm)), n.output[0]))
+        made[key] = n.output[0]
+    for n in folded:
+        graph.node.remove(n)
+    for n in graph.node:  # top level only, as dedupe_initializers
+        for i, x in enumerate(n.input):
+            if x in rename:
+                n.input[i] = rename[x]
+    read = {x for n in graph.node for x in n.input}
+    for name in {n.input[0] for n in folded} - read:   # a weight read only through its Transpose
+        graph.initializer.remove(inits[name])
+    return len(folded)
+
+
 def dedupe_initializers(graph) -> int:
     """Keep one copy of byte-identical initializers (same dtype, shape and bytes; external data left
     alone) and point every reader at it; returns the bytes saved."""

@@ -132,3 +132,31 @@ def test_identical_initializers_are_stored_once_and_the_graph_computes_the_same(
     assert sorted(i.name for i in m.graph.initializer) == ["a", "c", "d"]  # float64 'd' differs by dtype
     assert [n.input[1] for n in m.graph.node[:2]] == ["a", "a"]
     np.testing.assert_array_equal(ort.InferenceSession(str(path)).run(None, feed)[0], want)
+
+
+class SharedLayer(nn.Module):
+    """One large layer applied twice, as ALBERT shares its layers: the exporter leaves its weight behind a
+    Transpose (the constant folder keeps a large tensor with several readers unfolded)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.layer, self.out = nn.Linear(600, 600), nn.Linear(600, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.layer(torch.relu(self.layer(x)))))
+
+
+def test_a_shared_weight_behind_a_transpose_is_quantized_once_for_every_reader(tmp_path):
+    from collections import Counter
+    model, x = SharedLayer().eval(), torch.randn(1, 8, 600)
+    fp32 = edgesdk.convert(model, (x,), "onnx-cpu", out_dir=tmp_path)
+    assert Counter(n.op_type for n in onnx.load(str(fp32.path / "model.onnx")).graph.node)["Transpose"] == 1
+    art = edgesdk.convert(model, (x,), "onnx-cpu", quantize="int8-dynamic", out_dir=tmp_path, max_drop=None)
+    graph = onnx.load(str(art.path / "model.onnx")).graph
+    ops = Counter(n.op_type for n in graph.node)
+    assert ops["MatMulInteger"] == 3 and ops["MatMul"] == 0 and ops["Transpose"] == 0   # was 1 of 3 quantized
+    assert art.manifest.quantization["details"]["forward"]["weight_transposes_folded"] == 1
+    assert sum(i.data_type == onnx.TensorProto.INT8 and list(i.dims) == [600, 600] for i in graph.initializer) == 1
+    assert (art.path / "model.onnx").stat().st_size < 0.3 * (fp32.path / "model.onnx").stat().st_size
+    assert art.manifest.verification["min_cosine"] > 0.99
