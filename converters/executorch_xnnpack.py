@@ -405,9 +405,9 @@ def conv1d_as_linear(module: torch.nn.Module) -> tuple[torch.nn.Module, list[str
 
     ExecuTorch's quantizers see ``nn.Linear`` / ``aten.linear`` only (XNNPACKQuantizer's patterns, torchao's
     ``quantize_`` filter), so GPT-2's matrix products stayed fp32 in every int8 scheme: gpt2-tiny
-    int8-dynamic measured 1.01x fp32 p50 with its fully connected kernels still F32, where ONNX Runtime and
-    LiteRT, which quantize the same MatMuls by graph, measured 0.57x and 0.40x (`benchmarks/int8_ceiling.py`,
-    RESULTS.md "#17, thirteenth session")."""
+    int8-dynamic measured 1.01-1.04x fp32 p50 with its fully connected kernels still F32 (0.72-0.77x swapped),
+    where ONNX Runtime and LiteRT, which quantize the same MatMuls by graph, measured 0.57x and 0.40x
+    (`benchmarks/int8_ceiling.py`, RESULTS.md "#17, thirteenth session")."""
     import copy
 
     names = [n for n, m in module.named_modules()

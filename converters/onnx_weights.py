@@ -133,9 +133,9 @@ def fold_weight_transposes(graph) -> int:
     MatMul reads its weight directly; returns the Transposes removed. Exact (a copy of the same values).
 
     ONNX Runtime's quantizers quantize a MatMul only when its weight is an initializer. The exporter leaves
-    a weight that several layers share behind a Transpose (ALBERT's one layer reused: 14 of its 17 MatMuls),
-    so int8-dynamic quantized 2 MatMuls of ALBERT-base and ran at 0.96x fp32 p50; folded, 14 and 0.37x
-    (`benchmarks/int8_ceiling.py`, RESULTS.md "#17, thirteenth session"). Shared stays shared: one
+    a large weight that several nodes read behind a Transpose (ALBERT reuses one layer at every depth), so
+    int8-dynamic quantized 2 of ALBERT-base's 18 MatMuls and ran at 0.99-1.01x fp32 p50; folded, 14 and
+    0.33-0.35x (`benchmarks/int8_ceiling.py`, RESULTS.md "#17, thirteenth session"). Shared stays shared: one
     transposed copy per weight, read by every layer that read it."""
     from onnx import TensorProto, numpy_helper
     inits = {i.name: i for i in graph.initializer if i.data_location != TensorProto.EXTERNAL}
