@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.inverted_residuals import kernel_kind  # noqa: E402
 from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
-from benchmarks.recommended_vs_fp32 import pairs, runner  # noqa: E402
+from benchmarks.recommended_vs_fp32 import pair_arguments, pairs, runner  # noqa: E402
 from benchmarks.zoo import load_results  # noqa: E402
 
 BAR = 0.7  # #17: best int8 p50 <= 0.7x fp32
@@ -99,12 +99,7 @@ def needed_speedup(p: float) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="a zoo.py results folder (holds zoo.json)")
-    ap.add_argument("--models", type=lambda s: s.split(","), default=None)
-    ap.add_argument("--targets", type=lambda s: s.split(","), default=None)
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = pair_arguments(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--iters", type=int, default=30, help="timed runs of each per-op profile")
     ap.add_argument("--every-scheme", action="store_true",
                     help="time every quantized row of a model x target and report the fastest")

@@ -60,13 +60,18 @@ def verdict(ratio: float, lo: float, hi: float) -> str:
     return "no measurable difference"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def pair_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of a script that times a zoo folder's fp32 / int8 pairs side by side."""
     ap.add_argument("--out", required=True, help="a zoo.py results folder (holds zoo.json)")
     ap.add_argument("--models", type=lambda s: s.split(","), default=None)
     ap.add_argument("--targets", type=lambda s: s.split(","), default=None)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = pair_arguments(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--every-scheme", action="store_true",
                     help="also time the zoo's other quantized rows of these models against fp32, not only the recommended one")
     args = ap.parse_args(argv)
