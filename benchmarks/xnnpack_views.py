@@ -1,6 +1,6 @@
-"""ExecuTorch XNNPACK: delegate calls and p50 with and without `converters.executorch_xnnpack.delegable_views`.
+"""ExecuTorch XNNPACK: delegate calls and p50 with and without one of the converter's graph rewrites.
 
-The pass rewrites, before partitioning, the no-op ``expand_copy`` that every 4-D ``matmul`` becomes and
+``--rewrite views`` (the default): `converters.executorch_xnnpack.delegable_views`. The pass rewrites, before partitioning, the no-op ``expand_copy`` that every 4-D ``matmul`` becomes and
 the ``split_with_sizes_copy`` of a fused QKV projection as ops the XNNPACK partitioner takes; each had
 ended a delegated partition and run on the portable kernels. For each model (the shipped decoder
 teacher and the encoder-decoder student with random weights, and zoo transformers from
@@ -11,7 +11,12 @@ round, 3 warm-up calls then >= 5 calls and >= 0.2 s per turn, the same inputs, `
 median of the per-round after/before ratios, min-max in brackets. The outputs of both are compared on
 the same inputs (max abs difference).
 
+``--rewrite attention``: `executorch_xnnpack.unmasked_attention` (``UNMASKED_ATTENTION`` off / on), an
+unmasked ``scaled_dot_product_attention`` as plain softmax instead of ExecuTorch's ``_safe_softmax``, whose
+fully-masked-row guard runs on the portable kernels.
+
     PYTHONPATH=. python benchmarks/xnnpack_views.py --models decoder,encdec,bert-tiny --out /tmp/xv
+    PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite attention --models whisper-tiny-encoder --out /tmp/xa
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
 
 TARGET = "executorch-xnnpack"
+SWITCHES = {"views": "DELEGABLE_VIEWS", "attention": "UNMASKED_ATTENTION"}  # the converter's module switches
 
 
 def build(name: str):
@@ -50,7 +56,7 @@ def build(name: str):
     return zoo_build(name)
 
 
-def convert(name: str, views: bool, scheme: str, out: Path):
+def convert(name: str, on: bool, scheme: str, out: Path, rewrite: str = "views"):
     import edgesdk
     from edgesdk.converters import executorch_xnnpack as xnn
     model, example, kw = build(name)
@@ -58,15 +64,17 @@ def convert(name: str, views: bool, scheme: str, out: Path):
     opts.pop("samples", None)
     if scheme != "fp32":
         opts.update(quantize=scheme, max_drop=None)
-    before, xnn.DELEGABLE_VIEWS = xnn.DELEGABLE_VIEWS, views
+    switch = SWITCHES[rewrite]
+    before = getattr(xnn, switch)
+    setattr(xnn, switch, on)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             t0 = time.perf_counter()
-            art = edgesdk.convert(model, example, TARGET, out_dir=out / f"{name}-{scheme}-{'after' if views else 'before'}",
+            art = edgesdk.convert(model, example, TARGET, out_dir=out / f"{name}-{scheme}-{rewrite}-{'after' if on else 'before'}",
                                   **opts)
     finally:
-        xnn.DELEGABLE_VIEWS = before
+        setattr(xnn, switch, before)
     return art, time.perf_counter() - t0
 
 
@@ -74,19 +82,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=lambda s: s.split(","), default=["decoder", "encdec", "bert-tiny"])
     ap.add_argument("--scheme", default="fp32")
+    ap.add_argument("--rewrite", choices=sorted(SWITCHES), default="views", help="which rewrite is off before, on after")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     from edgesdk import runtime
     from edgesdk.runtime.profile import program_runner
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {TARGET} {args.scheme}, {args.threads} threads, "
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {TARGET} {args.scheme}, {args.rewrite} "
+          f"({SWITCHES[args.rewrite]}) off / on, {args.threads} threads, "
           f"{args.rounds} interleaved rounds")
     print("| model | program | delegate calls before -> after | p50 ms before | after / before | max abs diff | "
           "convert s before / after |")
     print("|---|---|---|---|---|---|---|")
     for name in args.models:
-        arts = {v: convert(name, v == "after", args.scheme, args.out) for v in ("before", "after")}
+        arts = {v: convert(name, v == "after", args.scheme, args.out, args.rewrite) for v in ("before", "after")}
         sessions = {v: runtime.load(a.path, threads=args.threads) for v, (a, _) in arts.items()}
         for prog in arts["after"][0].manifest.programs:
             calls = {v: a.manifest.extra["partition"][prog]["delegated_subgraphs"] for v, (a, _) in arts.items()}

@@ -115,3 +115,49 @@ def test_no_op_expands_and_static_splits_stay_inside_the_xnnpack_delegate(views,
         assert part["delegated_subgraphs"] > 1 and {"aten_expand_copy_default", "aten_split_with_sizes_copy_default"} <= outside
     with torch.no_grad():
         assert np.allclose(runtime.load(art.path).run([x.numpy()])[0], m(x).numpy(), atol=1e-5)
+
+
+class _Sdpa(torch.nn.Module):
+    def __init__(self, mask: bool):
+        super().__init__()
+        self.qkv, self.mask = torch.nn.Linear(32, 96), mask
+
+    def forward(self, x):
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(1, x.shape[1], 3, 4, 8).unbind(2))
+        m = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).tril() if self.mask else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=m).transpose(1, 2).reshape(1, x.shape[1], 32)
+
+
+# ExecuTorch's _safe_softmax: its guard for fully masked rows, on the portable kernels
+SAFE_SOFTMAX_GUARD = {"aten_where_self", "aten_eq_scalar", "aten_any_dim", "aten_logical_not_default",
+                      "aten_full_like_default"}
+
+
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("rewrite", [True, False])
+def test_unmasked_attention_runs_in_the_delegate_and_a_masked_one_keeps_its_guard(mask, rewrite, tmp_path, monkeypatch):
+    """`unmasked_attention`: without a mask SDPA is plain softmax, all inside XNNPACK (Whisper-tiny's encoder
+    0.33x the p50 before); with one, ExecuTorch's safe softmax stays, fully masked rows included."""
+    import edgesdk
+    from edgesdk import runtime
+    from edgesdk.converters import executorch_xnnpack as xnn
+    monkeypatch.setattr(xnn, "UNMASKED_ATTENTION", rewrite)
+    torch.manual_seed(0)
+    m, x = _Sdpa(mask).eval(), torch.randn(1, 10, 32)
+    art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path)
+    outside = {r["op"] for r in art.manifest.extra["partition"]["forward"]["outside_delegate"]}
+    guarded = mask or not rewrite
+    assert (SAFE_SOFTMAX_GUARD <= outside) if guarded else not SAFE_SOFTMAX_GUARD & outside, outside
+    with torch.no_grad():
+        assert np.allclose(runtime.load(art.path).run([x.numpy()])[0], m(x).numpy(), atol=1e-5)
+
+
+def test_unmasked_attention_leaves_masked_causal_and_grouped_attention_to_executorch():
+    from edgesdk.converters.executorch_xnnpack import unmasked_attention
+    q = k = v = torch.randn(1, 2, 5, 8)
+    assert torch.allclose(unmasked_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-6)
+    assert torch.allclose(unmasked_attention(q, k, v, scale=0.3), F.scaled_dot_product_attention(q, k, v, scale=0.3),
+                          atol=1e-6)
+    mask = torch.ones(5, 5, dtype=torch.bool)
+    for kw in ({"attn_mask": mask}, {"is_causal": True}, {"dropout_p": 0.1}, {"enable_gqa": True}):
+        assert unmasked_attention(q, k, v, **kw) is NotImplemented, kw
