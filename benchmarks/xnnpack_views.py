@@ -1,6 +1,7 @@
 """ExecuTorch XNNPACK: delegate calls and p50 with and without one of the converter's graph rewrites.
 
-``--rewrite views`` (the default): `converters.executorch_xnnpack.delegable_views`. The pass rewrites, before partitioning, the no-op ``expand_copy`` that every 4-D ``matmul`` becomes and
+``--rewrite views`` (the default): `converters.executorch_xnnpack.delegable_views`. The pass rewrites, before
+partitioning, the no-op ``expand_copy`` that every 4-D ``matmul`` becomes and
 the ``split_with_sizes_copy`` of a fused QKV projection as ops the XNNPACK partitioner takes; each had
 ended a delegated partition and run on the portable kernels. For each model (the shipped decoder
 teacher and the encoder-decoder student with random weights, and zoo transformers from
