@@ -15,7 +15,8 @@ import torch
 
 from edgesdk.converters.calibration import is_mask_range
 from edgesdk.converters.gen_calibration import for_program
-from edgesdk.converters.onnx_weights import fold_weight_transposes, quantize_tied_table, strip_node_metadata
+from edgesdk.converters.onnx_weights import (fold_weight_transposes, global_average_pools, quantize_tied_table,
+                                             strip_node_metadata)
 from edgesdk.converters.quant_configs import CONFIGS, Fp16, Int8Dynamic, Int8Static, QuantConfig
 from edgesdk.converters.recipes import int8_ops, model_kind
 from edgesdk.converters.registry import Converter, register_target
@@ -41,8 +42,14 @@ STATIC_OPS = ("Conv", "MatMul", "Gemm")
 # MobileNetV4-conv-small 0.85x -> 0.59x (benchmarks/onnx_static_ops.py, 2 threads, 2026-12-02 16:47, RESULTS.md
 # "int8-static on ONNX Runtime CNNs"). Concat stays float for now: with it ShuffleNet-v2 measured 1.02x against
 # 0.81x without, though most other CNNs measured a little faster with it (the +Concat column; a noisy run).
+# Squeeze-excite blocks too: their spatial means become GlobalAveragePool (`onnx_weights.global_average_pools`),
+# and the pool, its Sigmoid gate and the gating Mul run as QLinearGlobalAveragePool / QLinearSigmoid / QLinearMul.
+# Left float, each block ran DequantizeLinear -> ReduceMean -> ... -> Mul -> QuantizeLinear: RegNetY-400MF 0.77x
+# -> 0.67x fp32, GhostNet 0.91x -> 0.81x, EfficientNet-B0 (SiLU = Sigmoid x Mul) 1.79x -> 1.00x (still not
+# faster: the recipe keeps deploying fp32 there) (2 threads, 12 interleaved rounds, 2026-12-04 18:3x UTC,
+# RESULTS.md "#17, fourteenth session").
 # Transformers, and models whose convolutions are 1-D (Mamba's, wav2vec2's feature extractor), keep STATIC_OPS.
-CNN_STATIC_OPS = STATIC_OPS + ("Relu", "Clip", "Add")
+CNN_STATIC_OPS = STATIC_OPS + ("Relu", "Clip", "Add", "GlobalAveragePool", "Sigmoid", "Mul")
 
 
 def _param_bytes(module: torch.nn.Module) -> int:
@@ -171,7 +178,8 @@ def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exc
     external = any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
     tied_tables = [] if external else quantize_tied_table(model, skip_nodes=set(blocked))  # > 1 GiB: left as is
     folded = 0 if external else fold_weight_transposes(model.graph)
-    rewritten = bool(tied_tables or folded)
+    pools = global_average_pools(model) if cnn and kind is Int8Static and not external else 0
+    rewritten = bool(tied_tables or folded or pools)
     if rewritten:
         src = dst.with_name(dst.stem + ".untied.onnx")
         onnx.save(model, str(src))
@@ -186,7 +194,8 @@ def quantize_onnx(src: Path, dst: Path, scheme, *, input_names, calibration, exc
     finally:
         if rewritten:
             src.unlink()
-    return {**info, "tied_tables": tied_tables, **({"weight_transposes_folded": folded} if folded else {})}
+    return {**info, "tied_tables": tied_tables, **({"weight_transposes_folded": folded} if folded else {}),
+            **({"spatial_means_as_global_pools": pools} if pools else {})}
 
 
 def _fp16(src: Path, dst: Path, *, blocked, **_) -> dict:

@@ -131,6 +131,52 @@ def test_onnx_cnn_recipe_leaves_no_requantization_between_convolutions(tmp_path)
     assert {"Relu", "Add"} <= set(ops) and after == 0
 
 
+class _SeCnn(nn.Module):
+    """Conv -> squeeze-excite (spatial mean, 1x1 convs, sigmoid gate) -> pooled features, as RegNetY's blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.squeeze, self.excite = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+
+    def forward(self, x):  # (B, 3, 16, 16)
+        h = torch.relu(self.conv(x))
+        gate = torch.sigmoid(self.excite(torch.relu(self.squeeze(h.mean((2, 3), keepdim=True)))))
+        return nn.functional.adaptive_avg_pool2d(h * gate, 1).flatten(1)  # (B, 16)
+
+
+def test_onnx_cnn_recipe_runs_squeeze_excite_in_int8(tmp_path):
+    """The spatial means become GlobalAveragePool, and with the gate's Sigmoid and Mul they run as int8 kernels
+    in ONNX Runtime's optimized graph: no float ReduceMean, Sigmoid or Mul left between the convolutions."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from edgesdk.converters.onnx_cpu import export_onnx, quantize_onnx
+    from edgesdk.converters.programs import collect
+    torch.manual_seed(0)
+    model = _SeCnn().eval()
+    (prog,) = collect(model, (torch.randn(1, 3, 16, 16),), None)
+    export_onnx(prog, tmp_path / "fp32.onnx")
+    assert sum(n.op_type == "ReduceMean" for n in onnx.load(str(tmp_path / "fp32.onnx")).graph.node) == 2
+    cal = [(torch.randn(1, 3, 16, 16),) for _ in range(16)]
+    info = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", "int8-static", input_names=prog.input_names,
+                         calibration=cal, exclude=[], cnn=True)
+    assert info["spatial_means_as_global_pools"] == 2
+    o = ort.SessionOptions()
+    o.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "int8.onnx"), o, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(o.optimized_model_filepath).graph.node]
+    assert not {"ReduceMean", "GlobalAveragePool", "Sigmoid", "Mul"} & set(ops), ops
+    assert {"QLinearGlobalAveragePool", "QLinearSigmoid", "QLinearMul"} <= set(ops), ops
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = np.concatenate([sess.run(None, {prog.input_names[0]: x[i:i + 1].numpy()})[0] for i in range(4)])
+    cos = (got * ref).sum() / np.linalg.norm(got) / np.linalg.norm(ref)
+    assert cos > 0.99, cos
+
+
 def test_litert_static_recipe_keeps_ops_without_int8_xnnpack_kernels_float(tmp_path):
     """Tuned LiteRT recipe: FULLY_CONNECTED and ops between (MUL, SUM) int8; GELU and ADD (not taken in int8
     by LiteRT's XNNPACK delegate) float, the model's output float; ``"all"`` quantizes GELU too; a
