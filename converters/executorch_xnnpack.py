@@ -469,13 +469,41 @@ def unmasked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, 
     return torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * s, dim=-1).matmul(v)
 
 
+def bool_masked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """``scaled_dot_product_attention`` with a boolean mask (True = attend) with the guard for fully masked rows
+    moved from the scores to the mask, so that every op on scores runs in XNNPACK; anything else NotImplemented.
+
+    Hugging Face encoders and decoders pass a boolean (B, 1, L, S) mask (padding, and causality for decoders),
+    and ExecuTorch's ``_safe_softmax`` ran ``eq`` / ``any`` / ``where`` over all B x H x L x S scores on the
+    portable kernels. Here the mask becomes an additive bias of 0 or the most negative finite float (a masked
+    score's exponent is then 0, as with -inf), and a row with nothing to attend to is zeroed after ``@ v``, from
+    ``any`` over the mask alone (B x 1 x L x S): the values of ``_safe_softmax``, fully masked rows included."""
+    if attn_mask is None or attn_mask.dtype != torch.bool or is_causal or dropout_p or enable_gqa:
+        return NotImplemented
+    s = scale if scale is not None else q.shape[-1] ** -0.5
+    keep = attn_mask.to(q.dtype)
+    bias = (keep - 1.0) * torch.finfo(q.dtype).max
+    rows = attn_mask.any(dim=-1, keepdim=True).to(q.dtype)
+    return torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * s + bias, dim=-1).matmul(v) * rows
+
+
 UNMASKED_ATTENTION = True  # benchmarks/xnnpack_views.py --rewrite attention converts with it off, for the baseline
+BOOL_MASKED_ATTENTION = True  # benchmarks/xnnpack_views.py --rewrite masked-attention converts with it off
+
+
+def attention_in_delegate(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """`unmasked_attention` or `bool_masked_attention`, as their switches allow; else ExecuTorch's own."""
+    if attn_mask is None:
+        return unmasked_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa) \
+            if UNMASKED_ATTENTION else NotImplemented
+    return bool_masked_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa) \
+        if BOOL_MASKED_ATTENTION else NotImplemented
 
 
 def xnnpack_decompositions() -> dict:
     """{aten op: function} applied before lowering to XNNPACK."""
     return {torch.ops.aten.layer_norm.default: layer_norm_as_mean,
-            **({torch.ops.aten.scaled_dot_product_attention.default: unmasked_attention} if UNMASKED_ATTENTION else {})}
+            torch.ops.aten.scaled_dot_product_attention.default: attention_in_delegate}
 
 
 @register_target

@@ -135,19 +135,21 @@ SAFE_SOFTMAX_GUARD = {"aten_where_self", "aten_eq_scalar", "aten_any_dim", "aten
 
 @pytest.mark.parametrize("mask", [False, True])
 @pytest.mark.parametrize("rewrite", [True, False])
-def test_unmasked_attention_runs_in_the_delegate_and_a_masked_one_keeps_its_guard(mask, rewrite, tmp_path, monkeypatch):
-    """`unmasked_attention`: without a mask SDPA is plain softmax, all inside XNNPACK (Whisper-tiny's encoder
-    0.33x the p50 before); with one, ExecuTorch's safe softmax stays, fully masked rows included."""
+def test_attention_runs_in_the_delegate_with_or_without_a_boolean_mask(mask, rewrite, tmp_path, monkeypatch):
+    """`unmasked_attention` (no mask: plain softmax, Whisper-tiny's encoder 0.33x the p50 before) and
+    `bool_masked_attention` (a boolean mask: its guard on the mask only): nothing of ExecuTorch's safe softmax
+    runs outside XNNPACK; with the rewrites off its guard runs on the portable kernels."""
     import edgesdk
     from edgesdk import runtime
     from edgesdk.converters import executorch_xnnpack as xnn
     monkeypatch.setattr(xnn, "UNMASKED_ATTENTION", rewrite)
+    monkeypatch.setattr(xnn, "BOOL_MASKED_ATTENTION", rewrite)
     torch.manual_seed(0)
     m, x = _Sdpa(mask).eval(), torch.randn(1, 10, 32)
     art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path)
     outside = {r["op"] for r in art.manifest.extra["partition"]["forward"]["outside_delegate"]}
-    guarded = mask or not rewrite
-    assert (SAFE_SOFTMAX_GUARD <= outside) if guarded else not SAFE_SOFTMAX_GUARD & outside, outside
+    assert (SAFE_SOFTMAX_GUARD <= outside) if not rewrite else not SAFE_SOFTMAX_GUARD - {"aten_any_dim"} & outside, \
+        outside
     with torch.no_grad():
         assert np.allclose(runtime.load(art.path).run([x.numpy()])[0], m(x).numpy(), atol=1e-5)
 
@@ -161,3 +163,21 @@ def test_unmasked_attention_leaves_masked_causal_and_grouped_attention_to_execut
     mask = torch.ones(5, 5, dtype=torch.bool)
     for kw in ({"attn_mask": mask}, {"is_causal": True}, {"dropout_p": 0.1}, {"enable_gqa": True}):
         assert unmasked_attention(q, k, v, **kw) is NotImplemented, kw
+
+
+def test_bool_masked_attention_gives_safe_softmax_values_and_leaves_the_rest_to_executorch():
+    """Same values as SDPA with a boolean mask, a fully masked row (zeros, as `_safe_softmax`) included; a float
+    mask, causal, dropout and grouped heads are left to ExecuTorch."""
+    from edgesdk.converters.executorch_xnnpack import bool_masked_attention
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 6, 8).unbind(0)
+    mask = torch.ones(6, 6, dtype=torch.bool).tril()
+    mask[2] = False                                   # row 2 attends to nothing
+    padded = torch.rand(2, 1, 6, 6) > 0.4             # per-batch padding, broadcast over heads
+    for m, kw in ((mask, {}), (padded, {"scale": 0.3})):
+        got = bool_masked_attention(q, k, v, attn_mask=m, **kw)
+        assert torch.allclose(got, F.scaled_dot_product_attention(q, k, v, attn_mask=m, **kw), atol=1e-6)
+    assert torch.equal(bool_masked_attention(q, k, v, attn_mask=mask)[:, :, 2].abs(), torch.zeros(2, 4, 8))
+    for kw in ({"attn_mask": None}, {"attn_mask": mask.float()}, {"attn_mask": mask, "is_causal": True},
+               {"attn_mask": mask, "dropout_p": 0.1}, {"attn_mask": mask, "enable_gqa": True}):
+        assert bool_masked_attention(q, k, v, **kw) is NotImplemented, kw
