@@ -75,7 +75,17 @@ def split_time(path: str, target: str, threads: int, iters: int) -> dict:
     per_run = {o["name"]: o["mean_ms"] * o["calls"] for o in ops}
     gemm = sum(per_run[o["name"]] for o in ops if is_gemm(target, o["op_type"]))
     total = max(sum(per_run.values()), rep.p50_ms)
-    return {"gemm": gemm, "rest": total - gemm, "total": total}
+    kinds: dict[str, float] = {}
+    for o in ops:  # ONNX Runtime op types; XNNPACK kernels without their "#n" and operand types
+        k = o["op_type"] if target == "onnx-cpu" else kernel_kind(o["op_type"])
+        kinds[k] = kinds.get(k, 0.0) + per_run[o["name"]]
+    return {"gemm": gemm, "rest": total - gemm, "total": total, "kinds": kinds}
+
+
+def top_kinds(split: dict, n: int) -> str:
+    """The ``n`` op kinds with the most time per run, as ``kind ms``."""
+    top = sorted(split["kinds"].items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {ms:.3f}" for k, ms in top)
 
 
 def verdict(measured: float, a: dict | None, q: dict | None) -> str:
@@ -103,6 +113,8 @@ def needed_speedup(p: float) -> float:
 def main(argv=None) -> int:
     ap = pair_arguments(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--iters", type=int, default=30, help="timed runs of each per-op profile")
+    ap.add_argument("--by-kernel", type=int, default=0, metavar="N",
+                    help="also print, per pair, the N op kinds (ORT op types, XNNPACK kernels) with the most ms per run")
     ap.add_argument("--every-scheme", action="store_true",
                     help="time every quantized row of a model x target and report the fastest")
     args = ap.parse_args(argv)
@@ -118,6 +130,7 @@ def main(argv=None) -> int:
           "| GEMM speedup 0.7x needs | int8 GEMM speedup | int8 / fp32 outside GEMMs | gate | verdict |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     counts: dict[str, dict[str, int]] = {}
+    kernels: list[str] = []
     for (model, target), (f, *rows) in sorted(by_pair.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         try:
             runs = {"fp32": runner(f["path"], args.threads)}
@@ -144,6 +157,12 @@ def main(argv=None) -> int:
                 counts[target][key] += 1
         print(f"| {model} | {target} | {best['scheme']} | {ratio:.3f}x ({lo:.2f}-{hi:.2f}) | {t['fp32'][0]:.3f} | "
               + " | ".join(cells) + f" | {best.get('status')} | {v} |", flush=True)
+        if args.by_kernel and a is not None:
+            kernels.append(f"| {model} | {target} | fp32: {top_kinds(a, args.by_kernel)} | "
+                           f"{best['scheme']}: {top_kinds(q, args.by_kernel)} |")
+    if kernels:
+        print("\n| model | target | fp32: ms per run by op kind (one profile) | int8 row: the same |\n|---|---|---|---|")
+        print("\n".join(kernels))
     kinds = sorted({v for c in counts.values() for v in c})
     print("\n| target | pairs | " + " | ".join(k.replace("gate ", "of the 0.7x rows, gate ") for k in kinds) + " |")
     print("|---|---|" + "---|" * len(kinds))

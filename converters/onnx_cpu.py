@@ -44,10 +44,11 @@ STATIC_OPS = ("Conv", "MatMul", "Gemm")
 # 0.81x without, though most other CNNs measured a little faster with it (the +Concat column; a noisy run).
 # Squeeze-excite blocks too: their spatial means become GlobalAveragePool (`onnx_weights.global_average_pools`),
 # and the pool, its Sigmoid gate and the gating Mul run as QLinearGlobalAveragePool / QLinearSigmoid / QLinearMul.
-# Left float, each block ran DequantizeLinear -> ReduceMean -> ... -> Mul -> QuantizeLinear: RegNetY-400MF 0.77x
-# -> 0.67x fp32, GhostNet 0.91x -> 0.81x, EfficientNet-B0 (SiLU = Sigmoid x Mul) 1.79x -> 1.00x (still not
-# faster: the recipe keeps deploying fp32 there) (2 threads, 12 interleaved rounds, 2026-12-04 18:3x UTC,
-# RESULTS.md "#17, fourteenth session").
+# Left float, each block ran DequantizeLinear -> ReduceMean -> ... -> Mul -> QuantizeLinear: int8-static / fp32
+# RegNetY-400MF 0.72x -> 0.67x, GhostNet 0.84x -> 0.72x, EfficientNet-B0 (SiLU = Sigmoid x Mul) 1.86x -> 0.95x
+# (still not faster: the recipe keeps deploying fp32 there), MobileNetV3-small 1.43x -> 1.23x (HardSigmoid has no
+# int8 kernel) (benchmarks/int8_ceiling.py on zoo folders converted before / after, 8 interleaved rounds, 2 threads,
+# VNNI Xeon, 2026-12-04 18:30; RESULTS.md "#17, fourteenth session").
 # Transformers, and models whose convolutions are 1-D (Mamba's, wav2vec2's feature extractor), keep STATIC_OPS.
 CNN_STATIC_OPS = STATIC_OPS + ("Relu", "Clip", "Add", "GlobalAveragePool", "Sigmoid", "Mul")
 

@@ -197,8 +197,9 @@ def global_average_pools(model) -> int:
     torch exports a CNN's spatial means (``mean((2, 3), keepdim=True)``, ``AdaptiveAvgPool2d(1)``) as
     ReduceMean, which ONNX Runtime has no int8 kernel for: in an int8-static file each one (every
     squeeze-excite block and the final pool) ran float between a DequantizeLinear and a QuantizeLinear.
-    GlobalAveragePool has one (QLinearGlobalAveragePool). RegNetY-400MF int8-static: 0.77x -> 0.66x fp32
-    p50 (the fp32 file with the same rewrite: 0.99x, unchanged; RESULTS.md "#17, fourteenth session")."""
+    GlobalAveragePool has one (QLinearGlobalAveragePool). With `onnx_cpu.CNN_STATIC_OPS` RegNetY-400MF
+    int8-static went from 0.72x to 0.67x fp32 p50 (RESULTS.md "#17, fourteenth session"); the fp32 file is
+    not rewritten."""
     from onnx import helper
     graph = model.graph
     rank4 = _rank4(model)
