@@ -165,8 +165,12 @@ class ProfileReport:
         if not self.ops or not any(r.get("backend") == "portable" for r in self.ops) and \
                 not any(r.get("op_type") == "DELEGATE_CALL" for r in self.ops):
             return None
-        total = sum(r["total_ms"] for r in self.ops) or 1.0
-        return sum(r["total_ms"] for r in self.ops if r.get("backend") not in ("portable", "", None)) / total
+        portable = sum(r["total_ms"] for r in self.ops if r.get("backend") == "portable")
+        calls = [r["total_ms"] for r in self.ops if r.get("op_type") == "DELEGATE_CALL"]
+        # a DELEGATE_CALL row holds its kernels' rows (when the backend times them): count it, not them
+        delegated = sum(calls) if calls else sum(r["total_ms"] for r in self.ops
+                                                  if r.get("backend") not in ("portable", "", None))
+        return delegated / ((delegated + portable) or 1.0)
 
     def delegate_note(self) -> str:
         """A warning line when less than ``DELEGATE_SHARE_WARN`` of the time ran in the delegate,
@@ -336,7 +340,11 @@ def aggregate_ops(events, runs: int) -> list[dict]:
         r = agg.setdefault(name, {"name": name, "op_type": op, "backend": backend, "calls": 0, "total_ms": 0.0})
         r["calls"] += 1
         r["total_ms"] += us / 1e3
-    total = sum(r["total_ms"] for r in agg.values()) or 1.0
+    # shares of the run's time: a delegate's kernel rows sit inside its DELEGATE_CALL rows, so with those
+    # present the total counts the calls and the ops outside any delegate, not the kernels again
+    calls = any(r["op_type"] == "DELEGATE_CALL" for r in agg.values())
+    total = sum(r["total_ms"] for r in agg.values()
+                if not calls or r["op_type"] == "DELEGATE_CALL" or r["backend"] == "portable") or 1.0
     rows = sorted(agg.values(), key=lambda r: -r["total_ms"])
     for r in rows:
         r["calls"] = r["calls"] // max(runs, 1) or r["calls"]  # calls per run

@@ -451,6 +451,31 @@ def test_profile_table_flags_a_low_delegate_share():
     assert "SLOW PATH" not in rep.table()
 
 
+def test_a_delegated_models_xnnpack_kernels_count_as_the_delegates():
+    """XNNPACK's per-kernel ETDump events carry timings in executorch 1.5: they are the delegate's rows, not
+    portable ops, and their time (already inside DELEGATE_CALL) is not counted twice, so a model that runs
+    whole in XNNPACK is not flagged SLOW PATH."""
+    import tempfile
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 64)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        art = edgesdk.convert(model, (torch.randn(8, 64),), "executorch-xnnpack", out_dir=tmp, verify_samples=1)
+        rep = runtime.profile(art.path, warmup=2, iters=5, op_runs=5, isolate=False)
+    kernels = [r for r in rep.ops if r["op_type"].startswith("Fully Connected")]
+    assert kernels and all(r["backend"] != "portable" for r in kernels), rep.ops
+    assert rep.delegate_share > 0.8 and "SLOW PATH" not in rep.table()
+    from edgesdk.runtime.profile import ProfileReport
+    rows = [{"name": "DELEGATE_CALL", "op_type": "DELEGATE_CALL", "backend": "XnnpackBackend", "calls": 1,
+             "total_ms": 3.0, "mean_ms": 3.0, "share": 0.5},
+            {"name": "fc", "op_type": "Fully Connected (NC, F32) GEMM #1", "backend": "XnnpackBackend", "calls": 1,
+             "total_ms": 2.0, "mean_ms": 2.0, "share": 0.33},
+            {"name": "cumsum", "op_type": "aten::cumsum", "backend": "portable", "calls": 1, "total_ms": 1.0,
+             "mean_ms": 1.0, "share": 0.17}]
+    synthetic = ProfileReport(artifact="a", target="executorch-xnnpack", backend="executorch", backend_version="1",
+                              device="cpu", threads=2, program="forward", warmup=0, iters=1, load_ms=1,
+                              first_run_ms=1, samples_ms=[1.0], peak_rss_mb=1, baseline_rss_mb=1, ops=rows)
+    assert synthetic.delegate_share == pytest.approx(0.75)  # 3 / (3 + 1): the kernel row is inside the call
+
+
 class DictOut(nn.Module):
     """Outputs whose names do not sort in the order the model returns them."""
 
