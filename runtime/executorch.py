@@ -283,8 +283,8 @@ def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int
             op = ev.name.removeprefix("native_call_")
             for us in raw:
                 rows.append((ev.name, op, us, backend))
-    note = (f"{hidden} delegate-internal events carry no timing in this ExecuTorch build; "
-            "delegated work is shown as DELEGATE_CALL") if hidden else ""
+    note = (f"{hidden} delegate-internal events carry no timing; the DELEGATE_CALL rows hold all delegated "
+            "time (the timed kernels' rows are inside them)") if hidden else ""
     return rows, note
 
 
