@@ -340,11 +340,7 @@ def aggregate_ops(events, runs: int) -> list[dict]:
         r = agg.setdefault(name, {"name": name, "op_type": op, "backend": backend, "calls": 0, "total_ms": 0.0})
         r["calls"] += 1
         r["total_ms"] += us / 1e3
-    # shares of the run's time: a delegate's kernel rows sit inside its DELEGATE_CALL rows, so with those
-    # present the total counts the calls and the ops outside any delegate, not the kernels again
-    calls = any(r["op_type"] == "DELEGATE_CALL" for r in agg.values())
-    total = sum(r["total_ms"] for r in agg.values()
-                if not calls or r["op_type"] == "DELEGATE_CALL" or r["backend"] == "portable") or 1.0
+    total = sum(r["total_ms"] for r in agg.values()) or 1.0
     rows = sorted(agg.values(), key=lambda r: -r["total_ms"])
     for r in rows:
         r["calls"] = r["calls"] // max(runs, 1) or r["calls"]  # calls per run
