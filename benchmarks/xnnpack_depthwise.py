@@ -43,14 +43,12 @@ def convert(name: str, scheme: str, above, out: Path) -> tuple[Path, str]:
     ``above``; the gate is judged as `zoo.py convert` does (measured with it off, then `judge`), so a
     rejected artifact is still timed."""
     import edgesdk
-    from benchmarks.zoo import _build_once, _convert_options
+    from benchmarks.zoo import _build_once, zoo_options
     from edgesdk.converters import executorch_xnnpack as xnn
     from edgesdk.converters.accuracy import judge
-    from edgesdk.converters.programs import collect
     label = "fp32" if scheme == "fp32" else next(k for k, v in VARIANTS.items() if v == above)
     model, example, kw = _build_once(name)
-    ex = collect(model, example or None, kw.get("example_kwargs"))[0].example_inputs
-    opts = _convert_options(dict(kw), ex, scheme, {})
+    opts = zoo_options(model, example, kw, scheme)
     if scheme != "fp32":
         opts["max_drop"] = None
     # the variant holds on any CPU: with and without int8 dot-product instructions

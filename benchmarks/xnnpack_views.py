@@ -64,14 +64,11 @@ def convert(name: str, on: bool, scheme: str, out: Path, rewrite: str = "views")
     import edgesdk
     from edgesdk.converters import executorch_xnnpack as xnn
     model, example, kw = build(name)
-    if scheme == "fp32" or name in ("decoder", "encdec"):
+    if name in ("decoder", "encdec"):
         opts = dict(kw, verify_samples=1)
-        opts.pop("samples", None)
     else:  # a zoo model: calibrated (int8-static) and gated on the inputs `zoo.py convert` gives it
-        from benchmarks.zoo import _convert_options
-        from edgesdk.converters.programs import collect
-        ex = collect(model, example or None, kw.get("example_kwargs"))[0].example_inputs
-        opts = _convert_options(dict(kw), ex, scheme, {})
+        from benchmarks.zoo import zoo_options
+        opts = zoo_options(model, example, kw, scheme)
     if scheme != "fp32":
         opts.update(quantize=scheme, max_drop=None)
     switch = SWITCHES[rewrite]

@@ -219,15 +219,21 @@ def _convert_options(kw: dict, ex, scheme: str, row: dict) -> dict:
     return opts
 
 
+def zoo_options(model, example, kw: dict, scheme: str) -> dict:
+    """edgesdk.convert's options for a built zoo model (`zoo_models.build`) at ``scheme``, as a zoo row gets
+    them (`_convert_options`); ``kw`` is left as it is."""
+    from edgesdk.converters.programs import collect
+    ex = collect(model, example or None, kw.get("example_kwargs"))[0].example_inputs
+    return _convert_options(dict(kw), ex, scheme, {})
+
+
 def repair_row(name: str, target: str, scheme: str, out: Path) -> dict:
     """What a user gets with ``auto_fallback=True`` for a row the default gate rejected: the same
     conversion under the default gate, keeping the most sensitive layers in float (up to 4, the
     SDK's default) until it passes. Returns the row's ``repair`` record."""
     import edgesdk
-    from edgesdk.converters.programs import collect
     model, example, kw = _build_once(name)
-    ex = collect(model, example or None, kw.get("example_kwargs"))[0].example_inputs
-    opts = _convert_options(kw, ex, scheme, {})
+    opts = zoo_options(model, example, kw, scheme)
     t0 = time.perf_counter()
     try:
         art = edgesdk.convert(model, example or None, target, quantize=scheme, out_dir=out / "artifacts",

@@ -451,15 +451,13 @@ def test_profile_table_flags_a_low_delegate_share():
     assert "SLOW PATH" not in rep.table()
 
 
-def test_a_delegated_models_xnnpack_kernels_count_as_the_delegates():
+def test_a_delegated_models_xnnpack_kernels_count_as_the_delegates(tmp_path):
     """XNNPACK's per-kernel ETDump events carry timings in executorch 1.5: they are the delegate's rows, not
     portable ops, and their time (already inside DELEGATE_CALL) is not counted twice, so a model that runs
     whole in XNNPACK is not flagged SLOW PATH."""
-    import tempfile
     model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 64)).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        art = edgesdk.convert(model, (torch.randn(8, 64),), "executorch-xnnpack", out_dir=tmp, verify_samples=1)
-        rep = runtime.profile(art.path, warmup=2, iters=5, op_runs=5, isolate=False)
+    art = edgesdk.convert(model, (torch.randn(8, 64),), "executorch-xnnpack", out_dir=tmp_path, verify_samples=1)
+    rep = runtime.profile(art.path, warmup=2, iters=5, op_runs=5, isolate=False)
     kernels = [r for r in rep.ops if r["op_type"].startswith("Fully Connected")]
     assert kernels and all(r["backend"] != "portable" for r in kernels), rep.ops
     assert rep.delegate_share > 0.8 and "SLOW PATH" not in rep.table()
