@@ -16,11 +16,14 @@ the same inputs (max abs difference).
 unmasked ``scaled_dot_product_attention`` as plain softmax instead of ExecuTorch's ``_safe_softmax``, whose
 fully-masked-row guard runs on the portable kernels. ``--rewrite masked-attention``:
 `executorch_xnnpack.bool_masked_attention` (``BOOL_MASKED_ATTENTION`` off / on), a boolean-masked one with
-that guard computed on the mask instead of the scores.
+that guard computed on the mask instead of the scores. ``--rewrite float-masked-attention``:
+`executorch_xnnpack.float_masked_attention` (``FLOAT_MASKED_ATTENTION`` off / on), the same for an additive
+float mask (T5's position bias).
 
     PYTHONPATH=. python benchmarks/xnnpack_views.py --models decoder,encdec,bert-tiny --out /tmp/xv
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite attention --models whisper-tiny-encoder --out /tmp/xa
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite masked-attention --models bert-tiny --out /tmp/xm
+    PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite float-masked-attention --models t5-tiny --out /tmp/xf
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
 
 TARGET = "executorch-xnnpack"
-SWITCHES = {"views": "DELEGABLE_VIEWS", "attention": "UNMASKED_ATTENTION", "masked-attention": "BOOL_MASKED_ATTENTION"}  # the converter's module switches
+SWITCHES = {"views": "DELEGABLE_VIEWS", "attention": "UNMASKED_ATTENTION", "masked-attention": "BOOL_MASKED_ATTENTION",
+            "float-masked-attention": "FLOAT_MASKED_ATTENTION"}  # the converter's module switches
 
 
 def build(name: str):

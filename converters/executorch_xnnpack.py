@@ -487,17 +487,41 @@ def bool_masked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=Fals
     return torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * s + bias, dim=-1).matmul(v) * rows
 
 
+def float_masked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """``scaled_dot_product_attention`` with an additive float mask (a relative position bias, ALiBi, a padding
+    mask of 0 / -inf) with the guard for fully masked rows moved from the scores to the mask, as
+    `bool_masked_attention` does for a boolean one; anything else NotImplemented.
+
+    T5 passes its position bias plus padding as a float (B, H, L, S) mask, and ExecuTorch's ``_safe_softmax``
+    ran ``eq`` / ``any`` / ``where`` over every score on the portable kernels. Here the masked scores are
+    clamped at the most negative finite float (XNNPACK's clamp: a -inf score's exponent is 0 either way, and a
+    row of -inf no longer gives 0 / 0), and a row whose mask is -inf everywhere, which ``_safe_softmax``
+    zeroes, is zeroed after ``@ v`` from ``amax`` over the mask alone. Same values as ``_safe_softmax`` but
+    where adding a finite mask to a finite score overflows to -inf (|values| near 3.4e38)."""
+    if attn_mask is None or not attn_mask.dtype.is_floating_point or is_causal or dropout_p or enable_gqa:
+        return NotImplemented
+    s = scale if scale is not None else q.shape[-1] ** -0.5
+    lowest = torch.finfo(q.dtype).min
+    rows = (attn_mask.amax(dim=-1, keepdim=True) > float("-inf")).to(q.dtype)
+    scores = torch.clamp(torch.matmul(q, k.transpose(-2, -1)) * s + attn_mask, min=lowest)
+    return torch.softmax(scores, dim=-1).matmul(v) * rows
+
+
 UNMASKED_ATTENTION = True  # benchmarks/xnnpack_views.py --rewrite attention converts with it off, for the baseline
 BOOL_MASKED_ATTENTION = True  # benchmarks/xnnpack_views.py --rewrite masked-attention converts with it off
+FLOAT_MASKED_ATTENTION = True  # benchmarks/xnnpack_views.py --rewrite float-masked-attention converts with it off
 
 
 def attention_in_delegate(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    """`unmasked_attention` or `bool_masked_attention`, as their switches allow; else ExecuTorch's own."""
+    """`unmasked_attention`, `bool_masked_attention` or `float_masked_attention`, as their switches allow;
+    else ExecuTorch's own."""
     if attn_mask is None:
-        return unmasked_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa) \
-            if UNMASKED_ATTENTION else NotImplemented
-    return bool_masked_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa) \
-        if BOOL_MASKED_ATTENTION else NotImplemented
+        rewrite = unmasked_attention if UNMASKED_ATTENTION else None
+    elif attn_mask.dtype == torch.bool:
+        rewrite = bool_masked_attention if BOOL_MASKED_ATTENTION else None
+    else:
+        rewrite = float_masked_attention if FLOAT_MASKED_ATTENTION else None
+    return NotImplemented if rewrite is None else rewrite(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)
 
 
 def xnnpack_decompositions() -> dict:

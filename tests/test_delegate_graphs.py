@@ -118,13 +118,20 @@ def test_no_op_expands_and_static_splits_stay_inside_the_xnnpack_delegate(views,
 
 
 class _Sdpa(torch.nn.Module):
-    def __init__(self, mask: bool):
+    """Self-attention with no mask, a causal boolean one, or a float one (a learned per-head bias, as T5's
+    relative position bias, plus -inf above the diagonal)."""
+
+    def __init__(self, mask: str | None):
         super().__init__()
         self.qkv, self.mask = torch.nn.Linear(32, 96), mask
+        causal = torch.ones(10, 10, dtype=torch.bool).tril()
+        self.register_buffer("bias", torch.randn(1, 4, 10, 10).masked_fill(~causal, float("-inf")))
 
     def forward(self, x):
         q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(1, x.shape[1], 3, 4, 8).unbind(2))
         m = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).tril() if self.mask else None
+        if self.mask == "float":
+            m = self.bias
         return F.scaled_dot_product_attention(q, k, v, attn_mask=m).transpose(1, 2).reshape(1, x.shape[1], 32)
 
 
@@ -133,17 +140,18 @@ SAFE_SOFTMAX_GUARD = {"aten_where_self", "aten_eq_scalar", "aten_any_dim", "aten
                       "aten_full_like_default"}
 
 
-@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("mask", [None, "bool", "float"])
 @pytest.mark.parametrize("rewrite", [True, False])
-def test_attention_runs_in_the_delegate_with_or_without_a_boolean_mask(mask, rewrite, tmp_path, monkeypatch):
-    """`unmasked_attention` (no mask: plain softmax, Whisper-tiny's encoder 0.33x the p50 before) and
-    `bool_masked_attention` (a boolean mask: its guard on the mask only): nothing of ExecuTorch's safe softmax
-    runs outside XNNPACK; with the rewrites off its guard runs on the portable kernels."""
+def test_attention_runs_in_the_delegate_with_or_without_a_mask(mask, rewrite, tmp_path, monkeypatch):
+    """`unmasked_attention` (no mask: plain softmax, Whisper-tiny's encoder 0.33x the p50 before),
+    `bool_masked_attention` (a boolean mask) and `float_masked_attention` (an additive float one; their guards
+    on the mask only): nothing of ExecuTorch's safe softmax runs outside XNNPACK; with the rewrites off its
+    guard runs on the portable kernels."""
     import edgesdk
     from edgesdk import runtime
     from edgesdk.converters import executorch_xnnpack as xnn
-    monkeypatch.setattr(xnn, "UNMASKED_ATTENTION", rewrite)
-    monkeypatch.setattr(xnn, "BOOL_MASKED_ATTENTION", rewrite)
+    for switch in ("UNMASKED_ATTENTION", "BOOL_MASKED_ATTENTION", "FLOAT_MASKED_ATTENTION"):
+        monkeypatch.setattr(xnn, switch, rewrite)
     torch.manual_seed(0)
     m, x = _Sdpa(mask).eval(), torch.randn(1, 10, 32)
     art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path)
@@ -181,3 +189,23 @@ def test_bool_masked_attention_gives_safe_softmax_values_and_leaves_the_rest_to_
     for kw in ({"attn_mask": None}, {"attn_mask": mask.float()}, {"attn_mask": mask, "is_causal": True},
                {"attn_mask": mask, "dropout_p": 0.1}, {"attn_mask": mask, "enable_gqa": True}):
         assert bool_masked_attention(q, k, v, **kw) is NotImplemented, kw
+
+
+def test_float_masked_attention_gives_safe_softmax_values_and_leaves_the_rest_to_executorch():
+    """Same values as SDPA with an additive float mask: a bias, -inf entries, a row masked everywhere (zeros, as
+    `_safe_softmax`), a mask broadcast over heads and queries; a boolean mask, causal, dropout and grouped heads
+    are left to ExecuTorch."""
+    from edgesdk.converters.executorch_xnnpack import float_masked_attention
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 6, 8).unbind(0)
+    bias = torch.randn(1, 4, 6, 6).masked_fill(torch.ones(6, 6, dtype=torch.bool).tril().logical_not(), float("-inf"))
+    bias[:, 1, 3] = float("-inf")                      # head 1, row 3 attends to nothing
+    padding = torch.zeros(2, 1, 1, 6).masked_fill(torch.rand(2, 1, 1, 6) > 0.6, float("-inf"))
+    for m, kw in ((bias, {}), (padding, {"scale": 0.3}), (torch.randn(6, 6), {})):
+        got = float_masked_attention(q, k, v, attn_mask=m, **kw)
+        assert torch.allclose(got, F.scaled_dot_product_attention(q, k, v, attn_mask=m, **kw), atol=1e-6)
+    assert torch.equal(float_masked_attention(q, k, v, attn_mask=bias)[:, 1, 3].abs(), torch.zeros(2, 8))
+    mask = torch.zeros(6, 6)
+    for kw in ({"attn_mask": None}, {"attn_mask": mask.bool()}, {"attn_mask": mask, "is_causal": True},
+               {"attn_mask": mask, "dropout_p": 0.1}, {"attn_mask": mask, "enable_gqa": True}):
+        assert float_masked_attention(q, k, v, **kw) is NotImplemented, kw
