@@ -12,7 +12,7 @@ target with an fp32 artifact and an int8 row (the recommended one; ``--every-sch
 quantized rows, and the fastest one is reported):
 
 1. the fp32 and int8 artifacts timed interleaved in one process (`recommended_vs_fp32.py`'s
-   mechanics: ``--rounds`` rounds, order reversed every round, the same inputs, ``--threads``); with
+   mechanics: ``--rounds`` rounds, order rotated every round, the same inputs, ``--threads``); with
    several int8 rows the fastest is picked from those same rounds, which favours int8 by the noise;
 2. one `runtime.profile` per artifact with the backend's per-op pass (ONNX Runtime's profiler,
    ExecuTorch's ETDump with XNNPACK's per-kernel events). Ops are "GEMM" (matrix products:
@@ -24,9 +24,11 @@ Columns: the measured int8 / fp32 (median of per-round ratios, min-max); the GEM
 fp32; the floor ``1 - p``; the GEMM speedup that 0.7x needs with everything else unchanged,
 ``p / (p - 0.3)``; the speedup the int8 row's GEMMs got (fp32 GEMM time / int8 GEMM time); the int8
 row's time outside GEMMs over fp32's (quantize / convert ops and float ops between int8 ones); the
-row's default-gate status from the zoo (random weights: "ok" does not score accuracy); and the verdict:
+row's default-gate status from the zoo (random weights: "ok" does not score accuracy); the verdict:
 "cannot" (the floor is above 0.7), else what falls short: the GEMM kernels, time added outside them,
-or both. LiteRT's Python API has no per-op timings, so litert-cpu rows get
+or both; and, with ``--every-scheme``, the other int8 rows' ratios from the same rounds with their gate
+status. A row the default gate rejected and ``zoo.py repair`` made pass (`auto_fallback`: its most
+sensitive layers float) is one more candidate, ``<scheme>+fallback``, gate "ok". LiteRT's Python API has no per-op timings, so litert-cpu rows get
 the measured ratio only.
 
     PYTHONPATH=. python benchmarks/zoo.py convert --out /tmp/z/zoo --schemes fp32,int8
@@ -127,8 +129,8 @@ def main(argv=None) -> int:
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, {args.rounds} interleaved "
           f"rounds, {len(by_pair)} model x target pairs from {args.out}")
     print("| model | target | int8 row | int8 / fp32 (min-max) | fp32 p50 ms | GEMM share of fp32 | floor (GEMMs free) "
-          "| GEMM speedup 0.7x needs | int8 GEMM speedup | int8 / fp32 outside GEMMs | gate | verdict |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| GEMM speedup 0.7x needs | int8 GEMM speedup | int8 / fp32 outside GEMMs | gate | verdict | other int8 rows |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     counts: dict[str, dict[str, int]] = {}
     kernels: list[str] = []
     for (model, target), (f, *rows) in sorted(by_pair.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -148,7 +150,7 @@ def main(argv=None) -> int:
                 cells = [f"{p:.0%}", f"{1.0 - p:.2f}x", "none reaches it" if need == float("inf") else f"{need:.1f}x",
                          f"{a['gemm'] / q['gemm']:.1f}x" if q["gemm"] else "-", f"{q['rest'] / a['rest']:.2f}x"]
         except Exception as e:  # one model's failure costs its row, not the run
-            print(f"| {model} | {target} | | failed: {type(e).__name__}: {str(e)[:120]} |" + " |" * 8, flush=True)
+            print(f"| {model} | {target} | | failed: {type(e).__name__}: {str(e)[:120]} |" + " |" * 9, flush=True)
             continue
         v = verdict(ratio, a, q)
         for key in (v, f"gate {best.get('status')}" if ratio <= BAR else None):
@@ -156,7 +158,9 @@ def main(argv=None) -> int:
                 counts.setdefault(target, {}).setdefault(key, 0)
                 counts[target][key] += 1
         print(f"| {model} | {target} | {best['scheme']} | {ratio:.3f}x ({lo:.2f}-{hi:.2f}) | {t['fp32'][0]:.3f} | "
-              + " | ".join(cells) + f" | {best.get('status')} | {v} |", flush=True)
+              + " | ".join(cells) + f" | {best.get('status')} | {v} | "
+              + (", ".join(f"{r['scheme']} {t[r['scheme']][1]:.3f}x ({r.get('status')})" for r in rows if r is not best)
+                 or "-") + " |", flush=True)
         if args.by_kernel and a is not None:
             kernels.append(f"| {model} | {target} | fp32: {top_kinds(a, args.by_kernel)} | "
                            f"{best['scheme']}: {top_kinds(q, args.by_kernel)} |")

@@ -14,7 +14,7 @@ For each model (from `benchmarks/zoo_models.py`, random weights; its fp32 ``.tfl
 
 ``partitions`` counts the XNNPACK delegate nodes after LiteRT's interpreter applied its default
 delegate (one partition = the whole graph in XNNPACK). ``time`` runs fp32, ``before`` and ``sdk``
-interleaved in one process (2 threads, order reversed every round) and prints the median of the
+interleaved in one process (2 threads, order rotated every round) and prints the median of the
 per-round ratios against fp32, with min-max. Calibration: 8 random inputs (timings do not depend on
 them; accuracy is the SDK's gate's job, not this script's).
 
@@ -149,11 +149,17 @@ def partitions(path: Path) -> int:
 
 def interleaved_runs(runs: dict, rounds: int) -> dict[str, tuple[float, float, float, float]]:
     """{name: (p50 ms, ratio to ``runs["fp32"]`` median, min, max)}: each callable in ``runs`` timed in turn
-    (3 warm-up calls, then >= 5 calls and >= 0.2 s per turn), order reversed every round."""
+    (3 warm-up calls, then >= 5 calls and >= 0.2 s per turn), the order rotated by one every round.
+
+    Rotated, not reversed: with the order reversed every round, the first and last callables follow
+    themselves across every round boundary and the ones between never do, and a middle one read 4-9%
+    slower than its own copy timed last (`onnx_static_ops.py`'s ``sdk again`` control, 8 ONNX Runtime CNNs,
+    RESULTS.md "#17, fifteenth session"). Rotated, each callable sits at each place once in every ``len(runs)``
+    rounds and always follows another one. With two callables the two orders are the same."""
     ms = {k: [] for k in runs}
     keys = list(runs)
     for r in range(rounds):
-        for k in keys if r % 2 == 0 else keys[::-1]:
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
             for _ in range(3):
                 runs[k]()
             n, t0 = 0, time.perf_counter()

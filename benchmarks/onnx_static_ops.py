@@ -1,12 +1,15 @@
 """ONNX Runtime int8-static on CNNs: Conv/MatMul/Gemm only vs the SDK's CNN op set, side by side.
 
 For each model (from `benchmarks/zoo_models.py`, random weights; its fp32 ONNX file made by
-`edgesdk.convert`), `converters.onnx_cpu.quantize_onnx` builds two int8-static files from 8 random
+`edgesdk.convert`), `converters.onnx_cpu.quantize_onnx` builds int8-static files from 8 random
 calibration inputs: ``before`` quantizes `STATIC_OPS` (the recipe until 2026-12-02, still the one for
-transformers), ``sdk`` `CNN_STATIC_OPS`, and ``+Concat`` the same with Concat quantized too (why it is not). For each: how many DequantizeLinear -> QuantizeLinear
-requantizations and float nodes are left after ONNX Runtime's own graph optimization (the session's
-optimized model), and p50 against fp32, interleaved in one process (2 threads, order reversed every
-round, the median of the per-round ratios with min-max).
+transformers), ``sdk`` the current CNN recipe (`CNN_STATIC_OPS`), ``+Concat`` the same with Concat quantized
+too (why it is not), ``float stem`` the same with the image stem (convolutions reading <= 4 channels) left float
+(why it is not), and ``sdk again``, a second session of the sdk file: the control, whose ratio to ``sdk`` is
+the run's noise floor; ``--variants`` picks some. For each: how many DequantizeLinear -> QuantizeLinear
+requantizations and float nodes are left after ONNX Runtime's own graph optimization (the session's optimized
+model), and p50 against fp32, interleaved in one process (2 threads, order rotated every round, the median
+of the per-round ratios with min-max).
 
     PYTHONPATH=. python benchmarks/onnx_static_ops.py --models mnasnet0_5,mobilenetv4_conv_small
 """
@@ -51,15 +54,32 @@ def quantize(src: Path, variant: str) -> Path:
     if not dst.exists():
         s = _session(src)
         cal = [tuple(torch.from_numpy(a) for a in _inputs(s, k).values()) for k in range(8)]
-        kept = onnx_cpu.CNN_STATIC_OPS
+        if variant == "sdk-again":
+            dst.write_bytes(quantize(src, "sdk").read_bytes())
+            return dst
+        kept = onnx_cpu.CNN_STATIC_OPS, onnx_cpu.tied_weight_nodes
         if variant == "concat":
-            onnx_cpu.CNN_STATIC_OPS = kept + ("Concat",)
+            onnx_cpu.CNN_STATIC_OPS = kept[0] + ("Concat",)
+        if variant == "float-stem":  # what the recipe keeps float, and the stem
+            onnx_cpu.tied_weight_nodes = lambda path: kept[1](path) + stem_nodes(path)
         try:
             onnx_cpu.quantize_onnx(src, dst, "int8-static", input_names=[i.name for i in s.get_inputs()],
                                    calibration=cal, exclude=[], cnn=variant != "before")
         finally:
-            onnx_cpu.CNN_STATIC_OPS = kept
+            onnx_cpu.CNN_STATIC_OPS, onnx_cpu.tied_weight_nodes = kept
     return dst
+
+
+VARIANTS = {"before": "before", "sdk": "sdk", "concat": "+Concat", "float-stem": "float stem", "sdk-again": "sdk again"}
+
+
+def stem_nodes(src: Path) -> list[str]:
+    """The 2-D convolutions (not grouped) that read <= 4 channels: a CNN's image stem."""
+    import onnx
+    g = onnx.load(str(src)).graph
+    dims = {i.name: list(i.dims) for i in g.initializer}
+    return [n.name for n in g.node if n.op_type == "Conv" and len(dims.get(n.input[1], ())) == 4
+            and dims[n.input[1]][1] <= 4 and all(a.i == 1 for a in n.attribute if a.name == "group")]
 
 
 def after_ort(path: Path) -> tuple[int, list[str]]:
@@ -90,23 +110,26 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "edgesdk-out" / "onnx_static_ops"))
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS),
+                    help=f"int8 files to time against fp32 (default all: {','.join(VARIANTS)})")
     args = ap.parse_args(argv)
     from edgesdk.converters.onnx_cpu import CNN_STATIC_OPS
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, {args.rounds} interleaved "
           f"rounds; sdk op set: {', '.join(CNN_STATIC_OPS)}")
-    print("| model | requantizations before / sdk | float ops left: before ; sdk | before / fp32 | sdk / fp32 | "
-          "+Concat / fp32 | fp32 p50 ms |")
-    print("|---|---|---|---|---|---|---|")
+    variants = [v for v in VARIANTS if v in args.variants]
+    print("| model | requantizations " + " / ".join(variants) + " | float ops left: " + " ; ".join(variants) + " | "
+          + " | ".join(f"{VARIANTS[v]} / fp32" for v in variants) + " | fp32 p50 ms |")
+    print("|---" * (len(variants) + 3) + "|")
     for name in args.models:
         src = fp32_artifact(name, "onnx-cpu", out, "model.onnx")
-        paths = {"fp32": src, **{v: quantize(src, v) for v in ("before", "sdk", "concat")}}
-        (rb, fb), (rs, fs) = after_ort(paths["before"]), after_ort(paths["sdk"])
+        paths = {"fp32": src, **{v: quantize(src, v) for v in variants}}
+        left = [after_ort(paths[v]) for v in variants]
         t = interleaved(paths, args.rounds, args.threads)
-        cells = [f"{t[v][1]:.2f}x ({t[v][2]:.2f}-{t[v][3]:.2f})" for v in ("before", "sdk", "concat")]
-        print(f"| {name} | {rb} / {rs} | {', '.join(fb) or '-'} ; {', '.join(fs) or '-'} | {' | '.join(cells)} | "
-              f"{t['fp32'][0]:.3f} |", flush=True)
+        cells = [f"{t[v][1]:.3f}x ({t[v][2]:.2f}-{t[v][3]:.2f})" for v in variants]
+        print(f"| {name} | {' / '.join(str(r) for r, _ in left)} | {' ; '.join(', '.join(f) or '-' for _, f in left)} | "
+              f"{' | '.join(cells)} | {t['fp32'][0]:.3f} |", flush=True)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Reads a `benchmarks/zoo.py` results folder (``--out`` of ``zoo.py convert``), and for each model x target
 that has both an fp32 artifact and its recommended int8 row (``recommended: True``) opens both with
-`edgesdk.runtime` and times them interleaved in one process: ``--rounds`` rounds, order reversed every
+`edgesdk.runtime` and times them interleaved in one process: ``--rounds`` rounds, order rotated every
 round, each turn 3 warm-up calls then >= 5 calls and >= 0.2 s (`litert_static_ops.interleaved_runs`),
 the same inputs (`runtime.profile`'s example inputs, seed 0; a generation model generates 32 tokens)
 and ``--threads`` on both sides. Prints the median of the per-round ratios int8 / fp32 with min-max,
@@ -31,7 +31,9 @@ from benchmarks.zoo import load_results  # noqa: E402
 
 def pairs(res: dict, models=None, targets=None, every: bool = False) -> list[tuple[dict, dict]]:
     """(fp32 row, recommended int8 row) of every model x target where both have an artifact; with
-    ``every``, each other quantized row of theirs too (the zoo's extra schemes)."""
+    ``every``, each other quantized row of theirs too (the zoo's extra schemes), and the gated artifact that
+    ``zoo.py repair`` made for a row the default gate rejected (scheme ``<scheme>+fallback``: the layers
+    `auto_fallback` kept float)."""
     out = []
     for k, r in sorted(res["rows"].items()):
         if not ((r.get("recommended") or every) and r.get("path") and r["scheme"] != "fp32"):
@@ -41,6 +43,10 @@ def pairs(res: dict, models=None, targets=None, every: bool = False) -> list[tup
         f = res["rows"].get(f"{r['model']}|{r['target']}|fp32")
         if f and f.get("path") and Path(f["path"]).is_dir() and Path(r["path"]).is_dir():
             out.append((f, r))
+            fix = r.get("repair") or {}
+            if every and fix.get("status") == "ok" and Path(fix.get("path", "")).is_dir():
+                out.append((f, {**r, "scheme": f"{r['scheme']}+fallback", "path": fix["path"], "status": "ok",
+                                "kept_float": fix.get("kept_float")}))
     return out
 
 

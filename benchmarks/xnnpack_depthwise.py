@@ -9,7 +9,7 @@ three int8-static ones that differ only in `converters.executorch_xnnpack.FLOAT_
 - ``dw-all-float``: every depthwise convolution float (the SDK's rule where it has none,
   `FLOAT_DEPTHWISE_WITHOUT_INT8_DOT`).
 
-All four run interleaved in one process (`litert_static_ops.interleaved_runs`: order reversed every
+All four run interleaved in one process (`litert_static_ops.interleaved_runs`: order rotated every
 round, 3 warm-up calls then >= 5 calls and >= 0.2 s per turn, the same inputs, ``--threads``), and the
 table gives the median of the per-round ratios to fp32, min-max in brackets. Calibration: 8 random
 inputs, as `zoo.py convert` (timings do not depend on them; the default gate's verdict is printed for the

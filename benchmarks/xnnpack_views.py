@@ -7,7 +7,7 @@ ended a delegated partition and run on the portable kernels. For each model (the
 teacher and the encoder-decoder student with random weights, and zoo transformers from
 `benchmarks/zoo_models.py`) the SDK converts the ``.pte`` twice, ``DELEGABLE_VIEWS`` off ("before") and
 on ("after"), same scheme and options, and per program prints the delegate calls (partitions) and the
-p50 of both, run interleaved in one process (`litert_static_ops.interleaved_runs`: order reversed every
+p50 of both, run interleaved in one process (`litert_static_ops.interleaved_runs`: order rotated every
 round, 3 warm-up calls then >= 5 calls and >= 0.2 s per turn, the same inputs, ``--threads``), with the
 median of the per-round after/before ratios, min-max in brackets. The outputs of both are compared on
 the same inputs (max abs difference).
