@@ -28,8 +28,8 @@ row's default-gate status from the zoo (random weights: "ok" does not score accu
 "cannot" (the floor is above 0.7), else what falls short: the GEMM kernels, time added outside them,
 or both; and, with ``--every-scheme``, the other int8 rows' ratios from the same rounds with their gate
 status. A row the default gate rejected and ``zoo.py repair`` made pass (`auto_fallback`: its most
-sensitive layers float) is one more candidate, ``<scheme>+fallback``, gate "ok". LiteRT's Python API has no per-op timings, so litert-cpu rows get
-the measured ratio only.
+sensitive layers float) is one more candidate, ``<scheme>+fallback``, gate "ok". LiteRT's Python API has no
+per-op timings, so litert-cpu rows get the measured ratio only.
 
     PYTHONPATH=. python benchmarks/zoo.py convert --out /tmp/z/zoo --schemes fp32,int8
     PYTHONPATH=. python benchmarks/int8_ceiling.py --out /tmp/z/zoo --targets onnx-cpu,executorch-xnnpack --rounds 8

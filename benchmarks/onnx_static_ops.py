@@ -51,12 +51,11 @@ def quantize(src: Path, variant: str) -> Path:
 
     from edgesdk.converters import onnx_cpu
     dst = src.with_name(f"{variant}.onnx")
-    if not dst.exists():
+    if not dst.exists() and variant == "sdk-again":
+        dst.write_bytes(quantize(src, "sdk").read_bytes())
+    elif not dst.exists():
         s = _session(src)
         cal = [tuple(torch.from_numpy(a) for a in _inputs(s, k).values()) for k in range(8)]
-        if variant == "sdk-again":
-            dst.write_bytes(quantize(src, "sdk").read_bytes())
-            return dst
         kept = onnx_cpu.CNN_STATIC_OPS, onnx_cpu.tied_weight_nodes
         if variant == "concat":
             onnx_cpu.CNN_STATIC_OPS = kept[0] + ("Concat",)

@@ -118,7 +118,7 @@ def test_no_op_expands_and_static_splits_stay_inside_the_xnnpack_delegate(views,
 
 
 class _Sdpa(torch.nn.Module):
-    """Self-attention with no mask, a causal boolean one, or a float one (a learned per-head bias, as T5's
+    """Self-attention with no mask, a causal boolean one, or a float one (a constant per-head bias, as T5's
     relative position bias, plus -inf above the diagonal)."""
 
     def __init__(self, mask: str | None):
