@@ -17,7 +17,6 @@ shortcut) two of them may swap, which moves time between kinds, not the totals.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import sys
@@ -25,11 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.onnx_static_ops import _inputs, _session  # noqa: E402
 from benchmarks.zoo import load_results  # noqa: E402
 
 FP32_CONVS = {"Conv", "FusedConv", "NhwcFusedConv"}
@@ -38,14 +36,8 @@ FP32_CONVS = {"Conv", "FusedConv", "NhwcFusedConv"}
 def conv_times(path: str, ops: set[str], runs: int, threads: int, warmup: int = 20) -> list[float]:
     """Microseconds per run of each convolution event, in execution order: one ORT profile of ``warmup``
     + ``runs`` runs, the last ``runs`` of each event averaged."""
-    import onnxruntime as ort
-    o = ort.SessionOptions()
-    o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = threads, 1, 3
-    o.enable_profiling = True
-    o.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"conv_kinds_{os.getpid()}")
-    s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-    feed = {i.name: np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
-            .astype(np.float32) for i in s.get_inputs()}
+    s = _session(Path(path), threads, profile_prefix=str(Path(tempfile.gettempdir()) / f"conv_kinds_{os.getpid()}"))
+    feed = _inputs(s, 0)
     for _ in range(warmup + runs):
         s.run(None, feed)
     prof = Path(s.end_profiling())
@@ -58,20 +50,21 @@ def conv_times(path: str, ops: set[str], runs: int, threads: int, warmup: int = 
     return [sum(d[-runs:]) / runs for d in durations.values()]  # dicts keep the first-seen (execution) order
 
 
-def conv_kinds(path: str) -> list[str]:
-    """The kind of each Conv node of an fp32 ONNX file, in graph order."""
+def conv_kinds(path: str) -> list[tuple[str, str]]:
+    """(node name, kind) of each Conv node of an fp32 ONNX file, in graph order: ``stem`` (not grouped, <= 4
+    input channels), ``dwKxK``, ``groupedKxK``, ``pw1x1`` or ``fullKxK``."""
     import onnx
     g = onnx.load(path).graph
     dims = {i.name: list(i.dims) for i in g.initializer}
     out = []
     for n in g.node:
-        if n.op_type != "Conv":
+        if n.op_type != "Conv" or len(dims.get(n.input[1], ())) != 4:
             continue
         w = dims[n.input[1]]
         group = next((a.i for a in n.attribute if a.name == "group"), 1)
         k = "x".join(str(d) for d in w[2:])
-        out.append("stem" if group == 1 and w[1] <= 4 else f"dw{k}" if group > 1 and w[1] == 1
-                   else f"grouped{k}" if group > 1 else "pw1x1" if all(d == 1 for d in w[2:]) else f"full{k}")
+        out.append((n.name, "stem" if group == 1 and w[1] <= 4 else f"dw{k}" if group > 1 and w[1] == 1
+                    else f"grouped{k}" if group > 1 else "pw1x1" if all(d == 1 for d in w[2:]) else f"full{k}"))
     return out
 
 
@@ -97,7 +90,7 @@ def main(argv=None) -> int:
         if not f or not f.get("path"):
             continue
         fp32, int8 = (str(Path(r["path"]) / "model.onnx") for r in (f, q))
-        kinds = conv_kinds(fp32)
+        kinds = [kind for _, kind in conv_kinds(fp32)]
         a, b = conv_times(fp32, FP32_CONVS, args.runs, args.threads), conv_times(int8, {"QLinearConv"}, args.runs,
                                                                                  args.threads)
         if not len(kinds) == len(a) == len(b):

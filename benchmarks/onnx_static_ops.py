@@ -31,12 +31,14 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.litert_static_ops import fp32_artifact, interleaved_runs  # noqa: E402
 
 
-def _session(path: Path, threads: int = 2, optimized: Path | None = None):
+def _session(path: Path, threads: int = 2, optimized: Path | None = None, profile_prefix: str | None = None):
     import onnxruntime as ort
     o = ort.SessionOptions()
     o.intra_op_num_threads, o.inter_op_num_threads, o.log_severity_level = threads, 1, 3
     if optimized is not None:
         o.optimized_model_filepath = str(optimized)
+    if profile_prefix is not None:
+        o.enable_profiling, o.profile_file_prefix = True, profile_prefix
     return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
 
 
@@ -73,12 +75,9 @@ VARIANTS = {"before": "before", "sdk": "sdk", "concat": "+Concat", "float-stem":
 
 
 def stem_nodes(src: Path) -> list[str]:
-    """The 2-D convolutions (not grouped) that read <= 4 channels: a CNN's image stem."""
-    import onnx
-    g = onnx.load(str(src)).graph
-    dims = {i.name: list(i.dims) for i in g.initializer}
-    return [n.name for n in g.node if n.op_type == "Conv" and len(dims.get(n.input[1], ())) == 4
-            and dims[n.input[1]][1] <= 4 and all(a.i == 1 for a in n.attribute if a.name == "group")]
+    """A CNN's image stem: the convolutions `onnx_conv_kinds.conv_kinds` calls ``stem``."""
+    from benchmarks.onnx_conv_kinds import conv_kinds
+    return [name for name, kind in conv_kinds(str(src)) if kind == "stem"]
 
 
 def after_ort(path: Path) -> tuple[int, list[str]]:

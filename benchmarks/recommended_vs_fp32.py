@@ -45,8 +45,7 @@ def pairs(res: dict, models=None, targets=None, every: bool = False) -> list[tup
             out.append((f, r))
             fix = r.get("repair") or {}
             if every and fix.get("status") == "ok" and Path(fix.get("path", "")).is_dir():
-                out.append((f, {**r, "scheme": f"{r['scheme']}+fallback", "path": fix["path"], "status": "ok",
-                                "kept_float": fix.get("kept_float")}))
+                out.append((f, {**r, "scheme": f"{r['scheme']}+fallback", "path": fix["path"], "status": "ok"}))
     return out
 
 

@@ -455,6 +455,11 @@ def int8_tables(prog, exclude):
         "tied_heads_kept_float": [h for h in heads if h not in shared], "tied_heads": heads}
 
 
+def _attention_scores(q, k, scale=None):
+    """``q @ k^T * scale`` (SDPA's default scale ``1 / sqrt(head dim)`` when None)."""
+    return torch.matmul(q, k.transpose(-2, -1)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+
+
 def unmasked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     """``scaled_dot_product_attention`` without a mask as ``softmax(q @ k^T * scale) @ v``, which XNNPACK takes
     whole; with a mask, causal, dropout or grouped heads it is left to ExecuTorch (NotImplemented).
@@ -465,8 +470,7 @@ def unmasked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, 
     finite scores is fully masked, so plain softmax gives the same values."""
     if attn_mask is not None or is_causal or dropout_p or enable_gqa:
         return NotImplemented
-    s = scale if scale is not None else q.shape[-1] ** -0.5
-    return torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * s, dim=-1).matmul(v)
+    return torch.softmax(_attention_scores(q, k, scale), dim=-1).matmul(v)
 
 
 def bool_masked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -480,11 +484,9 @@ def bool_masked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=Fals
     ``any`` over the mask alone (B x 1 x L x S): the values of ``_safe_softmax``, fully masked rows included."""
     if attn_mask is None or attn_mask.dtype != torch.bool or is_causal or dropout_p or enable_gqa:
         return NotImplemented
-    s = scale if scale is not None else q.shape[-1] ** -0.5
-    keep = attn_mask.to(q.dtype)
-    bias = (keep - 1.0) * torch.finfo(q.dtype).max
+    bias = (attn_mask.to(q.dtype) - 1.0) * torch.finfo(q.dtype).max
     rows = attn_mask.any(dim=-1, keepdim=True).to(q.dtype)
-    return torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * s + bias, dim=-1).matmul(v) * rows
+    return torch.softmax(_attention_scores(q, k, scale) + bias, dim=-1).matmul(v) * rows
 
 
 def float_masked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -500,10 +502,8 @@ def float_masked_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=Fal
     where adding a finite mask to a finite score overflows to -inf (|values| near 3.4e38)."""
     if attn_mask is None or not attn_mask.dtype.is_floating_point or is_causal or dropout_p or enable_gqa:
         return NotImplemented
-    s = scale if scale is not None else q.shape[-1] ** -0.5
-    lowest = torch.finfo(q.dtype).min
     rows = (attn_mask.amax(dim=-1, keepdim=True) > float("-inf")).to(q.dtype)
-    scores = torch.clamp(torch.matmul(q, k.transpose(-2, -1)) * s + attn_mask, min=lowest)
+    scores = torch.clamp(_attention_scores(q, k, scale) + attn_mask, min=torch.finfo(q.dtype).min)
     return torch.softmax(scores, dim=-1).matmul(v) * rows
 
 
