@@ -15,7 +15,8 @@ Generation models (several programs) get w8a16 (``uint16-static``) by default. T
 quantized Mamba right on the HTP, the maths unchanged: the SSD mask's -inf fill became a 0/1
 multiply (models/mamba.py), its tied head gets its own uint8 copy (`untie_head`), and every Log
 runs in fp16 under 16-bit activations (`log_islands`: the emulator's 16-bit Log returns a constant
-when its output scale is below 2^-14).
+when its output scale is below 2^-14). One rewrite serves every precision: ``Pow(x, 2)`` becomes
+``Mul(x, x)`` (`square_pows`; an RMSNorm's squares were three quarters of Mamba's emulated prefill).
 """
 
 from __future__ import annotations
@@ -104,6 +105,40 @@ def concat_inputs_share_encoding(path: Path) -> int:
             if len(readers[dq.input[0]]) == 1 and len(readers[x]) == 1:
                 q.input[1], q.input[2], dq.input[1], dq.input[2] = scale, zero, scale, zero
                 changed += 1
+    if changed:
+        onnx.save(model, str(path))
+    return changed
+
+
+def square_pows(path: Path) -> list[str]:
+    """Rewrite every ``Pow(x, 2)`` whose exponent is a constant as ``Mul(x, x)``; rewrites ``path``
+    in place (external data stays where it is) and returns the names of the nodes changed.
+
+    Why: the HTP runs Pow as a general power. In Mamba's fp32 prefill on the emulator the four
+    ``g.pow(2)`` of its gated RMSNorm (an RMSNorm's usual form, as in Llama's) took 2.43 s of the
+    program's 3.26 s by the simulator's per-op cycle counts; as ``Mul`` the program took 1.0 s
+    (RESULTS.md, #21 sixteenth session). ``x * x`` is what PyTorch computes for ``pow(x, 2)``."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    consts = {i.name: i for i in graph.initializer}
+    consts.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant"
+                   for a in n.attribute if a.name == "value"})
+
+    def is_two(name: str) -> bool:
+        t = consts.get(name)
+        if t is None or t.data_location == onnx.TensorProto.EXTERNAL:
+            return False
+        v = numpy_helper.to_array(t)
+        return v.size == 1 and float(v.reshape(-1)[0]) == 2.0
+
+    changed = []
+    for n in graph.node:
+        if n.op_type == "Pow" and not n.domain and is_two(n.input[1]):
+            n.op_type = "Mul"
+            n.input[1] = n.input[0]
+            changed.append(n.name)
     if changed:
         onnx.save(model, str(path))
     return changed
@@ -215,15 +250,17 @@ class QnnHtp(Converter):
             raise ConfigError(f"qnn-htp: unknown options {sorted(unknown)}; valid: min_npu_fraction, soc_model, "
                               "htp_arch")
         soc = {k: str(options.get(k, v)) for k, v in qnn_runtime().DEFAULT_SOC.items()}
-        files, progs, placement, epcontext, summary, details = [], {}, {}, {}, {}, {}
+        files, progs, placement, epcontext, summary, details, squared = [], {}, {}, {}, {}, {}, {}
         for name, prog in programs.items():
             stem = "model" if len(programs) == 1 else name
             model = workdir / f"{stem}.onnx"
             if quantize == "fp32":
                 files += export_onnx(prog, model)[0]
+                squared[name] = square_pows(model)
             else:
                 fp32 = workdir / f"{stem}.fp32.onnx"
                 tmp_files = export_onnx(prog, fp32)[0]
+                squared[name] = square_pows(fp32)
                 details[name] = quantize_qnn(fp32, model, quantize, input_names=prog.input_names,
                                              calibration=for_program(options.get("calibration"), name),
                                              exclude=for_program(options.get("exclude"), name) or [])
@@ -251,6 +288,9 @@ class QnnHtp(Converter):
         }
         if details:
             extra["quantization_details"] = details
+        squared = {k: v for k, v in squared.items() if v}
+        if squared:
+            extra["qnn"]["squares_as_mul"] = squared[next(iter(programs))] if single else squared
         return {"files": files, "programs": progs, "extra": extra}
 
     def placement(self, extra: dict) -> dict | None:

@@ -137,3 +137,62 @@ def test_parse_recorded_qnn_profile(tmp_path):
     runs, exec_us = parse_profile_csv(str(csv))
     assert exec_us == [118842.0, 90000.0]
     assert runs == [{"Input": 12870.0, "node_linear": 92056.0}, {"node_linear": 72631.0}]
+
+
+class RMSNormNet(torch.nn.Module):
+    """An RMSNorm as Llama writes it (``x.pow(2).mean``), a cube, and a power by a runtime tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        h = self.a(x)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)
+        return self.b(h) + 0.01 * h.pow(3) + x.abs().pow(x.abs().mean())
+
+
+def test_squares_become_multiplies_and_other_powers_stay(tmp_path):
+    import onnx
+    torch.manual_seed(0)
+    model, x = RMSNormNet().eval(), torch.randn(1, 16)
+    for scheme, kw in (("fp32", {}), ("uint16-static", {"calibration": [(torch.randn(1, 16),) for _ in range(16)]})):
+        art = edgesdk.convert(model, (x,), "qnn-htp", quantize=scheme, out_dir=tmp_path / scheme, **kw)
+        graph = onnx.load(str(art.path / "model.onnx")).graph
+        consts = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+        consts.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+                       for n in graph.node if n.op_type == "Constant"})
+        exponents = [consts.get(n.input[1]) for n in graph.node if n.op_type == "Pow"]
+        assert len(exponents) == 2 and not any(e is not None and float(e) == 2.0 for e in exponents), exponents
+        squared = art.manifest.extra["qnn"]["squares_as_mul"]
+        assert len(squared) == 1
+        assert art.verification["passed"], art.verification
+
+
+def test_square_pows_leaves_the_outputs_unchanged(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from edgesdk.converters.qnn_htp import square_pows
+    nodes = [helper.make_node("Constant", [], ["two_c"], value=numpy_helper.from_array(np.array(2.0, np.float32))),
+             helper.make_node("Pow", ["x", "two_c"], ["p1"], name="by_constant_node"),
+             helper.make_node("Pow", ["x", "two_i"], ["p2"], name="by_initializer"),
+             helper.make_node("Pow", ["x", "three"], ["p3"], name="cube"),
+             helper.make_node("Pow", ["x", "e"], ["p4"], name="by_input"),
+             helper.make_node("Sum", ["p1", "p2", "p3", "p4"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+                                           helper.make_tensor_value_info("e", TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+                              [numpy_helper.from_array(np.array([2.0], np.float32), "two_i"),
+                               numpy_helper.from_array(np.array(3.0, np.float32), "three")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    feed = {"x": np.random.default_rng(0).uniform(0.5, 2, (2, 3)).astype(np.float32), "e": np.array(2.0, np.float32)}
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert square_pows(path) == ["by_constant_node", "by_initializer"]
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    np.testing.assert_allclose(after, before, rtol=1e-6)
+    ops = {n.name: (n.op_type, list(n.input)) for n in onnx.load(str(path)).graph.node}
+    assert ops["by_constant_node"] == ("Mul", ["x", "x"]) and ops["by_initializer"] == ("Mul", ["x", "x"])
+    assert ops["cube"][0] == ops["by_input"][0] == "Pow"
+    assert square_pows(path) == []          # nothing left to do: the file is not written again
