@@ -18,6 +18,12 @@ Three phases, each printing one table:
              range given) on ONNX Runtime's CPU provider and on the HTP: max |CPU - HTP| and the
              HTP output's spread (0 = one value whatever the input). Found the emulator's 16-bit Log
              returning a constant when its output scale is below 2^-14 (`qnn_htp.log_islands`).
+``pows``     The trained students converted twice, with and without `qnn_htp.square_pows`
+             (``Pow(x, 2)`` -> ``Mul(x, x)``; switch ``SQUARE_POWS``), per ``--schemes``: conversion
+             seconds (``verify_samples=1``, ``--gate-prompts`` for the quantized gate), then per
+             program the emulator's host p50 over ``--runs`` calls (both files interleaved, 1 thread),
+             the Pow nodes' share of the simulator's cycles in the file without the rewrite, and
+             max |out(with) - out(without)| on the same inputs.
 ``npu``      The paper's comparison on the NPU: the encoder-decoder vs the equal-parameter GQA
              decoder-only model (benchmarks/encdec.py `latency_models`, random weights) at P=512,
              both converted to qnn-htp with the same scheme (``--scheme``). TTFT = encode + first
@@ -31,12 +37,14 @@ Three phases, each printing one table:
     cpu-shared python benchmarks/qnn_generation.py quality --prompts 100
     cpu-shared python benchmarks/qnn_generation.py npu --scheme uint16-static
     python benchmarks/qnn_generation.py ops
+    cpu-exclusive python benchmarks/qnn_generation.py pows --students <demo cache> --schemes fp32 uint16-static
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -279,6 +287,58 @@ def program_cost(art, prog, runs: int) -> dict:
             "us_p50": float(np.median(prof["execute_us"]))}
 
 
+def run_pows(args, log) -> list[dict]:
+    from edgesdk.converters import qnn_htp
+    from generation_quant import load_student
+    rows = []
+    for fam in args.families:
+        m, cal, held, _, _ = load_student(fam, Path(args.students))
+        for scheme in args.schemes:
+            arts, conv_s = {}, {}
+            for side in (False, True):
+                qnn_htp.SQUARE_POWS = side
+                try:
+                    t0 = time.perf_counter()
+                    out = Path(args.out) / f"pows-{'with' if side else 'without'}"
+                    shutil.rmtree(out / f"{fam}-qnn-htp-{scheme}", ignore_errors=True)  # convert afresh: timed
+                    arts[side] = convert_student(m, fam, scheme, cal, held, out, log, args.gate_prompts)
+                    conv_s[side] = time.perf_counter() - t0
+                finally:
+                    qnn_htp.SQUARE_POWS = True
+            squared = arts[True].manifest.extra["qnn"].get("squares_as_mul") or {}
+            for prog, spec in arts[False].manifest.programs.items():
+                arrays = runtime.example_inputs(list(spec.inputs), seed=0)
+                sessions = {side: runtime.load(arts[side].path, threads=1) for side in arts}
+                outs = {side: s.run(arrays, program=prog) for side, s in sessions.items()}  # also the warm-up
+                diff = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+                           for a, b in zip(outs[False], outs[True]))
+                times = {side: [] for side in sessions}
+                for r in range(args.runs):  # one call each, the order swapped every round
+                    for side in ((False, True) if r % 2 == 0 else (True, False)):
+                        t = time.perf_counter()
+                        sessions[side].run(arrays, program=prog)
+                        times[side].append(time.perf_counter() - t)
+                p50 = {side: float(np.median(t)) * 1e3 for side, t in times.items()}
+                ops = runtime.profile(arts[False].path, program=prog, warmup=1, iters=1, threads=1, per_op=True).ops
+                pow_share = sum(r["share"] for r in ops if r["op_type"] == "Pow")
+                rows.append({"student": fam, "scheme": scheme, "program": prog,
+                             "pows_rewritten": len(squared.get(prog, []) if isinstance(squared, dict) else squared),
+                             "convert_s_before": conv_s[False], "convert_s_after": conv_s[True],
+                             "p50_ms_before": p50[False], "p50_ms_after": p50[True],
+                             "pow_cycle_share_before": pow_share, "max_abs_diff": diff})
+                log(f"{fam} {scheme} {prog}: {p50[False]:.0f} -> {p50[True]:.0f} ms")
+    return rows
+
+
+def pows_table(rows, markdown: bool) -> str:
+    head = ["student", "scheme", "program", "Pow(x, 2) rewritten", "Pow share of cycles before", "p50 ms before",
+            "p50 ms after", "after / before", "convert s before / after", "max |diff|"]
+    body = [[r["student"], r["scheme"], r["program"], str(r["pows_rewritten"]), f"{r['pow_cycle_share_before']:.0%}",
+             f"{r['p50_ms_before']:.1f}", f"{r['p50_ms_after']:.1f}", f"{r['p50_ms_after'] / r['p50_ms_before']:.2f}x",
+             f"{r['convert_s_before']:.0f} / {r['convert_s_after']:.0f}", f"{r['max_abs_diff']:.1e}"] for r in rows]
+    return table(head, body, markdown)
+
+
 def run_npu(args, log) -> dict:
     import torch
     from encdec import latency_models
@@ -341,7 +401,7 @@ def npu_table(res: dict, markdown: bool, cycles_scale: bool) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Method: /work/shared/BENCHMARKING.md")
-    ap.add_argument("phase", choices=("scaling", "quality", "npu", "ops"))
+    ap.add_argument("phase", choices=("scaling", "quality", "npu", "ops", "pows"))
     ap.add_argument("--out", default="/tmp/edgesdk-qnn-generation", help="artifact folder (reused)")
     ap.add_argument("--students", default=str(ROOT / ".cache" / "edgesdk"))
     ap.add_argument("--families", nargs="+", default=["encdec", "mamba"])
@@ -372,6 +432,9 @@ def main(argv=None) -> int:
     elif args.phase == "ops":
         res = {"rows": run_ops()}
         text = ops_table(res["rows"], args.markdown)
+    elif args.phase == "pows":
+        res = {"rows": run_pows(args, log)}
+        text = pows_table(res["rows"], args.markdown)
     elif args.phase == "quality":
         res = {"rows": run_quality(args, log)}
         text = quality_table(res["rows"], args.markdown)

@@ -33,6 +33,8 @@ from edgesdk.converters.registry import Converter, register_target
 from edgesdk.runtime.errors import ConfigError, ConversionError
 
 ACTIVATIONS = {"uint8-static": "QUInt8", "uint16-static": "QUInt16"}
+# whether export runs `square_pows` (a switch for benchmarks/qnn_generation.py's "pows" before/after)
+SQUARE_POWS = True
 
 
 def quantize_qnn(src: Path, dst: Path, scheme: str, *, input_names, calibration, exclude) -> dict:
@@ -256,11 +258,11 @@ class QnnHtp(Converter):
             model = workdir / f"{stem}.onnx"
             if quantize == "fp32":
                 files += export_onnx(prog, model)[0]
-                squared[name] = square_pows(model)
+                squared[name] = square_pows(model) if SQUARE_POWS else []
             else:
                 fp32 = workdir / f"{stem}.fp32.onnx"
                 tmp_files = export_onnx(prog, fp32)[0]
-                squared[name] = square_pows(fp32)
+                squared[name] = square_pows(fp32) if SQUARE_POWS else []
                 details[name] = quantize_qnn(fp32, model, quantize, input_names=prog.input_names,
                                              calibration=for_program(options.get("calibration"), name),
                                              exclude=for_program(options.get("exclude"), name) or [])
