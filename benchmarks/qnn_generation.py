@@ -20,7 +20,8 @@ Three phases, each printing one table:
              returning a constant when its output scale is below 2^-14 (`qnn_htp.log_islands`).
 ``pows``     The trained students converted twice, with and without `qnn_htp.square_pows`
              (``Pow(x, 2)`` -> ``Mul(x, x)``; switch ``SQUARE_POWS``), per ``--schemes``: conversion
-             seconds (``verify_samples=1``, ``--gate-prompts`` for the quantized gate), then per
+             seconds (``verify_samples=1``, ``--gate-prompts`` for the quantized gate; after one warm-up
+             conversion, the side converted first alternating by scheme), then per
              program the emulator's host p50 over ``--runs`` calls (both files interleaved, 1 thread),
              the Pow nodes' share of the simulator's cycles in the file without the rewrite, and
              max |out(with) - out(without)| on the same inputs.
@@ -290,12 +291,14 @@ def program_cost(art, prog, runs: int) -> dict:
 def run_pows(args, log) -> list[dict]:
     from edgesdk.converters import qnn_htp
     from generation_quant import load_student
+    from export_provenance import _warm
+    _warm("qnn-htp", "fp32")  # the process's first conversion imports the exporter: not inside either timed side
     rows = []
     for fam in args.families:
         m, cal, held, _, _ = load_student(fam, Path(args.students))
-        for scheme in args.schemes:
+        for i, scheme in enumerate(args.schemes):
             arts, conv_s = {}, {}
-            for side in (False, True):
+            for side in ((False, True) if i % 2 == 0 else (True, False)):  # which side converts first alternates
                 qnn_htp.SQUARE_POWS = side
                 try:
                     t0 = time.perf_counter()

@@ -71,9 +71,10 @@ def layer_norm_as_mean(x, normalized_shape, weight=None, bias=None, eps: float =
     2026-12-04): decomposing norms 0-12, 9-13, 12-17 or 14-17 runs, 9-17 or all 18 crash, also with
     (1, rows, n, 1) views or sqrt and div for rsqrt; a 128-row stack of linears and norms alone runs.
     It seems to depend on how much of the graph one delegate call holds rather than on one norm.
-    Still so as matmuls (2026-12-05): the mean as ``bmm`` with a (1, n, 1) column of 1/n (a ``full``)
-    gave DeiT-tiny's fp32 program 14 -> 6 delegate calls and 0.87x the time, and crashed the trained
-    Mamba's prefill with all 9 norms decomposed (any 4 or 5 of them ran). Not kept."""
+    Still so as matmuls (2026-12-05, an ad-hoc trial whose code was not kept): the mean as ``bmm`` with
+    a (1, n, 1) column of 1/n (a ``full``) gave DeiT-tiny's fp32 program 14 -> 6 delegate calls and
+    0.87x the time, and crashed the trained Mamba's prefill with all 9 norms decomposed (any 4 or 5 of
+    them ran)."""
     import math
     if math.prod(x.shape[:-len(normalized_shape)]) > 1:
         return torch.ops.aten.native_layer_norm.default(x, normalized_shape, weight, bias, eps)[0]

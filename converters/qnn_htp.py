@@ -117,9 +117,9 @@ def square_pows(path: Path) -> list[str]:
     in place (external data stays where it is) and returns the names of the nodes changed.
 
     Why: the HTP runs Pow as a general power. In Mamba's fp32 prefill on the emulator the four
-    ``g.pow(2)`` of its gated RMSNorm (an RMSNorm's usual form, as in Llama's) took 2.43 s of the
-    program's 3.26 s by the simulator's per-op cycle counts; as ``Mul`` the program took 1.0 s
-    (RESULTS.md, #21 sixteenth session). ``x * x`` is what PyTorch computes for ``pow(x, 2)``."""
+    ``g.pow(2)`` of its gated RMSNorm (an RMSNorm's usual form, as in Llama's) took 75% of the
+    simulator's cycles in a 3.2 s program; as ``Mul`` the program took 1.0 s (RESULTS.md, #21
+    sixteenth session). ``x * x`` is what PyTorch computes for ``pow(x, 2)``."""
     import onnx
     from onnx import numpy_helper
     model = onnx.load(str(path), load_external_data=False)
