@@ -10,6 +10,13 @@ crash is a row, not the end of the run. ``--drop`` lowers it again with one part
 (ExecuTorch's ``ALL_PARTITIONER_CONFIGS`` names) left out each time.
 
     PYTHONPATH=. python benchmarks/xnnpack_mamba_crash.py --layers 1 2 --drop SliceCopyConfig BMMConfig CatConfig --markdown
+
+Cause, found the same day: the SSD's constant triangle is both a linear's weight (XNNPACK packs it and
+ExecuTorch releases the original bytes) and read directly by slices and multiplies in the same
+delegate, which then read freed memory. The converter now gives such readers their own copy
+(`executorch_xnnpack.unshare_packed_constants`); ``--without-copy`` lowers each program both ways:
+
+    PYTHONPATH=. python benchmarks/xnnpack_mamba_crash.py --layers 1 2 4 --without-copy --markdown
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ print("shapes", [tuple(o.shape) for o in out])
 """
 
 
-def prefill_runs(layers: int, d_model: int, prompt: int, drop: str | None, tmp: Path) -> tuple[str, int]:
-    """(outcome, delegate calls) of the prefill of a random-weight student lowered without ``drop``."""
+def prefill_runs(layers: int, d_model: int, prompt: int, drop: str | None, tmp: Path,
+                 copy: bool = True) -> tuple[str, int]:
+    """(outcome, delegate calls) of the prefill of a random-weight student lowered without ``drop``
+    (``copy`` False: without `unshare_packed_constants`)."""
     import torch
     from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -48,8 +57,14 @@ def prefill_runs(layers: int, d_model: int, prompt: int, drop: str | None, tmp: 
                           chunk_size=min(64, prompt), prompt_lengths=(prompt,))).eval()
     prog = next(p for p in collect(m, None) if p.name == "prefill")
     configs = [c for c in ALL_PARTITIONER_CONFIGS if c.__name__ != drop]
-    pte, report = xnn.lower({"prefill": prog}, [XnnpackPartitioner(configs=configs)], False,
-                            xnn.xnnpack_decompositions(), [xnn.delegable_views])
+    unshare = xnn.unshare_packed_constants
+    if not copy:
+        xnn.unshare_packed_constants = lambda ep: []
+    try:
+        pte, report = xnn.lower({"prefill": prog}, [XnnpackPartitioner(configs=configs)], False,
+                                xnn.xnnpack_decompositions(), [xnn.delegable_views])
+    finally:
+        xnn.unshare_packed_constants = unshare
     (tmp / "p.pte").write_bytes(pte)
     torch.save(list(prog.example_inputs), tmp / "in.pt")
     r = subprocess.run([sys.executable, "-c", RUN, str(tmp / "p.pte"), str(tmp / "in.pt")], capture_output=True,
@@ -66,16 +81,22 @@ def main(argv=None) -> int:
     ap.add_argument("--d-model", type=int, default=32)
     ap.add_argument("--prompt", type=int, default=16)
     ap.add_argument("--drop", nargs="*", default=[], help="partitioner configs to leave out, one at a time")
+    ap.add_argument("--without-copy", action="store_true",
+                    help="also lower each program without unshare_packed_constants (the converter before the fix)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for layers in args.layers:
             for drop in [None] + args.drop:
-                outcome, calls = prefill_runs(layers, args.d_model, args.prompt, drop, Path(tmp))
-                rows.append([str(layers), str(args.d_model), str(args.prompt), drop or "-", str(calls), outcome])
-                print(f"# layers {layers}, without {drop or '-'}: {outcome}", file=sys.stderr, flush=True)
-    print(table(["layers", "d_model", "prompt", "config left out", "delegated subgraphs", "prefill"], rows, args.markdown))
+                for copy in [True] + ([False] if args.without_copy else []):
+                    outcome, calls = prefill_runs(layers, args.d_model, args.prompt, drop, Path(tmp), copy)
+                    rows.append([str(layers), str(args.d_model), str(args.prompt), drop or "-",
+                                 "yes" if copy else "no", str(calls), outcome])
+                    print(f"# layers {layers}, without {drop or '-'}, copy {copy}: {outcome}", file=sys.stderr,
+                          flush=True)
+    print(table(["layers", "d_model", "prompt", "config left out", "constant copied", "delegated subgraphs", "prefill"],
+                rows, args.markdown))
     return 0
 
 

@@ -113,6 +113,58 @@ def pow_as_mul(ep) -> int:
     return done
 
 
+# ops whose constant operands XNNPACK packs into its own weight layout when the program loads
+_PACKS_CONSTANTS = {torch.ops.aten.linear.default, torch.ops.aten.convolution.default, torch.ops.aten.conv1d.default,
+                    torch.ops.aten.conv2d.default, torch.ops.aten.addmm.default, torch.ops.aten.mm.default,
+                    torch.ops.aten.bmm.default, torch.ops.aten.matmul.default}
+# ops that run outside the XNNPACK delegate: ExecuTorch's partitioner already gives those their own copy
+_OUTSIDE_XNNPACK = {torch.ops.aten.embedding.default}
+
+
+def unshare_packed_constants(ep) -> list[str]:
+    """Give the other readers of a constant that a matmul or convolution also reads (its weight) a
+    copy of their own; returns the constants copied.
+
+    Inside one XNNPACK delegate such a constant is packed for the matmul and its original bytes are
+    released after loading, while an op reading it directly (a slice, a multiply) keeps pointing at
+    them: ExecuTorch 1.5.1 then reads freed memory. ``linear(x, c) * c[:2]`` crashes the process
+    (SIGSEGV in XNNPACK's copy kernel); the 1-layer Mamba student's prefill did (the SSD's triangle
+    is both a cumulative-sum weight and a mask), and the larger students read freed memory that
+    happened to hold the same values (benchmarks/xnnpack_mamba_crash.py). A copy costs the
+    constant's bytes once (the Mamba student's 64 x 64 triangle: 16 KiB)."""
+    from torch._export.utils import get_buffer, get_lifted_tensor_constant, get_param
+    from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
+    g = ep.graph_module.graph
+    specs = list(ep.graph_signature.input_specs)
+    placeholders = [n for n in g.nodes if n.op == "placeholder"]
+    copied = []
+    for node in placeholders:
+        value = get_param(ep, node)
+        value = get_buffer(ep, node) if value is None else value
+        value = get_lifted_tensor_constant(ep, node) if value is None else value
+        if value is None:
+            continue
+        packed = [u for u in node.users if u.op == "call_function" and u.target in _PACKS_CONSTANTS]
+        direct = [u for u in node.users if u not in packed
+                  and not (u.op == "call_function" and u.target in _OUTSIDE_XNNPACK)]
+        if not packed or not direct:
+            continue
+        name = f"{node.name}_unpacked"
+        with g.inserting_before(node):
+            twin = g.placeholder(name)
+        twin.meta = dict(node.meta)
+        for u in direct:
+            u.replace_input_with(node, twin)
+        ep.constants[name] = value.detach().clone()
+        specs.insert(placeholders.index(node) + len(copied),
+                     InputSpec(kind=InputKind.CONSTANT_TENSOR, arg=TensorArgument(name=name), target=name))
+        copied.append(node.name)
+    if copied:
+        ep.graph_signature.input_specs = specs
+        ep.graph_module.recompile()
+    return copied
+
+
 def _same_shape(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether two (fake) tensors have the same shape; a symbolic size matches only the same expression."""
     return [str(d) for d in a.shape] == [str(d) for d in b.shape]
@@ -181,10 +233,15 @@ def lower(programs, partitioners, caller_owned_inputs: bool = False,
            for name, p in programs.items()}
     if decompositions:
         eps = {name: ep.run_decompositions(decompositions) for name, ep in eps.items()}
-    for ep in eps.values():
+    unshared = {}
+    for name, ep in eps.items():
         pow_as_mul(ep)
+        unshared[name] = unshare_packed_constants(ep)
     edge = to_edge_transform_and_lower(eps, transform_passes=passes or None, partitioner=partitioners)
     report = {name: delegation_report(edge, name) for name in eps}
+    for name, copied in unshared.items():
+        if copied:
+            report[name]["constants_copied_for_unpacked_reads"] = copied
     config = ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=not caller_owned_inputs))
     return edge.to_executorch(config).buffer, report
 

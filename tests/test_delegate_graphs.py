@@ -82,6 +82,53 @@ def test_int8_leaves_the_ssd_triangle_linears_float():
     assert len(kept) == 3 * 2 and all(n.args[1].target.endswith("lower") for n in linears if n.name in kept)
 
 
+class _TriangleTwice(torch.nn.Module):
+    """A constant that is both a matmul weight and read directly, as the SSD's triangle is."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("tri", torch.ones(16, 16).tril(), persistent=False)
+
+    def forward(self, x):                                                        # (2, 16)
+        return F.linear(x, self.tri) * self.tri.narrow(0, 0, 2)
+
+
+_RUN_PTE = """
+import sys, numpy as np, torch
+from executorch.extension.pybindings.portable_lib import _load_for_executorch
+out = _load_for_executorch(sys.argv[1]).run_method("forward", (torch.from_numpy(np.load(sys.argv[2])),))
+np.save(sys.argv[3], out[0].numpy())
+"""
+
+
+@pytest.mark.parametrize("unshare", [True, False])
+def test_a_constant_packed_as_a_weight_and_read_directly_runs(unshare, tmp_path, monkeypatch):
+    """ExecuTorch's XNNPACK delegate packs a matmul's constant weight and releases the original bytes,
+    which another op of the same delegate still reads: ``linear(x, c) * c[:2]`` ended the process
+    (SIGSEGV). `unshare_packed_constants` gives the direct reader its own copy. Run in a child process,
+    so that the crash the pass prevents is a failed assertion here."""
+    import subprocess
+    import sys
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from edgesdk.converters import executorch_xnnpack as xnn
+    from edgesdk.converters.programs import collect
+    if not unshare:
+        monkeypatch.setattr(xnn, "unshare_packed_constants", lambda ep: [])
+    m, x = _TriangleTwice().eval(), torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    pte, report = xnn.lower({"forward": next(iter(collect(m, (x,))))}, [XnnpackPartitioner()])
+    assert report["forward"]["delegated_subgraphs"] == 1
+    (tmp_path / "m.pte").write_bytes(pte)
+    np.save(tmp_path / "x.npy", x.numpy())
+    r = subprocess.run([sys.executable, "-c", _RUN_PTE, str(tmp_path / "m.pte"), str(tmp_path / "x.npy"),
+                        str(tmp_path / "y.npy")], capture_output=True, text=True, timeout=300)
+    if not unshare:  # what the pass is for (the test fails if ExecuTorch stops releasing the bytes)
+        assert r.returncode != 0, "ExecuTorch no longer reads the released constant: the copy can go"
+        return
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert report["forward"]["constants_copied_for_unpacked_reads"] == ["b_tri"]
+    assert np.allclose(np.load(tmp_path / "y.npy"), m(x).numpy(), atol=1e-5)
+
+
 class _FusedQkvAttention(torch.nn.Module):
     """A transformer layer as users write it: one QKV projection split in three, 4-D matmuls."""
 
