@@ -18,12 +18,14 @@ fully-masked-row guard runs on the portable kernels. ``--rewrite masked-attentio
 `executorch_xnnpack.bool_masked_attention` (``BOOL_MASKED_ATTENTION`` off / on), a boolean-masked one with
 that guard computed on the mask instead of the scores. ``--rewrite float-masked-attention``:
 `executorch_xnnpack.float_masked_attention` (``FLOAT_MASKED_ATTENTION`` off / on), the same for an additive
-float mask (T5's position bias).
+float mask (T5's position bias). ``--rewrite norms``: `executorch_xnnpack.layer_norm_as_mean` on norms over
+several rows too (``MULTI_ROW_NORMS`` off / on; single-row norms are decomposed either way).
 
     PYTHONPATH=. python benchmarks/xnnpack_views.py --models decoder,encdec,bert-tiny --out /tmp/xv
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite attention --models whisper-tiny-encoder --out /tmp/xa
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite masked-attention --models bert-tiny --out /tmp/xm
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite float-masked-attention --models t5-tiny --out /tmp/xf
+    PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite norms --models mamba,encdec,deit-tiny --out /tmp/xn
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
 
 TARGET = "executorch-xnnpack"
 SWITCHES = {"views": "DELEGABLE_VIEWS", "attention": "UNMASKED_ATTENTION", "masked-attention": "BOOL_MASKED_ATTENTION",
-            "float-masked-attention": "FLOAT_MASKED_ATTENTION"}  # the converter's module switches
+            "float-masked-attention": "FLOAT_MASKED_ATTENTION", "norms": "MULTI_ROW_NORMS"}  # the converter's switches
 
 
 def build(name: str):
@@ -60,6 +62,12 @@ def build(name: str):
     if name == "encdec":
         from edgesdk.models.encdec import EncDec
         return EncDec().eval(), None, {"prompt_lengths": [32, 64]}
+    if name == "mamba":  # the demo's student before training (initialised from the shipped teacher)
+        from edgesdk.models.mamba import Mamba
+        from edgesdk.models.teachers import load_teacher
+        m = Mamba.from_teacher(load_teacher("decoder")).eval()
+        m.cfg.prompt_lengths = (128,)
+        return m, None, {}
     from benchmarks.zoo_models import build as zoo_build
     return zoo_build(name)
 

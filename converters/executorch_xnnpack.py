@@ -54,6 +54,14 @@ def outside_delegate(not_delegated: dict, total: int) -> list[dict]:
     return sorted(rows, key=lambda r: -r["count"])
 
 
+# whether `layer_norm_as_mean` also decomposes norms over several rows. Off: it runs without the crash
+# (below) now, but measured slower than the portable kernel's fused norm on every model tried, though
+# with fewer delegate calls (fp32 after/before, 6 interleaved rounds, 2 threads: Mamba prefill 0.99x at 9 -> 2
+# calls, encdec encode 1.05-1.09x at 9 -> 1, DeiT 1.02x, BERT-tiny 1.13x, Whisper-tiny encoder 1.06x, GPT-2
+# 1.23x, MobileViT 1.09x; benchmarks/xnnpack_views.py --rewrite norms, RESULTS.md "#17/#21, seventeenth session")
+MULTI_ROW_NORMS = False
+
+
 def layer_norm_as_mean(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5, cudnn_enable=True):
     """``aten.layer_norm`` as means over a (rows, 1, n, 1) view: the same maths in ops XNNPACK takes.
 
@@ -62,21 +70,14 @@ def layer_norm_as_mean(x, normalized_shape, weight=None, bias=None, eps: float =
     graph at every norm (the Mamba student's step: 37 delegate calls before, 2 with this and its
     graph written for the delegate).
 
-    Only for a single row (a generation step's norms, a final norm on the last position): with the
-    Mamba prefill's (1, 128, 128) norms decomposed the same way, the lowered program crashed the
-    XNNPACK runtime (SIGSEGV in the pybinding's method call; a LayerNorm between two linears alone
-    runs; a 1-layer student's prefill crashes with no norm decomposed at all, a separate fault:
-    benchmarks/xnnpack_mamba_crash.py). Norms over several rows stay whole (on the
-    portable kernels) until that is isolated. Narrowed on the demo-size Mamba's prefill (18 norms, 32 rows;
-    2026-12-04): decomposing norms 0-12, 9-13, 12-17 or 14-17 runs, 9-17 or all 18 crash, also with
-    (1, rows, n, 1) views or sqrt and div for rsqrt; a 128-row stack of linears and norms alone runs.
-    It seems to depend on how much of the graph one delegate call holds rather than on one norm.
-    Still so as matmuls (2026-12-05, an ad-hoc trial whose code was not kept): the mean as ``bmm`` with
-    a (1, n, 1) column of 1/n (a ``full``) gave DeiT-tiny's fp32 program 14 -> 6 delegate calls and
-    0.87x the time, and crashed the trained Mamba's prefill with all 9 norms decomposed (any 4 or 5 of
-    them ran)."""
+    Norms over several rows stay whole unless ``MULTI_ROW_NORMS`` (measured slower; see there).
+    Decomposed, the Mamba prefill's had crashed the XNNPACK runtime once enough of the graph fell into
+    one delegate call; the cause was not the norms but the SSD's triangle, both a linear weight and a
+    mask in that call, read after ExecuTorch had released it (`unshare_packed_constants` fixes it:
+    with every norm decomposed the demo-size student's prefill runs, 9 -> 2 delegate calls, outputs
+    within 4.8e-06 of the whole norms'; benchmarks/xnnpack_views.py --rewrite norms)."""
     import math
-    if math.prod(x.shape[:-len(normalized_shape)]) > 1:
+    if not MULTI_ROW_NORMS and math.prod(x.shape[:-len(normalized_shape)]) > 1:
         return torch.ops.aten.native_layer_norm.default(x, normalized_shape, weight, bias, eps)[0]
     n = math.prod(normalized_shape)
     rows = x.reshape(-1, 1, n, 1)                                             # (rows, 1, n, 1)

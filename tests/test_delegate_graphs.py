@@ -51,6 +51,16 @@ def test_layer_norm_as_mean_is_layer_norm(bias):
     assert torch.equal(layer_norm_as_mean(x3, [48], w, b, 1e-5), F.layer_norm(x3, (48,), w, b, 1e-5))
 
 
+def test_layer_norm_as_mean_over_several_rows_when_switched_on(monkeypatch):
+    from edgesdk.converters import executorch_xnnpack as xnn
+    monkeypatch.setattr(xnn, "MULTI_ROW_NORMS", True)
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(2, 5, 48, generator=g) * 3 + 1, torch.randn(48, generator=g), torch.randn(48, generator=g)
+    got = xnn.layer_norm_as_mean(x, [48], w, b, 1e-5)
+    assert got.shape == x.shape and not torch.equal(got, F.layer_norm(x, (48,), w, b, 1e-5))  # decomposed
+    assert torch.allclose(got, F.layer_norm(x, (48,), w, b, 1e-5), atol=1e-5)
+
+
 def test_pow_as_mul_rewrites_squares_and_cubes_only():
     """XNNPACK has no pow: phi-tiny's tanh-GELU cube ran on the portable kernel (its int8-dynamic program
     4.24x fp32; 0.58x once written as multiplications). x ** 2 and x ** 3 become muls, the same maths;
