@@ -25,7 +25,7 @@ several rows too (``MULTI_ROW_NORMS`` off / on; single-row norms are decomposed 
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite attention --models whisper-tiny-encoder --out /tmp/xa
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite masked-attention --models bert-tiny --out /tmp/xm
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite float-masked-attention --models t5-tiny --out /tmp/xf
-    PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite norms --models mamba,encdec,deit-tiny --out /tmp/xn
+    PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite norms --models mamba,encdec,deit_tiny_patch16_224 --out /tmp/xn
 """
 
 from __future__ import annotations

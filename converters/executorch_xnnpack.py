@@ -130,8 +130,8 @@ def unshare_packed_constants(ep) -> list[str]:
     released after loading, while an op reading it directly (a slice, a multiply) keeps pointing at
     them: ExecuTorch 1.5.1 then reads freed memory. ``linear(x, c) * c[:2]`` crashes the process
     (SIGSEGV in XNNPACK's copy kernel); the 1-layer Mamba student's prefill did (the SSD's triangle
-    is both a cumulative-sum weight and a mask), and the larger students read freed memory that
-    happened to hold the same values (benchmarks/xnnpack_mamba_crash.py). A copy costs the
+    is both a cumulative-sum weight and a mask; the 2- and 4-layer students ran, whether or not they
+    read released bytes: benchmarks/xnnpack_mamba_crash.py). A copy costs the
     constant's bytes once (the Mamba student's 64 x 64 triangle: 16 KiB)."""
     from torch._export.utils import get_buffer, get_lifted_tensor_constant, get_param
     from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
