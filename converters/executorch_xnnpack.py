@@ -234,10 +234,14 @@ def lower(programs, partitioners, caller_owned_inputs: bool = False,
            for name, p in programs.items()}
     if decompositions:
         eps = {name: ep.run_decompositions(decompositions) for name, ep in eps.items()}
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    # only XNNPACK releases a packed weight's bytes; on Vulkan the copy broke the lowering (the delegate's
+    # original program lists the copy, which to_executorch's re-trace cannot find: every Mamba student failed)
+    unshare = any(isinstance(p, XnnpackPartitioner) for p in partitioners)
     unshared = {}
     for name, ep in eps.items():
         pow_as_mul(ep)
-        unshared[name] = unshare_packed_constants(ep)
+        unshared[name] = unshare_packed_constants(ep) if unshare else []
     edge = to_edge_transform_and_lower(eps, transform_passes=passes or None, partitioner=partitioners)
     report = {name: delegation_report(edge, name) for name in eps}
     for name, copied in unshared.items():

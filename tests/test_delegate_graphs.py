@@ -139,6 +139,23 @@ def test_a_constant_packed_as_a_weight_and_read_directly_runs(unshare, tmp_path,
     assert np.allclose(np.load(tmp_path / "y.npy"), m(x).numpy(), atol=1e-5)
 
 
+def test_vulkan_lowers_a_mamba_prefill_without_the_xnnpack_only_copy():
+    """The copy `unshare_packed_constants` makes is for XNNPACK (its delegate releases packed bytes); on
+    Vulkan it broke the lowering: to_executorch's re-trace of the delegate looked for the copy as a
+    buffer, and every Mamba student of two layers or more failed to convert (the demo's Mamba Vulkan
+    row). Vulkan lowers without it."""
+    from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
+    from edgesdk.converters import executorch_xnnpack as xnn
+    from edgesdk.converters.programs import collect
+    torch.manual_seed(0)
+    m = Mamba(MambaConfig(d_model=32, n_layers=2, n_heads=2, head_dim=16, d_state=8, n_groups=2, chunk_size=16,
+                          prompt_lengths=(40,))).eval()
+    prefill = next(p for p in collect(m, None) if p.name.startswith("prefill"))
+    pte, report = xnn.lower({"prefill": prefill}, [VulkanPartitioner({"force_fp16": True})])
+    assert len(pte) > 0 and report["prefill"]["delegated_subgraphs"] >= 1
+    assert "constants_copied_for_unpacked_reads" not in report["prefill"]
+
+
 class _FusedQkvAttention(torch.nn.Module):
     """A transformer layer as users write it: one QKV projection split in three, 4-D matmuls."""
 
