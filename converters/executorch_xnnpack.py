@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import operator
 
 import torch
@@ -219,6 +220,60 @@ def delegable_views(gm: torch.fx.GraphModule):
 DELEGABLE_VIEWS = True
 
 
+# whether `lower` lets XNNPACK's preprocess skip re-tracing a graph that a pass left unchanged (a switch for
+# benchmarks/xnnpack_lowering.py's "before"; the .pte is byte-identical either way)
+SKIP_UNCHANGED_RETRACES = True
+
+
+def _graph_key(gm: torch.fx.GraphModule) -> list:
+    return [(n, n.op, n.target, n.args, n.kwargs) for n in gm.graph.nodes]
+
+
+def _unchanged(gm: torch.fx.GraphModule, key: list) -> bool:
+    try:
+        return _graph_key(gm) == key
+    except RuntimeError:  # an argument compared as a tensor: count it as changed
+        return False
+
+
+@contextlib.contextmanager
+def retrace_changed_graphs_only():
+    """While lowering: XNNPACK's preprocess runs 17 passes on every partition, and most of them end by
+    re-tracing the whole partition with fake tensors (ExportPass.call), which only refreshes node
+    metadata after their own edits, whether or not they edited anything. Inside this context that
+    re-trace is skipped when the pass changed no node (same nodes, targets and arguments as when it
+    started). Passes whose re-trace is itself the rewrite (they override ExportPass's per-node
+    hooks, e.g. ConstPropPass, DimOrderOpsRevertPass) always run it. Yields {"skipped", "retraced"}.
+
+    Measured: benchmarks/xnnpack_lowering.py (the .pte bytes identical with and without)."""
+    from executorch.backends.xnnpack import _passes as xnnpack_passes
+    from executorch.exir.pass_base import ExportPass, PassResult
+    hooks = [h for h in dir(ExportPass) if h.startswith("call_") or h in ("placeholder", "output")]
+    counts = {"skipped": 0, "retraced": 0}
+    retrace, transform = ExportPass.call, xnnpack_passes._transform
+
+    def refresh_only(cls) -> bool:
+        return cls.call is not retrace and all(getattr(cls, h) is getattr(ExportPass, h) for h in hooks)
+
+    def transform_noting_the_graph(ep, p, **kw):
+        if refresh_only(type(p)):
+            p._edgesdk_graph_before = _graph_key(ep.graph_module)
+        return transform(ep, p, **kw)
+
+    def call(self, gm):
+        before = self.__dict__.pop("_edgesdk_graph_before", None)
+        if before is not None and _unchanged(gm, before):
+            counts["skipped"] += 1
+            return PassResult(gm, False)
+        counts["retraced"] += 1
+        return retrace(self, gm)
+    ExportPass.call, xnnpack_passes._transform = call, transform_noting_the_graph
+    try:
+        yield counts
+    finally:
+        ExportPass.call, xnnpack_passes._transform = retrace, transform
+
+
 def lower(programs, partitioners, caller_owned_inputs: bool = False,
           decompositions: dict | None = None, passes: list | None = None) -> tuple[bytes, dict]:
     """torch.export every program, lower with the given partitioners, return (pte bytes, report).
@@ -237,12 +292,13 @@ def lower(programs, partitioners, caller_owned_inputs: bool = False,
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     # only XNNPACK releases a packed weight's bytes; on Vulkan the copy broke the lowering (the delegate's
     # original program lists the copy, which to_executorch's re-trace cannot find: every Mamba student failed)
-    unshare = any(isinstance(p, XnnpackPartitioner) for p in partitioners)
+    xnnpack = any(isinstance(p, XnnpackPartitioner) for p in partitioners)
     unshared = {}
     for name, ep in eps.items():
         pow_as_mul(ep)
-        unshared[name] = unshare_packed_constants(ep) if unshare else []
-    edge = to_edge_transform_and_lower(eps, transform_passes=passes or None, partitioner=partitioners)
+        unshared[name] = unshare_packed_constants(ep) if xnnpack else []
+    with retrace_changed_graphs_only() if xnnpack and SKIP_UNCHANGED_RETRACES else contextlib.nullcontext():
+        edge = to_edge_transform_and_lower(eps, transform_passes=passes or None, partitioner=partitioners)
     report = {name: delegation_report(edge, name) for name in eps}
     for name, copied in unshared.items():
         if copied:

@@ -5,6 +5,9 @@ gather, cumsum, squeeze, non-trailing unsqueeze, layer norm), and each piece is 
 blob and call; Vulkan refuses tensors of rank > 4. The Mamba student's programs went from 37 + 37
 XNNPACK delegate calls to 9 + 2 when written without them (benchmarks/xnnpack_lowering.py)."""
 
+import contextlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -283,3 +286,46 @@ def test_float_masked_attention_gives_safe_softmax_values_and_leaves_the_rest_to
     for kw in ({"attn_mask": None}, {"attn_mask": mask.bool()}, {"attn_mask": mask, "is_causal": True},
                {"attn_mask": mask, "dropout_p": 0.1}, {"attn_mask": mask, "enable_gqa": True}):
         assert float_masked_attention(q, k, v, **kw) is NotImplemented, kw
+
+
+class _ConvBnCatHead(torch.nn.Module):
+    """What XNNPACK's preprocess passes rewrite: conv + batch norm + ReLU (fused), a concatenation, a
+    linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(3, 8, 1)
+        self.bn, self.head = torch.nn.BatchNorm2d(16), torch.nn.Linear(16, 10)
+
+    def forward(self, x):                                                        # (1, 3, 16, 16)
+        y = torch.relu(self.bn(torch.cat([self.a(x), self.b(x)], dim=1)))
+        return self.head(y.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("scheme", ["fp32", pytest.param("int8-static", marks=pytest.mark.slow)])  # int8: ~35 s
+def test_skipping_unchanged_retraces_leaves_the_pte_byte_identical(scheme, monkeypatch):
+    """`retrace_changed_graphs_only` skips the fake-tensor re-trace that XNNPACK's preprocess passes run
+    after changing nothing: some re-traces are skipped, some (the passes that changed the graph) still
+    run, and the `.pte` is the same bytes as with every re-trace."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from edgesdk.converters import executorch_xnnpack as xnn
+    from edgesdk.converters.programs import collect
+    counts, context = [], xnn.retrace_changed_graphs_only
+
+    @contextlib.contextmanager
+    def counted():
+        with context() as c:
+            yield c
+        counts.append(dict(c))
+    monkeypatch.setattr(xnn, "retrace_changed_graphs_only", counted)
+    torch.manual_seed(0)
+    m, x = _ConvBnCatHead().eval(), torch.randn(1, 3, 16, 16)
+    if scheme == "int8-static":
+        m = xnn.pt2e_quantize(next(iter(collect(m, (x,)))), xnn.xnnpack_quantizer(scheme, set()),
+                              [(torch.randn(1, 3, 16, 16),) for _ in range(4)])
+    pte = {}
+    for skip in (True, False):
+        monkeypatch.setattr(xnn, "SKIP_UNCHANGED_RETRACES", skip)
+        pte[skip], _ = xnn.lower({"forward": next(iter(collect(m, (x,))))}, [XnnpackPartitioner()])
+    assert len(counts) == 1 and counts[0]["skipped"] > 0 and counts[0]["retraced"] > 0, counts
+    assert pte[True] == pte[False]
