@@ -6,7 +6,6 @@ blob and call; Vulkan refuses tensors of rank > 4. The Mamba student's programs 
 XNNPACK delegate calls to 9 + 2 when written without them (benchmarks/xnnpack_lowering.py)."""
 
 import contextlib
-from pathlib import Path
 
 import numpy as np
 import pytest
