@@ -158,6 +158,25 @@ def test_gate_rejects_and_reports(tmp_path):
         pipeline(cfg, progress=False)
 
 
+def test_deploy_strict_exits_2_naming_the_rejected_artifact_and_keeps_the_report(tmp_path):
+    """`edgesdk deploy --strict` (and `edgesdk demo` by default, through the same check) exits 2 and
+    names each artifact it did not deliver, after writing the lockfile; without it the run exits 0."""
+    cfg = {"model": {"source": f"{THIS}:build_vector", "name": "vec"}, "targets": ["onnx-cpu"],
+           "quantize": {"schemes": ["fp32", "int8-dynamic"], "max_drop": 0.0},
+           "profile": {"warmup": 1, "iters": 5, "per_op": False},
+           "output": {"dir": str(tmp_path / "out"), "cache": str(tmp_path / "cache"), "report": False}}
+    path = tmp_path / "deploy.json"
+    path.write_text(json.dumps(cfg))
+    lenient = cli_in_process("deploy", str(path), "--quiet")
+    assert lenient.returncode == 0, lenient.stderr
+    strict = cli_in_process("deploy", str(path), "--quiet", "--strict")
+    assert strict.returncode == 2
+    assert "1 artifact(s) not delivered (--strict): vec/onnx-cpu/int8-dynamic (rejected: " in strict.stderr
+    assert "exceeds max_drop 0" in strict.stderr and "vec/onnx-cpu/fp32" not in strict.stderr
+    rows = {r["scheme"]: r["status"] for r in json.loads((tmp_path / "out" / "results.json").read_text())["artifacts"]}
+    assert rows == {"fp32": "ok", "int8-dynamic": "rejected"}
+
+
 def test_distill_cache_hit_second_run(tmp_path):
     """Family mlp with the user's teacher and features: trained once, reused the second time
     (content-addressed, safetensors only), conversions reused too; a config change retrains."""
