@@ -277,9 +277,11 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
     emulated_generation = "generation" in art.manifest.extra and row.runs in EMULATED_RUNS
     if emulated_generation:
         # an emulated device (the NPU emulator, a software GPU) runs one generation in ~0.5-5 s of
-        # host time and its latency is not the device's: three whole generations after one warm-up,
-        # on one thread (no sweep)
-        warmup, iters, threads = 1, min(iters, 3), 1
+        # host time and its latency is not the device's: three whole generations on one thread (no
+        # sweep), after the cold first run and no further warm-up (the four demo rows on the HTP
+        # emulator: 84.3 -> 71.4 s of profiling, p50s within their round-to-round spread;
+        # benchmarks/emulated_profile.py, RESULTS.md "#21, nineteenth session")
+        warmup, iters, threads = 0, min(iters, 3), 1
     programs = e.profile_programs or [None]
     reps = {}
     for prog in programs:
