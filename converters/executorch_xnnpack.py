@@ -465,6 +465,20 @@ def kept_float_by_rule(gm: torch.fx.GraphModule, depthwise_above: int | None = N
                                             or _large_depthwise(n, depthwise_above))}
 
 
+# whether the int8 quantizer skips XNNPACKQuantizer's conv-batch-norm annotators on a graph with no convolution:
+# they build their pattern graphs with 12 strict exports on every call, and cannot match there (an int8-static
+# conversion of the demo's mlp-256 shape: 5.3 -> 2.5 s, same .pte bytes; benchmarks/xnnpack_static_annotate.py,
+# RESULTS.md "#21, nineteenth session")
+SKIP_CONV_BN_WITHOUT_CONVS = True
+
+
+def _has_conv(gm: torch.fx.GraphModule) -> bool:
+    """Whether any node calls a convolution (any aten op whose name says conv: the conv-bn patterns'
+    conv1d / conv2d / conv_transpose, and `convolution` itself)."""
+    return any(n.op == "call_function" and "conv" in str(getattr(n.target, "__name__", n.target))
+               for n in gm.graph.nodes)
+
+
 def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
     """XNNPACKQuantizer (per-channel symmetric int8) that leaves the `exclude` modules in float.
 
@@ -493,6 +507,21 @@ def xnnpack_quantizer(scheme: str, exclude, *, qat: bool = False):
                                                    or node.name in self.skip_nodes or node.name in constants):
                     node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
             return super().annotate(model)
+
+        def _annotate_all_patterns(self, model, quantization_config, filter_fn=None, operator_target=None):
+            if not (SKIP_CONV_BN_WITHOUT_CONVS and quantization_config is not None) or _has_conv(model):
+                return super()._annotate_all_patterns(model, quantization_config, filter_fn, operator_target)
+            bn = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS if "_bn" in p.name]
+            if (quantization_config.is_qat or not quantization_config.input_activation.is_dynamic) and \
+                    (operator_target is None or any(operator_target in p.op_overloads for p in bn)):
+                # what the skipped annotators do to the graph before they match (they come first)
+                model.graph.eliminate_dead_code()
+                model.recompile()
+            self.SUPPORTED_PATTERNS = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS if p not in bn]
+            try:
+                return super()._annotate_all_patterns(model, quantization_config, filter_fn, operator_target)
+            finally:
+                del self.SUPPORTED_PATTERNS
 
     q = _Quantizer()
     q.set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=scheme == "int8-dynamic",

@@ -328,3 +328,33 @@ def test_skipping_unchanged_retraces_leaves_the_pte_byte_identical(scheme, monke
         pte[skip], _ = xnn.lower({"forward": next(iter(collect(m, (x,))))}, [XnnpackPartitioner()])
     assert len(counts) == 1 and counts[0]["skipped"] > 0 and counts[0]["retraced"] > 0, counts
     assert pte[True] == pte[False]
+
+
+def test_conv_bn_annotators_skipped_only_without_convolutions_and_the_pte_is_the_same(monkeypatch):
+    """`SKIP_CONV_BN_WITHOUT_CONVS`: int8-static on a graph with no convolution does not call XNNPACK's
+    four conv-batch-norm annotators (each exports its pattern graphs), and the `.pte` is the same bytes as
+    when they run; a graph with a convolution still gets them."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import OP_TO_ANNOTATOR
+    from edgesdk.converters import executorch_xnnpack as xnn
+    from edgesdk.converters.programs import collect
+    calls = []
+    for name in ("conv_bn", "conv_bn_relu", "conv_transpose_bn", "conv_transpose_bn_relu"):
+        monkeypatch.setitem(OP_TO_ANNOTATOR, name,
+                            lambda *a, _f=OP_TO_ANNOTATOR[name], _n=name, **k: (calls.append(_n), _f(*a, **k))[1])
+
+    def int8_static(m, x, skip, lower=True):
+        monkeypatch.setattr(xnn, "SKIP_CONV_BN_WITHOUT_CONVS", skip)
+        calls.clear()
+        g = torch.Generator().manual_seed(1)  # the same calibration batches on both sides
+        q = xnn.pt2e_quantize(next(iter(collect(m, (x,)))), xnn.xnnpack_quantizer("int8-static", set()),
+                              [(torch.randn(x.shape, generator=g),) for _ in range(4)])
+        pte = xnn.lower({"forward": next(iter(collect(q, (x,))))}, [XnnpackPartitioner()])[0] if lower else None
+        return pte, len(calls)
+    torch.manual_seed(0)
+    mlp, x = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval(), \
+        torch.randn(1, 16)
+    (skipped, n_skipped), (full, n_full) = int8_static(mlp, x, True), int8_static(mlp, x, False)
+    assert (n_skipped, n_full) == (0, 4) and skipped == full
+    _, n_conv = int8_static(_ConvBnCatHead().eval(), torch.randn(1, 3, 16, 16), True, lower=False)
+    assert n_conv == 4
