@@ -6,7 +6,7 @@ rounds of both settings, the order swapped every round::
 
     PYTHONPATH=. python benchmarks/xnnpack_static_annotate.py --rounds 4
 
-The model is an MLP of the demo's `mlp-256` shape (64 -> 256 -> 256 -> 10, ReLU), random weights."""
+The model has the demo's `mlp-256` shape (sdk/demo.yaml: 64 -> 256 -> 10, ReLU), random weights."""
 
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ def main(argv=None) -> int:
     import edgesdk
     from edgesdk.converters import executorch_xnnpack as xnn
     torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
-                            torch.nn.Linear(256, 10)).eval()
+    m = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
     x, cal = torch.randn(1, 64), [torch.randn(1, 64) for _ in range(64)]
 
     def once(skip: bool) -> tuple[float, str]:

@@ -467,14 +467,15 @@ def kept_float_by_rule(gm: torch.fx.GraphModule, depthwise_above: int | None = N
 
 # whether the int8 quantizer skips XNNPACKQuantizer's conv-batch-norm annotators on a graph with no convolution:
 # they build their pattern graphs with 12 strict exports on every call, and cannot match there (an int8-static
-# conversion of the demo's mlp-256 shape: 5.3 -> 2.5 s, same .pte bytes; benchmarks/xnnpack_static_annotate.py,
+# conversion of the demo's mlp-256 shape: 3.4 -> 1.9 s, same .pte bytes; benchmarks/xnnpack_static_annotate.py,
 # RESULTS.md "#21, nineteenth session")
 SKIP_CONV_BN_WITHOUT_CONVS = True
 
 
 def _has_conv(gm: torch.fx.GraphModule) -> bool:
-    """Whether any node calls a convolution (any aten op whose name says conv: the conv-bn patterns'
-    conv1d / conv2d / conv_transpose, and `convolution` itself)."""
+    """Whether any node calls an op whose name says conv: every convolution the conv-bn patterns match
+    (conv1d / conv2d / conv_transpose, `convolution` itself), and a few that are not convolutions
+    (`convert_element_type`), for which the annotators then just run as before."""
     return any(n.op == "call_function" and "conv" in str(getattr(n.target, "__name__", n.target))
                for n in gm.graph.nodes)
 
