@@ -75,6 +75,22 @@ def calibration():
     return [(torch.randn(1, 16, generator=g),) for _ in range(32)]
 
 
+SCORES = "EDGESDK_TEST_SCORES"
+
+
+def pid_quality():
+    """model.quality: the mean output on fixed inputs; each call also notes which process scored which
+    artifact (a line in ``$EDGESDK_TEST_SCORES/scored.txt``, read when the config loads)."""
+    x, log = features()[:8].numpy(), Path(os.environ[SCORES]) / "scored.txt"
+
+    def quality(run) -> float:
+        where = Path(run.session.path).name if run.kind == "artifact" else "pytorch"
+        with open(log, "a") as f:
+            f.write(f"{where} {os.getpid()}\n")
+        return float(run.map([x])[0].mean())
+    return quality
+
+
 def _config(tmp: Path, name: str, source: str = "build", schemes=("fp32", "int8-static")) -> dict:
     return {"name": "executors", "model": {"source": f"{THIS}:{source}", "name": "usernet"},
             "distill": {"family": "mlp", "teacher": f"{THIS}:teacher", "data": f"{THIS}:features", "steps": 20,
@@ -271,3 +287,57 @@ def test_quality_scores_run_chains_side_by_side():
         raise RuntimeError("a score failed")
     with pytest.raises(RuntimeError, match="a score failed"):
         score_all([("onnx-cpu", False, boom), ("qnn-htp", True, lambda: None)], workers=2)
+
+
+def test_emulated_scores_run_in_idle_workers_side_by_side_and_score_the_same():
+    """With evaluators (other processes), the emulated scores leave their chain: the early ones first,
+    shared out among the evaluators, which run at the same time; the others stay on their chains."""
+    import threading
+    from edgesdk.pipeline.scores import score_all
+    both, log, started, lock = threading.Barrier(2, timeout=10), [], [], threading.Lock()
+
+    def emu(name, meet=False):
+        def fn(evaluate):
+            with lock:
+                started.append(name)
+            if meet:
+                both.wait()  # returns only when the other evaluator is scoring too
+            with lock:
+                log.append((name, evaluate("q", name, 1)))
+        return fn
+
+    def here(name):
+        def fn():
+            with lock:
+                log.append((name, "here"))
+        return fn
+    score_all([("qnn-htp", True, emu("mlp")), ("qnn-htp", True, emu("gen-1", meet=True), True),
+               ("onnx-cpu", False, here("cpu")), ("qnn-htp", True, emu("gen-2", meet=True), True)],
+              workers=2, offload=[lambda q, path, threads: "worker-a", lambda q, path, threads: "worker-b"])
+    got = dict(log)
+    assert got["cpu"] == "here" and {got["gen-1"], got["gen-2"]} == {"worker-a", "worker-b"}
+    assert got["mlp"] in ("worker-a", "worker-b") and started[-1] == "mlp"  # after both early ones
+
+
+def test_local_executor_scores_emulated_npu_rows_in_its_workers(tmp_path, monkeypatch):
+    """A real run: the qnn-htp row's quality is computed in a conversion worker (another process),
+    the onnx-cpu row's in this one, and both equal the serial executor's."""
+    (tmp_path / "scores").mkdir()
+    monkeypatch.setenv(SCORES, str(tmp_path / "scores"))
+    from edgesdk.pipeline import pipeline
+    rows = {}
+    for ex in ("serial", "local"):
+        cfg = _config(tmp_path, f"q-{ex}", schemes=("fp32",))
+        cfg.pop("distill")
+        cfg.pop("calibration")
+        cfg.update(targets=["onnx-cpu", "qnn-htp"])
+        cfg["model"]["quality"] = f"{THIS}:pid_quality"
+        rows[ex] = {r.target: r for r in pipeline(cfg, progress=False, executor=ex).rows}
+    for target in ("onnx-cpu", "qnn-htp"):
+        assert rows["local"][target].status == "ok" and rows["local"][target].quality is not None
+        assert rows["local"][target].quality == rows["serial"][target].quality
+    scored = [line.split() for line in (tmp_path / "scores" / "scored.txt").read_text().splitlines()]
+    local = {where: int(pid) for where, pid in scored if where in (rows["local"]["onnx-cpu"].artifact,
+                                                                   rows["local"]["qnn-htp"].artifact)}
+    assert local[rows["local"]["onnx-cpu"].artifact] == os.getpid()
+    assert local[rows["local"]["qnn-htp"].artifact] != os.getpid()

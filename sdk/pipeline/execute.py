@@ -230,7 +230,9 @@ def measure(row: Row, art, e, job: Job, cfg: PipelineConfig, warmup: int, iters:
     recorded in the row (``quantize.on_fail: error`` raises it). Returns the row, or with
     ``defer_quality`` ``(row, score)``: ``score()`` scores the quality into the row later (None
     when the profile failed), so an executor can time every artifact first and then score several
-    at once (a score is correctness, not timing: it needs no quiet machine)."""
+    at once (a score is correctness, not timing: it needs no quiet machine). ``score(evaluate)``
+    takes an optional ``evaluate(quality, path, threads) -> float`` that runs the family's quality
+    function elsewhere (the local executor: in one of its worker processes)."""
     t0 = time.perf_counter()
     score = None
     try:
@@ -245,9 +247,9 @@ def measure(row: Row, art, e, job: Job, cfg: PipelineConfig, warmup: int, iters:
     if score is not None:
         t_profile = time.perf_counter() - t0
 
-        def done():
+        def done(evaluate=None):
             t = time.perf_counter()
-            score()
+            score(evaluate)
             q = time.perf_counter() - t
             say(f"measured in {t_profile + q:.1f}s (profile {t_profile:.1f}s, quality {q:.1f}s)")
         if not defer_quality:
@@ -312,12 +314,18 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
         row.program_profiles = {k: {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms,
                                     "samples_ms": [round(x, 6) for x in r.samples_ms], "ops": _top_ops(r)}
                                 for k, r in reps.items()}
-    return lambda: _score_into(row, art, e, emulated_generation, rep.threads)
+    return lambda evaluate=None: _score_into(row, art, e, emulated_generation, rep.threads, evaluate)
 
 
-def _score_into(row: Row, art, e, emulated_generation: bool, threads: int) -> None:
+def evaluate_here(quality, path, threads: int) -> float:
+    """The family's quality function on the artifact at ``path``, in this process."""
+    return float(quality(Runner.artifact(path, threads=threads)))
+
+
+def _score_into(row: Row, art, e, emulated_generation: bool, threads: int, evaluate=None) -> None:
     """The artifact's quality (the family's function through the runtime, at the profile's thread
-    count), its drop against fp32 and its distance to the reference."""
+    count; run by ``evaluate``, default `evaluate_here`), its drop against fp32 and its distance to
+    the reference."""
     quality, fp32_quality = e.quality, row.fp32_quality
     if emulated_generation and e.quality_subset is not None and e.quality is not None:
         # one generation takes seconds on an emulated device: the family's spread subset of its
@@ -327,7 +335,7 @@ def _score_into(row: Row, art, e, emulated_generation: bool, threads: int) -> No
         row.quality_subset = {"samples": note, "fp32_quality": fp32_quality}
     if quality is not None:
         try:
-            row.quality = float(quality(Runner.artifact(art.path, threads=threads)))
+            row.quality = float((evaluate or evaluate_here)(quality, art.path, threads))
         except Exception as err:  # a quality function that cannot run on this artifact: say so, keep going
             row.quality_error = f"{type(err).__name__}: {_one_line(err)[:300]}"
     elif row.gate is not None and row.gate.get("drop") is not None:

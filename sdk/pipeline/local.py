@@ -15,7 +15,8 @@ run one at a time with nothing else of ours running.
   (the CPU, the emulated NPU and the software GPU all share these cores), so a timing never
   competes with a conversion. The quality scores come after every timing, one thread per
   usable core, never two of one runtime library at once (`edgesdk.pipeline.scores`): a score is
-  correctness, not timing.
+  correctness, not timing. Scores on an emulated device (seconds of native code per generation,
+  one program at a time per process) run in the idle workers, side by side (`evaluator`).
 - Ctrl-C (or any error) kills the workers, removes the scratch folder and keeps the artifacts
   already delivered (and the cache).
 """
@@ -27,6 +28,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from pathlib import Path
 
 from edgesdk.runtime.errors import ConversionError
@@ -50,6 +52,10 @@ TARGET_COST = {"executorch-vulkan": 5.0, "executorch-xnnpack": 3.0, "litert-cpu"
 def usable_cores() -> int:
     from edgesdk.runtime.session import default_threads
     return default_threads()
+
+
+class _WorkerLost(Exception):
+    """The worker running a score died (its answer will not come)."""
 
 
 class LocalExecutor(Executor):
@@ -77,6 +83,7 @@ class LocalExecutor(Executor):
         self.t_inline = 0.0                   # cache hits copied in this process
         self.failed_starts = 0
         self.stopping = False
+        self.score_waits: dict[str, Future] = {}  # score id -> its answer from a worker (`evaluator`)
 
     # ---- conversions
     def submit(self, entry, jobs: list[Job]) -> None:
@@ -218,6 +225,17 @@ class LocalExecutor(Executor):
                         "or run with executor='serial'")
                     self.lock.notify_all()
             return
+        if isinstance(job_index, str):  # a quality score on a worker (`evaluator`)
+            with self.lock:
+                fut = self.score_waits.pop(job_index, None)
+            if fut is not None:
+                if kind == "done":
+                    fut.set_result(cloudpickle.loads(ev[2]))
+                elif kind == "error":
+                    fut.set_exception(cloudpickle.loads(ev[2]))
+                else:  # the worker died: the caller scores it here
+                    fut.set_exception(_WorkerLost(ev[2]))
+            return
         if kind == "say":
             self.ctx.progress.stage(f"{tags.get(job_index, job_index)}: {ev[2]}")
             return
@@ -275,6 +293,36 @@ class LocalExecutor(Executor):
         shutil.rmtree(self.scratch / str(job.index), ignore_errors=True)
         row.update(path=str(final), artifact=final.name)
         return Artifact.open(final)
+
+    def evaluator(self, w):
+        """``evaluate(quality, path, threads) -> float`` that runs the quality function in worker
+        ``w`` (`edgesdk.pipeline.execute.evaluate_here` there) and waits for it. A function that
+        cannot be sent or loaded there, or a worker that dies, is scored in this process instead;
+        the function's own error is raised here, as if it had run here."""
+        from edgesdk.pipeline.worker import dump_entry
+
+        def evaluate(quality, path, threads: int) -> float:
+            try:  # with the user's files it needs, as a conversion's entry travels
+                blob = dump_entry((quality, str(path), threads))
+            except Exception:  # noqa: BLE001 - e.g. a closure over a live session
+                return execute.evaluate_here(quality, path, threads)
+            with self.lock:
+                sid = f"score-{uuid.uuid4().hex[:10]}"
+                fut = self.score_waits[sid] = Future()
+            if w.proc.poll() is not None or not self.pool.score(w, sid, blob):
+                with self.lock:
+                    self.score_waits.pop(sid, None)
+                return execute.evaluate_here(quality, path, threads)
+            while True:
+                try:
+                    kind, value = fut.result(timeout=0.5)
+                    return value if kind == "value" else execute.evaluate_here(quality, path, threads)
+                except FutureTimeout:
+                    if self.stopping or self.error is not None:
+                        raise ConversionError("the run stopped while a worker was scoring") from None
+                except _WorkerLost:
+                    return execute.evaluate_here(quality, path, threads)
+        return evaluate
 
     def _wait_conversions(self) -> None:
         want = {j.index for j in self.jobs}
@@ -338,9 +386,12 @@ class LocalExecutor(Executor):
         if scores:
             from edgesdk.pipeline.scores import score_all
             t_scores = time.perf_counter()
+            idle = [w for w in self.pool.workers if w.ready and w.job is None] if self.thread is not None else []
+            n_emulated = sum(1 for s in scores if s[1]) if idle else 0
             ctx.progress.stage(f"scoring the quality of {len(scores)} artifacts ({self.n_workers} at once, "
-                               f"one per runtime)")
-            score_all(scores, self.n_workers)
+                               f"one per runtime" + (f"; the {n_emulated} on emulated devices in {len(idle)} worker "
+                                                     "processes" if n_emulated else "") + ")")
+            score_all(scores, self.n_workers, offload=[self.evaluator(w) for w in idle])
             ctx.progress.stage(f"scored in {time.perf_counter() - t_scores:.1f}s")
         ctx.timings["profile_s"] = time.perf_counter() - tp
         return rows

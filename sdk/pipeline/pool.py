@@ -120,6 +120,12 @@ class WorkerPool:
         w.job = job_id
         return w.send(("job", job_id, entry_id, job_blob))
 
+    def score(self, w: Worker, score_id: str, blob: bytes) -> bool:
+        """Hand an idle worker a quality score (``("score", id, blob)``, see `edgesdk.pipeline.worker`);
+        its answer comes back through `poll` like a job's."""
+        w.job = score_id
+        return w.send(("score", score_id, blob))
+
     def poll(self, timeout: float) -> list[tuple]:
         """Messages from the workers: ("say"|"done"|"error", job_id, payload); ("died", job_id,
         why) for a worker that ended during a job and ("startfail", None, why) for one that ended

@@ -5,8 +5,10 @@ framing; both ends are this machine's own processes). Entries arrive once each (
 so a model class defined in the user's script travels by value) and jobs name them; a job runs
 `edgesdk.pipeline.execute.convert` exactly as the serial executor does and answers with its row.
 Requests: ``("init", sys_path)``, ``("entry", id, blob)`` (`dump_entry`), ``("job", id, entry_id, blob)``,
-``("forget",)``, ``("exit",)``. Answers: ``("ready", pid)``, ``("say", job_id, text)``,
-``("done", job_id, blob)``, ``("error", job_id, blob)``.
+``("score", id, blob)`` (`dump_entry` of a quality function, an artifact path and a thread count:
+the score of an artifact on an emulated device, `LocalExecutor.evaluator`; answered ``("done", id,
+("value", float))``, or ``("unloadable", why)`` when it cannot be loaded here), ``("forget",)``, ``("exit",)``.
+Answers: ``("ready", pid)``, ``("say", job_id, text)``, ``("done", job_id, blob)``, ``("error", job_id, blob)``.
 
 The worker runs at a lower priority than its parent (which trains the next family meanwhile),
 ignores SIGINT (the parent cancels it) and exits when its parent closes the pipe.
@@ -87,6 +89,16 @@ def serve(inp: Connection, out: Connection) -> None:
             entries.clear()
         elif kind == "exit":
             return
+        elif kind == "score":
+            try:
+                quality, path, threads = load_entry(msg[2])
+            except BaseException as err:  # noqa: BLE001  (the parent scores it itself)
+                out.send(("done", msg[1], cloudpickle.dumps(("unloadable", f"{type(err).__name__}: {err}"))))
+                continue
+            try:
+                out.send(("done", msg[1], cloudpickle.dumps(("value", execute.evaluate_here(quality, path, threads)))))
+            except BaseException as err:  # noqa: BLE001  (the quality function's own error: the row records it)
+                out.send(("error", msg[1], dumps_error(err)))
         elif kind == "job":
             job_id, entry_id = msg[1], msg[2]
             job, cfg, art_dir, key, exports = cloudpickle.loads(msg[3])
