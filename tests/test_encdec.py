@@ -228,6 +228,49 @@ def test_aligned_teacher_matches_decoder_positions():
             assert torch.allclose(got[i], ref, atol=1e-5)
 
 
+def test_aligned_teacher_scores_only_the_sampled_rows_when_only_they_carry_the_kl_term():
+    """`sampled_only`: the KD stage's batches (B sampled rows, then B gold ones) get the same teacher
+    logits where ``kl_mask`` is set, zeros on the gold half, and the recipe's KL and the student trained
+    from it are unchanged; the recipe keeps every row when ``gold_kl`` reads the gold half too."""
+    from edgesdk.models.distill.recipes.encdec import AlignedTeacher, OnPolicyNames, encdec_from_decoder
+    from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
+    torch.manual_seed(0)
+    t = Decoder(DecoderConfig(d_model=32, n_layers=1, n_heads=2, context=64)).eval()
+    pairs = fn.funcname_pairs("train", max_src=24, max_name=12)[:6]
+    cfg = dict(d_model=32, n_layers=3, n_heads=2, max_source=24, max_target=14)
+    student = encdec_from_decoder(teacher=t, student_cfg=cfg, steps=2, batch_size=4, kd=False, train_pairs=pairs,
+                                  threads=1).student
+    b = OnPolicyNames(pairs, student).sample(0, 4, 0)
+    with torch.no_grad():
+        every = AlignedTeacher(t)(b["src"], b["src_len"], b["tgt"])
+        half = AlignedTeacher(t, sampled_only=True)(b["src"], b["src_len"], b["tgt"])
+    assert half.shape == every.shape and b["kl_mask"][:4].any() and not b["kl_mask"][4:].any()
+    assert torch.equal(half[b["kl_mask"]], every[b["kl_mask"]]) and not half[4:].any()
+
+    def train(**kw):
+        res = encdec_from_decoder(teacher=t, student_cfg=cfg, steps=6, batch_size=4, ce_warmup_steps=2,
+                                  train_pairs=pairs, threads=1, **kw)
+        return res.student.state_dict(), res.info["history"]
+    import edgesdk.models.distill.recipes.encdec as recipe
+    fast, h_fast = train()
+    real = recipe.AlignedTeacher
+    try:  # the same recipe with the teacher scoring every row
+        recipe.AlignedTeacher = lambda teacher, sampled_only=False: real(teacher)
+        slow, h_slow = train()
+    finally:
+        recipe.AlignedTeacher = real
+    assert [h["terms"] for h in h_fast] == [h["terms"] for h in h_slow]
+    assert all(torch.equal(fast[k], slow[k]) for k in fast)
+    seen = []
+    recipe.AlignedTeacher = lambda teacher, sampled_only=False: seen.append(sampled_only) or real(teacher, sampled_only)
+    try:
+        train(gold_kl=True)
+        train()
+    finally:
+        recipe.AlignedTeacher = real
+    assert seen == [False, True]
+
+
 def test_recipe_smoke_loss_decreases():
     from edgesdk.models.distill.recipes.encdec import OnPolicyNames, encdec_from_decoder
     from edgesdk.models.teachers.decoder import Decoder, DecoderConfig
