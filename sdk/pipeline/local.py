@@ -16,7 +16,7 @@ run one at a time with nothing else of ours running.
   competes with a conversion. The quality scores come after every timing, one thread per
   usable core, never two of one runtime library at once (`edgesdk.pipeline.scores`): a score is
   correctness, not timing. Scores on an emulated device (seconds of native code per generation,
-  one program at a time per process) run in the idle workers, side by side (`evaluator`).
+  hardly two programs at once per process) run in the idle workers, side by side (`evaluator`).
 - Ctrl-C (or any error) kills the workers, removes the scratch folder and keeps the artifacts
   already delivered (and the cache).
 """

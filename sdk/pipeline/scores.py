@@ -33,10 +33,11 @@ def score_all(scores: list[tuple], workers: int, offload: list | tuple = ()) -> 
 
     ``offload``: evaluators that each run a quality function in another process (the local
     executor's idle conversion workers). The emulated scores are then taken off their chains and
-    shared out among them, ``early`` ones first, each called as ``score(evaluator)``. An emulator
-    runs one program at a time per process (two threads of one process running the HTP emulator
-    took 1.32 s per Mamba prefill each, one alone 0.65 s; two processes 0.75 and 0.88 s), so
-    separate processes are what let two emulated scores progress at once."""
+    shared out among them, ``early`` ones first, each called as ``score(evaluator)``. In one process an
+    emulator hardly runs two programs at once: a Mamba uint16 prefill on the HTP emulator took 0.68 s
+    alone, 1.23 / 1.16 s each from two threads of one process, 0.73 / 0.62 s each from two processes
+    (benchmarks/emulator_processes.py), so separate processes are what let two emulated scores
+    progress at once."""
     remote: list = []
     if offload:
         remote = sorted((s for s in scores if s[1]), key=lambda s: not (len(s) > 3 and s[3]))
