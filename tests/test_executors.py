@@ -289,7 +289,7 @@ def test_quality_scores_run_chains_side_by_side():
         score_all([("onnx-cpu", False, boom), ("qnn-htp", True, lambda: None)], workers=2)
 
 
-def test_emulated_scores_run_in_idle_workers_side_by_side_and_score_the_same():
+def test_emulated_scores_are_shared_out_among_the_evaluators_side_by_side():
     """With evaluators (other processes), the emulated scores leave their chain: the early ones first,
     shared out among the evaluators, which run at the same time; the others stay on their chains."""
     import threading
