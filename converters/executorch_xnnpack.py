@@ -284,6 +284,15 @@ def lower(programs, partitioners, caller_owned_inputs: bool = False,
     generation step's multi-MB caches need; `runtime.executorch` then feeds it padded buffers).
     ``decompositions``: {aten op: function} applied to the exported programs before lowering;
     ``passes``: edge-dialect passes run before partitioning."""
+    from edgesdk.converters.deferred_codegen import deferred_recompiles
+    # a GraphModule's Python source made only when read: ~1,500 recompiles per generation-student lowering,
+    # ~30-100 read; 0.79x / 0.84x the seconds of the Mamba Vulkan / XNNPACK int8-dynamic conversions, same
+    # .pte bytes (RESULTS.md, #21 twenty-first session)
+    with deferred_recompiles():
+        return _lower(programs, partitioners, caller_owned_inputs, decompositions, passes)
+
+
+def _lower(programs, partitioners, caller_owned_inputs, decompositions, passes) -> tuple[bytes, dict]:
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     eps = {name: torch.export.export(p.module, p.example_inputs, dynamic_shapes=export_shapes(p))

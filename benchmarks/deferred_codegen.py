@@ -1,0 +1,76 @@
+"""Conversion seconds with GraphModule source generation deferred (`converters.deferred_codegen`) and without.
+
+For each conversion of a demo-trained student, in one process (after one warm-up conversion): the
+whole `edgesdk.convert` (``verify_samples=1``, no gate), switch on and off, the order swapped every
+round, and the SHA-256 of the artifact's files (`executorch_cuts.payload_sha256`), which must not
+change. ``--students``: a pipeline training cache (a demo's ``.cache/edgesdk``)::
+
+    PYTHONPATH=. python benchmarks/deferred_codegen.py --students DEMO/cache --rounds 3 \\
+        --conversions mamba:executorch-vulkan:fp16 mamba:executorch-xnnpack:int8-dynamic mamba:litert-cpu:fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--students", required=True, help="the pipeline's training cache holding the trained students")
+    ap.add_argument("--conversions", nargs="+", default=["mamba:executorch-vulkan:fp16",
+                                                         "mamba:executorch-xnnpack:int8-dynamic"],
+                    help="STUDENT:TARGET:SCHEME")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+    import torch
+    torch.set_num_threads(1)
+    import edgesdk
+    from edgesdk.converters import deferred_codegen
+    from executorch_cuts import payload_sha256
+    from generation_quant import load_student
+
+    def convert(model, target, scheme, deferred: bool) -> tuple[float, str]:
+        deferred_codegen.ENABLED = deferred
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            kw = {} if scheme in ("fp32", "fp16") else {"max_drop": None}
+            art = edgesdk.convert(model, None, target, quantize=scheme, out_dir=tmp, name="a", verify_samples=1, **kw)
+            return time.perf_counter() - t, payload_sha256(Path(art.path))
+
+    rows = []
+    for item in args.conversions:
+        fam, target, scheme = item.split(":")
+        model = load_student(fam, Path(args.students))[0]
+        convert(model, target, scheme, True)  # warm-up: imports, first-call caches
+        secs: dict = {True: [], False: []}
+        hashes = set()
+        for r in range(args.rounds):
+            for deferred in ((True, False) if r % 2 == 0 else (False, True)):
+                s, h = convert(model, target, scheme, deferred)
+                secs[deferred].append(s)
+                hashes.add(h)
+                print(f"# {item} deferred={deferred}: {s:.1f} s, files {h[:12]}", file=sys.stderr, flush=True)
+        on, off = statistics.median(secs[True]), statistics.median(secs[False])
+        rows.append((fam, f"{target} {scheme}", secs[False], secs[True], off, on, len(hashes) == 1))
+    deferred_codegen.ENABLED = True
+    print(f"{args.rounds} rounds, order swapped each round; one process, 1 torch thread\n")
+    print("| student | conversion | every recompile s (each round) | deferred s (each round) | median every | "
+          "median deferred | deferred / every | files |")
+    print("|---|---|---|---|---|---|---|---|")
+    for fam, conv, off_s, on_s, off, on, same in rows:
+        print(f"| {fam} | {conv} | {' / '.join(f'{s:.1f}' for s in off_s)} | {' / '.join(f'{s:.1f}' for s in on_s)} "
+              f"| {off:.1f} | {on:.1f} | {on / off:.2f}x | {'identical' if same else 'DIFFER'} |")
+    return 0 if all(r[-1] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
