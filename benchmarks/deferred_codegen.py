@@ -3,7 +3,8 @@
 For each conversion of a demo-trained student, in one process (after one warm-up conversion): the
 whole `edgesdk.convert` (``verify_samples=1``, no gate), switch on and off, the order swapped every
 round, and the SHA-256 of the artifact's files (`executorch_cuts.payload_sha256`), which must not
-change. ``--students``: a pipeline training cache (a demo's ``.cache/edgesdk``)::
+change. Also counted: the recompiles that generated source (with every one on, their seconds too), and
+with deferral the ones deferred. ``--students``: a pipeline training cache (a demo's ``.cache/edgesdk``)::
 
     PYTHONPATH=. python benchmarks/deferred_codegen.py --students DEMO/cache --rounds 3 \\
         --conversions mamba:executorch-vulkan:fp16 mamba:executorch-xnnpack:int8-dynamic mamba:litert-cpu:fp32
@@ -38,13 +39,38 @@ def main(argv=None) -> int:
     from executorch_cuts import payload_sha256
     from generation_quant import load_student
 
-    def convert(model, target, scheme, deferred: bool) -> tuple[float, str]:
+    from torch.fx import GraphModule
+    real_recompile, real_context = GraphModule.recompile, deferred_codegen.deferred_recompiles
+    tally = {"generated": 0, "s": 0.0, "deferred": 0}
+
+    def timed_recompile(self):  # the real source generation, timed (the deferral calls this one too)
+        t = time.perf_counter()
+        try:
+            return real_recompile(self)
+        finally:
+            tally["generated"] += 1
+            tally["s"] += time.perf_counter() - t
+
+    def counted_context():
+        import contextlib
+
+        @contextlib.contextmanager
+        def block():
+            with real_context() as counts:
+                yield counts
+            tally["deferred"] += counts["deferred"]
+        return block()
+
+    GraphModule.recompile, deferred_codegen.deferred_recompiles = timed_recompile, counted_context
+
+    def convert(model, target, scheme, deferred: bool) -> tuple[float, str, dict]:
         deferred_codegen.ENABLED = deferred
+        tally.update(generated=0, s=0.0, deferred=0)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             kw = {} if scheme in ("fp32", "fp16") else {"max_drop": None}
             art = edgesdk.convert(model, None, target, quantize=scheme, out_dir=tmp, name="a", verify_samples=1, **kw)
-            return time.perf_counter() - t, payload_sha256(Path(art.path))
+            return time.perf_counter() - t, payload_sha256(Path(art.path)), dict(tally)
 
     rows = []
     for item in args.conversions:
@@ -52,24 +78,31 @@ def main(argv=None) -> int:
         model = load_student(fam, Path(args.students))[0]
         convert(model, target, scheme, True)  # warm-up: imports, first-call caches
         secs: dict = {True: [], False: []}
-        hashes = set()
+        hashes, tallies = set(), {}
         for r in range(args.rounds):
             for deferred in ((True, False) if r % 2 == 0 else (False, True)):
-                s, h = convert(model, target, scheme, deferred)
+                s, h, n = convert(model, target, scheme, deferred)
                 secs[deferred].append(s)
                 hashes.add(h)
-                print(f"# {item} deferred={deferred}: {s:.1f} s, files {h[:12]}", file=sys.stderr, flush=True)
+                tallies[deferred] = n
+                print(f"# {item} deferred={deferred}: {s:.1f} s, files {h[:12]}, recompiles {n}", file=sys.stderr,
+                      flush=True)
         on, off = statistics.median(secs[True]), statistics.median(secs[False])
-        rows.append((fam, f"{target} {scheme}", secs[False], secs[True], off, on, len(hashes) == 1))
+        every, lazy = tallies[False], tallies[True]
+        counts = (f"{every['generated']} ({every['s']:.1f} s)",
+                  f"{lazy['generated']} of {lazy['deferred'] + lazy['generated']}")
+        rows.append((fam, f"{target} {scheme}", secs[False], secs[True], off, on, len(hashes) == 1, counts))
     deferred_codegen.ENABLED = True
     print(f"{args.rounds} rounds, order swapped each round; one process, 1 torch thread\n")
-    print("| student | conversion | every recompile s (each round) | deferred s (each round) | median every | "
-          "median deferred | deferred / every | files |")
-    print("|---|---|---|---|---|---|---|---|")
-    for fam, conv, off_s, on_s, off, on, same in rows:
-        print(f"| {fam} | {conv} | {' / '.join(f'{s:.1f}' for s in off_s)} | {' / '.join(f'{s:.1f}' for s in on_s)} "
-              f"| {off:.1f} | {on:.1f} | {on / off:.2f}x | {'identical' if same else 'DIFFER'} |")
-    return 0 if all(r[-1] for r in rows) else 1
+    print("| student | conversion | sources generated, every recompile (their s) | generated, deferred (of calls) | "
+          "every recompile s (each round) | deferred s (each round) | median every | median deferred | "
+          "deferred / every | files |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for fam, conv, off_s, on_s, off, on, same, (n_every, n_lazy) in rows:
+        print(f"| {fam} | {conv} | {n_every} | {n_lazy} | {' / '.join(f'{s:.1f}' for s in off_s)} | "
+              f"{' / '.join(f'{s:.1f}' for s in on_s)} | {off:.1f} | {on:.1f} | {on / off:.2f}x | "
+              f"{'identical' if same else 'DIFFER'} |")
+    return 0 if all(r[6] for r in rows) else 1
 
 
 if __name__ == "__main__":
