@@ -10,6 +10,7 @@ from torch import fx
 
 from edgesdk.converters.deferred_codegen import deferred_recompiles
 from edgesdk.models.mamba import Mamba, MambaConfig
+from test_delegate_graphs import _FusedQkvAttention  # a transformer layer as users write it
 
 
 class _AddThenRelu(torch.nn.Module):
@@ -57,18 +58,6 @@ def test_a_deferred_recompile_inside_another_block_is_the_outer_blocks():
     assert "add" in gm.code
 
 
-class _Attention(torch.nn.Module):
-    def __init__(self, d=32, heads=4):
-        super().__init__()
-        self.qkv, self.out, self.h = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d), heads
-
-    def forward(self, x):                                                        # (B, T, d)
-        B, T, d = x.shape
-        q, k, v = (t.reshape(B, T, self.h, d // self.h).transpose(1, 2) for t in self.qkv(x).split(d, dim=-1))
-        att = torch.softmax(q @ k.transpose(-1, -2) / (d // self.h) ** 0.5, dim=-1)
-        return torch.nn.functional.layer_norm(self.out((att @ v).transpose(1, 2).reshape(B, T, d)) + x, (d,))
-
-
 @pytest.mark.parametrize("model,partitioner", [
     ("attention", "xnnpack"), pytest.param("attention", "vulkan", marks=pytest.mark.slow),
     pytest.param("mamba", "xnnpack", marks=pytest.mark.slow),   # ~30 s
@@ -97,7 +86,7 @@ def test_deferred_recompiles_leave_the_pte_byte_identical(model, partitioner, mo
                               prompt_lengths=(40,))).eval()
         program = next(p for p in collect(m, None) if p.name.startswith("prefill"))
     else:
-        program = next(iter(collect(_Attention().eval(), (torch.randn(1, 8, 32),))))
+        program = next(iter(collect(_FusedQkvAttention().eval(), (torch.randn(1, 8, 32),))))
     pte = {}
     for defer in (True, False):
         monkeypatch.setattr(deferred_codegen, "ENABLED", defer)
