@@ -1,21 +1,21 @@
-"""torch.fx source generation deferred until something reads it, while ExecuTorch lowers.
+"""torch.fx source generation deferred until something reads it, while ExecuTorch lowers or LiteRT exports.
 
 ``GraphModule.recompile()`` writes Python source for the whole graph and compiles it into
-``forward``. ExecuTorch's lowering calls it about 1,500 times for one of the demo's generation
-students (its pass manager before and after every pass, every new ``GraphModule`` a pass makes),
-~5 ms each on a Mamba program: 8.4 s of a 44.5 s Vulkan conversion and 9.1 s of a 53.9 s XNNPACK
-int8-dynamic one (a timer around ``recompile``). Only ~30 of those sources are ever read; the passes
-walk ``graph`` itself.
+``forward``. ExecuTorch's lowering calls it ~1,300-1,500 times for one of the demo's generation
+students (its pass manager before and after every pass, every new ``GraphModule`` a pass makes):
+6.8 s of a ~31 s Mamba Vulkan conversion, 10.9 s of a ~58 s XNNPACK int8-dynamic one
+(benchmarks/deferred_codegen.py). The passes walk ``graph`` itself; ~130-180 of those sources are
+ever made when deferred (read, or made outside the block).
 
 Inside `deferred_recompiles()` a ``recompile()`` records the pytree specs (cheap, read directly by
 export code) and marks the module stale. The real one runs on first use of what it produces:
 ``forward`` (a call, or merely reading the attribute, as ``inspect.signature`` does), ``code`` /
 ``_code`` / ``_lineno_map`` / ``_prologue_start``, the returned ``PythonCode`` (pickling reads its
 globals), and, for every module still stale, when the block ends. Same graphs, same source, so the
-artifacts are the same bytes (tests/test_delegate_graphs.py).
+artifacts are the same bytes (tests/test_deferred_codegen.py).
 
 Used around ExecuTorch's lowering (`executorch_xnnpack.lower`, both ExecuTorch targets) and LiteRT's
-export (`litert_cpu`: 127 recompiles, 4.2 s of a 26 s Mamba conversion). Process-wide while active (it
+export (`litert_cpu`: 127 recompiles, 4.2 s of a ~24 s Mamba conversion). Process-wide while active (it
 patches ``torch.fx.GraphModule``), like the other lowering cuts in `converters.executorch_xnnpack`: one
 conversion at a time per process, which is how conversions run.
 
@@ -24,7 +24,7 @@ Example::
     from edgesdk.converters.deferred_codegen import deferred_recompiles
     with deferred_recompiles() as counts:
         edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
-    print(counts)  # {"deferred": 1627, "generated": 30}
+    print(counts)  # e.g. {"deferred": 1318, "generated": 120}
 """
 
 from __future__ import annotations

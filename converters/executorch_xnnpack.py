@@ -285,9 +285,9 @@ def lower(programs, partitioners, caller_owned_inputs: bool = False,
     ``decompositions``: {aten op: function} applied to the exported programs before lowering;
     ``passes``: edge-dialect passes run before partitioning."""
     from edgesdk.converters.deferred_codegen import deferred_recompiles
-    # a GraphModule's Python source made only when read: ~1,500 recompiles per generation-student lowering,
-    # ~30-100 read; 0.79x / 0.84x the seconds of the Mamba Vulkan / XNNPACK int8-dynamic conversions, same
-    # .pte bytes (RESULTS.md, #21 twenty-first session)
+    # a GraphModule's Python source made only when read: ~1,300-1,500 recompiles per generation-student
+    # lowering, 7-11 s of them; 0.87x / 0.78x the seconds of the Mamba Vulkan / XNNPACK int8-dynamic
+    # conversions, same .pte bytes (benchmarks/deferred_codegen.py, RESULTS.md #21 twenty-first session)
     with deferred_recompiles():
         return _lower(programs, partitioners, caller_owned_inputs, decompositions, passes)
 
