@@ -65,7 +65,7 @@ def test_a_deferred_recompile_inside_another_block_is_the_outer_blocks():
 ])
 def test_deferred_recompiles_leave_the_pte_byte_identical(model, partitioner, monkeypatch):
     """A program lowered with and without deferral: the same bytes, with most of the recompiles never
-    generated (the demo's Mamba programs: ~1,500 deferred, ~30-100 generated)."""
+    generated (the demo's Mamba conversions: ~1,300 deferred, ~130-180 generated)."""
     from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
