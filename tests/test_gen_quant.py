@@ -248,3 +248,38 @@ def test_teacher_forcing_is_skipped_only_where_it_cannot_change_the_figure(teach
             assert all(s["correct"])    # the premise of the shortcut, on a real runtime
     assert exact >= 1                   # the shortcut was taken at least once
     assert acc["teacher_forced_agreement"] == hits / total
+
+
+def test_the_gate_runs_each_distinct_program_input_once_and_its_figures_stay(teacher, tmp_path):
+    """`Remembered`: a call whose inputs equal an earlier call's gets that call's outputs back. A
+    teacher-forced pass that leaves the greedy tokens at position k runs the artifact only from
+    there, the prefill check reuses the generations' prefills, and the gate's figures are the same
+    with every call run."""
+    from edgesdk import runtime
+    from edgesdk.runtime.generate import generate, score
+    art = edgesdk.convert(teacher, None, "onnx-cpu", out_dir=tmp_path, verify_samples=1)
+    programs = collect(teacher, None)
+    sess = runtime.load(art.path)
+    ids = np.asarray(_prompts(1, length=24)[0])
+    view = gc.Remembered(sess)
+    g = generate(view, ids, NEW).tokens
+    assert view.runs() == {"prefill": 1, "step": NEW - 1}     # the 1st token comes from the prefill
+    k = 5
+    cont = g[:k] + [(g[k] + 1) % 256] + g[k + 1:]            # fp32's tokens leave the greedy ones at k
+    s = score(view, ids, cont)
+    assert s == score(sess, ids, cont)                        # same figures as the session itself
+    # the same prefill and the k steps before position k were the greedy run's inputs: not run again
+    assert view.calls() == {"prefill": 2, "step": 2 * (NEW - 1)}
+    assert view.runs() == {"prefill": 1, "step": (NEW - 1) + (NEW - 1 - k)}
+
+    prompts = [np.asarray(p) for p in _prompts(3, length=20)]
+    counted = gc.Remembered(sess)
+    acc = gc.evaluate_generation(programs, counted, prompts, new_tokens=NEW)
+    assert counted.calls()["prefill"] == 2 * len(prompts)    # greedy + the per-program check
+    assert counted.runs()["prefill"] == len(prompts)
+    gc.REMEMBER = False
+    try:
+        every = gc.evaluate_generation(programs, sess, prompts, new_tokens=NEW)
+    finally:
+        gc.REMEMBER = True
+    assert acc == every
