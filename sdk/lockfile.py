@@ -153,7 +153,8 @@ def comparable(results: dict) -> dict:
     out = {k: v for k, v in results.items() if k not in RUN_KEYS}
     out["config"] = {**results.get("config", {}), "output": {k: v for k, v in results.get("config", {})
                                                               .get("output", {}).items() if k not in ("dir", "cache")}}
-    out["families"] = [{k: v for k, v in f.items() if k not in ("seconds", "cache_dir", "cache_hits", "cache_misses")}
+    out["families"] = [{k: v for k, v in f.items()
+                        if k not in ("seconds", "cache_dir", "cache_hits", "cache_misses", "trained_in")}
                        for f in results.get("families", [])]
     arts = []
     for a in results.get("artifacts", []):

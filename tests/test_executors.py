@@ -341,3 +341,64 @@ def test_local_executor_scores_emulated_npu_rows_in_its_workers(tmp_path, monkey
                                                                    rows["local"]["qnn-htp"].artifact)}
     assert local[rows["local"]["onnx-cpu"].artifact] == os.getpid()
     assert local[rows["local"]["qnn-htp"].artifact] != os.getpid()
+
+
+def _two_families(tmp: Path, name: str) -> dict:
+    """Two mlp entries on the family's own teacher and data: the last may train in a worker."""
+    return {"name": "ahead", "quick": True,
+            "distill": [{"family": "mlp", "steps": 20, "students": {"first": {"model": "mlp", "hidden": 16, "depth": 1}}},
+                        {"family": "mlp", "steps": 20, "students": {"last": {"model": "mlp", "hidden": 24, "depth": 1}}}],
+            "targets": ["onnx-cpu"], "quantize": {"schemes": ["fp32"]},
+            "profile": {"warmup": 2, "iters": 10, "per_op": False},
+            "output": {"dir": str(tmp / name), "cache": str(tmp / f"cache-{name}"), "report": False}}
+
+
+def test_the_last_family_trains_in_a_worker_and_the_results_match_serial(tmp_path):
+    """With two workers the last family trains in one of them from the start, beside this process
+    training the first: its students reach the cache, this process finds them there, and the run
+    records them as trained in this run, in that worker. The lockfile equals the serial run's."""
+    from edgesdk import lockfile
+    from edgesdk.pipeline import pipeline
+    from edgesdk.pipeline.local import LocalExecutor
+    from edgesdk.pipeline.executor import RunContext
+    from edgesdk.progress import Progress
+    serial = pipeline(_two_families(tmp_path, "serial"), progress=False, executor="serial")
+    cfg = _two_families(tmp_path, "local")
+    from edgesdk.pipeline.config import load_config
+    ctx = RunContext(cfg=load_config(cfg), art_dir=tmp_path / "local" / "artifacts", warmup=2, iters=10,
+                     progress=Progress(False))
+    if LocalExecutor(ctx).n_workers < 2:
+        pytest.skip("one usable core: the local executor has one worker, which converts")
+    local = pipeline(cfg, progress=False, executor="local")
+    a, b = lockfile.read(serial.results_json), lockfile.read(local.results_json)
+    assert lockfile.comparable(a) == lockfile.comparable(b)
+    first, last = b["families"]
+    assert "trained_in" not in first and last["trained_in"].startswith("worker process ")
+    assert int(last["trained_in"].split()[-1]) != os.getpid()
+    # trained in this run (by the worker), not cache hits: as the serial run records them
+    assert last["cache_misses"] == ["teacher", "student-last"] and not last["cache_hits"]
+    assert [f["cache_misses"] for f in a["families"]] == [f["cache_misses"] for f in b["families"]]
+
+
+def test_a_worker_that_dies_while_training_leaves_the_family_to_this_process(tmp_path):
+    """The worker training ahead is killed: `wait_trained` says so (None), and the pipeline then
+    trains that family in this process as it would without a worker."""
+    from edgesdk.pipeline.config import load_config
+    from edgesdk.pipeline.executor import RunContext
+    from edgesdk.pipeline.local import LocalExecutor
+    from edgesdk.progress import Progress
+    cfg = load_config(_two_families(tmp_path, "killed"))
+    lines = []
+    ctx = RunContext(cfg=cfg, art_dir=tmp_path / "killed" / "artifacts", warmup=2, iters=10,
+                     progress=Progress(True, stream=type("S", (), {"write": lambda s, t: lines.append(t),
+                                                                  "flush": lambda s: None})()))
+    ex = LocalExecutor(ctx, workers=2)
+    with ex:
+        assert ex.train_ahead(cfg, True, [1]) == [1]
+        deadline = time.time() + 120
+        while not any(w.job == "train-1" for w in ex.pool.workers):
+            assert time.time() < deadline, "no worker took the training"
+            time.sleep(0.05)
+        next(w for w in ex.pool.workers if w.job == "train-1").kill()
+        assert ex.wait_trained(1) is None
+    assert any("training in the worker failed" in t and "training it here" in t for t in lines)

@@ -75,7 +75,7 @@ def pipeline(config, *, progress: Progress | bool | None = None, quick: bool | N
     ctx = RunContext(cfg=cfg, art_dir=out / "artifacts", warmup=warmup, iters=iters, progress=progress)
     with make_executor(executor, ctx) as ex:
         n_jobs = 0
-        for batch in entries(cfg, progress, quick, families, ctx.timings):
+        for batch in entries(cfg, progress, quick, families, ctx.timings, ahead=ex):
             for e in batch:
                 e.prepare()
                 jobs = jobs_for(e, len(ex.entries), targets, cfg, quick, start=n_jobs)

@@ -168,8 +168,10 @@ def _user_calibration(spec: CalibrationSpec, base: Path, example: tuple):
 
 
 def _distill(spec, cfg: PipelineConfig, base: Path, user_model, progress: Progress, quick: bool,
-             families_out: list) -> list[Entry]:
-    """Distil one ``distill`` entry's students with its family (trained modules come from the cache)."""
+             families_out: list, trained_ahead: dict | None = None) -> list[Entry]:
+    """Distil one ``distill`` entry's students with its family (trained modules come from the cache).
+    ``trained_ahead``: what another process trained of it into the cache in this run (`train_ahead`),
+    recorded as trained, not as cache hits."""
     fam = get_family(spec.family)
     t0 = time.perf_counter()
     teacher = _load_teacher(spec.teacher, base, user_model) if spec.teacher else (
@@ -185,12 +187,18 @@ def _distill(spec, cfg: PipelineConfig, base: Path, user_model, progress: Progre
     ctx = FamilyContext(spec=spec, teacher=teacher, data=data, quick=quick, cache=cache, log=progress.stage)
     res: FamilyResult = fam.fn(ctx)
     secs = time.perf_counter() - t0
+    where = {}
+    if trained_ahead and trained_ahead["trained"]:  # trained in this run by another process: not a cache hit
+        moved = [n for n in cache.hits if n in trained_ahead["trained"]]
+        cache.hits[:] = [n for n in cache.hits if n not in moved]
+        cache.misses.extend(moved)
+        where = {"trained_in": f"worker process {trained_ahead['pid']}"}
     families_out.append({
         "family": fam.name, "description": fam.description, "metric": res.metric,
         "reference": res.reference, "reference_quality": res.reference_quality,
         "students": list(res.students), "cache_hits": cache.hits, "cache_misses": cache.misses,
         "cache_dir": str(cache.root), "code_version": key_parts["code"][:16], "seconds": round(secs, 2),
-        "info": res.info})
+        **where, "info": res.info})
     progress.stage(f"{fam.name}: {len(res.students)} student(s) ready in {secs:.1f}s "
                    f"(cache: {len(cache.hits)} hit, {len(cache.misses)} trained); reference {res.metric} "
                    + (f"{res.reference_quality:.4f}" if res.reference_quality is not None else "n/a"))
@@ -201,6 +209,34 @@ def _distill(spec, cfg: PipelineConfig, base: Path, user_model, progress: Progre
                   calibration_source=f"{fam.name} family data", eval_data=res.eval_data,
                   profile_programs=res.info.get("profile_programs"), info=res.info)
             for name, st in res.students.items()]
+
+
+class _Say:
+    """`Progress`'s ``stage`` for a process that reports through a callback."""
+
+    def __init__(self, say):
+        self.stage = say
+
+
+def trainable_ahead(cfg: PipelineConfig) -> list[int]:
+    """``distill`` entries another process may train while this one trains those before them: the
+    last one, when there are several (the demo lists the longest training last), it uses its
+    family's embedded teacher and data (nothing of the user's to send) and the training cache is
+    on (the cache is how the students come back)."""
+    if len(cfg.distill) < 2 or not cfg.output.use_cache:
+        return []
+    last = cfg.distill[-1]
+    return [len(cfg.distill) - 1] if last.teacher is None and last.data is None else []
+
+
+def train_ahead(spec, cfg: PipelineConfig, quick: bool, say) -> list[str]:
+    """Train one ``distill`` entry (see `trainable_ahead`) into the shared training cache, here: a
+    worker of the local executor, while the parent trains the entries before it. The parent then
+    distils the entry as usual and finds its students in the cache. Returns the names trained
+    (those the cache did not hold)."""
+    out: list = []
+    _distill(spec, cfg, Path(cfg.base_dir), None, _Say(say), quick, out)
+    return list(out[0]["cache_misses"])
 
 
 # ----------------------------------------------------------------------------- entries
@@ -237,20 +273,25 @@ def _user_entry(cfg: PipelineConfig, base: Path, progress: Progress) -> Entry:
 
 
 def entries(cfg: PipelineConfig, progress: Progress, quick: bool, families_out: list,
-            timings: dict) -> Iterator[list[Entry]]:
+            timings: dict, ahead=None) -> Iterator[list[Entry]]:
     """The entries to deploy, one batch per source: the user's model first, then each family's
     students as soon as that family has trained. ``families_out`` receives each family's
-    record and ``timings["distill_s"]`` the time spent loading and distilling."""
+    record and ``timings["distill_s"]`` the time spent loading and distilling. ``ahead`` (the
+    executor): ``train_ahead(cfg, quick, indices)`` starts training those of `trainable_ahead`'s
+    entries it can elsewhere and returns their indices; ``wait_trained(i)`` waits for one and returns
+    what was trained (None: it failed there, so it trains here)."""
     base = Path(cfg.base_dir)
     timings.setdefault("distill_s", 0.0)
+    started = set(ahead.train_ahead(cfg, quick, trainable_ahead(cfg))) if ahead is not None else set()
     user_model = None
     if cfg.model is not None:
         user = _user_entry(cfg, base, progress)
         user_model = user.module
         yield [_attach_calibration(user, cfg, base)]
-    for spec in cfg.distill:
+    for i, spec in enumerate(cfg.distill):
         t0 = time.perf_counter()
+        done = ahead.wait_trained(i) if i in started else None
         batch = [_attach_calibration(e, cfg, base) for e in _distill(spec, cfg, base, user_model, progress, quick,
-                                                                      families_out)]
+                                                                      families_out, done)]
         timings["distill_s"] += time.perf_counter() - t0
         yield batch

@@ -4,7 +4,8 @@
 
 - ``serial``: every job in this process, one after another (convert, then profile).
 - ``local`` (the default): conversions in a pool of worker processes sized to the usable
-  cores, overlapping the training of the next family; then the profiling queue, one job at a
+  cores, overlapping the training of the next family (the last one trains in a worker from the
+  start, `LocalExecutor.train_ahead`); then the profiling queue, one job at a
   time on this machine, with no conversion running (`edgesdk.pipeline.local`).
 - ``ray`` / ``ray://HOST:PORT``: the same plan as Ray tasks on a cluster; profiling jobs ask for
   their device's resource (`edgesdk.pipeline.cluster`).
@@ -84,6 +85,16 @@ class Executor:
 
     def results(self) -> list[Row]:
         raise NotImplementedError
+
+    def train_ahead(self, cfg: PipelineConfig, quick: bool, indices: list[int]) -> list[int]:
+        """Start training those ``distill`` entries (`entries.trainable_ahead`) elsewhere, while this
+        process trains the ones before them; returns the indices started. Base: none."""
+        return []
+
+    def wait_trained(self, index: int) -> dict | None:
+        """Wait for an entry `train_ahead` started: ``{"trained": [names], "pid": pid}``, or None
+        when it failed there (this process trains it)."""
+        return None
 
     def describe(self) -> dict:
         """What ``results.json`` records about the executor."""

@@ -3,7 +3,8 @@ run one at a time with nothing else of ours running.
 
 - A job whose conversion is cached is copied in place at once (payload re-checked); the
   others go to a pool of worker processes (`edgesdk.pipeline.pool`), one per usable core,
-  started with the run, while this process trains the next family. An idle worker takes the
+  started with the run, while this process trains the next family (`train_ahead`: with two
+  workers or more, the last family trains in one of them from the start). An idle worker takes the
   costliest queued conversion first (`TARGET_COST`); a model's conversions that write the same
   file share one export (`converters.export_memo`).
 - A worker writes into a scratch folder inside ``output.dir`` (and the cache); this process
@@ -83,7 +84,10 @@ class LocalExecutor(Executor):
         self.t_inline = 0.0                   # cache hits copied in this process
         self.failed_starts = 0
         self.stopping = False
-        self.score_waits: dict[str, Future] = {}  # score id -> its answer from a worker (`evaluator`)
+        self.score_waits: dict[str, Future] = {}  # score / training id -> its answer from a worker
+        self.train_queue: list[tuple[str, bytes]] = []  # families to train in a worker (`train_ahead`)
+        self.train_labels: dict[str, str] = {}    # training id -> its family, for the log
+        self.train_futs: dict[str, Future] = {}   # training id -> its answer (kept after it came)
 
     # ---- conversions
     def submit(self, entry, jobs: list[Job]) -> None:
@@ -158,8 +162,54 @@ class LocalExecutor(Executor):
         self.pool.ensure()
         return self
 
+    def train_ahead(self, cfg, quick: bool, indices: list[int]) -> list[int]:
+        """The last family trains in a worker from the start, beside this process training the
+        ones before it (`entries.trainable_ahead`): without it one core idled while the first family
+        trained and again while the second one did, once the first one's conversions were done.
+        Needs two workers or more (the other converts meanwhile)."""
+        if self.n_workers < 2 or not indices:
+            return []
+        import torch
+
+        from edgesdk.pipeline.worker import dump_entry
+        for i in indices:
+            spec, tid = cfg.distill[i], f"train-{i}"
+            with self.lock:
+                self.score_waits[tid] = self.train_futs[tid] = Future()
+                # the parent's torch thread count: a family's code outside its own training threads
+                # (data preparation, evaluations) then computes as it would here
+                self.train_queue.append((tid, dump_entry((spec, cfg, quick, torch.get_num_threads()))))
+                self.train_labels[tid] = spec.family
+            self.ctx.progress.stage(f"{spec.family}: trains in a worker process beside the families before it")
+        self._start()
+        return list(indices)
+
+    def wait_trained(self, index: int) -> dict | None:
+        tid = f"train-{index}"
+        fut = self.train_futs.get(tid)
+        if fut is None:
+            return None
+        label = self.train_labels.get(tid, tid)
+        t0 = time.perf_counter()
+        while True:
+            try:
+                kind, value = fut.result(timeout=0.5)
+                break
+            except FutureTimeout:
+                if self.stopping or self.error is not None:
+                    raise ConversionError("the run stopped while a worker was training") from None
+            except Exception as err:  # noqa: BLE001 - its own error, or the worker died: train here
+                self.ctx.progress.stage(f"{label}: training in the worker failed ({type(err).__name__}: "
+                                        f"{' '.join(str(err).split())[:200]}); training it here")
+                return None
+        if kind != "value":
+            return None
+        self.ctx.progress.stage(f"{label}: trained in worker {value['pid']} "
+                                f"(waited {time.perf_counter() - t0:.1f}s for it)")
+        return value
+
     def _start(self) -> None:
-        if self.thread is None and self.queue:
+        if self.thread is None and (self.queue or self.train_queue):
             from edgesdk.pipeline.pool import shared_pool
             self.pool = shared_pool(self.n_workers)
             self.thread = threading.Thread(target=self._dispatch, name="edgesdk-local-executor", daemon=True)
@@ -186,10 +236,17 @@ class LocalExecutor(Executor):
                 with self.lock:
                     if self.error is not None:
                         return
-                    pending = bool(self.queue) or bool(self.running)
+                    pending = bool(self.queue) or bool(self.running) or bool(self.train_queue)
                 if pending:
                     self.pool.ensure()
                 for w in self.pool.idle():
+                    with self.lock:
+                        train = self.train_queue.pop(0) if self.train_queue else None
+                    if train is not None:  # a family to train goes first: its conversions wait on it
+                        self.ctx.progress.stage(f"{self.train_labels[train[0]]}: training (worker {w.pid})")
+                        if not self.pool.train(w, *train):
+                            self._event(("died", train[0], "the worker could not take it"), tags)
+                        continue
                     with self.lock:
                         if not self.queue:
                             break
@@ -225,7 +282,10 @@ class LocalExecutor(Executor):
                         "or run with executor='serial'")
                     self.lock.notify_all()
             return
-        if isinstance(job_index, str):  # a quality score on a worker (`evaluator`)
+        if kind == "say" and isinstance(job_index, str):  # a family training on a worker
+            self.ctx.progress.stage(f"{self.train_labels.get(job_index, job_index)} (worker): {ev[2]}")
+            return
+        if isinstance(job_index, str):  # a quality score or a training on a worker
             with self.lock:
                 fut = self.score_waits.pop(job_index, None)
             if fut is not None:

@@ -126,6 +126,12 @@ class WorkerPool:
         w.job = score_id
         return w.send(("score", score_id, blob))
 
+    def train(self, w: Worker, train_id: str, blob: bytes) -> bool:
+        """Hand an idle worker a family to train (``("train", id, blob)``, see `edgesdk.pipeline.worker`);
+        its answer comes back through `poll` like a job's."""
+        w.job = train_id
+        return w.send(("train", train_id, blob))
+
     def poll(self, timeout: float) -> list[tuple]:
         """Messages from the workers: ("say"|"done"|"error", job_id, payload); ("died", job_id,
         why) for a worker that ended during a job and ("startfail", None, why) for one that ended

@@ -7,7 +7,10 @@ so a model class defined in the user's script travels by value) and jobs name th
 Requests: ``("init", sys_path)``, ``("entry", id, blob)`` (`dump_entry`), ``("job", id, entry_id, blob)``,
 ``("score", id, blob)`` (`dump_entry` of a quality function, an artifact path and a thread count:
 the score of an artifact on an emulated device, `LocalExecutor.evaluator`; answered ``("done", id,
-("value", float))``, or ``("unloadable", why)`` when it cannot be loaded here), ``("forget",)``, ``("exit",)``.
+("value", float))``, or ``("unloadable", why)`` when it cannot be loaded here), ``("train", id, blob)``
+(`dump_entry` of a ``distill`` entry, the config, the quick flag and the parent's torch thread count:
+the family trains here, with that count, into the shared training cache, `LocalExecutor.train_ahead`;
+answered ``("done", id, ("value", {"trained": [names], "pid": pid}))``), ``("forget",)``, ``("exit",)``.
 Answers: ``("ready", pid)``, ``("say", job_id, text)``, ``("done", job_id, blob)``, ``("error", job_id, blob)``.
 
 The worker runs at a lower priority than its parent (which trains the next family meanwhile),
@@ -99,6 +102,20 @@ def serve(inp: Connection, out: Connection) -> None:
                 out.send(("done", msg[1], cloudpickle.dumps(("value", execute.evaluate_here(quality, path, threads)))))
             except BaseException as err:  # noqa: BLE001  (the quality function's own error: the row records it)
                 out.send(("error", msg[1], dumps_error(err)))
+        elif kind == "train":
+            train_id = msg[1]
+
+            def say(text: str, train_id=train_id) -> None:
+                out.send(("say", train_id, text))
+            try:
+                spec, cfg, quick, threads = load_entry(msg[2])
+                from edgesdk.families import torch_threads
+                from edgesdk.pipeline.entries import train_ahead
+                with torch_threads(threads):  # the parent's count, as if it trained there
+                    trained = train_ahead(spec, cfg, quick, say)
+                out.send(("done", train_id, cloudpickle.dumps(("value", {"trained": trained, "pid": os.getpid()}))))
+            except BaseException as err:  # noqa: BLE001  (the parent trains the family itself)
+                out.send(("error", train_id, dumps_error(err)))
         elif kind == "job":
             job_id, entry_id = msg[1], msg[2]
             job, cfg, art_dir, key, exports = cloudpickle.loads(msg[3])
