@@ -6,6 +6,7 @@ Everything goes to stderr so that `--json` output on stdout stays machine-readab
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 
@@ -16,6 +17,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self._bar_open = False
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._lock = threading.Lock()  # stage lines come from several threads (the local executor's)
 
     def _elapsed(self) -> str:
         return f"[{time.perf_counter() - self.t0:6.1f}s]"
@@ -23,8 +25,10 @@ class Progress:
     def stage(self, text: str) -> None:
         if not self.enabled:
             return
-        self._close_bar()
-        print(f"{self._elapsed()} {text}", file=self.stream, flush=True)
+        with self._lock:  # one write per line: print() writes the text and its newline apart
+            self._close_bar()
+            self.stream.write(f"{self._elapsed()} {text}\n")
+            self.stream.flush()
 
     def bar(self, label: str):
         """Return a callback ``(done, total)`` drawing a bar (only on a terminal)."""
