@@ -3,9 +3,9 @@
 `converters.gen_calibration.evaluate_generation` (the accuracy gate of a quantized generation
 model) runs an artifact's programs on held-out prompts: a greedy generation per prompt, a
 teacher-forced pass for each prompt whose tokens diverged from fp32's, and a per-program check on
-the inputs the fp32 programs met. With ``gen_calibration.REMEMBER`` on, the session runs each
-distinct input once (`gen_calibration.Remembered`): the teacher-forced pass replays the greedy
-pass up to the divergence, and the prefill check feeds the prompts the generations fed. This
+the inputs the fp32 programs met. `gen_calibration.Remembered` runs each distinct input once (the
+teacher-forced pass replays the greedy pass up to the divergence, the prefill check feeds the
+prompts the generations fed); ``remember=False`` runs every call through the same wrapper. This
 prints, per artifact and per setting, the program calls, the runs, the seconds (each round, the
 order swapped every round) and whether every figure of the gate came out the same::
 
@@ -57,10 +57,7 @@ def main(argv=None) -> int:
         got: dict = {}
         for rnd in range(args.rounds):
             for remember in ((False, True) if rnd % 2 == 0 else (True, False)):
-                gen_calibration.REMEMBER = remember
-                view = gen_calibration.Remembered(sess)  # counts the calls; with REMEMBER off, a pass-through
-                if not remember:
-                    view = _Counting(sess)
+                view = gen_calibration.Remembered(sess, remember=remember)  # both count the calls and runs
                 t = time.perf_counter()
                 res = gen_calibration.evaluate_generation(programs, view, prompts)
                 s = time.perf_counter() - t
@@ -68,7 +65,6 @@ def main(argv=None) -> int:
                                                      view.calls(), view.runs()))
                 print(f"# {fam} remember={remember}: {s:.1f} s, runs {view.runs()} of calls {view.calls()}",
                       file=sys.stderr, flush=True)
-        gen_calibration.REMEMBER = True
         same = len({r[1] for v in got.values() for r in v}) == 1
         for remember, v in got.items():
             rows.append((art.name, "each distinct input once" if remember else "every call runs",
@@ -83,33 +79,6 @@ def main(argv=None) -> int:
 
 def _per(d: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
-
-
-class _Counting:
-    """The session as it is (every call runs), counting the calls per program."""
-
-    def __init__(self, sess):
-        self._sess = sess
-        self.path, self.generation = sess.path, sess.generation
-        self._n: dict[str, list] = {}
-
-    def program(self, name):
-        b = self._sess.program(name)
-        n = self._n.setdefault(name, [0])
-        inner = b.run
-
-        class View:
-            spec, pool = b.spec, []
-
-            def run(self, inputs):
-                n[0] += 1
-                return inner(inputs)
-        return View()
-
-    def calls(self) -> dict:
-        return {k: v[0] for k, v in self._n.items()}
-
-    runs = calls
 
 
 if __name__ == "__main__":

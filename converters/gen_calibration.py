@@ -52,7 +52,6 @@ GEN_TOKENS = 32          # new tokens per prompt, recording and gate alike
 MIN_GREEDY = 0.95        # default gate: greedy agreement with fp32
 MIN_TEACHER_FORCED = 0.98  # default gate: teacher-forced next-token agreement with fp32
 DEFAULT_METRIC_DROP = 0.01
-REMEMBER = True          # the gate runs each distinct program input once (`Remembered`); False: every call runs
 REMEMBER_BYTES = 256 << 20  # outputs kept per program, at most (the oldest are dropped first)
 
 
@@ -214,9 +213,9 @@ class _RememberedProgram:
     the same input bytes as an earlier one gets that call's outputs back without running again.
     The runtime's loop drives it like a PyTorch reference binding (``spec``, ``run``, ``pool``)."""
 
-    def __init__(self, binding):
+    def __init__(self, binding, remember: bool = True):
         self.spec = binding.spec
-        self._binding = binding
+        self._binding, self._remember = binding, remember
         self._names = [s.name for s in binding.spec.inputs]
         self._outputs: OrderedDict[bytes, list] = OrderedDict()
         self._bytes = 0
@@ -225,13 +224,16 @@ class _RememberedProgram:
 
     def run(self, inputs) -> list:
         arrays = [inputs[n] for n in self._names] if isinstance(inputs, dict) else list(inputs)
+        self.calls += 1
+        if not self._remember:
+            self.runs += 1
+            return self._binding.run(arrays)
         h = hashlib.blake2b(digest_size=20)
         for a in arrays:
             a = np.ascontiguousarray(a)
             h.update(f"{a.dtype.str}{a.shape}|".encode())
             h.update(a.data)
         key = h.digest()
-        self.calls += 1
         out = self._outputs.get(key)
         if out is None:
             out = self._outputs[key] = [np.array(o, copy=True) for o in self._binding.run(arrays)]
@@ -253,16 +255,16 @@ class Remembered:
 
     An artifact is a deterministic function of its inputs, so every figure stays the same; what
     changes is the number of program runs (on an emulated NPU, ~0.1-2 s each). ``runs()`` and
-    ``calls()`` count them per program."""
+    ``calls()`` count them per program; ``remember=False`` runs every call (and counts it)."""
 
-    def __init__(self, sess):
-        self._sess = sess
+    def __init__(self, sess, remember: bool = True):
+        self._sess, self._remember = sess, remember
         self.path, self.generation = sess.path, sess.generation
         self._programs: dict[str, _RememberedProgram] = {}
 
     def program(self, name: str) -> _RememberedProgram:
         if name not in self._programs:
-            self._programs[name] = _RememberedProgram(self._sess.program(name))
+            self._programs[name] = _RememberedProgram(self._sess.program(name), self._remember)
         return self._programs[name]
 
     def runs(self) -> dict[str, int]:
@@ -277,7 +279,7 @@ def evaluate_generation(programs, sess, prompts: list[np.ndarray], metric=None,
     """The gate's numbers on held-out ``prompts`` (see the module docstring). ``sess`` runs each
     distinct input once (`Remembered`)."""
     from edgesdk.converters.accuracy import evaluate
-    if REMEMBER and not isinstance(sess, Remembered):
+    if not isinstance(sess, Remembered):
         sess = Remembered(sess)
     ref = Reference(programs)
     spec = ref.generation

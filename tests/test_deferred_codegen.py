@@ -1,6 +1,5 @@
 """`converters.deferred_codegen`: GraphModule source generated only when read, same artifacts."""
 
-import contextlib
 import inspect
 import operator
 
@@ -10,7 +9,7 @@ from torch import fx
 
 from edgesdk.converters.deferred_codegen import deferred_recompiles
 from edgesdk.models.mamba import Mamba, MambaConfig
-from test_delegate_graphs import _FusedQkvAttention  # a transformer layer as users write it
+from test_delegate_graphs import _FusedQkvAttention, record_counts  # a transformer layer as users write it
 
 
 class _AddThenRelu(torch.nn.Module):
@@ -72,14 +71,7 @@ def test_deferred_recompiles_leave_the_pte_byte_identical(model, partitioner, mo
     from edgesdk.converters import deferred_codegen
     from edgesdk.converters import executorch_xnnpack as xnn
     from edgesdk.converters.programs import collect
-    records, real = [], deferred_codegen.deferred_recompiles
-
-    @contextlib.contextmanager
-    def recorded():
-        with real() as counts:
-            yield counts
-        records.append(dict(counts))
-    monkeypatch.setattr(deferred_codegen, "deferred_recompiles", recorded)
+    records = record_counts(monkeypatch, deferred_codegen, "deferred_recompiles")
     torch.manual_seed(0)
     if model == "mamba":
         m = Mamba(MambaConfig(d_model=32, n_layers=2, n_heads=2, head_dim=16, d_state=8, n_groups=2, chunk_size=16,
@@ -93,5 +85,7 @@ def test_deferred_recompiles_leave_the_pte_byte_identical(model, partitioner, mo
         parts = [XnnpackPartitioner()] if partitioner == "xnnpack" else [VulkanPartitioner({"force_fp16": True})]
         pte[defer], _ = xnn.lower({program.name: program}, parts)
     assert records[1] == {"deferred": 0, "generated": 0}, records              # the switch turns it off
-    assert records[0]["deferred"] > 5 * records[0]["generated"] > 0, records
+    # most recompiles deferred: alone, the Mamba prefill on Vulkan defers ~1,290 and generates ~130; after
+    # other Vulkan lowerings in the same process (cached fusion patterns) it defers 418 and generates 129
+    assert records[0]["deferred"] > 2 * records[0]["generated"] > 0, records
     assert pte[True] == pte[False]

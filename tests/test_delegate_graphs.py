@@ -301,6 +301,20 @@ class _ConvBnCatHead(torch.nn.Module):
         return self.head(y.mean(dim=(2, 3)))
 
 
+def record_counts(monkeypatch, owner, name: str) -> list:
+    """Replace ``owner.<name>`` (a context manager yielding a dict of counts) with one that appends
+    each block's final counts to the returned list."""
+    records, real = [], getattr(owner, name)
+
+    @contextlib.contextmanager
+    def recorded():
+        with real() as counts:
+            yield counts
+        records.append(dict(counts))
+    monkeypatch.setattr(owner, name, recorded)
+    return records
+
+
 @pytest.mark.parametrize("scheme", ["fp32", pytest.param("int8-static", marks=pytest.mark.slow)])  # int8: ~35 s
 def test_skipping_unchanged_retraces_leaves_the_pte_byte_identical(scheme, monkeypatch):
     """`retrace_changed_graphs_only` skips the fake-tensor re-trace that XNNPACK's preprocess passes run
@@ -309,14 +323,7 @@ def test_skipping_unchanged_retraces_leaves_the_pte_byte_identical(scheme, monke
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from edgesdk.converters import executorch_xnnpack as xnn
     from edgesdk.converters.programs import collect
-    counts, context = [], xnn.retrace_changed_graphs_only
-
-    @contextlib.contextmanager
-    def counted():
-        with context() as c:
-            yield c
-        counts.append(dict(c))
-    monkeypatch.setattr(xnn, "retrace_changed_graphs_only", counted)
+    counts = record_counts(monkeypatch, xnn, "retrace_changed_graphs_only")
     torch.manual_seed(0)
     m, x = _ConvBnCatHead().eval(), torch.randn(1, 3, 16, 16)
     if scheme == "int8-static":

@@ -5,6 +5,7 @@ conversions, real worker processes, real signals. The Ray cluster test is in tes
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -359,17 +360,11 @@ def test_the_last_family_trains_in_a_worker_and_the_results_match_serial(tmp_pat
     records them as trained in this run, in that worker. The lockfile equals the serial run's."""
     from edgesdk import lockfile
     from edgesdk.pipeline import pipeline
-    from edgesdk.pipeline.local import LocalExecutor
-    from edgesdk.pipeline.executor import RunContext
-    from edgesdk.progress import Progress
-    serial = pipeline(_two_families(tmp_path, "serial"), progress=False, executor="serial")
-    cfg = _two_families(tmp_path, "local")
-    from edgesdk.pipeline.config import load_config
-    ctx = RunContext(cfg=load_config(cfg), art_dir=tmp_path / "local" / "artifacts", warmup=2, iters=10,
-                     progress=Progress(False))
-    if LocalExecutor(ctx).n_workers < 2:
+    from edgesdk.pipeline.local import usable_cores
+    if usable_cores() < 2:
         pytest.skip("one usable core: the local executor has one worker, which converts")
-    local = pipeline(cfg, progress=False, executor="local")
+    serial = pipeline(_two_families(tmp_path, "serial"), progress=False, executor="serial")
+    local = pipeline(_two_families(tmp_path, "local"), progress=False, executor="local")
     a, b = lockfile.read(serial.results_json), lockfile.read(local.results_json)
     assert lockfile.comparable(a) == lockfile.comparable(b)
     first, last = b["families"]
@@ -388,10 +383,9 @@ def test_a_worker_that_dies_while_training_leaves_the_family_to_this_process(tmp
     from edgesdk.pipeline.local import LocalExecutor
     from edgesdk.progress import Progress
     cfg = load_config(_two_families(tmp_path, "killed"))
-    lines = []
+    log = io.StringIO()
     ctx = RunContext(cfg=cfg, art_dir=tmp_path / "killed" / "artifacts", warmup=2, iters=10,
-                     progress=Progress(True, stream=type("S", (), {"write": lambda s, t: lines.append(t),
-                                                                  "flush": lambda s: None})()))
+                     progress=Progress(True, stream=log))
     ex = LocalExecutor(ctx, workers=2)
     with ex:
         assert ex.train_ahead(cfg, True, [1]) == [1]
@@ -401,4 +395,4 @@ def test_a_worker_that_dies_while_training_leaves_the_family_to_this_process(tmp
             time.sleep(0.05)
         next(w for w in ex.pool.workers if w.job == "train-1").kill()
         assert ex.wait_trained(1) is None
-    assert any("training in the worker failed" in t and "training it here" in t for t in lines)
+    assert any("training in the worker failed" in t and "training it here" in t for t in log.getvalue().splitlines())

@@ -277,9 +277,5 @@ def test_the_gate_runs_each_distinct_program_input_once_and_its_figures_stay(tea
     acc = gc.evaluate_generation(programs, counted, prompts, new_tokens=NEW)
     assert counted.calls()["prefill"] == 2 * len(prompts)    # greedy + the per-program check
     assert counted.runs()["prefill"] == len(prompts)
-    gc.REMEMBER = False
-    try:
-        every = gc.evaluate_generation(programs, sess, prompts, new_tokens=NEW)
-    finally:
-        gc.REMEMBER = True
+    every = gc.evaluate_generation(programs, gc.Remembered(sess, remember=False), prompts, new_tokens=NEW)
     assert acc == every
