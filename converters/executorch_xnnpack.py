@@ -275,6 +275,65 @@ def retrace_changed_graphs_only():
         ExportPass.call, xnnpack_passes._transform = retrace, transform
 
 
+# whether `lower` runs ExecuTorch's edge-dialect dtype check once per distinct graph (off: at every
+# program construction, ExecuTorch's own behaviour; the check's verdict and the .pte are the same either way)
+DTYPE_CHECK_ONCE = True
+
+
+def _dtype_check_key(gm: torch.fx.GraphModule) -> str:
+    """What the edge verifier's dtype check reads: every node (op, target, arguments) and the inputs'
+    fake tensors (dtype, shape, strides) and attributes' types; a blake2b digest."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=20)
+    for n in gm.graph.nodes:
+        h.update(f"{n.op}|{n.name}|{n.target}|{n.args!r}|{n.kwargs!r}".encode())
+        if n.op == "placeholder":
+            v = n.meta.get("val")
+        elif n.op == "get_attr":
+            v = getattr(gm, n.target, None)
+        else:
+            continue
+        if isinstance(v, torch.Tensor):
+            h.update(f"|{v.dtype}|{tuple(v.shape)}|{v.stride()}".encode())
+        else:  # a symbolic int, a lowered module...
+            h.update(f"|{type(v).__qualname__}|{repr(v) if n.op == 'placeholder' else ''}".encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def dtype_checked_once():
+    """While lowering: ExecuTorch validates an edge program every time one is built (each pass, each
+    step of `to_edge_transform_and_lower`), and its dtype check runs the whole graph with fake tensors
+    each time, ~0.1-0.2 s for a Mamba program, though most of those graphs are ones it already checked.
+    Inside this context a graph whose nodes and inputs are the same as one that passed is not run
+    again; a changed graph, and every other check of the verifier, runs as before. Yields
+    {"checked", "skipped", "check_s"}. Measured on the Mamba student's XNNPACK fp32 lowering: 40 checks, 3.4 s,
+    of which the distinct graphs 1.2 s (RESULTS.md, #21 twenty-third session)."""
+    from executorch.exir.verification import verifier
+    import time
+    check = verifier._check_tensor_args_matching_op_allowed_dtype
+    passed: set[str] = set()
+    counts = {"checked": 0, "skipped": 0, "check_s": 0.0}
+
+    def once(gm):
+        key = _dtype_check_key(gm)
+        if key in passed:
+            counts["skipped"] += 1
+            return None
+        counts["checked"] += 1
+        t0 = time.perf_counter()
+        try:
+            check(gm)  # raises on a violation: nothing is remembered then
+        finally:
+            counts["check_s"] += time.perf_counter() - t0
+        passed.add(key)
+    verifier._check_tensor_args_matching_op_allowed_dtype = once
+    try:
+        yield counts
+    finally:
+        verifier._check_tensor_args_matching_op_allowed_dtype = check
+
+
 def lower(programs, partitioners, caller_owned_inputs: bool = False,
           decompositions: dict | None = None, passes: list | None = None) -> tuple[bytes, dict]:
     """torch.export every program, lower with the given partitioners, return (pte bytes, report).
@@ -288,7 +347,7 @@ def lower(programs, partitioners, caller_owned_inputs: bool = False,
     # a GraphModule's Python source made only when read: ~1,300-1,500 recompiles per generation-student
     # lowering, 7-11 s of them; 0.87x / 0.78x the seconds of the Mamba Vulkan / XNNPACK int8-dynamic
     # conversions, same .pte bytes (benchmarks/deferred_codegen.py, RESULTS.md #21 twenty-first session)
-    with deferred_recompiles():
+    with deferred_recompiles(), dtype_checked_once() if DTYPE_CHECK_ONCE else contextlib.nullcontext():
         return _lower(programs, partitioners, caller_owned_inputs, decompositions, passes)
 
 

@@ -6,6 +6,7 @@ blob and call; Vulkan refuses tensors of rank > 4. The Mamba student's programs 
 XNNPACK delegate calls to 9 + 2 when written without them (benchmarks/xnnpack_lowering.py)."""
 
 import contextlib
+import operator
 
 import numpy as np
 import pytest
@@ -335,6 +336,49 @@ def test_skipping_unchanged_retraces_leaves_the_pte_byte_identical(scheme, monke
         pte[skip], _ = xnn.lower({"forward": next(iter(collect(m, (x,))))}, [XnnpackPartitioner()])
     assert len(counts) == 1 and counts[0]["skipped"] > 0 and counts[0]["retraced"] > 0, counts
     assert pte[True] == pte[False]
+
+
+def test_the_dtype_check_runs_once_per_distinct_graph_and_the_pte_is_the_same(monkeypatch):
+    """`dtype_checked_once`: ExecuTorch's edge dtype check runs on each distinct graph once (some checks
+    skipped, some run), and the `.pte` is the same bytes as with a check at every program built."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from edgesdk.converters import executorch_xnnpack as xnn
+    from edgesdk.converters.programs import collect
+    counts = record_counts(monkeypatch, xnn, "dtype_checked_once")
+    torch.manual_seed(0)
+    m, x = _ConvBnCatHead().eval(), torch.randn(1, 3, 16, 16)
+    pte = {}
+    for once in (True, False):
+        monkeypatch.setattr(xnn, "DTYPE_CHECK_ONCE", once)
+        pte[once], _ = xnn.lower({"forward": next(iter(collect(m, (x,))))}, [XnnpackPartitioner()])
+    assert len(counts) == 1 and counts[0]["skipped"] > 0 and counts[0]["checked"] > 0, counts
+    assert pte[True] == pte[False]
+
+
+def test_the_dtype_check_remembers_only_graphs_that_passed_and_rechecks_a_changed_one(monkeypatch):
+    """A graph the check rejected is checked (and rejected) again; a graph changed after it passed is
+    checked again; the same graph rebuilt (another GraphModule) is not."""
+    from executorch.exir.verification import verifier
+    from edgesdk.converters import executorch_xnnpack as xnn
+    seen = []
+
+    def check(gm):  # stands in for ExecuTorch's check: rejects graphs with a sub
+        seen.append(gm)
+        if any(n.target is operator.sub for n in gm.graph.nodes):
+            raise ValueError("mismatched dtypes")
+    monkeypatch.setattr(verifier, "_check_tensor_args_matching_op_allowed_dtype", check)
+
+    def traced(fn):
+        return torch.fx.symbolic_trace(fn)
+    with xnn.dtype_checked_once() as counts:
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                verifier._check_tensor_args_matching_op_allowed_dtype(traced(lambda a: a - 1))
+        verifier._check_tensor_args_matching_op_allowed_dtype(traced(lambda a: a + 1))
+        verifier._check_tensor_args_matching_op_allowed_dtype(traced(lambda a: a + 1))
+        verifier._check_tensor_args_matching_op_allowed_dtype(traced(lambda a: (a + 1) * 2))
+    assert len(seen) == 4 and counts == {"checked": 4, "skipped": 1, "check_s": counts["check_s"]}
+    assert verifier._check_tensor_args_matching_op_allowed_dtype is check
 
 
 def test_conv_bn_annotators_skipped_only_without_convolutions_and_the_pte_is_the_same(monkeypatch):
