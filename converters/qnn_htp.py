@@ -206,14 +206,6 @@ def untie_head(src: Path, dst: Path) -> list[dict]:
     return done
 
 
-def compile_epcontext(model: Path, ctx: Path, provider_options: dict) -> None:
-    """Compile the model for the HTP and write an EPContext ONNX with the context binary embedded."""
-    qnn_runtime().session(model, threads=1, provider_options=provider_options,
-                config={"ep.context_enable": "1", "ep.context_file_path": str(ctx), "ep.context_embed_mode": "1"})
-    if not ctx.is_file():
-        raise ConversionError(f"QNN did not write the EPContext model {ctx.name}")
-
-
 @register_target
 class QnnHtp(Converter):
     options = {"soc_model": "QNN SoC model id to compile for (default 57, Snapdragon 8 Gen 3)",
@@ -275,8 +267,9 @@ class QnnHtp(Converter):
             strip_node_metadata(model, metadata_only=True)
             arrays = [t.detach().cpu().contiguous().numpy() for t in prog.example_inputs]
             ran: list = []  # the placement run's outputs: the reference the EPContext model must give back
-            placement[name] = self._placement(model, arrays, options.get("min_npu_fraction"), soc, ran)
-            epcontext[name] = self._epcontext(model, workdir / f"{stem}_ctx.onnx", arrays, soc, ran)
+            ctx = workdir / f"{stem}_ctx.onnx"  # compiled by the placement session (one HTP compile for both)
+            placement[name] = self._placement(model, arrays, options.get("min_npu_fraction"), soc, ran, ctx)
+            epcontext[name] = self._epcontext(ctx, arrays, soc, ran)
             files.append(epcontext[name]["file"])
             progs[name] = (model.name, name)
             summary[name] = onnx_summary(model)
@@ -309,8 +302,8 @@ class QnnHtp(Converter):
                              for name, p in progs.items() if isinstance(p, dict) and "fraction" in p})
 
     @staticmethod
-    def _placement(model: Path, arrays, minimum, soc: dict, outputs: list) -> dict:
-        place = qnn_runtime().placement(model, arrays, provider_options=soc, outputs=outputs)
+    def _placement(model: Path, arrays, minimum, soc: dict, outputs: list, ctx: Path) -> dict:
+        place = qnn_runtime().placement(model, arrays, provider_options=soc, outputs=outputs, write_context=ctx)
         if minimum is not None and place["fraction"] < minimum:
             ops = ", ".join(f"{r['node']} ({r['op_type']})" for r in place["cpu_fallback"])
             raise ConversionError(
@@ -320,18 +313,18 @@ class QnnHtp(Converter):
         return place
 
     @staticmethod
-    def _epcontext(model: Path, ctx: Path, arrays, soc: dict, ref: list) -> dict:
-        """Compile ``ctx`` and check it gives back ``ref``: ``model``'s outputs on ``arrays`` from the
-        placement run (same options; running the model again gave the same bits and cost seconds per
-        generation program on the emulator)."""
+    def _epcontext(ctx: Path, arrays, soc: dict, ref: list) -> dict:
+        """Load ``ctx`` (written by the placement session) and check it gives back ``ref``, the QDQ
+        model's outputs on ``arrays`` from the placement run (same options; running the model again
+        gave the same bits and cost seconds per generation program on the emulator)."""
         qnn = qnn_runtime()
-        compile_epcontext(model, ctx, soc)
         got = qnn.session(ctx, threads=1, provider_options=soc).run(None, _feed(ctx, arrays))
         roundtrip = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
                         for a, b in zip(ref, got))
         return {"file": ctx.name, "embed_mode": 1, **soc, "roundtrip_max_abs_err": roundtrip,
                 "note": "compiled for the phone named by soc_model/htp_arch; load it with the QNN EP "
-                        "(backend_path libQnnHtp.so) on that device"}
+                        "(backend_path libQnnHtp.so) on that device; edgesdk.runtime loads it when the "
+                        "manifest's SoC is the session's"}
 
 
 def qnn_runtime():

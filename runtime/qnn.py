@@ -33,6 +33,9 @@ RUNS_LABEL = "simulated: QNN HTP emulator, numerics of the NPU, latency not a ph
 # (SM8650, Hexagon v75). Without a SoC the emulator fails to finalize many float graphs
 # (QNN_COMMON_ERROR_MEM_ALLOC), with one it compiles them.
 DEFAULT_SOC = {"soc_model": "57", "htp_arch": "75"}
+# whether a session opens each program's EPContext model (compiled by the converter for the manifest's
+# SoC) instead of compiling its QDQ ONNX (off: always compile, as before; the outputs are bit-identical)
+USE_CONTEXT_MODEL = True
 _lock = threading.Lock()
 _device = None
 
@@ -95,8 +98,44 @@ def _provider_options(manifest: Manifest) -> dict:
     return dict(manifest.extra.get("qnn", {}).get("provider_options", {}))
 
 
+def context_model(path: Path, spec: ProgramSpec, manifest: Manifest | None) -> Path | None:
+    """The EPContext model the converter compiled for ``spec``'s program (`converters.qnn_htp`), if the
+    manifest names one beside ``path`` compiled for the SoC this session asks for; else None."""
+    if manifest is None or not USE_CONTEXT_MODEL:
+        return None
+    ctx = manifest.extra.get("qnn", {}).get("epcontext")
+    if isinstance(ctx, dict) and "file" not in ctx:  # several programs: one context model each
+        ctx = ctx.get(spec.name)
+    if not isinstance(ctx, dict) or not isinstance(ctx.get("file"), str):
+        return None
+    want = {**DEFAULT_SOC, **{k: str(v) for k, v in _provider_options(manifest).items()}}
+    if any(str(ctx.get(k)) != v for k, v in want.items() if k in DEFAULT_SOC):
+        return None
+    f = path.parent / ctx["file"]
+    return f if f.is_file() and f.parent == path.parent else None
+
+
+def _open(path: Path, spec: ProgramSpec, manifest: Manifest | None, threads: int,
+          provider_options: dict) -> tuple[ort.InferenceSession, Path]:
+    """A session on the program's context binary where the artifact has one for this SoC (what a
+    phone loads: no graph compile; the converter checked it gives the QDQ model's outputs bit for
+    bit), else on the QDQ model (compiled here). Loading the Mamba student's prefill on the emulator:
+    0.01 s from its context model, 1.3-1.5 s compiling its ONNX (RESULTS.md, #21 twenty-third session)."""
+    ctx = context_model(path, spec, manifest)
+    if ctx is not None:
+        try:
+            return session(ctx, threads=threads, provider_options=provider_options), ctx
+        except (IntegrityError, ConversionError) as e:  # another HTP than the one it was compiled for
+            import warnings
+            warnings.warn(f"{ctx.name} did not load ({e}); compiling {path.name} instead", stacklevel=3)
+    return session(path, threads=threads, provider_options=provider_options), path
+
+
 def open_program(path: Path, spec: ProgramSpec, *, threads: int, manifest: Manifest, cache: dict):
-    return _ort.Program(session(path, threads=threads, provider_options=_provider_options(manifest)), spec)
+    sess, opened = _open(path, spec, manifest, threads, _provider_options(manifest))
+    prog = _ort.Program(sess, spec)
+    prog.file = opened  # the file the session runs: the EPContext model, or the QDQ model compiled here
+    return prog
 
 
 def manifest_for_file(path: Path) -> Manifest:
@@ -108,21 +147,26 @@ def _is_io_conversion(op: str) -> bool:
 
 
 def placement(path: Path, arrays: list[np.ndarray], *, threads: int = 1, provider_options: dict | None = None,
-              outputs: list | None = None) -> dict:
+              outputs: list | None = None, write_context: Path | None = None) -> dict:
     """Which graph nodes ran on the HTP and which fell back to CPU, from ONNX Runtime's profiler.
 
     QDQ models quantize their inputs and dequantize their outputs on the CPU by design; those
     boundary conversions are listed but not counted as fallback. ``fraction`` is the share of
     the graph's compute nodes (all but Quantize/DequantizeLinear/Cast) that ran on the HTP.
     ``outputs`` (a list, filled in): the run's outputs, for a caller that needs them too (a run on
-    the emulator costs seconds for a generation program).
+    the emulator costs seconds for a generation program). ``write_context``: the same session also
+    writes the EPContext model there (one graph compile for both).
     """
     import onnx
     model = onnx.load(str(path), load_external_data=False)
     compute = [n for n in model.graph.node if not _is_io_conversion(n.op_type)]
     with tempfile.TemporaryDirectory(prefix="edgesdk-qnnplace-") as tmp:
-        sess = session(path, threads=threads, provider_options=provider_options,
+        config = None if write_context is None else {"ep.context_enable": "1", "ep.context_embed_mode": "1",
+                                                       "ep.context_file_path": str(write_context)}
+        sess = session(path, threads=threads, provider_options=provider_options, config=config,
                        profile_prefix=os.path.join(tmp, "p"))
+        if write_context is not None and not Path(write_context).is_file():
+            raise ConversionError(f"QNN did not write the EPContext model {Path(write_context).name}")
         got = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], arrays)))
         if outputs is not None:
             outputs.extend(got)
@@ -219,7 +263,7 @@ def op_events(path: Path, spec: ProgramSpec, arrays, runs: int, threads: int, ma
         csv_path = os.path.join(tmp, "qnn.csv")
         opts = {**(_provider_options(manifest) if manifest else {}), "profiling_level": "detailed",
                 "profiling_file_path": csv_path}
-        sess = session(path, threads=threads, provider_options=opts)
+        sess = _open(path, spec, manifest, threads, opts)[0]
         feed = dict(zip([i.name for i in sess.get_inputs()], arrays))
         for _ in range(runs):
             sess.run(None, feed)
