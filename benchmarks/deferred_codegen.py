@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,10 +33,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(1)
-    import edgesdk
     from edgesdk.converters import deferred_codegen
-    from executorch_cuts import payload_sha256
-    from generation_quant import load_student
+    from executorch_cuts import switch_rounds
 
     from torch.fx import GraphModule
     real_recompile, real_context = GraphModule.recompile, deferred_codegen.deferred_recompiles
@@ -62,37 +59,14 @@ def main(argv=None) -> int:
         return block()
 
     GraphModule.recompile, deferred_codegen.deferred_recompiles = timed_recompile, counted_context
-
-    def convert(model, target, scheme, deferred: bool) -> tuple[float, str, dict]:
-        deferred_codegen.ENABLED = deferred
-        tally.update(generated=0, s=0.0, deferred=0)
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            kw = {} if scheme in ("fp32", "fp16") else {"max_drop": None}
-            art = edgesdk.convert(model, None, target, quantize=scheme, out_dir=tmp, name="a", verify_samples=1, **kw)
-            return time.perf_counter() - t, payload_sha256(Path(art.path)), dict(tally)
-
     rows = []
-    for item in args.conversions:
-        fam, target, scheme = item.split(":")
-        model = load_student(fam, Path(args.students))[0]
-        convert(model, target, scheme, True)  # warm-up: imports, first-call caches
-        secs: dict = {True: [], False: []}
-        hashes, tallies = set(), {}
-        for r in range(args.rounds):
-            for deferred in ((True, False) if r % 2 == 0 else (False, True)):
-                s, h, n = convert(model, target, scheme, deferred)
-                secs[deferred].append(s)
-                hashes.add(h)
-                tallies[deferred] = n
-                print(f"# {item} deferred={deferred}: {s:.1f} s, files {h[:12]}, recompiles {n}", file=sys.stderr,
-                      flush=True)
+    for fam, conv, secs, tallies, same in switch_rounds(args.conversions, Path(args.students), args.rounds,
+                                                         lambda on: setattr(deferred_codegen, "ENABLED", on), tally):
         on, off = statistics.median(secs[True]), statistics.median(secs[False])
         every, lazy = tallies[False], tallies[True]
         # a deferred recompile that is read later counts in both: deferred, then generated
         counts = (f"{every['generated']} ({every['s']:.1f} s)", f"{lazy['generated']} ({lazy['deferred']} deferred)")
-        rows.append((fam, f"{target} {scheme}", secs[False], secs[True], off, on, len(hashes) == 1, counts))
-    deferred_codegen.ENABLED = True
+        rows.append((fam, conv, secs[False], secs[True], off, on, same, counts))
     print(f"{args.rounds} rounds, order swapped each round; one process, 1 torch thread\n")
     print("| student | conversion | sources generated, every recompile (their s) | generated with deferral (deferred) | "
           "every recompile s (each round) | deferred s (each round) | median every | median deferred | "

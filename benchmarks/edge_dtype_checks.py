@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,11 +35,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(1)
-    import edgesdk
     from edgesdk.converters import executorch_xnnpack
     from executorch.exir.verification import verifier
-    from executorch_cuts import payload_sha256
-    from generation_quant import load_student
+    from executorch_cuts import switch_rounds
 
     real = verifier._check_tensor_args_matching_op_allowed_dtype
     tally = {"n": 0, "s": 0.0}
@@ -53,40 +50,17 @@ def main(argv=None) -> int:
             tally["n"] += 1
             tally["s"] += time.perf_counter() - t
     verifier._check_tensor_args_matching_op_allowed_dtype = timed
-
-    def convert(model, target, scheme, once: bool) -> tuple[float, str, dict]:
-        executorch_xnnpack.DTYPE_CHECK_ONCE = once
-        tally.update(n=0, s=0.0)
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            kw = {} if scheme in ("fp32", "fp16") else {"max_drop": None}
-            art = edgesdk.convert(model, None, target, quantize=scheme, out_dir=tmp, name="a", verify_samples=1, **kw)
-            return time.perf_counter() - t, payload_sha256(Path(art.path)), dict(tally)
-
-    rows = []
-    for item in args.conversions:
-        fam, target, scheme = item.split(":")
-        model = load_student(fam, Path(args.students))[0]
-        convert(model, target, scheme, True)  # warm-up: imports, first-call caches
-        secs: dict = {True: [], False: []}
-        hashes, tallies = set(), {}
-        for r in range(args.rounds):
-            for once in ((True, False) if r % 2 == 0 else (False, True)):
-                s, h, n = convert(model, target, scheme, once)
-                secs[once].append(s)
-                hashes.add(h)
-                tallies[once] = n
-                print(f"# {item} once={once}: {s:.1f} s, files {h[:12]}, dtype checks {n}", file=sys.stderr,
-                      flush=True)
-        rows.append((fam, f"{target} {scheme}", tallies[False], tallies[True], secs[False], secs[True],
-                     len(hashes) == 1))
-    executorch_xnnpack.DTYPE_CHECK_ONCE = True
-    verifier._check_tensor_args_matching_op_allowed_dtype = real
+    try:
+        rows = switch_rounds(args.conversions, Path(args.students), args.rounds,
+                             lambda on: setattr(executorch_xnnpack, "DTYPE_CHECK_ONCE", on), tally)
+    finally:
+        verifier._check_tensor_args_matching_op_allowed_dtype = real
     print(f"{args.rounds} rounds, order swapped each round; one process, 1 torch thread; checks of the last round\n")
     print("| student | conversion | dtype checks run, every program (their s) | once per graph (their s) | "
           "convert s every (each round) | once (each round) | median once / every | files |")
     print("|---|---|---|---|---|---|---|---|")
-    for fam, conv, every, once, off_s, on_s, same in rows:
+    for fam, conv, secs, tallies, same in rows:
+        every, once, off_s, on_s = tallies[False], tallies[True], secs[False], secs[True]
         ratio = statistics.median(on_s) / statistics.median(off_s)
         print(f"| {fam} | {conv} | {every['n']} ({every['s']:.1f} s) | {once['n']} ({once['s']:.1f} s) | "
               f"{' / '.join(f'{s:.1f}' for s in off_s)} | {' / '.join(f'{s:.1f}' for s in on_s)} | {ratio:.2f}x | "

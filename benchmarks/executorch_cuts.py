@@ -40,6 +40,47 @@ def payload_sha256(art: Path) -> str:
     return h.hexdigest()
 
 
+def switch_rounds(conversions, students: Path, rounds: int, switch, tally: dict | None = None) -> list[tuple]:
+    """Each ``STUDENT:TARGET:SCHEME`` of a demo-trained student, converted in this process with a switch
+    on and off (``switch(bool)`` sets it): one warm-up conversion, then ``rounds`` rounds, the order swapped
+    every round; each the whole `edgesdk.convert` (``verify_samples=1``, no gate). ``tally``: counts the
+    caller's hooks fill in, reset before each conversion. Returns, per conversion, ``(student, "TARGET SCHEME",
+    {on: [seconds]}, {on: last tally}, files identical)``."""
+    import tempfile
+    import edgesdk
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from generation_quant import load_student
+    tally = {} if tally is None else tally
+    zero = dict(tally)
+
+    def convert(model, target, scheme, on: bool) -> tuple[float, str, dict]:
+        switch(on)
+        tally.update(zero)
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            kw = {} if scheme in ("fp32", "fp16") else {"max_drop": None}
+            art = edgesdk.convert(model, None, target, quantize=scheme, out_dir=tmp, name="a", verify_samples=1, **kw)
+            return time.perf_counter() - t, payload_sha256(Path(art.path)), dict(tally)
+
+    rows = []
+    for item in conversions:
+        fam, target, scheme = item.split(":")
+        model = load_student(fam, Path(students))[0]
+        convert(model, target, scheme, True)  # warm-up: imports, first-call caches
+        secs: dict = {True: [], False: []}
+        hashes, tallies = set(), {}
+        for r in range(rounds):
+            for on in ((True, False) if r % 2 == 0 else (False, True)):
+                t, h, n = convert(model, target, scheme, on)
+                secs[on].append(t)
+                hashes.add(h)
+                tallies[on] = n
+                print(f"# {item} on={on}: {t:.1f} s, files {h[:12]}, counts {n}", file=sys.stderr, flush=True)
+        rows.append((fam, f"{target} {scheme}", secs, tallies, len(hashes) == 1))
+    switch(True)
+    return rows
+
+
 def measure(args) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from xnnpack_lowering import timed_conversions, use_checkout
