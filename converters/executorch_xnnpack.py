@@ -304,11 +304,12 @@ def _dtype_check_key(gm: torch.fx.GraphModule) -> str:
 def dtype_checked_once():
     """While lowering: ExecuTorch validates an edge program every time one is built (each pass, each
     step of `to_edge_transform_and_lower`), and its dtype check runs the whole graph with fake tensors
-    each time, ~0.1-0.2 s for a Mamba program, though most of those graphs are ones it already checked.
+    each time, ~0.1-0.2 s for a Mamba program, though about half of those graphs it already checked.
     Inside this context a graph whose nodes and inputs are the same as one that passed is not run
     again; a changed graph, and every other check of the verifier, runs as before. Yields
-    {"checked", "skipped", "check_s"}. Measured on the Mamba student's XNNPACK fp32 lowering: 40 checks, 3.4 s,
-    of which the distinct graphs 1.2 s (RESULTS.md, #21 twenty-third session)."""
+    {"checked", "skipped", "check_s"}. Measured on the Mamba student's XNNPACK fp32 lowering: 40 checks
+    (4.3 s) -> 20 (1.2 s), int8-dynamic 37 (10.5 s) -> 17 (2.5 s); same .pte bytes
+    (benchmarks/edge_dtype_checks.py, RESULTS.md #21 twenty-third session)."""
     from executorch.exir.verification import verifier
     import time
     check = verifier._check_tensor_args_matching_op_allowed_dtype

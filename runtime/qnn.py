@@ -119,8 +119,9 @@ def _open(path: Path, spec: ProgramSpec, manifest: Manifest | None, threads: int
           provider_options: dict) -> tuple[ort.InferenceSession, Path]:
     """A session on the program's context binary where the artifact has one for this SoC (what a
     phone loads: no graph compile; the converter checked it gives the QDQ model's outputs bit for
-    bit), else on the QDQ model (compiled here). Loading the Mamba student's prefill on the emulator:
-    0.01 s from its context model, 1.3-1.5 s compiling its ONNX (RESULTS.md, #21 twenty-third session)."""
+    bit), else on the QDQ model (compiled here). Loading the Mamba student (prefill + step) on the
+    emulator: 0.03 s from its context models, 1.4-2.4 s compiling its ONNX (benchmarks/qnn_context_load.py,
+    RESULTS.md #21 twenty-third session)."""
     ctx = context_model(path, spec, manifest)
     if ctx is not None:
         try:

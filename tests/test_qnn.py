@@ -54,7 +54,7 @@ def test_epcontext_model_is_shipped_and_round_trips(conv_uint8):
     assert not any(n.metadata_props or n.doc_string for n in onnx.load(str(art.path / "model.onnx")).graph.node)
 
 
-def test_the_runtime_runs_the_context_model_and_gets_the_compiled_models_bits(conv_uint8):
+def test_the_runtime_runs_the_context_model_and_gets_the_compiled_models_bits(conv_uint8, monkeypatch):
     """A session opens the EPContext model the converter compiled (what a phone loads: no graph compile)
     and gives the bits of the QDQ model compiled here; with the switch off, or a context compiled for
     another SoC, it compiles the QDQ model."""
@@ -65,13 +65,11 @@ def test_the_runtime_runs_the_context_model_and_gets_the_compiled_models_bits(co
     sess = runtime.load(art.path)
     assert sess.program("forward").program.file.name == "model_ctx.onnx"
     y = sess.run(x)
-    try:
-        qnn.USE_CONTEXT_MODEL = False
-        compiled = runtime.load(art.path)
-        assert compiled.program("forward").program.file.name == "model.onnx"
-        assert all(np.array_equal(a, b) for a, b in zip(y, compiled.run(x)))
-    finally:
-        qnn.USE_CONTEXT_MODEL = True
+    monkeypatch.setattr(qnn, "USE_CONTEXT_MODEL", False)
+    compiled = runtime.load(art.path)
+    assert compiled.program("forward").program.file.name == "model.onnx"
+    assert all(np.array_equal(a, b) for a, b in zip(y, compiled.run(x)))
+    monkeypatch.setattr(qnn, "USE_CONTEXT_MODEL", True)
     spec = art.manifest.programs["forward"]
     assert qnn.context_model(art.path / "model.onnx", spec, art.manifest) == art.path / "model_ctx.onnx"
     other = copy.deepcopy(art.manifest)
