@@ -12,7 +12,6 @@ with deferral the ones deferred. ``--students``: a pipeline training cache (a de
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -21,20 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from executorch_cuts import switch_arguments, switch_rounds  # noqa: E402
+
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--students", required=True, help="the pipeline's training cache holding the trained students")
-    ap.add_argument("--conversions", nargs="+", default=["mamba:executorch-vulkan:fp16",
-                                                         "mamba:executorch-xnnpack:int8-dynamic"],
-                    help="STUDENT:TARGET:SCHEME")
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args(argv)
-    import torch
-    torch.set_num_threads(1)
+    args = switch_arguments(__doc__, ["mamba:executorch-vulkan:fp16", "mamba:executorch-xnnpack:int8-dynamic"], 3, argv)
     from edgesdk.converters import deferred_codegen
-    from executorch_cuts import switch_rounds
 
     from torch.fx import GraphModule
     real_recompile, real_context = GraphModule.recompile, deferred_codegen.deferred_recompiles

@@ -13,7 +13,6 @@ settings are measured the same way); and the SHA-256 of the artifact's files, wh
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -22,22 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from executorch_cuts import switch_arguments, switch_rounds  # noqa: E402
+
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--students", required=True, help="the pipeline's training cache holding the trained students")
-    ap.add_argument("--conversions", nargs="+", default=["mamba:executorch-xnnpack:fp32",
-                                                         "mamba:executorch-xnnpack:int8-dynamic",
-                                                         "mamba:executorch-vulkan:fp16"],
-                    help="STUDENT:TARGET:SCHEME")
-    ap.add_argument("--rounds", type=int, default=2)
-    args = ap.parse_args(argv)
-    import torch
-    torch.set_num_threads(1)
+    args = switch_arguments(__doc__, ["mamba:executorch-xnnpack:fp32", "mamba:executorch-xnnpack:int8-dynamic",
+                                       "mamba:executorch-vulkan:fp16"], 2, argv)
     from edgesdk.converters import executorch_xnnpack
     from executorch.exir.verification import verifier
-    from executorch_cuts import switch_rounds
 
     real = verifier._check_tensor_args_matching_op_allowed_dtype
     tally = {"n": 0, "s": 0.0}

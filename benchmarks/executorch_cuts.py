@@ -40,16 +40,27 @@ def payload_sha256(art: Path) -> str:
     return h.hexdigest()
 
 
+def switch_arguments(doc: str, conversions: list[str], rounds: int, argv=None):
+    """The command line of a switch benchmark (`switch_rounds`): ``--students``, ``--conversions``, ``--rounds``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--students", required=True, help="the pipeline's training cache holding the trained students")
+    ap.add_argument("--conversions", nargs="+", default=conversions, help="STUDENT:TARGET:SCHEME")
+    ap.add_argument("--rounds", type=int, default=rounds)
+    return ap.parse_args(argv)
+
+
 def switch_rounds(conversions, students: Path, rounds: int, switch, tally: dict | None = None) -> list[tuple]:
     """Each ``STUDENT:TARGET:SCHEME`` of a demo-trained student, converted in this process with a switch
     on and off (``switch(bool)`` sets it): one warm-up conversion, then ``rounds`` rounds, the order swapped
-    every round; each the whole `edgesdk.convert` (``verify_samples=1``, no gate). ``tally``: counts the
+    every round; each the whole `edgesdk.convert` (``verify_samples=1``, no gate, 1 torch thread). ``tally``: counts the
     caller's hooks fill in, reset before each conversion. Returns, per conversion, ``(student, "TARGET SCHEME",
     {on: [seconds]}, {on: last tally}, files identical)``."""
     import tempfile
+    import torch
     import edgesdk
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from generation_quant import load_student
+    torch.set_num_threads(1)
     tally = {} if tally is None else tally
     zero = dict(tally)
 

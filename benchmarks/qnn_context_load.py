@@ -21,21 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 
-def _inputs(sess) -> dict:
-    import numpy as np
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for name in sess.program_names:
-        arrays = []
-        for s in sess.program(name).spec.inputs:
-            shape = [d if isinstance(d, int) else 1 for d in s.shape]
-            dt = np.dtype(s.np_dtype)
-            arrays.append(rng.integers(0, 64, shape).astype(dt) if dt.kind in "iu" else
-                          rng.standard_normal(shape).astype(dt))
-        feeds[name] = arrays
-    return feeds
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +30,7 @@ def main(argv=None) -> int:
     import numpy as np
     from edgesdk import runtime
     from edgesdk.runtime import qnn
+    from edgesdk.runtime.profile import example_inputs
     arts = sorted(p for p in (args.demo / "artifacts").glob("*qnn-htp*") if (p / "manifest.json").is_file())
     if not arts:
         raise SystemExit(f"no qnn-htp artifacts under {args.demo}/artifacts")
@@ -59,8 +45,8 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
                 sess = runtime.load(art, threads=1)
                 load_s[ctx].append(time.perf_counter() - t)
-                feeds = _inputs(sess)
-                outs[ctx] = {n: sess.program(n).program.run(a) for n, a in feeds.items()}
+                outs[ctx] = {n: sess.program(n).program.run(example_inputs(sess.program(n).spec.inputs))
+                             for n in sess.program_names}
                 generation = sess.generation is not None
                 del sess
                 t = time.perf_counter()

@@ -108,8 +108,8 @@ def context_model(path: Path, spec: ProgramSpec, manifest: Manifest | None) -> P
         ctx = ctx.get(spec.name)
     if not isinstance(ctx, dict) or not isinstance(ctx.get("file"), str):
         return None
-    want = {**DEFAULT_SOC, **{k: str(v) for k, v in _provider_options(manifest).items()}}
-    if any(str(ctx.get(k)) != v for k, v in want.items() if k in DEFAULT_SOC):
+    asked = _provider_options(manifest)
+    if any(str(ctx.get(k)) != str(asked.get(k, v)) for k, v in DEFAULT_SOC.items()):
         return None
     f = path.parent / ctx["file"]
     return f if f.is_file() and f.parent == path.parent else None
