@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,54 @@ def test_isolated_profile_takes_inputs_and_raises_typed_errors(converted, tmp_pa
         runtime.profile(bad, iters=5, isolate=True)
     with pytest.raises(ConfigError, match="threads must be"):
         runtime.profile(art.path, threads="many")
+
+
+def test_isolated_profiles_fork_from_one_server_per_backend_and_weigh_what_a_fresh_child_weighs(converted,
+                                                                                                monkeypatch):
+    from edgesdk.runtime import isolate
+    art = converted("convnet", "onnx-cpu")[0]
+    monkeypatch.setattr(isolate, "FORK_SERVER", False)
+    fresh = runtime.profile(art.path, iters=20, warmup=3, isolate=True, per_op=False)
+    monkeypatch.setattr(isolate, "FORK_SERVER", True)
+    isolate.close_servers()
+    a = runtime.profile(art.path, iters=20, warmup=3, isolate=True, per_op=False)
+    [server] = isolate._servers.values()
+    b = runtime.profile(art.path, iters=20, warmup=3, isolate=True, per_op=False)
+    assert list(isolate._servers.values()) == [server] and server.alive() and server.module == "edgesdk.runtime.ort"
+    fi, ia, ib = fresh.extra["isolation"], a.extra["isolation"], b.extra["isolation"]
+    assert fi["process"] == "a fresh Python"
+    assert ia["process"] == ib["process"] == "forked from a server that imported the backend"
+    assert len({ia["pid"], ib["pid"], server.proc.pid, os.getpid()}) == 4 and ia["torch_loaded"] is False
+    assert abs(ia["modules_loaded"] - fi["modules_loaded"]) <= 5
+    # the server's shared-library pages are mapped into the child again: without that, its RSS before
+    # load read ~20 MB low here and its load took the re-faults as the artifact's memory
+    for f in ("rss_before_load_mb", "init_mb", "run_peak_mb"):
+        assert a.memory[f] == pytest.approx(fresh.memory[f], rel=0.1, abs=2), f
+    isolate.close_servers()
+    assert not isolate._servers and server.proc.poll() is not None
+
+
+def test_a_dead_fork_server_is_replaced_and_a_killed_child_is_a_clear_error(converted, monkeypatch):
+    from edgesdk.runtime import isolate
+    from edgesdk.runtime.errors import ExecutionError
+    monkeypatch.setattr(isolate, "FORK_SERVER", True)
+    art = converted("mlp", "onnx-cpu")[0]
+    runtime.profile(art.path, iters=5, warmup=1, isolate=True, per_op=False)
+    mod = isolate.backend_module_name(art.path)
+    old = isolate._server_for(mod)
+    old.proc.kill()
+    old.proc.wait()
+    rep = runtime.profile(art.path, iters=5, warmup=1, isolate=True, per_op=False)
+    server = isolate._server_for(mod)
+    assert server is not old and server.alive() and rep.extra["isolation"]["process"].startswith("forked")
+
+    def kill_the_child(done, total):  # as the OOM killer would, mid-run
+        for pid in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split():
+            os.kill(int(pid), 9)
+    with pytest.raises(ExecutionError, match="ended with signal 9 and no report"):
+        runtime.profile(art.path, iters=10 ** 6, warmup=1, isolate=True, per_op=False, progress=kill_the_child)
+    assert server.alive() and isolate._server_for(mod) is server  # the server outlives its child
+    assert len(runtime.profile(art.path, iters=5, warmup=1, isolate=True, per_op=False).samples_ms) == 5
 
 
 def test_executorch_planned_arena_matches_executorchs_own_reader(converted):
