@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import atexit
+import errno
 import hashlib
 import importlib
 import json
@@ -476,7 +477,7 @@ def _map_again(runs: list[tuple[int, int]]) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     for addr, size in runs:
-        if libc.madvise(addr, size, _MADV_POPULATE_READ) != 0:  # an older kernel: read a byte per page
-            for a in range(addr, addr + size, _PAGE):
+        if libc.madvise(addr, size, _MADV_POPULATE_READ) != 0 and ctypes.get_errno() == errno.EINVAL:
+            for a in range(addr, addr + size, _PAGE):  # a kernel before 5.14: read a byte per page
                 ctypes.c_char.from_address(a).value
 
