@@ -2,9 +2,9 @@
 (`runtime.isolate.FORK_SERVER`), on a demo's artifacts.
 
 For each artifact that runs here, in one process, the two settings alternate (the order swapped every
-round). Each takes the profile the pipeline takes: ``isolate=True``, the per-op pass on, the thread
-sweep, adaptive warm-up and 200 runs (generation artifacts: 40; on the HTP emulator: the cold generation
-and 3 timed ones on one thread). The servers start before the first round, as the pipeline starts them
+round). Each takes the profile the demo takes (`pipeline.execute.profile_settings`): ``isolate=True``, the
+per-op pass on, the thread sweep, adaptive warm-up and 200 runs (generation artifacts: 40; on an emulated
+device: the cold generation and 3 timed ones on one thread). The servers start before the first round, as the pipeline starts them
 while it converts (their start is printed apart), and each artifact is profiled once untimed first (this
 process's own first load of it). The table gives each setting's median seconds per profile
 and the isolated child's memory figures and p50 (memory from the last round), which should agree::
@@ -27,13 +27,15 @@ MEMORY = ("rss_before_load_mb", "init_mb", "run_peak_mb")
 
 
 def settings(art: Path) -> dict:
-    """The pipeline's profile settings for this artifact (`pipeline.execute._profile_into`)."""
+    """The demo's profile settings for this artifact (`pipeline.execute.profile_settings`)."""
+    import edgesdk
+    from edgesdk.pipeline.execute import profile_settings
+    from edgesdk.pipeline.plan import runs_label
     from edgesdk.runtime.session import resolve
     m = resolve(art)[1]
-    generation = "generation" in m.extra
-    if generation and m.target == "qnn-htp":  # an emulated device: the cold run and 3 whole generations
-        return {"warmup": 0, "iters": 3, "threads": 1}
-    return {"warmup": "auto", "iters": 40 if generation else 200, "threads": "auto"}
+    target = next(t for t in edgesdk.targets() if t.name == m.target)
+    warmup, iters, threads = profile_settings("generation" in m.extra, runs_label(target), "auto", 200, "auto")
+    return {"warmup": warmup, "iters": iters, "threads": threads}
 
 
 def main(argv=None) -> int:

@@ -10,8 +10,8 @@ was loaded. The thread sweep (``threads="auto"``) runs before it and the per-op 
 in the calling process: neither weighs memory, and the sweep's sessions must not count against
 the artifact's.
 
-On Linux the child is forked from a server (one per backend, started on first use and kept
-for the life of the calling process) that has imported the runtime and the artifact's backend
+On Linux the child is forked from a server (one per backend, started on first use or by
+`start_servers`, kept until `close_servers` or the end of the calling process) that has imported the runtime and the artifact's backend
 and nothing else, the same modules a fresh child imports before it measures. A fresh child spends
 most of a small model's profile importing: an ExecuTorch `.pte` profile took 2.3-2.4 s, of which
 the timed runs were 0.37 s and the imports 1.4-1.7 s (torch); ONNX Runtime, LiteRT and QNN about

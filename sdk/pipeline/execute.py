@@ -267,23 +267,30 @@ def _top_ops(rep, n: int = 10) -> list[dict]:
 EMULATED_RUNS = ("simulated", "software GPU")
 
 
-def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str):
-    """Profile into ``row``; returns ``score()``, which scores the quality into it."""
-    from edgesdk import runtime
-    if "generation" in art.manifest.extra:
+def profile_settings(generation: bool, runs: str, warmup, iters: int, threads):
+    """The ``(warmup, iters, threads)`` a profile of this artifact takes, from the config's: a
+    generation artifact (``generation``) on a device that ``runs`` as `plan.runs_label` says."""
+    if generation:
         # one timed run is a whole generation (prefill + 32 steps): a fifth of the runs still
         # gives ~30 per-token samples per run, and keeps generation models within the budget
         warmup = warmup if warmup == "auto" else min(warmup, max(1, warmup // 5))
         iters = min(iters, max(5, iters // 5))
-    threads = cfg.profile.threads
-    emulated_generation = "generation" in art.manifest.extra and row.runs in EMULATED_RUNS
-    if emulated_generation:
+    if generation and runs in EMULATED_RUNS:
         # an emulated device (the NPU emulator, a software GPU) runs one generation in ~0.5-5 s of
         # host time and its latency is not the device's: three whole generations on one thread (no
         # sweep), after the cold first run and no further warm-up (the four demo rows on the HTP
         # emulator: 84.3 -> 71.4 s of profiling, p50s within their round-to-round spread;
         # benchmarks/emulated_profile.py, RESULTS.md "#21, nineteenth session")
         warmup, iters, threads = 0, min(iters, 3), 1
+    return warmup, iters, threads
+
+
+def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int, say, bar, device: str):
+    """Profile into ``row``; returns ``score()``, which scores the quality into it."""
+    from edgesdk import runtime
+    emulated_generation = "generation" in art.manifest.extra and row.runs in EMULATED_RUNS
+    warmup, iters, threads = profile_settings("generation" in art.manifest.extra, row.runs, warmup, iters,
+                                              cfg.profile.threads)
     programs = e.profile_programs or [None]
     reps = {}
     for prog in programs:
