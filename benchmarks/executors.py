@@ -13,6 +13,7 @@ print the table::
     python benchmarks/executors.py timeline local --root /tmp/exec-bench   # where the wall time went
     python benchmarks/executors.py compare local --root /tmp/exec-bench --against /tmp/older-bench
                                         # results.json of two runs of one executor (before/after a change)
+    python benchmarks/executors.py probe                                   # the host's speed now (below)
 
 `table` prints, per executor: wall clock of the whole `edgesdk demo` process (interpreter start
 to exit), the pipeline's own breakdown (distill / convert / profile), the artifacts by status,
@@ -20,6 +21,12 @@ the ratio to serial (same machine, same config, each from an empty cache), and h
 `results.json` differs from serial's once timings, memory, hosts and paths are set aside
 (`edgesdk.lockfile.comparable`), and whether `report.md`'s table rows agree apart from latency and
 memory columns.
+
+The host's speed moves: on the 2-core cloud hosts here the same demo took 300 s and 528 s on one
+day, and so did its encdec training (90-160 s), which no executor touches. `run` therefore times a
+fixed probe on each usable core just before and just after the demo (`probe`: interpreter work
+like a converter's graph passes, and an fp32 matrix product like training, one thread, best of 3),
+and `table` prints it beside each wall: compare walls only at like probe seconds.
 """
 
 from __future__ import annotations
@@ -41,20 +48,80 @@ if str(ROOT) not in sys.path:
 EXECUTORS = ("serial", "local", "ray")
 
 
+PROBE_ROUNDS = 3
+
+
+def _probe_python() -> float:
+    """Seconds of pure interpreter work: dicts, strings, sorting (a converter's graph passes are this)."""
+    t = time.perf_counter()
+    nodes = {f"node_{i}": (i * 7919) % 10007 for i in range(200_000)}
+    order = sorted(nodes, key=lambda k: (nodes[k], k))
+    _ = sum(len(k) for k in order if nodes[k] % 3)
+    return time.perf_counter() - t
+
+
+def _probe_gemm() -> float:
+    """Seconds of 120 fp32 512x512 matrix products on one thread (training and reference runs are this)."""
+    import torch
+    a, b, c = torch.randn(512, 512), torch.randn(512, 512), torch.empty(512, 512)
+    t = time.perf_counter()
+    for _ in range(120):
+        torch.mm(a, b, out=c)
+    return time.perf_counter() - t
+
+
+def probe_here() -> dict:
+    """The probe on each usable core in turn (this process pinned there), best of PROBE_ROUNDS."""
+    import torch
+    torch.set_num_threads(1)
+    cores = sorted(os.sched_getaffinity(0))
+    out = {}
+    try:
+        for c in cores:
+            os.sched_setaffinity(0, {c})
+            out[str(c)] = {"python_s": round(min(_probe_python() for _ in range(PROBE_ROUNDS)), 4),
+                           "gemm_s": round(min(_probe_gemm() for _ in range(PROBE_ROUNDS)), 4)}
+    finally:
+        os.sched_setaffinity(0, cores)
+    return {"cores": out, "python_s": round(max(v["python_s"] for v in out.values()), 4),
+            "gemm_s": round(max(v["gemm_s"] for v in out.values()), 4),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
+def probe(env: dict | None = None) -> dict:
+    """`probe_here` in a fresh process (this one stays free of torch); {} when it fails."""
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "probe", "--json"], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        return json.loads(p.stdout)
+    except ValueError:
+        print(f"probe failed (exit {p.returncode}): {p.stderr.strip()[-300:]}", file=sys.stderr)
+        return {}
+
+
+def _probe_text(pr: dict) -> str:
+    """'python 0.412 s, GEMM 0.301 s' (the slower core's), or '-'."""
+    return f"python {pr['python_s']:.3f} s, GEMM {pr['gemm_s']:.3f} s" if pr else "-"
+
+
 def run(executor: str, root: Path) -> None:
     out, cache = root / executor / "out", root / executor / "cache"
     shutil.rmtree(root / executor, ignore_errors=True)
     out.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "")
                                                                         .split(os.pathsep) if p])}
+    before = probe(env)
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "edgesdk.cli", "demo", "--out", str(out), "--cache", str(cache),
                         "--executor", executor], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
+    after = probe(env)
     (root / executor / "log.txt").write_text(p.stdout)
     (root / executor / "wall.json").write_text(json.dumps({"executor": executor, "wall_s": wall, "rc": p.returncode,
-                                                           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
-    print(f"{executor}: exit {p.returncode}, wall {wall:.1f} s")
+                                                           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                                           "probe": {"before": before, "after": after}}))
+    print(f"{executor}: exit {p.returncode}, wall {wall:.1f} s; host probe before: {_probe_text(before)}; "
+          f"after: {_probe_text(after)}")
 
 
 def _differences(a, b, path: str = "") -> list[str]:
@@ -139,6 +206,10 @@ def table(root: Path) -> None:
         print(f"{ex:<8} {r['date']:<21} {int(r['wall_s'] // 60):>5d}m{int(r['wall_s'] % 60):02d}s "
               + (f"{r['wall_s'] / serial['wall_s']:>9.2f}" if serial else f"{'-':>9}") + f" {t.get('distill_s', 0):>9.0f} {t.get('convert_s', 0):>9.0f} "
               f"{t.get('profile_s', 0):>9.0f}  " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())))
+    print("host probe (slower core; compare walls only at like probe seconds):")
+    for ex, r in res.items():
+        pr = r.get("probe") or {}
+        print(f"  {ex:<8} before: {_probe_text(pr.get('before'))}; after: {_probe_text(pr.get('after'))}")
     for ex, r in res.items():
         if ex == "serial" or serial is None:
             continue
@@ -233,12 +304,17 @@ def timeline(log: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["run", "table", "timeline", "compare"])
+    ap.add_argument("step", choices=["run", "table", "timeline", "compare", "probe"])
     ap.add_argument("executor", nargs="?", choices=EXECUTORS)
     ap.add_argument("--root", default="/tmp/exec-bench", type=Path)
     ap.add_argument("--against", type=Path, help="compare: the other run's --root")
+    ap.add_argument("--json", action="store_true", help="probe: print the figures as JSON")
     args = ap.parse_args(argv)
-    if args.step == "run":
+    if args.step == "probe":
+        pr = probe_here()
+        print(json.dumps(pr) if args.json else f"host probe, slower of {len(pr['cores'])} cores: {_probe_text(pr)} "
+              f"({', '.join(f'core {c}: ' + _probe_text(v) for c, v in pr['cores'].items())})")
+    elif args.step == "run":
         if not args.executor:
             ap.error("run needs an executor: serial, local or ray")
         run(args.executor, args.root)
