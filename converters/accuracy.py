@@ -86,6 +86,19 @@ def _top1_margins(a: np.ndarray) -> np.ndarray:
     return part[:, -1] - part[:, -2]
 
 
+def cosine(a64: np.ndarray, b64: np.ndarray) -> float:
+    """Cosine similarity of two flat float64 arrays (1.0 when both are zero, 0.0 when one is).
+
+    The sums run in numpy's own pairwise loop, not BLAS: OpenBLAS splits a dot product's sum by its
+    thread count, which Ray sets to 1 in a one-CPU task (OMP_NUM_THREADS), so the last digits of a
+    cosine depended on the executor that converted the artifact (4 of the demo's 48 rows differed
+    between the serial and ray executors, by 1-3 units in the 16th digit)."""
+    na, nb = float(np.sqrt(np.sum(a64 * a64))), float(np.sqrt(np.sum(b64 * b64)))
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(np.sum(a64 * b64)) / (na * nb)
+
+
 def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
     """Run every sample through PyTorch and the artifact; return the gate's numbers."""
     names = [s.name for s in binding.spec.outputs]
@@ -109,8 +122,7 @@ def evaluate(module: nn.Module, binding, samples, metric=None) -> dict:
         step = (max(float(a.max()) for a in r) - min(float(a.min()) for a in r)) / INT8_STEPS if scores else 0.0
         for a, b in zip(r, g):
             a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-            na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
-            cos.append(1.0 if na == nb == 0 else float(a64 @ b64 / (na * nb)) if na and nb else 0.0)
+            cos.append(cosine(a64, b64))
             d = np.abs(a64 - b64)
             maxe = max(maxe, float(d.max()) if d.size else 0.0)
             refm = max(refm, float(np.abs(a64).max()) if a64.size else 0.0)

@@ -22,7 +22,7 @@ import torch
 
 from edgesdk import runtime
 from edgesdk.converters import shapes
-from edgesdk.converters.accuracy import evaluate, judge, layer_sensitivity
+from edgesdk.converters.accuracy import cosine, evaluate, judge, layer_sensitivity
 from edgesdk.converters.artifact import Artifact, new_workdir, publish, write_manifest
 from edgesdk.converters.calibration import MIN_CALIBRATION_SAMPLES, SampleSet, digest, load_samples, require, split
 from edgesdk.converters.capture import captured_output
@@ -83,8 +83,7 @@ def compare(ref: list[torch.Tensor], got: list[np.ndarray], names: list[str]) ->
             continue
         r64, g64 = r.astype(np.float64).ravel(), g.astype(np.float64).ravel()
         diff = np.abs(r64 - g64)
-        nr, ng = np.linalg.norm(r64), np.linalg.norm(g64)
-        cos = 1.0 if nr == 0 and ng == 0 else float(r64 @ g64 / (nr * ng)) if nr and ng else 0.0
+        cos = cosine(r64, g64)
         row.update(max_abs_err=float(diff.max()) if diff.size else 0.0,
                    mean_abs_err=float(diff.mean()) if diff.size else 0.0,
                    cosine=cos, ref_max_abs=float(np.abs(r64).max()) if r64.size else 0.0,

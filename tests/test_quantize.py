@@ -227,3 +227,20 @@ def test_carried_state_outputs_are_judged_by_cosine_not_top1():
         assert not _classifier_like(kv, name), name
     for name in ("logits", "step.logits", "output", "output_0", "classifier"):
         assert _classifier_like(kv, name), name
+
+
+def test_cosines_read_the_same_whatever_the_blas_thread_count():
+    """Ray gives a one-CPU task OMP_NUM_THREADS=1, the serial and local executors convert with every
+    core; a verification's or gate's cosine must read the same to the last digit either way
+    (`lockfile.comparable` compares results.json exactly). A BLAS dot product splits its sum by
+    thread count: with it, this pair's cosine differed in the 16th digit between 1 and 2 threads."""
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy as np, torch; from edgesdk.converters.convert import compare; "
+            "rng = np.random.default_rng(0); r = rng.standard_normal(300_000); g = r + 1e-3 * rng.standard_normal(300_000); "
+            "print(repr(compare([torch.from_numpy(r)], [g], ['y'])[0]['cosine']))")
+    got = {t: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t}).stdout
+           for t in ("1", "2")}
+    assert got["1"] == got["2"] and float(got["1"]) > 0.99999
