@@ -27,11 +27,16 @@ def train(sampled_only: bool, steps: int) -> tuple[float, str]:
         res = recipe.encdec_from_decoder(steps=steps, threads=1)
     finally:
         recipe.AlignedTeacher = real
+    return res.timings["student_train_s"], weights_sha256(res.student)
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 over a model's state dict (names and bytes, in name order)."""
     h = hashlib.sha256()
-    for k, v in sorted(res.student.state_dict().items()):
+    for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().contiguous().numpy().tobytes())
-    return res.timings["student_train_s"], h.hexdigest()
+    return h.hexdigest()
 
 
 def main(argv=None) -> int:

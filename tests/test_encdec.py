@@ -78,6 +78,37 @@ def test_padding_is_masked():
     assert not torch.allclose(m(src, n, tgt), m(src, torch.tensor([12]), tgt))
 
 
+def test_training_attention_is_fused_and_gives_the_explicit_products_outputs_and_gradients(monkeypatch):
+    """Train mode runs attention through PyTorch's fused kernel (faster backward); eval mode, which
+    every export and generation uses, keeps the explicit product. Both give the same logits and
+    gradients (GQA heads, padded sources, causal targets)."""
+    from torch.nn import functional as F
+    calls = []
+    fused = F.scaled_dot_product_attention
+
+    def counted(*a, **kw):
+        calls.append(1)
+        return fused(*a, **kw)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counted)
+    m = tiny_model(std=0.1)
+    src, n = torch.randint(0, 256, (3, 12)), torch.tensor([12, 5, 9])
+    tgt = torch.randint(0, 256, (3, 6))
+
+    def run(training: bool):
+        m.zero_grad()
+        m.train(training)
+        out = m(src, n, tgt)
+        out.float().square().mean().backward()
+        return out.detach(), [p.grad.clone() for p in m.parameters()]
+    explicit, g_explicit = run(False)
+    assert not calls
+    train_out, g_train = run(True)
+    assert len(calls) == m.cfg.n_enc_layers + 2 * m.cfg.n_dec_layers    # encoder self; decoder self + cross
+    torch.testing.assert_close(train_out, explicit, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_train, g_explicit):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_cached_step_reproduces_teacher_forced_logits():
     """The encode and decode_step programs, run token by token in PyTorch with the new K/V written
     in place at each position (the runtime's job), give the forward's logits."""
