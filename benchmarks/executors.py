@@ -23,7 +23,7 @@ the ratio to serial (same machine, same config, each from an empty cache), and h
 memory columns.
 
 The host's speed moves: on the 2-core cloud hosts here the same demo took 300 s and 528 s on one
-day, and so did its encdec training (90-160 s), which no executor touches. `run` therefore times a
+day, and its encdec training, which no executor touches, 90 s and 160 s. `run` therefore times a
 fixed probe on each usable core just before and just after the demo (`probe`: interpreter work
 like a converter's graph passes, and an fp32 matrix product like training, one thread, best of 3),
 and `table` prints it beside each wall: compare walls only at like probe seconds.
