@@ -27,6 +27,7 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 THIS = Path(__file__).resolve()
 HANG = "EDGESDK_TEST_HANG"
+OMP_LOG = "EDGESDK_TEST_OMP_LOG"
 
 
 class Net(nn.Module):
@@ -39,6 +40,8 @@ class Net(nn.Module):
         self.body = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 6))
 
     def forward(self, x):  # (1, 16) -> (1, 6)
+        if log := os.environ.get(OMP_LOG):  # a Ray worker of the client test's head: its OpenMP wait policy
+            Path(log).write_text(os.environ.get("OMP_WAIT_POLICY", "(unset)"))
         trigger = os.environ.get(HANG)
         if trigger and os.path.exists(trigger):
             try:
@@ -201,14 +204,18 @@ def test_ray_cluster_pins_devices_and_survives_a_dead_worker(cluster, tmp_path, 
 def test_ray_client_address_runs_a_deploy(tmp_path, monkeypatch):
     """``executor="ray://HOST:PORT"``: a driver that is not a node of the cluster (the Ray
     client) runs a deploy on a local head started as the README says (client server port, fixed
-    runtime-env agent port); the rows equal the serial executor's."""
+    runtime-env agent port); the rows equal the serial executor's. The run's worker processes wait
+    for OpenMP passively, as the local executor's do, and its shared-exports folder (in the cache)
+    is gone when it ends."""
     pytest.importorskip("ray")
     from edgesdk import lockfile
     from edgesdk.pipeline import pipeline
     temp = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
     port, client_port, agent_port = _free_port(), _free_port(), _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled", OMP_LOG: str(tmp_path / "omp.txt")}
     env.pop("RAY_ADDRESS", None)
+    env.pop("OMP_WAIT_POLICY", None)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the client's auth mode matches the head's
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     head = subprocess.Popen(
@@ -242,6 +249,8 @@ def test_ray_client_address_runs_a_deploy(tmp_path, monkeypatch):
         assert [r["status"] for r in b["artifacts"]] == ["ok"]
         assert b["artifacts"][0]["profiled_on"]["node"]  # profiled by a Ray task on the head's node
         assert lockfile.comparable(a) == lockfile.comparable(b)
+        assert (tmp_path / "omp.txt").read_text() == "PASSIVE"
+        assert not list((tmp_path / "cache-client").glob(".exports-*"))
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:

@@ -34,7 +34,7 @@ from edgesdk.runtime.errors import ConfigError, TargetUnavailableError
 from edgesdk.pipeline import execute
 from edgesdk.pipeline.executor import Executor, RunContext
 from edgesdk.pipeline.plan import Job
-from edgesdk.pipeline.raynode import connect_driver
+from edgesdk.pipeline.raynode import connect_driver, task_env
 from edgesdk.pipeline.row import Row
 
 MAX_ATTEMPTS = 3
@@ -100,8 +100,10 @@ def _entry(blob: bytes):
     return _ENTRIES[key]
 
 
-def _convert_task(blob: bytes, job: Job, cfg, key):
-    """Ray task: convert one job on this worker -> ({row, node, host}, {relpath: bytes} or None)."""
+def _convert_task(blob: bytes, job: Job, cfg, key, exports: str | None = None):
+    """Ray task: convert one job on this worker -> ({row, node, host}, {relpath: bytes} or None).
+    ``exports``: the run's folder of shared exports (`converters.export_memo`), used where this
+    worker sees it (the driver made it: a node that does not have it exports on its own)."""
     import dataclasses
 
     import ray
@@ -110,7 +112,9 @@ def _convert_task(blob: bytes, job: Job, cfg, key):
     try:
         if _local_cache(cfg) is None:  # no shared cache here: convert without one
             cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, use_cache=False))
-        row, art = execute.convert(entry, job, cfg, scratch, lambda msg: None, key if cfg.output.use_cache else None)
+        shared = Path(exports) if exports and Path(exports).is_dir() else None
+        row, art = execute.convert(entry, job, cfg, scratch, lambda msg: None, key if cfg.output.use_cache else None,
+                                   shared)
         files = _read_files(art.path) if art is not None else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -162,13 +166,22 @@ class RayExecutor(Executor):
                 from edgesdk.pipeline.devices import detect_resources
                 from edgesdk.pipeline.local import usable_cores
                 env = {"PYTHONPATH": os.pathsep.join([_ROOT] + [p for p in os.environ.get("PYTHONPATH", "")
-                                                                  .split(os.pathsep) if p])}
+                                                                  .split(os.pathsep) if p]), **task_env()}
                 ray.init(num_cpus=usable_cores(), resources=detect_resources(), include_dashboard=False,
                          runtime_env={"env_vars": env}, **kw)
                 self.started_here = True
         self.address = address or os.environ.get("RAY_ADDRESS") or "local"
         if ctx.cfg.output.use_cache:  # so that workers on this machine (or a shared folder) find it
             Path(ctx.cfg.output.cache).mkdir(parents=True, exist_ok=True)
+        # the run's shared exports, as the local executor has them: conversions of one model that write
+        # the same file (each LiteRT scheme's export, ONNX for onnx-cpu and qnn-htp) make it once. It
+        # lives where the workers can reach it: the cache folder (this machine, or a shared folder), or
+        # this machine's temp folder when the cluster is this machine alone; removed when the run ends
+        self.exports: Path | None = None
+        if ctx.cfg.output.use_cache:
+            self.exports = Path(tempfile.mkdtemp(prefix=".exports-", dir=Path(ctx.cfg.output.cache).resolve()))
+        elif self.started_here:
+            self.exports = Path(tempfile.mkdtemp(prefix="edgesdk-exports-"))
         self.convert_fn = ray.remote(_convert_task)
         self.profile_fn = ray.remote(_profile_task)
         self.entry_refs: dict[int, object] = {}
@@ -206,7 +219,8 @@ class RayExecutor(Executor):
         opts = dict(num_cpus=1, max_retries=0, num_returns=2)
         if avoid:
             opts["scheduling_strategy"] = self._elsewhere(avoid)
-        meta, files = self.convert_fn.options(**opts).remote(self.entry_refs[job.entry], job, self._cfg(), key)
+        meta, files = self.convert_fn.options(**opts).remote(self.entry_refs[job.entry], job, self._cfg(), key,
+                                                             str(self.exports) if self.exports else None)
         self.pending[meta] = ("convert", job, key, files)
         self.t_first = self.t_first or time.perf_counter()
 
@@ -386,6 +400,8 @@ class RayExecutor(Executor):
             self.pending.clear()
         if self.started_here or self.connected_here:  # ends the cluster we started, or our connection
             self.ray.shutdown()
+        if self.exports is not None:
+            shutil.rmtree(self.exports, ignore_errors=True)
 
     def describe(self) -> dict:
         nodes = []

@@ -61,14 +61,26 @@ def worker_command(address: str, *, num_cpus: int | None = None, extra: dict | N
     return argv, resources
 
 
+def task_env() -> dict[str, str]:
+    """Environment variables of the run's Ray worker processes: OpenMP threads that sleep while they
+    wait, as the local executor's workers have them (`edgesdk.pipeline.pool`). A conversion task's
+    torch threads share the node's cores with the other tasks, and libgomp's default spinning wait
+    then burns those cores and stalls every parallel op on a descheduled thread
+    (`benchmarks/omp_wait.py`). The user's own ``OMP_WAIT_POLICY`` wins."""
+    import os
+    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
 def connect_driver(ray, address: str, kw: dict) -> None:
     """Join an existing cluster: ``HOST:PORT`` (a driver on one of its nodes) or ``ray://HOST:PORT``
-    (the Ray client: this machine need not be part of the cluster)."""
+    (the Ray client: this machine need not be part of the cluster). The run's worker processes get
+    `task_env` (a job-level runtime environment)."""
+    runtime_env = {"env_vars": task_env()}
     if not address.startswith("ray://"):
-        ray.init(address=address, **kw)
+        ray.init(address=address, runtime_env=runtime_env, **kw)
         return
     try:  # the client passes unknown ray.init options on to the server: only what it understands
-        ray.init(address=address, logging_level=kw.get("logging_level", "warning"))
+        ray.init(address=address, logging_level=kw.get("logging_level", "warning"), runtime_env=runtime_env)
     except (ConnectionError, RuntimeError) as err:
         why = " ".join(str(err).split())[:300]
         raise ConfigError(
