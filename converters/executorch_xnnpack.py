@@ -657,8 +657,19 @@ def int4_weight(module: torch.nn.Module, exclude, group: int = 32) -> tuple[torc
     return dynamic_linears(module, exclude, 4, group)
 
 
+# A tied head reads the embedding's int8 rows only for a table of at most this many elements (V x D). The row
+# head dequantizes and packs the whole table on every call: one token through a 4096 x 256 head took 406 us
+# against 40 us in fp32 and 18 us as an int8-dynamic linear with its own weights (10.1x / 0.44x; 1024 x 128:
+# 5.7x / 0.76x; the students' 260 x 128: 2.8x / 0.90x), and GPT-2-tiny int8-dynamic measured 0.67x fp32 p50
+# with it against 0.41x with the head's own int8 weights (benchmarks/xnnpack_tied_head.py, RESULTS.md "#17,
+# twenty-seventh session"). Up to this size the row head's price is small beside its fp32 activations, which
+# kept the trained students' greedy tokens (below); above it the head is quantized as the scheme's other
+# linears, with its own int8 copy of the table (V x D more bytes), and the accuracy gate judges it.
+ROW_HEAD_MAX_ELEMENTS = 65536
+
+
 def int8_tables(prog, exclude):
-    """Embeddings read int8 rows (`converters.embedding_rows`); a head tied to one reads the same rows.
+    """Embeddings read int8 rows (`converters.embedding_rows`); a head tied to a small one reads the same rows.
 
     The tied head (`embedding_rows.Int8RowHead`) is weight-only int8: the table is stored once, in int8
     with one scale per row, and the head's activations stay fp32 (the delegate dequantizes the table and
@@ -666,15 +677,20 @@ def int8_tables(prog, exclude):
     every int8-dynamic greedy divergence from fp32 (73.9% agreement) sat at one fp32 near-tie (top two
     logits 0.0128 nats apart) that every prompt passes through, and the dynamic head flipped it; with
     the head reading int8 rows and fp32 activations the greedy agreement is 100% (encdec) and 96.3%
-    (Mamba; 94.4% with the head in fp32, whose file was 0.33x fp32 for it). -> (program with the
-    swapped modules, {"embedding_int8_rows": [...], "tied_heads_int8_rows": [...],
-    "tied_heads_kept_float": [...]}); every tied head is left out of the quantizer."""
+    (Mamba; 94.4% with the head in fp32, whose file was 0.33x fp32 for it). A head on a table of more than
+    `ROW_HEAD_MAX_ELEMENTS` is quantized with the other linears instead (its own int8 weights). -> (program
+    with the swapped modules, {"embedding_int8_rows": [...], "tied_heads_int8_rows": [...],
+    "tied_heads_kept_float": [...], "tied_heads_own_int8": [...]}); "tied_heads" names the heads to leave out
+    of the quantizer (the row heads and those kept float)."""
     import dataclasses
     heads = [h for h in tied_heads(prog.module) if not any(h == e or h.startswith(e + ".") for e in exclude)]
-    module, rows = int8_rows(prog.module, exclude, heads="int8-rows")
+    large = [h for h in heads if prog.module.get_submodule(h).weight.numel() > ROW_HEAD_MAX_ELEMENTS]
+    heads = [h for h in heads if h not in large]
+    module, rows = int8_rows(prog.module, list(exclude) + large, heads="int8-rows")
     shared = [r["module"] for r in rows if "head" in r]
     return dataclasses.replace(prog, module=module), {
         "embedding_int8_rows": [r for r in rows if "lookup" in r], "tied_heads_int8_rows": shared,
+        **({"tied_heads_own_int8": large} if large else {}),
         "tied_heads_kept_float": [h for h in heads if h not in shared], "tied_heads": heads}
 
 

@@ -105,6 +105,55 @@ def test_xnnpack_int8_pte_stores_the_tied_table_once_in_int8(scheme, tmp_path):
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 6 / 7
 
 
+class _BigTiedLM(TiedLM):
+    """The tied-table pattern with a table over `ROW_HEAD_MAX_ELEMENTS` (1100 x 64 = 70,400 elements)."""
+
+    def __init__(self, vocab: int = 1100):
+        super().__init__()
+        torch.manual_seed(0)
+        self.wte = nn.Embedding(vocab, D)
+        self.lm_head = nn.Linear(D, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied
+
+
+def test_only_a_small_tied_table_is_read_by_its_head_a_large_one_gets_its_own_int8_head():
+    from edgesdk.converters.executorch_xnnpack import ROW_HEAD_MAX_ELEMENTS, int8_tables
+    from edgesdk.converters.programs import collect
+    ids = torch.randint(0, V, (1, 7))
+    small, big = TiedLM().eval(), _BigTiedLM().eval()
+    assert V * D <= ROW_HEAD_MAX_ELEMENTS < big.wte.weight.numel()
+    prog, kept = int8_tables(collect(small, (ids,))[0], [])
+    assert kept["tied_heads_int8_rows"] == kept["tied_heads"] == ["lm_head"] and "tied_heads_own_int8" not in kept
+    assert isinstance(prog.module.lm_head, Int8RowHead)
+    prog, kept = int8_tables(collect(big, (ids,))[0], [])
+    assert kept["tied_heads_own_int8"] == ["lm_head"] and kept["tied_heads"] == kept["tied_heads_int8_rows"] == []
+    head = prog.module.lm_head          # an ordinary linear with its own fp32 weight, for the quantizer to take
+    assert type(head) is nn.Linear and isinstance(prog.module.wte, Int8RowEmbedding)
+    assert head.weight is not big.lm_head.weight and torch.equal(head.weight, big.wte.weight)
+    # a head the user keeps float stays out of both
+    _, kept = int8_tables(collect(big, (ids,))[0], ["lm_head"])
+    assert kept["tied_heads"] == [] and "tied_heads_own_int8" not in kept
+
+
+def test_xnnpack_int8_dynamic_large_tied_head_has_its_own_int8_weights(tmp_path):
+    from edgesdk import runtime
+    model = _BigTiedLM().eval()
+    vd = model.wte.weight.numel()
+    ids = torch.randint(0, 1100, (1, 7), generator=torch.Generator().manual_seed(1))
+    q = edgesdk.convert(model, (ids,), "executorch-xnnpack", quantize="int8-dynamic", out_dir=tmp_path, name="q",
+                        max_drop=None)
+    (d,) = q.manifest.quantization["details"].values()
+    assert d["tied_heads_own_int8"] == ["lm_head"] and d["tied_heads_int8_rows"] == []
+    # the table in int8 twice (the lookup's rows and the head's packed weights); the row head holds it once
+    size = (q.path / "model.pte").stat().st_size
+    assert 1.8 * vd < size < 3 * vd, (size, vd)
+    with torch.no_grad():
+        ref = model(ids).numpy()
+    got = runtime.load(q.path).run([ids.numpy()])[0]
+    assert np.abs(got - ref).max() < 0.15 * np.abs(ref).max()
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 6 / 7
+
+
 def test_dynamic_linears_int8_per_channel_or_int4_groups():
     from edgesdk.converters.executorch_xnnpack import dynamic_linears
     torch.manual_seed(0)
