@@ -179,16 +179,22 @@ def delegable_views(gm: torch.fx.GraphModule):
     - an ``expand_copy`` to the shape it already has (what ``aten.matmul`` of two 4-D tensors becomes:
       every attention product) -> its input;
     - a ``split_with_sizes_copy`` into static sizes (a fused QKV projection's ``chunk`` / ``split``) ->
-      one ``slice_copy`` per piece.
+      one ``slice_copy`` per piece;
+    - a chain of reshapes that ends at the shape it started from (``unsqueeze(squeeze(w, 1), 1)``) -> its
+      start. Hugging Face's Mamba passes its depthwise ``conv1d`` weight that way, and a convolution or a
+      linear whose weight is not a parameter itself stays off the delegate ("Expected weight to be a static
+      param"): both of mamba-tiny's convolutions ran on the portable kernels.
 
     The shipped decoder's prefill went from 23 delegate calls to 11 (its layer norms over several rows split
     the rest) and its step from 7 to 3; p50 0.89-0.93x, the same outputs (`benchmarks/xnnpack_views.py`)."""
     from torch.fx.passes.infra.pass_base import PassResult
     from executorch.exir.dialects._ops import ops as exir_ops
     aten = exir_ops.edge.aten
+    reshapes = {aten.view_copy.default, aten.squeeze_copy.dims, aten.squeeze_copy.dim, aten.squeeze_copy.default,
+                aten.unsqueeze_copy.default}
     g, changed = gm.graph, False
     for n in list(g.nodes):
-        if n.op != "call_function":
+        if n.op != "call_function" or getattr(n, "_erased", False):
             continue
         if n.target == aten.expand_copy.default:
             src = n.args[0]
@@ -211,9 +217,32 @@ def delegable_views(gm: torch.fx.GraphModule):
                 g.erase_node(u)
             g.erase_node(n)
             changed = True
+        elif n.target in reshapes and (start := _reshape_round_trip(n, reshapes)) is not None:
+            chain = n.args[0]
+            n.replace_all_uses_with(start)
+            g.erase_node(n)
+            while chain is not start and not chain.users:   # the chain's own reshapes, now unread
+                chain, dead = chain.args[0], chain
+                g.erase_node(dead)
+            changed = True
     if changed:
         gm.recompile()
     return PassResult(gm, changed)
+
+
+def _reshape_round_trip(n: torch.fx.Node, reshapes: set):
+    """The earliest node of the chain of reshapes ending at ``n`` that has ``n``'s shape (a reshape keeps the
+    elements' order, so that node holds the same tensor), or None. A constant (a graph input) that other ops
+    also read is not returned: as a matmul's or convolution's weight it would be packed and its bytes released
+    while they read it (`unshare_packed_constants` has already run)."""
+    found, src, first = None, n.args[0], n
+    while isinstance(src, torch.fx.Node) and "val" in src.meta:
+        if _same_shape(src.meta["val"], n.meta["val"]) and (src.op != "placeholder" or set(src.users) == {first}):
+            found = src
+        if src.op != "call_function" or src.target not in reshapes:
+            break
+        first, src = src, src.args[0]
+    return found
 
 
 # whether `lower` runs `delegable_views` for XNNPACK (a switch for benchmarks/xnnpack_views.py's "before")
@@ -763,10 +792,36 @@ def attention_in_delegate(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=Fals
     return NotImplemented if rewrite is None else rewrite(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)
 
 
+def softplus_in_delegate(x, beta=1.0, threshold=20.0):
+    """``softplus`` as ``(relu(b x) + log1p(exp(-|b x|))) / b``: the same function in ops XNNPACK takes.
+
+    ExecuTorch decomposes softplus into ``log1p``, ``gt`` and ``where``, none of which the XNNPACK partitioner
+    has, so each ran on the portable kernels and split the delegated graph (Hugging Face Mamba's time step:
+    0.36 of mamba-tiny's 3.7 ms int8-dynamic p50). The form here never overflows, and above the threshold,
+    where softplus is ``x``, it differs by ``log(1 + exp(-b x)) / b < exp(-threshold) / b``: below float32's
+    resolution of ``x`` there only for a threshold of at least 16 (the default is 20); a smaller one is left
+    to ExecuTorch (NotImplemented)."""
+    if threshold < SOFTPLUS_MIN_THRESHOLD:
+        return NotImplemented
+    y = x * beta if beta != 1 else x
+    e = torch.exp(-torch.abs(y))                      # in (0, 1]
+    u = e + 1.0                                       # float scalars: an int one becomes an int64 constant and a cast
+    # log1p(e) as log(u) less u's rounding error over u (first order): exact to the float for tiny e, where
+    # log(u) alone is 0 (softplus of x < -17 would be 0 instead of exp(x))
+    out = torch.relu(y) + (torch.log(u) - ((u - 1.0) - e) / u)
+    return out / beta if beta != 1 else out
+
+
+# exp(-16) = 1.1e-7 of x >= 16 is below float32's relative resolution (1.2e-7): the smallest softplus threshold
+# at which `softplus_in_delegate` equals softplus's linear branch to the float
+SOFTPLUS_MIN_THRESHOLD = 16.0
+
+
 def xnnpack_decompositions() -> dict:
     """{aten op: function} applied before lowering to XNNPACK."""
     return {torch.ops.aten.layer_norm.default: layer_norm_as_mean,
-            torch.ops.aten.scaled_dot_product_attention.default: attention_in_delegate}
+            torch.ops.aten.scaled_dot_product_attention.default: attention_in_delegate,
+            torch.ops.aten.softplus.default: softplus_in_delegate}
 
 
 @register_target

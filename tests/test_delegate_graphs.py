@@ -194,6 +194,92 @@ def test_no_op_expands_and_static_splits_stay_inside_the_xnnpack_delegate(views,
         assert np.allclose(runtime.load(art.path).run([x.numpy()])[0], m(x).numpy(), atol=1e-5)
 
 
+class _CausalConv(torch.nn.Module):
+    """Hugging Face Mamba's depthwise causal convolution: the weight squeezed for its kernel function, then
+    unsqueezed back for ``F.conv1d`` (``causal_conv1d_fn``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(16, 16, 4, groups=16, padding=3)
+
+    def forward(self, x):  # (1, 16, T)
+        w = self.conv.weight.squeeze(1)
+        return F.silu(F.conv1d(x, w.unsqueeze(1), self.conv.bias, padding=3, groups=16)[..., :x.shape[-1]])
+
+
+@pytest.mark.parametrize("views", [True, False])
+def test_a_weight_reshaped_back_to_its_own_shape_is_the_parameter_for_the_delegate(views, tmp_path, monkeypatch):
+    """XNNPACK takes a convolution only with a parameter as its weight: the reshape round trip is folded away,
+    and the convolution runs in the delegate instead of on the portable kernels, with the same outputs."""
+    import edgesdk
+    from edgesdk import runtime
+    from edgesdk.converters import executorch_xnnpack as xnn
+    monkeypatch.setattr(xnn, "DELEGABLE_VIEWS", views)
+    torch.manual_seed(0)
+    m, x = _CausalConv().eval(), torch.randn(1, 16, 12)
+    art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path)
+    outside = {r["op"] for r in art.manifest.extra["partition"]["forward"]["outside_delegate"]}
+    if views:
+        assert outside == set(), outside
+    else:  # what the pass removes (the test fails if the partitioner starts taking it itself)
+        assert {"aten_convolution_default", "aten_squeeze_copy_dims"} <= outside, outside
+    with torch.no_grad():
+        assert np.allclose(runtime.load(art.path).run([x.numpy()])[0], m(x).numpy(), atol=1e-5)
+
+
+class _CausalConvReadTwice(_CausalConv):
+    def forward(self, x):
+        return super().forward(x) * self.conv.weight.mean()   # the parameter also read directly
+
+
+def test_a_reshaped_weight_that_is_also_read_directly_is_left_as_it_was(tmp_path):
+    """Folded, the parameter would be the convolution's packed weight and the mean would read its released
+    bytes (`unshare_packed_constants`): the round trip stays, the convolution runs outside, the outputs hold."""
+    import edgesdk
+    from edgesdk import runtime
+    torch.manual_seed(0)
+    m, x = _CausalConvReadTwice().eval(), torch.randn(1, 16, 12)
+    art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path)
+    outside = {r["op"] for r in art.manifest.extra["partition"]["forward"]["outside_delegate"]}
+    assert "aten_convolution_default" in outside, outside
+    with torch.no_grad():
+        assert np.allclose(runtime.load(art.path).run([x.numpy()])[0], m(x).numpy(), atol=1e-5)
+
+
+def test_softplus_in_delegate_is_softplus_to_the_float_and_leaves_small_thresholds_to_executorch():
+    from edgesdk.converters.executorch_xnnpack import softplus_in_delegate
+    x = torch.cat([torch.linspace(-100, 100, 4001), torch.tensor([0.0, 15.9, 16.0, 20.0, 20.01, 88.0, 89.0, 1e30, -1e30])])
+    for beta, threshold in ((1.0, 20.0), (2.0, 20.0), (0.5, 20.0), (1.0, 16.0)):
+        ref, got = F.softplus(x, beta, threshold), softplus_in_delegate(x, beta, threshold)
+        assert bool(torch.isfinite(got).all())
+        # relative: below x = -17 softplus is exp(x), which log(1 + exp(x)) alone would round to 0
+        assert float(((got - ref).abs() / ref.clamp(min=1e-38)).max()) < 1e-6, (beta, threshold)
+    assert softplus_in_delegate(x, 1.0, 1.0) is NotImplemented     # its linear branch differs from x here
+
+
+class _Softplus(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.proj(F.softplus(self.proj(x)))
+
+
+def test_softplus_runs_inside_the_xnnpack_delegate(tmp_path):
+    """ExecuTorch's own softplus (``log1p``, ``gt``, ``where``) ran on the portable kernels between two
+    delegate calls; decomposed into ops XNNPACK takes, the program is one delegate call, the same outputs."""
+    import edgesdk
+    from edgesdk import runtime
+    torch.manual_seed(0)
+    m, x = _Softplus().eval(), torch.randn(3, 16) * 8
+    art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path)
+    part = art.manifest.extra["partition"]["forward"]
+    assert part["delegated_subgraphs"] == 1 and part["outside_delegate"] == [], part
+    with torch.no_grad():
+        assert np.allclose(runtime.load(art.path).run([x.numpy()])[0], m(x).numpy(), atol=1e-5)
+
+
 class _Sdpa(torch.nn.Module):
     """Self-attention with no mask, a causal boolean one, or a float one (a constant per-head bias, as T5's
     relative position bias, plus -inf above the diagonal)."""
