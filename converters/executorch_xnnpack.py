@@ -689,9 +689,9 @@ def int4_weight(module: torch.nn.Module, exclude, group: int = 32) -> tuple[torc
 # A tied head reads the embedding's int8 rows only for a table of at most this many elements (V x D). The row
 # head dequantizes and packs the whole table on every call: one token through a 4096 x 256 head took 406 us
 # against 40 us in fp32 and 18 us as an int8-dynamic linear with its own weights (10.1x / 0.44x; 1024 x 128:
-# 5.7x / 0.76x; the students' 260 x 128: 2.8x / 0.90x), and GPT-2-tiny int8-dynamic measured 0.67x fp32 p50
-# with it against 0.41x with the head's own int8 weights (benchmarks/xnnpack_tied_head.py, RESULTS.md "#17,
-# twenty-seventh session"). Up to this size the row head's price is small beside its fp32 activations, which
+# 5.7x / 0.76x; the students' 260 x 128: 2.8x / 0.90x; benchmarks/xnnpack_tied_head.py), and GPT-2-tiny
+# int8-dynamic measured 0.545x fp32 p50 with it against 0.370x with the head's own int8 weights
+# (benchmarks/int8_ceiling.py, RESULTS.md "#17, twenty-seventh session"). Up to this size the row head's price is small beside its fp32 activations, which
 # kept the trained students' greedy tokens (below); above it the head is quantized as the scheme's other
 # linears, with its own int8 copy of the table (V x D more bytes), and the accuracy gate judges it.
 ROW_HEAD_MAX_ELEMENTS = 65536
@@ -797,7 +797,7 @@ def softplus_in_delegate(x, beta=1.0, threshold=20.0):
 
     ExecuTorch decomposes softplus into ``log1p``, ``gt`` and ``where``, none of which the XNNPACK partitioner
     has, so each ran on the portable kernels and split the delegated graph (Hugging Face Mamba's time step:
-    0.36 of mamba-tiny's 3.7 ms int8-dynamic p50). The form here never overflows, and above the threshold,
+    ~0.36 ms of mamba-tiny's ~3.8 ms int8-dynamic p50). The form here never overflows, and above the threshold,
     where softplus is ``x``, it differs by ``log(1 + exp(-b x)) / b < exp(-threshold) / b``: below float32's
     resolution of ``x`` there only for a threshold of at least 16 (the default is 20); a smaller one is left
     to ExecuTorch (NotImplemented)."""
