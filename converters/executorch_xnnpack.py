@@ -194,7 +194,7 @@ def delegable_views(gm: torch.fx.GraphModule):
                 aten.unsqueeze_copy.default}
     g, changed = gm.graph, False
     for n in list(g.nodes):
-        if n.op != "call_function" or getattr(n, "_erased", False):
+        if n.op != "call_function":
             continue
         if n.target == aten.expand_copy.default:
             src = n.args[0]
@@ -691,9 +691,10 @@ def int4_weight(module: torch.nn.Module, exclude, group: int = 32) -> tuple[torc
 # against 40 us in fp32 and 18 us as an int8-dynamic linear with its own weights (10.1x / 0.44x; 1024 x 128:
 # 5.7x / 0.76x; the students' 260 x 128: 2.8x / 0.90x; benchmarks/xnnpack_tied_head.py), and GPT-2-tiny
 # int8-dynamic measured 0.545x fp32 p50 with it against 0.370x with the head's own int8 weights
-# (benchmarks/int8_ceiling.py, RESULTS.md "#17, twenty-seventh session"). Up to this size the row head's price is small beside its fp32 activations, which
-# kept the trained students' greedy tokens (below); above it the head is quantized as the scheme's other
-# linears, with its own int8 copy of the table (V x D more bytes), and the accuracy gate judges it.
+# (benchmarks/int8_ceiling.py, RESULTS.md "#17, twenty-seventh session"). Up to this size the row head's price
+# is small beside its fp32 activations, which kept the trained students' greedy tokens (below); above it the
+# head is quantized as the scheme's other linears, with its own int8 copy of the table (V x D more bytes), and
+# the accuracy gate judges it.
 ROW_HEAD_MAX_ELEMENTS = 65536
 
 
