@@ -249,6 +249,59 @@ def _reshape_round_trip(n: torch.fx.Node, reshapes: set):
 DELEGABLE_VIEWS = True
 
 
+# ops never merged: quantize / dequantize / choose-qparams nodes (written one per consumer, which is how the
+# partitioner matches them) and ops whose result is not a function of their arguments (random, uninitialised)
+_NOT_MERGED = ("quantized_decomposed", "torchao", "rand", "dropout", "bernoulli",
+               "normal", "multinomial", "poisson", "empty")
+
+
+def _mergeable(n: torch.fx.Node) -> bool:
+    """Whether ``n`` is a pure operator call whose result depends on its arguments alone."""
+    if n.op != "call_function" or any(u.op == "output" for u in n.users):
+        return False
+    schema = getattr(n.target, "_schema", None)
+    if schema is None:
+        return n.target is operator.getitem
+    if schema.is_mutable or any(w in str(n.target) for w in _NOT_MERGED):
+        return False
+    return True
+
+
+def _merge_key(n: torch.fx.Node):
+    """What two calls of one op must share to give the same value: the op, and its arguments' structure,
+    nodes and constants (by type and repr, so 1, 1.0 and True differ)."""
+    from torch.utils._pytree import tree_flatten
+    leaves, spec = tree_flatten((n.args, n.kwargs))
+    return (n.target, str(spec), tuple((type(v).__name__, v if isinstance(v, torch.fx.Node) else repr(v))
+                                       for v in leaves))
+
+
+def shared_subexpressions(gm: torch.fx.GraphModule):
+    """Edge-dialect pass: one node for each pure op called again on the same arguments (common subexpressions).
+
+    Hugging Face encoders hand every layer the same boolean attention mask, and `bool_masked_attention` turns
+    it into an additive bias and a fully-masked-row factor in each layer: two casts and an ``any`` per layer
+    that XNNPACK has no kernels for, each on the portable kernels. Merged, each runs once per call."""
+    from torch.fx.passes.infra.pass_base import PassResult
+    seen, changed = {}, False
+    for n in list(gm.graph.nodes):
+        if not _mergeable(n):
+            continue
+        key = _merge_key(n)
+        first = seen.setdefault(key, n)
+        if first is not n:
+            n.replace_all_uses_with(first)
+            gm.graph.erase_node(n)
+            changed = True
+    if changed:
+        gm.recompile()
+    return PassResult(gm, changed)
+
+
+# whether `lower` runs `shared_subexpressions` for XNNPACK (a switch for benchmarks/xnnpack_views.py's "before")
+SHARED_SUBEXPRESSIONS = True
+
+
 # whether `lower` lets XNNPACK's preprocess skip re-tracing a graph that a pass left unchanged (off: every
 # re-trace, ExecuTorch's own behaviour; the .pte is byte-identical either way)
 SKIP_UNCHANGED_RETRACES = True
@@ -416,7 +469,7 @@ def _lower_xnnpack(programs, quantize: str, caller_owned_inputs: bool) -> tuple[
     (BART-tiny: converts, 59% of nodes delegated; one partition per op would give 49%)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
         XnnpackDynamicallyQuantizedPartitioner, XnnpackPartitioner)
-    passes = [delegable_views] if DELEGABLE_VIEWS else None
+    passes = ([delegable_views] if DELEGABLE_VIEWS else []) + ([shared_subexpressions] if SHARED_SUBEXPRESSIONS else [])
     try:
         return (*lower(programs, [XnnpackPartitioner()], caller_owned_inputs, xnnpack_decompositions(), passes), None)
     except AssertionError as e:

@@ -495,3 +495,59 @@ def test_conv_bn_annotators_skipped_only_without_convolutions_and_the_pte_is_the
     assert (n_skipped, n_full) == (0, 4) and skipped == full
     _, n_conv = int8_static(_ConvBnCatHead().eval(), torch.randn(1, 3, 16, 16), True, lower=False)
     assert n_conv == 4
+
+
+def test_shared_subexpressions_merges_pure_repeats_only():
+    """`shared_subexpressions` keeps one node per pure op on the same arguments; random ops, a different
+    argument and a node the graph returns are left as they were, and the values are unchanged."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from edgesdk.converters.executorch_xnnpack import shared_subexpressions
+
+    def f(x):
+        a, b = x.exp(), x.exp()                      # merged
+        c, d = torch.rand_like(x), torch.rand_like(x)  # random: both kept
+        e = x.exp() * 2.0 + x.exp() * 3.0            # the exps merge, the two products differ
+        return a + b + e, c - d, x.exp()             # the returned exp stays its own node
+
+    x = torch.randn(4, 5)
+    gm = make_fx(f)(x)
+    count = lambda op: sum(n.target == op for n in gm.graph.nodes)
+    assert count(torch.ops.aten.exp.default) == 5
+    before = gm(x)[0]
+    assert shared_subexpressions(gm).modified
+    assert count(torch.ops.aten.exp.default) == 2 and count(torch.ops.aten.rand_like.default) == 2
+    assert count(torch.ops.aten.mul.Tensor) == 2
+    assert torch.equal(gm(x)[0], before)
+
+
+class _TwoLayersOneMask(torch.nn.Module):
+    """Two self-attention layers that share one boolean padding mask, as Hugging Face encoders pass theirs."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.ModuleList(torch.nn.Linear(32, 96) for _ in range(2))
+
+    def forward(self, x, keep):
+        mask = (keep[:, None, None, :] & keep[:, None, :, None])   # (B, 1, L, L) bool
+        for qkv in self.qkv:
+            q, k, v = (t.transpose(1, 2) for t in qkv(x).view(1, x.shape[1], 3, 4, 8).unbind(2))
+            x = x + F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(1, x.shape[1], 32)
+        return x
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_a_mask_shared_by_layers_is_prepared_once_outside_the_delegate(merge, tmp_path, monkeypatch):
+    """With `shared_subexpressions`, the casts and the fully-masked-row ``any`` that `bool_masked_attention`
+    derives from a shared mask run once, not once per layer, on the portable kernels; same outputs."""
+    import edgesdk
+    from edgesdk import runtime
+    from edgesdk.converters import executorch_xnnpack as xnn
+    monkeypatch.setattr(xnn, "SHARED_SUBEXPRESSIONS", merge)
+    torch.manual_seed(0)
+    m = _TwoLayersOneMask().eval()
+    x, keep = torch.randn(1, 10, 32), torch.arange(10)[None] < 7
+    art = edgesdk.convert(m, (x, keep), "executorch-xnnpack", out_dir=tmp_path)
+    outside = {r["op"]: r["count"] for r in art.manifest.extra["partition"]["forward"]["outside_delegate"]}
+    assert outside.get("aten_any_dim") == (1 if merge else 2), outside
+    with torch.no_grad():
+        assert np.allclose(runtime.load(art.path).run([x.numpy(), keep.numpy()])[0], m(x, keep).numpy(), atol=1e-5)
