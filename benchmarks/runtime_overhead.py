@@ -1,7 +1,7 @@
 """Overhead of `Session.run` over each backend's own call, per CPU target.
 
-For every CPU target that runs here, convert two models (a tiny Linear(16, 16) and an MLP
-sized to take about 1 ms), load the artifact with `runtime.load`, and time, interleaved
+For every CPU target that runs here, convert three models (a tiny Linear(16, 16), an MLP
+sized to take about 1 ms, and a 1x1 convolution whose output is 800 KB), load the artifact with `runtime.load`, and time, interleaved
 in one process on the same inputs:
 
   A  raw:  the backend's own call on the same loaded program (`Program.raw_call()`),
@@ -15,7 +15,11 @@ per-pair difference and ratio (run / raw) with bootstrap 95% CIs, CV of each ser
 (flagged above 10%), and PASS/MISS against the targets:
 
   tiny model:  median difference <= 15 us
-  ~1 ms model: median ratio <= 1.05
+  ~1 ms model and the wide-output one: median ratio <= 1.05
+
+On ExecuTorch the raw call is the bindings' ``call``, which clones every output with ``at::clone``;
+`Session.run` reads views of the method's output memory and copies them with numpy (the wide model
+is where the two differ).
 
 Method: /work/shared/BENCHMARKING.md. Both sides use the same loaded program, hence
 the same intra-op thread count (`Session.threads`). The garbage collector is paused
@@ -76,6 +80,12 @@ def mlp_model(hidden: int, layers: int, batch: int, width_in: int = 256):
         d = hidden
     mods.append(torch.nn.Linear(d, width_in))
     return torch.nn.Sequential(*mods), torch.randn(batch, width_in)
+
+
+def wide_model():
+    """A 1x1 convolution whose (1, 64, 56, 56) output is 800 KB: what copying outputs costs."""
+    torch.manual_seed(0)
+    return torch.nn.Conv2d(64, 64, 1), torch.randn(1, 64, 56, 56)
 
 
 # ----------------------------------------------------------------------------- raw calls
@@ -183,6 +193,12 @@ def breakdown(sess, raw, x: np.ndarray, iters: int) -> dict:
     arrays = b.validate(inputs)
     parts = {"validate": lambda: b.validate(inputs), "program.run": lambda: b.program.run(arrays),
              "raw": raw, "Session.run": lambda: sess.run(inputs)}
+    method = getattr(b.program, "method", None)
+    if method is not None:  # ExecuTorch: its outputs cloned by the bindings (at::clone) or copied by numpy
+        tensors = [torch.from_numpy(a) for a in arrays]
+        parts["call, outputs cloned"] = lambda: method.call(tensors)
+        parts["call, outputs copied by numpy"] = lambda: [np.array(o.numpy()) for o in
+                                                          method.call(tensors, clone_outputs=False)]
     clock = time.perf_counter_ns
     samples = {k: np.empty(iters, dtype=np.int64) for k in parts}
     for f in parts.values():
@@ -296,9 +312,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write environment, statistics and every raw sample here")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
     ap.add_argument("--targets", nargs="+", metavar="T", help="only these targets (default: every CPU target that runs here)")
-    ap.add_argument("--models", nargs="+", choices=("tiny", "1ms"), default=["tiny", "1ms"], help="which models (default both)")
+    ap.add_argument("--models", nargs="+", choices=("tiny", "1ms", "wide"), default=["tiny", "1ms", "wide"],
+                    help="which models (default all three)")
     ap.add_argument("--pairs-tiny", type=int, default=None, help="pairs for the tiny model (default 5000; quick 200)")
     ap.add_argument("--pairs-1ms", type=int, default=None, help="pairs for the ~1 ms model (default 1500; quick 50)")
+    ap.add_argument("--pairs-wide", type=int, default=None, help="pairs for the wide-output model (default 1500; quick 50)")
     ap.add_argument("--hidden", type=int, default=1024, help="hidden width of the ~1 ms MLP (default 1024)")
     ap.add_argument("--layers", type=int, default=3, help="hidden layers of the ~1 ms MLP (default 3)")
     ap.add_argument("--batch", type=int, default=40, help="batch of the ~1 ms MLP (default 40)")
@@ -309,8 +327,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     pairs = {"tiny": args.pairs_tiny or (200 if args.quick else 5000),
-             "1ms": args.pairs_1ms or (50 if args.quick else 1500)}
-    warmup = {"tiny": 50 if args.quick else 300, "1ms": 10 if args.quick else 50}
+             "1ms": args.pairs_1ms or (50 if args.quick else 1500),
+             "wide": args.pairs_wide or (50 if args.quick else 1500)}
+    warmup = {"tiny": 50 if args.quick else 300, "1ms": 10 if args.quick else 50, "wide": 10 if args.quick else 50}
     resamples = args.resamples or (200 if args.quick else 1000)
     for k, v in pairs.items():
         if v < 10:
@@ -324,6 +343,7 @@ def main(argv=None) -> int:
     models = {"tiny": ("tiny Linear(16,16) x(1,16)", tiny_model)}
     mlp_label = f"MLP 256-{args.hidden}x{args.layers}-256 x({args.batch},256)"
     models["1ms"] = (mlp_label, lambda: mlp_model(args.hidden, args.layers, args.batch))
+    models["wide"] = ("Conv2d 1x1 64->64 x(1,64,56,56), 800 KB out", wide_model)
 
     results, threads, cold = [], {}, []
     t_start = time.perf_counter()
@@ -360,7 +380,8 @@ def main(argv=None) -> int:
 
     rows = table_rows(results)
     print(f"Environment: {env_line(env, threads)}")
-    print(f"Pairs: tiny {pairs['tiny']} (warm-up {warmup['tiny']}), ~1 ms {pairs['1ms']} (warm-up {warmup['1ms']}); "
+    print(f"Pairs: tiny {pairs['tiny']} (warm-up {warmup['tiny']}), ~1 ms {pairs['1ms']} (warm-up {warmup['1ms']}), "
+          f"wide {pairs['wide']} (warm-up {warmup['wide']}); "
           f"bootstrap {resamples} resamples, seed {args.seed}; ratio = Session.run / raw, diff = Session.run - raw"
           + ("; QUICK RUN (smoke only)" if args.quick else ""))
     print()
