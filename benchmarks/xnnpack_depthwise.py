@@ -1,11 +1,12 @@
 """ExecuTorch XNNPACK int8-static: which depthwise convolutions to keep float, side by side against fp32.
 
 For each zoo model (`benchmarks/zoo_models.py`, random weights) the SDK converts the fp32 ``.pte`` and
-three int8-static ones that differ only in `converters.executorch_xnnpack.FLOAT_DEPTHWISE_ABOVE`:
+int8-static ones (``--variants``) that differ only in `converters.executorch_xnnpack.FLOAT_DEPTHWISE_ABOVE`:
 
 - ``dw-int8``: every depthwise convolution int8 (the recipe before 2026-12-03);
 - ``dw-sdk-float``: float when the kernel side is above 5 or with a depth multiplier (the SDK's rule where
   the deployment CPU has int8 dot-product instructions, `FLOAT_DEPTHWISE_ABOVE`);
+- ``dw-above-3-float``: float when the kernel side is above 3 (5x5 and larger) or with a depth multiplier;
 - ``dw-all-float``: every depthwise convolution float (the SDK's rule where it has none,
   `FLOAT_DEPTHWISE_WITHOUT_INT8_DOT`).
 
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
 from benchmarks.recommended_vs_fp32 import runner  # noqa: E402
 
-VARIANTS = {"dw-int8": None, "dw-sdk-float": 5, "dw-all-float": 0}
+VARIANTS = {"dw-int8": None, "dw-sdk-float": 5, "dw-above-3-float": 3, "dw-all-float": 0}
 TARGET = "executorch-xnnpack"
 
 
@@ -73,11 +74,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="/tmp/xnnpack-depthwise")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS),
+                    help=f"which int8-static variants to time against fp32 (default all: {','.join(VARIANTS)})")
     args = ap.parse_args(argv)
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        ap.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
     from benchmarks.zoo_models import enable_zoo_packages
     enable_zoo_packages()
     out = Path(args.out)
-    names = list(VARIANTS)
+    names = args.variants
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {TARGET}, {args.threads} threads, {args.rounds} "
           "interleaved rounds; int8-static with these depthwise convolutions float")
     print("| model | " + " | ".join(f"{v} / fp32" for v in names) + " | gate " + " / ".join(names) + " | fp32 p50 ms |")
@@ -85,8 +91,8 @@ def main(argv=None) -> int:
     for name in args.models:
         paths = {"fp32": convert(name, "fp32", None, out)[0]}
         gates = []
-        for v, above in VARIANTS.items():
-            paths[v], g = convert(name, "int8-static", above, out)
+        for v in names:
+            paths[v], g = convert(name, "int8-static", VARIANTS[v], out)
             gates.append(g)
         t = interleaved_runs({k: runner(str(p), args.threads) for k, p in paths.items()}, args.rounds)
         cells = [f"{t[v][1]:.2f}x ({t[v][2]:.2f}-{t[v][3]:.2f})" for v in names]

@@ -30,10 +30,14 @@ def delegation_report(edge, method: str) -> dict:
 
 
 # int8-static keeps depthwise convolutions float when their kernel side is above this, or when they have a
-# depth multiplier (None: none float), as litert-cpu does (the same XNNPACK kernels): ConvNeXt-atto 0.95x ->
-# 0.80x fp32, EdgeNeXt 0.94x -> 0.84x, FastViT-T8 1.03x -> 0.83x; MobileNetV2 (3x3 only) 0.69x either way,
-# all float 0.77x (benchmarks/xnnpack_depthwise.py, 8 interleaved rounds, cpu-exclusive, 2026-12-03 06:34)
-FLOAT_DEPTHWISE_ABOVE = 5
+# depth multiplier (None: none float). Above 5 first, as litert-cpu does: ConvNeXt-atto 0.95x -> 0.80x fp32,
+# EdgeNeXt 0.94x -> 0.84x, FastViT-T8 1.03x -> 0.83x; MobileNetV2 (3x3 only) 0.69x either way, all float 0.77x
+# (benchmarks/xnnpack_depthwise.py, 2026-12-03). Above 3 since: ExecuTorch's XNNPACK build runs an int8 5x5
+# depthwise convolution at 1.6-1.8x its fp32 one and 1.4-1.8x LiteRT's int8 one (3x3: 0.85x and 1.1x;
+# benchmarks/xnnpack_builds.py), and with 5x5 ones float too int8-static / fp32 went MobileNetV3-small 0.71x ->
+# 0.62x, MNASNet 0.76x -> 0.71x, EfficientNet-B0 0.76x -> 0.70x, GhostNet 0.72x -> 0.69x (xnnpack_depthwise.py
+# --variants, 8 interleaved rounds, AMD EPYC with AVX-512 VNNI, RESULTS.md "#17, twenty-eighth session")
+FLOAT_DEPTHWISE_ABOVE = 3
 # Where the deployment CPU has no int8 dot-product instructions (x86 without VNNI or AMX; `depthwise_rule`)
 # every depthwise convolution stays float: there XNNPACK's int8 depthwise kernels ran 2.2-3.0x its fp32 ones
 # (MobileNetV2's 17: 1.61 -> 3.49 ms; benchmarks/inverted_residuals.py kernels) and its int8 1x1 convolutions no
