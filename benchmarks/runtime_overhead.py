@@ -1,8 +1,8 @@
 """Overhead of `Session.run` over each backend's own call, per CPU target.
 
 For every CPU target that runs here, convert three models (a tiny Linear(16, 16), an MLP
-sized to take about 1 ms, and a 1x1 convolution whose output is 800 KB), load the artifact with `runtime.load`, and time, interleaved
-in one process on the same inputs:
+sized to take about 1 ms, and a 1x1 convolution whose output is 800 KB), load the artifact
+with `runtime.load`, and time, interleaved in one process on the same inputs:
 
   A  raw:  the backend's own call on the same loaded program (`Program.raw_call()`),
            with its inputs prepared once outside the timed region;

@@ -4,9 +4,10 @@ For each zoo model (`benchmarks/zoo_models.py`, random weights) the SDK converts
 int8-static ones (``--variants``) that differ only in `converters.executorch_xnnpack.FLOAT_DEPTHWISE_ABOVE`:
 
 - ``dw-int8``: every depthwise convolution int8 (the recipe before 2026-12-03);
-- ``dw-sdk-float``: float when the kernel side is above 5 or with a depth multiplier (the SDK's rule where
-  the deployment CPU has int8 dot-product instructions, `FLOAT_DEPTHWISE_ABOVE`);
-- ``dw-above-3-float``: float when the kernel side is above 3 (5x5 and larger) or with a depth multiplier;
+- ``dw-above-5-float``: float when the kernel side is above 5 or with a depth multiplier (the SDK's rule where
+  the deployment CPU has int8 dot-product instructions until 2026-12-06; printed as ``dw-sdk-float`` before);
+- ``dw-above-3-float``: float when the kernel side is above 3 (5x5 and larger) or with a depth multiplier (that
+  rule since, `FLOAT_DEPTHWISE_ABOVE`);
 - ``dw-all-float``: every depthwise convolution float (the SDK's rule where it has none,
   `FLOAT_DEPTHWISE_WITHOUT_INT8_DOT`).
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
 from benchmarks.recommended_vs_fp32 import runner  # noqa: E402
 
-VARIANTS = {"dw-int8": None, "dw-sdk-float": 5, "dw-above-3-float": 3, "dw-all-float": 0}
+VARIANTS = {"dw-int8": None, "dw-above-5-float": 5, "dw-above-3-float": 3, "dw-all-float": 0}
 TARGET = "executorch-xnnpack"
 
 

@@ -473,7 +473,7 @@ def _lower_xnnpack(programs, quantize: str, caller_owned_inputs: bool) -> tuple[
     (BART-tiny: converts, 59% of nodes delegated; one partition per op would give 49%)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
         XnnpackDynamicallyQuantizedPartitioner, XnnpackPartitioner)
-    passes = ([delegable_views] if DELEGABLE_VIEWS else []) + ([shared_subexpressions] if SHARED_SUBEXPRESSIONS else [])
+    passes = [p for p, on in ((delegable_views, DELEGABLE_VIEWS), (shared_subexpressions, SHARED_SUBEXPRESSIONS)) if on]
     try:
         return (*lower(programs, [XnnpackPartitioner()], caller_owned_inputs, xnnpack_decompositions(), passes), None)
     except AssertionError as e:

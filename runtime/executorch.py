@@ -143,9 +143,10 @@ class Program:
             outs = self.method.call([torch.from_numpy(a) for a in arrays], clone_outputs=False)
         except Exception as e:
             raise ExecutionError(f"executorch failed to run the method: {e}") from None
-        # outputs copied by numpy from views of the method's memory, not cloned by the bindings (at::clone, which
-        # copies a large tensor on torch's intra-op threads): one 800 KB output 255.8 -> 242.2 us per call, a 16-float one
-        # 6.1 -> 6.5 us (benchmarks/runtime_overhead.py --breakdown, RESULTS.md "#17, twenty-eighth session")
+        # outputs copied by numpy from views of the method's memory, not cloned by the bindings (at::clone,
+        # which copies a large tensor on torch's intra-op threads): one 800 KB output 255.8 -> 242.2 us per
+        # call, a 16-float one 6.1 -> 6.5 us (benchmarks/runtime_overhead.py --breakdown, RESULTS.md "#17,
+        # twenty-eighth session")
         return [np.array(o.numpy()) if isinstance(o, torch.Tensor) else np.asarray(o) for o in outs]
 
     def raw_call(self):
