@@ -3,6 +3,7 @@ positions) through every static scheme, and the tuned recipes' op choices."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -449,6 +450,86 @@ def test_executorch_static_keeps_depthwise_convolutions_float_by_the_deployment_
     assert art.manifest.extra["partition"]["forward"]["delegated_fraction"] > 0.5
     out = runtime.load(art.path).run(x.numpy())
     assert all(bool(torch.isfinite(torch.as_tensor(o)).all()) for o in out)
+
+
+class _SiluGate(nn.Module):
+    """An in-place SiLU whose input is read again after it, and a squeeze-excitation sigmoid gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.se, self.b = nn.Conv2d(8, 16, 1), nn.Conv2d(16, 16, 1), nn.Conv2d(16, 8, 1)
+        self.act = nn.SiLU(inplace=True)
+
+    def forward(self, x):
+        h = self.a(x)
+        g = self.act(h) + h  # h reads the in-place SiLU's result
+        g = g * torch.sigmoid(self.se(g.mean((2, 3), keepdim=True)))
+        return self.b(g)
+
+
+def test_silu_is_rewritten_as_a_sigmoid_product_with_the_same_maths():
+    from edgesdk.converters.executorch_xnnpack import silu_as_sigmoid_product
+    torch.manual_seed(0)
+    model, x = _SiluGate().eval(), torch.randn(1, 8, 6, 6)
+    gm = torch.export.export(model, (x,)).module()
+    assert [n for n in gm.graph.nodes if n.target == torch.ops.aten.silu_.default]  # the in-place op, exported
+    assert silu_as_sigmoid_product(gm) == 1
+    assert not [n for n in gm.graph.nodes if "silu" in str(n.target)]
+    torch.testing.assert_close(gm(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_executorch_static_runs_silu_and_sigmoid_gates_in_int8(tmp_path, monkeypatch, on):
+    """`INT8_SIGMOID`: int8-static runs SiLU as x * sigmoid(x) and every sigmoid with int8 input and output (at
+    the fixed 1/256 step from -128), taken by the XNNPACK partitioner as an int8 op: its dequantize input and
+    quantize output are absorbed into it, not run as conversions around an fp32 sigmoid (SiLU blocks 1.68x ->
+    0.54x fp32, EfficientNet-B0 0.72x -> 0.53x, MobileViT-xxs 0.87x -> 0.66x; benchmarks/xnnpack_activations.py,
+    int8_ceiling.py). Off, the sigmoid is fp32 between conversions, as in ExecuTorch's own partitioner."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.utils.quant_utils import is_tagged_as_implicit_q_dq
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from edgesdk.converters import executorch_xnnpack as xnn
+    from edgesdk.converters.programs import collect
+    monkeypatch.setattr(xnn, "INT8_SIGMOID", on)
+    torch.manual_seed(0)
+    model, x = _SiluGate().eval(), torch.randn(1, 8, 6, 6)
+    calibration = [(torch.randn(1, 8, 6, 6),) for _ in range(8)]
+    q = xnn.pt2e_quantize(next(iter(collect(model, (x,)))), xnn.xnnpack_quantizer("int8-static", set()), calibration)
+    sigmoids = [n for n in q.graph.nodes if n.target == torch.ops.aten.sigmoid.default]
+    steps = [u.args[1:3] for n in sigmoids for u in n.users if "quantize_per_tensor" in str(u.target)]
+    assert len(sigmoids) == (2 if on else 1) and ((1 / 256, -128) in steps) == on, steps
+    assert not on or steps == [(1 / 256, -128)] * 2, steps
+    edge = to_edge_transform_and_lower(torch.export.export(q, (x,)),
+                                       partitioner=[XnnpackPartitioner(configs=xnn.partitioner_configs())])
+    lowered = [n for _, m in edge.exported_program().graph_module.named_children() if hasattr(m, "original_module")
+               for n in m.original_module.graph.nodes if n.target == exir_ops.edge.aten.sigmoid.default]
+    absorbed = [all(is_tagged_as_implicit_q_dq(a) for a in n.all_input_nodes)
+                and all(is_tagged_as_implicit_q_dq(u) for u in n.users) for n in lowered]
+    assert absorbed == ([True, True] if on else [False, False]), absorbed
+    art = edgesdk.convert(model, (x,), "executorch-xnnpack", quantize="int8-static", out_dir=tmp_path,
+                          calibration=calibration, max_drop=None)
+    assert art.manifest.quantization["details"]["forward"].get("sigmoids_int8") == (2 if on else None)
+    part = art.manifest.extra["partition"]["forward"]
+    assert (part["delegated_subgraphs"], part["outside_delegate"]) == (1, []), part
+    out, ref = np.asarray(runtime.load(art.path).run(x.numpy())[0]).ravel(), model(x).detach().numpy().ravel()
+    assert out @ ref / np.linalg.norm(out) / np.linalg.norm(ref) > 0.99
+
+
+def test_qat_fake_quantizes_the_int8_sigmoids_at_their_fixed_step(tmp_path):
+    """QAT prepares with the same quantizer: the sigmoid's fixed 1/256 step needs a fake quantize there too
+    (torchao's rejects a fixed spec without a qscheme), and the int8-qat artifact converts and passes its gate."""
+    import copy
+    from edgesdk.converters.qat import convert_qat, prepare_qat
+    torch.manual_seed(0)
+    teacher, x = _SiluGate().eval(), torch.randn(2, 8, 6, 6)
+    qat = prepare_qat(copy.deepcopy(teacher), (x,))
+    fixed = [m for m in qat.modules() if type(m).__name__ == "FixedQParamsFakeQuantize"]
+    assert len(fixed) == 2 and all(float(m.scale) == 1 / 256 and int(m.zero_point) == -128 for m in fixed)
+    qat(torch.randn(2, 8, 6, 6))
+    art = edgesdk.convert(convert_qat(qat), (x,), "executorch-xnnpack", quantize="int8-qat", max_drop=0.05,
+                          out_dir=tmp_path)
+    assert art.verification["min_cosine"] > 0.99
 
 
 class _Residuals(nn.Module):
