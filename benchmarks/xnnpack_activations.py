@@ -1,8 +1,10 @@
 """Activations between int8 layers on ExecuTorch's XNNPACK: fp32 (dequantize, op, quantize) vs int8 in and out.
 
-ExecuTorch's XNNPACK partitioner takes sigmoid, GELU, HardSwish and tanh in fp32 only. In an int8-static model
-each one between two int8 layers then runs as dequantize, fp32 op, quantize inside the delegate, and SiLU (which
-the lowering decomposes into a sigmoid and a product) as dequantize, sigmoid, product, quantize. This script
+ExecuTorch's XNNPACK partitioner takes sigmoid, GELU, HardSwish and tanh in fp32 only: in an int8-static model
+each one between two int8 layers sits between a dequantize and a quantize. Where the op is the dequantized
+tensor's only reader, the per-op profile shows one unary op and no conversions (the pair is folded on the way to
+XNNPACK). SiLU is not: the lowering decomposes it into a sigmoid and a product that both read the dequantized
+tensor, and it runs as conversion, fp32 sigmoid, fp32 product, conversion. This script
 converts small blocks (random weights, 8 random calibration inputs, the gate off: timings do not depend on the
 weights) three ways with `edgesdk.convert` and times them interleaved in one process
 (`litert_static_ops.interleaved_runs`):
@@ -10,10 +12,10 @@ weights) three ways with `edgesdk.convert` and times them interleaved in one pro
 - ``fp32``: no quantization;
 - ``act-fp32``: int8-static with the activation in fp32 (the SDK's recipe with `INT8_SIGMOID` off: what
   ExecuTorch's own partitioner does);
-- ``act-int8``: int8-static with the activation's input and output int8. For SiLU and sigmoid this is the SDK's
-  recipe (`executorch_xnnpack.INT8_SIGMOID`: a sigmoid's output at the fixed 1/256 step, SiLU as x * sigmoid(x)
-  with both ops int8). For GELU, HardSwish and tanh the script annotates the op itself (output scale from a
-  min-max observer) and lets the partitioner take it between int8 quantize ops; the SDK does not.
+- ``act-int8``: int8-static with the activation's input and output int8. For SiLU and sigmoid this is the
+  SDK's recipe (`executorch_xnnpack.INT8_SIGMOID`: SiLU as x * sigmoid(x), both ops int8). For GELU, HardSwish
+  and tanh the script annotates the op itself (output scale from a min-max observer) and lets the partitioner
+  take it between int8 quantize ops; the SDK does not.
 
 Blocks: four inverted residuals (1x1 conv 32 -> 96, activation, 3x3 depthwise conv, activation, 1x1 conv 96 -> 32,
 plus the input) on 1 x 32 x 56 x 56, with the activation ``silu``, ``gelu``, ``hardswish`` or ``tanh``; and

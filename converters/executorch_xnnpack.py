@@ -184,6 +184,11 @@ def delegable_views(gm: torch.fx.GraphModule):
       every attention product) -> its input;
     - a ``split_with_sizes_copy`` into static sizes (a fused QKV projection's ``chunk`` / ``split``) ->
       one ``slice_copy`` per piece;
+    - an ``alias_copy`` (a slice over a whole dimension: timm's GhostNet ends every ghost module with
+      ``out[:, :out_chs]`` of a tensor that has just ``out_chs`` channels) -> its input;
+    - a ``mean`` of a 4-D tensor over its last two dimensions without ``keepdim`` (``x.mean((2, 3))``: the
+      global pool before a classifier in torchvision's MNASNet and ShuffleNetV2, timm's RepViT) -> the same
+      mean with ``keepdim`` (XNNPACK's global average pooling) and a ``view_copy`` to the pooled shape;
     - a chain of reshapes that ends at the shape it started from (``unsqueeze(squeeze(w, 1), 1)``) -> its
       start. Hugging Face's Mamba passes its depthwise ``conv1d`` weight that way, and a convolution or a
       linear whose weight is not a parameter itself stays off the delegate ("Expected weight to be a static
@@ -221,6 +226,23 @@ def delegable_views(gm: torch.fx.GraphModule):
                 g.erase_node(u)
             g.erase_node(n)
             changed = True
+        elif n.target == aten.alias_copy.default and isinstance(n.args[0], torch.fx.Node) \
+                and n.args[0].op != "placeholder" and all(u.op != "output" for u in n.users):
+            src = n.args[0]
+            n.replace_all_uses_with(src)
+            g.erase_node(n)
+            _fold_requantize(g, src)
+            changed = True
+        elif n.target == aten.mean.dim and _global_pool_without_keepdim(n):
+            with g.inserting_before(n):
+                pooled = g.call_function(aten.mean.dim, (n.args[0], list(n.args[1]), True))
+                flat = g.call_function(aten.view_copy.default, (pooled, list(n.meta["val"].shape)))
+            src = n.args[0].meta["val"]
+            pooled.meta = {**n.meta, "val": src.new_empty((*src.shape[:2], 1, 1))}
+            flat.meta = dict(n.meta)
+            n.replace_all_uses_with(flat)
+            g.erase_node(n)
+            changed = True
         elif n.target in reshapes and (start := _reshape_round_trip(n, reshapes)) is not None:
             chain = n.args[0]
             n.replace_all_uses_with(start)
@@ -232,6 +254,34 @@ def delegable_views(gm: torch.fx.GraphModule):
     if changed:
         gm.recompile()
     return PassResult(gm, changed)
+
+
+def _global_pool_without_keepdim(n: torch.fx.Node) -> bool:
+    """Whether ``n`` (a ``mean.dim``) averages a static 4-D float tensor over dimensions 2 and 3 and drops them."""
+    src = getattr(n.args[0], "meta", {}).get("val")
+    if not isinstance(src, torch.Tensor) or src.dim() != 4 or not src.dtype.is_floating_point \
+            or n.kwargs.get("dtype") is not None or (len(n.args) > 2 and n.args[2]):
+        return False
+    dims = n.args[1] if len(n.args) > 1 else None
+    return isinstance(dims, (list, tuple)) and sorted(d % 4 for d in dims) == [2, 3] \
+        and all(isinstance(d, int) for d in src.shape)
+
+
+def _fold_requantize(g: torch.fx.Graph, dq: torch.fx.Node) -> None:
+    """Where ``dq`` dequantizes a tensor and a reader quantizes it again with the same parameters (what a
+    removed copy between them leaves in an int8 graph), the reader is the int8 tensor itself. With the pairs
+    left in, GhostNet's int8-static program split into 6 partitions and failed at run time ("Attempted to
+    resize a static tensor": a delegate output's shape did not match the program's; not looked into further)."""
+    from executorch.exir.dialects._ops import ops as exir_ops
+    qd = exir_ops.edge.quantized_decomposed
+    if dq.op != "call_function" or dq.target != qd.dequantize_per_tensor.default:
+        return
+    for q in [u for u in dq.users if u.target == qd.quantize_per_tensor.default]:
+        if tuple(q.args[1:]) == tuple(dq.args[1:]) and q.kwargs == dq.kwargs:
+            q.replace_all_uses_with(dq.args[0])
+            g.erase_node(q)
+    if not dq.users:
+        g.erase_node(dq)
 
 
 def _reshape_round_trip(n: torch.fx.Node, reshapes: set):
@@ -569,8 +619,8 @@ def float_scalars_to_attrs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 # int8-static runs sigmoids with int8 inputs and outputs, and SiLU as x * sigmoid(x) with both ops int8.
 # ExecuTorch's partitioner takes a sigmoid in fp32 only, so each SiLU or sigmoid gate between int8 layers ran as
-# dequantize, fp32 sigmoid (and product), quantize. A sigmoid's output is quantized at the fixed 1/256 step from
-# -128 (its [0, 1) range in 256 steps; what XNNPACK's int8 sigmoid is built for), not by an observer.
+# dequantize, fp32 sigmoid (and product), quantize. XNNPACK's int8 sigmoid takes any output scale: each sigmoid's
+# output step comes from its calibrated range (a fixed 1/256 step flipped a RepViT-m0.9 top-1 on the zoo's gate).
 # int8-static / fp32, four SiLU inverted residuals: 1.68x -> 0.54x; with sigmoid gates: 0.73x either way
 # (benchmarks/xnnpack_activations.py); EfficientNet-B0 0.72x -> 0.53x, MobileViT-xxs 0.87x -> 0.66x
 # (int8_ceiling.py, 8 interleaved rounds, AMD EPYC with AVX-512 VNNI; RESULTS.md "#17, twenty-ninth session").
@@ -608,11 +658,10 @@ def silu_as_sigmoid_product(gm: torch.fx.GraphModule) -> int:
 
 
 def annotate_int8_sigmoids(gm: torch.fx.GraphModule, config) -> int:
-    """Annotate every floating-point sigmoid not annotated yet: input as ``config``'s activations, output at
-    the fixed 1/256 step from -128. -> how many."""
-    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec, QuantizationAnnotation
-    out = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=1 / 256, zero_point=-128, quant_min=-128,
-                                       quant_max=127, qscheme=torch.per_tensor_affine)  # QAT's fake quantize needs it
+    """Annotate every floating-point sigmoid not annotated yet with ``config``'s activation specs, input and
+    output (the output's step from its calibrated range: a squeeze-excitation gate spans less than [0, 1]).
+    -> how many."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
     done = 0
     for n in gm.graph.nodes:
         val = n.meta.get("val")
@@ -620,7 +669,8 @@ def annotate_int8_sigmoids(gm: torch.fx.GraphModule, config) -> int:
                 and "quantization_annotation" not in n.meta and isinstance(n.args[0], torch.fx.Node) \
                 and isinstance(val, torch.Tensor) and val.dtype == torch.float32:
             n.meta["quantization_annotation"] = QuantizationAnnotation(
-                input_qspec_map={n.args[0]: config.input_activation}, output_qspec=out, _annotated=True)
+                input_qspec_map={n.args[0]: config.input_activation}, output_qspec=config.output_activation,
+                _annotated=True)
             done += 1
     return done
 

@@ -227,6 +227,86 @@ def test_a_weight_reshaped_back_to_its_own_shape_is_the_parameter_for_the_delega
         assert np.allclose(runtime.load(art.path).run([x.numpy()])[0], m(x).numpy(), atol=1e-5)
 
 
+class _GhostModule(torch.nn.Module):
+    """timm's GhostNet module: two convolutions concatenated, then ``out[:, :out_chs]`` of a tensor that has
+    just ``out_chs`` channels (an ``alias_copy`` after the edge lowering)."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.primary, self.cheap, self.c = torch.nn.Conv2d(c, c // 2, 1), torch.nn.Conv2d(c // 2, c // 2, 3,
+                                                                                           padding=1), c
+
+    def forward(self, x):
+        a = torch.relu(self.primary(x))
+        out = torch.cat([a, torch.relu(self.cheap(a))], dim=1)[:, :self.c]
+        return x + out
+
+
+@pytest.mark.parametrize("views,scheme", [(True, "fp32"), (False, "fp32"), (True, "int8-static")])
+def test_a_whole_dimension_slice_stays_inside_the_xnnpack_delegate(views, scheme, tmp_path, monkeypatch):
+    """The ``alias_copy`` of a slice over a whole dimension is its input: one delegate call instead of one
+    either side of a portable copy (GhostNet: 33 calls -> 1), with the same outputs. In an int8 graph the
+    dequantize / quantize pair with the same parameters that the copy sat between goes too (kept, XNNPACK
+    wired GhostNet's partitions wrongly and it failed at run time)."""
+    import edgesdk
+    from edgesdk import runtime
+    from edgesdk.converters import executorch_xnnpack as xnn
+    monkeypatch.setattr(xnn, "DELEGABLE_VIEWS", views)
+    torch.manual_seed(0)
+    m, x = torch.nn.Sequential(_GhostModule(), _GhostModule()).eval(), torch.randn(1, 8, 6, 6)
+    kw = {} if scheme == "fp32" else dict(quantize=scheme, max_drop=None,
+                                          calibration=[(torch.randn(1, 8, 6, 6),) for _ in range(8)])
+    folded = []
+    monkeypatch.setattr(xnn, "_fold_requantize", lambda g, dq, _f=xnn._fold_requantize:
+                        (folded.append(len(dq.users)), _f(g, dq), folded.append(len(dq.users)))[1])
+    art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path, **kw)
+    part = art.manifest.extra["partition"]["forward"]
+    outside = {r["op"] for r in part["outside_delegate"]}
+    if views:
+        assert part["delegated_subgraphs"] == 1 and "aten_alias_copy_default" not in outside, part
+    else:  # what the pass removes (the test fails if the partitioner starts taking it itself)
+        assert part["delegated_subgraphs"] == 3 and "aten_alias_copy_default" in outside, part
+    if scheme == "int8-static":  # each copy's dequantize had one reader, a same-parameter quantize, then none
+        assert folded == [1, 0, 1, 0], folded
+    with torch.no_grad():
+        out, ref = runtime.load(art.path).run([x.numpy()])[0].ravel(), m(x).numpy().ravel()
+    cosine = out @ ref / np.linalg.norm(out) / np.linalg.norm(ref)
+    assert np.allclose(out, ref, atol=1e-5) if scheme == "fp32" else cosine > 0.99
+
+
+class _PoolHead(torch.nn.Module):
+    """torchvision's MNASNet head: a global pool as ``x.mean([2, 3])`` (no keepdim), then a classifier; and a
+    pool over one dimension only, which XNNPACK does not take either way."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 16, 3), torch.nn.Linear(16, 5)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc(h.mean([2, 3])), h.mean(3)
+
+
+@pytest.mark.parametrize("views", [True, False])
+def test_a_global_pool_without_keepdim_runs_in_the_delegate(views, tmp_path, monkeypatch):
+    """``mean([2, 3])`` of a 4-D tensor becomes XNNPACK's global average pooling (the mean with keepdim, then a
+    reshape): the convolution, the pool and the classifier in one delegate call; a mean over one dimension is
+    left as it was. The same outputs."""
+    import edgesdk
+    from edgesdk import runtime
+    from edgesdk.converters import executorch_xnnpack as xnn
+    monkeypatch.setattr(xnn, "DELEGABLE_VIEWS", views)
+    torch.manual_seed(0)
+    m, x = _PoolHead().eval(), torch.randn(2, 3, 9, 9)
+    art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path)
+    part = art.manifest.extra["partition"]["forward"]
+    means = [r["count"] for r in part["outside_delegate"] if r["op"] == "aten_mean_dim"]
+    assert means == ([1] if views else [2]), part  # off: the test fails if the partitioner starts taking it
+    with torch.no_grad():
+        for got, want in zip(runtime.load(art.path).run([x.numpy()]), m(x)):
+            assert np.allclose(got, want.numpy(), atol=1e-5)
+
+
 class _CausalConvReadTwice(_CausalConv):
     def forward(self, x):
         return super().forward(x) * self.conv.weight.mean()   # the parameter also read directly
