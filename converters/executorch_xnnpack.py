@@ -622,8 +622,8 @@ def float_scalars_to_attrs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 # dequantize, fp32 sigmoid (and product), quantize. XNNPACK's int8 sigmoid takes any output scale: each sigmoid's
 # output step comes from its calibrated range (a fixed 1/256 step flipped a RepViT-m0.9 top-1 on the zoo's gate).
 # int8-static / fp32, four SiLU inverted residuals: 1.68x -> 0.54x; with sigmoid gates: 0.73x either way
-# (benchmarks/xnnpack_activations.py); EfficientNet-B0 0.72x -> 0.53x, MobileViT-xxs 0.87x -> 0.66x
-# (int8_ceiling.py, 8 interleaved rounds, AMD EPYC with AVX-512 VNNI; RESULTS.md "#17, twenty-ninth session").
+# (benchmarks/xnnpack_activations.py); EfficientNet-B0 0.78x -> 0.53x, MobileViT-xxs 0.76x -> 0.70x (int8_ceiling.py,
+# 12 interleaved rounds, AMD EPYC with AVX-512 VNNI; RESULTS.md "#17, twenty-ninth session").
 # GELU, HardSwish and tanh: 1.00x either way (the lowering already runs them on the int8 tensors around them).
 INT8_SIGMOID = True
 
