@@ -621,7 +621,7 @@ def float_scalars_to_attrs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 # ExecuTorch's partitioner takes a sigmoid in fp32 only, so each SiLU or sigmoid gate between int8 layers ran as
 # dequantize, fp32 sigmoid (and product), quantize. XNNPACK's int8 sigmoid takes any output scale: each sigmoid's
 # output step comes from its calibrated range (a fixed 1/256 step flipped a RepViT-m0.9 top-1 on the zoo's gate).
-# int8-static / fp32, four SiLU inverted residuals: 1.68x -> 0.54x; with sigmoid gates: 0.73x either way
+# int8-static / fp32, four SiLU inverted residuals: 0.90x -> 0.57x; with sigmoid gates: 0.73x either way
 # (benchmarks/xnnpack_activations.py); EfficientNet-B0 0.78x -> 0.53x, MobileViT-xxs 0.76x -> 0.70x (int8_ceiling.py,
 # 12 interleaved rounds, AMD EPYC with AVX-512 VNNI; RESULTS.md "#17, twenty-ninth session").
 # GELU, HardSwish and tanh: 1.00x either way (the lowering already runs them on the int8 tensors around them).
