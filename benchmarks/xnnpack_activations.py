@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
+from benchmarks.recommended_vs_fp32 import runner  # noqa: E402
 
 BLOCKS = ("silu", "se", "gelu", "hardswish", "tanh")
 
@@ -128,23 +129,19 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    from edgesdk import runtime
-    from edgesdk.runtime.profile import program_runner
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} threads, {args.rounds} "
           "interleaved rounds; ratios: median of the per-round ratios to fp32 (min-max)")
     print("| block | fp32 ms | int8, activation fp32 / fp32 | int8, activation int8 / fp32 | "
           "activation int8 / activation fp32 (p50s) |")
     print("|---|---|---|---|---|")
     for act in args.blocks:
-        paths = convert(act, args.out)
-        sessions = {k: runtime.load(p, threads=args.threads) for k, p in paths.items()}
-        runs = {k: program_runner(s, None, None, 0, None, 32)[0] for k, s in sessions.items()}
+        runs = {k: runner(p, args.threads) for k, p in convert(act, args.out).items()}
         t = interleaved_runs(runs, args.rounds)
         cell = {k: f"{v[1]:.2f}x ({v[2]:.2f}-{v[3]:.2f})" for k, v in t.items()}
         print(f"| {act} | {t['fp32'][0]:.3f} | {cell['act-fp32']} | {cell['act-int8']} | "
               f"{t['act-int8'][0] / t['act-fp32'][0]:.2f}x |", flush=True)
-        del sessions, runs
-        gc.collect()
+        del runs
+        gc.collect()  # ExecuTorch's thread pool is resized only when no program holds it
     return 0
 
 
