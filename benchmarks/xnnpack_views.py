@@ -46,8 +46,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
 
 TARGET = "executorch-xnnpack"
-SWITCHES = {"views": "DELEGABLE_VIEWS", "cse": "SHARED_SUBEXPRESSIONS", "attention": "UNMASKED_ATTENTION", "masked-attention": "BOOL_MASKED_ATTENTION",
-            "float-masked-attention": "FLOAT_MASKED_ATTENTION", "norms": "MULTI_ROW_NORMS"}  # the converter's switches
+SWITCHES = {"views": "DELEGABLE_VIEWS", "cse": "SHARED_SUBEXPRESSIONS", "attention": "UNMASKED_ATTENTION",
+            "masked-attention": "BOOL_MASKED_ATTENTION", "float-masked-attention": "FLOAT_MASKED_ATTENTION",
+            "norms": "MULTI_ROW_NORMS"}  # the converter's switches
 
 
 def build(name: str):
