@@ -20,12 +20,15 @@ that guard computed on the mask instead of the scores. ``--rewrite float-masked-
 `executorch_xnnpack.float_masked_attention` (``FLOAT_MASKED_ATTENTION`` off / on), the same for an additive
 float mask (T5's position bias). ``--rewrite norms``: `executorch_xnnpack.layer_norm_as_mean` on norms over
 several rows too (``MULTI_ROW_NORMS`` off / on; single-row norms are decomposed either way).
+``--rewrite input-layout``: `executorch_xnnpack.channels_last_before_quantize` (``CHANNELS_LAST_BEFORE_QUANTIZE``
+off / on), an int8-static image input transposed to channels-last as float before its quantize, not as int8.
 
     PYTHONPATH=. python benchmarks/xnnpack_views.py --models decoder,encdec,bert-tiny --out /tmp/xv
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite attention --models whisper-tiny-encoder --out /tmp/xa
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite masked-attention --models bert-tiny --out /tmp/xm
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite float-masked-attention --models t5-tiny --out /tmp/xf
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite norms --models mamba,encdec,deit_tiny_patch16_224 --out /tmp/xn
+    PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite input-layout --scheme int8-static --models mnasnet0_5 --out /tmp/xi
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
 TARGET = "executorch-xnnpack"
 SWITCHES = {"views": "DELEGABLE_VIEWS", "cse": "SHARED_SUBEXPRESSIONS", "attention": "UNMASKED_ATTENTION",
             "masked-attention": "BOOL_MASKED_ATTENTION", "float-masked-attention": "FLOAT_MASKED_ATTENTION",
-            "norms": "MULTI_ROW_NORMS"}  # the converter's switches
+            "norms": "MULTI_ROW_NORMS", "input-layout": "CHANNELS_LAST_BEFORE_QUANTIZE"}  # the converter's switches
 
 
 def build(name: str):

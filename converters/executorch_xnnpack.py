@@ -303,6 +303,63 @@ def _reshape_round_trip(n: torch.fx.Node, reshapes: set):
 DELEGABLE_VIEWS = True
 
 
+def channels_last_before_quantize(gm: torch.fx.GraphModule):
+    """Edge-dialect pass: where a 4-D float graph input is quantized and read only by convolutions (an image
+    into an int8-static CNN), XNNPACK transposes the float tensor to channels-last, not the int8 one.
+
+    The delegate's layout pass leaves the quantize in the input's NCHW order and puts a transpose between each
+    of its dequantizes (torchao makes one per reader) and the convolution, as ``Transpose (ND, X8)`` on
+    3-channel int8 rows, which XNNPACK moves more slowly than the float ones. The input becomes ``to
+    channels-last -> quantize -> dequantize -> to contiguous -> quantize -> dequantize -> convolution``, both
+    quantize pairs with the input's parameters: the convolution reads its values in the order it did (no
+    channels-last strides reach the rest of the program), and XNNPACK's own redundant-copy pass removes the
+    round trip, so that the delegate runs one ``transpose (fp32) -> convert`` for all the readers. The same
+    int8 values, so the same outputs bit for bit (`CHANNELS_LAST_BEFORE_QUANTIZE` has the timings)."""
+    from torch.fx.passes.infra.pass_base import PassResult
+    from executorch.exir.dialects._ops import ops as exir_ops
+    qd, aten = exir_ops.edge.quantized_decomposed, exir_ops.edge.aten
+    to_dim_order = exir_ops.edge.dim_order_ops._to_dim_order_copy.default
+    g, changed = gm.graph, False
+    for x in [n for n in g.nodes if n.op == "placeholder"]:
+        val = x.meta.get("val")
+        if not isinstance(val, torch.Tensor) or val.dim() != 4 or not val.dtype.is_floating_point \
+                or not val.is_contiguous() or not all(isinstance(d, int) for d in val.shape) or len(x.users) != 1:
+            continue
+        q = next(iter(x.users))
+        if q.target != qd.quantize_per_tensor.default or not q.users or any(
+                dq.target != qd.dequantize_per_tensor.default or not dq.users
+                or any(r.target != aten.convolution.default or r.args[0] is not dq for r in dq.users)
+                for dq in q.users):
+            continue
+        with g.inserting_after(x):
+            nhwc = g.call_function(to_dim_order, (x,), {"dim_order": [0, 2, 3, 1]})
+        nhwc.meta = {**x.meta, "val": val.clone(memory_format=torch.channels_last)}
+        for dq in list(q.users):   # one dequantize per convolution after torchao's convert_pt2e
+            with g.inserting_after(dq):
+                nchw = g.call_function(to_dim_order, (dq,), {"dim_order": [0, 1, 2, 3]})
+            with g.inserting_after(nchw):
+                q2 = g.call_function(q.target, (nchw, *q.args[1:]), dict(q.kwargs))
+            with g.inserting_after(q2):
+                dq2 = g.call_function(dq.target, (q2, *dq.args[1:]), dict(dq.kwargs))
+            for node, like in ((nchw, x), (q2, q), (dq2, dq)):
+                node.meta = dict(like.meta)
+            for r in list(dq.users):
+                if r is not nchw:
+                    r.replace_input_with(dq, dq2)
+        q.replace_input_with(x, nhwc)
+        changed = True
+    if changed:
+        gm.recompile()
+    return PassResult(gm, changed)
+
+
+# whether `lower` runs `channels_last_before_quantize` for XNNPACK. int8-static p50 on / off, 8 interleaved rounds,
+# 2 threads, outputs bit-identical (benchmarks/xnnpack_views.py --rewrite input-layout, RESULTS.md "#17,
+# thirtieth session"): MNASNet-0.5 0.96x, MobileNetV3-small 0.96x, MobileViT-xxs 0.98x, EfficientNet-B0 0.99x,
+# GhostNet 0.99x, EdgeNeXt 1.01x (ConvNeXt 0.93x and FastViT 0.91x with wide ranges)
+CHANNELS_LAST_BEFORE_QUANTIZE = True
+
+
 # ops never merged: quantize / dequantize / choose-qparams nodes (written one per consumer, which is how the
 # partitioner matches them) and ops whose result is not a function of their arguments (random, uninitialised)
 _NOT_MERGED = ("quantized_decomposed", "torchao", "rand", "dropout", "bernoulli",
@@ -523,7 +580,8 @@ def _lower_xnnpack(programs, quantize: str, caller_owned_inputs: bool) -> tuple[
     (BART-tiny: converts, 59% of nodes delegated; one partition per op would give 49%)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
         XnnpackDynamicallyQuantizedPartitioner, XnnpackPartitioner)
-    passes = [p for p, on in ((delegable_views, DELEGABLE_VIEWS), (shared_subexpressions, SHARED_SUBEXPRESSIONS)) if on]
+    passes = [p for p, on in ((delegable_views, DELEGABLE_VIEWS), (shared_subexpressions, SHARED_SUBEXPRESSIONS),
+                              (channels_last_before_quantize, CHANNELS_LAST_BEFORE_QUANTIZE)) if on]
     try:
         return (*lower(programs, [XnnpackPartitioner(configs=partitioner_configs())], caller_owned_inputs,
                        xnnpack_decompositions(), passes), None)

@@ -307,6 +307,44 @@ def test_a_global_pool_without_keepdim_runs_in_the_delegate(views, tmp_path, mon
             assert np.allclose(got, want.numpy(), atol=1e-5)
 
 
+class _ImageStem(torch.nn.Module):
+    """A 3-channel image into two convolutions; with ``other_reader``, the second reads it through a ReLU."""
+
+    def __init__(self, other_reader=False):
+        super().__init__()
+        self.a, self.b, self.other = torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Conv2d(3, 8, 1, 2), other_reader
+
+    def forward(self, x):
+        return (torch.relu(self.a(x)) + self.b(torch.relu(x) if self.other else x)).mean([2, 3])
+
+
+@pytest.mark.parametrize("other_reader", [False, True])
+def test_a_quantized_image_input_is_transposed_as_float(other_reader, tmp_path, monkeypatch):
+    """int8-static: an image read only by convolutions reaches XNNPACK as ``transpose (fp32) -> convert``, not
+    ``convert -> transpose (int8)`` twice (`channels_last_before_quantize`), one delegate call, outputs bit-identical
+    to the program without the pass. An input that another op reads too is left as it was. The per-op names
+    come from ExecuTorch's own profile of the delegate (ETDump)."""
+    import edgesdk
+    from edgesdk import runtime
+    from edgesdk.converters import executorch_xnnpack as xnn
+    torch.manual_seed(0)
+    m, x = _ImageStem(other_reader).eval(), torch.randn(1, 3, 32, 32)
+    calibration, outs, transposes = [(torch.randn(1, 3, 32, 32),) for _ in range(8)], {}, {}
+    for on in (True, False):
+        monkeypatch.setattr(xnn, "CHANNELS_LAST_BEFORE_QUANTIZE", on)
+        art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path / str(on), quantize="int8-static",
+                              max_drop=None, calibration=calibration)
+        assert art.manifest.extra["partition"]["forward"]["delegated_subgraphs"] == 1
+        outs[on] = runtime.load(art.path).run([x.numpy()])[0]
+        ops = runtime.profile(art.path, warmup=1, iters=3).ops
+        transposes[on] = sorted(r["op_type"].split(" #")[0] for r in ops if r["op_type"].startswith("Transpose"))
+    # off: ExecuTorch transposes the int8 tensor once per convolution's dequantize (the test fails if it
+    # starts transposing before the quantize itself); on: the float input once
+    assert transposes[True] == (transposes[False] if other_reader else ["Transpose (ND, X32)"]), transposes
+    assert other_reader or transposes[False] == ["Transpose (ND, X8)"] * 2, transposes
+    np.testing.assert_array_equal(outs[True], outs[False])
+
+
 class _CausalConvReadTwice(_CausalConv):
     def forward(self, x):
         return super().forward(x) * self.conv.weight.mean()   # the parameter also read directly
