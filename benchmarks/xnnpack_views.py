@@ -22,6 +22,8 @@ float mask (T5's position bias). ``--rewrite norms``: `executorch_xnnpack.layer_
 several rows too (``MULTI_ROW_NORMS`` off / on; single-row norms are decomposed either way).
 ``--rewrite input-layout``: `executorch_xnnpack.channels_last_before_quantize` (``CHANNELS_LAST_BEFORE_QUANTIZE``
 off / on), an int8-static image input transposed to channels-last as float before its quantize, not as int8.
+``--rewrite depthwise-split``: `executorch_xnnpack.split_large_depthwise` (``SPLIT_LARGE_DEPTHWISE`` off / on),
+depthwise convolutions of more than 25 taps as sums of ones XNNPACK runs as depthwise convolutions.
 
     PYTHONPATH=. python benchmarks/xnnpack_views.py --models decoder,encdec,bert-tiny --out /tmp/xv
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite attention --models whisper-tiny-encoder --out /tmp/xa
@@ -29,6 +31,7 @@ off / on), an int8-static image input transposed to channels-last as float befor
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite float-masked-attention --models t5-tiny --out /tmp/xf
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite norms --models mamba,encdec,deit_tiny_patch16_224 --out /tmp/xn
     PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite input-layout --scheme int8-static --models mnasnet0_5 --out /tmp/xi
+    PYTHONPATH=. python benchmarks/xnnpack_views.py --rewrite depthwise-split --models convnext_atto --out /tmp/xd
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ from benchmarks.litert_static_ops import interleaved_runs  # noqa: E402
 TARGET = "executorch-xnnpack"
 SWITCHES = {"views": "DELEGABLE_VIEWS", "cse": "SHARED_SUBEXPRESSIONS", "attention": "UNMASKED_ATTENTION",
             "masked-attention": "BOOL_MASKED_ATTENTION", "float-masked-attention": "FLOAT_MASKED_ATTENTION",
-            "norms": "MULTI_ROW_NORMS", "input-layout": "CHANNELS_LAST_BEFORE_QUANTIZE"}  # the converter's switches
+            "norms": "MULTI_ROW_NORMS", "input-layout": "CHANNELS_LAST_BEFORE_QUANTIZE",
+            "depthwise-split": "SPLIT_LARGE_DEPTHWISE"}  # the converter's switches
 
 
 def build(name: str):

@@ -757,7 +757,7 @@ def is_quantized_graph(module) -> bool:
 
 def _module_of(node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
-    return list(stack.values())[-1][0] if stack else node.name
+    return in_split_depthwise(node) or (list(stack.values())[-1][0] if stack else node.name)
 
 
 def _large_depthwise(n: torch.fx.Node, above: int | None) -> bool:
@@ -793,13 +793,24 @@ def kept_float_by_rule(gm: torch.fx.GraphModule, depthwise_above: int | None = N
       activation would round the running sums that the decays exponentiate, and the weights cost
       nothing to keep;
     - with ``depthwise_above``, depthwise convolutions with a larger kernel or a depth multiplier
-      (`FLOAT_DEPTHWISE_ABOVE`)."""
+      (`FLOAT_DEPTHWISE_ABOVE`), and the adds that sum a `SplitDepthwise`'s float pieces."""
     buffers = {name for name, _ in gm.named_buffers(remove_duplicate=False)}
-    return {n.name for n in gm.graph.nodes
-            if n.op == "call_function" and ((n.target == torch.ops.aten.linear.default and len(n.args) > 1
-                                             and getattr(n.args[1], "op", None) == "get_attr"
-                                             and n.args[1].target in buffers)
-                                            or _large_depthwise(n, depthwise_above))}
+    kept = set()
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and ((n.target == torch.ops.aten.linear.default and len(n.args) > 1
+                                         and getattr(n.args[1], "op", None) == "get_attr"
+                                         and n.args[1].target in buffers)
+                                        or _large_depthwise(n, depthwise_above)
+                                        or (n.target == torch.ops.aten.add.Tensor and in_split_depthwise(n)
+                                            and all(getattr(a, "name", None) in kept for a in n.args[:2]))):
+            kept.add(n.name)
+    return kept
+
+
+def in_split_depthwise(n: torch.fx.Node) -> str | None:
+    """The path of the `SplitDepthwise` module that traced ``n``, if any."""
+    return next((path for path, cls in (n.meta.get("nn_module_stack") or {}).values()
+                 if str(cls).rsplit(".", 1)[-1].rstrip("'>") == "SplitDepthwise"), None)
 
 
 # whether the int8 quantizer skips XNNPACKQuantizer's conv-batch-norm annotators on a graph with no convolution:
@@ -924,6 +935,73 @@ def conv1d_as_linear(module: torch.nn.Module) -> tuple[torch.nn.Module, list[str
                 new.bias.copy_(old.bias)
         setattr(module.get_submodule(parent), child, new)
     return module, names
+
+
+# the most taps of a depthwise kernel that ExecuTorch's XNNPACK build runs as a depthwise convolution: a 7x7 one
+# ran as a grouped IGEMM, 3.67 ms against 0.23 ms for a 5x5 and 0.19 ms for a 3x7 (1 x 40 x 56 x 56, fp32,
+# ETDump op names and times, 2026-12-06); `SplitDepthwise` keeps each piece within it
+DWCONV_MAX_TAPS = 25
+
+
+class SplitDepthwise(torch.nn.Module):
+    """A same-padded depthwise convolution (odd kernel, padding half of it, any stride) whose kernel has more
+    than `DWCONV_MAX_TAPS` taps, as a sum of depthwise convolutions within it: the middle rows as one, and each
+    pair of rows equally far from the middle as a 2-row kernel dilated to reach them. Each piece is centred,
+    so it reads the input at the same positions as the rows it takes over, and the sum is the convolution
+    (up to float summation order)."""
+
+    def __init__(self, conv: torch.nn.Conv2d):
+        super().__init__()
+        (kh, kw), (ph, pw), ch = conv.kernel_size, conv.padding, conv.in_channels
+        c = min(ph, (DWCONV_MAX_TAPS // kw - 1) // 2)   # the middle 2c+1 rows fit one kernel
+        w = conv.weight.detach()
+
+        def piece(rows, dilation, pad, bias):
+            m = torch.nn.Conv2d(ch, ch, (len(rows), kw), conv.stride, (pad, pw), (dilation, 1), ch, bias is not None,
+                                device=w.device, dtype=w.dtype)
+            with torch.no_grad():
+                m.weight.copy_(w[:, :, rows])
+                if bias is not None:
+                    m.bias.copy_(bias)
+            return m
+        self.middle = piece(list(range(ph - c, ph + c + 1)), 1, c, conv.bias)
+        self.pairs = torch.nn.ModuleList(piece([ph - d, ph + d], 2 * d, d, None) for d in range(c + 1, ph + 1))
+
+    def forward(self, x):
+        y = self.middle(x)
+        for p in self.pairs:
+            y = y + p(x)
+        return y
+
+
+def _splittable_depthwise(m: torch.nn.Module) -> bool:
+    if type(m) is not torch.nn.Conv2d or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return False
+    (kh, kw), ch = m.kernel_size, m.in_channels
+    return (m.groups == ch == m.out_channels and ch > 1 and m.dilation == (1, 1) and kh % 2 == 1 and kw % 2 == 1
+            and tuple(m.padding) == (kh // 2, kw // 2) and kh * kw > DWCONV_MAX_TAPS and 2 * kw <= DWCONV_MAX_TAPS)
+
+
+def split_large_depthwise(module: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
+    """Every ``nn.Conv2d`` that `SplitDepthwise` can take, swapped for it, on a copy -> (module, names swapped).
+    ConvNeXt's and EdgeNeXt's 7x7 and 9x9 depthwise convolutions ran as grouped IGEMMs, about half of
+    ConvNeXt-atto's fp32 time (`SPLIT_LARGE_DEPTHWISE`)."""
+    import copy
+
+    names = [n for n, m in module.named_modules() if _splittable_depthwise(m)]
+    if not names:
+        return module, []
+    module = copy.deepcopy(module)
+    if names == [""]:  # the model is the convolution
+        return SplitDepthwise(module), names
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        setattr(module.get_submodule(parent), child, SplitDepthwise(module.get_submodule(name)))
+    return module, names
+
+
+# whether the XNNPACK export runs `split_large_depthwise` (benchmarks/xnnpack_depthwise.py times it off / on)
+SPLIT_LARGE_DEPTHWISE = True
 
 
 def int4_weight(module: torch.nn.Module, exclude, group: int = 32) -> tuple[torch.nn.Module, list[str]]:
@@ -1107,7 +1185,13 @@ class ExecuTorchXnnpack(Converter):
     def export(self, programs, workdir, *, quantize, options):
         import dataclasses
 
-        details = {}
+        details, split = {}, {}
+        if SPLIT_LARGE_DEPTHWISE and quantize != "int8-qat":
+            for name, prog in programs.items():
+                module, names = split_large_depthwise(prog.module)
+                if names:
+                    programs = {**programs, name: dataclasses.replace(prog, module=module)}
+                    split[name] = len(names)
         if quantize != "fp32":
             quantized = {}
             for name, prog in programs.items():
@@ -1163,4 +1247,6 @@ class ExecuTorchXnnpack(Converter):
             extra["executorch_inputs"] = "caller-owned"
         if details:
             extra["quantization_details"] = details
+        if split:
+            extra["depthwise_split"] = split
         return {"files": ["model.pte"], "programs": {n: ("model.pte", n) for n in programs}, "extra": extra}

@@ -669,3 +669,87 @@ def test_a_mask_shared_by_layers_is_prepared_once_outside_the_delegate(merge, tm
     assert outside.get("aten_any_dim") == (1 if merge else 2), outside
     with torch.no_grad():
         assert np.allclose(runtime.load(art.path).run([x.numpy(), keep.numpy()])[0], m(x, keep).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride", [(7, 1), (9, 1), (7, 2), ((5, 7), 1), ((11, 3), 2)])
+def test_split_depthwise_is_the_convolution(kernel, stride):
+    """`SplitDepthwise`: the middle rows and the dilated pairs of rows sum to the same-padded convolution, each
+    piece within XNNPACK's largest depthwise kernel."""
+    from edgesdk.converters.executorch_xnnpack import DWCONV_MAX_TAPS, SplitDepthwise, split_large_depthwise
+    torch.manual_seed(0)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    conv = torch.nn.Conv2d(6, 6, (kh, kw), stride, (kh // 2, kw // 2), groups=6).eval()
+    split, names = split_large_depthwise(torch.nn.Sequential(conv))
+    assert names == ["0"] and isinstance(split[0], SplitDepthwise)
+    pieces = [split[0].middle, *split[0].pairs]
+    assert all(p.kernel_size[0] * p.kernel_size[1] <= DWCONV_MAX_TAPS for p in pieces)
+    assert sum(p.kernel_size[0] for p in pieces) == kh                    # every row once
+    x = torch.randn(2, 6, 15, 12)
+    with torch.no_grad():
+        assert torch.allclose(split(x), conv(x), atol=1e-5)
+
+
+def test_split_large_depthwise_leaves_other_convolutions_alone():
+    from edgesdk.converters.executorch_xnnpack import split_large_depthwise
+
+    class Same(torch.nn.Conv2d):  # a subclass may pad its own way (timm's Conv2dSame)
+        pass
+    m = torch.nn.Sequential(torch.nn.Conv2d(6, 6, 5, padding=2, groups=6),       # 25 taps: XNNPACK's own
+                            torch.nn.Conv2d(6, 6, 7, padding=3),                 # not depthwise
+                            torch.nn.Conv2d(6, 6, 7, padding=6, dilation=2, groups=6),
+                            torch.nn.Conv2d(6, 6, 7, padding=0, groups=6),       # not same-padded
+                            torch.nn.Conv2d(6, 12, 7, padding=3, groups=6),      # depth multiplier
+                            Same(6, 6, 7, padding=3, groups=6),
+                            torch.nn.Conv2d(6, 6, (3, 13), padding=(1, 6), groups=6))  # a row pair > 25 taps
+    assert split_large_depthwise(m) == (m, [])
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_a_7x7_depthwise_convolution_runs_as_depthwise_kernels(split, tmp_path, monkeypatch):
+    """fp32 and int8-static: a 7x7 depthwise convolution, which ExecuTorch's XNNPACK build runs as a grouped
+    IGEMM, runs as three XNNPACK depthwise convolutions (and two adds), float in int8-static as the depthwise
+    rule keeps it, in one delegate call, with the outputs of the model (per-op names from ExecuTorch's
+    ETDump profile)."""
+    import edgesdk
+    from edgesdk import runtime
+    from edgesdk.converters import executorch_xnnpack as xnn
+    monkeypatch.setattr(xnn, "SPLIT_LARGE_DEPTHWISE", split)
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 7, padding=3, groups=8),
+                            torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(1, 4, 14, 14)
+    for scheme in ("fp32", "int8-static"):
+        kw = {} if scheme == "fp32" else dict(quantize=scheme, max_drop=None,
+                                              calibration=[(torch.randn(1, 4, 14, 14),) for _ in range(8)])
+        art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path / scheme, **kw)
+        assert art.manifest.extra["partition"]["forward"]["delegated_subgraphs"] == 1
+        ops = [r["op_type"].split(" #")[0] for r in runtime.profile(art.path, warmup=1, iters=3).ops]
+        depthwise = sorted(o for o in ops if o.startswith("Convolution") and "F32" in o)
+        if split:
+            assert art.manifest.extra["depthwise_split"] == {"forward": 1}
+            assert depthwise == ["Convolution (NHWC, F32) DWConv"] * 3, ops
+        else:  # the test fails if ExecuTorch's XNNPACK starts running 49 taps as a depthwise kernel
+            assert "depthwise_split" not in art.manifest.extra
+            assert depthwise == ["Convolution (NHWC, F32) IGEMM"], ops
+        if scheme == "int8-static":
+            assert art.manifest.quantization["details"]["forward"]["kept_float_by_rule"] == ["2"]
+        with torch.no_grad():
+            out, ref = runtime.load(art.path).run([x.numpy()])[0].ravel(), m(x).numpy().ravel()
+        cosine = out @ ref / np.linalg.norm(out) / np.linalg.norm(ref)
+        assert np.allclose(out, ref, atol=1e-5) if scheme == "fp32" else cosine > 0.99
+
+
+def test_the_depthwise_rule_keeps_a_split_convolutions_adds_float():
+    """int8-static keeps large depthwise convolutions float; split, the adds that sum their pieces stay float
+    too (an int8 add would round the partial sums), and the manifest names the module once."""
+    from edgesdk.converters.executorch_xnnpack import _module_of, kept_float_by_rule, split_large_depthwise
+    m = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 9, padding=4, groups=8), torch.nn.Conv2d(8, 8, 1))
+    m = torch.nn.Sequential(split_large_depthwise(m)[0], torch.nn.ReLU()).eval()
+    gm = torch.export.export(m, (torch.randn(1, 8, 12, 12),)).module()
+    kept = kept_float_by_rule(gm, 3)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    convs = [n for n in kept if nodes[n].target == torch.ops.aten.conv2d.default]
+    adds = [n for n in kept if nodes[n].target == torch.ops.aten.add.Tensor]
+    assert len(convs) == 5 and len(adds) == 4 and len(kept) == 9, kept       # 9x9: a middle row, 4 pairs
+    assert all(nodes[n].args[1].meta["val"].shape[-1] == 9 for n in convs)    # not the 1x1 convolution
+    assert {_module_of(nodes[n]) for n in kept} == {"0.0"}
