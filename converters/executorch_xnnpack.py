@@ -944,11 +944,11 @@ DWCONV_MAX_TAPS = 25
 
 
 class SplitDepthwise(torch.nn.Module):
-    """A same-padded depthwise convolution (odd kernel, padding half of it, any stride) whose kernel has more
-    than `DWCONV_MAX_TAPS` taps, as a sum of depthwise convolutions within it: the middle rows as one, and each
-    pair of rows equally far from the middle as a 2-row kernel dilated to reach them. Each piece is centred,
-    so it reads the input at the same positions as the rows it takes over, and the sum is the convolution
-    (up to float summation order)."""
+    """A same-padded depthwise convolution (odd kernel, padding half of it, any stride or depth multiplier) whose
+    kernel has more than `DWCONV_MAX_TAPS` taps, as a sum of depthwise convolutions within it: the middle rows
+    as one, and each pair of rows equally far from the middle as a 2-row kernel dilated to reach them. Each
+    piece is centred, so it reads the input at the same positions as the rows it takes over, and the sum is
+    the convolution (up to float summation order)."""
 
     def __init__(self, conv: torch.nn.Conv2d):
         super().__init__()
@@ -957,8 +957,8 @@ class SplitDepthwise(torch.nn.Module):
         w = conv.weight.detach()
 
         def piece(rows, dilation, pad, bias):
-            m = torch.nn.Conv2d(ch, ch, (len(rows), kw), conv.stride, (pad, pw), (dilation, 1), ch, bias is not None,
-                                device=w.device, dtype=w.dtype)
+            m = torch.nn.Conv2d(ch, conv.out_channels, (len(rows), kw), conv.stride, (pad, pw), (dilation, 1), ch,
+                                bias is not None, device=w.device, dtype=w.dtype)
             with torch.no_grad():
                 m.weight.copy_(w[:, :, rows])
                 if bias is not None:
@@ -978,7 +978,7 @@ def _splittable_depthwise(m: torch.nn.Module) -> bool:
     if type(m) is not torch.nn.Conv2d or m.padding_mode != "zeros" or isinstance(m.padding, str):
         return False
     (kh, kw), ch = m.kernel_size, m.in_channels
-    return (m.groups == ch == m.out_channels and ch > 1 and m.dilation == (1, 1) and kh % 2 == 1 and kw % 2 == 1
+    return (m.groups == ch > 1 and m.out_channels % ch == 0 and m.dilation == (1, 1) and kh % 2 == 1 and kw % 2 == 1
             and tuple(m.padding) == (kh // 2, kw // 2) and kh * kw > DWCONV_MAX_TAPS and 2 * kw <= DWCONV_MAX_TAPS)
 
 
