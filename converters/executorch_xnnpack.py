@@ -181,7 +181,10 @@ def delegable_views(gm: torch.fx.GraphModule):
     partition and ran on ExecuTorch's portable kernels, as what it takes (the same values):
 
     - an ``expand_copy`` to the shape it already has (what ``aten.matmul`` of two 4-D tensors becomes:
-      every attention product) -> its input;
+      every attention product), or one that only elementwise ops of two tensors read, which broadcast anyway
+      (``F.normalize``'s ``x / norm.expand_as(x)``: EdgeNeXt's attention) -> its input;
+    - a float ``x ** 2.0`` / ``x ** 0.5`` (what ``torch.linalg.vector_norm`` becomes in the edge dialect; the
+      partitioner takes integer powers only) -> ``x * x`` / ``sqrt(x)``;
     - a ``split_with_sizes_copy`` into static sizes (a fused QKV projection's ``chunk`` / ``split``) ->
       one ``slice_copy`` per piece;
     - an ``alias_copy`` (a slice over a whole dimension: timm's GhostNet ends every ghost module with
@@ -207,10 +210,19 @@ def delegable_views(gm: torch.fx.GraphModule):
             continue
         if n.target == aten.expand_copy.default:
             src = n.args[0]
-            if _same_shape(src.meta["val"], n.meta["val"]):
+            if _same_shape(src.meta["val"], n.meta["val"]) or _broadcast_anyway(n, src):
                 n.replace_all_uses_with(src)
                 g.erase_node(n)
                 changed = True
+        elif n.target == aten.pow.Tensor_Scalar and n.args[1] in (2, 0.5) and not isinstance(n.args[1], bool) \
+                and n.meta["val"].dtype.is_floating_point:
+            with g.inserting_before(n):
+                y = g.call_function(aten.mul.Tensor, (n.args[0], n.args[0])) if n.args[1] == 2 \
+                    else g.call_function(aten.sqrt.default, (n.args[0],))
+            y.meta = dict(n.meta)
+            n.replace_all_uses_with(y)
+            g.erase_node(n)
+            changed = True
         elif n.target == aten.split_with_sizes_copy.default:
             src, sizes = n.args[0], list(n.args[1])
             dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
@@ -254,6 +266,29 @@ def delegable_views(gm: torch.fx.GraphModule):
     if changed:
         gm.recompile()
     return PassResult(gm, changed)
+
+
+def _broadcast_anyway(expand: torch.fx.Node, src: torch.fx.Node) -> bool:
+    """Whether every reader of ``expand`` is an elementwise op of two tensors whose result keeps its shape
+    and dtype with ``src`` in its place (broadcasting does what the expand did), e.g. ``F.normalize``'s
+    ``x / norm.expand_as(x)``."""
+    from executorch.exir.dialects._ops import ops as exir_ops
+    aten = exir_ops.edge.aten
+    binary = (aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor)
+
+    def same_result(u):
+        if u.target not in binary or len(u.args) != 2 or u.kwargs:
+            return False
+        other = u.args[1] if u.args[0] is expand else u.args[0]
+        if other is expand or not isinstance(other, torch.fx.Node) or "val" not in other.meta:
+            return False
+        a, b = src.meta["val"], other.meta["val"]
+        try:
+            shape = torch.broadcast_shapes(a.shape, b.shape)
+        except RuntimeError:
+            return False
+        return list(shape) == list(u.meta["val"].shape) and a.dtype == b.dtype == u.meta["val"].dtype
+    return bool(expand.users) and all(same_result(u) for u in expand.users)
 
 
 def _global_pool_without_keepdim(n: torch.fx.Node) -> bool:
@@ -1000,7 +1035,8 @@ def split_large_depthwise(module: torch.nn.Module) -> tuple[torch.nn.Module, lis
     return module, names
 
 
-# whether the XNNPACK export runs `split_large_depthwise` (benchmarks/xnnpack_depthwise.py times it off / on)
+# whether the XNNPACK export runs `split_large_depthwise` (benchmarks/xnnpack_views.py --rewrite depthwise-split
+# times it off / on)
 SPLIT_LARGE_DEPTHWISE = True
 
 

@@ -753,3 +753,38 @@ def test_the_depthwise_rule_keeps_a_split_convolutions_adds_float():
     assert len(convs) == 5 and len(adds) == 4 and len(kept) == 9, kept       # 9x9: a middle row, 4 pairs
     assert all(nodes[n].args[1].meta["val"].shape[-1] == 9 for n in convs)    # not the 1x1 convolution
     assert {_module_of(nodes[n]) for n in kept} == {"0.0"}
+
+
+class _Normalized(torch.nn.Module):
+    """EdgeNeXt's attention: ``F.normalize`` of a projection over its last dimension, and a norm added."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        q = F.normalize(self.proj(x), dim=-1)
+        return self.proj(q) + x.norm(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("views", [True, False])
+def test_a_vector_norm_keeps_its_powers_and_broadcast_in_the_delegate(views, tmp_path, monkeypatch):
+    """A 2-norm becomes ``x ** 2.0``, ``sum`` and ``** 0.5`` in the edge dialect, and ``F.normalize`` divides by
+    it expanded: the float powers (the partitioner takes integer ones only) and the expand ran on the portable
+    kernels. `delegable_views` makes them ``x * x``, ``sqrt`` and a broadcasting divide; only the sums stay
+    outside. The same outputs."""
+    import edgesdk
+    from edgesdk import runtime
+    from edgesdk.converters import executorch_xnnpack as xnn
+    monkeypatch.setattr(xnn, "DELEGABLE_VIEWS", views)
+    torch.manual_seed(0)
+    m, x = _Normalized().eval(), torch.randn(1, 4, 8, 16)
+    art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path)
+    outside = {r["op"]: r["count"] for r in art.manifest.extra["partition"]["forward"]["outside_delegate"]}
+    assert outside["aten_sum_dim_int_list"] == 2, outside
+    if views:
+        assert "aten_pow_tensor_scalar" not in outside and "aten_expand_copy_default" not in outside, outside
+    else:  # the test fails if the partitioner starts taking them itself
+        assert outside["aten_pow_tensor_scalar"] >= 2 and outside["aten_expand_copy_default"] == 1, outside
+    with torch.no_grad():
+        assert np.allclose(runtime.load(art.path).run([x.numpy()])[0], m(x).numpy(), atol=1e-5)
