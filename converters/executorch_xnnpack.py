@@ -972,18 +972,19 @@ def conv1d_as_linear(module: torch.nn.Module) -> tuple[torch.nn.Module, list[str
     return module, names
 
 
-# the most taps of a depthwise kernel that ExecuTorch's XNNPACK build runs as a depthwise convolution: a 7x7 one
-# ran as a grouped IGEMM, 3.67 ms against 0.23 ms for a 5x5 and 0.19 ms for a 3x7 (1 x 40 x 56 x 56, fp32,
-# ETDump op names and times, 2026-12-06); `SplitDepthwise` keeps each piece within it
+# the most taps of a depthwise kernel that ExecuTorch's XNNPACK build runs as a depthwise convolution; a 7x7 or 9x9
+# one ran as a grouped IGEMM, and split into pieces within it (`SplitDepthwise`) at 0.29x / 0.26x its p50 (1 x 40 x
+# 56 x 56, fp32; stride 2: 0.38x; benchmarks/xnnpack_large_depthwise.py, RESULTS.md "#17, thirtieth session")
 DWCONV_MAX_TAPS = 25
 
 
 class SplitDepthwise(torch.nn.Module):
-    """A same-padded depthwise convolution (odd kernel, padding half of it, any stride or depth multiplier) whose
-    kernel has more than `DWCONV_MAX_TAPS` taps, as a sum of depthwise convolutions within it: the middle rows
-    as one, and each pair of rows equally far from the middle as a 2-row kernel dilated to reach them. Each
-    piece is centred, so it reads the input at the same positions as the rows it takes over, and the sum is
-    the convolution (up to float summation order)."""
+    """A same-padded depthwise convolution (odd kernel, padding half of it, any stride) whose kernel has more than
+    `DWCONV_MAX_TAPS` taps, as a sum of depthwise convolutions within it: the middle rows as one, and each pair of
+    rows equally far from the middle as a 2-row kernel dilated to reach them. Each piece is centred, so it reads
+    the input at the same positions as the rows it takes over, and the sum is the convolution (up to float
+    summation order). Not with a depth multiplier: XNNPACK ran those pieces as IGEMMs too (FastViT's 7x7
+    stride-2 48 -> 96 convolution, split / whole 1.11x, 0.91-1.49; benchmarks/xnnpack_large_depthwise.py)."""
 
     def __init__(self, conv: torch.nn.Conv2d):
         super().__init__()
@@ -1013,7 +1014,7 @@ def _splittable_depthwise(m: torch.nn.Module) -> bool:
     if type(m) is not torch.nn.Conv2d or m.padding_mode != "zeros" or isinstance(m.padding, str):
         return False
     (kh, kw), ch = m.kernel_size, m.in_channels
-    return (m.groups == ch > 1 and m.out_channels % ch == 0 and m.dilation == (1, 1) and kh % 2 == 1 and kw % 2 == 1
+    return (m.groups == ch == m.out_channels > 1 and m.dilation == (1, 1) and kh % 2 == 1 and kw % 2 == 1
             and tuple(m.padding) == (kh // 2, kw // 2) and kh * kw > DWCONV_MAX_TAPS and 2 * kw <= DWCONV_MAX_TAPS)
 
 

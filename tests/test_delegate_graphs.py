@@ -671,14 +671,14 @@ def test_a_mask_shared_by_layers_is_prepared_once_outside_the_delegate(merge, tm
         assert np.allclose(runtime.load(art.path).run([x.numpy(), keep.numpy()])[0], m(x, keep).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel,stride,mult", [(7, 1, 1), (9, 1, 1), (7, 2, 2), ((5, 7), 1, 1), ((11, 3), 2, 1)])
-def test_split_depthwise_is_the_convolution(kernel, stride, mult):
+@pytest.mark.parametrize("kernel,stride", [(7, 1), (9, 1), (7, 2), ((5, 7), 1), ((11, 3), 2)])
+def test_split_depthwise_is_the_convolution(kernel, stride):
     """`SplitDepthwise`: the middle rows and the dilated pairs of rows sum to the same-padded convolution, each
     piece within XNNPACK's largest depthwise kernel."""
     from edgesdk.converters.executorch_xnnpack import DWCONV_MAX_TAPS, SplitDepthwise, split_large_depthwise
     torch.manual_seed(0)
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-    conv = torch.nn.Conv2d(6, 6 * mult, (kh, kw), stride, (kh // 2, kw // 2), groups=6).eval()
+    conv = torch.nn.Conv2d(6, 6, (kh, kw), stride, (kh // 2, kw // 2), groups=6).eval()
     split, names = split_large_depthwise(torch.nn.Sequential(conv))
     assert names == ["0"] and isinstance(split[0], SplitDepthwise)
     pieces = [split[0].middle, *split[0].pairs]
@@ -699,6 +699,7 @@ def test_split_large_depthwise_leaves_other_convolutions_alone():
                             torch.nn.Conv2d(6, 6, 7, padding=6, dilation=2, groups=6),
                             torch.nn.Conv2d(6, 6, 7, padding=0, groups=6),       # not same-padded
                             torch.nn.Conv2d(6, 9, 7, padding=3, groups=3),       # 2 channels per group
+                            torch.nn.Conv2d(6, 12, 7, padding=3, groups=6),      # depth multiplier: IGEMM pieces
                             Same(6, 6, 7, padding=3, groups=6),
                             torch.nn.Conv2d(6, 6, (3, 13), padding=(1, 6), groups=6))  # a row pair > 25 taps
     assert split_large_depthwise(m) == (m, [])
