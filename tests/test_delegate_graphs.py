@@ -328,8 +328,8 @@ def test_a_quantized_image_input_is_transposed_as_float(other_reader, tmp_path, 
     from edgesdk import runtime
     from edgesdk.converters import executorch_xnnpack as xnn
     torch.manual_seed(0)
-    m, x = _ImageStem(other_reader).eval(), torch.randn(1, 3, 32, 32)
-    calibration, outs, transposes = [(torch.randn(1, 3, 32, 32),) for _ in range(8)], {}, {}
+    m, x = _ImageStem(other_reader).eval(), torch.randn(1, 3, 96, 96)   # large enough for every op to be timed
+    calibration, outs, transposes = [(torch.randn(1, 3, 96, 96),) for _ in range(8)], {}, {}
     for on in (True, False):
         monkeypatch.setattr(xnn, "CHANNELS_LAST_BEFORE_QUANTIZE", on)
         art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path / str(on), quantize="int8-static",
@@ -716,12 +716,13 @@ def test_a_7x7_depthwise_convolution_runs_as_depthwise_kernels(split, tmp_path, 
     from edgesdk.converters import executorch_xnnpack as xnn
     monkeypatch.setattr(xnn, "SPLIT_LARGE_DEPTHWISE", split)
     torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 7, padding=3, groups=8),
-                            torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
-    x = torch.randn(1, 4, 14, 14)
+    m = torch.nn.Sequential(torch.nn.Conv2d(4, 16, 1), torch.nn.ReLU(),
+                            torch.nn.Conv2d(16, 16, 7, padding=3, groups=16), torch.nn.ReLU(),
+                            torch.nn.Conv2d(16, 4, 1)).eval()
+    x = torch.randn(1, 4, 40, 40)   # large enough for every op to be timed
     for scheme in ("fp32", "int8-static"):
         kw = {} if scheme == "fp32" else dict(quantize=scheme, max_drop=None,
-                                              calibration=[(torch.randn(1, 4, 14, 14),) for _ in range(8)])
+                                              calibration=[(torch.randn(1, 4, 40, 40),) for _ in range(8)])
         art = edgesdk.convert(m, (x,), "executorch-xnnpack", out_dir=tmp_path / scheme, **kw)
         assert art.manifest.extra["partition"]["forward"]["delegated_subgraphs"] == 1
         ops = [r["op_type"].split(" #")[0] for r in runtime.profile(art.path, warmup=1, iters=3).ops]
