@@ -1020,8 +1020,9 @@ def _splittable_depthwise(m: torch.nn.Module) -> bool:
 
 def split_large_depthwise(module: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
     """Every ``nn.Conv2d`` that `SplitDepthwise` can take, swapped for it, on a copy -> (module, names swapped).
-    ConvNeXt's and EdgeNeXt's 7x7 and 9x9 depthwise convolutions ran as grouped IGEMMs, about half of
-    ConvNeXt-atto's fp32 time (`SPLIT_LARGE_DEPTHWISE`)."""
+    ConvNeXt's, FastViT's and EdgeNeXt's 7x7 and 9x9 depthwise convolutions ran as grouped IGEMMs: with them
+    split, fp32 p50 0.68x / 0.70x / 0.90x and int8-static 1.10x -> 0.63x, 1.07x -> 0.65x, 0.92x -> 0.81x of the
+    new fp32 (`int8_ceiling.py`, RESULTS.md "#17, thirtieth session"; `SPLIT_LARGE_DEPTHWISE`)."""
     import copy
 
     names = [n for n, m in module.named_modules() if _splittable_depthwise(m)]
