@@ -214,8 +214,7 @@ def delegable_views(gm: torch.fx.GraphModule):
                 n.replace_all_uses_with(src)
                 g.erase_node(n)
                 changed = True
-        elif n.target == aten.pow.Tensor_Scalar and n.args[1] in (2, 0.5) and not isinstance(n.args[1], bool) \
-                and n.meta["val"].dtype.is_floating_point:
+        elif n.target == aten.pow.Tensor_Scalar and n.args[1] in (2, 0.5) and n.meta["val"].dtype.is_floating_point:
             with g.inserting_before(n):
                 y = g.call_function(aten.mul.Tensor, (n.args[0], n.args[0])) if n.args[1] == 2 \
                     else g.call_function(aten.sqrt.default, (n.args[0],))
@@ -951,24 +950,32 @@ def conv1d_as_linear(module: torch.nn.Module) -> tuple[torch.nn.Module, list[str
     int8-dynamic measured 1.01-1.04x fp32 p50 with its fully connected kernels still F32 (0.72-0.77x swapped),
     where ONNX Runtime and LiteRT, which quantize the same MatMuls by graph, measured 0.57x and 0.40x
     (`benchmarks/int8_ceiling.py`, RESULTS.md "#17, thirteenth session")."""
-    import copy
-
-    names = [n for n, m in module.named_modules()
-             if type(m).__name__ == "Conv1D" and getattr(m, "weight", None) is not None and m.weight.dim() == 2
-             and m.weight.shape[1] == getattr(m, "nf", None)]
-    if not names:
-        return module, []
-    module = copy.deepcopy(module)
-    for name in names:
-        parent, _, child = name.rpartition(".")
-        old = module.get_submodule(name)
+    def as_linear(old):
         new = torch.nn.Linear(old.weight.shape[0], old.nf, bias=old.bias is not None,
                               device=old.weight.device, dtype=old.weight.dtype)
         with torch.no_grad():
             new.weight.copy_(old.weight.t())
             if old.bias is not None:
                 new.bias.copy_(old.bias)
-        setattr(module.get_submodule(parent), child, new)
+        return new
+    return swap_modules(module, lambda m: type(m).__name__ == "Conv1D" and getattr(m, "weight", None) is not None
+                        and m.weight.dim() == 2 and m.weight.shape[1] == getattr(m, "nf", None), as_linear)
+
+
+def swap_modules(module: torch.nn.Module, take, make) -> tuple[torch.nn.Module, list[str]]:
+    """Every submodule ``take(m)`` accepts replaced by ``make(m)``, on a copy (``module`` itself untouched)
+    -> (module, names swapped); ``module`` as it is when none is taken."""
+    import copy
+
+    names = [n for n, m in module.named_modules() if take(m)]
+    if not names:
+        return module, []
+    module = copy.deepcopy(module)
+    if names == [""]:  # the model is the module taken
+        return make(module), names
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        setattr(module.get_submodule(parent), child, make(module.get_submodule(name)))
     return module, names
 
 
@@ -1023,18 +1030,7 @@ def split_large_depthwise(module: torch.nn.Module) -> tuple[torch.nn.Module, lis
     ConvNeXt's, FastViT's and EdgeNeXt's 7x7 and 9x9 depthwise convolutions ran as grouped IGEMMs: with them
     split, fp32 p50 0.68x / 0.70x / 0.90x and int8-static 1.10x -> 0.63x, 1.07x -> 0.65x, 0.92x -> 0.81x of the
     new fp32 (`int8_ceiling.py`, RESULTS.md "#17, thirtieth session"; `SPLIT_LARGE_DEPTHWISE`)."""
-    import copy
-
-    names = [n for n, m in module.named_modules() if _splittable_depthwise(m)]
-    if not names:
-        return module, []
-    module = copy.deepcopy(module)
-    if names == [""]:  # the model is the convolution
-        return SplitDepthwise(module), names
-    for name in names:
-        parent, _, child = name.rpartition(".")
-        setattr(module.get_submodule(parent), child, SplitDepthwise(module.get_submodule(name)))
-    return module, names
+    return swap_modules(module, _splittable_depthwise, SplitDepthwise)
 
 
 # whether the XNNPACK export runs `split_large_depthwise` (benchmarks/xnnpack_views.py --rewrite depthwise-split
