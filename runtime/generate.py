@@ -599,7 +599,9 @@ def score(session, prompt, continuation) -> dict:
     and return, per continuation token, its log-probability (nats) and whether it was the argmax.
 
     ``{"logprobs": [...], "correct": [...], "bits_per_token": float, "accuracy": float}`` —
-    the model's quality measured on the artifact itself (e.g. held-out bits per character).
+    the model's quality measured on the artifact itself (e.g. held-out bits per character) —
+    plus the calls' timings, as `generate` reports them: ``ttft_ms`` (the prefill, up to the first
+    scored token's logits), ``step_ms`` (every later step) and ``state_bytes``.
     """
     loop = _Loop(session, prompt)
     cont = encode_prompt(loop.spec, continuation)
@@ -609,16 +611,22 @@ def score(session, prompt, continuation) -> dict:
     if first + cont.size - 1 > loop.spec.max_position:
         raise InputError(f"continuation of {cont.size} tokens does not fit: the step's cache holds positions "
                          f"below {loop.spec.max_position}, the first fed one is {first}")
-    logprobs, correct = [], []
+    logprobs, correct, steps = [], [], []
+    clock = time.perf_counter_ns
     with loop:
+        t0 = clock()
         logits, pos = loop.first()
+        ttft = (clock() - t0) / 1e6
         for i, tok in enumerate(cont.tolist()):
             z = logits.reshape(-1).astype(np.float64)
             lse = z.max() + np.log(np.exp(z - z.max()).sum())
             logprobs.append(float(z[tok] - lse))
             correct.append(bool(int(np.argmax(z)) == tok))
             if i + 1 < cont.size:
+                t = clock()
                 logits = loop.step(tok, pos)
+                steps.append((clock() - t) / 1e6)
                 pos += 1
     return {"logprobs": logprobs, "correct": correct,
-            "bits_per_token": float(-np.mean(logprobs) / np.log(2)), "accuracy": float(np.mean(correct))}
+            "bits_per_token": float(-np.mean(logprobs) / np.log(2)), "accuracy": float(np.mean(correct)),
+            "ttft_ms": ttft, "step_ms": steps, "state_bytes": loop.state_bytes}

@@ -392,7 +392,8 @@ def _child_work(req: dict) -> dict:
     common = dict(inputs=inputs, program=req.get("program"), seed=req.get("seed", 0),
                   require_signature=req.get("require_signature", False),
                   public_key=req["public_key_pem"].encode("ascii") if req.get("public_key_pem") else req.get("public_key"),
-                  prompt_tokens=req.get("prompt_tokens"), new_tokens=req.get("new_tokens", 32), dims=req.get("dims"))
+                  prompt_tokens=req.get("prompt_tokens"), new_tokens=req.get("new_tokens", 32), dims=req.get("dims"),
+                  workload=req.get("workload"))
     def progress(done, total):
         print(f"{PROGRESS}{done} {total}", flush=True)
 

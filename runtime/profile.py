@@ -527,7 +527,8 @@ def _is_generation(path) -> bool:
 # ---------------------------------------------------------------- one profile (`runtime.profile` is in runtime.profiler)
 
 def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, seed, progress, require_signature,
-            public_key, prompt_tokens, new_tokens, max_warmup_s, mode: str, dims=None) -> ProfileReport:
+            public_key, prompt_tokens, new_tokens, max_warmup_s, mode: str, dims=None,
+            workload=None) -> ProfileReport:
     """One profile in this process (``mode`` labels the memory figures: in-process or isolated)."""
     # the profiler's own one-time costs land before the baseline: numpy.random (~7 MB resident
     # on first import) makes the inputs, and they are the harness's, not the artifact's
@@ -538,7 +539,12 @@ def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, s
     sess: Session = load(path, threads=threads, require_signature=require_signature, public_key=public_key)
     init_hwm = hwm_mb()
     generation = sess.generation is not None and program is None and inputs is None
-    if generation:
+    runs = None
+    if generation and workload is not None:
+        runs = Workload(sess, workload)
+        once, n_prompt, cap, caps = runs.next, runs.prompt_tokens, runs.capacity, runs.capacities
+        spec, arrays = None, None
+    elif generation:
         prompt, n_prompt, cap, caps = _gen_prompt(sess, seed, prompt_tokens, new_tokens)
 
         def once():
@@ -571,6 +577,8 @@ def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, s
         if progress is not None and (i + 1) % step == 0:
             progress(i + 1, iters)
     host_reading = host.stop()
+    if runs is not None:
+        runs.complete()  # items the cold and timed runs did not reach run once more, untimed
     run_hwm = hwm_mb()
     memory = {"mode": mode, "rss_before_load_mb": before, "init_mb": init_hwm - before,
               "run_peak_mb": run_hwm - before, "overall_peak_mb": max(pre_hwm, run_hwm) - before,
@@ -585,6 +593,9 @@ def measure(path, *, warmup, iters, inputs, threads, program, per_op, op_runs, s
     extra: dict = {}
     if generation:
         extra["generation"] = _generation_summary(gens, first, n_prompt, cap, caps)
+    if runs is not None:
+        extra["generation"]["workload"] = len(runs.items)
+        extra["workload"] = {"runs": len(runs.items), "outputs": runs.outputs}
     ops, note = [], ""
     if per_op:
         ops, note, backend_extra = op_pass(sess, spec, arrays, seed, op_runs)
@@ -681,6 +692,71 @@ def _op_rows(sess: Session, spec, arrays, op_runs: int) -> tuple[list[dict], str
     events, note = res[0], res[1]
     backend_extra = res[2] if len(res) > 2 else {}
     return aggregate_ops(events, backend_extra.pop("profiled_runs", op_runs)), note, backend_extra
+
+
+class Workload:
+    """The runs of a generation profile taken from the caller's ``workload`` (`runtime.profile`):
+    each item is ``{"prompt": ids, "continuation": ids}`` (teacher-forced, `Session.score`) or
+    ``{"prompt": ids, "max_new_tokens": n}`` (greedy `Session.generate`, stopping at eos). The
+    cold run is the first item and every later run the next one, round the list; ``outputs`` keeps
+    each item's first result (an artifact is a deterministic function of its inputs), so a caller
+    gets its quality figures from the very runs that were timed."""
+
+    def __init__(self, sess: Session, items):
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ConfigError("workload must be a non-empty list of runs")
+        self.sess, self.items, self.i = sess, [self._check(k, it) for k, it in enumerate(items)], 0
+        self.outputs: list = [None] * len(self.items)
+        spec = sess.generation
+        classes = [next(s for s in sess.program(p).spec.inputs if s.name == spec.prompt).shape[1]
+                   for p in spec.prefill]
+        lens = [len(it["prompt"]) for it in self.items]
+        if max(lens) > classes[-1]:
+            raise ConfigError(f"workload: a prompt of {max(lens)} tokens is over the exported capacity {classes[-1]}")
+        self.prompt_tokens = int(np.median(lens))
+        self.capacity = max(next(c for c in classes if c >= n) for n in lens)
+        self.capacities = classes
+
+    @staticmethod
+    def _check(k: int, it) -> dict:
+        where = f"workload[{k}]"
+        if isinstance(it, dict):  # token arrays as lists (a JSON request carries lists)
+            it = {key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in it.items()}
+        if not isinstance(it, dict) or not it.get("prompt") or (("continuation" in it) == ("max_new_tokens" in it)):
+            raise ConfigError(f"{where}: give a non-empty 'prompt' and either 'continuation' (scored teacher-forced) "
+                              f"or 'max_new_tokens' (generated greedily), got {it!r:.200}")
+        n = it.get("max_new_tokens")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ConfigError(f"{where}: max_new_tokens must be a positive int, got {n!r}")
+        if "continuation" in it and not it["continuation"]:
+            raise ConfigError(f"{where}: continuation is empty")
+        return it
+
+    def run(self, k: int):
+        """Item ``k`` once -> a `Generation` with its timings (what the profile summarises)."""
+        from edgesdk.runtime.generate import Generation
+        it = self.items[k]
+        if "continuation" in it:
+            s = self.sess.score(it["prompt"], it["continuation"])
+            g = Generation(list(it["continuation"]), len(it["prompt"]), s["ttft_ms"], list(s["step_ms"]),
+                           state_bytes=s["state_bytes"])
+            out = {k2: s[k2] for k2 in ("logprobs", "correct", "bits_per_token", "accuracy")}
+        else:
+            g = self.sess.generate(it["prompt"], it["max_new_tokens"])
+            out = {"tokens": list(g.tokens), "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
+                   "text": g.text}
+        if self.outputs[k] is None:
+            self.outputs[k] = out
+        return g
+
+    def next(self):
+        k, self.i = self.i, (self.i + 1) % len(self.items)
+        return self.run(k)
+
+    def complete(self) -> None:
+        for k, out in enumerate(self.outputs):
+            if out is None:
+                self.run(k)
 
 
 def _gen_prompt(sess: Session, seed, prompt_tokens, new_tokens):

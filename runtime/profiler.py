@@ -28,11 +28,21 @@ def _check_args(warmup, iters, threads) -> None:
                           f"fastest) or None (all usable cores), got {threads!r}")
 
 
+def _plain(workload):
+    """The workload as JSON-ready lists (it travels to an isolated child as JSON)."""
+    if workload is None:
+        return None
+    if not isinstance(workload, (list, tuple)):
+        raise ConfigError(f"workload must be a list of runs, got {type(workload).__name__}")
+    return [{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in it.items()} if isinstance(it, dict) else it
+            for it in workload]
+
+
 def profile(path, *, warmup=WARMUP_AUTO, iters: int = 100, inputs=None, threads=None,
             program: str | None = None, per_op: bool = True, op_runs: int = 20, seed: int = 0,
             progress=None, require_signature: bool = False, public_key=None,
             prompt_tokens: int | None = None, new_tokens: int = 32, isolate: bool = False,
-            max_warmup_s: float = MAX_WARMUP_S, dims: dict | None = None) -> ProfileReport:
+            max_warmup_s: float = MAX_WARMUP_S, dims: dict | None = None, workload=None) -> ProfileReport:
     """Profile an artifact (or bare model file) on this machine.
 
     Example::
@@ -78,14 +88,25 @@ def profile(path, *, warmup=WARMUP_AUTO, iters: int = 100, inputs=None, threads=
     token (``tpot_ms``), decode tokens/s and the decoding state's size; per-op rows, where the
     backend has them, are for the step program (the decode loop).
 
+    ``workload`` (generation artifacts): the runs to time instead of the random prompt, a list of
+    ``{"prompt": ids, "continuation": ids}`` (scored teacher-forced, as `Session.score`) or
+    ``{"prompt": ids, "max_new_tokens": n}`` (greedy `Session.generate`, stopping at eos). The
+    cold run is the first item, every later run the next one round the list, and items not
+    reached run once more after the timings; ``extra["workload"]["outputs"]`` holds each item's
+    result (``correct``/``logprobs``, or ``tokens``/``finish_reason``), so a quality metric can be
+    read from the runs that were timed (where one generation takes seconds: an emulated NPU).
+
     Artifacts with dynamic shapes are timed at the example inputs' sizes unless ``dims`` names
     others (``{"batch": 8}``; `Session.inputs` shows the symbols, the manifest their ranges);
     the report's ``extra["dims"]`` records the sizes timed.
     """
     _check_args(warmup, iters, threads)
+    if workload is not None and (program is not None or inputs is not None):
+        raise ConfigError("workload times a generation: give it without program or inputs")
     kw = dict(warmup=warmup, iters=iters, inputs=inputs, program=program, per_op=per_op, op_runs=op_runs,
               seed=seed, progress=progress, require_signature=require_signature, public_key=public_key,
-              prompt_tokens=prompt_tokens, new_tokens=new_tokens, max_warmup_s=max_warmup_s, dims=dims)
+              prompt_tokens=prompt_tokens, new_tokens=new_tokens, max_warmup_s=max_warmup_s, dims=dims,
+              workload=_plain(workload))
     if isolate:
         return profile_isolated(path, threads=threads, **kw)
     sweep = None

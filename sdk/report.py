@@ -67,10 +67,12 @@ def _quality(r) -> str:
 def _subset_notes(arts) -> list[str]:
     """One line per subset that some rows' quality was measured on (generation on an emulated device:
     the NPU emulator, a software GPU)."""
-    subsets = sorted({(r["target"], r.get("runs", "emulated"), r["quality_subset"]["samples"]) for r in arts
-                      if r.get("quality_subset")})
+    subsets = sorted({(r["target"], r.get("runs", "emulated"), r["quality_subset"]["samples"],
+                       bool(r["quality_subset"].get("scored_from"))) for r in arts if r.get("quality_subset")})
     return [f"† quality on {samples} ({target}, {runs}: one generation takes seconds on this emulated device); "
-            f"Δ against fp32 PyTorch on the same subset" for target, runs, samples in subsets]
+            f"Δ against fp32 PyTorch on the same subset"
+            + ("; the latency columns time these same runs (the first one is the cold run)" if timed else "")
+            for target, runs, samples, timed in subsets]
 
 
 def _placement(r) -> str:

@@ -45,8 +45,8 @@ def test_generation_family_through_the_pipeline(family, tmp_path):
 def test_emulated_device_generation_quality_on_the_familys_subset(tmp_path):
     """On an emulated device (the NPU emulator, a software GPU) a generation takes seconds: the row
     scores the family's spread subset of held-out windows, against fp32 PyTorch on that same
-    subset, times three generations after one warm-up on one thread, and says so in the row and
-    report. A CPU target keeps the whole set and its profile settings."""
+    subset, times three runs of that subset after the cold one on one thread, reads the quality from
+    those runs, and says so in the row and report. A CPU target keeps the whole set and its profile settings."""
     from edgesdk.families.base import spread
     assert spread(list(range(12)), 4) == [0, 3, 6, 9] and spread([1, 2], 5) == [1, 2]
     from edgesdk.pipeline.execute import EMULATED_RUNS
@@ -70,6 +70,10 @@ def test_emulated_device_generation_quality_on_the_familys_subset(tmp_path):
         assert row["quality_drop"] == pytest.approx(sub - row["quality"], abs=1e-12)
         assert row["warmup"] == 0 and row["iters"] == 3 and len(row["samples_ms"]) == 3  # the cold run warms
         assert f"† quality on 1 of 3 held-out windows ({name}, {row['runs']}" in md
+        # timed on the subset's window and scored from those runs (pipeline.replay), as the family's
+        # function through the artifact scores it
+        assert row["quality_subset"]["scored_from"] == "the profile's timed runs" and row["generation"]["workload"] == 1
+        assert "the latency columns time these same runs" in md
     assert cpu.get("quality_subset") is None and cpu["quality"] == pytest.approx(cpu["fp32_quality"], abs=1e-9)
     assert cpu["iters"] == 5 and len(cpu["samples_ms"]) == 5
     # an fp32 generation artifact judged by its tokens (fp16 compute) was judged on the family's

@@ -280,6 +280,71 @@ def test_scoring_through_the_artifact_matches_pytorch_and_the_full_forward(teach
         runtime.load(artifacts["onnx-cpu"].path).score(PROMPT, [65] * (CAP + NEW))
 
 
+FIGURES = ("logprobs", "correct", "bits_per_token", "accuracy")
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_a_profile_times_the_callers_workload_and_returns_each_runs_outputs(artifacts, isolate):
+    """``workload``: the timed runs are the caller's prompts (teacher-forced or greedy), the cold run
+    the first, round the list; items the timed runs did not reach run once more, untimed, so every
+    item's output comes back (through an isolated child's JSON too) and equals the session's own."""
+    path = artifacts["onnx-cpu"].path
+    cont = list(b"+ b\n")
+    work = [{"prompt": PROMPT, "continuation": cont}, {"prompt": np.array(PROMPT[:10]), "max_new_tokens": 5},
+            {"prompt": PROMPT[:SMALL - 2], "continuation": cont[:2]}]
+    rep = runtime.profile(path, warmup=0, iters=1, workload=work, per_op=False, threads=1, isolate=isolate)
+    gen, outs = rep.extra["generation"], rep.extra["workload"]["outputs"]
+    assert len(rep.samples_ms) == 1 and gen["ttft_ms"]["count"] == 1 and gen["tpot_ms"]["count"] == 4
+    assert gen["workload"] == 3 and len(outs) == 3 and gen["capacity"] == CAP and gen["prompt_tokens"] == int(np.median([len(PROMPT), 10, SMALL - 2]))
+    sess = runtime.load(path, threads=1)
+    for out, item in ((outs[0], work[0]), (outs[2], work[2])):  # the cold run's, and one run after the timings
+        want = sess.score(item["prompt"], item["continuation"])
+        assert {k: out[k] for k in FIGURES} == {k: want[k] for k in FIGURES}
+    g = sess.generate(PROMPT[:10], 5)
+    assert outs[1]["tokens"] == g.tokens and outs[1]["finish_reason"] == g.finish_reason
+    # more timed runs than items: round the list (every one a timed run of a workload item)
+    rep = runtime.profile(path, warmup=0, iters=5, workload=work[:1], per_op=False, threads=1)
+    assert rep.extra["generation"]["ttft_ms"]["count"] == 5 and rep.extra["generation"]["tpot_ms"]["count"] == 5 * 3
+    with pytest.raises(ConfigError, match="either 'continuation'"):
+        runtime.profile(path, iters=1, workload=[{"prompt": PROMPT}])
+    with pytest.raises(ConfigError, match="over the exported capacity"):
+        runtime.profile(path, iters=1, workload=[{"prompt": [65] * (CAP + 1), "max_new_tokens": 2}])
+    with pytest.raises(ConfigError, match="without program or inputs"):
+        runtime.profile(path, iters=1, program="step", workload=work)
+
+
+def test_a_quality_function_read_from_the_profiles_runs_equals_it_through_the_artifact(artifacts):
+    """`pipeline.replay`: a family's quality function recorded as a workload, timed, and replayed on
+    the profile's outputs gives the value it gives through `Runner.artifact` (teacher-forced and
+    greedy functions); one whose calls depend on the answers, or that runs programs, is refused."""
+    from edgesdk.pipeline.execute import evaluate_here
+    from edgesdk.pipeline.replay import record, replay
+    path = artifacts["onnx-cpu"].path
+    windows = [list(b"def add(a, b):\n    return a + b\n"), list(b"import os\nimport sys\nimport json\n")]
+
+    def teacher_forced(run):
+        return sum(sum(run.score(w[:20], w[20:])["correct"]) for w in windows) / sum(len(w) - 20 for w in windows)
+
+    def greedy(run):
+        return float(np.mean([len(run.generate(w[:16], 6).tokens) + sum(run.generate(w[:16], 6).tokens) % 7
+                              for w in windows]))
+    for quality in (teacher_forced, greedy):
+        work = record(quality)
+        assert work and all("prompt" in w for w in work)
+        rep = runtime.profile(path, warmup=0, iters=max(1, len(work) - 1), workload=work, per_op=False, threads=1)
+        got = replay(quality, work, rep.extra["workload"]["outputs"])
+        assert got is not None and got == evaluate_here(quality, path, 1), quality.__name__
+
+    def adaptive(run):  # a second call only when the first generated something
+        g = run.generate(PROMPT, 3)
+        return float(len(run.generate(g.tokens, 2).tokens)) if g.tokens else 0.0
+    work = record(adaptive)
+    rep = runtime.profile(path, warmup=0, iters=1, workload=work, per_op=False, threads=1)
+    assert replay(adaptive, work, rep.extra["workload"]["outputs"]) is None
+    assert record(lambda run: float(run.run([np.zeros((1, CAP), np.int64)])[0].sum())) is None
+    assert record(lambda run: len(run.generate(PROMPT, 3, strategy="top_k").tokens)) is None
+
+
 def test_executorch_sessions_with_different_thread_counts_do_not_hang(artifacts):
     """XNNPACK's threadpool is process-wide: resizing it under a loaded program hung its next run."""
     p = str(artifacts["executorch-xnnpack"].path)

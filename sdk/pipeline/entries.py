@@ -47,6 +47,7 @@ class Entry:
     fp32_quality: float | None = None     # the quality function on the fp32 PyTorch module
     quality_subset: Any = None            # (quality function, "4 of 12 ...") for devices where a run takes seconds
     fp32_quality_subset: float | None = None
+    scored_workload: list | None = None   # the subset's calls as a profile workload (`pipeline.replay`; [] none)
     weights_sha256: str | None = None
     n_params: int | None = None
 

@@ -292,10 +292,16 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
     warmup, iters, threads = profile_settings("generation" in art.manifest.extra, row.runs, warmup, iters,
                                               cfg.profile.threads)
     programs = e.profile_programs or [None]
+    workload = _scored_workload(e) if emulated_generation and programs == [None] and not device.startswith("adb:") \
+        else None
+    if workload is not None:
+        # the quality subset's runs are the timed ones: every item at least once after the cold run
+        iters = max(iters, len(workload) - 1)
     reps = {}
     for prog in programs:
-        say(f"profiling{' ' + prog if prog else ''} ({warmup} warm-up + {iters} runs)"
-            + (f" on {device}" if device.startswith("adb:") else ""))
+        say(f"profiling{' ' + prog if prog else ''} ({warmup} warm-up + {iters} runs"
+            + (f" on the quality subset, {e.quality_subset[1]}, scored from them" if workload else "")
+            + ")" + (f" on {device}" if device.startswith("adb:") else ""))
         if device.startswith("adb:"):  # a phone: the android_demo app measures, the report comes back
             from edgesdk.runtime.devices import parse_device, profile_on_device
             # the phone app has the same adaptive warm-up and thread sweep ("auto" passes through)
@@ -304,7 +310,7 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
             continue
         reps[prog or "default"] = runtime.profile(art.path, warmup=warmup, iters=iters, threads=threads,
                                                   program=prog, per_op=cfg.profile.per_op, isolate=cfg.profile.isolate,
-                                                  progress=bar)
+                                                  progress=bar, workload=workload)
     rep = next(iter(reps.values()))
     st = rep.stats
     row.update(status="ok", p50_ms=st["p50"], p90_ms=st["p90"], p99_ms=st["p99"], mean_ms=st["mean"],
@@ -321,7 +327,26 @@ def _profile_into(row: Row, art, e, cfg: PipelineConfig, warmup: int, iters: int
         row.program_profiles = {k: {"p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms,
                                     "samples_ms": [round(x, 6) for x in r.samples_ms], "ops": _top_ops(r)}
                                 for k, r in reps.items()}
+    scored = None
+    if workload is not None:
+        from edgesdk.pipeline.replay import replay
+        scored = replay(e.quality_subset[0], workload, (rep.extra.get("workload") or {}).get("outputs") or [])
+    if scored is not None:
+        # the quality is in the row already: its score has nothing left to run
+        _score_into(row, art, e, emulated_generation, rep.threads, scored=scored)
+        return lambda evaluate=None: None
     return lambda evaluate=None: _score_into(row, art, e, emulated_generation, rep.threads, evaluate)
+
+
+def _scored_workload(e) -> list[dict] | None:
+    """The calls of the entry's quality subset as a profile workload (`pipeline.replay`), recorded
+    once per entry; None when the family has no subset or its function cannot be recorded."""
+    if e.quality_subset is None or e.quality is None:
+        return None
+    if e.scored_workload is None:
+        from edgesdk.pipeline.replay import record
+        e.scored_workload = record(e.quality_subset[0]) or []
+    return e.scored_workload or None
 
 
 def evaluate_here(quality, path, threads: int) -> float:
@@ -329,10 +354,11 @@ def evaluate_here(quality, path, threads: int) -> float:
     return float(quality(Runner.artifact(path, threads=threads)))
 
 
-def _score_into(row: Row, art, e, emulated_generation: bool, threads: int, evaluate=None) -> None:
+def _score_into(row: Row, art, e, emulated_generation: bool, threads: int, evaluate=None,
+                scored: float | None = None) -> None:
     """The artifact's quality (the family's function through the runtime, at the profile's thread
-    count; run by ``evaluate``, default `evaluate_here`), its drop against fp32 and its distance to
-    the reference."""
+    count; run by ``evaluate``, default `evaluate_here`; ``scored``: read from the profile's runs
+    already), its drop against fp32 and its distance to the reference."""
     quality, fp32_quality = e.quality, row.fp32_quality
     if emulated_generation and e.quality_subset is not None and e.quality is not None:
         # one generation takes seconds on an emulated device: the family's spread subset of its
@@ -340,7 +366,11 @@ def _score_into(row: Row, art, e, emulated_generation: bool, threads: int, evalu
         quality, note = e.quality_subset
         fp32_quality = e.fp32_quality_subset
         row.quality_subset = {"samples": note, "fp32_quality": fp32_quality}
-    if quality is not None:
+        if scored is not None:
+            row.quality_subset["scored_from"] = "the profile's timed runs"
+    if scored is not None:
+        row.quality = float(scored)
+    elif quality is not None:
         try:
             row.quality = float((evaluate or evaluate_here)(quality, art.path, threads))
         except Exception as err:  # a quality function that cannot run on this artifact: say so, keep going

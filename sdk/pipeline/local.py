@@ -16,8 +16,10 @@ run one at a time with nothing else of ours running.
   (the CPU, the emulated NPU and the software GPU all share these cores), so a timing never
   competes with a conversion. The quality scores come after every timing, one thread per
   usable core, never two of one runtime library at once (`edgesdk.pipeline.scores`): a score is
-  correctness, not timing. Scores on an emulated device (seconds of native code per generation,
-  hardly two programs at once per process) run in the idle workers, side by side (`evaluator`).
+  correctness, not timing. A generation artifact on an emulated device (seconds of native code
+  per generation) is timed on its family's quality subset and scored from those very runs
+  (`pipeline.replay`); other scores on an emulated device (hardly two programs at once per
+  process) run in the idle workers, side by side (`evaluator`).
 - Ctrl-C (or any error) kills the workers, removes the scratch folder and keeps the artifacts
   already delivered (and the cache).
 """
@@ -446,7 +448,8 @@ class LocalExecutor(Executor):
                         # one thread pool, LiteRT its accelerator environment); ONNX Runtime sessions are
                         # independent, so onnx-cpu and the HTP emulator score side by side
                         chain = job.target.backend if job.target.format == "onnx" else job.target.format
-                        emulated = row.runs in execute.EMULATED_RUNS
+                        # (a row scored from its profile's runs has its quality already: nothing to offload)
+                        emulated = row.runs in execute.EMULATED_RUNS and row.quality is None
                         scores.append((chain, emulated, score, emulated and "generation" in art.manifest.extra))
                 else:
                     execute.finish(row, job)
