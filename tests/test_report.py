@@ -115,6 +115,31 @@ def test_report_in_headless_chromium(run, tmp_path):
     assert [ln for ln in p.stderr.splitlines() if ":CONSOLE" in ln] == []
 
 
+def test_top_ops_plots_drawn_in_a_child_are_the_ones_drawn_here(run, monkeypatch):
+    """With many artifacts the top-ops plots are drawn by a child Python beside the other plots: the
+    same plots, byte for byte; a child that cannot start leaves them to this process."""
+    from edgesdk import report_plots
+    res, _ = run
+    results = json.loads(res.results_json.read_text())
+    monkeypatch.setattr(report_plots, "SPLIT_OPS_AT", 10**9)
+    here = report_plots.plots(results)
+    monkeypatch.setattr(report_plots, "SPLIT_OPS_AT", 1)
+    monkeypatch.setattr("edgesdk.runtime.machine.usable_cores", lambda: 2)
+    started = []
+    real = report_plots._ops_elsewhere
+    monkeypatch.setattr(report_plots, "_ops_elsewhere", lambda rows: started.append(len(rows)) or real(rows))
+    split = report_plots.plots(results)
+    n_ops = sum(p["id"].startswith("ops-") for p in here)
+    assert n_ops >= 2 and started == [n_ops]
+    assert [(p["id"], p["png"]) for p in split] == [(p["id"], p["png"]) for p in here]
+    from edgesdk.lockfile import rows as typed_rows
+    with_ops = [r for r in typed_rows(results) if r.get("ops")]
+    assert real(with_ops)() == [report_plots.plot_ops(r) for r in with_ops]  # the child drew them itself
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")
+    assert real(with_ops)() is None
+    assert [(p["id"], p["png"]) for p in report_plots.plots(results)] == [(p["id"], p["png"]) for p in here]
+
+
 def test_subset_notes_name_each_emulated_device_once():
     """Rows scored on a subset (generation on the NPU emulator or a software GPU) get one † note
     per target and subset, naming the device's kind; rows on the whole set get none."""
