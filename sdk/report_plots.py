@@ -187,6 +187,7 @@ def _ops_elsewhere(rows: list[dict]):
         except Exception:  # noqa: BLE001 - no child here (or it hung): the caller draws these plots
             if "proc" in locals():
                 proc.kill()
+                proc.wait()
 
     thread = threading.Thread(target=talk, name="edgesdk-plots", daemon=True)
     thread.start()
