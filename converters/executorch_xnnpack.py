@@ -1000,8 +1000,8 @@ class SplitDepthwise(torch.nn.Module):
         w = conv.weight.detach()
 
         def piece(rows, dilation, pad, bias):
-            m = torch.nn.Conv2d(ch, conv.out_channels, (len(rows), kw), conv.stride, (pad, pw), (dilation, 1), ch,
-                                bias is not None, device=w.device, dtype=w.dtype)
+            m = torch.nn.Conv2d(ch, ch, (len(rows), kw), conv.stride, (pad, pw), (dilation, 1), ch, bias is not None,
+                                device=w.device, dtype=w.dtype)
             with torch.no_grad():
                 m.weight.copy_(w[:, :, rows])
                 if bias is not None:

@@ -719,9 +719,7 @@ class Workload:
 
     @staticmethod
     def _check(k: int, it) -> dict:
-        where = f"workload[{k}]"
-        if isinstance(it, dict):  # token arrays as lists (a JSON request carries lists)
-            it = {key: (v.tolist() if isinstance(v, np.ndarray) else v) for key, v in it.items()}
+        where = f"workload[{k}]"  # token arrays arrive as lists (`runtime.profiler._plain`)
         if not isinstance(it, dict) or not it.get("prompt") or (("continuation" in it) == ("max_new_tokens" in it)):
             raise ConfigError(f"{where}: give a non-empty 'prompt' and either 'continuation' (scored teacher-forced) "
                               f"or 'max_new_tokens' (generated greedily), got {it!r:.200}")

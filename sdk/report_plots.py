@@ -179,13 +179,14 @@ def _ops_elsewhere(rows: list[dict]):
     box: dict = {}
 
     def talk() -> None:
+        proc = None
         try:
             proc = subprocess.Popen([sys.executable, "-c", "from edgesdk.report_plots import _ops_child; _ops_child()"],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
             out, _ = proc.communicate(payload, timeout=300)
             box["out"] = out if proc.returncode == 0 else None
         except Exception:  # noqa: BLE001 - no child here (or it hung): the caller draws these plots
-            if "proc" in locals():
+            if proc is not None:
                 proc.kill()
                 proc.wait()
 
