@@ -269,26 +269,36 @@ def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int
             warnings.simplefilter("ignore")
             from executorch.devtools import Inspector  # heavy; imports the exporter (torchao's load lines)
             inspector = Inspector(etdump_path=etdump)
-    rows, hidden = [], 0
-    for block in inspector.event_blocks:
-        if block.name != "Execute":
-            continue
-        for ev in block.events:
-            if ev.name in ("Method::execute", "OPERATOR_CALL") or not ev.perf_data:
-                continue
-            raw = [x * 1e3 for x in ev.perf_data.raw]  # Inspector reports ms
-            if not any(raw):
+    events = [ev for block in inspector.event_blocks if block.name == "Execute" for ev in block.events
+              if ev.name not in ("Method::execute", "OPERATOR_CALL") and ev.perf_data]
+    # a kernel inside a delegate (XNNPACK's per-operator events carry timings in executorch >= 1.5) is
+    # the delegate's, not a portable op: its time is also inside its DELEGATE_CALL row
+    inside = {id(ev): ev.name == "DELEGATE_CALL" or bool(getattr(ev, "is_delegated_op", False)) for ev in events}
+    kernels = [ev for ev in events if inside[id(ev)] and ev.name != "DELEGATE_CALL"]
+    # XNNPACK times its kernels in whole microseconds: where it times any, one that reads 0 in every
+    # run is a real sub-microsecond kernel and keeps its row (dropped, it came and went with the
+    # machine's load: one run at 1 us listed it); where it times none, their rows say nothing
+    timed = any(any(ev.perf_data.raw) for ev in kernels)
+    rows, hidden, instant = [], 0, 0
+    for ev in events:
+        raw = [x * 1e3 for x in ev.perf_data.raw]  # Inspector reports ms
+        if not any(raw):
+            if not (timed and inside[id(ev)]):
                 hidden += 1
                 continue
-            # a kernel inside a delegate (XNNPACK's per-operator events carry timings in executorch >= 1.5) is
-            # the delegate's, not a portable op: its time is also inside its DELEGATE_CALL row
-            inside = ev.name == "DELEGATE_CALL" or bool(getattr(ev, "is_delegated_op", False))
-            backend = ev.delegate_backend_name or ("XnnpackBackend" if inside else "portable")
-            op = ev.name.removeprefix("native_call_")
-            for us in raw:
-                rows.append((ev.name, op, us, backend))
-    note = (f"{hidden} delegate-internal events carry no timing; the DELEGATE_CALL rows hold all delegated "
-            "time (the timed kernels' rows are inside them)") if hidden else ""
+            instant += 1
+        backend = ev.delegate_backend_name or ("XnnpackBackend" if inside[id(ev)] else "portable")
+        op = ev.name.removeprefix("native_call_")
+        for us in raw:
+            rows.append((ev.name, op, us, backend))
+    notes = []
+    if hidden:
+        notes.append(f"{hidden} delegate-internal events carry no timing; the DELEGATE_CALL rows hold all "
+                     "delegated time (the timed kernels' rows are inside them)")
+    if instant:
+        notes.append(f"{instant} delegate kernels took under 1 us in every run (timed in whole microseconds): "
+                     "listed at 0")
+    note = "; ".join(notes)
     return rows, note
 
 
