@@ -201,6 +201,12 @@ def test_ray_cluster_pins_devices_and_survives_a_dead_worker(cluster, tmp_path, 
     assert all(a["hashes"]["graph"] for a in results["artifacts"])
 
 
+def _client_logs(temp: Path) -> str:
+    """The tails of the head's Ray client server logs (its per-session servers' errors)."""
+    logs = [p for ext in ("err", "out") for p in sorted(temp.glob(f"session_*/logs/ray_client_server*.{ext}"))]
+    return "\n".join(f"--- {p.name}:\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:]) for p in logs)
+
+
 def test_ray_client_address_runs_a_deploy(tmp_path, monkeypatch):
     """``executor="ray://HOST:PORT"``: a driver that is not a node of the cluster (the Ray
     client) runs a deploy on a local head started as the README says (client server port, fixed
@@ -210,6 +216,7 @@ def test_ray_client_address_runs_a_deploy(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     from edgesdk import lockfile
     from edgesdk.pipeline import pipeline
+    from edgesdk.runtime.errors import ConfigError
     temp = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
     port, client_port, agent_port = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled", OMP_LOG: str(tmp_path / "omp.txt")}
@@ -240,9 +247,22 @@ def test_ray_client_address_runs_a_deploy(tmp_path, monkeypatch):
                 if time.time() > deadline or head.poll() is not None:
                     raise AssertionError(f"the Ray head did not come up; see {tmp_path / 'head.log'}")
                 time.sleep(1)
-        res = pipeline(cfg("client"), progress=False, executor=address)
-        serial = pipeline(cfg("serial"), progress=False, executor="serial")
         import ray
+        while True:  # ... and can start a client session (its per-session server and environment)
+            try:
+                ray.init(address=address, logging_level="warning")
+                ray.shutdown()
+                break
+            except (ConnectionError, RuntimeError) as err:
+                ray.shutdown()
+                if time.time() > deadline or head.poll() is not None:
+                    raise AssertionError(f"the Ray head started no client session: {err}\n{_client_logs(temp)}")
+                time.sleep(2)
+        try:
+            res = pipeline(cfg("client"), progress=False, executor=address)
+        except ConfigError as err:  # the head's side of it, for whoever reads the failure
+            raise AssertionError(f"{err}\n{_client_logs(temp)}") from None
+        serial = pipeline(cfg("serial"), progress=False, executor="serial")
         assert not ray.is_initialized()  # the client connection was closed with the run
         a, b = lockfile.read(serial.results_json), lockfile.read(res.results_json)
         assert b["executor"]["name"] == "ray" and b["executor"]["address"] == address
