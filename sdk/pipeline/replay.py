@@ -95,9 +95,7 @@ def record(quality: Callable) -> list[dict] | None:
     rec = _Recorder()
     try:
         quality(rec)
-    except _Unsupported:
-        return None
-    except Exception:  # noqa: BLE001 - a function that fails on the stand-in's answers is scored apart
+    except Exception:  # noqa: BLE001 - unsupported (`_Unsupported`), or failing on the stand-in's answers: scored apart
         return None
     return rec.calls or None
 
