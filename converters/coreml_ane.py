@@ -30,6 +30,7 @@ import collections
 import os
 import platform
 import re
+import shutil
 from pathlib import Path
 
 from edgesdk.converters.registry import Converter, register_target
@@ -61,6 +62,15 @@ def _fill_pool_strides(ep):
             node.args = (*node.args, node.args[1])
     ep.graph_module.recompile()
     return ep
+
+
+def _remove_temp_package(mlmodel) -> None:
+    """Delete the package coremltools wrote to the temp folder for an in-memory model (~2 MB per
+    program). coremltools only removes it at interpreter exit, which a pool worker ended by its
+    parent never reaches: every Core ML conversion of a run left its packages behind."""
+    path = getattr(mlmodel, "package_path", None)
+    if getattr(mlmodel, "is_temp_package", False) and path:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def package_name(program: str, n_programs: int) -> str:
@@ -223,13 +233,19 @@ class CoreMLAne(Converter):
                 compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS),
                 compute_precision=getattr(ct.precision, PRECISION[quantize]),
                 minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET))
+            made = [mlmodel]
             if quantize in ("int8-weight", "palettize4"):
                 mlmodel, details[name] = self._compress(ct, mlmodel, quantize)
+                made.append(mlmodel)
             elif quantize == "fp16":
                 details[name] = {"tool": "coremltools.convert(compute_precision=FLOAT16)", "weights": "fp16",
                                  "compute": "fp16", "io": "fp32 (cast inside the program)"}
             pkg = package_name(name, len(programs))
-            mlmodel.save(str(workdir / pkg))
+            try:
+                mlmodel.save(str(workdir / pkg))
+            finally:
+                for m in made:
+                    _remove_temp_package(m)
             pfiles = package_files(workdir, pkg)
             for f in pfiles:
                 _fsync(workdir / f)

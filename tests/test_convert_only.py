@@ -183,6 +183,22 @@ def test_coreml_int64_and_bool_inputs_are_cast(tmp_path):
     assert any("ids" in c and "int64" in c for c in casts) and any("mask" in c for c in casts)
 
 
+@pytest.mark.skipif("coreml-ane" not in {t.name for t in CONVERT_ONLY}, reason="coreml-ane runs here")
+def test_coreml_leaves_no_package_in_the_temp_folder(tmp_path, monkeypatch):
+    """coremltools writes every in-memory model (the converted one, and the compressed one) as a
+    package in the temp folder and removes it only at interpreter exit: a pool worker that is
+    killed, or a notebook that converts all day, kept them all (~2 MB each)."""
+    import tempfile
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    model, ex = make_model("convnet")
+    art = edgesdk.convert(model, ex, "coreml-ane", quantize="int8-weight", out_dir=tmp_path / "out")
+    assert art.manifest.quantization["scheme"] == "int8-weight"
+    assert (art.path / "model.mlpackage" / "Manifest.json").is_file()
+    assert sorted(p.name for p in temp.iterdir() if p.suffix == ".mlpackage") == []
+
+
 @pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML predict needs macOS (coremltools' native "
                                                           "library exists only there)")
 def test_coreml_predicts_on_macos(tmp_path):
