@@ -66,8 +66,9 @@ def _fill_pool_strides(ep):
 
 def _remove_temp_package(mlmodel) -> None:
     """Delete the package coremltools wrote to the temp folder for an in-memory model (~2 MB per
-    program). coremltools only removes it at interpreter exit, which a pool worker ended by its
-    parent never reaches: every Core ML conversion of a run left its packages behind."""
+    program). coremltools removes it only at interpreter exit (atexit), which a pool worker never
+    reaches (the pool ends its workers with SIGKILL) and a long-lived process reaches only at its
+    end: every Core ML conversion of a demo left its packages behind."""
     path = getattr(mlmodel, "package_path", None)
     if getattr(mlmodel, "is_temp_package", False) and path:
         shutil.rmtree(path, ignore_errors=True)
@@ -234,14 +235,14 @@ class CoreMLAne(Converter):
                 compute_precision=getattr(ct.precision, PRECISION[quantize]),
                 minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET))
             made = [mlmodel]
-            if quantize in ("int8-weight", "palettize4"):
-                mlmodel, details[name] = self._compress(ct, mlmodel, quantize)
-                made.append(mlmodel)
-            elif quantize == "fp16":
-                details[name] = {"tool": "coremltools.convert(compute_precision=FLOAT16)", "weights": "fp16",
-                                 "compute": "fp16", "io": "fp32 (cast inside the program)"}
             pkg = package_name(name, len(programs))
             try:
+                if quantize in ("int8-weight", "palettize4"):
+                    mlmodel, details[name] = self._compress(ct, mlmodel, quantize)
+                    made.append(mlmodel)
+                elif quantize == "fp16":
+                    details[name] = {"tool": "coremltools.convert(compute_precision=FLOAT16)", "weights": "fp16",
+                                     "compute": "fp16", "io": "fp32 (cast inside the program)"}
                 mlmodel.save(str(workdir / pkg))
             finally:
                 for m in made:
