@@ -185,8 +185,8 @@ def test_coreml_int64_and_bool_inputs_are_cast(tmp_path):
 
 @pytest.mark.skipif("coreml-ane" not in {t.name for t in CONVERT_ONLY}, reason="coreml-ane runs here")
 def test_coreml_leaves_no_package_in_the_temp_folder(tmp_path, monkeypatch):
-    """coremltools writes every in-memory model (the converted one, and the compressed one) as a
-    package in the temp folder and removes it only at interpreter exit: a pool worker that is
+    """coremltools writes the in-memory models it makes (a conversion's, a compression's) as
+    packages in the temp folder and removes them only at interpreter exit: a pool worker that is
     killed, or a notebook that converts all day, kept them all (~2 MB each)."""
     import tempfile
     temp = tmp_path / "temp"
