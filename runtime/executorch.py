@@ -273,8 +273,10 @@ def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int
               if ev.name not in ("Method::execute", "OPERATOR_CALL") and ev.perf_data]
     # a kernel inside a delegate (XNNPACK's per-operator events carry timings in executorch >= 1.5) is
     # the delegate's, not a portable op: its time is also inside its DELEGATE_CALL row
-    inside = {id(ev): ev.name == "DELEGATE_CALL" or bool(getattr(ev, "is_delegated_op", False)) for ev in events}
-    kernels = [ev for ev in events if inside[id(ev)] and ev.name != "DELEGATE_CALL"]
+    def inside(ev) -> bool:
+        return ev.name == "DELEGATE_CALL" or bool(getattr(ev, "is_delegated_op", False))
+
+    kernels = [ev for ev in events if inside(ev) and ev.name != "DELEGATE_CALL"]
     # XNNPACK times its kernels in whole microseconds: where it times any, one that reads 0 in every
     # run is a real sub-microsecond kernel and keeps its row (dropped, it came and went with the
     # machine's load: one run at 1 us listed it); where it times none, their rows say nothing
@@ -283,11 +285,11 @@ def op_events(path: Path, spec: ProgramSpec, arrays: list[np.ndarray], runs: int
     for ev in events:
         raw = [x * 1e3 for x in ev.perf_data.raw]  # Inspector reports ms
         if not any(raw):
-            if not (timed and inside[id(ev)]):
+            if not (timed and inside(ev)):
                 hidden += 1
                 continue
             instant += 1
-        backend = ev.delegate_backend_name or ("XnnpackBackend" if inside[id(ev)] else "portable")
+        backend = ev.delegate_backend_name or ("XnnpackBackend" if inside(ev) else "portable")
         op = ev.name.removeprefix("native_call_")
         for us in raw:
             rows.append((ev.name, op, us, backend))
